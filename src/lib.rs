@@ -1,0 +1,13 @@
+//! repro: reproduces the experiments of *Inception-v4, Inception-ResNet and the Impact of
+//! Residual Connections on Learning* (Szegedy, Ioffe, Vanhoucke, Alemi, 2016; arXiv 1602.07261).
+//!
+//! Modules, each with one job (see DESIGN.md):
+//! - [`models`]: the four networks, their building blocks, parameter/MAC counting, timm import.
+//! - [`data`]: image sources, the paper's preprocessing, crop geometry and the parallel loader.
+//! - [`train`]: optimizers (RMSProp with TF semantics, SGD-momentum), schedules, EMA, the loop.
+//! - [`store`]: results layout, Parquet, provenance, atomic writes, locks.
+
+pub mod data;
+pub mod models;
+pub mod store;
+pub mod train;

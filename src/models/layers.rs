@@ -1,0 +1,492 @@
+//! The building vocabulary shared by the four networks.
+//!
+//! Every network is a tree of [`Block`]s: [`ConvBnAct`] units and [`Pool2d`]s chained into
+//! [`Chain`]s (one branch of an Inception block), chains side by side in a [`Mixed`] block
+//! (concatenated on channels), and the Inception-ResNet [`Residual`] unit. The networks differ
+//! in numbers and names, not in code. Each block can also [`Block::trace`] an input shape through
+//! itself without touching tensors, which is how parameters, MACs and feature-map sizes are
+//! counted.
+
+use candle_core::{bail, Result, Tensor};
+use candle_nn::{BatchNorm, BatchNormConfig, Init, ModuleT, VarBuilder};
+use serde::Serialize;
+
+use super::pool::{Pool2d, PoolKind};
+
+/// Channels × height × width of one feature map (the batch dimension left out).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct FeatureShape {
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+}
+
+/// Trainable parameters and multiply-accumulates of a forward pass for one image.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Cost {
+    pub params: u64,
+    pub macs: u64,
+}
+
+impl std::ops::AddAssign for Cost {
+    fn add_assign(&mut self, other: Cost) {
+        self.params += other.params;
+        self.macs += other.macs;
+    }
+}
+
+/// One node of a network.
+pub trait Block: Send + Sync {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor>;
+    /// The output shape for `input`, adding this block's parameters and MACs to `cost`.
+    fn trace(&self, input: FeatureShape, cost: &mut Cost) -> Result<FeatureShape>;
+}
+
+/// How a stride-1 op pads. Stride-2 ops are always VALID in these networks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Padding {
+    /// TF SAME for odd kernels at stride 1: (k-1)/2 on each side of each axis.
+    Same,
+    /// No padding.
+    Valid,
+}
+
+/// Kernel (height, width), as TF `[kh, kw]` and PyTorch `(kh, kw)` write it.
+pub type Kernel = (usize, usize);
+pub const K1: Kernel = (1, 1);
+pub const K3: Kernel = (3, 3);
+pub const K5: Kernel = (5, 5);
+pub const K1X3: Kernel = (1, 3);
+pub const K3X1: Kernel = (3, 1);
+pub const K1X7: Kernel = (1, 7);
+pub const K7X1: Kernel = (7, 1);
+
+/// What every block needs to create its layers: where its weights live (the variable path is
+/// the timm state-dict key), the width multiplier, the BatchNorm settings and the average-pool
+/// padding semantics of the network.
+#[derive(Clone)]
+pub struct Ctx<'a> {
+    pub vb: VarBuilder<'a>,
+    pub width: f64,
+    pub bn: BatchNormConfig,
+    pub avg_pool: PoolKind,
+}
+
+impl<'a> Ctx<'a> {
+    /// The same context one level down the variable path.
+    pub fn pp(&self, name: impl ToString) -> Self {
+        Self { vb: self.vb.pp(name), ..self.clone() }
+    }
+
+    /// A filter count of the paper scaled by the width multiplier (at least 1).
+    pub fn ch(&self, paper: usize) -> usize {
+        ((paper as f64 * self.width).round() as usize).max(1)
+    }
+}
+
+fn out_len(len: usize, kernel: usize, stride: usize, pad: usize) -> Result<usize> {
+    let padded = len + 2 * pad;
+    if padded < kernel {
+        bail!("a kernel of {kernel} does not fit a feature map of {len} (padding {pad}): the input image is too small")
+    }
+    Ok((padded - kernel) / stride + 1)
+}
+
+/// Convolution without bias, BatchNorm, ReLU: TF-slim's `slim.conv2d` under the Inception arg
+/// scope, timm's `ConvNormAct`. Variables: `conv.weight`, `bn.{weight,bias,running_mean,running_var}`.
+pub struct ConvBnAct {
+    weight: Tensor,
+    bn: BatchNorm,
+    kernel: Kernel,
+    stride: usize,
+    /// Zero padding (rows, columns) on each side.
+    pad: (usize, usize),
+    cin: usize,
+    cout: usize,
+}
+
+impl ConvBnAct {
+    pub fn new(ctx: &Ctx, cin: usize, cout: usize, kernel: Kernel, stride: usize, padding: Padding) -> Result<Self> {
+        let pad = match padding {
+            Padding::Valid => (0, 0),
+            Padding::Same if stride == 1 => ((kernel.0 - 1) / 2, (kernel.1 - 1) / 2),
+            Padding::Same => bail!("SAME padding is only used at stride 1 in these networks"),
+        };
+        let init = Init::Kaiming {
+            dist: candle_nn::init::NormalOrUniform::Normal,
+            fan: candle_nn::init::FanInOut::FanIn,
+            non_linearity: candle_nn::init::NonLinearity::ReLU,
+        };
+        let weight = ctx.vb.pp("conv").get_with_hints((cout, cin, kernel.0, kernel.1), "weight", init)?;
+        let bn = candle_nn::batch_norm(cout, ctx.bn, ctx.vb.pp("bn"))?;
+        Ok(Self { weight, bn, kernel, stride, pad, cin, cout })
+    }
+}
+
+impl ConvBnAct {
+    /// Drops the trailing rows/columns a strided VALID conv never reads. The output is the
+    /// same, and candle's conv backward (which derives the output padding of both axes from
+    /// the height alone) then handles non-square inputs of mixed parity.
+    fn crop_unused_border(&self, x: &Tensor) -> Result<Tensor> {
+        if self.stride == 1 || self.pad != (0, 0) {
+            return Ok(x.clone());
+        }
+        let (_, _, h, w) = x.dims4()?;
+        let used = |len: usize, k: usize| if len < k { len } else { (len - k) / self.stride * self.stride + k };
+        let (uh, uw) = (used(h, self.kernel.0), used(w, self.kernel.1));
+        if (uh, uw) == (h, w) {
+            return Ok(x.clone());
+        }
+        x.narrow(2, 0, uh)?.narrow(3, 0, uw)
+    }
+}
+
+impl Block for ConvBnAct {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let x = &self.crop_unused_border(x)?;
+        let (ph, pw) = self.pad;
+        // candle pads both axes by one amount: asymmetric kernels are padded here instead.
+        let y = if ph == pw {
+            x.conv2d(&self.weight, ph, self.stride, 1, 1)?
+        } else {
+            x.pad_with_zeros(2, ph, ph)?.pad_with_zeros(3, pw, pw)?.conv2d(&self.weight, 0, self.stride, 1, 1)?
+        };
+        self.bn.forward_t(&y, train)?.relu()
+    }
+
+    fn trace(&self, s: FeatureShape, cost: &mut Cost) -> Result<FeatureShape> {
+        if s.c != self.cin {
+            bail!("conv expects {} input channels, got {}", self.cin, s.c)
+        }
+        let h = out_len(s.h, self.kernel.0, self.stride, self.pad.0)?;
+        let w = out_len(s.w, self.kernel.1, self.stride, self.pad.1)?;
+        let taps = (self.cin * self.kernel.0 * self.kernel.1) as u64;
+        *cost += Cost {
+            params: taps * self.cout as u64 + 2 * self.cout as u64,
+            macs: taps * (self.cout * h * w) as u64,
+        };
+        Ok(FeatureShape { c: self.cout, h, w })
+    }
+}
+
+/// The 1x1 convolution with bias and no normalisation that projects the branches of a
+/// residual block back to the trunk width (`conv2d.{weight,bias}` in timm).
+pub struct Projection {
+    weight: Tensor,
+    bias: Tensor,
+    cin: usize,
+    cout: usize,
+}
+
+impl Projection {
+    pub fn new(ctx: &Ctx, cin: usize, cout: usize) -> Result<Self> {
+        let init = Init::Kaiming {
+            dist: candle_nn::init::NormalOrUniform::Normal,
+            fan: candle_nn::init::FanInOut::FanIn,
+            non_linearity: candle_nn::init::NonLinearity::Linear,
+        };
+        let weight = ctx.vb.get_with_hints((cout, cin, 1, 1), "weight", init)?;
+        let bias = ctx.vb.get_with_hints(cout, "bias", Init::Const(0.0))?;
+        Ok(Self { weight, bias, cin, cout })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.conv2d(&self.weight, 0, 1, 1, 1)?.broadcast_add(&self.bias.reshape((1, self.cout, 1, 1))?)
+    }
+
+    fn trace(&self, s: FeatureShape, cost: &mut Cost) -> FeatureShape {
+        *cost += Cost {
+            params: (self.cin * self.cout + self.cout) as u64,
+            macs: (self.cin * self.cout * s.h * s.w) as u64,
+        };
+        FeatureShape { c: self.cout, ..s }
+    }
+}
+
+impl Block for Pool2d {
+    fn forward_t(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+        self.forward(x)
+    }
+
+    fn trace(&self, s: FeatureShape, _cost: &mut Cost) -> Result<FeatureShape> {
+        match (self.output_len(s.h), self.output_len(s.w)) {
+            (Some(h), Some(w)) => Ok(FeatureShape { c: s.c, h, w }),
+            _ => bail!("a {0}x{0} pooling window does not fit a {1}x{2} feature map: the input image is too small", self.kernel, s.h, s.w),
+        }
+    }
+}
+
+/// Blocks applied one after the other: one branch of an Inception block, or a stage.
+/// Built fluently while tracking the channel count, so filter counts are written once.
+pub struct Chain {
+    blocks: Vec<Box<dyn Block>>,
+    channels: usize,
+}
+
+impl Chain {
+    /// An empty chain on an input of `channels` channels.
+    pub fn from(channels: usize) -> Self {
+        Self { blocks: Vec::new(), channels }
+    }
+
+    pub fn channels(&self) -> usize {
+        self.channels
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.blocks.is_empty()
+    }
+
+    /// Appends any block whose output has `channels` channels.
+    pub fn then(mut self, block: impl Block + 'static, channels: usize) -> Self {
+        self.blocks.push(Box::new(block));
+        self.channels = channels;
+        self
+    }
+
+    /// Appends a block of parallel branches.
+    pub fn mixed(self, block: Mixed) -> Self {
+        let c = block.channels();
+        self.then(block, c)
+    }
+
+    /// Appends a residual block (the width does not change).
+    pub fn residual(self, block: Residual) -> Self {
+        let c = self.channels;
+        self.then(block, c)
+    }
+
+    /// Conv-BN-ReLU at `ctx`/`name` with `paper` filters (before width scaling), stride 1, SAME.
+    pub fn conv(self, ctx: &Ctx, name: &str, paper: usize, kernel: Kernel) -> Result<Self> {
+        self.conv_with(ctx, name, paper, kernel, 1, Padding::Same)
+    }
+
+    /// Conv-BN-ReLU, stride 1, VALID.
+    pub fn conv_valid(self, ctx: &Ctx, name: &str, paper: usize, kernel: Kernel) -> Result<Self> {
+        self.conv_with(ctx, name, paper, kernel, 1, Padding::Valid)
+    }
+
+    /// Conv-BN-ReLU, stride 2, VALID.
+    pub fn conv_s2(self, ctx: &Ctx, name: &str, paper: usize, kernel: Kernel) -> Result<Self> {
+        self.conv_with(ctx, name, paper, kernel, 2, Padding::Valid)
+    }
+
+    fn conv_with(self, ctx: &Ctx, name: &str, paper: usize, kernel: Kernel, stride: usize, padding: Padding) -> Result<Self> {
+        let cout = ctx.ch(paper);
+        let unit = ConvBnAct::new(&ctx.pp(name), self.channels, cout, kernel, stride, padding)?;
+        Ok(self.then(unit, cout))
+    }
+
+    /// 3x3 stride-2 VALID max pooling.
+    pub fn max_pool(self) -> Self {
+        let c = self.channels;
+        self.then(Pool2d::max_3x3_s2(), c)
+    }
+
+    /// 3x3 stride-1 SAME average pooling with the network's padding semantics.
+    pub fn avg_pool(self, ctx: &Ctx) -> Self {
+        let c = self.channels;
+        self.then(Pool2d::avg_3x3_same(ctx.avg_pool), c)
+    }
+
+    /// Splits into parallel chains on the current output, concatenated (Inception-C's
+    /// `{1x3, 3x1}` pairs).
+    pub fn fork(self, branches: impl FnOnce(usize) -> Result<Vec<Chain>>) -> Result<Self> {
+        let mixed = Mixed::new(branches(self.channels)?);
+        let c = mixed.channels();
+        Ok(self.then(mixed, c))
+    }
+}
+
+impl Block for Chain {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut y = x.clone();
+        for block in &self.blocks {
+            y = block.forward_t(&y, train)?;
+        }
+        Ok(y)
+    }
+
+    fn trace(&self, s: FeatureShape, cost: &mut Cost) -> Result<FeatureShape> {
+        self.blocks.iter().try_fold(s, |s, block| block.trace(s, cost))
+    }
+}
+
+/// Parallel branches on one input, concatenated on channels in the order given.
+pub struct Mixed {
+    branches: Vec<Chain>,
+}
+
+impl Mixed {
+    pub fn new(branches: Vec<Chain>) -> Self {
+        Self { branches }
+    }
+
+    pub fn channels(&self) -> usize {
+        self.branches.iter().map(Chain::channels).sum()
+    }
+}
+
+impl Block for Mixed {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let outs = self.branches.iter().map(|b| b.forward_t(x, train)).collect::<Result<Vec<_>>>()?;
+        Tensor::cat(&outs, 1)
+    }
+
+    fn trace(&self, s: FeatureShape, cost: &mut Cost) -> Result<FeatureShape> {
+        let outs = self.branches.iter().map(|b| b.trace(s, cost)).collect::<Result<Vec<_>>>()?;
+        let first = outs[0];
+        if outs.iter().any(|o| (o.h, o.w) != (first.h, first.w)) {
+            bail!("branches of a mixed block disagree on their output size: {outs:?}")
+        }
+        Ok(FeatureShape { c: outs.iter().map(|o| o.c).sum(), ..first })
+    }
+}
+
+/// The Inception-ResNet unit: `out = act(x + scale * up(concat(branches)))`, where `up` is a
+/// 1x1 conv with bias back to the trunk width, so the scale multiplies its bias too.
+pub struct Residual {
+    branches: Mixed,
+    up: Projection,
+    scale: f64,
+    relu: bool,
+}
+
+impl Residual {
+    /// `ctx` is the block's own path: the projection lives at `conv2d`.
+    pub fn new(ctx: &Ctx, cin: usize, branches: Vec<Chain>, scale: f64, relu: bool) -> Result<Self> {
+        let branches = Mixed::new(branches);
+        let up = Projection::new(&ctx.pp("conv2d"), branches.channels(), cin)?;
+        Ok(Self { branches, up, scale, relu })
+    }
+}
+
+impl Block for Residual {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let up = self.up.forward(&self.branches.forward_t(x, train)?)?;
+        let y = (x + (up * self.scale)?)?;
+        if self.relu {
+            y.relu()
+        } else {
+            Ok(y)
+        }
+    }
+
+    fn trace(&self, s: FeatureShape, cost: &mut Cost) -> Result<FeatureShape> {
+        let inner = self.branches.trace(s, cost)?;
+        let out = self.up.trace(inner, cost);
+        if out != s {
+            bail!("residual branch produces {out:?} for a trunk of {s:?}")
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device, Var};
+    use candle_nn::VarMap;
+
+    fn ctx(vm: &VarMap) -> Ctx<'static> {
+        Ctx {
+            vb: VarBuilder::from_varmap(vm, DType::F64, &Device::Cpu),
+            width: 1.0,
+            bn: BatchNormConfig { eps: 1e-3, ..Default::default() },
+            avg_pool: PoolKind::AvgExcludePad,
+        }
+    }
+
+    #[test]
+    fn width_multiplier_scales_and_keeps_at_least_one_filter() {
+        let vm = VarMap::new();
+        let mut c = ctx(&vm);
+        c.width = 0.125;
+        assert_eq!(c.ch(96), 12);
+        assert_eq!(c.ch(4), 1);
+        c.width = 0.01;
+        assert_eq!(c.ch(32), 1);
+    }
+
+    #[test]
+    fn asymmetric_kernels_pad_each_axis_separately() {
+        let vm = VarMap::new();
+        let c = ctx(&vm);
+        let x = Tensor::randn(0f64, 1., (1, 3, 5, 9), &Device::Cpu).unwrap();
+        for k in [K1X7, K7X1, K1X3, K3X1] {
+            let unit = ConvBnAct::new(&c.pp(format!("{k:?}")), 3, 4, k, 1, Padding::Same).unwrap();
+            assert_eq!(unit.forward_t(&x, false).unwrap().dims(), &[1, 4, 5, 9], "{k:?}");
+            let mut cost = Cost::default();
+            let s = unit.trace(FeatureShape { c: 3, h: 5, w: 9 }, &mut cost).unwrap();
+            assert_eq!((s.h, s.w), (5, 9));
+            assert_eq!(cost.params, (3 * 4 * k.0 * k.1 + 8) as u64);
+            assert_eq!(cost.macs, (3 * 4 * k.0 * k.1 * 45) as u64);
+        }
+    }
+
+    /// A 1x7 SAME conv equals a 1x7 conv over an input zero-padded by 3 columns only.
+    #[test]
+    fn one_by_seven_conv_pads_only_the_width() {
+        let vm = VarMap::new();
+        let c = ctx(&vm);
+        let unit = ConvBnAct::new(&c.pp("u"), 2, 3, K1X7, 1, Padding::Same).unwrap();
+        let x = Tensor::randn(0f64, 1., (1, 2, 4, 6), &Device::Cpu).unwrap();
+        let w = vm.data().lock().unwrap()["u.conv.weight"].as_tensor().clone();
+        let manual = x.pad_with_zeros(3, 3, 3).unwrap().conv2d(&w, 0, 1, 1, 1).unwrap();
+        // BN at init in eval mode is (x - 0) / sqrt(1 + eps); then ReLU.
+        let expected = (manual / (1.0f64 + 1e-3).sqrt()).unwrap().relu().unwrap();
+        let got = unit.forward_t(&x, false).unwrap();
+        let diff = (got - expected).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+        assert!(diff < 1e-12, "{diff}");
+    }
+
+    #[test]
+    fn residual_scale_multiplies_the_projection_bias() {
+        let vm = VarMap::new();
+        let c = ctx(&vm);
+        let branch = Chain::from(2).conv(&c.pp("block"), "branch0", 3, K1).unwrap();
+        let block = Residual::new(&c.pp("block"), 2, vec![branch], 0.5, false).unwrap();
+        // Zero the branch's conv so the residual adds exactly scale * bias.
+        let vars = vm.data().lock().unwrap();
+        vars["block.branch0.conv.weight"].set(&Tensor::zeros((3, 2, 1, 1), DType::F64, &Device::Cpu).unwrap()).unwrap();
+        vars["block.conv2d.bias"].set(&Tensor::new(&[4.0f64, -8.0], &Device::Cpu).unwrap()).unwrap();
+        drop(vars);
+        let x = Tensor::ones((1, 2, 1, 1), DType::F64, &Device::Cpu).unwrap();
+        let y = block.forward_t(&x, false).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        assert_eq!(y, vec![3.0, -3.0]); // 1 + 0.5*4, 1 + 0.5*(-8); no ReLU
+    }
+
+    /// Finite-difference check of a padded asymmetric conv unit (BN in eval mode so the
+    /// function is deterministic), with respect to input and weights.
+    #[test]
+    fn padded_conv_gradients_match_finite_differences() {
+        let vm = VarMap::new();
+        let c = ctx(&vm);
+        for (i, (k, stride)) in [(K1X7, 1), (K7X1, 1), (K3, 1), (K3, 2)].into_iter().enumerate() {
+            let pad = if stride == 1 { Padding::Same } else { Padding::Valid };
+            let unit = ConvBnAct::new(&c.pp(i), 2, 3, k, stride, pad).unwrap();
+            let x = Var::from_tensor(&Tensor::randn(0f64, 1., (2, 2, 7, 8), &Device::Cpu).unwrap()).unwrap();
+            let y = unit.forward_t(x.as_tensor(), false).unwrap();
+            let r = Tensor::randn(0f64, 1., y.shape(), &Device::Cpu).unwrap();
+            let grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let weight = vm.data().lock().unwrap()[&format!("{i}.conv.weight")].clone();
+            for var in [&x, &weight] {
+                let analytic = grads.get(var.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+                let base = var.as_tensor().copy().unwrap();
+                let flat = base.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+                for j in (0..flat.len()).step_by(5) {
+                    let mut at = |delta: f64| {
+                        let mut v = flat.clone();
+                        v[j] += delta;
+                        var.set(&Tensor::from_vec(v, base.shape(), &Device::Cpu).unwrap()).unwrap();
+                        let out = unit.forward_t(x.as_tensor(), false).unwrap();
+                        (out * &r).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap()
+                    };
+                    let numeric = (at(1e-6) - at(-1e-6)) / 2e-6;
+                    assert!((numeric - analytic[j]).abs() < 1e-5 * (1.0 + numeric.abs()), "{k:?}/{stride} entry {j}: {numeric} vs {}", analytic[j]);
+                }
+                var.set(&base).unwrap();
+            }
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! Whole-network checks against the paper's layer table and the reference implementations'
+//! parameter counts (ARCHITECTURES.md, timm's `results-imagenet.csv`).
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+
+use super::*;
+
+fn config(arch: Arch) -> ModelConfig {
+    ModelConfig::new(arch)
+}
+
+#[test]
+fn parameters_and_macs_match_the_reference_networks() {
+    // (arch, aux, params, MACs at 299 in GMACs)
+    let expected = [
+        (Arch::InceptionV3, false, 23_834_568, 5.713),
+        (Arch::InceptionV3, true, 27_161_264, f64::NAN),
+        (Arch::InceptionV4, false, 42_679_816, 12.254),
+        (Arch::InceptionResnetV2, false, 55_843_464, 13.156),
+        (Arch::InceptionResnetV1, false, 22_756_328, 6.206),
+    ];
+    for (arch, aux, params, gmacs) in expected {
+        let mut cfg = config(arch);
+        cfg.aux_head = aux;
+        let s = summarize(&cfg, 299).unwrap();
+        assert_eq!(s.params, params, "{arch} aux={aux}");
+        if !gmacs.is_nan() {
+            let ours = s.macs as f64 / 1e9;
+            assert!((ours / gmacs - 1.0).abs() < 0.01, "{arch}: {ours} GMACs, reference {gmacs}");
+        }
+    }
+}
+
+/// The feature-map sizes of the paper's figures at 299 px: 35x35, 17x17, 8x8 grids and the
+/// channel counts of each stage output.
+#[test]
+fn stage_outputs_follow_the_paper_at_299() {
+    let expect = [
+        (Arch::InceptionV3, [(192, 35), (288, 35), (768, 17), (768, 17), (1280, 8), (2048, 8)]),
+        (Arch::InceptionV4, [(384, 35), (384, 35), (1024, 17), (1024, 17), (1536, 8), (1536, 8)]),
+        (Arch::InceptionResnetV1, [(256, 35), (256, 35), (896, 17), (896, 17), (1792, 8), (1792, 8)]),
+        (Arch::InceptionResnetV2, [(320, 35), (320, 35), (1088, 17), (1088, 17), (2080, 8), (1536, 8)]),
+    ];
+    for (arch, stages) in expect {
+        let s = summarize(&config(arch), 299).unwrap();
+        let got: Vec<(usize, usize)> = s.stages[..6].iter().map(|st| (st.output.c, st.output.h)).collect();
+        assert_eq!(got, stages.to_vec(), "{arch}");
+    }
+}
+
+#[test]
+fn final_grid_is_one_for_75_and_floors_for_other_sizes() {
+    for arch in Arch::ALL {
+        for (size, grid) in [(75, 1), (107, 2), (139, 3), (299, 8), (224, 5), (160, 3)] {
+            let s = summarize(&config(arch), size).unwrap();
+            assert_eq!(s.stages[5].output.h, grid, "{arch} at {size}");
+        }
+        let err = summarize(&config(arch), 74).unwrap_err().to_string();
+        assert!(err.contains("too small"), "{arch}: {err}");
+    }
+}
+
+#[test]
+fn width_multiplier_scales_every_filter_count() {
+    let mut cfg = config(Arch::InceptionV4);
+    cfg.width = 0.125;
+    let s = summarize(&cfg, 299).unwrap();
+    // 384 = 4 × 96 → 4 × 12; 1536 = 6 × 256 → 6 × 32.
+    assert_eq!(s.stages[1].output.c, 48);
+    assert_eq!(s.stages[5].output.c, 192);
+    let full = summarize(&config(Arch::InceptionV4), 299).unwrap();
+    let ratio = s.macs as f64 / full.macs as f64;
+    assert!((0.01..0.025).contains(&ratio), "width 1/8 should cost about 1/64 of the MACs, got {ratio}");
+}
+
+#[test]
+fn blocks_and_classes_knobs_change_the_network() {
+    let mut cfg = config(Arch::InceptionResnetV2);
+    cfg.width = 0.125;
+    cfg.num_classes = 10;
+    let base = summarize(&cfg, 107).unwrap();
+    cfg.blocks = Some([1, 1, 1]);
+    let small = summarize(&cfg, 107).unwrap();
+    assert!(small.params < base.params);
+    assert_eq!(small.stages.last().unwrap().output.c, 10);
+}
+
+/// The traced parameter count equals the number of trainable elements actually created
+/// (running statistics excluded), so the counter cannot drift from the network.
+#[test]
+fn traced_parameters_equal_created_variables() {
+    for arch in Arch::ALL {
+        let vm = VarMap::new();
+        let mut cfg = config(arch);
+        cfg.width = 0.25;
+        cfg.aux_head = true;
+        let net = Network::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+        let created: usize = vm
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(name, _)| !name.ends_with("running_mean") && !name.ends_with("running_var"))
+            .map(|(_, v)| v.elem_count())
+            .sum();
+        assert_eq!(net.summary(299).unwrap().params, created as u64, "{arch}");
+    }
+}
+
+fn tiny(arch: Arch) -> ModelConfig {
+    let mut cfg = config(arch);
+    cfg.width = 0.125;
+    cfg.num_classes = 5;
+    cfg.image_size = 75;
+    cfg.aux_head = true;
+    cfg
+}
+
+#[test]
+fn forward_shapes_at_75_107_and_299() {
+    for arch in Arch::ALL {
+        for size in [75, 107, 299] {
+            let mut cfg = tiny(arch);
+            cfg.image_size = size;
+            let vm = VarMap::new();
+            let net = Network::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+            let x = Tensor::randn(0f32, 1., (1, 3, size, size), &Device::Cpu).unwrap();
+            let out = net.forward_t(&x, true).unwrap();
+            assert_eq!(out.logits.dims(), &[1, 5], "{arch} {size}");
+            assert_eq!(out.aux_logits.unwrap().dims(), &[1, 5], "{arch} {size}");
+            assert!(net.forward_t(&x, false).unwrap().aux_logits.is_none());
+        }
+    }
+}
+
+/// Forward and backward of every network at width 0.125, 75 px, batch 2, in training mode:
+/// every trainable variable receives a finite gradient.
+#[test]
+fn every_network_trains_forward_and_backward() {
+    for arch in Arch::ALL {
+        let vm = VarMap::new();
+        let net = Network::new(&tiny(arch), VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+        let x = Tensor::randn(0f32, 1., (2, 3, 75, 75), &Device::Cpu).unwrap();
+        let out = net.forward_t(&x, true).unwrap();
+        let loss = (out.logits.sqr().unwrap().mean_all().unwrap() + out.aux_logits.unwrap().sqr().unwrap().mean_all().unwrap()).unwrap();
+        let grads = loss.backward().unwrap();
+        let vars = vm.data().lock().unwrap();
+        let mut missing = Vec::new();
+        for (name, var) in vars.iter() {
+            if name.ends_with("running_mean") || name.ends_with("running_var") {
+                continue;
+            }
+            match grads.get(var.as_tensor()) {
+                Some(g) => {
+                    let finite = g.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap().is_finite();
+                    assert!(finite, "{arch}: gradient of {name} is not finite");
+                }
+                None => missing.push(name.clone()),
+            }
+        }
+        assert!(missing.is_empty(), "{arch}: no gradient for {missing:?}");
+    }
+}
+
+#[test]
+fn images_smaller_than_75_px_are_refused_with_a_clear_error() {
+    let net = Network::new(&tiny(Arch::InceptionV4), VarBuilder::zeros(DType::F32, &Device::Cpu)).unwrap();
+    let x = Tensor::zeros((1, 3, 64, 64), DType::F32, &Device::Cpu).unwrap();
+    let err = net.forward_t(&x, false).err().unwrap().to_string();
+    assert!(err.contains("H, W >= 75"), "{err}");
+}
