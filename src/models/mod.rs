@@ -19,10 +19,12 @@ mod inception_v3;
 mod inception_v4;
 pub mod layers;
 mod network;
+mod table;
 pub mod pool;
 
 pub use config::{Arch, AvgPoolPadding, ModelConfig, MIN_IMAGE_SIZE};
 pub use network::{summarize, Network, NetworkOutput, StageSummary, Summary, STAGE_NAMES};
+pub use table::render_table;
 
 #[cfg(test)]
 mod tests;
