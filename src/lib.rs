@@ -9,5 +9,6 @@
 
 pub mod data;
 pub mod models;
+pub mod spec;
 pub mod store;
 pub mod train;

@@ -1,1 +1,26 @@
-//! placeholder: filled by its issue
+//! The results store: the layout of a run folder, atomic writes, the folder lock,
+//! `metrics.parquet`, `provenance.json` and checkpoints.
+//!
+//! Everything here is written whole and renamed into place, so a reader (or a resumed run)
+//! only ever sees complete files, and everything a user may open (Parquet, JSON,
+//! safetensors) makes sense without this program.
+
+pub mod atomic;
+pub mod checkpoint;
+pub mod clock;
+pub mod layout;
+pub mod lock;
+pub mod metrics;
+pub mod provenance;
+
+pub use atomic::{write_bytes, write_json, write_safetensors, AtomicWriteError};
+pub use checkpoint::{
+    load_checkpoint, save_checkpoint, Checkpoint, CheckpointError, TrainingState,
+    CHECKPOINT_FORMAT_VERSION,
+};
+pub use layout::RunDir;
+pub use lock::{LockError, LockHolder, RunLock};
+pub use metrics::{append_metrics, read_metrics, write_metrics, MetricsError, MetricsRow};
+pub use provenance::{
+    manifest_hash, GitInfo, Provenance, ProvenanceError, RunStatus, SkippedImage,
+};

@@ -1,0 +1,358 @@
+//! Reading an experiment: the file and its includes, `${VAR}` substitution, the selected
+//! profile, `--set` overrides, and the resolution of every run into a complete, hashed
+//! configuration.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_yaml::Value;
+
+use super::error::SpecError;
+use super::schema::*;
+use super::yaml::{deep_merge, set_path, substitute_env};
+use crate::models::ModelConfig;
+use crate::train::{EmaConfig, RmsPropConfig};
+
+/// How to read an experiment.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// A profile of the file to apply (`smoke` for `--smoke`).
+    pub profile: Option<String>,
+    /// `key.path=value` overrides. Paths starting with `model.`, `data.`, `train.` or `seed`
+    /// apply to every run, after the profile; others apply to the document.
+    pub overrides: Vec<String>,
+}
+
+/// Everything that determines what a training run computes. Its hash names the run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    pub model: ModelConfig,
+    pub data: DataConfig,
+    pub train: TrainConfig,
+    pub seed: u64,
+}
+
+impl RunConfig {
+    /// 16 hex digits of a 64-bit FNV-1a hash of the canonical JSON (sorted keys).
+    pub fn hash(&self) -> String {
+        let json = serde_json::to_value(self).expect("a run config serialises");
+        format!("{:016x}", fnv1a64(canonical_json(&json).as_bytes()))
+    }
+}
+
+/// A run of the experiment, ready to train.
+#[derive(Clone, Debug)]
+pub struct ResolvedRun {
+    pub name: String,
+    pub config: RunConfig,
+    pub hash: String,
+}
+
+impl ResolvedRun {
+    /// `<name>-<first 8 hex digits>`: the run's folder under `results/runs/`.
+    pub fn folder_name(&self) -> String {
+        format!("{}-{}", self.name, &self.hash[..8])
+    }
+}
+
+/// A loaded experiment.
+#[derive(Clone, Debug)]
+pub struct Experiment {
+    pub path: PathBuf,
+    pub name: String,
+    pub title: String,
+    pub description: String,
+    pub profile: Option<String>,
+    pub runs: BTreeMap<String, ResolvedRun>,
+    pub figures: Vec<FigureSpec>,
+    pub tables: Vec<TableSpec>,
+    pub claims: Vec<ClaimSpec>,
+    /// The file and everything it included, in merge order.
+    pub sources: Vec<PathBuf>,
+}
+
+/// Reads, merges, validates and resolves an experiment file.
+pub fn load_experiment(path: &Path, options: &LoadOptions) -> Result<Experiment, SpecError> {
+    let env = |name: &str| std::env::var(name).ok();
+    let mut sources = Vec::new();
+    let mut doc = read_merged(path, &mut Vec::new(), &mut sources, &env)?;
+
+    let (every_run_sets, doc_sets) = parse_overrides(&options.overrides)?;
+    for (key, value) in doc_sets {
+        set_path(&mut doc, &key, value).map_err(|message| SpecError::Override { arg: key.clone(), message })?;
+    }
+    let file: ExperimentFile = typed(&doc).map_err(|e| SpecError::Invalid {
+        path: path.into(),
+        message: format!("after merging includes and overrides: {e}"),
+    })?;
+
+    let profile = match &options.profile {
+        Some(name) => match file.profiles.contains_key(name) {
+            true => Some(name.clone()),
+            false => {
+                let known: Vec<&String> = file.profiles.keys().collect();
+                return Err(SpecError::Invalid { path: path.into(), message: format!("no profile `{name}` (profiles: {known:?})") });
+            }
+        },
+        None => None,
+    };
+
+    let mut every_run = Value::Mapping(Default::default());
+    for (key, value) in every_run_sets {
+        set_path(&mut every_run, &key, value).map_err(|message| SpecError::Override { arg: key.clone(), message })?;
+    }
+    let mut runs = BTreeMap::new();
+    for name in file.runs.keys() {
+        let merged = merged_run(&doc, name, profile.as_deref(), &every_run, path)?;
+        let spec: RunSpec = typed(&merged).map_err(|message| SpecError::Run { path: path.into(), run: name.clone(), message })?;
+        let config = resolve_run(spec).map_err(|message| SpecError::Run { path: path.into(), run: name.clone(), message })?;
+        let hash = config.hash();
+        runs.insert(name.clone(), ResolvedRun { name: name.clone(), config, hash });
+    }
+    check_references(&file, &runs, path)?;
+
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    Ok(Experiment {
+        path: path.into(),
+        name: file.name.clone().unwrap_or(stem),
+        title: file.title.clone().unwrap_or_default(),
+        description: file.description.clone().unwrap_or_default(),
+        profile,
+        runs,
+        figures: file.figures,
+        tables: file.tables,
+        claims: file.claims,
+        sources,
+    })
+}
+
+/// One file with its includes merged under it, validated on its own first so errors carry
+/// the line and column.
+fn read_merged(path: &Path, stack: &mut Vec<PathBuf>, sources: &mut Vec<PathBuf>, env: &dyn Fn(&str) -> Option<String>) -> Result<Value, SpecError> {
+    let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    if stack.contains(&canonical) {
+        let mut chain: Vec<String> = stack.iter().map(|p| p.display().to_string()).collect();
+        chain.push(canonical.display().to_string());
+        return Err(SpecError::IncludeCycle { path: path.into(), chain });
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read { path: path.into(), source })?;
+    let file: ExperimentFile = if text.trim().is_empty() {
+        ExperimentFile::default()
+    } else {
+        serde_yaml::from_str(&text).map_err(|e| SpecError::from_yaml(path, e))?
+    };
+    let mut own: Value = serde_yaml::from_str(&text).map_err(|e| SpecError::from_yaml(path, e))?;
+    if own.is_null() {
+        own = Value::Mapping(Default::default());
+    }
+    substitute_env(&mut own, env).map_err(|(var, key)| SpecError::MissingEnv { path: path.into(), var, key })?;
+    if let Value::Mapping(map) = &mut own {
+        map.remove("include");
+    }
+
+    stack.push(canonical);
+    let mut merged = Value::Mapping(Default::default());
+    let dir = path.parent().unwrap_or(Path::new("."));
+    for include in &file.include {
+        let resolved = dir.join(include);
+        if !resolved.is_file() {
+            return Err(SpecError::MissingInclude { path: path.into(), include: include.clone(), resolved });
+        }
+        let included = read_merged(&resolved, stack, sources, env)?;
+        deep_merge(&mut merged, &included);
+    }
+    stack.pop();
+    deep_merge(&mut merged, &own);
+    sources.push(path.to_path_buf());
+    Ok(merged)
+}
+
+/// Splits `key=value` overrides into those for every run and those for the document.
+#[allow(clippy::type_complexity)]
+fn parse_overrides(overrides: &[String]) -> Result<(Vec<(String, Value)>, Vec<(String, Value)>), SpecError> {
+    let mut every_run = Vec::new();
+    let mut document = Vec::new();
+    for arg in overrides {
+        let Some((key, raw)) = arg.split_once('=') else {
+            return Err(SpecError::Override { arg: arg.clone(), message: "expected key.path=value".into() });
+        };
+        let value: Value = serde_yaml::from_str(raw).map_err(|e| SpecError::Override { arg: arg.clone(), message: format!("value is not YAML: {e}") })?;
+        let key = key.trim().to_string();
+        let first = key.split('.').next().unwrap_or_default();
+        match first {
+            "model" | "data" | "train" | "seed" => every_run.push((key, value)),
+            _ => document.push((key, value)),
+        }
+    }
+    Ok((every_run, document))
+}
+
+/// defaults ⊕ extended runs ⊕ the run ⊕ profile (every run, then this run) ⊕ every-run overrides.
+fn merged_run(doc: &Value, name: &str, profile: Option<&str>, every_run: &Value, path: &Path) -> Result<Value, SpecError> {
+    let runs = &doc["runs"];
+    let mut chain = vec![name.to_string()];
+    while let Some(parent) = runs[chain.last().expect("non-empty").as_str()]["extends"].as_str() {
+        if chain.iter().any(|c| c == parent) {
+            let message = format!("`extends` forms a cycle: {} -> {parent}", chain.join(" -> "));
+            return Err(SpecError::Run { path: path.into(), run: name.into(), message });
+        }
+        if runs[parent].is_null() {
+            return Err(SpecError::Run { path: path.into(), run: name.into(), message: format!("extends unknown run `{parent}`") });
+        }
+        chain.push(parent.to_string());
+    }
+    let mut merged = Value::Mapping(Default::default());
+    // Absent layers index as null; they must not replace what is below them.
+    let mut overlay = |layer: &Value| {
+        if !layer.is_null() {
+            deep_merge(&mut merged, layer)
+        }
+    };
+    overlay(&doc["defaults"]);
+    for run in chain.iter().rev() {
+        overlay(&runs[run.as_str()]);
+    }
+    if let Some(p) = profile {
+        overlay(&doc["profiles"][p]["every_run"]);
+        overlay(&doc["profiles"][p]["runs"][name]);
+    }
+    overlay(every_run);
+    if let Value::Mapping(map) = &mut merged {
+        map.remove("extends");
+        map.retain(|_, v| !v.is_null());
+    }
+    Ok(merged)
+}
+
+/// Fills every unset field with the paper's value.
+fn resolve_run(spec: RunSpec) -> Result<RunConfig, String> {
+    let m = spec.model;
+    let arch = m.arch.ok_or("model.arch is not set (inception_v3, inception_v4, inception_resnet_v1, inception_resnet_v2)")?;
+    let mut model = ModelConfig::new(arch);
+    model.num_classes = m.num_classes.unwrap_or(model.num_classes);
+    model.width = m.width.unwrap_or(model.width);
+    model.blocks = m.blocks.or(model.blocks);
+    model.residual_scales = m.residual_scales.or(model.residual_scales);
+    model.dropout = m.dropout.unwrap_or(model.dropout);
+    model.aux_head = m.aux_head.unwrap_or(model.aux_head);
+    model.image_size = m.image_size.unwrap_or(model.image_size);
+    model.avg_pool_padding = m.avg_pool_padding.or(model.avg_pool_padding);
+    model.bn_eps = m.bn_eps.unwrap_or(model.bn_eps);
+    model.bn_momentum = m.bn_momentum.unwrap_or(model.bn_momentum);
+
+    let d = spec.data;
+    if let Some(s) = &d.synthetic {
+        model.num_classes = s.classes;
+    }
+    let data = DataConfig {
+        train: d.train,
+        val: d.val,
+        val_layout: d.val_layout.unwrap_or(ValLayout::ImageFolder),
+        val_ground_truth: d.val_ground_truth,
+        val_wnids: d.val_wnids,
+        blacklist: d.blacklist,
+        eval_set: d.eval_set.unwrap_or(EvalSet::All),
+        classes: d.classes,
+        train_images_per_class: d.train_images_per_class,
+        val_images_per_class: d.val_images_per_class,
+        subset_seed: d.subset_seed.unwrap_or(0),
+        skip_bad_images: d.skip_bad_images.unwrap_or(false),
+        synthetic: d.synthetic,
+        color_distortion: d.color_distortion.unwrap_or(ColorMode::Fast),
+        eval_crop_fraction: d.eval_crop_fraction.unwrap_or(0.875),
+        interpolation: d.interpolation.unwrap_or(InterpolationMode::Bilinear),
+    };
+    if data.synthetic.is_none() && (data.train.is_none() || data.val.is_none()) {
+        return Err("data.train and data.val must be set (or data.synthetic)".into());
+    }
+    if let (Some(n), None) = (data.classes, &data.synthetic) {
+        model.num_classes = n;
+    }
+
+    let t = spec.train;
+    let train = TrainConfig {
+        epochs: t.epochs.unwrap_or(160.0),
+        batch_size: t.batch_size.unwrap_or(32),
+        eval_batch_size: t.eval_batch_size.unwrap_or(64),
+        optimizer: t.optimizer.unwrap_or(OptimizerConfig::Rmsprop(RmsPropConfig::default())),
+        lr: t.lr.unwrap_or_default(),
+        weight_decay: t.weight_decay.unwrap_or(4e-5),
+        clip_norm: t.clip_norm.unwrap_or(2.0),
+        label_smoothing: t.label_smoothing.unwrap_or(0.1),
+        aux_weight: t.aux_weight.unwrap_or(0.4),
+        ema: t.ema.unwrap_or(EmaConfig::default()),
+        eval_every_epochs: t.eval_every_epochs.unwrap_or(1.0),
+        checkpoint_every_steps: t.checkpoint_every_steps.unwrap_or(1000),
+    };
+    train.lr.validate().map_err(|e| e.to_string())?;
+    if !(train.epochs > 0.0 && train.epochs.is_finite()) {
+        return Err(format!("train.epochs must be positive, got {}", train.epochs));
+    }
+    if train.batch_size == 0 || train.eval_batch_size == 0 {
+        return Err("train.batch_size and train.eval_batch_size must be at least 1".into());
+    }
+    if !(train.eval_every_epochs > 0.0) {
+        return Err(format!("train.eval_every_epochs must be positive, got {}", train.eval_every_epochs));
+    }
+    model.validate().map_err(|e| format!("model: {e}"))?;
+    Ok(RunConfig { model, data, train, seed: spec.seed.unwrap_or(0) })
+}
+
+fn check_references(file: &ExperimentFile, runs: &BTreeMap<String, ResolvedRun>, path: &Path) -> Result<(), SpecError> {
+    let known = |r: &String| runs.contains_key(r);
+    let unknown = |what: String, r: &String| SpecError::Invalid {
+        path: path.into(),
+        message: format!("{what} names run `{r}`, which is not defined (runs: {})", runs.keys().cloned().collect::<Vec<_>>().join(", ")),
+    };
+    for f in &file.figures {
+        if let Some(r) = f.runs.iter().find(|r| !known(r)) {
+            return Err(unknown(format!("figure `{}`", f.id), r));
+        }
+    }
+    for t in &file.tables {
+        if ![1, 10, 12, 144].contains(&t.crops) {
+            return Err(SpecError::Invalid { path: path.into(), message: format!("table `{}`: crops must be 1, 10, 12 or 144, got {}", t.id, t.crops) });
+        }
+        for row in &t.rows {
+            if let Some(r) = row.runs.iter().find(|r| !known(r)) {
+                return Err(unknown(format!("table `{}` row `{}`", t.id, row.label), r));
+            }
+        }
+    }
+    for c in &file.claims {
+        let ClaimCheck::ResidualFaster { residual, plain, .. } = &c.check;
+        for r in [residual, plain] {
+            if !known(r) {
+                return Err(unknown("a claim".into(), r));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Deserialises a merged tree through its YAML text, so that errors carry the key path
+/// (`train.epochs: invalid type ...`); the positions in that text mean nothing and are dropped.
+fn typed<T: serde::de::DeserializeOwned>(value: &Value) -> Result<T, String> {
+    let text = serde_yaml::to_string(value).map_err(|e| e.to_string())?;
+    serde_yaml::from_str(&text).map_err(|e| super::error::strip_position(&e.to_string()))
+}
+
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x0000_0100_0000_01b3))
+}
+
+/// JSON with object keys sorted at every level, whatever serde_json's map type is.
+fn canonical_json(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            let parts: Vec<String> = keys.iter().map(|k| format!("{}:{}", serde_json::Value::String((*k).clone()), canonical_json(&map[*k]))).collect();
+            format!("{{{}}}", parts.join(","))
+        }
+        serde_json::Value::Array(items) => format!("[{}]", items.iter().map(canonical_json).collect::<Vec<_>>().join(",")),
+        other => other.to_string(),
+    }
+}

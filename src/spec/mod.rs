@@ -1,0 +1,15 @@
+//! Experiment files: the YAML schema (unknown keys rejected, errors with file:line:column),
+//! includes, `${VAR}` substitution, profiles (`smoke`), `--set` overrides, and the resolution
+//! of every run into a complete configuration whose hash names it.
+
+mod error;
+mod load;
+pub mod schema;
+mod yaml;
+
+pub use error::SpecError;
+pub use load::{load_experiment, Experiment, LoadOptions, ResolvedRun, RunConfig};
+pub use schema::*;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,300 @@
+//! The YAML schema of experiment files. Every struct rejects unknown keys, and every field
+//! has a default, so that each file (an experiment, or a file it includes) can be checked on
+//! its own with exact line and column before the files are merged.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::models::{Arch, AvgPoolPadding};
+use crate::train::{EmaConfig, LrSchedule, RmsPropConfig, SgdMomentumConfig};
+
+/// One experiment file as written (before includes are merged).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExperimentFile {
+    /// Files merged under this one, relative to it, in order.
+    pub include: Vec<String>,
+    /// Short name: the report folder (`reports/<name>/`). Defaults to the file stem.
+    pub name: Option<String>,
+    pub title: Option<String>,
+    pub description: Option<String>,
+    /// Settings every run starts from.
+    pub defaults: RunSpec,
+    /// Training runs by name; figures and tables refer to them.
+    pub runs: BTreeMap<String, RunSpec>,
+    pub figures: Vec<FigureSpec>,
+    pub tables: Vec<TableSpec>,
+    /// Claims of the paper that this experiment tests.
+    pub claims: Vec<ClaimSpec>,
+    /// Named overlays (`smoke`, selected by `--smoke`, or `--profile NAME`).
+    pub profiles: BTreeMap<String, ProfileSpec>,
+}
+
+/// A run as written: every part optional, merged over `defaults` (and over the run it
+/// `extends`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunSpec {
+    /// Another run whose settings this one starts from (e.g. the same network, another seed).
+    pub extends: Option<String>,
+    pub model: ModelSpec,
+    pub data: DataSpec,
+    pub train: TrainSpec,
+    pub seed: Option<u64>,
+}
+
+/// An overlay applied on top of every resolved run, and of named runs.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProfileSpec {
+    pub description: Option<String>,
+    pub every_run: RunSpec,
+    pub runs: BTreeMap<String, RunSpec>,
+}
+
+/// [`crate::models::ModelConfig`] with every field optional.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelSpec {
+    pub arch: Option<Arch>,
+    pub num_classes: Option<usize>,
+    pub width: Option<f64>,
+    pub blocks: Option<[usize; 3]>,
+    pub residual_scales: Option<[f64; 3]>,
+    pub dropout: Option<f64>,
+    pub aux_head: Option<bool>,
+    pub image_size: Option<usize>,
+    pub avg_pool_padding: Option<AvgPoolPadding>,
+    pub bn_eps: Option<f64>,
+    pub bn_momentum: Option<f64>,
+}
+
+/// Data settings as written; see [`DataConfig`] for the meaning of each.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataSpec {
+    pub train: Option<String>,
+    pub val: Option<String>,
+    pub val_layout: Option<ValLayout>,
+    pub val_ground_truth: Option<String>,
+    pub val_wnids: Option<String>,
+    pub blacklist: Option<String>,
+    pub eval_set: Option<EvalSet>,
+    pub classes: Option<usize>,
+    pub train_images_per_class: Option<usize>,
+    pub val_images_per_class: Option<usize>,
+    pub subset_seed: Option<u64>,
+    pub skip_bad_images: Option<bool>,
+    pub synthetic: Option<SyntheticSpec>,
+    pub color_distortion: Option<ColorMode>,
+    pub eval_crop_fraction: Option<f64>,
+    pub interpolation: Option<InterpolationMode>,
+}
+
+/// Training settings as written; see [`TrainConfig`].
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainSpec {
+    pub epochs: Option<f64>,
+    pub batch_size: Option<usize>,
+    pub eval_batch_size: Option<usize>,
+    pub optimizer: Option<OptimizerConfig>,
+    pub lr: Option<LrSchedule>,
+    pub weight_decay: Option<f64>,
+    pub clip_norm: Option<f64>,
+    pub label_smoothing: Option<f64>,
+    pub aux_weight: Option<f64>,
+    pub ema: Option<EmaConfig>,
+    pub eval_every_epochs: Option<f64>,
+    pub checkpoint_every_steps: Option<u64>,
+}
+
+/// Which validation layout `val` has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValLayout {
+    /// `val/<class>/<image>`, like the training set.
+    ImageFolder,
+    /// ILSVRC-2012 as distributed: a flat folder of `ILSVRC2012_val_%08d.JPEG` with the
+    /// devkit's ground truth (`val_ground_truth`) or per-image WNIDs (`val_wnids`).
+    IlsvrcFlat,
+}
+
+/// Which validation images an evaluation uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EvalSet {
+    All,
+    /// The 48,238 images left after removing the devkit's blacklist (the paper's Table 2).
+    Nonblacklisted,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ColorMode {
+    Off,
+    Fast,
+    Full,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InterpolationMode {
+    Bilinear,
+    Bicubic,
+}
+
+/// Class-dependent synthetic JPEGs generated into `<results>/data/` (smoke runs).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyntheticSpec {
+    pub classes: usize,
+    pub train_per_class: usize,
+    pub val_per_class: usize,
+    /// Side of the generated images in pixels.
+    pub image_size: u32,
+    pub seed: u64,
+}
+
+impl Default for SyntheticSpec {
+    fn default() -> Self {
+        Self { classes: 4, train_per_class: 24, val_per_class: 8, image_size: 64, seed: 0 }
+    }
+}
+
+/// The optimizer and its hyper-parameters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum OptimizerConfig {
+    /// RMSProp with TensorFlow's semantics (the paper's).
+    Rmsprop(RmsPropConfig),
+    /// SGD with momentum (the paper's earlier runs).
+    Sgd(SgdMomentumConfig),
+}
+
+/// The data of a resolved run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// ImageFolder root of the training images (`train/<class>/<image>`).
+    pub train: Option<String>,
+    /// Validation images, in `val_layout`.
+    pub val: Option<String>,
+    pub val_layout: ValLayout,
+    pub val_ground_truth: Option<String>,
+    pub val_wnids: Option<String>,
+    pub blacklist: Option<String>,
+    pub eval_set: EvalSet,
+    /// Use only the first N classes (sorted by folder name).
+    pub classes: Option<usize>,
+    pub train_images_per_class: Option<usize>,
+    pub val_images_per_class: Option<usize>,
+    pub subset_seed: u64,
+    pub skip_bad_images: bool,
+    /// When set, `train` and `val` are generated instead of read.
+    pub synthetic: Option<SyntheticSpec>,
+    pub color_distortion: ColorMode,
+    /// Central crop of single-crop evaluation: the fraction of each side kept.
+    pub eval_crop_fraction: f64,
+    pub interpolation: InterpolationMode,
+}
+
+/// The training recipe of a resolved run (the paper's section 4 by default).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub epochs: f64,
+    /// Images per step on one replica. The paper used 20 replicas (batch not stated).
+    pub batch_size: usize,
+    pub eval_batch_size: usize,
+    pub optimizer: OptimizerConfig,
+    pub lr: LrSchedule,
+    /// L2 weight decay on conv and linear weights.
+    pub weight_decay: f64,
+    /// Gradient clipping by global norm; 0 disables it.
+    pub clip_norm: f64,
+    pub label_smoothing: f64,
+    /// Weight of the auxiliary head's loss when the model has one.
+    pub aux_weight: f64,
+    pub ema: EmaConfig,
+    /// Evaluate (single central crop, EMA weights) every this many epochs; fractions allowed.
+    pub eval_every_epochs: f64,
+    /// Save a checkpoint every this many steps (and at every evaluation).
+    pub checkpoint_every_steps: u64,
+}
+
+/// A figure of the paper: error against epoch for some runs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FigureSpec {
+    /// `fig23`: the file name of the rendered figure.
+    pub id: String,
+    /// The paper's figure number, for the digitised overlay.
+    #[serde(default)]
+    pub paper_figure: Option<u32>,
+    pub metric: Metric,
+    /// Runs drawn, one line (or one band of seeds) per network.
+    pub runs: Vec<String>,
+    /// Draw the paper's digitised curves: `auto` = when the runs are at paper scale.
+    #[serde(default)]
+    pub paper_overlay: Overlay,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    Top1,
+    Top5,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Overlay {
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+/// A table of the paper: evaluations of trained runs under one crop protocol.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableSpec {
+    /// `table2` … `table5`: also the key of the paper's values.
+    pub id: String,
+    #[serde(default)]
+    pub title: Option<String>,
+    /// 1, 10, 12 or 144.
+    pub crops: u32,
+    #[serde(default)]
+    pub eval_set: Option<EvalSet>,
+    pub rows: Vec<TableRowSpec>,
+}
+
+/// One row: a network (its runs are seeds, reported as mean ± sd) or an ensemble (its runs'
+/// probabilities are averaged).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableRowSpec {
+    /// The paper's row label (`inception_v4`, `inception_v3 x4`, ...).
+    pub label: String,
+    pub runs: Vec<String>,
+    #[serde(default)]
+    pub ensemble: bool,
+}
+
+/// A claim of the paper and how the experiment checks it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimSpec {
+    pub statement: String,
+    pub check: ClaimCheck,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClaimCheck {
+    /// The residual network's error is lower than the plain one's at matched epochs.
+    ResidualFaster { residual: String, plain: String, metric: Metric },
+}

@@ -1,0 +1,187 @@
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("repro-spec-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Dir(p)
+    }
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const RUNS: &str = "\
+defaults:
+  data: {train: /data/train, val: /data/val}
+  train: {epochs: 160, batch_size: 32}
+runs:
+  v4: {model: {arch: inception_v4}}
+  irv2: {model: {arch: inception_resnet_v2}}
+  irv2_s1: {extends: irv2, seed: 1}
+profiles:
+  smoke:
+    every_run:
+      model: {width: 0.125, image_size: 75}
+      data: {synthetic: {classes: 3}}
+      train: {epochs: 1, batch_size: 4}
+";
+
+const FIG: &str = "\
+include: [runs.yaml]
+title: Figure 23
+figures:
+  - {id: fig23, paper_figure: 23, metric: top1, runs: [v4, irv2]}
+";
+
+fn load(path: &Path, profile: Option<&str>, sets: &[&str]) -> Result<Experiment, SpecError> {
+    let options = LoadOptions { profile: profile.map(String::from), overrides: sets.iter().map(|s| s.to_string()).collect() };
+    load_experiment(path, &options)
+}
+
+#[test]
+fn includes_defaults_extends_and_profiles_resolve() {
+    let d = Dir::new("resolve");
+    d.write("runs.yaml", RUNS);
+    let fig = d.write("fig23.yaml", FIG);
+    let e = load(&fig, None, &[]).unwrap();
+    assert_eq!(e.name, "fig23");
+    assert_eq!(e.runs.len(), 3);
+    let v4 = &e.runs["v4"].config;
+    assert_eq!(v4.train.epochs, 160.0);
+    assert_eq!(v4.train.lr.base_lr, 0.045);
+    assert_eq!(v4.model.width, 1.0);
+    assert_eq!(e.runs["irv2_s1"].config.seed, 1);
+    assert_eq!(e.runs["irv2_s1"].config.model.arch, crate::models::Arch::InceptionResnetV2);
+    assert_ne!(e.runs["irv2_s1"].hash, e.runs["irv2"].hash);
+
+    let smoke = load(&fig, Some("smoke"), &[]).unwrap();
+    let s = &smoke.runs["v4"].config;
+    assert_eq!((s.model.width, s.model.image_size, s.model.num_classes, s.train.epochs), (0.125, 75, 3, 1.0));
+    assert_ne!(smoke.runs["v4"].hash, e.runs["v4"].hash);
+}
+
+#[test]
+fn the_hash_is_stable_and_follows_the_config() {
+    let d = Dir::new("hash");
+    d.write("runs.yaml", RUNS);
+    let fig = d.write("fig23.yaml", FIG);
+    let a = load(&fig, None, &[]).unwrap();
+    let b = load(&fig, None, &[]).unwrap();
+    assert_eq!(a.runs["v4"].hash, b.runs["v4"].hash);
+    let c = load(&fig, None, &["train.lr.base_lr=0.01"]).unwrap();
+    assert_ne!(a.runs["v4"].hash, c.runs["v4"].hash);
+    assert_eq!(c.runs["irv2"].config.train.lr.base_lr, 0.01);
+    // A document-level override of one run leaves the others alone.
+    let d2 = load(&fig, None, &["runs.v4.train.epochs=3"]).unwrap();
+    assert_eq!(d2.runs["v4"].config.train.epochs, 3.0);
+    assert_eq!(d2.runs["irv2"].hash, a.runs["irv2"].hash);
+}
+
+#[test]
+fn unknown_key_names_file_line_and_column() {
+    let d = Dir::new("unknown");
+    d.write("runs.yaml", RUNS);
+    let fig = d.write("fig.yaml", "include: [runs.yaml]\nruns:\n  v4:\n    model: {arch: inception_v4, widht: 0.5}\n");
+    let err = load(&fig, None, &[]).unwrap_err().to_string();
+    let expected = format!(
+        "{}:4:33: runs.v4.model: unknown field `widht`, expected one of `arch`, `num_classes`, `width`, `blocks`, `residual_scales`, `dropout`, `aux_head`, `image_size`, `avg_pool_padding`, `bn_eps`, `bn_momentum`",
+        fig.display()
+    );
+    assert_eq!(err, expected);
+}
+
+#[test]
+fn wrong_type_names_the_field_and_what_was_expected() {
+    let d = Dir::new("type");
+    let f = d.write("f.yaml", "defaults:\n  train:\n    epochs: many\n");
+    let err = load(&f, None, &[]).unwrap_err().to_string();
+    assert_eq!(err, format!("{}:3:13: defaults.train.epochs: invalid type: string \"many\", expected f64", f.display()));
+}
+
+#[test]
+fn malformed_yaml_names_the_position() {
+    let d = Dir::new("malformed");
+    let f = d.write("f.yaml", "runs:\n  a: {model: [1, 2}\n");
+    let err = load(&f, None, &[]).unwrap_err().to_string();
+    assert!(err.starts_with(&format!("{}:2:", f.display())), "{err}");
+}
+
+#[test]
+fn a_missing_include_names_both_files() {
+    let d = Dir::new("include");
+    let f = d.write("f.yaml", "include: [nope.yaml]\n");
+    let err = load(&f, None, &[]).unwrap_err().to_string();
+    assert_eq!(err, format!("{}: include `nope.yaml` not found (looked for {})", f.display(), d.0.join("nope.yaml").display()));
+}
+
+#[test]
+fn include_cycles_are_reported() {
+    let d = Dir::new("cycle");
+    d.write("a.yaml", "include: [b.yaml]\n");
+    d.write("b.yaml", "include: [a.yaml]\n");
+    let err = load(&d.0.join("a.yaml"), None, &[]).unwrap_err().to_string();
+    assert!(err.contains("include cycle"), "{err}");
+}
+
+#[test]
+fn env_substitution_and_a_missing_variable() {
+    let d = Dir::new("env");
+    let f = d.write(
+        "f.yaml",
+        "defaults:\n  data: {train: '${REPRO_TEST_ROOT_X:-/fallback}/train', val: '${REPRO_TEST_UNSET_Y}/val'}\nruns: {a: {model: {arch: inception_v3}}}\n",
+    );
+    let err = load(&f, None, &[]).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        format!("{}: environment variable `REPRO_TEST_UNSET_Y` is not set (used in `defaults.data.val`; set it or write `${{REPRO_TEST_UNSET_Y:-default}}`)", f.display())
+    );
+}
+
+#[test]
+fn a_run_without_data_or_arch_is_an_error_naming_the_run() {
+    let d = Dir::new("nodata");
+    let f = d.write("f.yaml", "runs: {a: {model: {arch: inception_v3}}}\n");
+    let err = load(&f, None, &[]).unwrap_err().to_string();
+    assert_eq!(err, format!("{}: run `a`: data.train and data.val must be set (or data.synthetic)", f.display()));
+    let f = d.write("g.yaml", "defaults: {data: {train: x, val: y}}\nruns: {a: {seed: 2}}\n");
+    let err = load(&f, None, &[]).unwrap_err().to_string();
+    assert!(err.contains("run `a`: model.arch is not set"), "{err}");
+}
+
+#[test]
+fn figures_must_name_defined_runs_and_profiles_must_exist() {
+    let d = Dir::new("refs");
+    d.write("runs.yaml", RUNS);
+    let f = d.write("f.yaml", "include: [runs.yaml]\nfigures: [{id: f, metric: top1, runs: [v3]}]\n");
+    let err = load(&f, None, &[]).unwrap_err().to_string();
+    assert!(err.contains("figure `f` names run `v3`, which is not defined (runs: irv2, irv2_s1, v4)"), "{err}");
+    let fig = d.write("fig.yaml", FIG);
+    let err = load(&fig, Some("fast"), &[]).unwrap_err().to_string();
+    assert!(err.contains("no profile `fast`"), "{err}");
+}
+
+#[test]
+fn bad_overrides_say_why() {
+    let d = Dir::new("sets");
+    d.write("runs.yaml", RUNS);
+    let fig = d.write("fig.yaml", FIG);
+    assert_eq!(load(&fig, None, &["train.epochs"]).unwrap_err().to_string(), "--set train.epochs: expected key.path=value");
+    let err = load(&fig, None, &["train.epochs=[1"]).unwrap_err().to_string();
+    assert!(err.starts_with("--set train.epochs=[1: value is not YAML"), "{err}");
+    let err = load(&fig, None, &["train.epochs=abc"]).unwrap_err().to_string();
+    assert!(err.contains("run `irv2`: train.epochs: invalid type: string \"abc\", expected f64"), "{err}");
+}

@@ -1,0 +1,124 @@
+//! Gradient clipping by global norm, as TF's `clip_by_global_norm`.
+
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Tensor, Var};
+
+/// The paper's clipping threshold ("gradient clipping with threshold 2.0").
+pub const DEFAULT_CLIP_NORM: f64 = 2.0;
+
+/// Errors of gradient clipping.
+#[derive(Debug, thiserror::Error)]
+pub enum ClipError {
+    /// The threshold is not a positive finite number.
+    #[error("gradient clipping: threshold must be finite and > 0, got {0}")]
+    BadThreshold(f64),
+    /// A tensor operation failed.
+    #[error("gradient clipping: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+/// Scales the gradients of `vars` in `grads` by `clip_norm / max(norm, clip_norm)`, where
+/// `norm` is the global L2 norm over all of them, and returns that pre-clip norm.
+///
+/// The norm is reduced on the device and only one scalar is read back. Variables without a
+/// gradient are ignored. When the norm is not finite (NaN/∞: a diverged step) the gradients
+/// are left as they are and the caller must skip the update; TF would instead turn every
+/// gradient into NaN.
+pub fn clip_by_global_norm<'a>(
+    grads: &mut GradStore,
+    vars: impl IntoIterator<Item = &'a Var>,
+    clip_norm: f64,
+) -> Result<f64, ClipError> {
+    if !(clip_norm.is_finite() && clip_norm > 0.0) {
+        return Err(ClipError::BadThreshold(clip_norm));
+    }
+    let with_grad: Vec<&Var> = vars
+        .into_iter()
+        .filter(|v| grads.get(v.as_tensor()).is_some())
+        .collect();
+    let mut squares = Vec::with_capacity(with_grad.len());
+    for v in &with_grad {
+        let g = grads.get(v.as_tensor()).expect("filtered above");
+        squares.push(g.to_dtype(DType::F32)?.sqr()?.sum_all()?);
+    }
+    if squares.is_empty() {
+        return Ok(0.0);
+    }
+    let norm = Tensor::stack(&squares, 0)?.sum_all()?.sqrt()?;
+    let norm = f64::from(norm.to_scalar::<f32>()?);
+    if norm.is_finite() && norm > clip_norm {
+        let scale = clip_norm / norm;
+        for v in with_grad {
+            let scaled = grads
+                .get(v.as_tensor())
+                .expect("filtered above")
+                .affine(scale, 0.0)?;
+            grads.insert(v.as_tensor(), scaled);
+        }
+    }
+    Ok(norm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// Two variables whose gradients are `ga` and `gb`, plus one that takes no part.
+    fn setup(ga: &[f32], gb: &[f32]) -> (Vec<Var>, GradStore) {
+        let dev = Device::Cpu;
+        let a = Var::zeros(ga.len(), DType::F32, &dev).unwrap();
+        let b = Var::zeros(gb.len(), DType::F32, &dev).unwrap();
+        let unused = Var::zeros(1, DType::F32, &dev).unwrap();
+        let ta = Tensor::new(ga, &dev).unwrap();
+        let tb = Tensor::new(gb, &dev).unwrap();
+        let loss = ((a.as_tensor() * ta).unwrap().sum_all().unwrap()
+            + (b.as_tensor() * tb).unwrap().sum_all().unwrap())
+        .unwrap();
+        let grads = loss.backward().unwrap();
+        (vec![a, b, unused], grads)
+    }
+
+    fn assert_grad(grads: &GradStore, v: &Var, want: &[f32]) {
+        let got: Vec<f32> = grads.get(v.as_tensor()).unwrap().to_vec1().unwrap();
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-6, "got {got:?}, want {want:?}");
+        }
+    }
+
+    #[test]
+    fn above_threshold_scales_every_gradient_by_clip_over_norm() {
+        // norm = sqrt(3² + 4²) = 5 > 2: every gradient is multiplied by 2/5
+        let (vars, mut grads) = setup(&[3.0], &[0.0, 4.0]);
+        let norm = clip_by_global_norm(&mut grads, &vars, 2.0).unwrap();
+        assert!((norm - 5.0).abs() < 1e-6);
+        assert_grad(&grads, &vars[0], &[1.2]);
+        assert_grad(&grads, &vars[1], &[0.0, 1.6]);
+    }
+
+    #[test]
+    fn below_threshold_leaves_gradients_unchanged() {
+        let (vars, mut grads) = setup(&[0.3], &[0.0, 0.4]);
+        let norm = clip_by_global_norm(&mut grads, &vars, 2.0).unwrap();
+        assert!((norm - 0.5).abs() < 1e-6);
+        assert_grad(&grads, &vars[0], &[0.3]);
+        assert_grad(&grads, &vars[1], &[0.0, 0.4]);
+    }
+
+    #[test]
+    fn nan_gradient_is_reported_not_hidden() {
+        let (vars, mut grads) = setup(&[f32::NAN], &[1.0, 1.0]);
+        let norm = clip_by_global_norm(&mut grads, &vars, 2.0).unwrap();
+        assert!(norm.is_nan());
+    }
+
+    #[test]
+    fn bad_threshold_is_rejected() {
+        let (vars, mut grads) = setup(&[1.0], &[1.0]);
+        assert!(matches!(
+            clip_by_global_norm(&mut grads, &vars, 0.0),
+            Err(ClipError::BadThreshold(_))
+        ));
+    }
+}
