@@ -8,7 +8,10 @@
 //! - [`store`]: results layout, Parquet, provenance, atomic writes, locks.
 
 pub mod data;
+pub mod device;
 pub mod models;
+pub mod report;
+pub mod runner;
 pub mod spec;
 pub mod store;
 pub mod train;

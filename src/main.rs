@@ -1,13 +1,25 @@
 //! The `repro` command line: parses arguments, calls the library, maps errors to exit codes
-//! (0 success, 1 a run failed, 2 bad input).
+//! (0 success, 1 a run failed or diverged, 2 bad input).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use repro::models::{render_table, summarize, Arch, ModelConfig};
+use repro::runner::{plan, train_missing, RunOptions, RunProgress};
+use repro::spec::{load_experiment, Experiment, LoadOptions};
 
 #[derive(Parser)]
-#[command(name = "repro", version, about = "Reproduce Inception-v4 / Inception-ResNet (Szegedy et al., 2016): train, evaluate, report")]
+#[command(
+    name = "repro",
+    version,
+    about = "Reproduce Inception-v4 / Inception-ResNet (Szegedy et al., 2016): train, evaluate, report",
+    long_about = "Reproduces the experiments of \"Inception-v4, Inception-ResNet and the Impact of Residual \
+Connections on Learning\" (Szegedy et al., 2016).\n\nStart with:\n  repro run experiments/fig23.yaml --smoke   \
+# the whole pipeline on generated data, in seconds\n  repro plan experiments/table5.yaml          # what a real run would train\n  \
+repro models                                # the four networks"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -15,11 +27,52 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Train what is missing, evaluate and write the report of one or more experiment files.
+    Run(RunArgs),
+    /// Show what `run` would do: each run, whether it is cached, and the work left. Runs nothing.
+    Plan(ExperimentArgs),
     /// List the four networks with their parameters, MACs and feature-map sizes per stage.
     Models(ModelsArgs),
 }
 
-#[derive(clap::Args)]
+#[derive(Args)]
+struct ExperimentArgs {
+    /// Experiment files (experiments/*.yaml).
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Use the file's `smoke` profile: generated data, tiny networks, 1–2 epochs.
+    #[arg(long)]
+    smoke: bool,
+    /// Use another profile of the file.
+    #[arg(long, conflicts_with = "smoke")]
+    profile: Option<String>,
+    /// Override a setting: `train.epochs=10` (every run), `runs.inception_v4.train.batch_size=64`.
+    #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
+    overrides: Vec<String>,
+    /// Where runs are stored.
+    #[arg(long, default_value = "results")]
+    results: PathBuf,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    experiment: ExperimentArgs,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Retrain runs even when finished.
+    #[arg(long)]
+    force: bool,
+    /// Image decoding threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Seconds to wait for a run folder another repro process holds (default: fail at once).
+    #[arg(long, value_name = "SECONDS")]
+    wait: Option<u64>,
+}
+
+#[derive(Args)]
 struct ModelsArgs {
     /// Input height and width in pixels (at least 75; 75, 107, ..., 299 tile exactly).
     #[arg(long, default_value_t = 299)]
@@ -46,23 +99,136 @@ enum Format {
     Json,
 }
 
+/// An error and the exit status it maps to.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+fn bad_input(message: impl ToString) -> Failure {
+    Failure { code: 2, message: message.to_string() }
+}
+
 fn main() -> ExitCode {
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).with_ansi(std::io::stderr().is_terminal()).init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run(args) => run(args),
+        Command::Plan(args) => show_plan(args),
         Command::Models(args) => models(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            ExitCode::from(f.code)
         }
     }
 }
 
-fn models(args: ModelsArgs) -> anyhow::Result<()> {
+fn load_all(args: &ExperimentArgs) -> Result<Vec<Experiment>, Failure> {
+    let profile = if args.smoke { Some("smoke".to_string()) } else { args.profile.clone() };
+    let options = LoadOptions { profile, overrides: args.overrides.clone() };
+    args.files.iter().map(|f| load_experiment(f, &options).map_err(bad_input)).collect()
+}
+
+fn run(args: RunArgs) -> Result<(), Failure> {
+    let experiments = load_all(&args.experiment)?;
+    let (device, device_name) = repro::device::parse_device(&args.device).map_err(bad_input)?;
+    let options = RunOptions {
+        results: args.experiment.results.clone(),
+        device,
+        device_name,
+        force: args.force,
+        threads: args.threads,
+        wait_for_lock: args.wait.map(Duration::from_secs),
+        show_progress: true,
+    };
+    for e in &experiments {
+        preflight(e, &options).map_err(bad_input)?;
+    }
+    let mut failures = Vec::new();
+    for e in &experiments {
+        eprintln!("== {} ({})", e.name, e.path.display());
+        for (planned, result) in train_missing(e, &options) {
+            eprintln!("   {:<24} {:?}", planned.run.name, result);
+            if result.is_failure() {
+                failures.push(format!("{}: {}: {:?}", e.name, planned.run.name, result));
+            }
+        }
+    }
+    match failures.is_empty() {
+        true => Ok(()),
+        false => Err(Failure { code: 1, message: format!("{} run(s) failed or diverged:\n  {}", failures.len(), failures.join("\n  ")) }),
+    }
+}
+
+/// Checks, before anything trains, that every run that needs training has its data.
+fn preflight(e: &Experiment, options: &RunOptions) -> Result<(), String> {
+    for p in plan(e, &options.results) {
+        let needs_training = options.force || matches!(p.progress, RunProgress::Missing | RunProgress::Partial { .. });
+        let data = &p.run.config.data;
+        if !needs_training || data.synthetic.is_some() {
+            continue;
+        }
+        for (field, path) in [("data.train", &data.train), ("data.val", &data.val)] {
+            let path = path.as_deref().unwrap_or_default();
+            if !std::path::Path::new(path).is_dir() {
+                return Err(format!(
+                    "{}: run `{}`: {field}: folder `{path}` does not exist (set it in the file, with --set {field}=DIR, or through the environment variable the file names)",
+                    e.path.display(),
+                    p.run.name
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn show_plan(args: ExperimentArgs) -> Result<(), Failure> {
+    for e in load_all(&args)? {
+        println!("{} ({}){}", e.name, e.path.display(), e.profile.as_deref().map(|p| format!(", profile {p}")).unwrap_or_default());
+        println!("  {:<24} {:<28} {:<16} {:>8} {:>10}  used by", "run", "folder", "state", "epochs", "train TMAC");
+        for p in plan(&e, &args.results) {
+            let c = &p.run.config;
+            let state = match &p.progress {
+                RunProgress::Done => "done (cached)".to_string(),
+                RunProgress::Diverged { step } => format!("diverged @{step}"),
+                RunProgress::Partial { step } => format!("resume @{step}"),
+                RunProgress::Missing => "to train".to_string(),
+            };
+            let work = training_tmacs(c).map(|t| format!("{t:.1}")).unwrap_or_else(|| "?".into());
+            println!(
+                "  {:<24} {:<28} {:<16} {:>8} {:>10}  {}",
+                p.run.name,
+                p.dir.file_name().unwrap_or_default().to_string_lossy(),
+                state,
+                c.train.epochs,
+                work,
+                p.used_by.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Forward + backward ≈ 3 × forward MACs per image, over every training image of every epoch.
+fn training_tmacs(c: &repro::spec::RunConfig) -> Option<f64> {
+    let images = match &c.data.synthetic {
+        Some(s) => (s.classes * s.train_per_class) as f64,
+        None => {
+            let per_class = c.data.train_images_per_class.map(|m| m as f64).unwrap_or(1281.167);
+            per_class * c.data.classes.unwrap_or(1000) as f64
+        }
+    };
+    let macs = summarize(&c.model, c.model.image_size).ok()?.macs as f64;
+    Some(3.0 * macs * images * c.train.epochs / 1e12)
+}
+
+fn models(args: ModelsArgs) -> Result<(), Failure> {
     let archs = match &args.model {
-        Some(name) => vec![Arch::from_name(name).ok_or_else(|| anyhow::anyhow!("unknown model `{name}`; known: {}", known()))?],
+        Some(name) => vec![Arch::from_name(name).ok_or_else(|| bad_input(format!("unknown model `{name}`; known: {}", Arch::ALL.map(|a| a.name()).join(", "))))?],
         None => Arch::ALL.to_vec(),
     };
     let summaries = archs
@@ -73,16 +239,12 @@ fn models(args: ModelsArgs) -> anyhow::Result<()> {
             cfg.num_classes = args.classes;
             cfg.aux_head = args.aux;
             cfg.image_size = args.size;
-            summarize(&cfg, args.size).map_err(|e| anyhow::anyhow!("{arch}: {e}"))
+            summarize(&cfg, args.size).map_err(|e| bad_input(format!("{arch}: {e}")))
         })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>, Failure>>()?;
     match args.format {
         Format::Table => print!("{}", render_table(&summaries)),
-        Format::Json => println!("{}", serde_json::to_string_pretty(&summaries)?),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&summaries).map_err(bad_input)?),
     }
     Ok(())
-}
-
-fn known() -> String {
-    Arch::ALL.map(|a| a.name()).join(", ")
 }

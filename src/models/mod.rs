@@ -12,6 +12,7 @@
 
 mod blocks;
 mod config;
+mod dropout;
 pub mod import;
 mod inception_resnet_v1;
 mod inception_resnet_v2;

@@ -1,10 +1,13 @@
 //! A whole network: the six stages of the body, the optional auxiliary head and the
 //! classifier, with a forward pass and a per-stage account of shapes, parameters and MACs.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use candle_core::{bail, DType, Result, Tensor};
 use candle_nn::{BatchNormConfig, Linear, Module, ModuleT, VarBuilder};
 use serde::Serialize;
 
+use super::dropout::seeded_dropout;
 use super::config::{Arch, ModelConfig, MIN_IMAGE_SIZE};
 use super::layers::{Block, Chain, ConvBnAct, Cost, Ctx, FeatureShape, Padding, K1};
 use super::pool::{Pool2d, PoolKind};
@@ -100,6 +103,8 @@ pub struct Summary {
 
 pub struct Network {
     config: ModelConfig,
+    /// Seed of the next training-mode dropout mask (see [`Network::set_dropout_seed`]).
+    dropout_seed: AtomicU64,
     stages: Vec<Chain>,
     aux: Option<AuxHead>,
     classifier: Linear,
@@ -133,11 +138,17 @@ impl Network {
         };
         let features = body.stages.last().expect("six stages").channels();
         let classifier = candle_nn::linear(features, config.num_classes, ctx.vb.pp(config.arch.classifier_name()))?;
-        Ok(Self { config: config.clone(), stages: body.stages, aux, classifier })
+        Ok(Self { config: config.clone(), dropout_seed: AtomicU64::new(0), stages: body.stages, aux, classifier })
     }
 
     pub fn config(&self) -> &ModelConfig {
         &self.config
+    }
+
+    /// Sets the seed of the dropout mask of the next training-mode forward pass. The trainer
+    /// derives it from the run's seed and the step, so that resumed runs repeat exactly.
+    pub fn set_dropout_seed(&self, seed: u64) {
+        self.dropout_seed.store(seed, Ordering::Relaxed);
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<NetworkOutput> {
@@ -155,7 +166,7 @@ impl Network {
         }
         let mut pooled = y.mean((2, 3))?;
         if train && self.config.dropout > 0.0 {
-            pooled = candle_nn::ops::dropout(&pooled, self.config.dropout as f32)?;
+            pooled = seeded_dropout(&pooled, self.config.dropout, self.dropout_seed.load(Ordering::Relaxed))?;
         }
         Ok(NetworkOutput { logits: self.classifier.forward(&pooled)?, aux_logits })
     }

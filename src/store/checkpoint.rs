@@ -84,7 +84,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
 }
 
 /// Where training stands, as plain numbers (`state.json`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainingState {
     /// [`CHECKPOINT_FORMAT_VERSION`] at writing time.
@@ -105,6 +105,15 @@ pub struct TrainingState {
     pub ema_num_updates: u64,
     /// Hash of the resolved run configuration.
     pub config_hash: String,
+    /// Sum and count of the training losses since the last metrics row, so that a resumed
+    /// run reports the same mean loss as an uninterrupted one.
+    #[serde(default)]
+    pub loss_sum: f64,
+    #[serde(default)]
+    pub loss_count: u64,
+    /// Training wall-clock seconds before this checkpoint (over all sessions of the run).
+    #[serde(default)]
+    pub wall_s: f64,
 }
 
 /// A checkpoint in memory: the training position and the three tensor maps.
@@ -215,6 +224,12 @@ pub fn load_checkpoint(
     Ok(None)
 }
 
+/// Where the checkpoint in `slot` (or its `.previous` after a crash mid-swap) stands,
+/// without loading its tensors; `None` when there is no valid checkpoint.
+pub fn read_checkpoint_state(slot: &Path) -> Option<TrainingState> {
+    read_state(slot).or_else(|| read_state(&previous_slot(slot)))
+}
+
 /// The `state.json` of `dir` if it exists and parses; anything else means "no checkpoint".
 fn read_state(dir: &Path) -> Option<TrainingState> {
     let text = fs::read_to_string(dir.join(STATE_FILE)).ok()?;
@@ -302,6 +317,9 @@ mod tests {
                 rng_state: vec![1, u64::MAX, 3],
                 ema_num_updates: step,
                 config_hash: "3f9a1c2e".into(),
+                loss_sum: 1.5,
+                loss_count: 3,
+                wall_s: 12.0,
             },
             weights: tensors("", step as f32),
             ema: tensors("", 0.5),

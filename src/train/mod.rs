@@ -9,9 +9,12 @@
 
 pub mod clip;
 pub mod ema;
+pub mod evaluate;
 pub mod loss;
 pub mod optim;
+pub mod progress;
 pub mod schedule;
+pub mod trainer;
 pub mod vars;
 
 pub use clip::{clip_by_global_norm, ClipError, DEFAULT_CLIP_NORM};
@@ -24,3 +27,6 @@ pub use optim::{
 };
 pub use schedule::{LrSchedule, ScheduleError};
 pub use vars::sorted_vars;
+pub use evaluate::{evaluate_single_crop, EvalScore};
+pub use progress::Progress;
+pub use trainer::{final_weights_path, train_run, RunOutcome, TrainError, TrainJob};

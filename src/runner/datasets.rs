@@ -1,0 +1,85 @@
+//! The training and validation sets of a run, from its data configuration: generated
+//! synthetic images, an ImageFolder tree, or the ILSVRC-2012 validation layouts, reduced to
+//! the configured subset, with one class list shared by both.
+
+use std::path::{Path, PathBuf};
+
+use crate::data::{ilsvrc_val_flat, ilsvrc_val_folders, write_synthetic_dataset, ClassSelection, DataError, Dataset, Subset, ValLabels};
+use crate::spec::{DataConfig, EvalSet, SyntheticSpec, ValLayout};
+use crate::store::RunLock;
+
+/// The datasets of a run.
+pub struct RunData {
+    pub train: Dataset,
+    pub val: Dataset,
+}
+
+/// Builds (or generates, for synthetic data, under `<results>/data/`) the datasets.
+pub fn prepare_datasets(cfg: &DataConfig, results: &Path) -> Result<RunData, String> {
+    let (train_root, val_root) = match &cfg.synthetic {
+        Some(s) => ensure_synthetic(s, results)?,
+        None => (
+            PathBuf::from(cfg.train.as_deref().ok_or("data.train is not set")?),
+            PathBuf::from(cfg.val.as_deref().ok_or("data.val is not set")?),
+        ),
+    };
+    let train = Dataset::image_folder(&train_root).map_err(|e| describe("data.train", e))?;
+    let train = match (cfg.classes, cfg.train_images_per_class) {
+        (None, None) => train,
+        (classes, max_per_class) => {
+            let classes = classes.map(ClassSelection::First).unwrap_or(ClassSelection::All);
+            train.subset(&Subset { classes, max_per_class, seed: cfg.subset_seed }).map_err(|e| describe("data.train", e))?
+        }
+    };
+
+    let blacklist = match cfg.eval_set {
+        EvalSet::All => None,
+        EvalSet::Nonblacklisted => Some(PathBuf::from(cfg.blacklist.as_deref().ok_or("data.eval_set is nonblacklisted but data.blacklist is not set")?)),
+    };
+    let val = match cfg.val_layout {
+        ValLayout::ImageFolder if blacklist.is_some() => ilsvrc_val_folders(&val_root, blacklist.as_deref()),
+        ValLayout::ImageFolder => Dataset::image_folder(&val_root),
+        ValLayout::IlsvrcFlat => {
+            let labels = match (&cfg.val_ground_truth, &cfg.val_wnids) {
+                (Some(gt), _) => ValLabels::GroundTruth(gt.into()),
+                (None, Some(w)) => ValLabels::PerImageWnids(w.into()),
+                (None, None) => return Err("data.val_layout is ilsvrc_flat: set data.val_ground_truth or data.val_wnids".into()),
+            };
+            ilsvrc_val_flat(&val_root, &labels, blacklist.as_deref())
+        }
+    }
+    .map_err(|e| describe("data.val", e))?;
+    // The validation labels must index the training classes.
+    let subset = Subset { classes: ClassSelection::Named(train.classes.clone()), max_per_class: cfg.val_images_per_class, seed: cfg.subset_seed };
+    let val = val.subset(&subset).map_err(|e| describe("data.val (classes of the training set)", e))?;
+    if val.classes != train.classes {
+        return Err(format!("data.val at {} does not hold the training classes", val_root.display()));
+    }
+    if val.is_empty() {
+        return Err(format!("data.val at {} has no images of the training classes", val_root.display()));
+    }
+    Ok(RunData { train, val })
+}
+
+fn describe(field: &str, e: DataError) -> String {
+    format!("{field}: {e}")
+}
+
+/// Generates the synthetic train/val trees once per specification (under a lock, so two
+/// runs never write them at the same time); returns their roots.
+fn ensure_synthetic(s: &SyntheticSpec, results: &Path) -> Result<(PathBuf, PathBuf), String> {
+    let key = format!("synthetic-c{}-n{}-{}-s{}-{}px", s.classes, s.train_per_class, s.val_per_class, s.seed, s.image_size);
+    let dir = results.join("data").join(key);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let _lock = RunLock::acquire_waiting(&dir, std::time::Duration::from_secs(600)).map_err(|e| e.to_string())?;
+    let (train, val, done) = (dir.join("train"), dir.join("val"), dir.join("COMPLETE"));
+    if !done.exists() {
+        let size = (s.image_size, s.image_size);
+        let classes = s.classes as u32;
+        write_synthetic_dataset(&train, classes, s.train_per_class as u32, size, s.seed).map_err(|e| e.to_string())?;
+        // A different seed for validation: other images of the same classes.
+        write_synthetic_dataset(&val, classes, s.val_per_class as u32, size, s.seed ^ 0x5EED_0F_7A11).map_err(|e| e.to_string())?;
+        crate::store::write_bytes(&done, b"").map_err(|e| e.to_string())?;
+    }
+    Ok((train, val))
+}

@@ -1,0 +1,152 @@
+//! Carrying out a plan: each missing or interrupted run is trained (or resumed) under its
+//! folder's lock; finished runs are reused. A run that fails or diverges is recorded and the
+//! rest of the experiment goes on.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use candle_core::Device;
+
+use super::datasets::prepare_datasets;
+use super::plan::{plan, PlannedRun, RunProgress};
+use crate::spec::Experiment;
+use crate::store::provenance::{manifest_hash, Provenance, RunStatus};
+use crate::store::{LockError, RunDir, RunLock};
+use crate::train::{train_run, Progress, RunOutcome, TrainJob};
+
+/// How to carry out an experiment.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// The results folder (`results/`).
+    pub results: PathBuf,
+    pub device: Device,
+    /// How the device is named in provenance (`cpu`, `cuda:0`).
+    pub device_name: String,
+    /// Retrain runs even when they are finished.
+    pub force: bool,
+    /// Decode threads (0 = all cores).
+    pub threads: usize,
+    /// How long to wait for a run folder another process holds; `None` fails at once.
+    pub wait_for_lock: Option<Duration>,
+    /// Progress bars / log lines.
+    pub show_progress: bool,
+}
+
+/// What happened to one run.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RunResult {
+    Reused(RunProgress),
+    Trained(RunOutcome),
+    Failed(String),
+}
+
+impl RunResult {
+    /// Whether the run counts against the exit status (failed or diverged).
+    pub fn is_failure(&self) -> bool {
+        matches!(
+            self,
+            RunResult::Failed(_) | RunResult::Trained(RunOutcome::Diverged { .. }) | RunResult::Reused(RunProgress::Diverged { .. })
+        )
+    }
+}
+
+/// Trains what is missing; returns each planned run with what happened to it.
+pub fn train_missing(experiment: &Experiment, options: &RunOptions) -> Vec<(PlannedRun, RunResult)> {
+    plan(experiment, &options.results)
+        .into_iter()
+        .map(|planned| {
+            let result = train_one(&planned, options).unwrap_or_else(RunResult::Failed);
+            if let RunResult::Failed(msg) = &result {
+                tracing::error!("run {}: {msg}", planned.run.name);
+            }
+            (planned, result)
+        })
+        .collect()
+}
+
+fn train_one(planned: &PlannedRun, options: &RunOptions) -> Result<RunResult, String> {
+    let dir = RunDir::new(&planned.dir);
+    dir.create().map_err(|e| format!("cannot create {}: {e}", planned.dir.display()))?;
+    let _lock = lock(&planned.dir, options.wait_for_lock).map_err(|e| e.to_string())?;
+    if options.force {
+        clear_run(&dir)?;
+    } else if dir.is_done() {
+        return Ok(RunResult::Reused(super::plan::progress_of(&planned.dir)));
+    }
+    let run = &planned.run;
+    let config_text = serde_yaml::to_string(&run.config).map_err(|e| e.to_string())?;
+    crate::store::write_bytes(&dir.config_yaml(), config_text.as_bytes()).map_err(|e| e.to_string())?;
+
+    let data = prepare_datasets(&run.config.data, &options.results)?;
+    let manifest: Vec<(String, u64)> = data
+        .train
+        .samples
+        .iter()
+        .map(|s| {
+            let rel = s.path.strip_prefix(&data.train.root).unwrap_or(&s.path);
+            (rel.to_string_lossy().replace('\\', "/"), std::fs::metadata(&s.path).map(|m| m.len()).unwrap_or(0))
+        })
+        .collect();
+    let config_json = serde_json::to_value(&run.config).map_err(|e| e.to_string())?;
+    let mut provenance = match Provenance::read(&dir.provenance_json()) {
+        Ok(p) => p,
+        Err(_) => Provenance::start(config_json, run.config.seed, options.device_name.clone(), manifest_hash(&manifest)),
+    };
+    provenance.status = RunStatus::Running;
+    provenance.write(&dir.provenance_json()).map_err(|e| e.to_string())?;
+
+    let progress = if options.show_progress { Progress::auto(run.name.clone()) } else { Progress::quiet() };
+    let job = TrainJob {
+        config: &run.config,
+        config_hash: &run.hash,
+        dir: &dir,
+        train_set: &data.train,
+        val_set: &data.val,
+        device: &options.device,
+        threads: options.threads,
+        stop_after_steps: None,
+        progress,
+    };
+    let outcome = match train_run(&job) {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            provenance.finish(RunStatus::Failed { message: e.to_string() });
+            let _ = provenance.write(&dir.provenance_json());
+            return Err(e.to_string());
+        }
+    };
+    match &outcome {
+        RunOutcome::Finished { .. } => provenance.finish(RunStatus::Done),
+        RunOutcome::Diverged { step, .. } => provenance.finish(RunStatus::Diverged { step: *step }),
+        RunOutcome::Stopped { .. } => {}
+    }
+    provenance.write(&dir.provenance_json()).map_err(|e| e.to_string())?;
+    if !matches!(outcome, RunOutcome::Stopped { .. }) {
+        dir.mark_done().map_err(|e| e.to_string())?;
+    }
+    Ok(RunResult::Trained(outcome))
+}
+
+fn lock(dir: &Path, wait: Option<Duration>) -> Result<RunLock, LockError> {
+    match wait {
+        Some(timeout) => RunLock::acquire_waiting(dir, timeout),
+        None => RunLock::acquire(dir),
+    }
+}
+
+/// Removes what a previous training of the run left (`--force`), keeping the lock file.
+fn clear_run(dir: &RunDir) -> Result<(), String> {
+    let remove = |p: PathBuf| -> Result<(), String> {
+        let result = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+        match result {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(format!("cannot remove {}: {e}", p.display())),
+            _ => Ok(()),
+        }
+    };
+    remove(dir.done_marker())?;
+    remove(dir.checkpoints())?;
+    remove(dir.metrics_parquet())?;
+    remove(dir.provenance_json())?;
+    remove(crate::train::final_weights_path(dir.root()))?;
+    dir.create().map_err(|e| e.to_string())
+}

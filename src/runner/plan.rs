@@ -1,0 +1,85 @@
+//! What an experiment needs: the training runs its figures, tables and claims name, where
+//! each lives in the results folder, and how far each has got.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::spec::{ClaimCheck, Experiment, ResolvedRun};
+use crate::store::checkpoint::read_checkpoint_state;
+use crate::store::provenance::{Provenance, RunStatus};
+use crate::store::RunDir;
+
+/// How far a run has got.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum RunProgress {
+    /// Finished: reused as it is.
+    Done,
+    /// Finished by diverging at `step`: reused as it is (the figure shows it dying).
+    Diverged { step: u64 },
+    /// Interrupted: resumes from the checkpoint at `step`.
+    Partial { step: u64 },
+    /// Never started.
+    Missing,
+}
+
+/// One training run of the plan.
+#[derive(Clone, Debug)]
+pub struct PlannedRun {
+    pub run: ResolvedRun,
+    pub dir: PathBuf,
+    pub progress: RunProgress,
+    /// The figures, tables and claims that use it.
+    pub used_by: Vec<String>,
+}
+
+/// `results/runs/<name>-<hash>`.
+pub fn run_dir(results: &Path, run: &ResolvedRun) -> PathBuf {
+    results.join("runs").join(run.folder_name())
+}
+
+/// The runs the experiment uses, in name order, with their state on disk.
+pub fn plan(experiment: &Experiment, results: &Path) -> Vec<PlannedRun> {
+    let mut used: Vec<(String, String)> = Vec::new();
+    for f in &experiment.figures {
+        used.extend(f.runs.iter().map(|r| (r.clone(), f.id.clone())));
+    }
+    for t in &experiment.tables {
+        for row in &t.rows {
+            used.extend(row.runs.iter().map(|r| (r.clone(), t.id.clone())));
+        }
+    }
+    for (i, c) in experiment.claims.iter().enumerate() {
+        let ClaimCheck::ResidualFaster { residual, plain, .. } = &c.check;
+        used.push((residual.clone(), format!("claim {}", i + 1)));
+        used.push((plain.clone(), format!("claim {}", i + 1)));
+    }
+    let names: BTreeSet<&String> = used.iter().map(|(r, _)| r).collect();
+    names
+        .into_iter()
+        .map(|name| {
+            let run = experiment.runs[name].clone();
+            let dir = run_dir(results, &run);
+            let mut used_by: Vec<String> = used.iter().filter(|(r, _)| r == name).map(|(_, by)| by.clone()).collect();
+            used_by.dedup();
+            PlannedRun { progress: progress_of(&dir), run, dir, used_by }
+        })
+        .collect()
+}
+
+/// Reads the state of a run folder without locking it.
+pub fn progress_of(dir: &Path) -> RunProgress {
+    let run_dir = RunDir::new(dir);
+    if run_dir.is_done() {
+        return match Provenance::read(&run_dir.provenance_json()).map(|p| p.status) {
+            Ok(RunStatus::Diverged { step }) => RunProgress::Diverged { step },
+            _ => RunProgress::Done,
+        };
+    }
+    match read_checkpoint_state(&run_dir.latest_checkpoint()) {
+        Some(state) => RunProgress::Partial { step: state.step },
+        None => RunProgress::Missing,
+    }
+}

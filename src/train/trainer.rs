@@ -1,0 +1,361 @@
+//! The training loop of one run: the paper's recipe (section 4), periodic single-crop
+//! evaluation with the moving-average weights, metrics in Parquet, checkpoints that resume
+//! exactly, and a clean stop when the loss diverges.
+//!
+//! Determinism: the batch order and every augmentation depend only on (seed, epoch, index),
+//! dropout masks on (seed, step), and the checkpoint carries the loss accumulator, so a run
+//! killed at any point and resumed from its last checkpoint writes the same metrics as one
+//! that never stopped (on the CPU).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+
+use super::evaluate::{evaluate_single_crop, EvalScore};
+use super::progress::Progress;
+use super::{clip_by_global_norm, smoothed_cross_entropy, sorted_vars, Ema, Optimizer, RmsProp, SgdMomentum, WeightDecay};
+use crate::data::{ColorDistortion, Dataset, EvalTransform, Interpolation, Loader, LoaderConfig, Preprocess, TrainAugment};
+use crate::models::{import, Network};
+use crate::spec::{ColorMode, InterpolationMode, OptimizerConfig, RunConfig};
+use crate::store::checkpoint::{load_checkpoint, save_checkpoint, Checkpoint, TrainingState, CHECKPOINT_FORMAT_VERSION};
+use crate::store::metrics::{append_metrics, read_metrics, write_metrics, MetricsRow};
+use crate::store::RunDir;
+
+/// Errors that stop a run (a diverging loss is an outcome, not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("{context}: {source}")]
+    Tensor { context: String, source: candle_core::Error },
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+    #[error("{0}")]
+    Other(String),
+}
+
+fn tensor_err(context: impl Into<String>) -> impl FnOnce(candle_core::Error) -> TrainError {
+    let context = context.into();
+    move |source| TrainError::Tensor { context, source }
+}
+
+fn other(e: impl std::fmt::Display) -> TrainError {
+    TrainError::Other(e.to_string())
+}
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RunOutcome {
+    /// All epochs trained; the final weights are in `final.safetensors`.
+    Finished { steps: u64, last: Option<EvalScore> },
+    /// The loss (or the gradient norm) became NaN or infinite at `step`.
+    Diverged { step: u64, loss: f64 },
+    /// Stopped early on request (`stop_after_steps`), as a kill would.
+    Stopped { step: u64 },
+}
+
+/// What the runner hands the trainer.
+pub struct TrainJob<'a> {
+    pub config: &'a RunConfig,
+    /// The hash of `config`; checkpoints of another configuration are refused.
+    pub config_hash: &'a str,
+    pub dir: &'a RunDir,
+    pub train_set: &'a Dataset,
+    pub val_set: &'a Dataset,
+    pub device: &'a Device,
+    /// Decode threads (0 = all cores).
+    pub threads: usize,
+    /// Stop without saving after this many steps in total (tests simulate a kill with it).
+    pub stop_after_steps: Option<u64>,
+    pub progress: Progress,
+}
+
+/// Everything that lives for the duration of the run.
+struct Session {
+    varmap: VarMap,
+    net: Network,
+    optimizer: Box<dyn Optimizer>,
+    ema: Ema,
+    train_loader: Loader,
+    val_loader: Loader,
+    steps_per_epoch: u64,
+    total_steps: u64,
+}
+
+/// Trains (or resumes) one run to the end, writing metrics and checkpoints into `job.dir`.
+/// The caller holds the run's lock.
+pub fn train_run(job: &TrainJob) -> Result<RunOutcome, TrainError> {
+    let cfg = job.config;
+    let mut s = Session::new(job)?;
+    let mut state = resume(job, &mut s)?;
+    let metrics_path = job.dir.metrics_parquet();
+    drop_rows_after(&metrics_path, state.step)?;
+
+    let eval_every = ((cfg.train.eval_every_epochs * s.steps_per_epoch as f64).round() as u64).max(1);
+    let vars = sorted_vars(&s.varmap);
+    let trainable: Vec<_> = vars.iter().filter(|(n, _)| !is_running_stat(n)).map(|(_, v)| v.clone()).collect();
+    let session_start = Instant::now();
+    let wall_before = state.wall_s;
+    let mut interval_start = Instant::now();
+    let mut interval_images = 0u64;
+    let mut last_score = None;
+    job.progress.start(s.total_steps, state.step);
+
+    while state.step < s.total_steps {
+        let epoch = state.epoch;
+        let start_batch = state.batch_in_epoch as usize;
+        for batch in s.train_loader.iter_epoch(epoch, start_batch) {
+            let batch = batch?;
+            let lr = cfg.train.lr.lr_at(state.step as f64 / s.steps_per_epoch as f64);
+            s.net.set_dropout_seed(mix(cfg.seed, state.step));
+            let loss = step_loss(&s.net, cfg, &batch.images, &batch.labels)?;
+            let loss_value = loss.to_dtype(DType::F64).and_then(|l| l.to_scalar::<f64>()).map_err(tensor_err("reading the loss"))?;
+            if !loss_value.is_finite() {
+                return diverge(job, &state, loss_value);
+            }
+            let mut grads = loss.backward().map_err(tensor_err("backward pass"))?;
+            if cfg.train.clip_norm > 0.0 {
+                let norm = clip_by_global_norm(&mut grads, trainable.iter(), cfg.train.clip_norm).map_err(other)?;
+                if !norm.is_finite() {
+                    return diverge(job, &state, norm);
+                }
+            }
+            s.optimizer.step(&grads, lr).map_err(other)?;
+            s.ema.update().map_err(other)?;
+
+            let n = batch.labels.dim(0).map_err(tensor_err("batch size"))? as u64;
+            state.step += 1;
+            state.batch_in_epoch += 1;
+            state.images_seen += n;
+            state.loss_sum += loss_value;
+            state.loss_count += 1;
+            interval_images += n;
+            if state.batch_in_epoch == s.steps_per_epoch {
+                state.epoch += 1;
+                state.batch_in_epoch = 0;
+            }
+            job.progress.step(state.step, epoch_f(&state, s.steps_per_epoch), loss_value, lr);
+
+            if job.stop_after_steps == Some(state.step) {
+                job.progress.finish();
+                return Ok(RunOutcome::Stopped { step: state.step });
+            }
+            let at_eval = state.step % eval_every == 0 || state.step == s.total_steps;
+            if at_eval {
+                let train_seconds = interval_start.elapsed().as_secs_f64();
+                let score = evaluate_with_ema(&s)?;
+                state.wall_s = wall_before + session_start.elapsed().as_secs_f64();
+                let row = MetricsRow {
+                    epoch: epoch_f(&state, s.steps_per_epoch),
+                    step: state.step,
+                    images_seen: state.images_seen,
+                    lr,
+                    train_loss: state.loss_sum / state.loss_count.max(1) as f64,
+                    top1_err: Some(score.top1_err),
+                    top5_err: Some(score.top5_err),
+                    eval_images: score.images,
+                    images_per_s: interval_images as f64 / train_seconds.max(1e-9),
+                    wall_s: state.wall_s,
+                };
+                job.progress.eval(&row);
+                append_metrics(&metrics_path, &[row]).map_err(other)?;
+                state.loss_sum = 0.0;
+                state.loss_count = 0;
+                last_score = Some(score);
+                save(job, &s, &state)?;
+                interval_start = Instant::now();
+                interval_images = 0;
+            } else if state.step % cfg.train.checkpoint_every_steps.max(1) == 0 {
+                state.wall_s = wall_before + session_start.elapsed().as_secs_f64();
+                save(job, &s, &state)?;
+            }
+            if state.step >= s.total_steps {
+                break;
+            }
+        }
+    }
+    job.progress.finish();
+    export_final(job, &s)?;
+    Ok(RunOutcome::Finished { steps: state.step, last: last_score })
+}
+
+impl Session {
+    fn new(job: &TrainJob) -> Result<Self, TrainError> {
+        let cfg = job.config;
+        if job.train_set.num_classes() != cfg.model.num_classes {
+            return Err(TrainError::Other(format!(
+                "the training set has {} classes but model.num_classes is {}",
+                job.train_set.num_classes(),
+                cfg.model.num_classes
+            )));
+        }
+        let varmap = VarMap::new();
+        let net = Network::new(&cfg.model, VarBuilder::from_varmap(&varmap, DType::F32, job.device)).map_err(tensor_err("building the network"))?;
+        let vars = sorted_vars(&varmap);
+        let decay = WeightDecay::weights_only(cfg.train.weight_decay);
+        let optimizer: Box<dyn Optimizer> = match &cfg.train.optimizer {
+            OptimizerConfig::Rmsprop(c) => Box::new(RmsProp::new(vars.clone(), *c, decay).map_err(other)?),
+            OptimizerConfig::Sgd(c) => Box::new(SgdMomentum::new(vars.clone(), *c, decay).map_err(other)?),
+        };
+        let ema = Ema::new(vars, cfg.train.ema).map_err(other)?;
+
+        let size = cfg.model.image_size as u32;
+        let augment = TrainAugment { image_size: size, color: color(cfg.data.color_distortion), ..TrainAugment::default() };
+        let mut train_cfg = LoaderConfig::new(cfg.train.batch_size, Preprocess::Train(augment));
+        train_cfg.seed = cfg.seed;
+        train_cfg.drop_last = true;
+        train_cfg.num_threads = job.threads;
+        train_cfg.skip_bad_images = cfg.data.skip_bad_images;
+        let train_loader = Loader::new(job.train_set, train_cfg, job.device)?;
+        let steps_per_epoch = train_loader.len() as u64;
+        if steps_per_epoch == 0 {
+            return Err(TrainError::Other(format!(
+                "the training set ({} images) is smaller than one batch of {}",
+                job.train_set.len(),
+                cfg.train.batch_size
+            )));
+        }
+        let val_loader = Loader::new(job.val_set, eval_loader_config(cfg, job.threads), job.device)?;
+        let total_steps = (cfg.train.epochs * steps_per_epoch as f64).round().max(1.0) as u64;
+        Ok(Self { varmap, net, optimizer, ema, train_loader, val_loader, steps_per_epoch, total_steps })
+    }
+}
+
+/// The single-crop evaluation loader of a run (central crop, in order, every image).
+pub fn eval_loader_config(cfg: &RunConfig, threads: usize) -> LoaderConfig {
+    let transform = EvalTransform {
+        image_size: cfg.model.image_size as u32,
+        crop_fraction: cfg.data.eval_crop_fraction,
+        interpolation: interpolation(cfg.data.interpolation),
+    };
+    let mut c = LoaderConfig::new(cfg.train.eval_batch_size, Preprocess::Eval(transform));
+    c.shuffle = false;
+    c.drop_last = false;
+    c.num_threads = threads;
+    c.skip_bad_images = cfg.data.skip_bad_images;
+    c
+}
+
+fn color(mode: ColorMode) -> ColorDistortion {
+    match mode {
+        ColorMode::Off => ColorDistortion::Off,
+        ColorMode::Fast => ColorDistortion::Fast,
+        ColorMode::Full => ColorDistortion::Full,
+    }
+}
+
+fn interpolation(mode: InterpolationMode) -> Interpolation {
+    match mode {
+        InterpolationMode::Bilinear => Interpolation::Bilinear,
+        InterpolationMode::Bicubic => Interpolation::Bicubic,
+    }
+}
+
+fn is_running_stat(name: &str) -> bool {
+    name.ends_with("running_mean") || name.ends_with("running_var")
+}
+
+/// Smoothed cross-entropy of the logits, plus the weighted auxiliary loss when the head is on.
+fn step_loss(net: &Network, cfg: &RunConfig, images: &Tensor, labels: &Tensor) -> Result<Tensor, TrainError> {
+    let out = net.forward_t(images, true).map_err(tensor_err("forward pass"))?;
+    let eps = cfg.train.label_smoothing;
+    let mut loss = smoothed_cross_entropy(&out.logits, labels, eps).map_err(other)?;
+    if let Some(aux) = &out.aux_logits {
+        let aux_loss = smoothed_cross_entropy(aux, labels, eps).map_err(other)?;
+        loss = (loss + (aux_loss * cfg.train.aux_weight).map_err(tensor_err("aux loss"))?).map_err(tensor_err("aux loss"))?;
+    }
+    Ok(loss)
+}
+
+fn evaluate_with_ema(s: &Session) -> Result<EvalScore, TrainError> {
+    let live = s.ema.swap_in().map_err(other)?;
+    let score = evaluate_single_crop(&s.net, &s.val_loader);
+    live.restore().map_err(other)?;
+    score
+}
+
+/// Restores the last checkpoint, if any, into the session; returns where training stands.
+fn resume(job: &TrainJob, s: &mut Session) -> Result<TrainingState, TrainError> {
+    let slot = job.dir.latest_checkpoint();
+    let fresh = TrainingState {
+        format_version: CHECKPOINT_FORMAT_VERSION,
+        step: 0,
+        epoch: 0,
+        batch_in_epoch: 0,
+        images_seen: 0,
+        rng_seed: job.config.seed,
+        rng_state: Vec::new(),
+        ema_num_updates: 0,
+        config_hash: job.config_hash.to_string(),
+        loss_sum: 0.0,
+        loss_count: 0,
+        wall_s: 0.0,
+    };
+    let Some(ckpt) = load_checkpoint(&slot, job.device).map_err(other)? else {
+        return Ok(fresh);
+    };
+    ckpt.check_config(&slot, job.config_hash).map_err(other)?;
+    let shapes: HashMap<String, Vec<usize>> =
+        s.varmap.data().lock().expect("varmap lock").iter().map(|(k, v)| (k.clone(), v.dims().to_vec())).collect();
+    ckpt.check_shapes(&slot, &shapes).map_err(other)?;
+    import::load_state_dict(&s.varmap, ckpt.weights, &slot.display().to_string()).map_err(other)?;
+    s.optimizer.load_state(ckpt.optim).map_err(other)?;
+    s.ema.load_state(ckpt.ema, ckpt.state.ema_num_updates).map_err(other)?;
+    tracing::info!(step = ckpt.state.step, epoch = ckpt.state.epoch, "resuming from {}", slot.display());
+    Ok(ckpt.state)
+}
+
+fn save(job: &TrainJob, s: &Session, state: &TrainingState) -> Result<(), TrainError> {
+    let weights: HashMap<String, Tensor> =
+        s.varmap.data().lock().expect("varmap lock").iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
+    let mut state = state.clone();
+    state.ema_num_updates = s.ema.num_updates();
+    let ckpt = Checkpoint { state, weights, ema: s.ema.tensors(), optim: s.optimizer.state() };
+    save_checkpoint(&job.dir.latest_checkpoint(), &ckpt).map_err(other)
+}
+
+/// The moving-average weights, as a timm state dict: what evaluation and users load.
+fn export_final(job: &TrainJob, s: &Session) -> Result<(), TrainError> {
+    let live = s.ema.swap_in().map_err(other)?;
+    let result = import::save_timm_weights(&s.varmap, &final_weights_path(job.dir.root()), 0).map_err(other);
+    live.restore().map_err(other)?;
+    result
+}
+
+/// `final.safetensors` in a run folder: the EMA weights under timm's names.
+pub fn final_weights_path(run_dir: &Path) -> std::path::PathBuf {
+    run_dir.join("final.safetensors")
+}
+
+fn diverge(job: &TrainJob, state: &TrainingState, value: f64) -> Result<RunOutcome, TrainError> {
+    job.progress.finish();
+    tracing::warn!(step = state.step + 1, value, "loss diverged; the run stops here");
+    Ok(RunOutcome::Diverged { step: state.step + 1, loss: value })
+}
+
+/// Metrics rows written after the checkpoint a run resumes from are recomputed: drop them.
+fn drop_rows_after(path: &Path, step: u64) -> Result<(), TrainError> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let rows = read_metrics(path).map_err(other)?;
+    let kept: Vec<MetricsRow> = rows.iter().filter(|r| r.step <= step).cloned().collect();
+    if kept.len() != rows.len() {
+        write_metrics(path, &kept).map_err(other)?;
+    }
+    Ok(())
+}
+
+/// A per-step seed from the run seed (SplitMix64 finaliser).
+fn mix(seed: u64, step: u64) -> u64 {
+    let mut z = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The fractional epoch reached after `state.step` steps.
+fn epoch_f(state: &TrainingState, steps_per_epoch: u64) -> f64 {
+    state.step as f64 / steps_per_epoch as f64
+}
