@@ -14,6 +14,7 @@ mod blocks;
 mod config;
 mod dropout;
 pub mod import;
+pub mod init;
 mod inception_resnet_v1;
 mod inception_resnet_v2;
 mod inception_v3;

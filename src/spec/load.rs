@@ -261,11 +261,16 @@ fn resolve_run(spec: RunSpec) -> Result<RunConfig, String> {
         skip_bad_images: d.skip_bad_images.unwrap_or(false),
         synthetic: d.synthetic,
         color_distortion: d.color_distortion.unwrap_or(ColorMode::Fast),
+        train_crop_area: d.train_crop_area.unwrap_or([0.05, 1.0]),
         eval_crop_fraction: d.eval_crop_fraction.unwrap_or(0.875),
         interpolation: d.interpolation.unwrap_or(InterpolationMode::Bilinear),
     };
     if data.synthetic.is_none() && (data.train.is_none() || data.val.is_none()) {
         return Err("data.train and data.val must be set (or data.synthetic)".into());
+    }
+    let [lo, hi] = data.train_crop_area;
+    if !(0.0 < lo && lo <= hi && hi <= 1.0) {
+        return Err(format!("data.train_crop_area must satisfy 0 < min <= max <= 1, got [{lo}, {hi}]"));
     }
     if let (Some(n), None) = (data.classes, &data.synthetic) {
         model.num_classes = n;

@@ -88,6 +88,7 @@ pub struct DataSpec {
     pub skip_bad_images: Option<bool>,
     pub synthetic: Option<SyntheticSpec>,
     pub color_distortion: Option<ColorMode>,
+    pub train_crop_area: Option<[f64; 2]>,
     pub eval_crop_fraction: Option<f64>,
     pub interpolation: Option<InterpolationMode>,
 }
@@ -195,6 +196,9 @@ pub struct DataConfig {
     /// When set, `train` and `val` are generated instead of read.
     pub synthetic: Option<SyntheticSpec>,
     pub color_distortion: ColorMode,
+    /// Area range of the random training crop, as fractions of the image: TF-slim's
+    /// [0.05, 1.0] by default. Small or low-resolution datasets train better with less.
+    pub train_crop_area: [f64; 2],
     /// Central crop of single-crop evaluation: the fraction of each side kept.
     pub eval_crop_fraction: f64,
     pub interpolation: InterpolationMode,

@@ -18,6 +18,7 @@ use super::evaluate::{evaluate_single_crop, EvalScore};
 use super::progress::Progress;
 use super::{clip_by_global_norm, smoothed_cross_entropy, sorted_vars, Ema, Optimizer, RmsProp, SgdMomentum, WeightDecay};
 use crate::data::{ColorDistortion, Dataset, EvalTransform, Interpolation, Loader, LoaderConfig, Preprocess, TrainAugment};
+use crate::models::init::initialize;
 use crate::models::{import, Network};
 use crate::spec::{ColorMode, InterpolationMode, OptimizerConfig, RunConfig};
 use crate::store::checkpoint::{load_checkpoint, save_checkpoint, Checkpoint, TrainingState, CHECKPOINT_FORMAT_VERSION};
@@ -192,6 +193,7 @@ impl Session {
         }
         let varmap = VarMap::new();
         let net = Network::new(&cfg.model, VarBuilder::from_varmap(&varmap, DType::F32, job.device)).map_err(tensor_err("building the network"))?;
+        initialize(&varmap, cfg.seed).map_err(tensor_err("initialising the weights"))?;
         let vars = sorted_vars(&varmap);
         let decay = WeightDecay::weights_only(cfg.train.weight_decay);
         let optimizer: Box<dyn Optimizer> = match &cfg.train.optimizer {
@@ -201,7 +203,8 @@ impl Session {
         let ema = Ema::new(vars, cfg.train.ema).map_err(other)?;
 
         let size = cfg.model.image_size as u32;
-        let augment = TrainAugment { image_size: size, color: color(cfg.data.color_distortion), ..TrainAugment::default() };
+        let [lo, hi] = cfg.data.train_crop_area;
+        let augment = TrainAugment { image_size: size, area_range: (lo, hi), color: color(cfg.data.color_distortion), ..TrainAugment::default() };
         let mut train_cfg = LoaderConfig::new(cfg.train.batch_size, Preprocess::Train(augment));
         train_cfg.seed = cfg.seed;
         train_cfg.drop_last = true;

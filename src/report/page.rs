@@ -1,0 +1,187 @@
+//! The experiment page, `reports/<experiment>/index.html`: claims and verdicts, figures,
+//! tables, what was run, and the known deviations from the paper.
+
+use super::curves::{error_curve, shows_paper};
+use super::html::{escape, file_stem, page};
+use super::input::{Claim, FigureInput, ReportInput};
+use super::paper::paper_figure_caption;
+use super::runs_section::runs_section;
+use super::style::network_name;
+
+/// A verdict badge: `<span class="verdict supported">supported</span>`.
+pub fn verdict_badge(claim: &Claim) -> String {
+    let text = claim.verdict.as_str();
+    format!(
+        "<span class=\"verdict {}\">{}</span>",
+        text.replace(' ', "-"),
+        escape(text)
+    )
+}
+
+fn claims_section(claims: &[Claim]) -> String {
+    let mut html = String::from("<h2 id=\"claims\">Claims of the paper tested here</h2>\n");
+    if claims.is_empty() {
+        html.push_str("<p>This experiment tests no claim of the paper directly.</p>\n");
+        return html;
+    }
+    html.push_str("<table>\n<tr><th>Claim</th><th>Verdict</th><th>Evidence</th></tr>\n");
+    for claim in claims {
+        html.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            escape(&claim.statement),
+            verdict_badge(claim),
+            escape(&claim.evidence)
+        ));
+    }
+    html.push_str("</table>\n");
+    html
+}
+
+/// The caption under a figure: the paper's caption, how to read the lines, file links.
+fn figure_caption(figure: &FigureInput, paper_scale: bool, stem: &str) -> String {
+    let mut parts = Vec::new();
+    if let Some(n) = figure.paper_figure {
+        let caption = paper_figure_caption(n).unwrap_or("");
+        parts.push(format!("Paper, Figure {n}: {}", escape(caption)));
+    }
+    let several_seeds = figure.series.iter().any(|s| {
+        figure
+            .series
+            .iter()
+            .filter(|t| t.network == s.network)
+            .count()
+            > 1
+    });
+    if several_seeds {
+        parts.push("Thin lines: single seeds; bold: their mean.".to_string());
+    }
+    if shows_paper(figure, paper_scale) {
+        parts.push(
+            "Faint lines: the paper's curves, digitised from its figure (about ±0.1 points)."
+                .to_string(),
+        );
+    }
+    parts.push(format!(
+        "Files: <a href=\"figures/{stem}.png\">PNG</a>, <a href=\"figures/{stem}.svg\">SVG</a>."
+    ));
+    parts.join(" ")
+}
+
+/// The per-series table under a figure: status, last and best error.
+fn series_table(figure: &FigureInput) -> String {
+    let metric = figure.metric.label();
+    let mut html = format!(
+        "<div class=\"wide\"><table>\n<tr><th>Network</th><th>Seed</th><th>Status</th><th>Evaluations</th>\
+         <th>Last epoch</th><th>Last {metric} error %</th><th>Best {metric} error %</th></tr>\n"
+    );
+    for series in &figure.series {
+        let curve = error_curve(figure, series);
+        let last = curve.last();
+        let best = curve.iter().map(|p| p.1).min_by(f64::total_cmp);
+        let cells = [
+            network_name(&series.network),
+            series.seed.to_string(),
+            series.status.clone(),
+            curve.len().to_string(),
+            last.map_or("—".to_string(), |p| format!("{:.2}", p.0)),
+            last.map_or("—".to_string(), |p| format!("{:.2}", p.1)),
+            best.map_or("—".to_string(), |b| format!("{b:.2}")),
+        ];
+        html.push_str("<tr>");
+        for (i, cell) in cells.iter().enumerate() {
+            let class = if i == 0 || i == 2 {
+                ""
+            } else {
+                " class=\"num\""
+            };
+            html.push_str(&format!("<td{class}>{}</td>", escape(cell)));
+        }
+        html.push_str("</tr>\n");
+    }
+    html.push_str("</table></div>\n");
+    html
+}
+
+fn figures_section(input: &ReportInput) -> String {
+    let mut html = String::from("<h2 id=\"figures\">Figures</h2>\n");
+    if input.figures.is_empty() {
+        html.push_str("<p>This experiment has no error-curve figures.</p>\n");
+    }
+    for figure in &input.figures {
+        let stem = file_stem(&figure.id);
+        let heading = match figure.paper_figure {
+            Some(n) => format!("Figure {n} ({})", figure.metric.label()),
+            None => format!("{} ({})", figure.id, figure.metric.label()),
+        };
+        html.push_str(&format!(
+            "<h3 id=\"{stem}\">{}</h3>\n<figure><a href=\"figures/{stem}.svg\"><img src=\"figures/{stem}.svg\" alt=\"{}\"></a>\
+             <figcaption>{}</figcaption></figure>\n",
+            escape(&heading),
+            escape(&format!("{heading}: error against epoch")),
+            figure_caption(figure, input.paper_scale, &stem)
+        ));
+        html.push_str(&series_table(figure));
+    }
+    html
+}
+
+fn tables_section(tables: &[(String, String)]) -> String {
+    let mut html = String::from("<h2 id=\"tables\">Tables</h2>\n");
+    if tables.is_empty() {
+        html.push_str("<p>This experiment has no result tables.</p>\n");
+    }
+    for (stem, fragment) in tables {
+        html.push_str(fragment);
+        html.push_str(&format!(
+            "<p class=\"meta\">Files: <a href=\"tables/{stem}.md\">Markdown</a>, \
+             <a href=\"tables/{stem}.html\">HTML</a>.</p>\n"
+        ));
+    }
+    html
+}
+
+fn deviations_section(deviations: &[String]) -> String {
+    let mut html = String::from("<h2 id=\"deviations\">Known deviations from the paper</h2>\n");
+    if deviations.is_empty() {
+        html.push_str("<p>None recorded.</p>\n");
+        return html;
+    }
+    html.push_str("<ul>\n");
+    for d in deviations {
+        html.push_str(&format!("<li>{}</li>\n", escape(d)));
+    }
+    html.push_str("</ul>\n");
+    html
+}
+
+/// The experiment page; `tables` are (file stem, HTML fragment) in display order.
+pub fn experiment_page(input: &ReportInput, tables: &[(String, String)]) -> String {
+    let scale = if input.paper_scale {
+        "paper scale"
+    } else {
+        "reduced scale (not comparable to the paper's numbers)"
+    };
+    let body = format!(
+        "<p class=\"meta\"><a href=\"../index.html\">All experiments</a></p>\n\
+         <h1>{title}</h1>\n<p>{description}</p>\n\
+         <p class=\"meta\">Experiment <code>{experiment}</code>, {scale}. Report generated \
+         {generated} from commit <code>{commit}</code>; it re-renders from stored results \
+         with <code>repro report</code>.</p>\n\
+         <nav><ul><li><a href=\"#claims\">Claims and verdicts</a></li>\
+         <li><a href=\"#figures\">Figures</a></li><li><a href=\"#tables\">Tables</a></li>\
+         <li><a href=\"#runs\">What was run</a></li>\
+         <li><a href=\"#deviations\">Deviations from the paper</a></li></ul></nav>\n\
+         {claims}{figures}{tables}{runs}{deviations}",
+        title = escape(&input.title),
+        description = escape(&input.description),
+        experiment = escape(&input.experiment),
+        generated = escape(&input.generated_at),
+        commit = escape(&input.commit),
+        claims = claims_section(&input.claims),
+        figures = figures_section(input),
+        tables = tables_section(tables),
+        runs = runs_section(&input.command, &input.runs),
+        deviations = deviations_section(&input.deviations),
+    );
+    page(&input.title, &body)
+}

@@ -1,0 +1,91 @@
+//! Renders one experiment's report folder from a [`ReportInput`]: figures (PNG + SVG),
+//! tables (Markdown + HTML) and `index.html`, every file written atomically.
+
+use std::path::{Path, PathBuf};
+
+use super::curves::{error_chart, shows_paper};
+use super::error::ReportError;
+use super::figure_file::{write_figure, FigureFiles};
+use super::html::{file_stem, page};
+use super::input::ReportInput;
+use super::page::experiment_page;
+use super::paper::{paper_curves, paper_table_values};
+use super::run_plots::{lr_chart, throughput_chart};
+use super::runs_section::{lr_stem, throughput_stem};
+use super::tables::{table_cells, to_html, to_markdown};
+use crate::store::atomic;
+
+/// The files of a rendered experiment report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedReport {
+    /// `<out_dir>/index.html`.
+    pub index_html: PathBuf,
+    /// Every file written, `index.html` last.
+    pub files: Vec<PathBuf>,
+}
+
+fn create_dir(path: &Path) -> Result<(), ReportError> {
+    std::fs::create_dir_all(path).map_err(|source| ReportError::CreateDir {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes the report of `input` into `out_dir` (usually `reports/<experiment>/`):
+/// `figures/<id>.png|svg`, `figures/<run>-lr.png|svg`, `figures/<run>-throughput.png|svg`,
+/// `tables/<id>.md|html` and `index.html`. Trains nothing; reads nothing but `input`.
+pub fn render_experiment(
+    input: &ReportInput,
+    out_dir: &Path,
+) -> Result<RenderedReport, ReportError> {
+    let figures_dir = out_dir.join("figures");
+    let tables_dir = out_dir.join("tables");
+    create_dir(&figures_dir)?;
+    create_dir(&tables_dir)?;
+    let mut files = Vec::new();
+    let mut add = |f: FigureFiles| files.extend([f.png, f.svg]);
+
+    let paper = if input
+        .figures
+        .iter()
+        .any(|f| shows_paper(f, input.paper_scale))
+    {
+        paper_curves()
+    } else {
+        Vec::new()
+    };
+    for figure in &input.figures {
+        let chart = error_chart(figure, &paper, shows_paper(figure, input.paper_scale));
+        add(write_figure(&figures_dir, &file_stem(&figure.id), &chart)?);
+    }
+    for run in &input.runs {
+        add(write_figure(&figures_dir, &lr_stem(run), &lr_chart(run))?);
+        add(write_figure(
+            &figures_dir,
+            &throughput_stem(run),
+            &throughput_chart(run),
+        )?);
+    }
+
+    let paper_tables = paper_table_values();
+    let mut fragments = Vec::new();
+    for table in &input.tables {
+        let stem = file_stem(&table.id);
+        let cells = table_cells(table, &paper_tables);
+        let fragment = to_html(&cells);
+        let md = tables_dir.join(format!("{stem}.md"));
+        atomic::write_bytes(&md, to_markdown(&cells).as_bytes())?;
+        let html = tables_dir.join(format!("{stem}.html"));
+        let standalone = format!(
+            "<p class=\"meta\"><a href=\"../index.html\">Back to the report</a></p>\n{fragment}"
+        );
+        atomic::write_bytes(&html, page(&table.title, &standalone).as_bytes())?;
+        files.extend([md, html]);
+        fragments.push((stem, fragment));
+    }
+
+    let index_html = out_dir.join("index.html");
+    atomic::write_bytes(&index_html, experiment_page(input, &fragments).as_bytes())?;
+    files.push(index_html.clone());
+    Ok(RenderedReport { index_html, files })
+}

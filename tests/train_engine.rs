@@ -1,0 +1,114 @@
+//! The training engine on generated data: it learns, it resumes exactly after a kill, and it
+//! stops cleanly when the loss diverges.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use repro::runner::prepare_datasets;
+use repro::spec::{load_experiment, LoadOptions, ResolvedRun};
+use repro::store::metrics::{read_metrics, MetricsRow};
+use repro::store::RunDir;
+use repro::train::{train_run, Progress, RunOutcome, TrainJob};
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("repro-train-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A run of a tiny network on 4 generated classes, with `extra` YAML lines under `train:`.
+fn tiny_run(dir: &Path, arch: &str, train: &str) -> ResolvedRun {
+    let yaml = format!(
+        "runs:\n  r:\n    model: {{arch: {arch}, width: 0.125, image_size: 75, blocks: [1, 1, 1], bn_momentum: 0.1, dropout: 0.2}}\n    \
+         data: {{synthetic: {{classes: 4, train_per_class: 24, val_per_class: 8, image_size: 48}}, train_crop_area: [0.5, 1.0]}}\n    \
+         train: {{batch_size: 16, eval_batch_size: 32, ema: {{decay: 0.9}}, {train}}}\n"
+    );
+    let path = dir.join("exp.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let e = load_experiment(&path, &LoadOptions::default()).unwrap();
+    e.runs["r"].clone()
+}
+
+fn train(run: &ResolvedRun, results: &Path, folder: &str, stop_after_steps: Option<u64>) -> (RunOutcome, Vec<MetricsRow>) {
+    let data = prepare_datasets(&run.config.data, results).unwrap();
+    let dir = RunDir::new(results.join(folder));
+    dir.create().unwrap();
+    let job = TrainJob {
+        config: &run.config,
+        config_hash: &run.hash,
+        dir: &dir,
+        train_set: &data.train,
+        val_set: &data.val,
+        device: &Device::Cpu,
+        threads: 2,
+        stop_after_steps,
+        progress: Progress::quiet(),
+    };
+    let outcome = train_run(&job).unwrap();
+    let rows = if dir.metrics_parquet().exists() { read_metrics(&dir.metrics_parquet()).unwrap() } else { Vec::new() };
+    (outcome, rows)
+}
+
+#[test]
+fn a_tiny_network_learns_the_generated_classes() {
+    let tmp = TempDir::new("learn");
+    let run = tiny_run(&tmp.0, "inception_v3", "epochs: 20, eval_every_epochs: 5, lr: {base_lr: 0.045, decay_epochs: 10}");
+    let (outcome, rows) = train(&run, &tmp.0, "run", None);
+    assert!(matches!(outcome, RunOutcome::Finished { steps: 120, .. }), "{outcome:?}");
+    assert_eq!(rows.len(), 4);
+    let (first, last) = (&rows[0], &rows[3]);
+    assert!(last.train_loss < first.train_loss, "loss did not fall: {} -> {}", first.train_loss, last.train_loss);
+    for r in &rows {
+        eprintln!("epoch {} loss {:.4} top-1 {:?} top-5 {:?}", r.epoch, r.train_loss, r.top1_err, r.top5_err);
+    }
+    let top1 = last.top1_err.unwrap();
+    assert!(top1 < 0.45, "top-1 error {top1} is not clearly below chance (0.75)");
+    assert_eq!(last.eval_images, 32);
+    assert_eq!(last.images_seen, 120 * 16);
+    // The learning rate follows the staircase: 0.045 * 0.94^floor(epoch / 10) at the last step
+    // of epoch 10 (step 60 is taken at epoch 59/6 < 10) and of epoch 15.
+    assert!((rows[1].lr - 0.045).abs() < 1e-12, "{}", rows[1].lr);
+    assert!((rows[2].lr - 0.045 * 0.94).abs() < 1e-12, "{}", rows[2].lr);
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_same_metrics() {
+    let tmp = TempDir::new("resume");
+    let run = tiny_run(&tmp.0, "inception_v3", "epochs: 2, eval_every_epochs: 0.5, checkpoint_every_steps: 2, lr: {base_lr: 0.045}");
+    let (_, uninterrupted) = train(&run, &tmp.0, "a", None);
+    // 6 steps per epoch, evaluations at steps 3, 6, 9, 12. Killed after step 5: the last
+    // checkpoint is at step 4 and the evaluation of step 3 is on disk.
+    let (stopped, partial) = train(&run, &tmp.0, "b", Some(5));
+    assert_eq!(stopped, RunOutcome::Stopped { step: 5 });
+    assert_eq!(partial.len(), 1);
+    let (outcome, resumed) = train(&run, &tmp.0, "b", None);
+    assert!(matches!(outcome, RunOutcome::Finished { steps: 12, .. }), "{outcome:?}");
+    assert_eq!(uninterrupted.len(), 4);
+    let key = |r: &MetricsRow| (r.epoch, r.step, r.images_seen, r.lr, r.train_loss, r.top1_err, r.top5_err, r.eval_images);
+    let a: Vec<_> = uninterrupted.iter().map(key).collect();
+    let b: Vec<_> = resumed.iter().map(key).collect();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn a_diverging_loss_stops_the_run_and_keeps_its_metrics() {
+    let tmp = TempDir::new("nan");
+    // Without clipping, a learning rate of 1e38 overflows the weights up within a few steps.
+    let run = tiny_run(&tmp.0, "inception_v4", "epochs: 4, eval_every_epochs: 1, clip_norm: 0, lr: {base_lr: 1.0e38}");
+    let (outcome, rows) = train(&run, &tmp.0, "run", None);
+    let RunOutcome::Diverged { step, loss } = outcome else { panic!("expected divergence, got {outcome:?}") };
+    assert!(!loss.is_finite());
+    assert!(step <= 24);
+    assert!(rows.iter().all(|r| r.step < step));
+}
