@@ -9,6 +9,7 @@
 
 pub mod data;
 pub mod device;
+pub mod eval;
 pub mod models;
 pub mod report;
 pub mod runner;

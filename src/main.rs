@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use repro::models::{render_table, summarize, Arch, ModelConfig};
-use repro::runner::{plan, train_missing, RunOptions, RunProgress};
+use repro::runner::{plan, train_missing, write_report, RunOptions, RunProgress};
 use repro::spec::{load_experiment, Experiment, LoadOptions};
 
 #[derive(Parser)]
@@ -31,6 +31,8 @@ enum Command {
     Run(RunArgs),
     /// Show what `run` would do: each run, whether it is cached, and the work left. Runs nothing.
     Plan(ExperimentArgs),
+    /// Re-render the figures, tables and HTML report of experiment files from stored results.
+    Report(ReportArgs),
     /// List the four networks with their parameters, MACs and feature-map sizes per stage.
     Models(ModelsArgs),
 }
@@ -70,6 +72,18 @@ struct RunArgs {
     /// Seconds to wait for a run folder another repro process holds (default: fail at once).
     #[arg(long, value_name = "SECONDS")]
     wait: Option<u64>,
+    /// Where reports are written (`<reports>/<experiment>/index.html`).
+    #[arg(long, default_value = "reports")]
+    reports: PathBuf,
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    #[command(flatten)]
+    experiment: ExperimentArgs,
+    /// Where reports are written (`<reports>/<experiment>/index.html`).
+    #[arg(long, default_value = "reports")]
+    reports: PathBuf,
 }
 
 #[derive(Args)]
@@ -116,6 +130,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Plan(args) => show_plan(args),
+        Command::Report(args) => report(args),
         Command::Models(args) => models(args),
     };
     match result {
@@ -157,11 +172,31 @@ fn run(args: RunArgs) -> Result<(), Failure> {
                 failures.push(format!("{}: {}: {:?}", e.name, planned.run.name, result));
             }
         }
+        let index = write_report(e, &options.results, &args.reports, &command_line(), &no_tables).map_err(|m| Failure { code: 1, message: m })?;
+        eprintln!("   report: {}", index.display());
     }
     match failures.is_empty() {
         true => Ok(()),
         false => Err(Failure { code: 1, message: format!("{} run(s) failed or diverged:\n  {}", failures.len(), failures.join("\n  ")) }),
     }
+}
+
+fn report(args: ReportArgs) -> Result<(), Failure> {
+    for e in load_all(&args.experiment)? {
+        let index = write_report(&e, &args.experiment.results, &args.reports, &command_line(), &no_tables).map_err(|m| Failure { code: 1, message: m })?;
+        println!("{}", index.display());
+    }
+    Ok(())
+}
+
+/// The command as typed, for the report's "what was run".
+fn command_line() -> String {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    format!("repro {}", args.join(" "))
+}
+
+fn no_tables(_: &repro::spec::TableSpec, _: usize) -> Vec<repro::report::EvalResult> {
+    Vec::new()
 }
 
 /// Checks, before anything trains, that every run that needs training has its data.
@@ -189,7 +224,7 @@ fn preflight(e: &Experiment, options: &RunOptions) -> Result<(), String> {
 fn show_plan(args: ExperimentArgs) -> Result<(), Failure> {
     for e in load_all(&args)? {
         println!("{} ({}){}", e.name, e.path.display(), e.profile.as_deref().map(|p| format!(", profile {p}")).unwrap_or_default());
-        println!("  {:<24} {:<28} {:<16} {:>8} {:>10}  used by", "run", "folder", "state", "epochs", "train TMAC");
+        println!("  {:<26} {:<36} {:<16} {:>7} {:>12}  used by", "run", "folder", "state", "epochs", "train MACs");
         for p in plan(&e, &args.results) {
             let c = &p.run.config;
             let state = match &p.progress {
@@ -198,9 +233,9 @@ fn show_plan(args: ExperimentArgs) -> Result<(), Failure> {
                 RunProgress::Partial { step } => format!("resume @{step}"),
                 RunProgress::Missing => "to train".to_string(),
             };
-            let work = training_tmacs(c).map(|t| format!("{t:.1}")).unwrap_or_else(|| "?".into());
+            let work = training_macs(c).map(engineering).unwrap_or_else(|| "?".into());
             println!(
-                "  {:<24} {:<28} {:<16} {:>8} {:>10}  {}",
+                "  {:<26} {:<36} {:<16} {:>7} {:>12}  {}",
                 p.run.name,
                 p.dir.file_name().unwrap_or_default().to_string_lossy(),
                 state,
@@ -213,8 +248,14 @@ fn show_plan(args: ExperimentArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// 8.1e18 → "8.1 E".
+fn engineering(x: f64) -> String {
+    let units = [(1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M")];
+    units.iter().find(|(scale, _)| x >= *scale).map(|(scale, u)| format!("{:.1} {u}", x / scale)).unwrap_or_else(|| format!("{x:.0}"))
+}
+
 /// Forward + backward ≈ 3 × forward MACs per image, over every training image of every epoch.
-fn training_tmacs(c: &repro::spec::RunConfig) -> Option<f64> {
+fn training_macs(c: &repro::spec::RunConfig) -> Option<f64> {
     let images = match &c.data.synthetic {
         Some(s) => (s.classes * s.train_per_class) as f64,
         None => {
@@ -223,7 +264,7 @@ fn training_tmacs(c: &repro::spec::RunConfig) -> Option<f64> {
         }
     };
     let macs = summarize(&c.model, c.model.image_size).ok()?.macs as f64;
-    Some(3.0 * macs * images * c.train.epochs / 1e12)
+    Some(3.0 * macs * images * c.train.epochs)
 }
 
 fn models(args: ModelsArgs) -> Result<(), Failure> {

@@ -76,6 +76,15 @@ impl GitInfo {
         }
     }
 
+    /// `3f9a1c2` (12 hex digits), with `+ local changes` when the tree was dirty.
+    pub fn describe(&self) -> String {
+        let short: String = self.commit.chars().take(12).collect();
+        match self.dirty {
+            Some(true) => format!("{short} + local changes"),
+            _ => short,
+        }
+    }
+
     /// No git information.
     pub fn unknown() -> Self {
         Self {

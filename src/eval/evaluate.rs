@@ -1,0 +1,285 @@
+//! One model or an ensemble of checkpoints over a data set under one crop protocol.
+//!
+//! The samples are processed in chunks of about one forward batch of crops (at least one
+//! image): a producer thread decodes each image of a chunk once and renders all its
+//! crops on a rayon pool while the previous chunk is scored, so at most two chunks of
+//! crops are in memory. Each model scores the crops of a chunk in forward batches of at
+//! most `batch_size` crops; softmax probabilities are averaged over the crops of each
+//! image, then over the models, and only the top-k hits and the top-5 of each image are
+//! kept.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::mpsc::sync_channel;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+
+use super::predictions::Prediction;
+use super::protocol::check_protocol;
+use super::record::EvalRecord;
+use super::render::render_chunk;
+use super::scores::{average_over_crops, average_over_models, top_k};
+use super::EvalError;
+use crate::data::{CropProtocol, Dataset, ImageSet, Sample};
+use crate::models::import::load_timm_weights;
+use crate::models::{ModelConfig, Network, MIN_IMAGE_SIZE};
+use crate::train::top_k_hits;
+
+/// Classes listed per image in the predictions, and the k of the top-5 error.
+const TOP: usize = 5;
+
+/// One member of an evaluated ensemble: a network and its timm-format weights (our
+/// `final.safetensors` or imported timm weights).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelSpec {
+    /// The network's structure; must match the checkpoint.
+    pub config: ModelConfig,
+    /// The safetensors checkpoint.
+    pub weights: PathBuf,
+}
+
+impl ModelSpec {
+    /// `arch:weights`, as results name the model.
+    pub fn name(&self) -> String {
+        format!("{}:{}", self.config.arch, self.weights.display())
+    }
+}
+
+/// Everything an evaluation needs.
+#[derive(Clone, Debug)]
+pub struct EvalRequest<'a> {
+    /// The ensemble (one entry for a single model); all must have the same classes.
+    pub models: Vec<ModelSpec>,
+    /// The images and labels; `dataset.set` says which evaluation set they are.
+    pub dataset: &'a Dataset,
+    /// Which crops of each image are scored (see [`super::protocol_for`]).
+    pub protocol: CropProtocol,
+    /// Side of the rendered crops in pixels (299 for the paper's networks).
+    pub input_size: u32,
+    /// Crops per forward pass.
+    pub batch_size: usize,
+    /// Threads that decode and render images.
+    pub threads: usize,
+    /// Where the networks run.
+    pub device: Device,
+}
+
+/// The result of one evaluation. Errors are fractions in [0, 1]; `Display` shows percent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EvalReport {
+    /// Top-1 error in [0, 1].
+    pub top1_err: f64,
+    /// Top-5 error in [0, 1].
+    pub top5_err: f64,
+    /// Images evaluated.
+    pub images: u64,
+    /// Crops per image.
+    pub crops: usize,
+    /// [`CropProtocol::describe`] at the input size.
+    pub protocol_description: String,
+    /// Which images were evaluated.
+    pub eval_set: ImageSet,
+    /// [`ModelSpec::name`] of every model, in ensemble order.
+    pub models: Vec<String>,
+    /// One entry per image, in dataset order.
+    pub predictions: Vec<Prediction>,
+}
+
+impl EvalReport {
+    /// The `eval.parquet` row of this evaluation.
+    pub fn record(&self) -> EvalRecord {
+        EvalRecord {
+            crops: self.crops as u64,
+            crop_definition: self.protocol_description.clone(),
+            eval_set: self.eval_set.as_str().to_string(),
+            models: self.models.clone(),
+            images: self.images,
+            top1_err: self.top1_err,
+            top5_err: self.top5_err,
+        }
+    }
+}
+
+impl fmt::Display for EvalReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "top-1 error {:.2}%  top-5 error {:.2}%  ({} images, {})",
+            100.0 * self.top1_err,
+            100.0 * self.top5_err,
+            self.images,
+            self.eval_set
+        )?;
+        writeln!(f, "protocol: {}", self.protocol_description)?;
+        write!(f, "models: {}", self.models.join(", "))
+    }
+}
+
+/// Evaluates the ensemble of `req.models` on `req.dataset` under `req.protocol`.
+pub fn evaluate(req: &EvalRequest) -> Result<EvalReport, EvalError> {
+    check_request(req)?;
+    let nets = req
+        .models
+        .iter()
+        .map(|spec| load_network(spec, &req.device))
+        .collect::<Result<Vec<_>, _>>()?;
+    let crops = req.protocol.num_crops();
+    let chunk_images = req.batch_size.div_ceil(crops).max(1);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(req.threads)
+        .build()
+        .map_err(|e| EvalError::Config(format!("cannot start {} threads: {e}", req.threads)))?;
+    let (samples, pool) = (&req.dataset.samples, &pool);
+    let mut tally = Tally::default();
+    std::thread::scope(|scope| {
+        let (tx, rx) = sync_channel(1);
+        scope.spawn(move || {
+            for chunk in samples.chunks(chunk_images) {
+                let rendered = pool.install(|| render_chunk(chunk, &req.protocol, req.input_size));
+                if tx.send(rendered).is_err() {
+                    break;
+                }
+            }
+        });
+        for (chunk, rendered) in samples.chunks(chunk_images).zip(rx) {
+            let probs = score_chunk(req, &nets, rendered?, chunk.len())?;
+            tally.add(chunk, &probs, &req.device)?;
+            tracing::debug!("evaluated {} of {} images", tally.images, samples.len());
+        }
+        Ok::<(), EvalError>(())
+    })?;
+    let images = tally.images as f64;
+    Ok(EvalReport {
+        top1_err: 1.0 - tally.hits1 / images,
+        top5_err: 1.0 - tally.hits5 / images,
+        images: tally.images,
+        crops,
+        protocol_description: req.protocol.describe(req.input_size),
+        eval_set: req.dataset.set,
+        models: req.models.iter().map(ModelSpec::name).collect(),
+        predictions: tally.predictions,
+    })
+}
+
+/// Rejects requests that cannot be evaluated, with a message saying why.
+fn check_request(req: &EvalRequest) -> Result<(), EvalError> {
+    let bad = |what: String| Err(EvalError::Config(what));
+    let Some(first) = req.models.first() else {
+        return bad("no model to evaluate".into());
+    };
+    if req.dataset.is_empty() {
+        return bad(format!("no images in {}", req.dataset.describe()));
+    }
+    if req.batch_size == 0 || req.threads == 0 {
+        return bad("batch size and threads must be at least 1".into());
+    }
+    if (req.input_size as usize) < MIN_IMAGE_SIZE {
+        return bad(format!(
+            "input size {} is below the networks' minimum of {MIN_IMAGE_SIZE}",
+            req.input_size
+        ));
+    }
+    check_protocol(&req.protocol, req.input_size)?;
+    let classes = first.config.num_classes;
+    if let Some(other) = req.models.iter().find(|m| m.config.num_classes != classes) {
+        return bad(format!(
+            "ensemble members disagree on the number of classes: {} has {classes}, {} has {}",
+            first.name(),
+            other.name(),
+            other.config.num_classes
+        ));
+    }
+    if let Some(s) = req.dataset.samples.iter().find(|s| s.label as usize >= classes) {
+        return bad(format!(
+            "{} has label {} but the networks have {classes} classes",
+            s.path.display(),
+            s.label
+        ));
+    }
+    Ok(())
+}
+
+/// Builds the network of `spec` on `device` and loads its checkpoint.
+fn load_network(spec: &ModelSpec, device: &Device) -> Result<Network, EvalError> {
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+    let net = Network::new(&spec.config, vb).map_err(|source| EvalError::Build {
+        weights: spec.weights.clone(),
+        source,
+    })?;
+    load_timm_weights(&varmap, &spec.weights)?;
+    Ok(net)
+}
+
+/// The ensemble's averaged probabilities `(images, classes)` for the rendered crops of
+/// one chunk of `images` images.
+fn score_chunk(
+    req: &EvalRequest,
+    nets: &[Network],
+    pixels: Vec<f32>,
+    images: usize,
+) -> Result<Tensor, EvalError> {
+    let crops = req.protocol.num_crops();
+    let size = req.input_size as usize;
+    let x = Tensor::from_vec(pixels, (images * crops, 3, size, size), &req.device)
+        .map_err(|e| EvalError::Scores(format!("moving crops to the device: {e}")))?;
+    let per_model = nets
+        .iter()
+        .zip(&req.models)
+        .map(|(net, spec)| {
+            let failed = |source| EvalError::Forward {
+                weights: spec.weights.clone(),
+                source,
+            };
+            let logits = (0..images * crops)
+                .step_by(req.batch_size)
+                .map(|start| {
+                    let len = req.batch_size.min(images * crops - start);
+                    net.forward_t(&x.narrow(0, start, len)?, false)
+                        .map(|out| out.logits)
+                })
+                .collect::<candle_core::Result<Vec<_>>>()
+                .map_err(failed)?;
+            Tensor::cat(&logits, 0)
+                .and_then(|l| average_over_crops(&l, crops))
+                .map_err(failed)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    average_over_models(&per_model).map_err(|e| EvalError::Scores(e.to_string()))
+}
+
+/// Running totals of an evaluation.
+#[derive(Default)]
+struct Tally {
+    images: u64,
+    hits1: f64,
+    hits5: f64,
+    predictions: Vec<Prediction>,
+}
+
+impl Tally {
+    /// Counts the top-1 and top-5 hits of one chunk's averaged probabilities and keeps
+    /// each image's top 5.
+    fn add(&mut self, chunk: &[Sample], probs: &Tensor, device: &Device) -> Result<(), EvalError> {
+        let fail = |e: &dyn fmt::Display| EvalError::Scores(e.to_string());
+        let labels: Vec<u32> = chunk.iter().map(|s| s.label).collect();
+        let labels = Tensor::new(labels.as_slice(), device).map_err(|e| fail(&e))?;
+        let hits = |k: usize| -> Result<f64, EvalError> {
+            let hits = top_k_hits(probs, &labels, k).map_err(|e| fail(&e))?;
+            let sum = hits.sum_all().and_then(|t| t.to_scalar::<f32>());
+            Ok(sum.map_err(|e| fail(&e))? as f64)
+        };
+        self.hits1 += hits(1)?;
+        self.hits5 += hits(TOP)?;
+        let rows = probs.to_vec2::<f32>().map_err(|e| fail(&e))?;
+        self.predictions
+            .extend(chunk.iter().zip(rows).map(|(sample, row)| Prediction {
+                path: sample.path.clone(),
+                label: sample.label,
+                top5: top_k(&row, TOP),
+            }));
+        self.images += chunk.len() as u64;
+        Ok(())
+    }
+}

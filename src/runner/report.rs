@@ -1,0 +1,232 @@
+//! Rendering an experiment's report from what its runs stored: a pure function of the
+//! results folder, so `repro report` re-renders without training anything.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::plan::{plan, PlannedRun, RunProgress};
+use crate::report::{
+    paper_table_values, render_experiment, render_index, residual_speeds_up_training, Claim, EvalResult, FigureInput, IndexEntry, Metric,
+    ReportInput, RunInfo, Series, TableInput, TableRow, Verdict,
+};
+use crate::spec::{ClaimCheck, Experiment, Overlay, ResolvedRun, TableSpec};
+use crate::store::metrics::{read_metrics, MetricsRow};
+use crate::store::provenance::Provenance;
+use crate::store::RunDir;
+
+/// Evaluation results of one table row, as the runner stored them.
+pub type RowResults = Vec<EvalResult>;
+
+/// Renders `reports/<experiment>/` and refreshes `reports/index.html`. `table_results`
+/// gives, per table id and row label, the evaluations that exist.
+pub fn write_report(
+    experiment: &Experiment,
+    results: &Path,
+    reports: &Path,
+    command: &str,
+    table_results: &dyn Fn(&TableSpec, usize) -> RowResults,
+) -> Result<PathBuf, String> {
+    let planned = plan(experiment, results);
+    let runs: Vec<RunInfo> = planned.iter().map(run_info).collect();
+    let metrics_of = |name: &str| -> Vec<MetricsRow> { runs.iter().find(|r| r.name == name).map(|r| r.metrics.clone()).unwrap_or_default() };
+    let paper_scale = experiment.runs.values().all(is_paper_scale);
+
+    let figures = experiment
+        .figures
+        .iter()
+        .map(|f| FigureInput {
+            id: f.id.clone(),
+            paper_figure: f.paper_figure,
+            metric: metric(f.metric),
+            overlay_paper: f.paper_overlay == Overlay::Always || (f.paper_overlay == Overlay::Auto && paper_scale),
+            series: f
+                .runs
+                .iter()
+                .map(|name| {
+                    let run = &experiment.runs[name];
+                    Series {
+                        network: run.config.model.arch.name().to_string(),
+                        label: String::new(),
+                        seed: run.config.seed,
+                        rows: metrics_of(name),
+                        status: planned.iter().find(|p| &p.run.name == name).map(|p| status(&p.progress)).unwrap_or_default(),
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+
+    let paper = paper_table_values();
+    let tables = experiment
+        .tables
+        .iter()
+        .map(|t| TableInput {
+            id: t.id.clone(),
+            title: t.title.clone().unwrap_or_else(|| format!("{}: {}-crop evaluation", t.id, t.crops)),
+            rows: t
+                .rows
+                .iter()
+                .enumerate()
+                .map(|(i, row)| {
+                    let mut out = paper.table_row(&t.id, &row.label).unwrap_or_else(|| TableRow {
+                        label: row.label.clone(),
+                        paper_top1: None,
+                        paper_top5: None,
+                        paper_crops: t.crops.to_string(),
+                        paper_eval_set: String::new(),
+                        results: Vec::new(),
+                        note: String::new(),
+                    });
+                    out.results = table_results(t, i);
+                    if row.ensemble {
+                        out.note = format!("ensemble of {} (probabilities averaged)", row.runs.join(", "));
+                    } else if row.runs.len() > 1 {
+                        out.note = format!("{} seeds: {}", row.runs.len(), row.runs.join(", "));
+                    }
+                    out
+                })
+                .collect(),
+        })
+        .collect();
+
+    let claims: Vec<Claim> = experiment
+        .claims
+        .iter()
+        .map(|c| {
+            let ClaimCheck::ResidualFaster { residual, plain, metric: m } = &c.check;
+            let (r, p) = (&experiment.runs[residual], &experiment.runs[plain]);
+            let mut claim = residual_speeds_up_training(
+                r.config.model.arch.name(),
+                &[metrics_of(residual)],
+                p.config.model.arch.name(),
+                &[metrics_of(plain)],
+                metric(*m),
+            );
+            claim.statement = c.statement.clone();
+            claim
+        })
+        .collect();
+
+    let input = ReportInput {
+        experiment: experiment.name.clone(),
+        title: if experiment.title.is_empty() { experiment.name.clone() } else { experiment.title.clone() },
+        description: experiment.description.clone(),
+        paper_scale,
+        figures,
+        tables,
+        runs,
+        deviations: deviations(experiment),
+        claims: claims.clone(),
+        command: command.to_string(),
+        generated_at: crate::store::clock::now_rfc3339(),
+        commit: crate::store::provenance::GitInfo::of_work_tree(Path::new(".")).describe(),
+    };
+    let out_dir = reports.join(&experiment.name);
+    let rendered = render_experiment(&input, &out_dir).map_err(|e| e.to_string())?;
+    let entry = StoredEntry {
+        experiment: experiment.name.clone(),
+        title: input.title.clone(),
+        description: input.description.clone(),
+        generated_at: input.generated_at.clone(),
+        claims: claims.iter().map(|c| (c.statement.clone(), c.verdict.as_str().to_string(), c.evidence.clone())).collect(),
+    };
+    crate::store::write_json(&out_dir.join("entry.json"), &entry).map_err(|e| e.to_string())?;
+    refresh_index(reports)?;
+    Ok(rendered.index_html)
+}
+
+/// What `reports/index.html` shows of an experiment, kept beside its report.
+#[derive(Serialize, Deserialize)]
+struct StoredEntry {
+    experiment: String,
+    title: String,
+    description: String,
+    generated_at: String,
+    /// (statement, verdict, evidence)
+    claims: Vec<(String, String, String)>,
+}
+
+/// Rewrites `reports/index.html` from the `entry.json` of every rendered experiment.
+fn refresh_index(reports: &Path) -> Result<(), String> {
+    let mut entries = Vec::new();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(reports).map_err(|e| e.to_string())?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    dirs.sort();
+    for dir in dirs {
+        let Ok(text) = std::fs::read_to_string(dir.join("entry.json")) else { continue };
+        let Ok(e) = serde_json::from_str::<StoredEntry>(&text) else { continue };
+        let claims = e
+            .claims
+            .into_iter()
+            .map(|(statement, verdict, evidence)| Claim {
+                statement,
+                verdict: match verdict.as_str() {
+                    "supported" => Verdict::Supported,
+                    "not supported" => Verdict::NotSupported,
+                    _ => Verdict::Inconclusive,
+                },
+                evidence,
+            })
+            .collect();
+        entries.push(IndexEntry { experiment: e.experiment, title: e.title, description: e.description, generated_at: e.generated_at, claims });
+    }
+    render_index(reports, &entries).map(|_| ()).map_err(|e| e.to_string())
+}
+
+fn run_info(p: &PlannedRun) -> RunInfo {
+    let dir = RunDir::new(&p.dir);
+    RunInfo {
+        name: p.run.name.clone(),
+        hash: p.run.hash.clone(),
+        config_yaml: std::fs::read_to_string(dir.config_yaml()).unwrap_or_else(|_| serde_yaml::to_string(&p.run.config).unwrap_or_default()),
+        provenance: Provenance::read(&dir.provenance_json()).ok(),
+        metrics: read_metrics(&dir.metrics_parquet()).unwrap_or_default(),
+    }
+}
+
+fn status(progress: &RunProgress) -> String {
+    match progress {
+        RunProgress::Done => "done".into(),
+        RunProgress::Diverged { step } => format!("diverged at step {step}"),
+        RunProgress::Partial { step } => format!("interrupted at step {step}"),
+        RunProgress::Missing => "not run".into(),
+    }
+}
+
+fn metric(m: crate::spec::Metric) -> Metric {
+    match m {
+        crate::spec::Metric::Top1 => Metric::Top1,
+        crate::spec::Metric::Top5 => Metric::Top5,
+    }
+}
+
+/// Full ImageNet at the paper's resolution and width.
+fn is_paper_scale(run: &ResolvedRun) -> bool {
+    let c = &run.config;
+    c.data.synthetic.is_none() && c.data.classes.is_none() && c.model.width == 1.0 && c.model.image_size == 299 && c.model.num_classes == 1000
+}
+
+/// The known differences between this experiment and the paper, from its resolved runs.
+fn deviations(experiment: &Experiment) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(run) = experiment.runs.values().next() {
+        let c = &run.config;
+        out.push(format!(
+            "Batch size {} on one replica; the paper trained on 20 replicas (batch size per replica not stated; TF-slim's default is 32).",
+            c.train.batch_size
+        ));
+        out.push(format!(
+            "Evaluation uses an exponential moving average of the weights with decay {} (the paper: \"a running average of the parameters\", decay not stated).",
+            c.train.ema.decay
+        ));
+        if !is_paper_scale(run) {
+            out.push(format!(
+                "Scaled down: width x{}, {} px inputs, {} classes, {} epochs; absolute errors are not comparable with the paper's, only the comparisons are.",
+                c.model.width, c.model.image_size, c.model.num_classes, c.train.epochs
+            ));
+        }
+    }
+    out.push("Inception-ResNet-v2 is the released TF-slim/timm layout (v3 stem + mixed_5b, 320/1088/2080 channels, 10/20/10 blocks), not the paper's drawings.".into());
+    out.push("The paper never defines its 12 crops; here: one scale, the centre square, 4 corners + centre + the whole square, and their mirrors.".into());
+    out
+}

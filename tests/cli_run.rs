@@ -1,0 +1,218 @@
+//! `repro run` / `plan` / `report` end to end on the smoke profile: the run cache, resuming a
+//! killed run, two processes on one results folder, and bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("repro-cli-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn repro(dir: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_repro"));
+    c.args(args).arg("--results").arg(dir.join("results"));
+    c
+}
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    let mut c = repro(dir, args);
+    if args[0] != "plan" {
+        c.arg("--reports").arg(dir.join("reports"));
+    }
+    c.output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn run_folders(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("results/runs")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn smoke_run_writes_metrics_figures_and_report_and_a_second_run_trains_nothing() {
+    let tmp = TempDir::new("cache");
+    let fig = repo("experiments/fig23.yaml");
+    let fig = fig.to_str().unwrap();
+    let first = run(&tmp.0, &["run", fig, "--smoke"]);
+    assert!(first.status.success(), "{}", text(&first));
+    let folders = run_folders(&tmp.0);
+    assert_eq!(folders.len(), 2, "{folders:?}");
+    for f in &folders {
+        let run_dir = tmp.0.join("results/runs").join(f);
+        for file in ["DONE", "metrics.parquet", "config.yaml", "provenance.json", "final.safetensors"] {
+            assert!(run_dir.join(file).is_file(), "{f}/{file} missing");
+        }
+    }
+    for file in ["reports/index.html", "reports/fig23/index.html", "reports/fig23/figures/fig23.png", "reports/fig23/figures/fig23.svg"] {
+        assert!(tmp.0.join(file).is_file(), "{file} missing");
+    }
+    let metrics = tmp.0.join("results/runs").join(&folders[0]).join("metrics.parquet");
+    let before = std::fs::metadata(&metrics).unwrap().modified().unwrap();
+
+    let second = run(&tmp.0, &["run", fig, "--smoke"]);
+    assert!(second.status.success(), "{}", text(&second));
+    assert!(text(&second).contains("Reused(Done)"), "{}", text(&second));
+    assert!(!text(&second).contains("Trained"), "{}", text(&second));
+    assert_eq!(std::fs::metadata(&metrics).unwrap().modified().unwrap(), before);
+
+    // fig24 uses the same two runs: nothing to train.
+    let plan = run(&tmp.0, &["plan", repo("experiments/fig24.yaml").to_str().unwrap(), "--smoke"]);
+    assert_eq!(text(&plan).matches("done (cached)").count(), 2, "{}", text(&plan));
+
+    // A changed learning rate is another run.
+    let third = run(&tmp.0, &["run", fig, "--smoke", "--set", "train.lr.base_lr=0.02"]);
+    assert!(third.status.success(), "{}", text(&third));
+    assert_eq!(text(&third).matches("Trained(Finished").count(), 2, "{}", text(&third));
+    assert_eq!(run_folders(&tmp.0).len(), 4);
+
+    // `repro report` re-renders from stored results without training.
+    std::fs::remove_dir_all(tmp.0.join("reports")).unwrap();
+    let report = run(&tmp.0, &["report", fig, "--smoke"]);
+    assert!(report.status.success(), "{}", text(&report));
+    assert!(tmp.0.join("reports/fig23/figures/fig23.png").is_file());
+    assert_eq!(run_folders(&tmp.0).len(), 4);
+}
+
+/// Waits until `path` exists, for at most `limit`.
+fn wait_for(path: &Path, limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if path.exists() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// A smoke run of one network that takes a few seconds and checkpoints every step.
+fn slow_args(fig: &str) -> Vec<String> {
+    [fig, "--smoke", "--set", "train.epochs=6", "--set", "train.checkpoint_every_steps=1", "--set", "runs.inception_v4.train.epochs=1"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+#[test]
+fn a_killed_run_resumes_through_the_cli() {
+    let tmp = TempDir::new("resume");
+    let fig = repo("experiments/fig23.yaml");
+    let mut args = vec!["run".to_string()];
+    args.extend(slow_args(fig.to_str().unwrap()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut child = {
+        let mut c = repro(&tmp.0, &args);
+        c.arg("--reports").arg(tmp.0.join("reports")).stdout(Stdio::null()).stderr(Stdio::null());
+        c.spawn().unwrap()
+    };
+    // Kill it once the IR-v2 run (first in name order) has checkpointed a few steps.
+    let runs = tmp.0.join("results/runs");
+    let start = Instant::now();
+    let mut killed_at = None;
+    while start.elapsed() < Duration::from_secs(120) {
+        let state = std::fs::read_dir(&runs).ok().and_then(|mut d| d.find_map(|e| {
+            let p = e.ok()?.path().join("checkpoints/latest/state.json");
+            std::fs::read_to_string(p).ok()
+        }));
+        if let Some(s) = state {
+            let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+            if v["step"].as_u64().unwrap() >= 3 {
+                child.kill().unwrap();
+                killed_at = v["step"].as_u64();
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait().unwrap();
+    let killed_at = killed_at.expect("the run never checkpointed");
+    let plan = run(&tmp.0, &["plan", &args[1], "--smoke", "--set", "train.epochs=6", "--set", "train.checkpoint_every_steps=1", "--set", "runs.inception_v4.train.epochs=1"]);
+    assert!(text(&plan).contains("resume @"), "{}", text(&plan));
+    let resumed = run(&tmp.0, &args);
+    assert!(resumed.status.success(), "{}", text(&resumed));
+    assert!(text(&resumed).contains("resuming from"), "{}", text(&resumed));
+    // Every evaluation point of the 6 epochs is in the metrics, each once.
+    let irv2 = run_folders(&tmp.0).into_iter().find(|f| f.starts_with("inception_resnet_v2")).unwrap();
+    let rows = repro::store::metrics::read_metrics(&runs.join(irv2).join("metrics.parquet")).unwrap();
+    let epochs: Vec<f64> = rows.iter().map(|r| r.epoch).collect();
+    assert_eq!(epochs, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], "killed at step {killed_at}");
+}
+
+#[test]
+fn a_second_process_on_the_same_run_folder_says_who_holds_it() {
+    let tmp = TempDir::new("lock");
+    let fig = repo("experiments/fig23.yaml");
+    let mut args = vec!["run".to_string()];
+    args.extend(slow_args(fig.to_str().unwrap()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut first = {
+        let mut c = repro(&tmp.0, &args);
+        c.arg("--reports").arg(tmp.0.join("reports")).stdout(Stdio::null()).stderr(Stdio::null());
+        c.spawn().unwrap()
+    };
+    let lock_holder = |dir: &Path| -> Option<PathBuf> {
+        std::fs::read_dir(dir.join("results/runs")).ok()?.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| p.join("checkpoints/latest/state.json").exists())
+    };
+    let start = Instant::now();
+    while lock_holder(&tmp.0).is_none() && start.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let second = run(&tmp.0, &args);
+    let out = text(&second);
+    first.wait().unwrap();
+    assert_eq!(second.status.code(), Some(1), "{out}");
+    assert!(out.contains("is in use by") && out.contains(&format!("pid {}", first.id())), "{out}");
+    // The first process finished its runs undisturbed.
+    let again = run(&tmp.0, &args);
+    assert!(again.status.success(), "{}", text(&again));
+}
+
+#[test]
+fn bad_input_exits_with_2_and_names_the_problem() {
+    let tmp = TempDir::new("bad");
+    // The paper-scale file needs ImageNet.
+    let out = Command::new(env!("CARGO_BIN_EXE_repro"))
+        .args(["run", repo("experiments/fig23.yaml").to_str().unwrap(), "--results"])
+        .arg(tmp.0.join("results"))
+        .env("REPRO_IMAGENET", tmp.0.join("no-imagenet"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let expected = format!(
+        "run `inception_resnet_v2`: data.train: folder `{}/no-imagenet/train` does not exist",
+        tmp.0.display()
+    );
+    assert!(text(&out).contains(&expected), "{}", text(&out));
+
+    let bad = tmp.0.join("bad.yaml");
+    std::fs::write(&bad, "runs:\n  a:\n    model: {arch: inception_v9}\n").unwrap();
+    let out = run(&tmp.0, &["run", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let expected = format!(
+        "error: {}:3:19: runs.a.model.arch: unknown variant `inception_v9`, expected one of `inception_v3`, `inception_v4`, `inception_resnet_v1`, `inception_resnet_v2`\n",
+        bad.display()
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stderr), expected);
+}
