@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use repro::models::{render_table, summarize, Arch, ModelConfig};
-use repro::runner::{plan, train_missing, write_report, RunOptions, RunProgress};
-use repro::spec::{load_experiment, Experiment, LoadOptions};
+use repro::runner::{evaluate_tables, plan, row_results, train_missing, write_report, RunOptions, RunProgress};
+use repro::spec::{load_experiment, Experiment, LoadOptions, TableSpec};
 
 #[derive(Parser)]
 #[command(
@@ -33,6 +33,8 @@ enum Command {
     Plan(ExperimentArgs),
     /// Re-render the figures, tables and HTML report of experiment files from stored results.
     Report(ReportArgs),
+    /// Evaluate one model or an ensemble of weight files (ours or timm's) with 1, 10, 12 or 144 crops.
+    Eval(EvalArgs),
     /// List the four networks with their parameters, MACs and feature-map sizes per stage.
     Models(ModelsArgs),
 }
@@ -87,6 +89,72 @@ struct ReportArgs {
 }
 
 #[derive(Args)]
+struct EvalArgs {
+    /// inception_v3, inception_v4, inception_resnet_v1 or inception_resnet_v2.
+    #[arg(long)]
+    model: String,
+    /// Weight files (safetensors with timm's names: a run's final.safetensors or a timm state
+    /// dict). Several make an ensemble: probabilities are averaged over crops, then models.
+    #[arg(long = "weights", required = true)]
+    weights: Vec<PathBuf>,
+    /// Validation images: `<class>/<image>` folders, or the flat ILSVRC-2012 folder with --val-labels.
+    #[arg(long)]
+    data: PathBuf,
+    /// The devkit's ILSVRC2012_validation_ground_truth.txt, for the flat layout.
+    #[arg(long)]
+    val_labels: Option<PathBuf>,
+    /// 1, 10, 12 or 144.
+    #[arg(long, default_value_t = 1)]
+    crops: u32,
+    /// Central crop fraction of each side (default: the model's, 0.875 or 0.8975 for IR-v2).
+    #[arg(long)]
+    crop_pct: Option<f64>,
+    #[arg(long, value_enum, default_value_t = EvalSetArg::All)]
+    eval_set: EvalSetArg,
+    /// The devkit's blacklist, for --eval-set nonblacklisted.
+    #[arg(long)]
+    blacklist: Option<PathBuf>,
+    /// Write one row per image (path, label, top-5 classes and probabilities) to this Parquet file.
+    #[arg(long)]
+    predictions: Option<PathBuf>,
+    /// Input size in pixels.
+    #[arg(long, default_value_t = 299)]
+    size: usize,
+    /// Width multiplier the weights were trained with.
+    #[arg(long, default_value_t = 1.0)]
+    width: f64,
+    /// Classes of the classifier (default: read from the weights).
+    #[arg(long)]
+    classes: Option<usize>,
+    /// Blocks per stage the weights were trained with (default: the paper's), e.g. 1,1,1.
+    #[arg(long, value_delimiter = ',')]
+    blocks: Option<Vec<usize>>,
+    /// Average-pool padding: exclude (TF, default) or include (to match timm's inception_v3 exactly).
+    #[arg(long, value_enum, default_value_t = PadArg::Exclude)]
+    avg_pool_padding: PadArg,
+    /// Crops per forward pass.
+    #[arg(long, default_value_t = 144)]
+    batch: usize,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Decoding threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum EvalSetArg {
+    All,
+    Nonblacklisted,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PadArg {
+    Exclude,
+    Include,
+}
+
+#[derive(Args)]
 struct ModelsArgs {
     /// Input height and width in pixels (at least 75; 75, 107, ..., 299 tile exactly).
     #[arg(long, default_value_t = 299)]
@@ -131,6 +199,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Plan(args) => show_plan(args),
         Command::Report(args) => report(args),
+        Command::Eval(args) => eval(args),
         Command::Models(args) => models(args),
     };
     match result {
@@ -172,19 +241,77 @@ fn run(args: RunArgs) -> Result<(), Failure> {
                 failures.push(format!("{}: {}: {:?}", e.name, planned.run.name, result));
             }
         }
-        let index = write_report(e, &options.results, &args.reports, &command_line(), &no_tables).map_err(|m| Failure { code: 1, message: m })?;
+        let (evaluated, problems) = evaluate_tables(e, &options.results, &options.device, options.threads);
+        if evaluated > 0 {
+            eprintln!("   evaluations: {evaluated}");
+        }
+        failures.extend(problems.into_iter().map(|p| format!("{}: {p}", e.name)));
+        let tables = |t: &TableSpec, row: usize| row_results(e, &options.results, t, row);
+        let index = write_report(e, &options.results, &args.reports, &command_line(), &tables).map_err(|m| Failure { code: 1, message: m })?;
         eprintln!("   report: {}", index.display());
     }
     match failures.is_empty() {
         true => Ok(()),
-        false => Err(Failure { code: 1, message: format!("{} run(s) failed or diverged:\n  {}", failures.len(), failures.join("\n  ")) }),
+        false => Err(Failure { code: 1, message: format!("{} run(s) or evaluation(s) failed or diverged:\n  {}", failures.len(), failures.join("\n  ")) }),
     }
 }
 
 fn report(args: ReportArgs) -> Result<(), Failure> {
     for e in load_all(&args.experiment)? {
-        let index = write_report(&e, &args.experiment.results, &args.reports, &command_line(), &no_tables).map_err(|m| Failure { code: 1, message: m })?;
+        let tables = |t: &TableSpec, row: usize| row_results(&e, &args.experiment.results, t, row);
+        let index = write_report(&e, &args.experiment.results, &args.reports, &command_line(), &tables).map_err(|m| Failure { code: 1, message: m })?;
         println!("{}", index.display());
+    }
+    Ok(())
+}
+
+fn eval(args: EvalArgs) -> Result<(), Failure> {
+    use repro::eval::{evaluate, protocol_for, write_predictions, EvalRequest, ModelSpec};
+    use repro::models::AvgPoolPadding;
+    let arch = Arch::from_name(&args.model).ok_or_else(|| bad_input(format!("unknown model `{}`", args.model)))?;
+    for w in &args.weights {
+        if !w.is_file() {
+            return Err(bad_input(format!("--weights: {} does not exist", w.display())));
+        }
+    }
+    let classes = match args.classes {
+        Some(n) => n,
+        None => repro::models::import::classifier_outputs(&args.weights[0], arch).map_err(bad_input)?,
+    };
+    let mut config = ModelConfig::new(arch);
+    config.num_classes = classes;
+    config.width = args.width;
+    config.image_size = args.size;
+    config.blocks = match args.blocks.as_deref() {
+        None => None,
+        Some(&[a, b, c]) => Some([a, b, c]),
+        Some(_) => return Err(bad_input("--blocks takes three numbers, e.g. 1,1,1")),
+    };
+    config.avg_pool_padding = Some(match args.avg_pool_padding {
+        PadArg::Exclude => AvgPoolPadding::Exclude,
+        PadArg::Include => AvgPoolPadding::Include,
+    });
+    let labels = args.val_labels.clone().map(repro::data::ValLabels::GroundTruth);
+    let nonblacklisted = matches!(args.eval_set, EvalSetArg::Nonblacklisted);
+    let dataset = repro::runner::eval_dataset(&args.data, nonblacklisted, args.blacklist.as_deref(), labels).map_err(bad_input)?;
+    let crop_pct = args.crop_pct.unwrap_or(arch.eval_defaults().1);
+    let protocol = protocol_for(args.crops, crop_pct, args.size as u32).map_err(bad_input)?;
+    let (device, _) = repro::device::parse_device(&args.device).map_err(bad_input)?;
+    let threads = if args.threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { args.threads };
+    let request = EvalRequest {
+        models: args.weights.iter().map(|w| ModelSpec { config: config.clone(), weights: w.clone() }).collect(),
+        dataset: &dataset,
+        protocol,
+        input_size: args.size as u32,
+        batch_size: args.batch,
+        threads,
+        device,
+    };
+    let report = evaluate(&request).map_err(|e| Failure { code: 1, message: e.to_string() })?;
+    println!("{report}");
+    if let Some(path) = &args.predictions {
+        write_predictions(path, &report).map_err(|e| Failure { code: 1, message: e.to_string() })?;
+        println!("predictions: {}", path.display());
     }
     Ok(())
 }
@@ -193,10 +320,6 @@ fn report(args: ReportArgs) -> Result<(), Failure> {
 fn command_line() -> String {
     let args: Vec<String> = std::env::args().skip(1).collect();
     format!("repro {}", args.join(" "))
-}
-
-fn no_tables(_: &repro::spec::TableSpec, _: usize) -> Vec<repro::report::EvalResult> {
-    Vec::new()
 }
 
 /// Checks, before anything trains, that every run that needs training has its data.

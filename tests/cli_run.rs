@@ -68,6 +68,24 @@ fn smoke_run_writes_metrics_figures_and_report_and_a_second_run_trains_nothing()
     for file in ["reports/index.html", "reports/fig23/index.html", "reports/fig23/figures/fig23.png", "reports/fig23/figures/fig23.svg"] {
         assert!(tmp.0.join(file).is_file(), "{file} missing");
     }
+    // `repro eval` on a trained run's weights: an ensemble of two copies equals the model.
+    let weights = tmp.0.join("results/runs").join(&folders[1]).join("final.safetensors");
+    let val = std::fs::read_dir(tmp.0.join("results/data")).unwrap().next().unwrap().unwrap().path().join("val");
+    let eval = |copies: usize| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_repro"));
+        c.args(["eval", "--model", "inception_v4", "--size", "75", "--width", "0.125", "--blocks", "1,1,1", "--crops", "10", "--data"]).arg(&val);
+        for _ in 0..copies {
+            c.arg("--weights").arg(&weights);
+        }
+        c.output().unwrap()
+    };
+    let (one, two) = (eval(1), eval(2));
+    assert!(one.status.success(), "{}", text(&one));
+    let first_line = |o: &Output| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or_default().to_string();
+    assert!(first_line(&one).starts_with("top-1 error "), "{}", text(&one));
+    assert_eq!(first_line(&one), first_line(&two));
+    assert!(text(&one).contains("10 crops (shorter side 86, 4 corners + centre of 75, x mirror)"), "{}", text(&one));
+
     let metrics = tmp.0.join("results/runs").join(&folders[0]).join("metrics.parquet");
     let before = std::fs::metadata(&metrics).unwrap().modified().unwrap();
 

@@ -55,7 +55,8 @@ pub struct EvalRequest<'a> {
     pub dataset: &'a Dataset,
     /// Which crops of each image are scored (see [`super::protocol_for`]).
     pub protocol: CropProtocol,
-    /// Side of the rendered crops in pixels (299 for the paper's networks).
+    /// Side of the rendered crops in pixels (299 for the paper's networks); must equal
+    /// every model's `image_size`.
     pub input_size: u32,
     /// Crops per forward pass.
     pub batch_size: usize,
@@ -181,6 +182,18 @@ fn check_request(req: &EvalRequest) -> Result<(), EvalError> {
         ));
     }
     check_protocol(&req.protocol, req.input_size)?;
+    if let Some(m) = req
+        .models
+        .iter()
+        .find(|m| m.config.image_size != req.input_size as usize)
+    {
+        return bad(format!(
+            "{} is configured for {} px but the crops are {} px",
+            m.name(),
+            m.config.image_size,
+            req.input_size
+        ));
+    }
     let classes = first.config.num_classes;
     if let Some(other) = req.models.iter().find(|m| m.config.num_classes != classes) {
         return bad(format!(
@@ -190,7 +203,12 @@ fn check_request(req: &EvalRequest) -> Result<(), EvalError> {
             other.config.num_classes
         ));
     }
-    if let Some(s) = req.dataset.samples.iter().find(|s| s.label as usize >= classes) {
+    if let Some(s) = req
+        .dataset
+        .samples
+        .iter()
+        .find(|s| s.label as usize >= classes)
+    {
         return bad(format!(
             "{} has label {} but the networks have {classes} classes",
             s.path.display(),

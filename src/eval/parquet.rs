@@ -21,7 +21,10 @@ pub(super) fn write_frame(path: &Path, mut df: DataFrame) -> Result<(), EvalErro
 }
 
 /// Reads `path` and checks that it has exactly `columns` (name, type), in order.
-pub(super) fn read_frame(path: &Path, columns: &[(&str, DataType)]) -> Result<DataFrame, EvalError> {
+pub(super) fn read_frame(
+    path: &Path,
+    columns: &[(&str, DataType)],
+) -> Result<DataFrame, EvalError> {
     let file = File::open(path).map_err(|source| EvalError::Open {
         path: path.to_path_buf(),
         source,
@@ -41,11 +44,19 @@ pub(super) fn read_frame(path: &Path, columns: &[(&str, DataType)]) -> Result<Da
             Some(_) => None,
         };
         if let Some(problem) = problem {
-            return Err(column_error(path, name, format!("expected {dtype} at position {i}, {problem}")));
+            return Err(column_error(
+                path,
+                name,
+                format!("expected {dtype} at position {i}, {problem}"),
+            ));
         }
     }
     if let Some((n, d)) = found.get(columns.len()) {
-        return Err(column_error(path, n, format!("unexpected extra column of type {d}")));
+        return Err(column_error(
+            path,
+            n,
+            format!("unexpected extra column of type {d}"),
+        ));
     }
     Ok(df)
 }

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use polars::prelude::*;
 
 use super::evaluate::EvalReport;
-use super::parquet::{list_column, lists, polars_error, read_frame, strings, u32s, values, write_frame};
+use super::parquet::{
+    list_column, lists, polars_error, read_frame, strings, u32s, values, write_frame,
+};
 use super::EvalError;
 
 /// One image's result.
@@ -70,17 +72,24 @@ pub fn write_predictions(path: &Path, report: &EvalReport) -> Result<(), EvalErr
 /// Reads the rows of a predictions file, checking its schema.
 pub fn read_predictions(path: &Path) -> Result<Vec<Prediction>, EvalError> {
     let df = read_frame(path, &columns())?;
-    let no_nulls = |what: &str| PolarsError::ComputeError(format!("null inside a {what} list").into());
+    let no_nulls =
+        |what: &str| PolarsError::ComputeError(format!("null inside a {what} list").into());
     let paths = values(path, &df, "path", strings)?;
     let labels = values(path, &df, "label", u32s)?;
     let classes = values(path, &df, "top5_classes", |c| {
         lists(c, |s| {
-            s.u32()?.iter().map(|v| v.ok_or_else(|| no_nulls("class"))).collect()
+            s.u32()?
+                .iter()
+                .map(|v| v.ok_or_else(|| no_nulls("class")))
+                .collect()
         })
     })?;
     let probs = values(path, &df, "top5_probs", |c| {
         lists(c, |s| {
-            s.f32()?.iter().map(|v| v.ok_or_else(|| no_nulls("probability"))).collect()
+            s.f32()?
+                .iter()
+                .map(|v| v.ok_or_else(|| no_nulls("probability")))
+                .collect()
         })
     })?;
     paths
@@ -93,7 +102,11 @@ pub fn read_predictions(path: &Path) -> Result<Vec<Prediction>, EvalError> {
                 return Err(EvalError::Column {
                     path: path.to_path_buf(),
                     column: "top5_probs".into(),
-                    problem: format!("row {row} has {} classes but {} probabilities", c.len(), pr.len()),
+                    problem: format!(
+                        "row {row} has {} classes but {} probabilities",
+                        c.len(),
+                        pr.len()
+                    ),
                 });
             }
             Ok(Prediction {

@@ -52,9 +52,9 @@ pub fn protocol_for(crops: u32, crop_fraction: f64, input: u32) -> Result<CropPr
 pub fn check_protocol(protocol: &CropProtocol, input: u32) -> Result<(), EvalError> {
     let bad = |what: String| Err(EvalError::Config(what));
     match *protocol {
-        CropProtocol::Central { fraction } if !(fraction > 0.0 && fraction <= 1.0) => {
-            bad(format!("central crop fraction must be in (0, 1], got {fraction}"))
-        }
+        CropProtocol::Central { fraction } if !(fraction > 0.0 && fraction <= 1.0) => bad(format!(
+            "central crop fraction must be in (0, 1], got {fraction}"
+        )),
         CropProtocol::TenCrop { shorter } if shorter < input => bad(format!(
             "10 crops: shorter side {shorter} is smaller than the {input}-pixel input"
         )),

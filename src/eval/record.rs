@@ -8,7 +8,9 @@ use std::path::Path;
 
 use polars::prelude::*;
 
-use super::parquet::{f64s, list_column, lists, polars_error, read_frame, strings, u64s, values, write_frame};
+use super::parquet::{
+    f64s, list_column, lists, polars_error, read_frame, strings, u64s, values, write_frame,
+};
 use super::EvalError;
 
 /// One evaluation, as stored.
@@ -52,7 +54,10 @@ pub fn write_eval_parquet(path: &Path, records: &[EvalRecord]) -> Result<(), Eva
         records.len(),
         vec![
             Column::new("crops".into(), col(records, |r| r.crops)),
-            Column::new("crop_definition".into(), col(records, |r| r.crop_definition.clone())),
+            Column::new(
+                "crop_definition".into(),
+                col(records, |r| r.crop_definition.clone()),
+            ),
             Column::new("eval_set".into(), col(records, |r| r.eval_set.clone())),
             list_column("models", models),
             Column::new("images".into(), col(records, |r| r.images)),

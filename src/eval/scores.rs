@@ -9,7 +9,9 @@ use candle_nn::ops::softmax_last_dim;
 pub fn average_over_crops(logits: &Tensor, crops: usize) -> Result<Tensor> {
     let (rows, classes) = logits.dims2()?;
     if crops == 0 || rows % crops != 0 {
-        candle_core::bail!("{rows} rows of logits are not a whole number of images of {crops} crops")
+        candle_core::bail!(
+            "{rows} rows of logits are not a whole number of images of {crops} crops"
+        )
     }
     softmax_last_dim(logits)?
         .reshape((rows / crops, crops, classes))?

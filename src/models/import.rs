@@ -83,6 +83,29 @@ pub fn load_state_dict(varmap: &VarMap, mut tensors: HashMap<String, Tensor>, so
     Ok(())
 }
 
+/// The number of outputs of `arch`'s classifier in a weights file (to evaluate a checkpoint
+/// without being told its number of classes).
+pub fn classifier_outputs(path: &Path, arch: super::Arch) -> Result<usize, String> {
+    let name = format!("{}.weight", arch.classifier_name());
+    let header = safetensors_header(path).map_err(|e| format!("cannot read weights from {}: {e}", path.display()))?;
+    header[&name]["shape"][0].as_u64().map(|n| n as usize).ok_or_else(|| format!("{} has no `{name}`: is it a {arch} checkpoint?", path.display()))
+}
+
+/// The JSON header of a safetensors file (names, dtypes, shapes), without reading the tensors.
+fn safetensors_header(path: &Path) -> std::io::Result<serde_json::Value> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len)?;
+    let len = u64::from_le_bytes(len);
+    if len > 100 << 20 {
+        return Err(std::io::Error::other("not a safetensors file (header length)"));
+    }
+    let mut header = vec![0u8; len as usize];
+    file.read_exact(&mut header)?;
+    serde_json::from_slice(&header).map_err(std::io::Error::other)
+}
+
 /// The network's variables as a timm state dict (on the CPU), with a `num_batches_tracked`
 /// entry (int64 scalar) beside every BatchNorm, as PyTorch writes it.
 pub fn state_dict(varmap: &VarMap, num_batches_tracked: i64) -> candle_core::Result<HashMap<String, Tensor>> {

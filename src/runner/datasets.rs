@@ -83,3 +83,19 @@ fn ensure_synthetic(s: &SyntheticSpec, results: &Path) -> Result<(PathBuf, PathB
     }
     Ok((train, val))
 }
+
+/// The validation images of `repro eval`: `val/<class>/` folders or, with `labels`, the flat
+/// ILSVRC-2012 layout; the devkit blacklist removed when `nonblacklisted`.
+pub fn eval_dataset(dir: &Path, nonblacklisted: bool, blacklist: Option<&Path>, labels: Option<ValLabels>) -> Result<Dataset, String> {
+    let blacklist = match (nonblacklisted, blacklist) {
+        (true, None) => return Err("--eval-set nonblacklisted needs --blacklist FILE (the devkit's ILSVRC2012_validation_blacklist.txt)".into()),
+        (true, Some(b)) => Some(b),
+        (false, _) => None,
+    };
+    let dataset = match (labels, blacklist) {
+        (Some(labels), b) => ilsvrc_val_flat(dir, &labels, b),
+        (None, Some(b)) => ilsvrc_val_folders(dir, Some(b)),
+        (None, None) => Dataset::image_folder(dir),
+    };
+    dataset.map_err(|e| format!("--data: {e}"))
+}

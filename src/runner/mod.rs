@@ -5,8 +5,10 @@ mod datasets;
 mod execute;
 mod plan;
 mod report;
+mod tables;
 
-pub use datasets::{prepare_datasets, RunData};
+pub use datasets::{eval_dataset, prepare_datasets, RunData};
 pub use execute::{train_missing, RunOptions, RunResult};
 pub use plan::{plan, progress_of, run_dir, PlannedRun, RunProgress};
 pub use report::write_report;
+pub use tables::{evaluate_tables, row_results};

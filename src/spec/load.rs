@@ -12,7 +12,6 @@ use super::error::SpecError;
 use super::schema::*;
 use super::yaml::{deep_merge, set_path, substitute_env};
 use crate::models::ModelConfig;
-use crate::train::{EmaConfig, RmsPropConfig};
 
 /// How to read an experiment.
 #[derive(Clone, Debug, Default)]
@@ -277,19 +276,20 @@ fn resolve_run(spec: RunSpec) -> Result<RunConfig, String> {
     }
 
     let t = spec.train;
+    let d = TrainConfig::default();
     let train = TrainConfig {
-        epochs: t.epochs.unwrap_or(160.0),
-        batch_size: t.batch_size.unwrap_or(32),
-        eval_batch_size: t.eval_batch_size.unwrap_or(64),
-        optimizer: t.optimizer.unwrap_or(OptimizerConfig::Rmsprop(RmsPropConfig::default())),
-        lr: t.lr.unwrap_or_default(),
-        weight_decay: t.weight_decay.unwrap_or(4e-5),
-        clip_norm: t.clip_norm.unwrap_or(2.0),
-        label_smoothing: t.label_smoothing.unwrap_or(0.1),
-        aux_weight: t.aux_weight.unwrap_or(0.4),
-        ema: t.ema.unwrap_or(EmaConfig::default()),
-        eval_every_epochs: t.eval_every_epochs.unwrap_or(1.0),
-        checkpoint_every_steps: t.checkpoint_every_steps.unwrap_or(1000),
+        epochs: t.epochs.unwrap_or(d.epochs),
+        batch_size: t.batch_size.unwrap_or(d.batch_size),
+        eval_batch_size: t.eval_batch_size.unwrap_or(d.eval_batch_size),
+        optimizer: t.optimizer.unwrap_or(d.optimizer),
+        lr: t.lr.unwrap_or(d.lr),
+        weight_decay: t.weight_decay.unwrap_or(d.weight_decay),
+        clip_norm: t.clip_norm.unwrap_or(d.clip_norm),
+        label_smoothing: t.label_smoothing.unwrap_or(d.label_smoothing),
+        aux_weight: t.aux_weight.unwrap_or(d.aux_weight),
+        ema: t.ema.unwrap_or(d.ema),
+        eval_every_epochs: t.eval_every_epochs.unwrap_or(d.eval_every_epochs),
+        checkpoint_every_steps: t.checkpoint_every_steps.unwrap_or(d.checkpoint_every_steps),
     };
     train.lr.validate().map_err(|e| e.to_string())?;
     if !(train.epochs > 0.0 && train.epochs.is_finite()) {

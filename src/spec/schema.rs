@@ -228,6 +228,27 @@ pub struct TrainConfig {
     pub checkpoint_every_steps: u64,
 }
 
+impl Default for TrainConfig {
+    /// The paper's recipe (section 4) with the Inception-v3 paper's label smoothing and
+    /// clipping, and TF-slim's batch size, weight decay and moving-average decay.
+    fn default() -> Self {
+        Self {
+            epochs: 160.0,
+            batch_size: 32,
+            eval_batch_size: 64,
+            optimizer: OptimizerConfig::Rmsprop(RmsPropConfig::default()),
+            lr: LrSchedule::default(),
+            weight_decay: 4e-5,
+            clip_norm: 2.0,
+            label_smoothing: 0.1,
+            aux_weight: 0.4,
+            ema: EmaConfig::default(),
+            eval_every_epochs: 1.0,
+            checkpoint_every_steps: 1000,
+        }
+    }
+}
+
 /// A figure of the paper: error against epoch for some runs.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -14,6 +14,7 @@ pub mod loss;
 pub mod optim;
 pub mod progress;
 pub mod schedule;
+pub mod step;
 pub mod trainer;
 pub mod vars;
 
@@ -29,4 +30,5 @@ pub use schedule::{LrSchedule, ScheduleError};
 pub use vars::sorted_vars;
 pub use evaluate::{evaluate_single_crop, EvalScore};
 pub use progress::Progress;
+pub use step::{StepOutcome, TrainStep};
 pub use trainer::{final_weights_path, train_run, RunOutcome, TrainError, TrainJob};

@@ -11,16 +11,14 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
+use candle_core::{Device, Tensor};
 
 use super::evaluate::{evaluate_single_crop, EvalScore};
 use super::progress::Progress;
-use super::{clip_by_global_norm, smoothed_cross_entropy, sorted_vars, Ema, Optimizer, RmsProp, SgdMomentum, WeightDecay};
+use super::step::{StepOutcome, TrainStep};
 use crate::data::{ColorDistortion, Dataset, EvalTransform, Interpolation, Loader, LoaderConfig, Preprocess, TrainAugment};
-use crate::models::init::initialize;
-use crate::models::{import, Network};
-use crate::spec::{ColorMode, InterpolationMode, OptimizerConfig, RunConfig};
+use crate::models::import;
+use crate::spec::{ColorMode, InterpolationMode, RunConfig};
 use crate::store::checkpoint::{load_checkpoint, save_checkpoint, Checkpoint, TrainingState, CHECKPOINT_FORMAT_VERSION};
 use crate::store::metrics::{append_metrics, read_metrics, write_metrics, MetricsRow};
 use crate::store::RunDir;
@@ -36,12 +34,12 @@ pub enum TrainError {
     Other(String),
 }
 
-fn tensor_err(context: impl Into<String>) -> impl FnOnce(candle_core::Error) -> TrainError {
+pub(crate) fn tensor_err(context: impl Into<String>) -> impl FnOnce(candle_core::Error) -> TrainError {
     let context = context.into();
     move |source| TrainError::Tensor { context, source }
 }
 
-fn other(e: impl std::fmt::Display) -> TrainError {
+pub(crate) fn other(e: impl std::fmt::Display) -> TrainError {
     TrainError::Other(e.to_string())
 }
 
@@ -74,10 +72,7 @@ pub struct TrainJob<'a> {
 
 /// Everything that lives for the duration of the run.
 struct Session {
-    varmap: VarMap,
-    net: Network,
-    optimizer: Box<dyn Optimizer>,
-    ema: Ema,
+    model: TrainStep,
     train_loader: Loader,
     val_loader: Loader,
     steps_per_epoch: u64,
@@ -94,8 +89,6 @@ pub fn train_run(job: &TrainJob) -> Result<RunOutcome, TrainError> {
     drop_rows_after(&metrics_path, state.step)?;
 
     let eval_every = ((cfg.train.eval_every_epochs * s.steps_per_epoch as f64).round() as u64).max(1);
-    let vars = sorted_vars(&s.varmap);
-    let trainable: Vec<_> = vars.iter().filter(|(n, _)| !is_running_stat(n)).map(|(_, v)| v.clone()).collect();
     let session_start = Instant::now();
     let wall_before = state.wall_s;
     let mut interval_start = Instant::now();
@@ -109,21 +102,10 @@ pub fn train_run(job: &TrainJob) -> Result<RunOutcome, TrainError> {
         for batch in s.train_loader.iter_epoch(epoch, start_batch) {
             let batch = batch?;
             let lr = cfg.train.lr.lr_at(state.step as f64 / s.steps_per_epoch as f64);
-            s.net.set_dropout_seed(mix(cfg.seed, state.step));
-            let loss = step_loss(&s.net, cfg, &batch.images, &batch.labels)?;
-            let loss_value = loss.to_dtype(DType::F64).and_then(|l| l.to_scalar::<f64>()).map_err(tensor_err("reading the loss"))?;
-            if !loss_value.is_finite() {
-                return diverge(job, &state, loss_value);
-            }
-            let mut grads = loss.backward().map_err(tensor_err("backward pass"))?;
-            if cfg.train.clip_norm > 0.0 {
-                let norm = clip_by_global_norm(&mut grads, trainable.iter(), cfg.train.clip_norm).map_err(other)?;
-                if !norm.is_finite() {
-                    return diverge(job, &state, norm);
-                }
-            }
-            s.optimizer.step(&grads, lr).map_err(other)?;
-            s.ema.update().map_err(other)?;
+            let loss_value = match s.model.step(&batch.images, &batch.labels, lr, state.step)? {
+                StepOutcome::Updated { loss } => loss,
+                StepOutcome::Diverged { value } => return diverge(job, &state, value),
+            };
 
             let n = batch.labels.dim(0).map_err(tensor_err("batch size"))? as u64;
             state.step += 1;
@@ -191,16 +173,7 @@ impl Session {
                 cfg.model.num_classes
             )));
         }
-        let varmap = VarMap::new();
-        let net = Network::new(&cfg.model, VarBuilder::from_varmap(&varmap, DType::F32, job.device)).map_err(tensor_err("building the network"))?;
-        initialize(&varmap, cfg.seed).map_err(tensor_err("initialising the weights"))?;
-        let vars = sorted_vars(&varmap);
-        let decay = WeightDecay::weights_only(cfg.train.weight_decay);
-        let optimizer: Box<dyn Optimizer> = match &cfg.train.optimizer {
-            OptimizerConfig::Rmsprop(c) => Box::new(RmsProp::new(vars.clone(), *c, decay).map_err(other)?),
-            OptimizerConfig::Sgd(c) => Box::new(SgdMomentum::new(vars.clone(), *c, decay).map_err(other)?),
-        };
-        let ema = Ema::new(vars, cfg.train.ema).map_err(other)?;
+        let model = TrainStep::new(&cfg.model, &cfg.train, cfg.seed, job.device)?;
 
         let size = cfg.model.image_size as u32;
         let [lo, hi] = cfg.data.train_crop_area;
@@ -221,7 +194,7 @@ impl Session {
         }
         let val_loader = Loader::new(job.val_set, eval_loader_config(cfg, job.threads), job.device)?;
         let total_steps = (cfg.train.epochs * steps_per_epoch as f64).round().max(1.0) as u64;
-        Ok(Self { varmap, net, optimizer, ema, train_loader, val_loader, steps_per_epoch, total_steps })
+        Ok(Self { model, train_loader, val_loader, steps_per_epoch, total_steps })
     }
 }
 
@@ -255,25 +228,9 @@ fn interpolation(mode: InterpolationMode) -> Interpolation {
     }
 }
 
-fn is_running_stat(name: &str) -> bool {
-    name.ends_with("running_mean") || name.ends_with("running_var")
-}
-
-/// Smoothed cross-entropy of the logits, plus the weighted auxiliary loss when the head is on.
-fn step_loss(net: &Network, cfg: &RunConfig, images: &Tensor, labels: &Tensor) -> Result<Tensor, TrainError> {
-    let out = net.forward_t(images, true).map_err(tensor_err("forward pass"))?;
-    let eps = cfg.train.label_smoothing;
-    let mut loss = smoothed_cross_entropy(&out.logits, labels, eps).map_err(other)?;
-    if let Some(aux) = &out.aux_logits {
-        let aux_loss = smoothed_cross_entropy(aux, labels, eps).map_err(other)?;
-        loss = (loss + (aux_loss * cfg.train.aux_weight).map_err(tensor_err("aux loss"))?).map_err(tensor_err("aux loss"))?;
-    }
-    Ok(loss)
-}
-
 fn evaluate_with_ema(s: &Session) -> Result<EvalScore, TrainError> {
-    let live = s.ema.swap_in().map_err(other)?;
-    let score = evaluate_single_crop(&s.net, &s.val_loader);
+    let live = s.model.ema.swap_in().map_err(other)?;
+    let score = evaluate_single_crop(&s.model.net, &s.val_loader);
     live.restore().map_err(other)?;
     score
 }
@@ -300,28 +257,28 @@ fn resume(job: &TrainJob, s: &mut Session) -> Result<TrainingState, TrainError> 
     };
     ckpt.check_config(&slot, job.config_hash).map_err(other)?;
     let shapes: HashMap<String, Vec<usize>> =
-        s.varmap.data().lock().expect("varmap lock").iter().map(|(k, v)| (k.clone(), v.dims().to_vec())).collect();
+        s.model.varmap.data().lock().expect("varmap lock").iter().map(|(k, v)| (k.clone(), v.dims().to_vec())).collect();
     ckpt.check_shapes(&slot, &shapes).map_err(other)?;
-    import::load_state_dict(&s.varmap, ckpt.weights, &slot.display().to_string()).map_err(other)?;
-    s.optimizer.load_state(ckpt.optim).map_err(other)?;
-    s.ema.load_state(ckpt.ema, ckpt.state.ema_num_updates).map_err(other)?;
+    import::load_state_dict(&s.model.varmap, ckpt.weights, &slot.display().to_string()).map_err(other)?;
+    s.model.optimizer.load_state(ckpt.optim).map_err(other)?;
+    s.model.ema.load_state(ckpt.ema, ckpt.state.ema_num_updates).map_err(other)?;
     tracing::info!(step = ckpt.state.step, epoch = ckpt.state.epoch, "resuming from {}", slot.display());
     Ok(ckpt.state)
 }
 
 fn save(job: &TrainJob, s: &Session, state: &TrainingState) -> Result<(), TrainError> {
     let weights: HashMap<String, Tensor> =
-        s.varmap.data().lock().expect("varmap lock").iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
+        s.model.varmap.data().lock().expect("varmap lock").iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
     let mut state = state.clone();
-    state.ema_num_updates = s.ema.num_updates();
-    let ckpt = Checkpoint { state, weights, ema: s.ema.tensors(), optim: s.optimizer.state() };
+    state.ema_num_updates = s.model.ema.num_updates();
+    let ckpt = Checkpoint { state, weights, ema: s.model.ema.tensors(), optim: s.model.optimizer.state() };
     save_checkpoint(&job.dir.latest_checkpoint(), &ckpt).map_err(other)
 }
 
 /// The moving-average weights, as a timm state dict: what evaluation and users load.
 fn export_final(job: &TrainJob, s: &Session) -> Result<(), TrainError> {
-    let live = s.ema.swap_in().map_err(other)?;
-    let result = import::save_timm_weights(&s.varmap, &final_weights_path(job.dir.root()), 0).map_err(other);
+    let live = s.model.ema.swap_in().map_err(other)?;
+    let result = import::save_timm_weights(&s.model.varmap, &final_weights_path(job.dir.root()), 0).map_err(other);
     live.restore().map_err(other)?;
     result
 }
@@ -348,14 +305,6 @@ fn drop_rows_after(path: &Path, step: u64) -> Result<(), TrainError> {
         write_metrics(path, &kept).map_err(other)?;
     }
     Ok(())
-}
-
-/// A per-step seed from the run seed (SplitMix64 finaliser).
-fn mix(seed: u64, step: u64) -> u64 {
-    let mut z = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// The fractional epoch reached after `state.step` steps.

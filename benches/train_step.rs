@@ -1,0 +1,106 @@
+//! Training images per second of the four networks on this machine, against PyTorch + timm
+//! running the same step (RMSProp, label smoothing, clipping, EMA) in the same command.
+//!
+//! cargo bench --bench train_step -- [--size 107] [--batch 16] [--steps 3] [--width 1.0] [--models inception_v4,...]
+//!
+//! The PyTorch side runs `tools/bench_timm_train.py` with `python3` (torch and timm from PyPI);
+//! it is skipped with a message when they are missing. Inception-ResNet-v1 has no timm model.
+
+use std::process::Command;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use repro::models::{Arch, ModelConfig};
+use repro::spec::TrainConfig;
+use repro::train::TrainStep;
+
+struct Options {
+    size: usize,
+    batch: usize,
+    steps: usize,
+    width: f64,
+    models: Vec<Arch>,
+}
+
+fn options() -> Options {
+    let mut o = Options { size: 107, batch: 16, steps: 3, width: 1.0, models: Arch::ALL.to_vec() };
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let mut i = 0;
+    while i + 1 < args.len() {
+        let v = &args[i + 1];
+        match args[i].as_str() {
+            "--size" => o.size = v.parse().expect("--size N"),
+            "--batch" => o.batch = v.parse().expect("--batch N"),
+            "--steps" => o.steps = v.parse().expect("--steps N"),
+            "--width" => o.width = v.parse().expect("--width W"),
+            "--models" => o.models = v.split(',').map(|m| Arch::from_name(m).expect("known model")).collect(),
+            other => panic!("unknown option {other}"),
+        }
+        i += 2;
+    }
+    o
+}
+
+/// Images per second of `steps` timed training steps after one warm-up step.
+fn candle_images_per_s(arch: Arch, o: &Options) -> f64 {
+    let mut model = ModelConfig::new(arch);
+    model.image_size = o.size;
+    model.width = o.width;
+    let mut step = TrainStep::new(&model, &TrainConfig::default(), 0, &Device::Cpu).expect("network");
+    let images = Tensor::randn(0f32, 1.0, (o.batch, 3, o.size, o.size), &Device::Cpu).unwrap();
+    let labels = Tensor::arange(0u32, o.batch as u32, &Device::Cpu).unwrap().to_dtype(DType::U32).unwrap();
+    step.step(&images, &labels, 0.045, 0).expect("warm-up step");
+    let start = Instant::now();
+    for i in 0..o.steps {
+        step.step(&images, &labels, 0.045, 1 + i as u64).expect("step");
+    }
+    (o.steps * o.batch) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// PyTorch's images per second per timm model name, or why it was skipped.
+fn torch_images_per_s(o: &Options) -> Result<Vec<(String, f64)>, String> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/bench_timm_train.py");
+    let models: Vec<&str> = o.models.iter().filter(|a| a.has_timm_weights()).map(|a| a.name()).collect();
+    if models.is_empty() {
+        return Ok(Vec::new());
+    }
+    let out = Command::new("python3")
+        .arg(script)
+        .args(["--size", &o.size.to_string(), "--batch", &o.batch.to_string(), "--steps", &o.steps.to_string()])
+        .args(["--width-check", &o.width.to_string(), "--models", &models.join(",")])
+        .output()
+        .map_err(|e| format!("cannot run python3: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("failed").to_string());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (name, v) = l.split_once('\t')?;
+            Some((name.to_string(), v.trim().parse().ok()?))
+        })
+        .collect())
+}
+
+fn main() {
+    let o = options();
+    println!("training step, {} px, batch {}, width {}, {} timed steps, {} threads", o.size, o.batch, o.width, o.steps, rayon_threads());
+    let torch = torch_images_per_s(&o);
+    if let Err(why) = &torch {
+        println!("PyTorch side skipped: {why}");
+    }
+    println!("{:<22} {:>12} {:>12} {:>8}", "model", "repro img/s", "torch img/s", "ratio");
+    for &arch in &o.models {
+        let ours = candle_images_per_s(arch, &o);
+        let theirs = torch.as_ref().ok().and_then(|t| t.iter().find(|(n, _)| n == arch.name()).map(|(_, v)| *v));
+        let (t, r) = match theirs {
+            Some(t) => (format!("{t:.2}"), format!("{:.2}", ours / t)),
+            None => ("n/a".into(), "n/a".into()),
+        };
+        println!("{:<22} {:>12.2} {:>12} {:>8}", arch.name(), ours, t, r);
+    }
+}
+
+fn rayon_threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}

@@ -1,0 +1,95 @@
+//! One optimisation step of the paper's recipe, on a network and its optimizer state:
+//! forward in training mode, smoothed cross-entropy (+ 0.4 × the auxiliary loss), backward,
+//! clipping by global norm, the optimizer update, the moving average. The trainer and the
+//! training benchmark run exactly this.
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+
+use super::trainer::{other, tensor_err, TrainError};
+use super::{clip_by_global_norm, smoothed_cross_entropy, sorted_vars, Ema, Optimizer, RmsProp, SgdMomentum, WeightDecay};
+use crate::models::init::initialize;
+use crate::models::{ModelConfig, Network};
+use crate::spec::{OptimizerConfig, TrainConfig};
+
+/// The result of a step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum StepOutcome {
+    /// The weights were updated; `loss` is the step's training loss.
+    Updated { loss: f64 },
+    /// The loss or the gradient norm was NaN or infinite; nothing was updated.
+    Diverged { value: f64 },
+}
+
+/// A network with everything a training step changes.
+pub struct TrainStep {
+    pub varmap: VarMap,
+    pub net: Network,
+    pub optimizer: Box<dyn Optimizer>,
+    pub ema: Ema,
+    trainable: Vec<Var>,
+    train: TrainConfig,
+    seed: u64,
+}
+
+impl TrainStep {
+    /// A freshly initialised network (seeded) with its optimizer and moving average.
+    pub fn new(model: &ModelConfig, train: &TrainConfig, seed: u64, device: &Device) -> Result<Self, TrainError> {
+        let varmap = VarMap::new();
+        let net = Network::new(model, VarBuilder::from_varmap(&varmap, DType::F32, device)).map_err(tensor_err("building the network"))?;
+        initialize(&varmap, seed).map_err(tensor_err("initialising the weights"))?;
+        let vars = sorted_vars(&varmap);
+        let trainable = vars.iter().filter(|(n, _)| !is_running_stat(n)).map(|(_, v)| v.clone()).collect();
+        let decay = WeightDecay::weights_only(train.weight_decay);
+        let optimizer: Box<dyn Optimizer> = match &train.optimizer {
+            OptimizerConfig::Rmsprop(c) => Box::new(RmsProp::new(vars.clone(), *c, decay).map_err(other)?),
+            OptimizerConfig::Sgd(c) => Box::new(SgdMomentum::new(vars.clone(), *c, decay).map_err(other)?),
+        };
+        let ema = Ema::new(vars, train.ema).map_err(other)?;
+        Ok(Self { varmap, net, optimizer, ema, trainable, train: train.clone(), seed })
+    }
+
+    /// Step number `step` (0-based; it seeds the dropout mask) at learning rate `lr`.
+    pub fn step(&mut self, images: &Tensor, labels: &Tensor, lr: f64, step: u64) -> Result<StepOutcome, TrainError> {
+        self.net.set_dropout_seed(mix(self.seed, step));
+        let loss = self.loss(images, labels)?;
+        let value = loss.to_dtype(DType::F64).and_then(|l| l.to_scalar::<f64>()).map_err(tensor_err("reading the loss"))?;
+        if !value.is_finite() {
+            return Ok(StepOutcome::Diverged { value });
+        }
+        let mut grads = loss.backward().map_err(tensor_err("backward pass"))?;
+        if self.train.clip_norm > 0.0 {
+            let norm = clip_by_global_norm(&mut grads, self.trainable.iter(), self.train.clip_norm).map_err(other)?;
+            if !norm.is_finite() {
+                return Ok(StepOutcome::Diverged { value: norm });
+            }
+        }
+        self.optimizer.step(&grads, lr).map_err(other)?;
+        self.ema.update().map_err(other)?;
+        Ok(StepOutcome::Updated { loss: value })
+    }
+
+    /// Smoothed cross-entropy of the logits, plus the weighted auxiliary loss when the head is on.
+    fn loss(&self, images: &Tensor, labels: &Tensor) -> Result<Tensor, TrainError> {
+        let out = self.net.forward_t(images, true).map_err(tensor_err("forward pass"))?;
+        let eps = self.train.label_smoothing;
+        let mut loss = smoothed_cross_entropy(&out.logits, labels, eps).map_err(other)?;
+        if let Some(aux) = &out.aux_logits {
+            let aux_loss = smoothed_cross_entropy(aux, labels, eps).map_err(other)?;
+            loss = (loss + (aux_loss * self.train.aux_weight).map_err(tensor_err("aux loss"))?).map_err(tensor_err("aux loss"))?;
+        }
+        Ok(loss)
+    }
+}
+
+fn is_running_stat(name: &str) -> bool {
+    name.ends_with("running_mean") || name.ends_with("running_var")
+}
+
+/// A per-step seed from the run seed (SplitMix64 finaliser).
+fn mix(seed: u64, step: u64) -> u64 {
+    let mut z = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
