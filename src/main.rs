@@ -330,6 +330,16 @@ fn preflight(e: &Experiment, options: &RunOptions) -> Result<(), String> {
         if !needs_training || data.synthetic.is_some() {
             continue;
         }
+        if data.eval_set == repro::spec::EvalSet::Nonblacklisted {
+            let path = data.blacklist.as_deref().unwrap_or_default();
+            if !std::path::Path::new(path).is_file() {
+                return Err(format!(
+                    "{}: run `{}`: data.blacklist: file `{path}` does not exist (data.eval_set is nonblacklisted: the devkit's ILSVRC2012_validation_blacklist.txt is needed)",
+                    e.path.display(),
+                    p.run.name
+                ));
+            }
+        }
         for (field, path) in [("data.train", &data.train), ("data.val", &data.val)] {
             let path = path.as_deref().unwrap_or_default();
             if !std::path::Path::new(path).is_dir() {

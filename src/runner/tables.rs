@@ -88,7 +88,8 @@ fn evaluate_job(job: &EvalJob, results: &Path, path: &Path, device: &Device, thr
     }
     let first = &job.runs[0].config;
     let mut data_cfg = first.data.clone();
-    if let Some(set) = job.table.eval_set {
+    // The blacklist is ILSVRC's: generated (smoke) data is always evaluated whole.
+    if let (Some(set), None) = (job.table.eval_set, &data_cfg.synthetic) {
         data_cfg.eval_set = set;
     }
     let data = prepare_datasets(&data_cfg, results)?;
