@@ -113,18 +113,6 @@ fn smoke_run_writes_metrics_figures_and_report_and_a_second_run_trains_nothing()
     assert_eq!(run_folders(&tmp.0).len(), 4);
 }
 
-/// Waits until `path` exists, for at most `limit`.
-fn wait_for(path: &Path, limit: Duration) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if path.exists() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
-
 /// A smoke run of one network that takes a few seconds and checkpoints every step.
 fn slow_args(fig: &str) -> Vec<String> {
     [fig, "--smoke", "--set", "train.epochs=6", "--set", "train.checkpoint_every_steps=1", "--set", "runs.inception_v4.train.epochs=1"]
@@ -166,7 +154,7 @@ fn a_killed_run_resumes_through_the_cli() {
     }
     child.wait().unwrap();
     let killed_at = killed_at.expect("the run never checkpointed");
-    let plan = run(&tmp.0, &["plan", &args[1], "--smoke", "--set", "train.epochs=6", "--set", "train.checkpoint_every_steps=1", "--set", "runs.inception_v4.train.epochs=1"]);
+    let plan = run(&tmp.0, &["plan", args[1], "--smoke", "--set", "train.epochs=6", "--set", "train.checkpoint_every_steps=1", "--set", "runs.inception_v4.train.epochs=1"]);
     assert!(text(&plan).contains("resume @"), "{}", text(&plan));
     let resumed = run(&tmp.0, &args);
     assert!(resumed.status.success(), "{}", text(&resumed));
@@ -233,4 +221,32 @@ fn bad_input_exits_with_2_and_names_the_problem() {
         bad.display()
     );
     assert_eq!(String::from_utf8_lossy(&out.stderr), expected);
+}
+
+#[test]
+fn corrupt_images_fail_the_run_by_name_or_are_skipped_and_listed() {
+    let tmp = TempDir::new("corrupt");
+    let data = tmp.0.join("data");
+    repro::data::write_synthetic_dataset(&data.join("train"), 2, 8, (48, 48), 1).unwrap();
+    repro::data::write_synthetic_dataset(&data.join("val"), 2, 2, (48, 48), 2).unwrap();
+    std::fs::write(data.join("train/class_000/zz_corrupt.jpg"), b"\xff\xd8\xff\xe0 not a jpeg").unwrap();
+    let exp = tmp.0.join("exp.yaml");
+    let yaml = format!(
+        "runs:\n  r:\n    model: {{arch: inception_v4, width: 0.125, image_size: 75, blocks: [1, 1, 1], num_classes: 2}}\n    \
+         data: {{train: {0}/train, val: {0}/val}}\n    train: {{epochs: 1, batch_size: 17}}\nfigures: [{{id: f, metric: top1, runs: [r]}}]\n",
+        data.display()
+    );
+    std::fs::write(&exp, yaml).unwrap();
+    let failed = run(&tmp.0, &["run", exp.to_str().unwrap()]);
+    assert_eq!(failed.status.code(), Some(1), "{}", text(&failed));
+    assert!(text(&failed).contains("zz_corrupt.jpg"), "{}", text(&failed));
+
+    let skipped = run(&tmp.0, &["run", exp.to_str().unwrap(), "--set", "data.skip_bad_images=true"]);
+    assert!(skipped.status.success(), "{}", text(&skipped));
+    let folder = run_folders(&tmp.0).into_iter().find(|f| tmp.0.join("results/runs").join(f).join("DONE").exists()).unwrap();
+    let provenance = std::fs::read_to_string(tmp.0.join("results/runs").join(folder).join("provenance.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&provenance).unwrap();
+    let listed = v["skipped_images"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{provenance}");
+    assert_eq!(listed[0]["path"], "class_000/zz_corrupt.jpg");
 }

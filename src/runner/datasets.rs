@@ -78,7 +78,7 @@ fn ensure_synthetic(s: &SyntheticSpec, results: &Path) -> Result<(PathBuf, PathB
         let classes = s.classes as u32;
         write_synthetic_dataset(&train, classes, s.train_per_class as u32, size, s.seed).map_err(|e| e.to_string())?;
         // A different seed for validation: other images of the same classes.
-        write_synthetic_dataset(&val, classes, s.val_per_class as u32, size, s.seed ^ 0x5EED_0F_7A11).map_err(|e| e.to_string())?;
+        write_synthetic_dataset(&val, classes, s.val_per_class as u32, size, s.seed ^ 0x005E_ED0F_7A11).map_err(|e| e.to_string())?;
         crate::store::write_bytes(&done, b"").map_err(|e| e.to_string())?;
     }
     Ok((train, val))

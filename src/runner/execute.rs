@@ -10,7 +10,7 @@ use candle_core::Device;
 use super::datasets::prepare_datasets;
 use super::plan::{plan, PlannedRun, RunProgress};
 use crate::spec::Experiment;
-use crate::store::provenance::{manifest_hash, Provenance, RunStatus};
+use crate::store::provenance::{manifest_hash, Provenance, RunStatus, SkippedImage};
 use crate::store::{LockError, RunDir, RunLock};
 use crate::train::{train_run, Progress, RunOutcome, TrainJob};
 
@@ -116,7 +116,16 @@ fn train_one(planned: &PlannedRun, options: &RunOptions) -> Result<RunResult, St
         }
     };
     match &outcome {
-        RunOutcome::Finished { .. } => provenance.finish(RunStatus::Done),
+        RunOutcome::Finished { skipped_images, .. } => {
+            provenance.skipped_images = skipped_images
+                .iter()
+                .map(|b| SkippedImage {
+                    path: b.path.strip_prefix(&data.train.root).or_else(|_| b.path.strip_prefix(&data.val.root)).unwrap_or(&b.path).display().to_string(),
+                    reason: b.reason.clone(),
+                })
+                .collect();
+            provenance.finish(RunStatus::Done)
+        }
         RunOutcome::Diverged { step, .. } => provenance.finish(RunStatus::Diverged { step: *step }),
         RunOutcome::Stopped { .. } => {}
     }

@@ -298,7 +298,7 @@ fn resolve_run(spec: RunSpec) -> Result<RunConfig, String> {
     if train.batch_size == 0 || train.eval_batch_size == 0 {
         return Err("train.batch_size and train.eval_batch_size must be at least 1".into());
     }
-    if !(train.eval_every_epochs > 0.0) {
+    if train.eval_every_epochs.is_nan() || train.eval_every_epochs <= 0.0 {
         return Err(format!("train.eval_every_epochs must be positive, got {}", train.eval_every_epochs));
     }
     model.validate().map_err(|e| format!("model: {e}"))?;

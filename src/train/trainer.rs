@@ -16,7 +16,7 @@ use candle_core::{Device, Tensor};
 use super::evaluate::{evaluate_single_crop, EvalScore};
 use super::progress::Progress;
 use super::step::{StepOutcome, TrainStep};
-use crate::data::{ColorDistortion, Dataset, EvalTransform, Interpolation, Loader, LoaderConfig, Preprocess, TrainAugment};
+use crate::data::{BadImage, ColorDistortion, Dataset, EvalTransform, Interpolation, Loader, LoaderConfig, Preprocess, TrainAugment};
 use crate::models::import;
 use crate::spec::{ColorMode, InterpolationMode, RunConfig};
 use crate::store::checkpoint::{load_checkpoint, save_checkpoint, Checkpoint, TrainingState, CHECKPOINT_FORMAT_VERSION};
@@ -46,8 +46,9 @@ pub(crate) fn other(e: impl std::fmt::Display) -> TrainError {
 /// How a run ended.
 #[derive(Clone, Debug, PartialEq)]
 pub enum RunOutcome {
-    /// All epochs trained; the final weights are in `final.safetensors`.
-    Finished { steps: u64, last: Option<EvalScore> },
+    /// All epochs trained; the final weights are in `final.safetensors`. `skipped_images`
+    /// lists the files left out because they could not be decoded (`skip_bad_images`).
+    Finished { steps: u64, last: Option<EvalScore>, skipped_images: Vec<BadImage> },
     /// The loss (or the gradient norm) became NaN or infinite at `step`.
     Diverged { step: u64, loss: f64 },
     /// Stopped early on request (`stop_after_steps`), as a kill would.
@@ -157,10 +158,17 @@ pub fn train_run(job: &TrainJob) -> Result<RunOutcome, TrainError> {
                 break;
             }
         }
+        // An epoch cut short (every image of its last batches unreadable) still ends.
+        if state.epoch == epoch && state.step < s.total_steps {
+            state.epoch += 1;
+            state.batch_in_epoch = 0;
+        }
     }
     job.progress.finish();
     export_final(job, &s)?;
-    Ok(RunOutcome::Finished { steps: state.step, last: last_score })
+    let mut skipped_images = s.train_loader.bad_images();
+    skipped_images.extend(s.val_loader.bad_images());
+    Ok(RunOutcome::Finished { steps: state.step, last: last_score, skipped_images })
 }
 
 impl Session {

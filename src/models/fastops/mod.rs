@@ -1,0 +1,126 @@
+//! CPU fast paths for the operations that dominate Inception training: convolution (forward,
+//! input gradient, weight gradient), BatchNorm + ReLU fused, and pooling.
+//!
+//! Each op is a candle custom op (`CustomOp2`/`CustomOp3`/`CustomOp1`) whose forward and backward
+//! run on slices of the CPU storage:
+//!
+//! - [`conv2d`]: 1×1 stride-1 convolutions are plain matrix products over each image (no im2col);
+//!   the others go through an im2col of a band of output rows (bounded so the band stays in
+//!   cache) and one GEMM per band, with the zero padding of each axis written by the im2col
+//!   itself (no padded copy of the input). The input gradient is `Wᵀ·dY` per band followed by
+//!   col2im; the weight gradient is `Σ dY·colᵀ`, accumulated per fixed group of images and summed
+//!   in a fixed order, so results are deterministic for a given number of threads.
+//! - [`bn_relu`]: batch statistics in one parallel pass per channel (f64 accumulation), the
+//!   running statistics updated exactly as candle's `BatchNorm` does, then
+//!   `max(0, x·a + b)` in place of candle's transpose/contiguous/broadcast chain; the backward
+//!   recomputes `x̂` from the input instead of storing it.
+//! - [`max_pool`] and [`avg_pool_same`]: direct loops over each plane, backward by scatter
+//!   (max, first maximum of the window wins, as in PyTorch) or by a box sum of `dY / count`
+//!   (average).
+//!
+//! The fast ops run only on the CPU device with f32/f64 tensors; everywhere else (CUDA, other
+//! dtypes) callers fall back to the stock candle ops. The stock path can also be forced with the
+//! environment variable `REPRO_STOCK_OPS=1` (read once, at the first use) or [`set_enabled`], so
+//! the two can be compared; `tests.rs` checks every fast op against the stock one.
+
+mod bn;
+mod conv;
+mod pool;
+#[cfg(test)]
+mod tests;
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use candle_core::{bail, DType, Layout, Result, Storage, Tensor, WithDType};
+
+pub use bn::bn_relu;
+pub use conv::conv2d;
+pub use pool::{avg_pool_same, max_pool};
+
+/// 0: not read yet, 1: fast ops on, 2: stock ops forced.
+static MODE: AtomicU8 = AtomicU8::new(0);
+
+/// Whether the fast ops are in use (unless the tensor is not on the CPU): false when
+/// `REPRO_STOCK_OPS` is set to anything but `0` or empty, or after `set_enabled(false)`.
+pub fn enabled() -> bool {
+    match MODE.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => {
+            let stock = std::env::var("REPRO_STOCK_OPS").map(|v| !v.is_empty() && v != "0").unwrap_or(false);
+            // Keep a value another thread may have set meanwhile.
+            let _ = MODE.compare_exchange(0, if stock { 2 } else { 1 }, Ordering::Relaxed, Ordering::Relaxed);
+            MODE.load(Ordering::Relaxed) == 1
+        }
+    }
+}
+
+/// Switches between the fast ops and stock candle for the whole process (benchmarks).
+pub fn set_enabled(on: bool) {
+    MODE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+}
+
+/// Whether a fast op can take `x`: fast ops on, CPU device, f32 or f64.
+pub fn usable(x: &Tensor) -> bool {
+    enabled() && x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
+}
+
+/// The float types the fast ops run on.
+pub(crate) trait Elem: WithDType + Copy + Send + Sync + 'static {}
+impl Elem for f32 {}
+impl Elem for f64 {}
+
+#[inline]
+pub(crate) fn zero<T: Elem>() -> T {
+    T::from_f64(0.0)
+}
+
+/// Offset of the first image and the stride between images of a rank-4 layout whose every image
+/// is one contiguous block (a contiguous tensor, or a channel slice of one), else `None`.
+pub(crate) fn image_blocks(l: &Layout) -> Option<(usize, usize)> {
+    let dims = l.dims();
+    let strides = l.stride();
+    if dims.len() != 4 {
+        return None;
+    }
+    let mut expected = 1;
+    for d in (1..4).rev() {
+        if dims[d] != 1 && strides[d] != expected {
+            return None;
+        }
+        expected *= dims[d];
+    }
+    let batch_stride = if dims[0] == 1 { expected } else { strides[0] };
+    Some((l.start_offset(), batch_stride))
+}
+
+/// `t` itself when its images are contiguous blocks, else a contiguous copy.
+pub(crate) fn blocked(t: &Tensor) -> Result<Tensor> {
+    if image_blocks(t.layout()).is_some() {
+        Ok(t.clone())
+    } else {
+        t.contiguous()
+    }
+}
+
+/// Runs `f` on the CPU slice of `t` and its layout.
+pub(crate) fn with_slice<T: Elem, R>(t: &Tensor, f: impl FnOnce(&[T], &Layout) -> Result<R>) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(cpu) => f(cpu.as_slice::<T>()?, layout),
+        _ => bail!("fast ops run on the CPU only"),
+    }
+}
+
+/// A contiguous rank-1 view of a per-channel parameter.
+pub(crate) fn vec_slice<T: Elem>(s: &[T], l: &Layout) -> Result<Vec<T>> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(s[a..b].to_vec()),
+        None => bail!("per-channel parameter is not contiguous"),
+    }
+}
+
+/// Number of rayon worker threads (the parallelism of every fast op).
+pub(crate) fn threads() -> usize {
+    rayon::current_num_threads().max(1)
+}
