@@ -322,8 +322,19 @@ fn command_line() -> String {
     format!("repro {}", args.join(" "))
 }
 
-/// Checks, before anything trains, that every run that needs training has its data.
+/// Checks, before anything trains, that every run that needs training has its data, and
+/// that released weights and their validation images exist.
 fn preflight(e: &Experiment, options: &RunOptions) -> Result<(), String> {
+    for ((t, r), released) in &e.released {
+        let row = format!("{}: table `{}` row `{}`", e.path.display(), e.tables[*t].id, e.tables[*t].rows[*r].label);
+        if let Some(w) = released.weights.iter().find(|w| !w.is_file()) {
+            return Err(format!("{row}: released weights `{}` do not exist (tools/export_timm_weights.py writes them)", w.display()));
+        }
+        let val = released.config.data.val.as_deref().unwrap_or_default();
+        if released.config.data.synthetic.is_none() && !std::path::Path::new(val).is_dir() {
+            return Err(format!("{row}: data.val: folder `{val}` does not exist"));
+        }
+    }
     for p in plan(e, &options.results) {
         let needs_training = options.force || matches!(p.progress, RunProgress::Missing | RunProgress::Partial { .. });
         let data = &p.run.config.data;

@@ -250,3 +250,40 @@ fn corrupt_images_fail_the_run_by_name_or_are_skipped_and_listed() {
     assert_eq!(listed.len(), 1, "{provenance}");
     assert_eq!(listed[0]["path"], "class_000/zz_corrupt.jpg");
 }
+
+#[test]
+fn released_weights_fill_a_table_without_training() {
+    use candle_core::{DType, Device};
+    use candle_nn::{VarBuilder, VarMap};
+    use repro::models::{import, Arch, ModelConfig, Network};
+    let tmp = TempDir::new("released");
+    let mut cfg = ModelConfig::new(Arch::InceptionV4);
+    (cfg.width, cfg.image_size, cfg.blocks, cfg.num_classes) = (0.125, 75, Some([1, 1, 1]), 3);
+    let vm = VarMap::new();
+    Network::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+    let weights = tmp.0.join("v4.safetensors");
+    import::save_timm_weights(&vm, &weights, 0).unwrap();
+    let exp = tmp.0.join("released.yaml");
+    let yaml = format!(
+        "defaults:\n  data: {{synthetic: {{classes: 3, train_per_class: 2, val_per_class: 2, image_size: 48}}}}\n  \
+         model: {{width: 0.125, image_size: 75, blocks: [1, 1, 1]}}\n\
+         tables:\n  - id: table3\n    crops: 12\n    rows:\n      - label: inception_v4\n        \
+         released: {{model: {{arch: inception_v4}}, weights: [{0}, {0}]}}\n        ensemble: true\n",
+        weights.display()
+    );
+    std::fs::write(&exp, yaml).unwrap();
+    let out = run(&tmp.0, &["run", exp.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!tmp.0.join("results/runs").exists(), "nothing is trained");
+    let evals: Vec<_> = std::fs::read_dir(tmp.0.join("results/evals")).unwrap().collect();
+    assert_eq!(evals.len(), 1);
+    let table = std::fs::read_to_string(tmp.0.join("reports/released/tables/table3.md")).unwrap();
+    let row = table.lines().find(|l| l.starts_with("| Inception-v4")).unwrap();
+    assert!(row.contains("| 6 |"), "6 validation images evaluated: {table}");
+    assert!(row.contains("18.7"), "the paper's value is shown: {table}");
+
+    std::fs::remove_file(&weights).unwrap();
+    let out = run(&tmp.0, &["run", exp.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("released weights") && text(&out).contains("do not exist"), "{}", text(&out));
+}

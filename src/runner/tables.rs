@@ -10,15 +10,25 @@ use super::datasets::prepare_datasets;
 use super::plan::run_dir;
 use crate::eval::{evaluate, protocol_for, read_eval_parquet, write_eval_parquet, EvalRecord, EvalRequest, ModelSpec};
 use crate::report::EvalResult;
-use crate::spec::{Experiment, ResolvedRun, TableSpec};
+use crate::spec::{Experiment, ResolvedRun, RunConfig, TableSpec};
 use crate::store::RunLock;
 use crate::train::final_weights_path;
 
-/// One evaluation a table row needs: a single run (one seed) or an ensemble.
+/// A model of an evaluation: a trained run's final weights, or released weights.
+pub struct Member<'a> {
+    /// How the evaluation record names it: the run folder, or the weight file.
+    pub name: String,
+    pub config: &'a RunConfig,
+    pub weights: PathBuf,
+    /// What identifies the weights: the run's hash, or the file's path.
+    key: String,
+}
+
+/// One evaluation a table row needs: a single model (one seed) or an ensemble.
 pub struct EvalJob<'a> {
     pub table: &'a TableSpec,
     pub row: usize,
-    pub runs: Vec<&'a ResolvedRun>,
+    pub members: Vec<Member<'a>>,
 }
 
 impl EvalJob<'_> {
@@ -28,9 +38,9 @@ impl EvalJob<'_> {
         let key = format!(
             "{}|{}|{:?}|{}",
             self.table.crops,
-            self.runs.iter().map(|r| r.hash.as_str()).collect::<Vec<_>>().join(","),
+            self.members.iter().map(|m| m.key.as_str()).collect::<Vec<_>>().join(","),
             self.table.eval_set,
-            self.runs[0].config.data.eval_crop_fraction
+            self.members[0].config.data.eval_crop_fraction
         );
         let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3));
         format!("{}-{}-{:08x}", self.table.id, label, hash as u32)
@@ -38,19 +48,30 @@ impl EvalJob<'_> {
 }
 
 /// Every evaluation of the experiment's tables, in table and row order.
-pub fn eval_jobs(experiment: &Experiment) -> Vec<EvalJob<'_>> {
+pub fn eval_jobs<'a>(experiment: &'a Experiment, results: &Path) -> Vec<EvalJob<'a>> {
     let mut jobs = Vec::new();
-    for table in &experiment.tables {
+    for (t, table) in experiment.tables.iter().enumerate() {
         for (row, spec) in table.rows.iter().enumerate() {
-            let runs: Vec<&ResolvedRun> = spec.runs.iter().map(|r| &experiment.runs[r]).collect();
+            let members: Vec<Member> = match experiment.released.get(&(t, row)) {
+                Some(released) => released
+                    .weights
+                    .iter()
+                    .map(|w| Member { name: w.display().to_string(), config: &released.config, weights: w.clone(), key: w.display().to_string() })
+                    .collect(),
+                None => spec.runs.iter().map(|r| run_member(&experiment.runs[r], results)).collect(),
+            };
             if spec.ensemble {
-                jobs.push(EvalJob { table, row, runs });
+                jobs.push(EvalJob { table, row, members });
             } else {
-                jobs.extend(runs.into_iter().map(|r| EvalJob { table, row, runs: vec![r] }));
+                jobs.extend(members.into_iter().map(|m| EvalJob { table, row, members: vec![m] }));
             }
         }
     }
     jobs
+}
+
+fn run_member<'a>(run: &'a ResolvedRun, results: &Path) -> Member<'a> {
+    Member { name: run.folder_name(), config: &run.config, weights: final_weights_path(&run_dir(results, run)), key: run.hash.clone() }
 }
 
 pub fn eval_path(results: &Path, job: &EvalJob) -> PathBuf {
@@ -61,7 +82,7 @@ pub fn eval_path(results: &Path, job: &EvalJob) -> PathBuf {
 /// many ran, and the problems of those that could not (a missing or diverged run, an error).
 pub fn evaluate_tables(experiment: &Experiment, results: &Path, device: &Device, threads: usize) -> (usize, Vec<String>) {
     let (mut done, mut problems) = (0, Vec::new());
-    for job in eval_jobs(experiment) {
+    for job in eval_jobs(experiment, results) {
         let path = eval_path(results, &job);
         if path.exists() {
             continue;
@@ -76,8 +97,7 @@ pub fn evaluate_tables(experiment: &Experiment, results: &Path, device: &Device,
 }
 
 fn evaluate_job(job: &EvalJob, results: &Path, path: &Path, device: &Device, threads: usize) -> Result<bool, String> {
-    let weights: Vec<PathBuf> = job.runs.iter().map(|r| final_weights_path(&run_dir(results, r))).collect();
-    if weights.iter().any(|w| !w.is_file()) {
+    if job.members.iter().any(|m| !m.weights.is_file()) {
         return Ok(false); // a run is missing or diverged: the table says "not run"
     }
     let dir = path.parent().expect("eval.parquet has a folder");
@@ -86,7 +106,7 @@ fn evaluate_job(job: &EvalJob, results: &Path, path: &Path, device: &Device, thr
     if path.exists() {
         return Ok(false);
     }
-    let first = &job.runs[0].config;
+    let first = job.members[0].config;
     let mut data_cfg = first.data.clone();
     // The blacklist is ILSVRC's: generated (smoke) data is always evaluated whole.
     if let (Some(set), None) = (job.table.eval_set, &data_cfg.synthetic) {
@@ -95,7 +115,7 @@ fn evaluate_job(job: &EvalJob, results: &Path, path: &Path, device: &Device, thr
     let data = prepare_datasets(&data_cfg, results)?;
     let input = first.model.image_size as u32;
     let protocol = protocol_for(job.table.crops, first.data.eval_crop_fraction, input).map_err(|e| e.to_string())?;
-    let models = job.runs.iter().zip(weights).map(|(r, w)| ModelSpec { config: r.config.model.clone(), weights: w }).collect();
+    let models = job.members.iter().map(|m| ModelSpec { config: m.config.model.clone(), weights: m.weights.clone() }).collect();
     let request = EvalRequest {
         models,
         dataset: &data.val,
@@ -107,7 +127,7 @@ fn evaluate_job(job: &EvalJob, results: &Path, path: &Path, device: &Device, thr
     };
     let report = evaluate(&request).map_err(|e| e.to_string())?;
     let mut record = report.record();
-    record.models = job.runs.iter().map(|r| r.folder_name()).collect();
+    record.models = job.members.iter().map(|m| m.name.clone()).collect();
     write_eval_parquet(path, &[record]).map_err(|e| e.to_string())?;
     tracing::info!("{} row `{}`: {}", job.table.id, job.table.rows[job.row].label, report);
     Ok(true)
@@ -115,7 +135,7 @@ fn evaluate_job(job: &EvalJob, results: &Path, path: &Path, device: &Device, thr
 
 /// The stored evaluations of one table row, for the report.
 pub fn row_results(experiment: &Experiment, results: &Path, table: &TableSpec, row: usize) -> Vec<EvalResult> {
-    eval_jobs(experiment)
+    eval_jobs(experiment, results)
         .into_iter()
         .filter(|j| j.table.id == table.id && j.row == row)
         .filter_map(|j| read_eval_parquet(&eval_path(results, &j)).ok())

@@ -56,6 +56,14 @@ impl ResolvedRun {
     }
 }
 
+/// Released weights of a table row, resolved: the network and data to evaluate them with.
+#[derive(Clone, Debug)]
+pub struct ReleasedRow {
+    /// The model and data settings (training settings unused).
+    pub config: RunConfig,
+    pub weights: Vec<PathBuf>,
+}
+
 /// A loaded experiment.
 #[derive(Clone, Debug)]
 pub struct Experiment {
@@ -68,6 +76,8 @@ pub struct Experiment {
     pub figures: Vec<FigureSpec>,
     pub tables: Vec<TableSpec>,
     pub claims: Vec<ClaimSpec>,
+    /// Rows of released weights, by (table index, row index).
+    pub released: BTreeMap<(usize, usize), ReleasedRow>,
     /// The file and everything it included, in merge order.
     pub sources: Vec<PathBuf>,
 }
@@ -111,6 +121,7 @@ pub fn load_experiment(path: &Path, options: &LoadOptions) -> Result<Experiment,
         runs.insert(name.clone(), ResolvedRun { name: name.clone(), config, hash });
     }
     check_references(&file, &runs, path)?;
+    let released = resolve_released(&doc, &file, path)?;
 
     let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     Ok(Experiment {
@@ -123,6 +134,7 @@ pub fn load_experiment(path: &Path, options: &LoadOptions) -> Result<Experiment,
         figures: file.figures,
         tables: file.tables,
         claims: file.claims,
+        released,
         sources,
     })
 }
@@ -305,6 +317,36 @@ fn resolve_run(spec: RunSpec) -> Result<RunConfig, String> {
     Ok(RunConfig { model, data, train, seed: spec.seed.unwrap_or(0) })
 }
 
+/// Each released row: `defaults` with the row's model over it, the crop fraction applied.
+fn resolve_released(doc: &Value, file: &ExperimentFile, path: &Path) -> Result<BTreeMap<(usize, usize), ReleasedRow>, SpecError> {
+    let mut out = BTreeMap::new();
+    for (t, table) in file.tables.iter().enumerate() {
+        for (r, row) in table.rows.iter().enumerate() {
+            let Some(released) = &row.released else { continue };
+            let invalid = |message: String| SpecError::Invalid { path: path.into(), message: format!("table `{}` row `{}`: {message}", table.id, row.label) };
+            let mut merged = Value::Mapping(Default::default());
+            if !doc["defaults"].is_null() {
+                deep_merge(&mut merged, &doc["defaults"]);
+            }
+            deep_merge(&mut merged, &serde_yaml::Value::Mapping(
+                [(Value::String("model".into()), doc["tables"][t]["rows"][r]["released"]["model"].clone())].into_iter().collect(),
+            ));
+            if let Value::Mapping(map) = &mut merged {
+                map.retain(|_, v| !v.is_null());
+            }
+            let spec: RunSpec = typed(&merged).map_err(invalid)?;
+            let mut config = resolve_run(spec).map_err(invalid)?;
+            let arch = config.model.arch;
+            config.data.eval_crop_fraction = released.crop_fraction.unwrap_or(arch.eval_defaults().1);
+            if released.weights.is_empty() {
+                return Err(invalid("released.weights is empty".into()));
+            }
+            out.insert((t, r), ReleasedRow { config, weights: released.weights.iter().map(PathBuf::from).collect() });
+        }
+    }
+    Ok(out)
+}
+
 fn check_references(file: &ExperimentFile, runs: &BTreeMap<String, ResolvedRun>, path: &Path) -> Result<(), SpecError> {
     let known = |r: &String| runs.contains_key(r);
     let unknown = |what: String, r: &String| SpecError::Invalid {
@@ -321,6 +363,12 @@ fn check_references(file: &ExperimentFile, runs: &BTreeMap<String, ResolvedRun>,
             return Err(SpecError::Invalid { path: path.into(), message: format!("table `{}`: crops must be 1, 10, 12 or 144, got {}", t.id, t.crops) });
         }
         for row in &t.rows {
+            if row.runs.is_empty() == row.released.is_none() {
+                return Err(SpecError::Invalid {
+                    path: path.into(),
+                    message: format!("table `{}` row `{}`: give either `runs` or `released`", t.id, row.label),
+                });
+            }
             if let Some(r) = row.runs.iter().find(|r| !known(r)) {
                 return Err(unknown(format!("table `{}` row `{}`", t.id, row.label), r));
             }

@@ -298,15 +298,32 @@ pub struct TableSpec {
 }
 
 /// One row: a network (its runs are seeds, reported as mean ± sd) or an ensemble (its runs'
-/// probabilities are averaged).
+/// probabilities are averaged). Instead of trained runs, a row can name released weight
+/// files (`released`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TableRowSpec {
     /// The paper's row label (`inception_v4`, `inception_v3 x4`, ...).
     pub label: String,
+    #[serde(default)]
     pub runs: Vec<String>,
     #[serde(default)]
     pub ensemble: bool,
+    #[serde(default)]
+    pub released: Option<ReleasedSpec>,
+}
+
+/// Released weights (a timm state dict saved as safetensors) evaluated in a table row.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleasedSpec {
+    /// The network, merged over `defaults.model`.
+    pub model: ModelSpec,
+    /// One file per seed, or per ensemble member when the row is an ensemble.
+    pub weights: Vec<String>,
+    /// Central-crop fraction (default: the network's, 0.875; 0.8975 for Inception-ResNet-v2).
+    #[serde(default)]
+    pub crop_fraction: Option<f64>,
 }
 
 /// A claim of the paper and how the experiment checks it.
