@@ -1,7 +1,9 @@
 //! The training engine on generated data: it learns, it resumes exactly after a kill, and it
 //! stops cleanly when the loss diverges.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 
 use candle_core::Device;
 use repro::runner::prepare_datasets;
@@ -10,24 +12,9 @@ use repro::store::metrics::{read_metrics, MetricsRow};
 use repro::store::RunDir;
 use repro::train::{train_run, Progress, RunOutcome, TrainJob};
 
-struct TempDir(PathBuf);
+use common::TempDir;
 
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("repro-train-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A run of a tiny network on 4 generated classes, with `extra` YAML lines under `train:`.
+/// A run of a tiny network on 4 generated classes, with `train` as extra YAML under `train:`.
 fn tiny_run(dir: &Path, arch: &str, train: &str) -> ResolvedRun {
     let yaml = format!(
         "runs:\n  r:\n    model: {{arch: {arch}, width: 0.125, image_size: 75, blocks: [1, 1, 1], bn_momentum: 0.1, dropout: 0.2}}\n    \

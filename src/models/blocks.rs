@@ -5,6 +5,7 @@
 use candle_core::Result;
 
 use super::layers::{Chain, Ctx, Mixed, Residual, K1, K1X3, K1X7, K3, K3X1, K7X1};
+use super::ModelConfig;
 
 /// The Inception-v3 stem up to its 71x71x192 map: conv 3/2 V 32, conv 3 V 32, conv 3 S 64,
 /// max 3/2 V, conv 1 V 80, conv 3 V 192. `names` are the five convs' variable paths.
@@ -80,4 +81,52 @@ pub fn reduction_b_resnet(ctx: &Ctx, cin: usize, f: [usize; 7]) -> Result<Mixed>
         Chain::from(cin).conv(ctx, "branch2.0", f[4], K1)?.conv(ctx, "branch2.1", f[5], K3)?.conv_s2(ctx, "branch2.2", f[6], K3)?,
         Chain::from(cin).max_pool(),
     ]))
+}
+
+/// The filter counts that tell Inception-ResNet-v1 and -v2 apart.
+pub struct InceptionResnetFilters {
+    pub block35: Block35Filters,
+    pub reduction_a: [usize; 4],
+    pub block17: FactorisedFilters,
+    pub reduction_b: [usize; 7],
+    pub block8: FactorisedFilters,
+}
+
+/// The five stages after the stem of an Inception-ResNet: IR-A blocks (`repeat`),
+/// Reduction-A (`mixed_6a`), IR-B blocks (`repeat_1`), Reduction-B (`mixed_7a`), IR-C blocks
+/// (`repeat_2`). With `unscaled_last_block` the last IR-C block is TF-slim's `block8`:
+/// scale 1.0 and no ReLU (Inception-ResNet-v2 as released).
+pub fn inception_resnet_stages(
+    ctx: &Ctx,
+    cfg: &ModelConfig,
+    cin: usize,
+    f: &InceptionResnetFilters,
+    unscaled_last_block: bool,
+) -> Result<[Chain; 5]> {
+    let [n_a, n_b, n_c] = cfg.blocks();
+    let [s_a, s_b, s_c] = cfg.residual_scales();
+    let mut a = Chain::from(cin);
+    for i in 0..n_a {
+        let block = block35(&ctx.pp(format!("repeat.{i}")), a.channels(), &f.block35, s_a)?;
+        a = a.residual(block);
+    }
+    let red_a = Chain::from(a.channels()).mixed(reduction_a(&ctx.pp("mixed_6a"), a.channels(), f.reduction_a)?);
+    let mut b = Chain::from(red_a.channels());
+    for i in 0..n_b {
+        let block = block17(&ctx.pp(format!("repeat_1.{i}")), b.channels(), &f.block17, s_b)?;
+        b = b.residual(block);
+    }
+    let red_b = Chain::from(b.channels()).mixed(reduction_b_resnet(&ctx.pp("mixed_7a"), b.channels(), f.reduction_b)?);
+    let scaled = if unscaled_last_block { n_c - 1 } else { n_c };
+    let mut c = Chain::from(red_b.channels());
+    for i in 0..scaled {
+        let block = block8(&ctx.pp(format!("repeat_2.{i}")), c.channels(), &f.block8, s_c, true)?;
+        c = c.residual(block);
+    }
+    if unscaled_last_block {
+        // TF: `block8(net, activation_fn=None)`; timm: `Block8(no_relu=True)`.
+        let last = block8(&ctx.pp("block8"), c.channels(), &f.block8, 1.0, false)?;
+        c = c.residual(last);
+    }
+    Ok([a, red_a, b, red_b, c])
 }

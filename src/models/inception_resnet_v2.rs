@@ -7,44 +7,25 @@
 
 use candle_core::Result;
 
-use super::blocks::{block17, block35, block8, reduction_a, reduction_b_resnet, v3_stem_to_71, Block35Filters, FactorisedFilters};
+use super::blocks::{inception_resnet_stages, v3_stem_to_71, Block35Filters, FactorisedFilters, InceptionResnetFilters};
 use super::layers::{Chain, Ctx, Mixed, K1, K3, K5};
 use super::network::Body;
 use super::ModelConfig;
 
-const BLOCK35: Block35Filters = Block35Filters([32, 32, 32, 32, 48, 64]);
-const REDUCTION_A: [usize; 4] = [256, 256, 384, 384];
-const BLOCK17: FactorisedFilters = FactorisedFilters([192, 128, 160, 192]);
-const REDUCTION_B: [usize; 7] = [256, 384, 256, 288, 256, 288, 320];
-const BLOCK8: FactorisedFilters = FactorisedFilters([192, 192, 224, 256]);
+const FILTERS: InceptionResnetFilters = InceptionResnetFilters {
+    block35: Block35Filters([32, 32, 32, 32, 48, 64]),
+    reduction_a: [256, 256, 384, 384],
+    block17: FactorisedFilters([192, 128, 160, 192]),
+    reduction_b: [256, 384, 256, 288, 256, 288, 320],
+    block8: FactorisedFilters([192, 192, 224, 256]),
+};
 
 pub(super) fn body(ctx: &Ctx, cfg: &ModelConfig) -> Result<Body> {
-    let [n_a, n_b, n_c] = cfg.blocks();
-    let [s_a, s_b, s_c] = cfg.residual_scales();
     let stem = v3_stem_to_71(ctx, ["conv2d_1a", "conv2d_2a", "conv2d_2b", "conv2d_3b", "conv2d_4a"])?.max_pool();
     let c = stem.channels();
     let stem = stem.mixed(mixed_5b(&ctx.pp("mixed_5b"), c)?);
-
-    let mut a = Chain::from(stem.channels());
-    for i in 0..n_a {
-        let block = block35(&ctx.pp(format!("repeat.{i}")), a.channels(), &BLOCK35, s_a)?;
-        a = a.residual(block);
-    }
-    let red_a = Chain::from(a.channels()).mixed(reduction_a(&ctx.pp("mixed_6a"), a.channels(), REDUCTION_A)?);
-    let mut b = Chain::from(red_a.channels());
-    for i in 0..n_b {
-        let block = block17(&ctx.pp(format!("repeat_1.{i}")), b.channels(), &BLOCK17, s_b)?;
-        b = b.residual(block);
-    }
-    let red_b = Chain::from(b.channels()).mixed(reduction_b_resnet(&ctx.pp("mixed_7a"), b.channels(), REDUCTION_B)?);
-    let mut c = Chain::from(red_b.channels());
-    for i in 0..n_c - 1 {
-        let block = block8(&ctx.pp(format!("repeat_2.{i}")), c.channels(), &BLOCK8, s_c, true)?;
-        c = c.residual(block);
-    }
-    // The last block: scale 1.0 and no ReLU (TF `block8(net, activation_fn=None)`).
-    let last = block8(&ctx.pp("block8"), c.channels(), &BLOCK8, 1.0, false)?;
-    let c = c.residual(last).conv(ctx, "conv2d_7b", 1536, K1)?;
+    let [a, red_a, b, red_b, c] = inception_resnet_stages(ctx, cfg, stem.channels(), &FILTERS, true)?;
+    let c = c.conv(ctx, "conv2d_7b", 1536, K1)?;
     Ok(Body::standard([stem, a, red_a, b, red_b, c]))
 }
 

@@ -1,2 +1,5 @@
 #![allow(dead_code)]
 pub mod deterministic;
+pub mod tempdir;
+
+pub use tempdir::TempDir;
