@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use repro::models::{render_table, summarize, Arch, ModelConfig};
-use repro::runner::{evaluate_tables, plan, row_results, train_missing, write_report, RunOptions, RunProgress};
+use repro::runner::{evaluate_tables, plan, preflight, row_results, training_macs, train_missing, write_report, RunOptions, RunProgress};
 use repro::spec::{load_experiment, Experiment, LoadOptions, TableSpec};
 
 #[derive(Parser)]
@@ -230,7 +230,7 @@ fn run(args: RunArgs) -> Result<(), Failure> {
         show_progress: true,
     };
     for e in &experiments {
-        preflight(e, &options).map_err(bad_input)?;
+        preflight(e, &options.results, options.force).map_err(bad_input)?;
     }
     let mut failures = Vec::new();
     for e in &experiments {
@@ -322,49 +322,6 @@ fn command_line() -> String {
     format!("repro {}", args.join(" "))
 }
 
-/// Checks, before anything trains, that every run that needs training has its data, and
-/// that released weights and their validation images exist.
-fn preflight(e: &Experiment, options: &RunOptions) -> Result<(), String> {
-    for ((t, r), released) in &e.released {
-        let row = format!("{}: table `{}` row `{}`", e.path.display(), e.tables[*t].id, e.tables[*t].rows[*r].label);
-        if let Some(w) = released.weights.iter().find(|w| !w.is_file()) {
-            return Err(format!("{row}: released weights `{}` do not exist (tools/export_timm_weights.py writes them)", w.display()));
-        }
-        let val = released.config.data.val.as_deref().unwrap_or_default();
-        if released.config.data.synthetic.is_none() && !std::path::Path::new(val).is_dir() {
-            return Err(format!("{row}: data.val: folder `{val}` does not exist"));
-        }
-    }
-    for p in plan(e, &options.results) {
-        let needs_training = options.force || matches!(p.progress, RunProgress::Missing | RunProgress::Partial { .. });
-        let data = &p.run.config.data;
-        if !needs_training || data.synthetic.is_some() {
-            continue;
-        }
-        if data.eval_set == repro::spec::EvalSet::Nonblacklisted {
-            let path = data.blacklist.as_deref().unwrap_or_default();
-            if !std::path::Path::new(path).is_file() {
-                return Err(format!(
-                    "{}: run `{}`: data.blacklist: file `{path}` does not exist (data.eval_set is nonblacklisted: the devkit's ILSVRC2012_validation_blacklist.txt is needed)",
-                    e.path.display(),
-                    p.run.name
-                ));
-            }
-        }
-        for (field, path) in [("data.train", &data.train), ("data.val", &data.val)] {
-            let path = path.as_deref().unwrap_or_default();
-            if !std::path::Path::new(path).is_dir() {
-                return Err(format!(
-                    "{}: run `{}`: {field}: folder `{path}` does not exist (set it in the file, with --set {field}=DIR, or through the environment variable the file names)",
-                    e.path.display(),
-                    p.run.name
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
 fn show_plan(args: ExperimentArgs) -> Result<(), Failure> {
     for e in load_all(&args)? {
         println!("{} ({}){}", e.name, e.path.display(), e.profile.as_deref().map(|p| format!(", profile {p}")).unwrap_or_default());
@@ -396,19 +353,6 @@ fn show_plan(args: ExperimentArgs) -> Result<(), Failure> {
 fn engineering(x: f64) -> String {
     let units = [(1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M")];
     units.iter().find(|(scale, _)| x >= *scale).map(|(scale, u)| format!("{:.1} {u}", x / scale)).unwrap_or_else(|| format!("{x:.0}"))
-}
-
-/// Forward + backward ≈ 3 × forward MACs per image, over every training image of every epoch.
-fn training_macs(c: &repro::spec::RunConfig) -> Option<f64> {
-    let images = match &c.data.synthetic {
-        Some(s) => (s.classes * s.train_per_class) as f64,
-        None => {
-            let per_class = c.data.train_images_per_class.map(|m| m as f64).unwrap_or(1281.167);
-            per_class * c.data.classes.unwrap_or(1000) as f64
-        }
-    };
-    let macs = summarize(&c.model, c.model.image_size).ok()?.macs as f64;
-    Some(3.0 * macs * images * c.train.epochs)
 }
 
 fn models(args: ModelsArgs) -> Result<(), Failure> {

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::spec::{ClaimCheck, Experiment, ResolvedRun};
+use crate::models::summarize;
+use crate::spec::{ClaimCheck, Experiment, ResolvedRun, RunConfig};
 use crate::store::checkpoint::read_checkpoint_state;
 use crate::store::provenance::{Provenance, RunStatus};
 use crate::store::RunDir;
@@ -82,4 +83,17 @@ pub fn progress_of(dir: &Path) -> RunProgress {
         Some(state) => RunProgress::Partial { step: state.step },
         None => RunProgress::Missing,
     }
+}
+
+/// Forward + backward ≈ 3 × forward MACs per image, over every training image of every epoch.
+pub fn training_macs(c: &RunConfig) -> Option<f64> {
+    let images = match &c.data.synthetic {
+        Some(s) => (s.classes * s.train_per_class) as f64,
+        None => {
+            let per_class = c.data.train_images_per_class.map(|m| m as f64).unwrap_or(1281.167);
+            per_class * c.data.classes.unwrap_or(1000) as f64
+        }
+    };
+    let macs = summarize(&c.model, c.model.image_size).ok()?.macs as f64;
+    Some(3.0 * macs * images * c.train.epochs)
 }
