@@ -2,15 +2,13 @@
 //! models, images, errors), written by the Table 2-5 experiments.
 //!
 //! Columns, in order: `crops` (u64), `crop_definition` (string), `eval_set` (string),
-//! `models` (list of strings), `images` (u64), `top1_err` and `top5_err` (f64 in [0, 1]).
+//! `models` (the ensemble's models joined by " + "), `images` (u64), `top1_err` and `top5_err` (f64 in [0, 1]).
 
 use std::path::Path;
 
 use polars::prelude::*;
 
-use super::parquet::{
-    f64s, list_column, lists, polars_error, read_frame, strings, u64s, values, write_frame,
-};
+use super::parquet::{f64s, polars_error, read_frame, strings, u64s, values, write_frame};
 use super::EvalError;
 
 /// One evaluation, as stored.
@@ -32,12 +30,16 @@ pub struct EvalRecord {
     pub top5_err: f64,
 }
 
+/// Joins the models of an ensemble in the `models` column. A plain string (not a list)
+/// because pandas cannot convert polars' list-of-string-view columns.
+const MODEL_SEPARATOR: &str = " + ";
+
 fn columns() -> [(&'static str, DataType); 7] {
     [
         ("crops", DataType::UInt64),
         ("crop_definition", DataType::String),
         ("eval_set", DataType::String),
-        ("models", DataType::List(Box::new(DataType::String))),
+        ("models", DataType::String),
         ("images", DataType::UInt64),
         ("top1_err", DataType::Float64),
         ("top5_err", DataType::Float64),
@@ -49,7 +51,6 @@ pub fn write_eval_parquet(path: &Path, records: &[EvalRecord]) -> Result<(), Eva
     fn col<T>(records: &[EvalRecord], get: impl Fn(&EvalRecord) -> T) -> Vec<T> {
         records.iter().map(get).collect()
     }
-    let models: Vec<Series> = col(records, |r| Series::new("".into(), r.models.clone()));
     let df = DataFrame::new(
         records.len(),
         vec![
@@ -59,7 +60,10 @@ pub fn write_eval_parquet(path: &Path, records: &[EvalRecord]) -> Result<(), Eva
                 col(records, |r| r.crop_definition.clone()),
             ),
             Column::new("eval_set".into(), col(records, |r| r.eval_set.clone())),
-            list_column("models", models),
+            Column::new(
+                "models".into(),
+                col(records, |r| r.models.join(MODEL_SEPARATOR)),
+            ),
             Column::new("images".into(), col(records, |r| r.images)),
             Column::new("top1_err".into(), col(records, |r| r.top1_err)),
             Column::new("top5_err".into(), col(records, |r| r.top5_err)),
@@ -75,18 +79,7 @@ pub fn read_eval_parquet(path: &Path) -> Result<Vec<EvalRecord>, EvalError> {
     let crops = values(path, &df, "crops", u64s)?;
     let definitions = values(path, &df, "crop_definition", strings)?;
     let sets = values(path, &df, "eval_set", strings)?;
-    let models = values(path, &df, "models", |c| {
-        lists(c, |s| {
-            s.str()?
-                .iter()
-                .map(|v| {
-                    v.map(str::to_string).ok_or_else(|| {
-                        PolarsError::ComputeError("null inside the models list".into())
-                    })
-                })
-                .collect()
-        })
-    })?;
+    let models = values(path, &df, "models", strings)?;
     let images = values(path, &df, "images", u64s)?;
     let top1 = values(path, &df, "top1_err", f64s)?;
     let top5 = values(path, &df, "top5_err", f64s)?;
@@ -95,7 +88,10 @@ pub fn read_eval_parquet(path: &Path) -> Result<Vec<EvalRecord>, EvalError> {
             crops: crops[i],
             crop_definition: definitions[i].clone(),
             eval_set: sets[i].clone(),
-            models: models[i].clone(),
+            models: models[i]
+                .split(MODEL_SEPARATOR)
+                .map(str::to_string)
+                .collect(),
             images: images[i],
             top1_err: top1[i],
             top5_err: top5[i],
