@@ -161,6 +161,9 @@ pub struct RunInfo {
     pub provenance: Option<Provenance>,
     /// Its metrics rows (for the learning-rate and throughput plots and the duration).
     pub metrics: Vec<MetricsRow>,
+    /// The learning rate the schedule prescribes, as (epoch, rate) points over the whole run;
+    /// empty to draw the rates recorded in `metrics` instead.
+    pub lr_schedule: Vec<(f64, f64)>,
 }
 
 /// A claim of the paper and what the experiment's data says about it.

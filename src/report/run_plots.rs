@@ -23,15 +23,20 @@ fn single_line(points: Vec<(f64, f64)>) -> Vec<ChartLine> {
     }]
 }
 
-/// The learning rate against epoch as a staircase: each recorded rate holds until the next
-/// row, as the paper's schedule (decay every two epochs) does between its steps.
+/// The learning rate against epoch: the schedule when the run's is given, otherwise the
+/// recorded rates as a staircase (each holds until the next row, as the paper's schedule
+/// does between its steps).
 pub fn lr_chart(run: &RunInfo) -> LineChart {
     let mut points: Vec<(f64, f64)> = Vec::new();
-    for r in &run.metrics {
-        if let Some(&(_, previous)) = points.last() {
-            points.push((r.epoch, previous));
+    if !run.lr_schedule.is_empty() {
+        points = run.lr_schedule.clone();
+    } else {
+        for r in &run.metrics {
+            if let Some(&(_, previous)) = points.last() {
+                points.push((r.epoch, previous));
+            }
+            points.push((r.epoch, r.lr));
         }
-        points.push((r.epoch, r.lr));
     }
     LineChart {
         title: format!("{}: learning rate", run.name),
@@ -84,6 +89,7 @@ mod tests {
             hash: "abc".to_string(),
             config_yaml: String::new(),
             provenance: None,
+            lr_schedule: Vec::new(),
             metrics: wall
                 .iter()
                 .enumerate()

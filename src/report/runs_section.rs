@@ -172,6 +172,7 @@ mod tests {
             config_yaml: "model: <v4>".to_string(),
             provenance: None,
             metrics: vec![],
+            lr_schedule: Vec::new(),
         };
         let html = runs_section("repro run x.yaml && echo", &[run]);
         assert!(html.contains("no provenance.json"));

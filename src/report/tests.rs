@@ -77,6 +77,7 @@ fn smoke_input(dir: &Path) -> ReportInput {
         config_yaml: "model: inception_v4\nbatch_size: 32\n".to_string(),
         provenance: Some(provenance(seed, RunStatus::Done)),
         metrics: rows.clone(),
+        lr_schedule: Vec::new(),
     };
     let eval = |top1: f64| EvalResult {
         top1_err: top1,
@@ -336,6 +337,7 @@ fn an_experiment_without_data_still_renders() {
             config_yaml: String::new(),
             provenance: None,
             metrics: vec![],
+            lr_schedule: Vec::new(),
         }],
         deviations: vec![],
         claims: vec![],

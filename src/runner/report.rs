@@ -181,7 +181,17 @@ fn run_info(p: &PlannedRun) -> RunInfo {
         config_yaml: std::fs::read_to_string(dir.config_yaml()).unwrap_or_else(|_| serde_yaml::to_string(&p.run.config).unwrap_or_default()),
         provenance: Provenance::read(&dir.provenance_json()).ok(),
         metrics: read_metrics(&dir.metrics_parquet()).unwrap_or_default(),
+        lr_schedule: lr_schedule(&p.run),
     }
+}
+
+/// The schedule's learning rate at 400 points over the run (steps show as near-vertical
+/// jumps); the last point is the rate of the last step, not of the epoch after it.
+fn lr_schedule(run: &ResolvedRun) -> Vec<(f64, f64)> {
+    let (epochs, lr) = (run.config.train.epochs, &run.config.train.lr);
+    let mut points: Vec<(f64, f64)> = (0..400).map(|i| epochs * i as f64 / 400.0).map(|e| (e, lr.lr_at(e))).collect();
+    points.push((epochs, lr.lr_at(epochs * (1.0 - 1e-9))));
+    points
 }
 
 fn status(progress: &RunProgress) -> String {
