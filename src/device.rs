@@ -1,6 +1,6 @@
-//! `--device cpu|cuda[:N]`.
+//! `--device cpu|cuda[:N]` and `--precision f32|tf32|bf16`.
 
-use candle_core::Device;
+use candle_core::{DType, Device};
 
 /// The device named on the command line, and its name for provenance.
 pub fn parse_device(spec: &str) -> Result<(Device, String), String> {
@@ -19,7 +19,11 @@ pub fn parse_device(spec: &str) -> Result<(Device, String), String> {
 
 #[cfg(feature = "cuda")]
 fn cuda_device(ordinal: usize) -> Result<Device, String> {
-    Device::new_cuda(ordinal).map_err(|e| format!("--device cuda:{ordinal}: no usable GPU ({e})"))
+    // candle's error text can carry a backtrace: keep its first line.
+    Device::new_cuda(ordinal).map_err(|e| {
+        let e = e.to_string();
+        format!("--device cuda:{ordinal}: no usable GPU ({})", e.lines().next().unwrap_or_default().trim())
+    })
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -27,6 +31,87 @@ fn cuda_device(ordinal: usize) -> Result<Device, String> {
     Err(format!(
         "--device cuda:{ordinal}: this binary was built without CUDA support; rebuild with `cargo build --release --features cuda` (see README)"
     ))
+}
+
+/// The arithmetic training and evaluation use. Weights, BatchNorm, the loss and the optimizer
+/// state are f32 in every mode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Plain f32 everywhere (the reference, and the only mode on the CPU).
+    #[default]
+    F32,
+    /// f32 tensors, with cuBLAS allowed to use TF32 tensor cores for f32 matrix products
+    /// (every convolution on CUDA is an im2col + GEMM or a plain GEMM): 10-bit mantissa
+    /// products, f32 accumulation, as PyTorch's `allow_tf32`. CUDA only.
+    Tf32,
+    /// Autocast-style mixed precision: convolutions (forward and both gradients) compute in
+    /// bf16 from f32 weights and activations and return f32; BatchNorm, the loss, the optimizer
+    /// and the remaining f32 matrix products (classifier) stay f32, the latter with TF32.
+    Bf16,
+}
+
+impl Precision {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" | "fp32" => Ok(Self::F32),
+            "tf32" => Ok(Self::Tf32),
+            "bf16" => Ok(Self::Bf16),
+            other => Err(format!("--precision {other}: expected f32, tf32 or bf16")),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::Tf32 => "tf32",
+            Self::Bf16 => "bf16",
+        }
+    }
+
+    /// The dtype convolutions compute in, for [`crate::models::cuda_conv::conv2d`]'s `compute`
+    /// argument (`None`: the tensors' own).
+    pub fn conv_compute_dtype(self) -> Option<DType> {
+        match self {
+            Self::Bf16 => Some(DType::BF16),
+            Self::F32 | Self::Tf32 => None,
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::parse(s)
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Sets the process-wide switches `precision` needs on `device` (candle's cuBLAS TF32 flag is a
+/// global: call this once, before building the model). Both reduced precisions are CUDA-only:
+/// TF32 has no meaning on the CPU, and candle 0.11's CPU matmul (hence its CPU convolution)
+/// has no bf16.
+pub fn apply_precision(precision: Precision, device: &Device) -> Result<(), String> {
+    if precision != Precision::F32 && !device.is_cuda() {
+        return Err(format!("--precision {precision}: only on CUDA devices (candle's CPU backend has no TF32 and no bf16 matmul); use f32 on the CPU"));
+    }
+    // A no-op in builds without CUDA (candle's dummy backend).
+    candle_core::cuda::set_gemm_reduced_precision_f32(matches!(precision, Precision::Tf32 | Precision::Bf16));
+    CONV_BF16.store(precision == Precision::Bf16, std::sync::atomic::Ordering::Relaxed);
+    Ok(())
+}
+
+static CONV_BF16: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The compute dtype [`apply_precision`] set for convolutions (process-wide, like candle's TF32
+/// switch): `Some(BF16)` under `--precision bf16`, else `None` (the tensors' own dtype).
+pub fn conv_compute_dtype() -> Option<DType> {
+    CONV_BF16.load(std::sync::atomic::Ordering::Relaxed).then_some(DType::BF16)
 }
 
 #[cfg(test)]
@@ -40,5 +125,18 @@ mod tests {
         assert!(parse_device("cuda:x").unwrap_err().contains("expected cuda:N"));
         #[cfg(not(feature = "cuda"))]
         assert!(parse_device("cuda:0").unwrap_err().contains("built without CUDA support"));
+    }
+
+    #[test]
+    fn precisions_parse_and_tf32_is_refused_on_the_cpu() {
+        for p in [Precision::F32, Precision::Tf32, Precision::Bf16] {
+            assert_eq!(p.name().parse::<Precision>().unwrap(), p);
+        }
+        assert!(Precision::parse("fp16").unwrap_err().contains("expected f32, tf32 or bf16"));
+        assert_eq!(Precision::Bf16.conv_compute_dtype(), Some(DType::BF16));
+        assert!(apply_precision(Precision::F32, &Device::Cpu).is_ok());
+        assert!(apply_precision(Precision::Tf32, &Device::Cpu).unwrap_err().contains("only on CUDA"));
+        assert!(apply_precision(Precision::Bf16, &Device::Cpu).unwrap_err().contains("only on CUDA"));
+        assert_eq!(conv_compute_dtype(), None);
     }
 }

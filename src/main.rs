@@ -35,6 +35,8 @@ enum Command {
     Report(ReportArgs),
     /// Evaluate one model or an ensemble of weight files (ours or timm's) with 1, 10, 12 or 144 crops.
     Eval(EvalArgs),
+    /// Measure training images/s, evaluation crops/s, or CPU/GPU parity (one JSON line per network).
+    Bench(repro::bench::BenchArgs),
     /// List the four networks with their parameters, MACs and feature-map sizes per stage.
     Models(ModelsArgs),
 }
@@ -200,6 +202,7 @@ fn main() -> ExitCode {
         Command::Plan(args) => show_plan(args),
         Command::Report(args) => report(args),
         Command::Eval(args) => eval(args),
+        Command::Bench(args) => repro::bench::run(args).map_err(|m| Failure { code: 1, message: m }),
         Command::Models(args) => models(args),
     };
     match result {
@@ -230,7 +233,7 @@ fn run(args: RunArgs) -> Result<(), Failure> {
         show_progress: true,
     };
     for e in &experiments {
-        preflight(e, &options.results, options.force).map_err(bad_input)?;
+        preflight(e, &options.results, options.force, &options.device).map_err(bad_input)?;
     }
     let mut failures = Vec::new();
     for e in &experiments {

@@ -77,6 +77,7 @@ fn train_one(planned: &PlannedRun, options: &RunOptions) -> Result<RunResult, St
     let config_text = serde_yaml::to_string(&run.config).map_err(|e| e.to_string())?;
     crate::store::write_bytes(&dir.config_yaml(), config_text.as_bytes()).map_err(|e| e.to_string())?;
 
+    crate::device::apply_precision(run.config.train.precision, &options.device)?;
     let data = prepare_datasets(&run.config.data, &options.results)?;
     let manifest: Vec<(String, u64)> = data
         .train

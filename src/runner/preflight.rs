@@ -4,11 +4,14 @@
 use std::path::Path;
 
 use super::plan::{plan, RunProgress};
+use candle_core::Device;
+
+use crate::device::Precision;
 use crate::spec::{EvalSet, Experiment};
 
 /// Checks, before anything trains, that every run that needs training has its data, and
 /// that released weights and their validation images exist.
-pub fn preflight(e: &Experiment, results: &Path, force: bool) -> Result<(), String> {
+pub fn preflight(e: &Experiment, results: &Path, force: bool, device: &Device) -> Result<(), String> {
     for ((t, r), released) in &e.released {
         let row = format!("{}: table `{}` row `{}`", e.path.display(), e.tables[*t].id, e.tables[*t].rows[*r].label);
         if let Some(w) = released.weights.iter().find(|w| !w.is_file()) {
@@ -22,6 +25,14 @@ pub fn preflight(e: &Experiment, results: &Path, force: bool) -> Result<(), Stri
     for p in plan(e, results) {
         let needs_training = force || matches!(p.progress, RunProgress::Missing | RunProgress::Partial { .. });
         let data = &p.run.config.data;
+        if needs_training && !device.is_cuda() && p.run.config.train.precision != Precision::F32 {
+            return Err(format!(
+                "{}: run `{}`: train.precision {} needs a CUDA device (the CPU computes in f32)",
+                e.path.display(),
+                p.run.name,
+                p.run.config.train.precision
+            ));
+        }
         if !needs_training || data.synthetic.is_some() {
             continue;
         }

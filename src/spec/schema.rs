@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::device::Precision;
 use crate::models::{Arch, AvgPoolPadding};
 use crate::train::{EmaConfig, LrSchedule, RmsPropConfig, SgdMomentumConfig};
 
@@ -109,6 +110,7 @@ pub struct TrainSpec {
     pub ema: Option<EmaConfig>,
     pub eval_every_epochs: Option<f64>,
     pub checkpoint_every_steps: Option<u64>,
+    pub precision: Option<Precision>,
 }
 
 /// Which validation layout `val` has.
@@ -226,6 +228,8 @@ pub struct TrainConfig {
     pub eval_every_epochs: f64,
     /// Save a checkpoint every this many steps (and at every evaluation).
     pub checkpoint_every_steps: u64,
+    /// f32 (the reference; the only mode on the CPU), tf32 or bf16 (CUDA only).
+    pub precision: Precision,
 }
 
 impl Default for TrainConfig {
@@ -245,6 +249,7 @@ impl Default for TrainConfig {
             ema: EmaConfig::default(),
             eval_every_epochs: 1.0,
             checkpoint_every_steps: 1000,
+            precision: Precision::F32,
         }
     }
 }

@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# The GPU check: one prepared script for a session on the GPU machine (H100/H200, CUDA 13
+# driver, PyTorch + timm installed, no Rust). Run from the repository root:
+#
+#   bash scripts/gpu-check.sh              # on the GPU machine, with the binary at carry/repro
+#   bash scripts/gpu-check.sh --dry-run    # anywhere: the same steps on the CPU at toy sizes
+#
+# It runs, each step under its own time limit and all within BUDGET (7.5 minutes):
+#   1. parity: the same seeded weights and input on the CPU and the GPU (logits in inference and
+#      training mode, every gradient), the four networks at 139 px, f32 (and Inception-v4 in tf32);
+#   2. repro training images/s of the four networks at 299 px, batch 32 (f32, then tf32);
+#   3. the same with PyTorch + timm on the same GPU (tools/gpu_check.py), f32, tf32, bf16
+#      autocast, training and evaluation;
+#   4. repro evaluation crops/s at 299 px, batch 128;
+#   5. `repro run experiments/fig23.yaml --smoke` on the GPU, end to end;
+# and writes under $OUT (default ./gpu-check-out): results.jsonl (every number), summary.md
+# (parity verdicts, the repro/PyTorch ratios), log.txt, env.txt, smoke.tar.gz.
+#
+# Environment: REPRO_BIN (default carry/repro, unpacked from carry/repro.gz if absent; both
+# written by scripts/build-cuda.sh), OUT,
+# REPRO_PRECISIONS (repro's training precisions, default "f32 tf32"; add bf16 once convolutions
+# honour it), STEPS (timed steps, default 5).
+set -uo pipefail
+
+DRY=0
+[ "${1:-}" = "--dry-run" ] && DRY=1
+OUT=${OUT:-$PWD/gpu-check-out}
+mkdir -p "$OUT"
+BIN=${REPRO_BIN:-carry/repro}
+# A session carries carry/repro.gz (the plain binary is over the 64 MiB a session carries).
+if [ ! -x "$BIN" ] && [ -f "$BIN.gz" ]; then
+  mkdir -p "$(dirname "$BIN")" && gzip -dc "$BIN.gz" >"$BIN.tmp" && chmod +x "$BIN.tmp" && mv "$BIN.tmp" "$BIN"
+fi
+[ -x "$BIN" ] || { echo "gpu-check: no binary at $BIN (build it with scripts/build-cuda.sh)" >&2; exit 2; }
+RESULTS=$OUT/results.jsonl
+LOG=$OUT/log.txt
+WORK=$(mktemp -d)
+: >"$RESULTS"
+: >"$LOG"
+export PYTHONUNBUFFERED=1
+PY=${PYTHON:-python3}
+
+if [ "$DRY" = 1 ]; then
+  DEV=cpu; TDEV=cpu; SIZE=75; PSIZE=75; BATCH=2; EBATCH=2; STEPS=${STEPS:-1}; WARM=1; WIDTH=0.125
+  MODELS=inception_v3,inception_resnet_v2; TMODELS=inception_v3; PREC=${REPRO_PRECISIONS:-f32}
+  TPREC=f32; PARITY_DEV=cpu
+else
+  DEV=cuda:0; TDEV=cuda; SIZE=299; PSIZE=139; BATCH=32; EBATCH=128; STEPS=${STEPS:-5}; WARM=2; WIDTH=1
+  MODELS=inception_v3,inception_v4,inception_resnet_v1,inception_resnet_v2
+  TMODELS=inception_v3,inception_v4,inception_resnet_v2; PREC=${REPRO_PRECISIONS:-f32 tf32}
+  TPREC=f32,tf32,bf16; PARITY_DEV=cuda:0
+fi
+
+# The CUDA libraries the binary needs (libcublas, libcublasLt, libcudart, libcurand, libnvrtc;
+# libcudnn with the cudnn feature) come from PyTorch's NVIDIA wheels; libcuda.so.1 from the driver.
+NV=$("$PY" - <<'EOF' 2>/dev/null
+import glob, os
+try:
+    import nvidia
+except ImportError:
+    raise SystemExit
+dirs = []
+for root in nvidia.__path__:
+    dirs += sorted(d for d in glob.glob(os.path.join(root, "*", "lib")) if os.path.isdir(d))
+print(":".join(dirs))
+EOF
+)
+[ -n "$NV" ] && export LD_LIBRARY_PATH=$NV${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+# On the build machine, the wheels scripts/build-cuda.sh installed fill any gap (after the above).
+CACHE_LIB=${REPRO_CUDA_CACHE:-$HOME/.cache/repro/cuda}/py/nvidia/cu13/lib
+[ -d "$CACHE_LIB" ] && export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$CACHE_LIB
+if [ "$DRY" = 1 ] && ldd "$BIN" 2>/dev/null | grep -q 'libcuda.so.1 => not found'; then
+  # Dry run of a CUDA build on a machine without a driver: the link stub stands in for
+  # libcuda.so.1 so the binary starts; it is never used for GPU work.
+  STUB=${REPRO_CUDA_CACHE:-$HOME/.cache/repro/cuda}/link/lib/libcuda.so
+  mkdir -p "$WORK/stub" && ln -sf "$STUB" "$WORK/stub/libcuda.so.1"
+  export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$WORK/stub
+fi
+
+log() { echo "== $(date +%T) $*" | tee -a "$LOG" >&2; }
+# step NAME SECONDS CMD...: runs CMD under a time limit; its JSON lines go to results.jsonl,
+# everything to log.txt; records the exit status and duration.
+# The whole script keeps inside BUDGET seconds (default 450): each step gets at most what is
+# left, and steps are skipped (recorded as rc -1) once less than 15 s remain.
+BUDGET=${BUDGET:-450}
+START=$SECONDS
+step() {
+  local name=$1 limit=$2; shift 2
+  local left=$((BUDGET - (SECONDS - START)))
+  if [ "$left" -lt 15 ]; then
+    log "$name: skipped, time budget spent"
+    printf '{"kind":"step","name":"%s","rc":-1,"seconds":0}\n' "$name" >>"$RESULTS"
+    return
+  fi
+  [ "$limit" -gt "$left" ] && limit=$left
+  log "$name (limit $limit s): $*"
+  local t0=$SECONDS
+  timeout --kill-after=10 "$limit" "$@" 2> >(tee -a "$LOG" >&2) | tee -a "$LOG" | grep --line-buffered '^{' >>"$RESULTS"
+  local rc=${PIPESTATUS[0]}
+  printf '{"kind":"step","name":"%s","rc":%d,"seconds":%d}\n' "$name" "$rc" $((SECONDS - t0)) >>"$RESULTS"
+  log "$name: exit $rc after $((SECONDS - t0)) s"
+}
+envline() { "$PY" -c 'import json,sys; print(json.dumps({"kind":"env","what":sys.argv[1],"value":sys.argv[2]}))' "$1" "$2" >>"$RESULTS"; }
+
+{
+  echo "date: $(date -Is)"; echo "host: $(uname -a)"; echo "binary: $BIN"
+  nvidia-smi 2>&1 || echo "nvidia-smi: not available"
+  echo "--- ldd $BIN"; ldd "$BIN" 2>&1
+  echo "--- LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+  "$PY" -c 'import torch, timm; print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version(), "timm", timm.__version__, "gpu", torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)' 2>&1
+} >"$OUT/env.txt"
+envline mode "$([ "$DRY" = 1 ] && echo 'dry run on the CPU at toy sizes (repro at width 0.125, timm at width 1: ratios mean nothing)' || echo "GPU check, device $DEV")"
+envline binary "$("$BIN" --version 2>&1 | head -n1)"
+envline gpu "$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -n1 || echo none)"
+envline torch "$("$PY" -c 'import torch, timm; print(torch.__version__, "timm", timm.__version__)' 2>&1 | tail -n1)"
+if ldd "$BIN" | grep -q 'not found'; then
+  log "missing shared libraries:"; ldd "$BIN" | grep 'not found' | tee -a "$LOG"
+fi
+
+# In order of importance, since later steps are skipped if time runs out.
+# 1. Parity (f32).
+step parity-f32 90 "$BIN" bench parity --device "$PARITY_DEV" --models "$MODELS" --size "$PSIZE" --batch 2 --width "$WIDTH"
+
+# 2. repro training images/s, one process per network (a failure or an out-of-memory in one
+# does not hide the others), in the first precision; the others come after the smoke run.
+train() {
+  for m in ${MODELS//,/ }; do
+    step "train-$m-$1" 45 "$BIN" bench train --device "$DEV" --precision "$1" --models "$m" --size "$SIZE" --batch "$BATCH" --steps "$STEPS" --warmup "$WARM" --width "$WIDTH"
+  done
+}
+set -- $PREC
+train "$1"
+
+# 3. PyTorch + timm on the same device: training and evaluation, each precision.
+step torch 150 "$PY" tools/gpu_check.py torch --device "$TDEV" --size "$SIZE" --batch "$BATCH" --eval-batch "$EBATCH" \
+  --steps "$STEPS" --warmup "$WARM" --precisions "$TPREC" --models "$TMODELS"
+
+# 4. repro evaluation crops/s.
+for m in ${MODELS//,/ }; do
+  step "eval-$m" 30 "$BIN" bench eval --device "$DEV" --models "$m" --size "$SIZE" --batch "$EBATCH" --steps "$STEPS" --warmup "$WARM" --width "$WIDTH"
+done
+
+# 5. The smoke experiment end to end.
+step smoke 90 "$BIN" run experiments/fig23.yaml --smoke --device "$DEV" --results "$WORK/results" --reports "$WORK/reports"
+# The reports, metrics and provenance (not the generated images or the weights).
+tar -czf "$OUT/smoke.tar.gz" -C "$WORK" --exclude=data --exclude=checkpoints --exclude='*.safetensors' results reports 2>>"$LOG" || log "smoke: nothing to pack"
+
+# 6. The other precisions.
+shift
+for p in "$@"; do train "$p"; done
+[ "$DRY" = 1 ] || step parity-tf32 40 "$BIN" bench parity --device "$PARITY_DEV" --precision tf32 --models inception_v4 --size "$PSIZE" --batch 2
+
+"$PY" tools/gpu_check.py summarize "$RESULTS" >"$OUT/summary.md" 2>>"$LOG"
+cat "$OUT/summary.md"
+rm -rf "$WORK"

@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""The PyTorch + timm side of `scripts/gpu-check.sh`, and its summary.
+
+  gpu_check.py torch --device cuda --size 299 --batch 32 --steps 10 [--precisions f32,tf32,bf16]
+      Training images/s of timm's inception_v3, inception_v4 and inception_resnet_v2 with the
+      step repro trains with (RMSProp as TF: eps 1.0 inside the root, momentum 0.9, decay 0.9;
+      label smoothing 0.1; clipping at 2.0; EMA 0.9999), and evaluation crops/s; one JSON line
+      per measurement on stdout (the same fields as `repro bench`).
+  gpu_check.py summarize results.jsonl > summary.md
+      A Markdown report: parity, repro vs PyTorch images/s and their ratio, the smoke run.
+
+Precisions: f32 (TF32 off), tf32 (TF32 matmuls and convolutions), bf16 (torch.autocast bf16,
+TF32 for what stays f32). cudnn.benchmark is on and the layout is NCHW, as a user would run
+timm out of the box. Requirements: torch, timm (present on the GPU machine).
+"""
+import argparse
+import json
+import sys
+import time
+
+TIMM_MODELS = ["inception_v3", "inception_v4", "inception_resnet_v2"]
+
+
+def torch_bench(args):
+    import timm
+    import timm.optim
+    import timm.utils
+    import torch
+
+    dev = torch.device(args.device)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    for precision in args.precisions.split(","):
+        tf32 = precision in ("tf32", "bf16")
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+        autocast = precision == "bf16"
+        for name in args.models.split(","):
+            for kind in args.kinds.split(","):
+                try:
+                    rec = one(torch, timm, dev, name, kind, precision, autocast, args)
+                except Exception as e:  # keep going: one failure must not hide the rest
+                    rec = {"kind": kind, "model": name, "precision": precision, "error": repr(e)[:300]}
+                rec["framework"] = "torch"
+                print(json.dumps(rec), flush=True)
+                if dev.type == "cuda":
+                    torch.cuda.empty_cache()
+
+
+def one(torch, timm, dev, name, kind, precision, autocast, args):
+    import timm.optim
+    import timm.utils
+
+    model = timm.create_model(name, pretrained=False, num_classes=1000).to(dev)
+    batch = args.batch if kind == "train" else args.eval_batch
+    x = torch.randn(batch, 3, args.size, args.size, device=dev)
+    y = torch.arange(batch, device=dev) % 1000
+    amp = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast)
+    if kind == "train":
+        model.train()
+        opt = timm.optim.RMSpropTF(model.parameters(), lr=0.045, alpha=0.9, eps=1.0, momentum=0.9, weight_decay=4e-5)
+        ema = timm.utils.ModelEmaV2(model, decay=0.9999)
+        loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            with amp:
+                loss = loss_fn(model(x), y)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 2.0)
+            opt.step()
+            ema.update(model)
+            return loss
+    else:
+        model.eval()
+
+        def step():
+            with torch.inference_mode(), amp:
+                return model(x).float().sum()
+
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    for _ in range(args.warmup):
+        step()
+    sync()
+    times = []
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        t = time.perf_counter()
+        step().item()  # one read back per step, as repro's step reads its loss
+        times.append((time.perf_counter() - t) * 1e3)
+    sync()
+    secs = time.perf_counter() - start
+    rec = {
+        "kind": kind, "model": name, "device": str(dev), "precision": precision, "size": args.size,
+        "batch": batch, "steps": args.steps, "per_s": args.steps * batch / secs, "step_ms": times,
+    }
+    if dev.type == "cuda":
+        rec["max_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        torch.cuda.reset_peak_memory_stats()
+    return rec
+
+
+def summarize(args):
+    recs = []
+    for path in args.files:
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if line.startswith("{"):
+                    try:
+                        recs.append(json.loads(line))
+                    except json.JSONDecodeError:
+                        pass
+    out = ["# GPU check", ""]
+    env = [r for r in recs if r.get("kind") == "env"]
+    for r in env:
+        out.append(f"- {r.get('what')}: {r.get('value')}")
+    parity = [r for r in recs if r.get("kind") == "parity"]
+    if parity:
+        out += ["", "## CPU/GPU parity (same seeded weights, same input)", "",
+                "| model | precision | size | eval logits max abs diff (max abs) | train logits max abs diff (max abs) | grads max rel diff (worst var) | verdict |",
+                "|---|---|---:|---|---|---|---|"]
+        for r in parity:
+            if "error" in r:
+                out.append(f"| {r.get('model')} | {r.get('precision')} | | error: {r['error']} | | | FAIL |")
+                continue
+            # f32 on cuBLAS vs the CPU's GEMMs: ~1e-4 relative through ~100 layers is normal.
+            tol = 2e-3 if r["precision"] == "f32" else 5e-2
+            ok = (r["eval_logits_max_abs_diff"] <= tol * max(1.0, r["eval_logits_max_abs"])
+                  and r["train_logits_max_abs_diff"] <= tol * max(1.0, r["train_logits_max_abs"])
+                  and r["grad_max_rel_diff"] <= 10 * tol)
+            out.append(
+                f"| {r['model']} | {r['precision']} | {r['size']} | {r['eval_logits_max_abs_diff']:.2e} ({r['eval_logits_max_abs']:.3g}) "
+                f"| {r['train_logits_max_abs_diff']:.2e} ({r['train_logits_max_abs']:.3g}) | {r['grad_max_rel_diff']:.2e} ({r['grad_worst_var']}) "
+                f"| {'ok' if ok else 'CHECK'} |")
+    for kind, unit in (("train", "images/s"), ("eval", "crops/s")):
+        ours = {(r["model"], r["precision"]): r for r in recs if r.get("kind") == kind and r.get("framework") != "torch"}
+        theirs = {(r["model"], r["precision"]): r for r in recs if r.get("kind") == kind and r.get("framework") == "torch"}
+        if not ours and not theirs:
+            continue
+        out += ["", f"## {kind}: {unit}", "",
+                f"| model | precision | size | batch | repro {unit} | PyTorch+timm {unit} | repro / PyTorch | repro median step ms | torch peak GiB |",
+                "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for key in sorted(set(ours) | set(theirs)):
+            a, b = ours.get(key, {}), theirs.get(key, {})
+            pa = a.get("per_s")
+            pb = b.get("per_s")
+            ratio = f"{pa / pb:.2f}" if pa and pb else "n/a"
+            med = sorted(a["step_ms"])[len(a["step_ms"]) // 2] if a.get("step_ms") else None
+            fa = f"{pa:.1f}" if pa else ("error: " + a["error"][:60] if "error" in a else "n/a")
+            fb = f"{pb:.1f}" if pb else ("error: " + b["error"][:60] if "error" in b else "n/a")
+            mem = f"{b['max_memory_gib']:.1f}" if "max_memory_gib" in b else ""
+            size = a.get("size") or b.get("size", "")
+            batch = a.get("batch") or b.get("batch", "")
+            out.append(f"| {key[0]} | {key[1]} | {size} | {batch} | {fa} | {fb} | {ratio} | {'' if med is None else f'{med:.0f}'} | {mem} |")
+    steps = [r for r in recs if r.get("kind") == "step"]
+    if steps:
+        out += ["", "## Script steps", "", "| step | exit status | seconds |", "|---|---:|---:|"]
+        for r in steps:
+            out.append(f"| {r['name']} | {r['rc']} | {r['seconds']} |")
+    print("\n".join(out))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("torch")
+    t.add_argument("--device", default="cuda")
+    t.add_argument("--size", type=int, default=299)
+    t.add_argument("--batch", type=int, default=32)
+    t.add_argument("--eval-batch", type=int, default=128)
+    t.add_argument("--steps", type=int, default=10)
+    t.add_argument("--warmup", type=int, default=3)
+    t.add_argument("--precisions", default="f32,tf32,bf16")
+    t.add_argument("--kinds", default="train,eval")
+    t.add_argument("--models", default=",".join(TIMM_MODELS))
+    s = sub.add_parser("summarize")
+    s.add_argument("files", nargs="+")
+    args = ap.parse_args()
+    if args.cmd == "torch":
+        torch_bench(args)
+    else:
+        summarize(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
