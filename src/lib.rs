@@ -1,12 +1,18 @@
 //! repro: reproduces the experiments of *Inception-v4, Inception-ResNet and the Impact of
 //! Residual Connections on Learning* (Szegedy, Ioffe, Vanhoucke, Alemi, 2016; arXiv 1602.07261).
 //!
-//! Modules, each with one job (see DESIGN.md):
+//! Modules, each with one job (see the README's layout):
 //! - [`models`]: the four networks, their building blocks, parameter/MAC counting, timm import.
 //! - [`data`]: image sources, the paper's preprocessing, crop geometry and the parallel loader.
 //! - [`train`]: optimizers (RMSProp with TF semantics, SGD-momentum), schedules, EMA, the loop.
-//! - [`store`]: results layout, Parquet, provenance, atomic writes, locks.
+//! - [`eval`]: 1/10/12/144-crop and ensemble evaluation.
+//! - [`store`]: results layout, Parquet, provenance, checkpoints, atomic writes, locks.
+//! - [`spec`]: experiment files: schema, includes, profiles, overrides, run hashing.
+//! - [`runner`]: plans, datasets of a run, training what is missing, table evaluations, reports.
+//! - [`report`]: figures, tables and the HTML report.
+//! - [`device`], [`bench`]: `--device`/precision, and the `repro bench` measurements.
 
+pub mod bench;
 pub mod data;
 pub mod device;
 pub mod eval;

@@ -11,6 +11,7 @@ use candle_core::{bail, Result, Tensor};
 use candle_nn::{BatchNorm, BatchNormConfig, Init, ModuleT, VarBuilder};
 use serde::Serialize;
 
+use super::fastops;
 use super::pool::{Pool2d, PoolKind};
 
 /// Channels × height × width of one feature map (the batch dimension left out).
@@ -103,6 +104,8 @@ pub struct ConvBnAct {
     pad: (usize, usize),
     cin: usize,
     cout: usize,
+    /// The BatchNorm is one the fused fast op reproduces (affine, mean removed).
+    fast_bn: bool,
 }
 
 impl ConvBnAct {
@@ -119,7 +122,8 @@ impl ConvBnAct {
         };
         let weight = ctx.vb.pp("conv").get_with_hints((cout, cin, kernel.0, kernel.1), "weight", init)?;
         let bn = candle_nn::batch_norm(cout, ctx.bn, ctx.vb.pp("bn"))?;
-        Ok(Self { weight, bn, kernel, stride, pad, cin, cout })
+        let fast_bn = ctx.bn.affine && ctx.bn.remove_mean;
+        Ok(Self { weight, bn, kernel, stride, pad, cin, cout, fast_bn })
     }
 }
 
@@ -143,14 +147,14 @@ impl ConvBnAct {
 
 impl Block for ConvBnAct {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if fastops::usable(x) {
+            // Fused fast path (CPU): the conv pads each axis itself and needs no cropping.
+            let y = fastops::conv2d(x, &self.weight, self.pad, self.stride)?;
+            return if self.fast_bn { fastops::bn_relu(&y, &self.bn, train) } else { self.bn.forward_t(&y, train)?.relu() };
+        }
         let x = &self.crop_unused_border(x)?;
-        let (ph, pw) = self.pad;
-        // candle pads both axes by one amount: asymmetric kernels are padded here instead.
-        let y = if ph == pw {
-            x.conv2d(&self.weight, ph, self.stride, 1, 1)?
-        } else {
-            x.pad_with_zeros(2, ph, ph)?.pad_with_zeros(3, pw, pw)?.conv2d(&self.weight, 0, self.stride, 1, 1)?
-        };
+        // candle pads both axes by one amount: asymmetric kernels are padded per axis instead.
+        let y = fastops::conv::stock_conv2d(x, &self.weight, self.pad, self.stride)?;
         self.bn.forward_t(&y, train)?.relu()
     }
 
@@ -191,7 +195,7 @@ impl Projection {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.conv2d(&self.weight, 0, 1, 1, 1)?.broadcast_add(&self.bias.reshape((1, self.cout, 1, 1))?)
+        fastops::conv2d(x, &self.weight, (0, 0), 1)?.broadcast_add(&self.bias.reshape((1, self.cout, 1, 1))?)
     }
 
     fn trace(&self, s: FeatureShape, cost: &mut Cost) -> FeatureShape {
@@ -475,7 +479,7 @@ mod tests {
                 let base = var.as_tensor().copy().unwrap();
                 let flat = base.flatten_all().unwrap().to_vec1::<f64>().unwrap();
                 for j in (0..flat.len()).step_by(5) {
-                    let mut at = |delta: f64| {
+                    let at = |delta: f64| {
                         let mut v = flat.clone();
                         v[j] += delta;
                         var.set(&Tensor::from_vec(v, base.shape(), &Device::Cpu).unwrap()).unwrap();

@@ -12,7 +12,9 @@
 
 mod blocks;
 mod config;
+pub mod cuda_conv;
 mod dropout;
+pub mod fastops;
 pub mod import;
 pub mod init;
 mod inception_resnet_v1;

@@ -3,7 +3,8 @@
 //! candle 0.11 has a backward pass for pooling only when kernel == stride, and Inception uses
 //! 3x3/stride-2 max pools and 3x3/stride-1 average pools. Here a pool is built from the k×k
 //! shifted views of the (padded) input, each subsampled on the stride grid and combined with
-//! `maximum` or `+`: every op involved has a gradient in candle, on every device.
+//! `maximum` or `+`: every op involved has a gradient in candle, on every device. On the CPU the
+//! fast ops of [`super::fastops`] (direct loops with their own backward) replace them.
 
 use candle_core::{bail, Device, Result, Tensor};
 
@@ -50,6 +51,24 @@ impl Pool2d {
         if self.kind == PoolKind::Max && self.padding > 0 {
             bail!("padded max pooling is not supported (zero padding would change the maximum)")
         }
+        let (_, _, h, w) = x.dims4()?;
+        if self.output_len(h).is_none() || self.output_len(w).is_none() {
+            bail!("pooling window {}x{} does not fit a {h}x{w} input", self.kernel, self.kernel)
+        }
+        if super::fastops::usable(x) && x.rank() == 4 {
+            match self.kind {
+                PoolKind::Max => return super::fastops::max_pool(x, self.kernel, self.stride),
+                kind if self.stride == 1 && self.kernel == 2 * self.padding + 1 => {
+                    return super::fastops::avg_pool_same(x, self.padding, kind == PoolKind::AvgIncludePad)
+                }
+                _ => {}
+            }
+        }
+        self.stock_forward(x)
+    }
+
+    /// The pooling built from stock candle ops (every device).
+    pub fn stock_forward(&self, x: &Tensor) -> Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
         let (Some(oh), Some(ow)) = (self.output_len(h), self.output_len(w)) else {
             bail!("pooling window {}x{} does not fit a {h}x{w} input", self.kernel, self.kernel)

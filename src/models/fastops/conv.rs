@@ -1,11 +1,9 @@
 //! Convolution through per-band im2col + GEMM (1×1 convolutions as plain matrix products), with
 //! its own backward pass.
 
+use super::{blocked, image_blocks, par_chunks, par_map, threads, with_slice, zero, Elem};
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use gemm::Parallelism;
-use rayon::prelude::*;
-
-use super::{blocked, image_blocks, threads, with_slice, zero, Elem};
 
 /// Entries of one im2col band (K × band columns): about 1 MiB of f32, so the band stays in L2.
 const BAND_ELEMS: usize = 1 << 18;
@@ -29,7 +27,9 @@ struct Geom {
 
 impl Geom {
     fn new(x: &[usize], wt: &[usize], pad: (usize, usize), s: usize) -> Result<Self> {
-        let (&[n, c, h, w], &[o, ci, kh, kw]) = (x, wt) else { bail!("conv2d expects rank-4 input and weight, got {x:?} and {wt:?}") };
+        let (&[n, c, h, w], &[o, ci, kh, kw]) = (x, wt) else {
+            bail!("conv2d expects rank-4 input and weight, got {x:?} and {wt:?}")
+        };
         if c != ci {
             bail!("conv2d: input has {c} channels, weight expects {ci}")
         }
@@ -38,7 +38,20 @@ impl Geom {
         }
         let oh = (h + 2 * pad.0 - kh) / s + 1;
         let ow = (w + 2 * pad.1 - kw) / s + 1;
-        Ok(Self { n, c, h, w, o, kh, kw, s, ph: pad.0, pw: pad.1, oh, ow })
+        Ok(Self {
+            n,
+            c,
+            h,
+            w,
+            o,
+            kh,
+            kw,
+            s,
+            ph: pad.0,
+            pw: pad.1,
+            oh,
+            ow,
+        })
     }
     /// Rows of the im2col matrix (= columns of the flattened weight).
     fn k(&self) -> usize {
@@ -68,40 +81,108 @@ impl Geom {
 fn valid_range(out: usize, s: usize, k: usize, pad: usize, len: usize) -> (usize, usize) {
     // input index = o*s + k - pad must lie in [0, len)
     let lo = if pad > k { (pad - k).div_ceil(s) } else { 0 };
-    let hi = if len + pad > k { (len + pad - k).div_ceil(s) } else { 0 };
+    let hi = if len + pad > k {
+        (len + pad - k).div_ceil(s)
+    } else {
+        0
+    };
     let hi = hi.min(out);
     (lo.min(hi), hi)
 }
 
-/// im2col of output rows `oh0..oh0+rows` of one image: `col[(c·KH+i)·KW+j][t]` for the band's
-/// output positions `t`, zeros where the tap falls in the padding.
+/// im2col of output rows `oh0..oh0+rows` of one input channel plane `xc`: the `KH·KW` rows of
+/// that channel, row `i·KW+j` at `dst[(i·KW+j)·ld + off..][..rows·OW]`, zeros where the tap
+/// falls in the padding (no padded copy of the input).
+fn im2col_channel<T: Elem>(
+    xc: &[T],
+    g: &Geom,
+    oh0: usize,
+    rows: usize,
+    dst: &mut [T],
+    ld: usize,
+    off: usize,
+) {
+    let cols = rows * g.ow;
+    for ki in 0..g.kh {
+        for kj in 0..g.kw {
+            let r = ki * g.kw + kj;
+            let dst = &mut dst[r * ld + off..r * ld + off + cols];
+            let (lo, hi) = valid_range(g.ow, g.s, kj, g.pw, g.w);
+            for t in 0..rows {
+                let d = &mut dst[t * g.ow..(t + 1) * g.ow];
+                let ih = ((oh0 + t) * g.s + ki) as isize - g.ph as isize;
+                if ih < 0 || ih >= g.h as isize || lo == hi {
+                    d.fill(zero());
+                    continue;
+                }
+                let xrow = &xc[ih as usize * g.w..(ih as usize + 1) * g.w];
+                d[..lo].fill(zero());
+                d[hi..].fill(zero());
+                let start = lo * g.s + kj - g.pw;
+                if g.s == 1 {
+                    d[lo..hi].copy_from_slice(&xrow[start..start + hi - lo]);
+                } else {
+                    for (o, v) in d[lo..hi].iter_mut().enumerate() {
+                        *v = xrow[start + o * g.s];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// im2col of output rows `oh0..oh0+rows` of one image: `col[(c·KH+i)·KW+j][t]`.
 fn im2col<T: Elem>(x: &[T], g: &Geom, oh0: usize, rows: usize, col: &mut [T]) {
     let cols = rows * g.ow;
     let plane = g.h * g.w;
+    let taps = g.kh * g.kw;
     for c in 0..g.c {
-        let xc = &x[c * plane..(c + 1) * plane];
-        for ki in 0..g.kh {
-            for kj in 0..g.kw {
-                let r = (c * g.kh + ki) * g.kw + kj;
-                let dst = &mut col[r * cols..(r + 1) * cols];
-                let (lo, hi) = valid_range(g.ow, g.s, kj, g.pw, g.w);
-                for t in 0..rows {
-                    let d = &mut dst[t * g.ow..(t + 1) * g.ow];
-                    let ih = ((oh0 + t) * g.s + ki) as isize - g.ph as isize;
-                    if ih < 0 || ih >= g.h as isize || lo == hi {
-                        d.fill(zero());
-                        continue;
+        im2col_channel(
+            &x[c * plane..(c + 1) * plane],
+            g,
+            oh0,
+            rows,
+            &mut col[c * taps * cols..(c + 1) * taps * cols],
+            cols,
+            0,
+        );
+    }
+}
+
+/// Adds the column gradients of one channel (its `KH·KW` rows, laid out as in
+/// [`im2col_channel`]) back onto that channel's input-gradient plane (col2im).
+fn col2im_channel<T: Elem>(
+    src: &[T],
+    g: &Geom,
+    oh0: usize,
+    rows: usize,
+    ld: usize,
+    off: usize,
+    dxc: &mut [T],
+) {
+    for ki in 0..g.kh {
+        for kj in 0..g.kw {
+            let r = ki * g.kw + kj;
+            let src = &src[r * ld + off..];
+            let (lo, hi) = valid_range(g.ow, g.s, kj, g.pw, g.w);
+            if lo == hi {
+                continue;
+            }
+            let start = lo * g.s + kj - g.pw;
+            for t in 0..rows {
+                let ih = ((oh0 + t) * g.s + ki) as isize - g.ph as isize;
+                if ih < 0 || ih >= g.h as isize {
+                    continue;
+                }
+                let row = &mut dxc[ih as usize * g.w..(ih as usize + 1) * g.w];
+                let s = &src[t * g.ow + lo..t * g.ow + hi];
+                if g.s == 1 {
+                    for (d, &v) in row[start..start + hi - lo].iter_mut().zip(s) {
+                        *d += v;
                     }
-                    let xrow = &xc[ih as usize * g.w..(ih as usize + 1) * g.w];
-                    d[..lo].fill(zero());
-                    d[hi..].fill(zero());
-                    let start = lo * g.s + kj - g.pw;
-                    if g.s == 1 {
-                        d[lo..hi].copy_from_slice(&xrow[start..start + hi - lo]);
-                    } else {
-                        for (o, v) in d[lo..hi].iter_mut().enumerate() {
-                            *v = xrow[start + o * g.s];
-                        }
+                } else {
+                    for (o, &v) in s.iter().enumerate() {
+                        row[start + o * g.s] += v;
                     }
                 }
             }
@@ -113,36 +194,17 @@ fn im2col<T: Elem>(x: &[T], g: &Geom, oh0: usize, rows: usize, col: &mut [T]) {
 fn col2im_add<T: Elem>(col: &[T], g: &Geom, oh0: usize, rows: usize, dx: &mut [T]) {
     let cols = rows * g.ow;
     let plane = g.h * g.w;
+    let taps = g.kh * g.kw;
     for c in 0..g.c {
-        let dxc = &mut dx[c * plane..(c + 1) * plane];
-        for ki in 0..g.kh {
-            for kj in 0..g.kw {
-                let r = (c * g.kh + ki) * g.kw + kj;
-                let src = &col[r * cols..(r + 1) * cols];
-                let (lo, hi) = valid_range(g.ow, g.s, kj, g.pw, g.w);
-                if lo == hi {
-                    continue;
-                }
-                let start = lo * g.s + kj - g.pw;
-                for t in 0..rows {
-                    let ih = ((oh0 + t) * g.s + ki) as isize - g.ph as isize;
-                    if ih < 0 || ih >= g.h as isize {
-                        continue;
-                    }
-                    let row = &mut dxc[ih as usize * g.w..(ih as usize + 1) * g.w];
-                    let s = &src[t * g.ow + lo..t * g.ow + hi];
-                    if g.s == 1 {
-                        for (d, &v) in row[start..start + hi - lo].iter_mut().zip(s) {
-                            *d += v;
-                        }
-                    } else {
-                        for (o, &v) in s.iter().enumerate() {
-                            row[start + o * g.s] += v;
-                        }
-                    }
-                }
-            }
-        }
+        col2im_channel(
+            &col[c * taps * cols..],
+            g,
+            oh0,
+            rows,
+            cols,
+            0,
+            &mut dx[c * plane..(c + 1) * plane],
+        );
     }
 }
 
@@ -197,24 +259,195 @@ fn inner_par(images: usize) -> Parallelism {
     }
 }
 
+/// Output maps at most this large (OH·OW) are convolved for the whole batch in one GEMM: per
+/// image, the GEMM would be too narrow to pay for packing the weights.
+const BATCHED_MAX_P: usize = 400;
+
+/// Uses the whole-batch GEMM.
+fn batched(g: &Geom) -> bool {
+    g.p() <= BATCHED_MAX_P && g.n > 1
+}
+
+/// im2col of the whole batch: `K × (N·P)`, column `n·P + t`; channel-parallel.
+fn im2col_batch<T: Elem>(x: &[T], xb: (usize, usize), g: &Geom) -> Vec<T> {
+    let (np, taps, plane) = (g.n * g.p(), g.kh * g.kw, g.h * g.w);
+    let mut col = super::uninit::<T>(g.k() * np);
+    par_chunks(&mut col, taps * np, |c, block| {
+        for i in 0..g.n {
+            let xc = &x[xb.0 + i * xb.1 + c * plane..][..plane];
+            im2col_channel(xc, g, 0, g.oh, block, np, i * g.p());
+        }
+    });
+    col
+}
+
+/// `rows × (N·P)` gathered from per-image `rows × P` blocks (offset, image stride).
+fn gather_batch<T: Elem>(src: &[T], sb: (usize, usize), rows: usize, g: &Geom) -> Vec<T> {
+    let (p, np) = (g.p(), g.n * g.p());
+    let mut out = super::uninit::<T>(rows * np);
+    par_chunks(&mut out, np, |r, row| {
+        for i in 0..g.n {
+            row[i * p..(i + 1) * p].copy_from_slice(&src[sb.0 + i * sb.1 + r * p..][..p]);
+        }
+    });
+    out
+}
+
+fn forward_batched<T: Elem>(x: &[T], xb: (usize, usize), wt: &[T], g: &Geom) -> Vec<T> {
+    let (k, p, o, np) = (g.k(), g.p(), g.o, g.n * g.p());
+    let col = if g.pointwise() {
+        gather_batch(x, xb, g.c, g)
+    } else {
+        im2col_batch(x, xb, g)
+    };
+    let mut yt = super::uninit::<T>(o * np);
+    unsafe {
+        mm(
+            o,
+            np,
+            k,
+            yt.as_mut_ptr(),
+            np,
+            false,
+            wt.as_ptr(),
+            k,
+            1,
+            col.as_ptr(),
+            np,
+            1,
+            Parallelism::Rayon(threads()),
+        )
+    };
+    let mut y = super::uninit::<T>(g.n * o * p);
+    par_chunks(&mut y, o * p, |i, yn| {
+        for q in 0..o {
+            yn[q * p..(q + 1) * p].copy_from_slice(&yt[q * np + i * p..][..p]);
+        }
+    });
+    y
+}
+
+fn grad_input_batched<T: Elem>(dy: &[T], db: (usize, usize), wt: &[T], g: &Geom) -> Vec<T> {
+    let (k, p, o, np) = (g.k(), g.p(), g.o, g.n * g.p());
+    let dyt = gather_batch(dy, db, o, g);
+    let mut dcol = super::uninit::<T>(k * np);
+    unsafe {
+        mm(
+            k,
+            np,
+            o,
+            dcol.as_mut_ptr(),
+            np,
+            false,
+            wt.as_ptr(),
+            1,
+            k,
+            dyt.as_ptr(),
+            np,
+            1,
+            Parallelism::Rayon(threads()),
+        )
+    };
+    let (plane, taps, chw) = (g.h * g.w, g.kh * g.kw, g.image_in());
+    let mut dx = vec![zero::<T>(); g.n * chw];
+    let base = super::SyncPtr(dx.as_mut_ptr());
+    super::par_items(g.c, |c| {
+        let b = &base;
+        for i in 0..g.n {
+            // Channel c of image i: planes of different (c, i) never overlap.
+            let dxc =
+                unsafe { std::slice::from_raw_parts_mut(b.0.add(i * chw + c * plane), plane) };
+            col2im_channel(&dcol[c * taps * np..], g, 0, g.oh, np, i * p, dxc);
+        }
+    });
+    dx
+}
+
+fn grad_weight_batched<T: Elem>(
+    x: &[T],
+    xb: (usize, usize),
+    dy: &[T],
+    db: (usize, usize),
+    g: &Geom,
+) -> Vec<T> {
+    let (k, o, np) = (g.k(), g.o, g.n * g.p());
+    let col = if g.pointwise() {
+        gather_batch(x, xb, g.c, g)
+    } else {
+        im2col_batch(x, xb, g)
+    };
+    let dyt = gather_batch(dy, db, o, g);
+    let mut dw = vec![zero::<T>(); o * k];
+    // dY (o × NP) · colᵀ (NP × k), colᵀ element (t, r) at col[r·NP + t].
+    unsafe {
+        mm(
+            o,
+            k,
+            np,
+            dw.as_mut_ptr(),
+            k,
+            false,
+            dyt.as_ptr(),
+            np,
+            1,
+            col.as_ptr(),
+            1,
+            np,
+            Parallelism::Rayon(threads()),
+        )
+    };
+    dw
+}
+
 fn forward<T: Elem>(x: &[T], xb: (usize, usize), wt: &[T], g: &Geom) -> Vec<T> {
+    if batched(g) {
+        return forward_batched(x, xb, wt, g);
+    }
     let (k, p, o) = (g.k(), g.p(), g.o);
-    let mut y = vec![zero::<T>(); g.n * o * p];
+    let mut y = super::uninit::<T>(g.n * o * p);
     let par = inner_par(g.n);
-    y.par_chunks_mut(o * p).enumerate().for_each(|(i, yn)| {
+    par_chunks(&mut y, o * p, |i, yn| {
         let xn = &x[xb.0 + i * xb.1..][..g.image_in()];
         unsafe {
             if g.pointwise() {
-                mm(o, p, k, yn.as_mut_ptr(), p, false, wt.as_ptr(), k, 1, xn.as_ptr(), p, 1, par);
+                mm(
+                    o,
+                    p,
+                    k,
+                    yn.as_mut_ptr(),
+                    p,
+                    false,
+                    wt.as_ptr(),
+                    k,
+                    1,
+                    xn.as_ptr(),
+                    p,
+                    1,
+                    par,
+                );
                 return;
             }
             let band = g.band_rows();
-            let mut col = vec![zero::<T>(); k * band * g.ow];
+            let mut col = super::uninit::<T>(k * band * g.ow);
             for oh0 in (0..g.oh).step_by(band) {
                 let rows = band.min(g.oh - oh0);
                 let cols = rows * g.ow;
                 im2col(xn, g, oh0, rows, &mut col[..k * cols]);
-                mm(o, cols, k, yn[oh0 * g.ow..].as_mut_ptr(), p, false, wt.as_ptr(), k, 1, col.as_ptr(), cols, 1, par);
+                mm(
+                    o,
+                    cols,
+                    k,
+                    yn[oh0 * g.ow..].as_mut_ptr(),
+                    p,
+                    false,
+                    wt.as_ptr(),
+                    k,
+                    1,
+                    col.as_ptr(),
+                    cols,
+                    1,
+                    par,
+                );
             }
         }
     });
@@ -222,23 +455,57 @@ fn forward<T: Elem>(x: &[T], xb: (usize, usize), wt: &[T], g: &Geom) -> Vec<T> {
 }
 
 fn grad_input<T: Elem>(dy: &[T], db: (usize, usize), wt: &[T], g: &Geom) -> Vec<T> {
+    if batched(g) {
+        return grad_input_batched(dy, db, wt, g);
+    }
+    if g.s == 1 && !g.pointwise() && g.kh > g.ph && g.kw > g.pw {
+        return grad_input_as_conv(dy, db, wt, g);
+    }
     let (k, p, o) = (g.k(), g.p(), g.o);
     let mut dx = vec![zero::<T>(); g.n * g.image_in()];
     let par = inner_par(g.n);
-    dx.par_chunks_mut(g.image_in()).enumerate().for_each(|(i, dxn)| {
+    par_chunks(&mut dx, g.image_in(), |i, dxn| {
         let dyn_ = &dy[db.0 + i * db.1..][..o * p];
         unsafe {
             // Wᵀ: (k × o) with element (r, q) at wt[q·k + r].
             if g.pointwise() {
-                mm(k, p, o, dxn.as_mut_ptr(), p, false, wt.as_ptr(), 1, k, dyn_.as_ptr(), p, 1, par);
+                mm(
+                    k,
+                    p,
+                    o,
+                    dxn.as_mut_ptr(),
+                    p,
+                    false,
+                    wt.as_ptr(),
+                    1,
+                    k,
+                    dyn_.as_ptr(),
+                    p,
+                    1,
+                    par,
+                );
                 return;
             }
             let band = g.band_rows();
-            let mut col = vec![zero::<T>(); k * band * g.ow];
+            let mut col = super::uninit::<T>(k * band * g.ow);
             for oh0 in (0..g.oh).step_by(band) {
                 let rows = band.min(g.oh - oh0);
                 let cols = rows * g.ow;
-                mm(k, cols, o, col.as_mut_ptr(), cols, false, wt.as_ptr(), 1, k, dyn_[oh0 * g.ow..].as_ptr(), p, 1, par);
+                mm(
+                    k,
+                    cols,
+                    o,
+                    col.as_mut_ptr(),
+                    cols,
+                    false,
+                    wt.as_ptr(),
+                    1,
+                    k,
+                    dyn_[oh0 * g.ow..].as_ptr(),
+                    p,
+                    1,
+                    par,
+                );
                 col2im_add(&col[..k * cols], g, oh0, rows, dxn);
             }
         }
@@ -246,41 +513,112 @@ fn grad_input<T: Elem>(dy: &[T], db: (usize, usize), wt: &[T], g: &Geom) -> Vec<
     dx
 }
 
-fn grad_weight<T: Elem>(x: &[T], xb: (usize, usize), dy: &[T], db: (usize, usize), g: &Geom) -> Vec<T> {
+/// The input gradient of a stride-1 convolution is itself a stride-1 convolution: of `dY` with
+/// the kernel flipped in space and transposed in channels, padded by `k - 1 - pad`. Run through
+/// the forward path it needs no col2im scatter (large maps, where the scatter dominates).
+fn grad_input_as_conv<T: Elem>(dy: &[T], db: (usize, usize), wt: &[T], g: &Geom) -> Vec<T> {
+    let (kh, kw) = (g.kh, g.kw);
+    let mut flipped = super::uninit::<T>(wt.len());
+    for q in 0..g.o {
+        for c in 0..g.c {
+            for i in 0..kh {
+                for j in 0..kw {
+                    flipped[((c * g.o + q) * kh + kh - 1 - i) * kw + kw - 1 - j] =
+                        wt[((q * g.c + c) * kh + i) * kw + j];
+                }
+            }
+        }
+    }
+    let t = Geom {
+        n: g.n,
+        c: g.o,
+        h: g.oh,
+        w: g.ow,
+        o: g.c,
+        kh,
+        kw,
+        s: 1,
+        ph: kh - 1 - g.ph,
+        pw: kw - 1 - g.pw,
+        oh: g.h,
+        ow: g.w,
+    };
+    forward(dy, db, &flipped, &t)
+}
+
+fn grad_weight<T: Elem>(
+    x: &[T],
+    xb: (usize, usize),
+    dy: &[T],
+    db: (usize, usize),
+    g: &Geom,
+) -> Vec<T> {
+    if batched(g) {
+        return grad_weight_batched(x, xb, dy, db, g);
+    }
     let (k, p, o) = (g.k(), g.p(), g.o);
     // A fixed partition of the images into groups (one per thread), summed in order afterwards:
     // the result depends on the thread count only.
     let groups = threads().min(g.n).max(1);
     let par = inner_par(groups);
-    let partials: Vec<Vec<T>> = (0..groups)
-        .into_par_iter()
-        .map(|gi| {
-            let mut acc = vec![zero::<T>(); o * k];
-            let mut first = true;
-            let band = g.band_rows();
-            let mut col = if g.pointwise() { Vec::new() } else { vec![zero::<T>(); k * band * g.ow] };
-            for i in gi * g.n / groups..(gi + 1) * g.n / groups {
-                let xn = &x[xb.0 + i * xb.1..][..g.image_in()];
-                let dyn_ = &dy[db.0 + i * db.1..][..o * p];
-                unsafe {
-                    if g.pointwise() {
-                        // dY (o × p) · Xᵀ (p × k), Xᵀ element (t, r) at xn[r·p + t].
-                        mm(o, k, p, acc.as_mut_ptr(), k, !first, dyn_.as_ptr(), p, 1, xn.as_ptr(), 1, p, par);
-                    } else {
-                        for oh0 in (0..g.oh).step_by(band) {
-                            let rows = band.min(g.oh - oh0);
-                            let cols = rows * g.ow;
-                            im2col(xn, g, oh0, rows, &mut col[..k * cols]);
-                            mm(o, k, cols, acc.as_mut_ptr(), k, !first, dyn_[oh0 * g.ow..].as_ptr(), p, 1, col.as_ptr(), 1, cols, par);
-                            first = false;
-                        }
+    let partials: Vec<Vec<T>> = par_map(groups, |gi| {
+        let mut acc = vec![zero::<T>(); o * k];
+        let mut first = true;
+        let band = g.band_rows();
+        let mut col = if g.pointwise() {
+            Vec::new()
+        } else {
+            vec![zero::<T>(); k * band * g.ow]
+        };
+        for i in gi * g.n / groups..(gi + 1) * g.n / groups {
+            let xn = &x[xb.0 + i * xb.1..][..g.image_in()];
+            let dyn_ = &dy[db.0 + i * db.1..][..o * p];
+            unsafe {
+                if g.pointwise() {
+                    // dY (o × p) · Xᵀ (p × k), Xᵀ element (t, r) at xn[r·p + t].
+                    mm(
+                        o,
+                        k,
+                        p,
+                        acc.as_mut_ptr(),
+                        k,
+                        !first,
+                        dyn_.as_ptr(),
+                        p,
+                        1,
+                        xn.as_ptr(),
+                        1,
+                        p,
+                        par,
+                    );
+                } else {
+                    for oh0 in (0..g.oh).step_by(band) {
+                        let rows = band.min(g.oh - oh0);
+                        let cols = rows * g.ow;
+                        im2col(xn, g, oh0, rows, &mut col[..k * cols]);
+                        mm(
+                            o,
+                            k,
+                            cols,
+                            acc.as_mut_ptr(),
+                            k,
+                            !first,
+                            dyn_[oh0 * g.ow..].as_ptr(),
+                            p,
+                            1,
+                            col.as_ptr(),
+                            1,
+                            cols,
+                            par,
+                        );
+                        first = false;
                     }
                 }
-                first = false;
             }
-            acc
-        })
-        .collect();
+            first = false;
+        }
+        acc
+    });
     let mut it = partials.into_iter();
     let mut total = it.next().expect("at least one group");
     for part in it {
@@ -309,10 +647,23 @@ struct Conv2dOp {
 }
 
 impl Conv2dOp {
-    fn run<T: Elem>(&self, x: &CpuStorage, lx: &Layout, w: &CpuStorage, lw: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn run<T: Elem>(
+        &self,
+        x: &CpuStorage,
+        lx: &Layout,
+        w: &CpuStorage,
+        lw: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let g = Geom::new(dims_of(lx), dims_of(lw), self.pad, self.stride)?;
-        let Some(xb) = image_blocks(lx) else { bail!("conv2d: input images are not contiguous") };
-        let y = forward::<T>(x.as_slice::<T>()?, xb, weight_slice(w.as_slice::<T>()?, lw)?, &g);
+        let Some(xb) = image_blocks(lx) else {
+            bail!("conv2d: input images are not contiguous")
+        };
+        let y = forward::<T>(
+            x.as_slice::<T>()?,
+            xb,
+            weight_slice(w.as_slice::<T>()?, lw)?,
+            &g,
+        );
         Ok((T::to_cpu_storage_owned(y), Shape::from(g.out_dims())))
     }
 
@@ -325,13 +676,16 @@ impl Conv2dOp {
                     let xb = image_blocks(lx).expect("checked in the forward pass");
                     let db = image_blocks(lg).expect("made blocked above");
                     let ws = weight_slice(ws, lw)?;
-                    let (dx, dw) = rayon::join(|| grad_input(gs, db, ws, &g), || grad_weight(xs, xb, gs, db, &g));
+                    let (dx, dw) = (grad_input(gs, db, ws, &g), grad_weight(xs, xb, gs, db, &g));
                     Ok((dx, dw))
                 })
             })
         })?;
         let dev = x.device();
-        Ok((Tensor::from_vec(dx, x.dims(), dev)?, Tensor::from_vec(dw, w.dims(), dev)?))
+        Ok((
+            Tensor::from_vec(dx, x.dims(), dev)?,
+            Tensor::from_vec(dw, w.dims(), dev)?,
+        ))
     }
 }
 
@@ -340,7 +694,13 @@ impl CustomOp2 for Conv2dOp {
         "fast-conv2d"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         match (s1, s2) {
             (CpuStorage::F32(_), CpuStorage::F32(_)) => self.run::<f32>(s1, l1, s2, l2),
             (CpuStorage::F64(_), CpuStorage::F64(_)) => self.run::<f64>(s1, l1, s2, l2),
@@ -348,7 +708,13 @@ impl CustomOp2 for Conv2dOp {
         }
     }
 
-    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (dx, dw) = match x.dtype() {
             candle_core::DType::F32 => self.backward::<f32>(x, w, grad)?,
             candle_core::DType::F64 => self.backward::<f64>(x, w, grad)?,
@@ -360,23 +726,34 @@ impl CustomOp2 for Conv2dOp {
 
 /// Convolution of `x` (N×C×H×W) with `weight` (O×C×KH×KW), zero padding `pad` = (rows, columns)
 /// on each side, the same stride on both axes, no bias. The fast op on the CPU with f32/f64;
-/// elsewhere (or with the fast ops off) stock candle, padding each axis separately.
+/// on CUDA the custom-gradient convolution whose backward runs on cuBLAS (in the precision
+/// `--precision` set); with the fast ops off, or elsewhere, stock candle.
 pub fn conv2d(x: &Tensor, weight: &Tensor, pad: (usize, usize), stride: usize) -> Result<Tensor> {
     if super::usable(x) && x.dtype() == weight.dtype() {
         let x = blocked(x)?;
         let w = weight.contiguous()?;
         return x.apply_op2(&w, Conv2dOp { pad, stride });
     }
+    if super::enabled() && x.device().is_cuda() {
+        return crate::models::cuda_conv::conv2d(x, weight, stride, pad, crate::device::conv_compute_dtype());
+    }
     stock_conv2d(x, weight, pad, stride)
 }
 
 /// Stock candle's convolution with per-axis padding (candle pads both axes by one amount).
-pub fn stock_conv2d(x: &Tensor, weight: &Tensor, pad: (usize, usize), stride: usize) -> Result<Tensor> {
+pub fn stock_conv2d(
+    x: &Tensor,
+    weight: &Tensor,
+    pad: (usize, usize),
+    stride: usize,
+) -> Result<Tensor> {
     let (ph, pw) = pad;
     if ph == pw {
         x.conv2d(weight, ph, stride, 1, 1)
     } else {
-        x.pad_with_zeros(2, ph, ph)?.pad_with_zeros(3, pw, pw)?.conv2d(weight, 0, stride, 1, 1)
+        x.pad_with_zeros(2, ph, ph)?
+            .pad_with_zeros(3, pw, pw)?
+            .conv2d(weight, 0, stride, 1, 1)
     }
 }
 
@@ -391,9 +768,18 @@ mod unit {
                 for k in 0..4 {
                     for pad in 0..4 {
                         for len in 1..8 {
-                            let ok: Vec<usize> = (0..out).filter(|o| (0..len as isize).contains(&((o * s + k) as isize - pad as isize))).collect();
+                            let ok: Vec<usize> = (0..out)
+                                .filter(|o| {
+                                    (0..len as isize)
+                                        .contains(&((o * s + k) as isize - pad as isize))
+                                })
+                                .collect();
                             let (lo, hi) = valid_range(out, s, k, pad, len);
-                            assert_eq!((lo..hi).collect::<Vec<_>>(), ok, "out {out} s {s} k {k} pad {pad} len {len}");
+                            assert_eq!(
+                                (lo..hi).collect::<Vec<_>>(),
+                                ok,
+                                "out {out} s {s} k {k} pad {pad} len {len}"
+                            );
                         }
                     }
                 }

@@ -24,7 +24,7 @@
 //! the two can be compared; `tests.rs` checks every fast op against the stock one.
 
 mod bn;
-mod conv;
+pub mod conv;
 mod pool;
 #[cfg(test)]
 mod tests;
@@ -47,9 +47,16 @@ pub fn enabled() -> bool {
         1 => true,
         2 => false,
         _ => {
-            let stock = std::env::var("REPRO_STOCK_OPS").map(|v| !v.is_empty() && v != "0").unwrap_or(false);
+            let stock = std::env::var("REPRO_STOCK_OPS")
+                .map(|v| !v.is_empty() && v != "0")
+                .unwrap_or(false);
             // Keep a value another thread may have set meanwhile.
-            let _ = MODE.compare_exchange(0, if stock { 2 } else { 1 }, Ordering::Relaxed, Ordering::Relaxed);
+            let _ = MODE.compare_exchange(
+                0,
+                if stock { 2 } else { 1 },
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
             MODE.load(Ordering::Relaxed) == 1
         }
     }
@@ -69,6 +76,16 @@ pub fn usable(x: &Tensor) -> bool {
 pub(crate) trait Elem: WithDType + Copy + Send + Sync + 'static {}
 impl Elem for f32 {}
 impl Elem for f64 {}
+
+/// A buffer of `n` entries that the caller overwrites entirely before reading any (outputs of
+/// GEMMs with `read_dst = false`, im2col bands, element-wise outputs): no memset pass.
+#[allow(clippy::uninit_vec)]
+pub(crate) fn uninit<T: Elem>(n: usize) -> Vec<T> {
+    let mut v = Vec::with_capacity(n);
+    // SAFETY: f32/f64 have no invalid bit patterns and every entry is written before it is read.
+    unsafe { v.set_len(n) };
+    v
+}
 
 #[inline]
 pub(crate) fn zero<T: Elem>() -> T {
@@ -104,7 +121,10 @@ pub(crate) fn blocked(t: &Tensor) -> Result<Tensor> {
 }
 
 /// Runs `f` on the CPU slice of `t` and its layout.
-pub(crate) fn with_slice<T: Elem, R>(t: &Tensor, f: impl FnOnce(&[T], &Layout) -> Result<R>) -> Result<R> {
+pub(crate) fn with_slice<T: Elem, R>(
+    t: &Tensor,
+    f: impl FnOnce(&[T], &Layout) -> Result<R>,
+) -> Result<R> {
     let (storage, layout) = t.storage_and_layout();
     match &*storage {
         Storage::Cpu(cpu) => f(cpu.as_slice::<T>()?, layout),
@@ -120,7 +140,70 @@ pub(crate) fn vec_slice<T: Elem>(s: &[T], l: &Layout) -> Result<Vec<T>> {
     }
 }
 
-/// Number of rayon worker threads (the parallelism of every fast op).
-pub(crate) fn threads() -> usize {
-    rayon::current_num_threads().max(1)
+/// Whether the fast ops split their work over candle's own CPU worker pool (the one that runs
+/// candle's element-wise ops, `CANDLE_NUM_THREADS` threads) instead of rayon's global pool
+/// (`RAYON_NUM_THREADS`): `REPRO_FASTOPS_POOL=candle`. Sharing candle's pool keeps a third
+/// spinning thread off a 2-core machine; rayon's pool (the default) sleeps when idle and copes
+/// better when other processes take cores.
+fn candle_pool() -> bool {
+    static POOL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *POOL.get_or_init(|| {
+        std::env::var("REPRO_FASTOPS_POOL")
+            .map(|v| v == "candle")
+            .unwrap_or(false)
+    })
 }
+
+/// Number of threads the fast ops split their work over.
+pub(crate) fn threads() -> usize {
+    if candle_pool() {
+        candle_core::utils::barrier_pool().n_workers() + 1
+    } else {
+        rayon::current_num_threads().max(1)
+    }
+}
+
+/// Calls `f(i)` for every `i < n`, in parallel. The caller makes the items independent
+/// (results must not depend on which thread runs which item).
+pub(crate) fn par_items(n: usize, f: impl Fn(usize) + Sync + Send) {
+    use rayon::prelude::*;
+    if n <= 1 || threads() == 1 {
+        (0..n).for_each(f);
+    } else if candle_pool() {
+        candle_core::utils::barrier_pool().execute_chunked(n, |range| range.for_each(&f));
+    } else {
+        (0..n).into_par_iter().for_each(f);
+    }
+}
+
+/// `f(i, chunk_i)` over consecutive chunks of `len` entries of `out`, in parallel.
+pub(crate) fn par_chunks<T: Send>(
+    out: &mut [T],
+    len: usize,
+    f: impl Fn(usize, &mut [T]) + Sync + Send,
+) {
+    if len == 0 {
+        return;
+    }
+    let n = out.len() / len;
+    let base = SyncPtr(out.as_mut_ptr());
+    par_items(n, |i| {
+        let b = &base;
+        // Chunks are disjoint and each index is visited once.
+        let chunk = unsafe { std::slice::from_raw_parts_mut(b.0.add(i * len), len) };
+        f(i, chunk)
+    });
+}
+
+/// `f(i)` for every `i < n` in parallel, collected in index order.
+pub(crate) fn par_map<R: Send>(n: usize, f: impl Fn(usize) -> R + Sync + Send) -> Vec<R> {
+    let mut out: Vec<Option<R>> = (0..n).map(|_| None).collect();
+    par_chunks(&mut out, 1, |i, slot| slot[0] = Some(f(i)));
+    out.into_iter()
+        .map(|r| r.expect("every item ran"))
+        .collect()
+}
+
+pub(crate) struct SyncPtr<T>(pub(crate) *mut T);
+unsafe impl<T: Send> Sync for SyncPtr<T> {}
+unsafe impl<T: Send> Send for SyncPtr<T> {}

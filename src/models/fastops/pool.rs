@@ -1,0 +1,261 @@
+//! Pooling by direct loops over each plane, with backward passes.
+
+use super::{par_chunks, with_slice, zero, Elem};
+use candle_core::{bail, CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
+
+fn plane_slice<'a, T: Elem>(s: &'a [T], l: &Layout) -> Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&s[a..b]),
+        None => bail!("pooling input is not contiguous"),
+    }
+}
+
+/// k×k max pooling with stride s, no padding.
+struct MaxPoolOp {
+    k: usize,
+    s: usize,
+}
+
+impl MaxPoolOp {
+    fn out(&self, len: usize) -> usize {
+        (len - self.k) / self.s + 1
+    }
+
+    /// Index in the plane of the first maximum of the window at (oy, ox).
+    #[inline]
+    fn argmax<T: Elem>(&self, xp: &[T], w: usize, oy: usize, ox: usize) -> usize {
+        let (y0, x0) = (oy * self.s, ox * self.s);
+        let mut best = y0 * w + x0;
+        let mut bv = xp[best];
+        for dy in 0..self.k {
+            let row = (y0 + dy) * w;
+            for dx in 0..self.k {
+                let v = xp[row + x0 + dx];
+                if v > bv {
+                    bv = v;
+                    best = row + x0 + dx;
+                }
+            }
+        }
+        best
+    }
+
+    fn run<T: Elem>(&self, x: &[T], l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = l.shape().dims4()?;
+        if h < self.k || w < self.k {
+            bail!(
+                "pooling window {0}x{0} does not fit a {h}x{w} input",
+                self.k
+            )
+        }
+        let x = plane_slice(x, l)?;
+        let (oh, ow) = (self.out(h), self.out(w));
+        let mut y = super::uninit::<T>(n * c * oh * ow);
+        par_chunks(&mut y, oh * ow, |p, yp| {
+            let xp = &x[p * h * w..(p + 1) * h * w];
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let (y0, x0) = (oy * self.s, ox * self.s);
+                    let mut bv = xp[y0 * w + x0];
+                    for dy in 0..self.k {
+                        for &v in &xp[(y0 + dy) * w + x0..(y0 + dy) * w + x0 + self.k] {
+                            if v > bv {
+                                bv = v;
+                            }
+                        }
+                    }
+                    yp[oy * ow + ox] = bv;
+                }
+            }
+        });
+        Ok((T::to_cpu_storage_owned(y), Shape::from((n, c, oh, ow))))
+    }
+
+    fn backward<T: Elem>(&self, x: &Tensor, grad: &Tensor) -> Result<Tensor> {
+        let (n, c, h, w) = x.dims4()?;
+        let (oh, ow) = (self.out(h), self.out(w));
+        let grad = grad.contiguous()?;
+        let dx = with_slice::<T, _>(x, |xs, lx| {
+            with_slice::<T, _>(&grad, |gs, lg| {
+                let xs = plane_slice(xs, lx)?;
+                let gs = plane_slice(gs, lg)?;
+                let mut dx = vec![zero::<T>(); n * c * h * w];
+                par_chunks(&mut dx, h * w, |p, dp| {
+                    let xp = &xs[p * h * w..(p + 1) * h * w];
+                    let gp = &gs[p * oh * ow..(p + 1) * oh * ow];
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            dp[self.argmax(xp, w, oy, ox)] += gp[oy * ow + ox];
+                        }
+                    }
+                });
+                Ok(dx)
+            })
+        })?;
+        Tensor::from_vec(dx, (n, c, h, w), x.device())
+    }
+}
+
+impl CustomOp1 for MaxPoolOp {
+    fn name(&self) -> &'static str {
+        "fast-max-pool"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        match s {
+            CpuStorage::F32(x) => self.run(x, l),
+            CpuStorage::F64(x) => self.run(x, l),
+            _ => bail!("fast max pool: f32 or f64 only"),
+        }
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(match x.dtype() {
+            DType::F32 => self.backward::<f32>(x, grad)?,
+            DType::F64 => self.backward::<f64>(x, grad)?,
+            d => bail!("fast max pool backward: unsupported dtype {d:?}"),
+        }))
+    }
+}
+
+/// Stride-1 average pooling over a (2p+1)² window with p zeros of padding on each side.
+struct AvgPoolOp {
+    p: usize,
+    include_pad: bool,
+}
+
+/// Number of in-bounds cells of a window centred at `i` (±p) along an axis of length `len`.
+#[inline]
+fn valid(i: usize, p: usize, len: usize) -> usize {
+    (i + p).min(len - 1) + 1 - i.saturating_sub(p)
+}
+
+/// out[i][j] = Σ of `src` over the in-bounds cells of the (2p+1)² window at (i, j), each output
+/// then multiplied by `weight(i, j)`.
+fn box_sum<T: Elem>(
+    src: &[T],
+    h: usize,
+    w: usize,
+    p: usize,
+    rowbuf: &mut [T],
+    out: &mut [T],
+    weight: impl Fn(usize, usize) -> T,
+) {
+    for i in 0..h {
+        let (r0, r1) = (i.saturating_sub(p), (i + p).min(h - 1));
+        rowbuf.fill(zero());
+        for r in r0..=r1 {
+            for (a, &v) in rowbuf.iter_mut().zip(&src[r * w..(r + 1) * w]) {
+                *a += v;
+            }
+        }
+        for j in 0..w {
+            let (c0, c1) = (j.saturating_sub(p), (j + p).min(w - 1));
+            let mut s = zero::<T>();
+            for &v in &rowbuf[c0..=c1] {
+                s += v;
+            }
+            out[i * w + j] = s * weight(i, j);
+        }
+    }
+}
+
+impl AvgPoolOp {
+    fn weight<T: Elem>(&self, h: usize, w: usize) -> impl Fn(usize, usize) -> T + '_ {
+        let k = (2 * self.p + 1) as f64;
+        let p = self.p;
+        let include = self.include_pad;
+        move |i, j| {
+            if include {
+                T::from_f64(1.0 / (k * k))
+            } else {
+                T::from_f64(1.0 / (valid(i, p, h) * valid(j, p, w)) as f64)
+            }
+        }
+    }
+
+    fn run<T: Elem>(&self, x: &[T], l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = l.shape().dims4()?;
+        let x = plane_slice(x, l)?;
+        let mut y = super::uninit::<T>(n * c * h * w);
+        let wf = self.weight::<T>(h, w);
+        par_chunks(&mut y, h * w, |pl, yp| {
+            let mut row = vec![zero::<T>(); w];
+            box_sum(
+                &x[pl * h * w..(pl + 1) * h * w],
+                h,
+                w,
+                self.p,
+                &mut row,
+                yp,
+                &wf,
+            )
+        });
+        Ok((T::to_cpu_storage_owned(y), Shape::from((n, c, h, w))))
+    }
+
+    fn backward<T: Elem>(&self, x: &Tensor, grad: &Tensor) -> Result<Tensor> {
+        let (n, c, h, w) = x.dims4()?;
+        let grad = grad.contiguous()?;
+        let wf = self.weight::<T>(h, w);
+        let dx = with_slice::<T, _>(&grad, |gs, lg| {
+            let gs = plane_slice(gs, lg)?;
+            let mut dx = vec![zero::<T>(); n * c * h * w];
+            // The window is symmetric: dx = box_sum(dy / count).
+            par_chunks(&mut dx, h * w, |pl, dp| {
+                let (mut row, mut scaled) = (vec![zero::<T>(); w], vec![zero::<T>(); h * w]);
+                {
+                    let gp = &gs[pl * h * w..(pl + 1) * h * w];
+                    for i in 0..h {
+                        for j in 0..w {
+                            scaled[i * w + j] = gp[i * w + j] * wf(i, j);
+                        }
+                    }
+                    box_sum(&scaled, h, w, self.p, &mut row, dp, |_, _| T::from_f64(1.0));
+                }
+            });
+            Ok(dx)
+        })?;
+        Tensor::from_vec(dx, (n, c, h, w), x.device())
+    }
+}
+
+impl CustomOp1 for AvgPoolOp {
+    fn name(&self) -> &'static str {
+        "fast-avg-pool"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        match s {
+            CpuStorage::F32(x) => self.run(x, l),
+            CpuStorage::F64(x) => self.run(x, l),
+            _ => bail!("fast avg pool: f32 or f64 only"),
+        }
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(match x.dtype() {
+            DType::F32 => self.backward::<f32>(x, grad)?,
+            DType::F64 => self.backward::<f64>(x, grad)?,
+            d => bail!("fast avg pool backward: unsupported dtype {d:?}"),
+        }))
+    }
+}
+
+/// k×k max pooling with stride `stride` and no padding, on a CPU f32/f64 N×C×H×W tensor.
+/// Callers check [`super::usable`] first.
+pub fn max_pool(x: &Tensor, kernel: usize, stride: usize) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(MaxPoolOp {
+        k: kernel,
+        s: stride,
+    })
+}
+
+/// Stride-1 (2·pad+1)² average pooling with `pad` zeros on each side (SAME size), dividing by the
+/// whole window (`include_pad`) or by its in-bounds cells, on a CPU f32/f64 N×C×H×W tensor.
+pub fn avg_pool_same(x: &Tensor, pad: usize, include_pad: bool) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(AvgPoolOp {
+        p: pad,
+        include_pad,
+    })
+}

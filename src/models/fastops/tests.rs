@@ -1,0 +1,424 @@
+//! Every fast op against stock candle: forward values and gradients on random shapes (odd
+//! sizes, stride 2, batch 1, asymmetric kernels), f32 and f64.
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{BatchNormConfig, VarBuilder, VarMap};
+
+use super::bn::{bn_relu, stock_bn_relu};
+use super::conv::conv2d;
+use super::pool::{avg_pool_same, max_pool};
+use crate::models::pool::{Pool2d, PoolKind};
+
+/// A small deterministic generator for the shapes.
+struct Lcg(u64);
+impl Lcg {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 33) as usize) % n
+    }
+    fn pick<T: Copy>(&mut self, v: &[T]) -> T {
+        v[self.below(v.len())]
+    }
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    assert_eq!(a.dims(), b.dims());
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+}
+
+fn scale(t: &Tensor) -> f64 {
+    1.0 + t
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+}
+
+fn close(what: &str, a: &Tensor, b: &Tensor, tol: f64) {
+    let d = max_abs_diff(a, b);
+    assert!(
+        d <= tol * scale(b),
+        "{what}: max diff {d} (scale {})",
+        scale(b)
+    );
+}
+
+fn tol(dtype: DType) -> f64 {
+    if dtype == DType::F32 {
+        1e-4
+    } else {
+        1e-10
+    }
+}
+
+/// Stock candle's convolution, made to work where its backward cannot: padded per axis
+/// explicitly, and cropped to the rows/columns the strided window reads (candle's conv backward
+/// derives the output padding of both axes from the height).
+fn stock_conv2d(
+    x: &Tensor,
+    w: &Tensor,
+    pad: (usize, usize),
+    stride: usize,
+) -> candle_core::Result<Tensor> {
+    let (_, _, kh, kw) = w.dims4()?;
+    let x = x
+        .pad_with_zeros(2, pad.0, pad.0)?
+        .pad_with_zeros(3, pad.1, pad.1)?;
+    let (_, _, h, wd) = x.dims4()?;
+    let used = |len: usize, k: usize| (len - k) / stride * stride + k;
+    x.narrow(2, 0, used(h, kh))?
+        .narrow(3, 0, used(wd, kw))?
+        .conv2d(w, 0, stride, 1, 1)
+}
+
+#[test]
+fn conv_matches_stock_forward_and_gradients() {
+    let dev = Device::Cpu;
+    let mut rng = Lcg(7);
+    let kernels = [
+        (1, 1),
+        (3, 3),
+        (1, 7),
+        (7, 1),
+        (1, 3),
+        (3, 1),
+        (5, 5),
+        (2, 3),
+    ];
+    for case in 0..40 {
+        let dtype = if case % 3 == 0 {
+            DType::F64
+        } else {
+            DType::F32
+        };
+        let (kh, kw) = rng.pick(&kernels);
+        let stride = rng.pick(&[1, 1, 2]);
+        let pad = if stride == 1 && rng.below(3) > 0 {
+            (kh / 2, kw / 2)
+        } else {
+            (rng.below(2), rng.below(2))
+        };
+        let n = rng.pick(&[1, 2, 3]);
+        let (c, o) = (1 + rng.below(9), 1 + rng.below(9));
+        let h = kh + rng.below(9);
+        let w = kw + rng.below(10);
+        let x = Var::from_tensor(
+            &Tensor::randn(0f32, 1., (n, c, h, w), &dev)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap(),
+        )
+        .unwrap();
+        let wt = Var::from_tensor(
+            &Tensor::randn(0f32, 1., (o, c, kh, kw), &dev)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap(),
+        )
+        .unwrap();
+        let what = format!(
+            "case {case}: x {:?} w {:?} stride {stride} pad {pad:?} {dtype:?}",
+            x.dims(),
+            wt.dims()
+        );
+        let fast = conv2d(x.as_tensor(), wt.as_tensor(), pad, stride).unwrap();
+        let stock = stock_conv2d(x.as_tensor(), wt.as_tensor(), pad, stride).unwrap();
+        close(&format!("{what} forward"), &fast, &stock, tol(dtype));
+        let r = Tensor::randn(0f32, 1., stock.shape(), &dev)
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap();
+        let gf = (&fast * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let gs = (&stock * &r)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for (name, v) in [("dx", &x), ("dw", &wt)] {
+            close(
+                &format!("{what} {name}"),
+                gf.get(v.as_tensor()).unwrap(),
+                gs.get(v.as_tensor()).unwrap(),
+                tol(dtype),
+            );
+        }
+    }
+}
+
+/// Large maps take the per-image banded path (small ones one GEMM for the whole batch); bands
+/// smaller than the map are exercised by many channels.
+#[test]
+fn conv_large_maps_match_stock() {
+    let dev = Device::Cpu;
+    for (n, c, h, w, o, k, stride, pad) in [
+        (2, 3, 23, 27, 4, (3, 3), 1, (1, 1)),
+        (3, 5, 24, 21, 6, (1, 1), 1, (0, 0)),
+        (2, 4, 45, 41, 3, (3, 3), 2, (0, 0)),
+        (1, 4, 30, 30, 5, (1, 7), 1, (0, 3)),
+        (2, 300, 33, 31, 2, (3, 3), 1, (1, 1)),
+        (2, 64, 29, 29, 3, (7, 1), 1, (3, 0)),
+    ] {
+        let x = Var::from_tensor(&Tensor::randn(0f64, 1., (n, c, h, w), &dev).unwrap()).unwrap();
+        let wt =
+            Var::from_tensor(&Tensor::randn(0f64, 1., (o, c, k.0, k.1), &dev).unwrap()).unwrap();
+        let what = format!("x {:?} w {:?} stride {stride}", x.dims(), wt.dims());
+        let fast = conv2d(x.as_tensor(), wt.as_tensor(), pad, stride).unwrap();
+        let stock = stock_conv2d(x.as_tensor(), wt.as_tensor(), pad, stride).unwrap();
+        close(&format!("{what} forward"), &fast, &stock, 1e-10);
+        let r = Tensor::randn(0f64, 1., stock.shape(), &dev).unwrap();
+        let gf = (&fast * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let gs = (&stock * &r)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for (name, v) in [("dx", &x), ("dw", &wt)] {
+            close(
+                &format!("{what} {name}"),
+                gf.get(v.as_tensor()).unwrap(),
+                gs.get(v.as_tensor()).unwrap(),
+                1e-10,
+            );
+        }
+    }
+}
+
+/// The input may be a channel slice of a larger tensor (as a branch of a concatenation is), and
+/// the gradient arriving may be one too.
+#[test]
+fn conv_takes_channel_slices() {
+    let dev = Device::Cpu;
+    let big = Var::from_tensor(&Tensor::randn(0f64, 1., (3, 7, 6, 5), &dev).unwrap()).unwrap();
+    let x = big.as_tensor().narrow(1, 2, 4).unwrap();
+    let wt = Tensor::randn(0f64, 1., (6, 4, 3, 3), &dev).unwrap();
+    let fast = conv2d(&x, &wt, (1, 1), 1).unwrap();
+    let stock = stock_conv2d(&x, &wt, (1, 1), 1).unwrap();
+    close("slice forward", &fast, &stock, 1e-12);
+    let other = Tensor::randn(0f64, 1., (3, 2, 6, 5), &dev).unwrap();
+    let loss = |y: &Tensor| {
+        Tensor::cat(&[y, &other], 1)
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+    };
+    let gf = loss(&fast).backward().unwrap();
+    let gs = loss(&stock).backward().unwrap();
+    close(
+        "slice dx",
+        gf.get(big.as_tensor()).unwrap(),
+        gs.get(big.as_tensor()).unwrap(),
+        1e-12,
+    );
+}
+
+#[test]
+fn bn_relu_matches_stock_in_training_and_evaluation() {
+    let dev = Device::Cpu;
+    let mut rng = Lcg(11);
+    for case in 0..16 {
+        let dtype = if case % 2 == 0 {
+            DType::F64
+        } else {
+            DType::F32
+        };
+        let (n, c, h, w) = (
+            1 + rng.below(3),
+            1 + rng.below(7),
+            1 + rng.below(6),
+            2 + rng.below(6),
+        );
+        let cfg = BatchNormConfig {
+            eps: 1e-3,
+            momentum: 0.1 + 0.1 * rng.below(5) as f64,
+            ..Default::default()
+        };
+        let maps = [VarMap::new(), VarMap::new()];
+        let bns: Vec<_> = maps
+            .iter()
+            .map(|m| {
+                candle_nn::batch_norm(c, cfg, VarBuilder::from_varmap(m, dtype, &dev).pp("bn"))
+                    .unwrap()
+            })
+            .collect();
+        // Same non-trivial parameters and running statistics in both.
+        for name in ["weight", "bias", "running_mean", "running_var"] {
+            let v = (Tensor::rand(0.5f32, 1.5, c, &dev)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap()
+                - if name == "bias" { 1.0 } else { 0.0 })
+            .unwrap();
+            for m in &maps {
+                m.data().lock().unwrap()[&format!("bn.{name}")]
+                    .set(&v)
+                    .unwrap();
+            }
+        }
+        for train in [true, false] {
+            let x = Var::from_tensor(
+                &(Tensor::randn(0.3f32, 2., (n, c, h, w), &dev)
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap()),
+            )
+            .unwrap();
+            let what = format!("case {case} {:?} {dtype:?} train {train}", x.dims());
+            let fast = bn_relu(x.as_tensor(), &bns[0], train).unwrap();
+            let stock = stock_bn_relu(x.as_tensor(), &bns[1], train).unwrap();
+            close(&format!("{what} forward"), &fast, &stock, tol(dtype));
+            for name in ["running_mean", "running_var"] {
+                let get = |m: &VarMap| {
+                    m.data().lock().unwrap()[&format!("bn.{name}")]
+                        .as_tensor()
+                        .copy()
+                        .unwrap()
+                };
+                close(
+                    &format!("{what} {name}"),
+                    &get(&maps[0]),
+                    &get(&maps[1]),
+                    tol(dtype),
+                );
+            }
+            let r = Tensor::randn(0f32, 1., stock.shape(), &dev)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let gf = (&fast * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let gs = (&stock * &r)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            close(
+                &format!("{what} dx"),
+                gf.get(x.as_tensor()).unwrap(),
+                gs.get(x.as_tensor()).unwrap(),
+                tol(dtype),
+            );
+            for name in ["weight", "bias"] {
+                let var = |m: &VarMap| {
+                    m.data().lock().unwrap()[&format!("bn.{name}")]
+                        .as_tensor()
+                        .clone()
+                };
+                let (a, b) = (var(&maps[0]), var(&maps[1]));
+                close(
+                    &format!("{what} d{name}"),
+                    gf.get(&a).unwrap(),
+                    gs.get(&b).unwrap(),
+                    tol(dtype),
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn pools_match_stock_forward_and_gradients() {
+    let dev = Device::Cpu;
+    let mut rng = Lcg(5);
+    for case in 0..24 {
+        let dtype = if case % 2 == 0 {
+            DType::F64
+        } else {
+            DType::F32
+        };
+        let (n, c) = (1 + rng.below(3), 1 + rng.below(4));
+        let (h, w) = (3 + rng.below(9), 3 + rng.below(9));
+        let pool = match case % 4 {
+            0 => Pool2d::max_3x3_s2(),
+            1 => Pool2d::avg_3x3_same(PoolKind::AvgExcludePad),
+            2 => Pool2d::avg_3x3_same(PoolKind::AvgIncludePad),
+            _ => Pool2d {
+                kind: PoolKind::Max,
+                kernel: 2,
+                stride: 1,
+                padding: 0,
+            },
+        };
+        let x = Var::from_tensor(
+            &Tensor::randn(0f32, 1., (n, c, h, w), &dev)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap(),
+        )
+        .unwrap();
+        let what = format!("case {case} {pool:?} {:?} {dtype:?}", x.dims());
+        let fast = match pool.kind {
+            PoolKind::Max => max_pool(x.as_tensor(), pool.kernel, pool.stride).unwrap(),
+            k => avg_pool_same(x.as_tensor(), pool.padding, k == PoolKind::AvgIncludePad).unwrap(),
+        };
+        let stock = pool.stock_forward(x.as_tensor()).unwrap();
+        close(&format!("{what} forward"), &fast, &stock, tol(dtype));
+        let r = Tensor::randn(0f32, 1., stock.shape(), &dev)
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap();
+        let gf = (&fast * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let gs = (&stock * &r)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        close(
+            &format!("{what} dx"),
+            gf.get(x.as_tensor()).unwrap(),
+            gs.get(x.as_tensor()).unwrap(),
+            tol(dtype),
+        );
+    }
+}
+
+/// Same inputs, same thread pool: bit-identical results (the exact-resume tests rely on it).
+#[test]
+fn conv_backward_is_deterministic() {
+    let dev = Device::Cpu;
+    let x = Var::from_tensor(&Tensor::randn(0f32, 1., (5, 8, 11, 9), &dev).unwrap()).unwrap();
+    let wt = Var::from_tensor(&Tensor::randn(0f32, 1., (6, 8, 3, 3), &dev).unwrap()).unwrap();
+    let run = || {
+        let y = conv2d(x.as_tensor(), wt.as_tensor(), (1, 1), 1).unwrap();
+        let g = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        (
+            g.get(x.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap(),
+            g.get(wt.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap(),
+        )
+    };
+    assert_eq!(run(), run());
+}
