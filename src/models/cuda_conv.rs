@@ -210,6 +210,7 @@ mod tests {
     #[test]
     fn matches_candle_conv_and_its_gradients() {
         let dev = Device::Cpu;
+        #[allow(clippy::type_complexity)]
         let cases: &[((usize, usize), usize, (usize, usize), (usize, usize))] = &[
             ((1, 1), 1, (0, 0), (7, 7)),
             ((3, 3), 1, (1, 1), (7, 7)),

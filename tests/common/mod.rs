@@ -2,4 +2,5 @@
 pub mod deterministic;
 pub mod tempdir;
 
+#[allow(unused_imports)]
 pub use tempdir::TempDir;
