@@ -16,6 +16,7 @@ pub mod bench;
 pub mod data;
 pub mod device;
 pub mod eval;
+pub mod hashing;
 pub mod models;
 pub mod report;
 pub mod runner;

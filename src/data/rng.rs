@@ -14,14 +14,7 @@ pub(crate) enum Stream {
     Synthetic = 4,
 }
 
-/// SplitMix64 finaliser: a bijective 64-bit mixing function.
-fn mix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-const GOLDEN_GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
+use crate::hashing::{mix64, GOLDEN_GAMMA};
 
 /// A SplitMix64 generator whose starting state hashes (seed, stream, epoch, index).
 pub(crate) struct SampleRng {

@@ -266,9 +266,7 @@ impl Dataset {
 
 /// FNV-1a hash of a class name, so a class's subset does not depend on its position.
 fn name_hash(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-    })
+    crate::hashing::fnv1a64(name.as_bytes())
 }
 
 fn walk_error(root: &Path, e: walkdir::Error) -> DataError {

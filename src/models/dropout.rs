@@ -4,6 +4,8 @@
 
 use candle_core::{Result, Tensor};
 
+use crate::hashing::{splitmix64, GOLDEN_GAMMA};
+
 /// Zeroes each element with probability `drop` and scales the rest by `1 / (1 - drop)`.
 pub fn seeded_dropout(x: &Tensor, drop: f64, seed: u64) -> Result<Tensor> {
     if drop <= 0.0 {
@@ -19,11 +21,7 @@ pub fn seeded_dropout(x: &Tensor, drop: f64, seed: u64) -> Result<Tensor> {
 
 /// SplitMix64 of (seed, index) mapped to [0, 1).
 fn unit_interval(seed: u64, index: u64) -> f64 {
-    let mut z = seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
+    let z = splitmix64(seed ^ index.wrapping_mul(GOLDEN_GAMMA));
     (z >> 11) as f64 / (1u64 << 53) as f64
 }
 

@@ -9,6 +9,8 @@
 use candle_core::{Result, Tensor};
 use candle_nn::VarMap;
 
+use crate::hashing::{fnv1a64, splitmix64, GOLDEN_GAMMA};
+
 /// Overwrites every variable of `varmap` with its seeded initial value.
 pub fn initialize(varmap: &VarMap, seed: u64) -> Result<()> {
     let vars = varmap.data().lock().expect("varmap lock poisoned");
@@ -37,17 +39,9 @@ pub fn initialize(varmap: &VarMap, seed: u64) -> Result<()> {
     Ok(())
 }
 
-fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x0000_0100_0000_01b3))
-}
-
 /// SplitMix64 of (key, index, draw) mapped to (0, 1).
 fn uniform(key: u64, index: u64, draw: u64) -> f64 {
-    let mut z = key ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ draw.wrapping_mul(0xD1B5_4A32_D192_ED03);
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
+    let z = splitmix64(key ^ index.wrapping_mul(GOLDEN_GAMMA) ^ draw.wrapping_mul(0xD1B5_4A32_D192_ED03));
     ((z >> 11) as f64 + 0.5) / (1u64 << 53) as f64
 }
 

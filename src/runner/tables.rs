@@ -42,7 +42,7 @@ impl EvalJob<'_> {
             self.table.eval_set,
             self.members[0].config.data.eval_crop_fraction
         );
-        let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3));
+        let hash = crate::hashing::fnv1a64(key.as_bytes());
         format!("{}-{}-{:08x}", self.table.id, label, hash as u32)
     }
 }

@@ -37,7 +37,7 @@ impl RunConfig {
     /// 16 hex digits of a 64-bit FNV-1a hash of the canonical JSON (sorted keys).
     pub fn hash(&self) -> String {
         let json = serde_json::to_value(self).expect("a run config serialises");
-        format!("{:016x}", fnv1a64(canonical_json(&json).as_bytes()))
+        format!("{:016x}", crate::hashing::fnv1a64(canonical_json(&json).as_bytes()))
     }
 }
 
@@ -391,10 +391,6 @@ fn check_references(file: &ExperimentFile, runs: &BTreeMap<String, ResolvedRun>,
 fn typed<T: serde::de::DeserializeOwned>(value: &Value) -> Result<T, String> {
     let text = serde_yaml::to_string(value).map_err(|e| e.to_string())?;
     serde_yaml::from_str(&text).map_err(|e| super::error::strip_position(&e.to_string()))
-}
-
-fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
 /// JSON with object keys sorted at every level, whatever serde_json's map type is.

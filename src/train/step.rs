@@ -8,6 +8,7 @@ use candle_nn::{VarBuilder, VarMap};
 
 use super::trainer::{other, tensor_err, TrainError};
 use super::{clip_by_global_norm, smoothed_cross_entropy, sorted_vars, Ema, Optimizer, RmsProp, SgdMomentum, WeightDecay};
+use crate::hashing::{mix64, GOLDEN_GAMMA};
 use crate::models::init::initialize;
 use crate::models::{ModelConfig, Network};
 use crate::spec::{OptimizerConfig, TrainConfig};
@@ -86,10 +87,7 @@ fn is_running_stat(name: &str) -> bool {
     name.ends_with("running_mean") || name.ends_with("running_var")
 }
 
-/// A per-step seed from the run seed (SplitMix64 finaliser).
+/// A per-step seed from the run seed.
 fn mix(seed: u64, step: u64) -> u64 {
-    let mut z = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    mix64(seed.wrapping_mul(GOLDEN_GAMMA) ^ step)
 }
