@@ -16,9 +16,8 @@ use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor, V
 use candle_nn::{BatchNormConfig, VarBuilder, VarMap};
 use repro::models::fastops;
 use repro::models::pool::{Pool2d, PoolKind};
-use repro::models::{Arch, ModelConfig};
-use repro::spec::TrainConfig;
-use repro::train::TrainStep;
+use repro::bench::{eval_crops_per_s, train_images_per_s, BenchOptions};
+use repro::models::Arch;
 
 struct Options {
     ops: bool,
@@ -306,32 +305,13 @@ fn bench_ops(o: &Options, threads: usize) {
     }
 }
 
-fn network(arch: Arch, size: usize) -> TrainStep {
-    let mut model = ModelConfig::new(arch);
-    model.image_size = size;
-    TrainStep::new(&model, &TrainConfig::default(), 0, &Device::Cpu).expect("network")
-}
 
-/// (training images/s, inference images/s) of the current op set.
+/// (training images/s, inference images/s) of the current op set, measured as
+/// `repro bench train|eval` does, after one warm-up step.
 fn candle_rates(arch: Arch, size: usize, batch: usize, steps: usize) -> (f64, f64) {
-    let mut step = network(arch, size);
-    let images = Tensor::randn(0f32, 1.0, (batch, 3, size, size), &Device::Cpu).unwrap();
-    let labels = Tensor::arange(0u32, batch as u32, &Device::Cpu).unwrap();
-    step.step(&images, &labels, 0.045, 0).expect("warm-up step");
-    let start = Instant::now();
-    for i in 0..steps {
-        step.step(&images, &labels, 0.045, 1 + i as u64)
-            .expect("step");
-    }
-    let train = (steps * batch) as f64 / start.elapsed().as_secs_f64();
-    step.net
-        .forward_t(&images, false)
-        .expect("warm-up inference");
-    let start = Instant::now();
-    for _ in 0..steps {
-        step.net.forward_t(&images, false).expect("inference");
-    }
-    let infer = (steps * batch) as f64 / start.elapsed().as_secs_f64();
+    let o = BenchOptions { size, batch, steps, warmup: 1, ..BenchOptions::default() };
+    let train = train_images_per_s(arch, &o).expect("training step").per_s;
+    let infer = eval_crops_per_s(arch, &o).expect("inference").per_s;
     (train, infer)
 }
 

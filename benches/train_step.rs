@@ -7,12 +7,9 @@
 //! it is skipped with a message when they are missing. Inception-ResNet-v1 has no timm model.
 
 use std::process::Command;
-use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
-use repro::models::{Arch, ModelConfig};
-use repro::spec::TrainConfig;
-use repro::train::TrainStep;
+use repro::bench::{train_images_per_s, BenchOptions};
+use repro::models::Arch;
 
 struct Options {
     size: usize,
@@ -41,20 +38,11 @@ fn options() -> Options {
     o
 }
 
-/// Images per second of `steps` timed training steps after one warm-up step.
+/// Images per second of `steps` timed training steps after one warm-up step (the same
+/// measurement as `repro bench train`).
 fn candle_images_per_s(arch: Arch, o: &Options) -> f64 {
-    let mut model = ModelConfig::new(arch);
-    model.image_size = o.size;
-    model.width = o.width;
-    let mut step = TrainStep::new(&model, &TrainConfig::default(), 0, &Device::Cpu).expect("network");
-    let images = Tensor::randn(0f32, 1.0, (o.batch, 3, o.size, o.size), &Device::Cpu).unwrap();
-    let labels = Tensor::arange(0u32, o.batch as u32, &Device::Cpu).unwrap().to_dtype(DType::U32).unwrap();
-    step.step(&images, &labels, 0.045, 0).expect("warm-up step");
-    let start = Instant::now();
-    for i in 0..o.steps {
-        step.step(&images, &labels, 0.045, 1 + i as u64).expect("step");
-    }
-    (o.steps * o.batch) as f64 / start.elapsed().as_secs_f64()
+    let options = BenchOptions { size: o.size, batch: o.batch, steps: o.steps, warmup: 1, width: o.width, ..BenchOptions::default() };
+    train_images_per_s(arch, &options).expect("training step").per_s
 }
 
 /// PyTorch's images per second per timm model name, or why it was skipped.

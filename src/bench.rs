@@ -66,6 +66,13 @@ pub struct BenchOptions {
     pub seed: u64,
 }
 
+impl Default for BenchOptions {
+    /// The command line's defaults: CPU, f32, all four networks, 299 px, batch 32.
+    fn default() -> Self {
+        Self { device: "cpu".into(), precision: "f32".into(), models: None, size: 299, batch: 32, steps: 10, warmup: 2, width: 1.0, classes: 1000, seed: 0 }
+    }
+}
+
 /// One line of `repro bench train|eval`.
 #[derive(Debug, Serialize)]
 pub struct Timing {
