@@ -145,6 +145,23 @@ fn decayed_grad(p: &Param, grads: &GradStore, rate: f64) -> candle_core::Result<
     }
 }
 
+/// Calls `update(i, var, g)` with the (weight-decayed) gradient of every param that has one,
+/// in order; errors name the param.
+fn for_each_gradient(
+    params: &[Param],
+    grads: &GradStore,
+    rate: f64,
+    mut update: impl FnMut(usize, &Var, &Tensor) -> candle_core::Result<()>,
+) -> Result<(), OptimError> {
+    for (i, p) in params.iter().enumerate() {
+        let g = decayed_grad(p, grads, rate).map_err(update_err(&p.name))?;
+        if let Some(g) = g {
+            update(i, &p.var, &g).map_err(update_err(&p.name))?;
+        }
+    }
+    Ok(())
+}
+
 fn update_err(name: &str) -> impl FnOnce(candle_core::Error) -> OptimError + '_ {
     move |source| OptimError::Update {
         name: name.to_string(),
@@ -258,31 +275,35 @@ impl RmsProp {
     pub fn config(&self) -> &RmsPropConfig {
         &self.config
     }
+}
 
-    fn step_one(&mut self, i: usize, g: &Tensor, lr: f64) -> candle_core::Result<()> {
-        let c = self.config;
-        let ms = (self.ms[i].affine(c.decay, 0.0)? + g.sqr()?.affine(1.0 - c.decay, 0.0)?)?;
-        let denom = ms.affine(1.0, c.epsilon)?.sqrt()?;
-        let mom = (self.mom[i].affine(c.momentum, 0.0)? + (g / denom)?.affine(lr, 0.0)?)?;
-        let var = &self.params[i].var;
-        var.set(&(var.as_detached_tensor() - &mom)?)?;
-        self.ms[i] = ms.detach();
-        self.mom[i] = mom.detach();
-        Ok(())
-    }
+/// One RMSProp update of `var` and its slots.
+fn rmsprop_update(
+    c: &RmsPropConfig,
+    var: &Var,
+    ms: &mut Tensor,
+    mom: &mut Tensor,
+    g: &Tensor,
+    lr: f64,
+) -> candle_core::Result<()> {
+    let new_ms = (ms.affine(c.decay, 0.0)? + g.sqr()?.affine(1.0 - c.decay, 0.0)?)?;
+    let denom = new_ms.affine(1.0, c.epsilon)?.sqrt()?;
+    let new_mom = (mom.affine(c.momentum, 0.0)? + (g / denom)?.affine(lr, 0.0)?)?;
+    var.set(&(var.as_detached_tensor() - &new_mom)?)?;
+    *ms = new_ms.detach();
+    *mom = new_mom.detach();
+    Ok(())
 }
 
 impl Optimizer for RmsProp {
     fn step(&mut self, grads: &GradStore, lr: f64) -> Result<(), OptimError> {
-        for i in 0..self.params.len() {
-            let name = self.params[i].name.clone();
-            let g = decayed_grad(&self.params[i], grads, self.weight_decay.rate())
-                .map_err(update_err(&name))?;
-            if let Some(g) = g {
-                self.step_one(i, &g, lr).map_err(update_err(&name))?;
-            }
-        }
-        Ok(())
+        let (c, ms, mom) = (&self.config, &mut self.ms, &mut self.mom);
+        for_each_gradient(
+            &self.params,
+            grads,
+            self.weight_decay.rate(),
+            |i, var, g| rmsprop_update(c, var, &mut ms[i], &mut mom[i], g, lr),
+        )
     }
 
     fn state(&self) -> HashMap<String, Tensor> {
@@ -357,27 +378,31 @@ impl SgdMomentum {
             accum,
         })
     }
+}
 
-    fn step_one(&mut self, i: usize, g: &Tensor, lr: f64) -> candle_core::Result<()> {
-        let accum = (self.accum[i].affine(self.config.momentum, 0.0)? + g)?;
-        let var = &self.params[i].var;
-        var.set(&(var.as_detached_tensor() - accum.affine(lr, 0.0)?)?)?;
-        self.accum[i] = accum.detach();
-        Ok(())
-    }
+/// One momentum-SGD update of `var` and its accumulator.
+fn sgd_update(
+    momentum: f64,
+    var: &Var,
+    accum: &mut Tensor,
+    g: &Tensor,
+    lr: f64,
+) -> candle_core::Result<()> {
+    let new_accum = (accum.affine(momentum, 0.0)? + g)?;
+    var.set(&(var.as_detached_tensor() - new_accum.affine(lr, 0.0)?)?)?;
+    *accum = new_accum.detach();
+    Ok(())
 }
 
 impl Optimizer for SgdMomentum {
     fn step(&mut self, grads: &GradStore, lr: f64) -> Result<(), OptimError> {
-        for i in 0..self.params.len() {
-            let name = self.params[i].name.clone();
-            let g = decayed_grad(&self.params[i], grads, self.weight_decay.rate())
-                .map_err(update_err(&name))?;
-            if let Some(g) = g {
-                self.step_one(i, &g, lr).map_err(update_err(&name))?;
-            }
-        }
-        Ok(())
+        let (momentum, accum) = (self.config.momentum, &mut self.accum);
+        for_each_gradient(
+            &self.params,
+            grads,
+            self.weight_decay.rate(),
+            |i, var, g| sgd_update(momentum, var, &mut accum[i], g, lr),
+        )
     }
 
     fn state(&self) -> HashMap<String, Tensor> {
