@@ -300,14 +300,13 @@ fn eval(args: EvalArgs) -> Result<(), Failure> {
     let crop_pct = args.crop_pct.unwrap_or(arch.eval_defaults().1);
     let protocol = protocol_for(args.crops, crop_pct, args.size as u32).map_err(bad_input)?;
     let (device, _) = repro::device::parse_device(&args.device).map_err(bad_input)?;
-    let threads = if args.threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { args.threads };
     let request = EvalRequest {
         models: args.weights.iter().map(|w| ModelSpec { config: config.clone(), weights: w.clone() }).collect(),
         dataset: &dataset,
         protocol,
         input_size: args.size as u32,
         batch_size: args.batch,
-        threads,
+        threads: args.threads,
         device,
     };
     let report = evaluate(&request).map_err(|e| Failure { code: 1, message: e.to_string() })?;

@@ -60,7 +60,7 @@ pub struct EvalRequest<'a> {
     pub input_size: u32,
     /// Crops per forward pass.
     pub batch_size: usize,
-    /// Threads that decode and render images.
+    /// Threads that decode and render images; 0 uses every core (as the data loader does).
     pub threads: usize,
     /// Where the networks run.
     pub device: Device,
@@ -172,8 +172,8 @@ fn check_request(req: &EvalRequest) -> Result<(), EvalError> {
     if req.dataset.is_empty() {
         return bad(format!("no images in {}", req.dataset.describe()));
     }
-    if req.batch_size == 0 || req.threads == 0 {
-        return bad("batch size and threads must be at least 1".into());
+    if req.batch_size == 0 {
+        return bad("batch size must be at least 1".into());
     }
     if (req.input_size as usize) < MIN_IMAGE_SIZE {
         return bad(format!(

@@ -122,7 +122,7 @@ fn evaluate_job(job: &EvalJob, results: &Path, path: &Path, device: &Device, thr
         protocol,
         input_size: input,
         batch_size: first.train.eval_batch_size.max(job.table.crops as usize),
-        threads: if threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { threads },
+        threads,
         device: device.clone(),
     };
     let report = evaluate(&request).map_err(|e| e.to_string())?;
