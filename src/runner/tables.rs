@@ -2,12 +2,14 @@
 //! evaluation set, one evaluation per seed (or one for an ensemble), cached under
 //! `results/evals/<table>-<row>-<hash>/eval.parquet` like training runs.
 
+use std::collections::hash_map::{Entry, HashMap};
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 
 use super::datasets::prepare_datasets;
 use super::plan::run_dir;
+use crate::data::Dataset;
 use crate::eval::{evaluate, protocol_for, read_eval_parquet, write_eval_parquet, EvalRecord, EvalRequest, ModelSpec};
 use crate::report::EvalResult;
 use crate::spec::{Experiment, ResolvedRun, RunConfig, TableSpec};
@@ -82,12 +84,14 @@ pub fn eval_path(results: &Path, job: &EvalJob) -> PathBuf {
 /// many ran, and the problems of those that could not (a missing or diverged run, an error).
 pub fn evaluate_tables(experiment: &Experiment, results: &Path, device: &Device, threads: usize) -> (usize, Vec<String>) {
     let (mut done, mut problems) = (0, Vec::new());
+    // Rows of one table share their validation set: scan the folders once per data setting.
+    let mut val_sets: HashMap<String, Dataset> = HashMap::new();
     for job in eval_jobs(experiment, results) {
         let path = eval_path(results, &job);
         if path.exists() {
             continue;
         }
-        match evaluate_job(&job, results, &path, device, threads) {
+        match evaluate_job(&job, results, &path, device, threads, &mut val_sets) {
             Ok(true) => done += 1,
             Ok(false) => {}
             Err(e) => problems.push(format!("{} row `{}`: {e}", job.table.id, job.table.rows[job.row].label)),
@@ -96,7 +100,14 @@ pub fn evaluate_tables(experiment: &Experiment, results: &Path, device: &Device,
     (done, problems)
 }
 
-fn evaluate_job(job: &EvalJob, results: &Path, path: &Path, device: &Device, threads: usize) -> Result<bool, String> {
+fn evaluate_job(
+    job: &EvalJob,
+    results: &Path,
+    path: &Path,
+    device: &Device,
+    threads: usize,
+    val_sets: &mut HashMap<String, Dataset>,
+) -> Result<bool, String> {
     if job.members.iter().any(|m| !m.weights.is_file()) {
         return Ok(false); // a run is missing or diverged: the table says "not run"
     }
@@ -112,13 +123,17 @@ fn evaluate_job(job: &EvalJob, results: &Path, path: &Path, device: &Device, thr
     if let (Some(set), None) = (job.table.eval_set, &data_cfg.synthetic) {
         data_cfg.eval_set = set;
     }
-    let data = prepare_datasets(&data_cfg, results)?;
+    let key = serde_json::to_string(&data_cfg).map_err(|e| e.to_string())?;
+    let val = match val_sets.entry(key) {
+        Entry::Occupied(e) => e.into_mut(),
+        Entry::Vacant(e) => e.insert(prepare_datasets(&data_cfg, results)?.val),
+    };
     let input = first.model.image_size as u32;
     let protocol = protocol_for(job.table.crops, first.data.eval_crop_fraction, input).map_err(|e| e.to_string())?;
     let models = job.members.iter().map(|m| ModelSpec { config: m.config.model.clone(), weights: m.weights.clone() }).collect();
     let request = EvalRequest {
         models,
-        dataset: &data.val,
+        dataset: val,
         protocol,
         input_size: input,
         batch_size: first.train.eval_batch_size.max(job.table.crops as usize),
