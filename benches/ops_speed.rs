@@ -14,9 +14,9 @@ use std::time::Instant;
 
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor, Var};
 use candle_nn::{BatchNormConfig, VarBuilder, VarMap};
+use repro::bench::{eval_crops_per_s, train_images_per_s, BenchOptions};
 use repro::models::fastops;
 use repro::models::pool::{Pool2d, PoolKind};
-use repro::bench::{eval_crops_per_s, train_images_per_s, BenchOptions};
 use repro::models::Arch;
 
 struct Options {
@@ -305,11 +305,16 @@ fn bench_ops(o: &Options, threads: usize) {
     }
 }
 
-
 /// (training images/s, inference images/s) of the current op set, measured as
 /// `repro bench train|eval` does, after one warm-up step.
 fn candle_rates(arch: Arch, size: usize, batch: usize, steps: usize) -> (f64, f64) {
-    let o = BenchOptions { size, batch, steps, warmup: 1, ..BenchOptions::default() };
+    let o = BenchOptions {
+        size,
+        batch,
+        steps,
+        warmup: 1,
+        ..BenchOptions::default()
+    };
     let train = train_images_per_s(arch, &o).expect("training step").per_s;
     let infer = eval_crops_per_s(arch, &o).expect("inference").per_s;
     (train, infer)

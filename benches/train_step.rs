@@ -20,8 +20,17 @@ struct Options {
 }
 
 fn options() -> Options {
-    let mut o = Options { size: 107, batch: 16, steps: 3, width: 1.0, models: Arch::ALL.to_vec() };
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let mut o = Options {
+        size: 107,
+        batch: 16,
+        steps: 3,
+        width: 1.0,
+        models: Arch::ALL.to_vec(),
+    };
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let mut i = 0;
     while i + 1 < args.len() {
         let v = &args[i + 1];
@@ -30,7 +39,12 @@ fn options() -> Options {
             "--batch" => o.batch = v.parse().expect("--batch N"),
             "--steps" => o.steps = v.parse().expect("--steps N"),
             "--width" => o.width = v.parse().expect("--width W"),
-            "--models" => o.models = v.split(',').map(|m| Arch::from_name(m).expect("known model")).collect(),
+            "--models" => {
+                o.models = v
+                    .split(',')
+                    .map(|m| Arch::from_name(m).expect("known model"))
+                    .collect()
+            }
             other => panic!("unknown option {other}"),
         }
         i += 2;
@@ -41,25 +55,55 @@ fn options() -> Options {
 /// Images per second of `steps` timed training steps after one warm-up step (the same
 /// measurement as `repro bench train`).
 fn candle_images_per_s(arch: Arch, o: &Options) -> f64 {
-    let options = BenchOptions { size: o.size, batch: o.batch, steps: o.steps, warmup: 1, width: o.width, ..BenchOptions::default() };
-    train_images_per_s(arch, &options).expect("training step").per_s
+    let options = BenchOptions {
+        size: o.size,
+        batch: o.batch,
+        steps: o.steps,
+        warmup: 1,
+        width: o.width,
+        ..BenchOptions::default()
+    };
+    train_images_per_s(arch, &options)
+        .expect("training step")
+        .per_s
 }
 
 /// PyTorch's images per second per timm model name, or why it was skipped.
 fn torch_images_per_s(o: &Options) -> Result<Vec<(String, f64)>, String> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/bench_timm_train.py");
-    let models: Vec<&str> = o.models.iter().filter(|a| a.has_timm_weights()).map(|a| a.name()).collect();
+    let models: Vec<&str> = o
+        .models
+        .iter()
+        .filter(|a| a.has_timm_weights())
+        .map(|a| a.name())
+        .collect();
     if models.is_empty() {
         return Ok(Vec::new());
     }
     let out = Command::new("python3")
         .arg(script)
-        .args(["--size", &o.size.to_string(), "--batch", &o.batch.to_string(), "--steps", &o.steps.to_string()])
-        .args(["--width-check", &o.width.to_string(), "--models", &models.join(",")])
+        .args([
+            "--size",
+            &o.size.to_string(),
+            "--batch",
+            &o.batch.to_string(),
+            "--steps",
+            &o.steps.to_string(),
+        ])
+        .args([
+            "--width-check",
+            &o.width.to_string(),
+            "--models",
+            &models.join(","),
+        ])
         .output()
         .map_err(|e| format!("cannot run python3: {e}"))?;
     if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("failed").to_string());
+        return Err(String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .last()
+            .unwrap_or("failed")
+            .to_string());
     }
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -72,15 +116,28 @@ fn torch_images_per_s(o: &Options) -> Result<Vec<(String, f64)>, String> {
 
 fn main() {
     let o = options();
-    println!("training step, {} px, batch {}, width {}, {} timed steps, {} threads", o.size, o.batch, o.width, o.steps, rayon_threads());
+    println!(
+        "training step, {} px, batch {}, width {}, {} timed steps, {} threads",
+        o.size,
+        o.batch,
+        o.width,
+        o.steps,
+        rayon_threads()
+    );
     let torch = torch_images_per_s(&o);
     if let Err(why) = &torch {
         println!("PyTorch side skipped: {why}");
     }
-    println!("{:<22} {:>12} {:>12} {:>8}", "model", "repro img/s", "torch img/s", "ratio");
+    println!(
+        "{:<22} {:>12} {:>12} {:>8}",
+        "model", "repro img/s", "torch img/s", "ratio"
+    );
     for &arch in &o.models {
         let ours = candle_images_per_s(arch, &o);
-        let theirs = torch.as_ref().ok().and_then(|t| t.iter().find(|(n, _)| n == arch.name()).map(|(_, v)| *v));
+        let theirs = torch
+            .as_ref()
+            .ok()
+            .and_then(|t| t.iter().find(|(n, _)| n == arch.name()).map(|(_, v)| *v));
         let (t, r) = match theirs {
             Some(t) => (format!("{t:.2}"), format!("{:.2}", ours / t)),
             None => ("n/a".into(), "n/a".into()),
@@ -90,5 +147,7 @@ fn main() {
 }
 
 fn rayon_threads() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }

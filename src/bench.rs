@@ -69,7 +69,18 @@ pub struct BenchOptions {
 impl Default for BenchOptions {
     /// The command line's defaults: CPU, f32, all four networks, 299 px, batch 32.
     fn default() -> Self {
-        Self { device: "cpu".into(), precision: "f32".into(), models: None, size: 299, batch: 32, steps: 10, warmup: 2, width: 1.0, classes: 1000, seed: 0 }
+        Self {
+            device: "cpu".into(),
+            precision: "f32".into(),
+            models: None,
+            size: 299,
+            batch: 32,
+            steps: 10,
+            warmup: 2,
+            width: 1.0,
+            classes: 1000,
+            seed: 0,
+        }
     }
 }
 
@@ -114,7 +125,10 @@ pub struct Parity {
 fn archs(o: &BenchOptions) -> Result<Vec<Arch>, String> {
     match &o.models {
         None => Ok(Arch::ALL.to_vec()),
-        Some(names) => names.iter().map(|n| Arch::from_name(n).ok_or_else(|| format!("--models: unknown network `{n}`"))).collect(),
+        Some(names) => names
+            .iter()
+            .map(|n| Arch::from_name(n).ok_or_else(|| format!("--models: unknown network `{n}`")))
+            .collect(),
     }
 }
 
@@ -175,12 +189,15 @@ mod erased {
 pub fn train_images_per_s(arch: Arch, o: &BenchOptions) -> Result<Timing, String> {
     let (device, device_name, precision) = setup(o)?;
     let model = model_config(arch, o);
-    let mut step = TrainStep::new(&model, &TrainConfig::default(), o.seed, &device).map_err(|e| format!("{}: {e}", arch.name()))?;
-    let images = Tensor::randn(0f32, 1.0, (o.batch, 3, o.size, o.size), &device).map_err(err("input"))?;
+    let mut step = TrainStep::new(&model, &TrainConfig::default(), o.seed, &device)
+        .map_err(|e| format!("{}: {e}", arch.name()))?;
+    let images =
+        Tensor::randn(0f32, 1.0, (o.batch, 3, o.size, o.size), &device).map_err(err("input"))?;
     let labels: Vec<u32> = (0..o.batch as u32).map(|i| i % o.classes as u32).collect();
     let labels = Tensor::new(labels.as_slice(), &device).map_err(err("labels"))?;
     for i in 0..o.warmup {
-        step.step(&images, &labels, 0.045, i as u64).map_err(|e| format!("{}: warm-up step: {e}", arch.name()))?;
+        step.step(&images, &labels, 0.045, i as u64)
+            .map_err(|e| format!("{}: warm-up step: {e}", arch.name()))?;
     }
     device.synchronize().map_err(err("synchronize"))?;
     let mut step_ms = Vec::with_capacity(o.steps);
@@ -188,7 +205,8 @@ pub fn train_images_per_s(arch: Arch, o: &BenchOptions) -> Result<Timing, String
     for i in 0..o.steps {
         let t = Instant::now();
         // Each step reads its loss back to the host: the timing covers the whole step.
-        step.step(&images, &labels, 0.045, (o.warmup + i) as u64).map_err(|e| format!("{}: step: {e}", arch.name()))?;
+        step.step(&images, &labels, 0.045, (o.warmup + i) as u64)
+            .map_err(|e| format!("{}: step: {e}", arch.name()))?;
         step_ms.push(t.elapsed().as_secs_f64() * 1e3);
     }
     device.synchronize().map_err(err("synchronize"))?;
@@ -210,12 +228,18 @@ pub fn train_images_per_s(arch: Arch, o: &BenchOptions) -> Result<Timing, String
 pub fn eval_crops_per_s(arch: Arch, o: &BenchOptions) -> Result<Timing, String> {
     let (device, device_name, precision) = setup(o)?;
     let model = model_config(arch, o);
-    let step = TrainStep::new(&model, &TrainConfig::default(), o.seed, &device).map_err(|e| format!("{}: {e}", arch.name()))?;
-    let images = Tensor::randn(0f32, 1.0, (o.batch, 3, o.size, o.size), &device).map_err(err("input"))?;
+    let step = TrainStep::new(&model, &TrainConfig::default(), o.seed, &device)
+        .map_err(|e| format!("{}: {e}", arch.name()))?;
+    let images =
+        Tensor::randn(0f32, 1.0, (o.batch, 3, o.size, o.size), &device).map_err(err("input"))?;
     let forward = || -> Result<f64, String> {
         let out = step.net.forward_t(&images, false).map_err(err("forward"))?;
         // Reading one number back waits for the whole forward pass.
-        out.logits.sum_all().and_then(|s| s.to_dtype(DType::F64)).and_then(|s| s.to_scalar::<f64>()).map_err(err("logits"))
+        out.logits
+            .sum_all()
+            .and_then(|s| s.to_dtype(DType::F64))
+            .and_then(|s| s.to_scalar::<f64>())
+            .map_err(err("logits"))
     };
     for _ in 0..o.warmup {
         forward()?;
@@ -242,7 +266,12 @@ pub fn eval_crops_per_s(arch: Arch, o: &BenchOptions) -> Result<Timing, String> 
 }
 
 fn max_abs(t: &Tensor) -> candle_core::Result<f64> {
-    t.to_device(&Device::Cpu)?.to_dtype(DType::F64)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f64>()
+    t.to_device(&Device::Cpu)?
+        .to_dtype(DType::F64)?
+        .abs()?
+        .flatten_all()?
+        .max(0)?
+        .to_scalar::<f64>()
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> candle_core::Result<f64> {
@@ -258,24 +287,42 @@ pub fn parity(arch: Arch, o: &BenchOptions) -> Result<Parity, String> {
     let model = model_config(arch, o);
     let train = TrainConfig::default();
     // Weights are initialised on the host from the seed and copied, so both sides hold the same values.
-    let cpu = TrainStep::new(&model, &train, o.seed, &Device::Cpu).map_err(|e| format!("{}: {e}", arch.name()))?;
-    let dev = TrainStep::new(&model, &train, o.seed, &device).map_err(|e| format!("{}: {e}", arch.name()))?;
-    let x = Tensor::randn(0f32, 1.0, (o.batch, 3, o.size, o.size), &Device::Cpu).map_err(err("input"))?;
+    let cpu = TrainStep::new(&model, &train, o.seed, &Device::Cpu)
+        .map_err(|e| format!("{}: {e}", arch.name()))?;
+    let dev = TrainStep::new(&model, &train, o.seed, &device)
+        .map_err(|e| format!("{}: {e}", arch.name()))?;
+    let x = Tensor::randn(0f32, 1.0, (o.batch, 3, o.size, o.size), &Device::Cpu)
+        .map_err(err("input"))?;
     let xd = x.to_device(&device).map_err(err("input"))?;
     let labels: Vec<u32> = (0..o.batch as u32).map(|i| i % o.classes as u32).collect();
     let yc = Tensor::new(labels.as_slice(), &Device::Cpu).map_err(err("labels"))?;
     let yd = yc.to_device(&device).map_err(err("labels"))?;
 
-    let eval_c = cpu.net.forward_t(&x, false).map_err(err("cpu forward"))?.logits;
-    let eval_d = dev.net.forward_t(&xd, false).map_err(err("device forward"))?.logits;
+    let eval_c = cpu
+        .net
+        .forward_t(&x, false)
+        .map_err(err("cpu forward"))?
+        .logits;
+    let eval_d = dev
+        .net
+        .forward_t(&xd, false)
+        .map_err(err("device forward"))?
+        .logits;
     let eval_logits_max_abs = max_abs(&eval_c).map_err(err("compare"))?;
     let eval_logits_max_abs_diff = max_abs_diff(&eval_c, &eval_d).map_err(err("compare"))?;
 
     cpu.net.set_dropout_seed(1);
     dev.net.set_dropout_seed(1);
-    let loss = |step: &TrainStep, x: &Tensor, y: &Tensor| -> Result<(Tensor, candle_core::backprop::GradStore), String> {
-        let out = step.net.forward_t(x, true).map_err(err("training forward"))?;
-        let l = crate::train::smoothed_cross_entropy(&out.logits, y, 0.1).map_err(|e| format!("loss: {e}"))?;
+    let loss = |step: &TrainStep,
+                x: &Tensor,
+                y: &Tensor|
+     -> Result<(Tensor, candle_core::backprop::GradStore), String> {
+        let out = step
+            .net
+            .forward_t(x, true)
+            .map_err(err("training forward"))?;
+        let l = crate::train::smoothed_cross_entropy(&out.logits, y, 0.1)
+            .map_err(|e| format!("loss: {e}"))?;
         let grads = l.backward().map_err(err("backward"))?;
         Ok((out.logits, grads))
     };
@@ -285,11 +332,17 @@ pub fn parity(arch: Arch, o: &BenchOptions) -> Result<Parity, String> {
     let train_logits_max_abs_diff = max_abs_diff(&train_c, &train_d).map_err(err("compare"))?;
 
     let (mut grad_max_rel_diff, mut grad_worst_var) = (0.0f64, String::new());
-    let dev_vars: std::collections::HashMap<String, candle_core::Var> = sorted_vars(&dev.varmap).into_iter().collect();
+    let dev_vars: std::collections::HashMap<String, candle_core::Var> =
+        sorted_vars(&dev.varmap).into_iter().collect();
     for (name, var) in sorted_vars(&cpu.varmap) {
-        let (Some(gc), Some(dv)) = (grads_c.get(var.as_tensor()), dev_vars.get(&name)) else { continue };
+        let (Some(gc), Some(dv)) = (grads_c.get(var.as_tensor()), dev_vars.get(&name)) else {
+            continue;
+        };
         let Some(gd) = grads_d.get(dv.as_tensor()) else {
-            return Err(format!("{}: no gradient on the device for {name}", arch.name()));
+            return Err(format!(
+                "{}: no gradient on the device for {name}",
+                arch.name()
+            ));
         };
         let scale = max_abs(gc).map_err(err("compare"))?;
         let rel = max_abs_diff(gc, gd).map_err(err("compare"))? / scale.max(1e-12);
@@ -341,7 +394,9 @@ mod tests {
         assert!(t.per_s > 0.0 && t.step_ms.len() == 1);
         let e = eval_crops_per_s(Arch::InceptionResnetV2, &o).unwrap();
         assert!(e.per_s > 0.0);
-        assert!(serde_json::to_string(&e).unwrap().contains("\"kind\":\"eval\""));
+        assert!(serde_json::to_string(&e)
+            .unwrap()
+            .contains("\"kind\":\"eval\""));
     }
 
     /// CPU against CPU: the comparison itself reports zero differences.

@@ -8,7 +8,9 @@ pub fn parse_device(spec: &str) -> Result<(Device, String), String> {
         "cpu" => Ok((Device::Cpu, "cpu".into())),
         s if s == "cuda" || s.starts_with("cuda:") => {
             let ordinal = match s.strip_prefix("cuda:") {
-                Some(n) => n.parse::<usize>().map_err(|_| format!("--device {s}: expected cuda:N with N a GPU number"))?,
+                Some(n) => n
+                    .parse::<usize>()
+                    .map_err(|_| format!("--device {s}: expected cuda:N with N a GPU number"))?,
                 None => 0,
             };
             cuda_device(ordinal).map(|d| (d, format!("cuda:{ordinal}")))
@@ -22,7 +24,10 @@ fn cuda_device(ordinal: usize) -> Result<Device, String> {
     // candle's error text can carry a backtrace: keep its first line.
     Device::new_cuda(ordinal).map_err(|e| {
         let e = e.to_string();
-        format!("--device cuda:{ordinal}: no usable GPU ({})", e.lines().next().unwrap_or_default().trim())
+        format!(
+            "--device cuda:{ordinal}: no usable GPU ({})",
+            e.lines().next().unwrap_or_default().trim()
+        )
     })
 }
 
@@ -101,8 +106,14 @@ pub fn apply_precision(precision: Precision, device: &Device) -> Result<(), Stri
         return Err(format!("--precision {precision}: only on CUDA devices (candle's CPU backend has no TF32 and no bf16 matmul); use f32 on the CPU"));
     }
     // A no-op in builds without CUDA (candle's dummy backend).
-    candle_core::cuda::set_gemm_reduced_precision_f32(matches!(precision, Precision::Tf32 | Precision::Bf16));
-    CONV_BF16.store(precision == Precision::Bf16, std::sync::atomic::Ordering::Relaxed);
+    candle_core::cuda::set_gemm_reduced_precision_f32(matches!(
+        precision,
+        Precision::Tf32 | Precision::Bf16
+    ));
+    CONV_BF16.store(
+        precision == Precision::Bf16,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     Ok(())
 }
 
@@ -111,7 +122,9 @@ static CONV_BF16: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool:
 /// The compute dtype [`apply_precision`] set for convolutions (process-wide, like candle's TF32
 /// switch): `Some(BF16)` under `--precision bf16`, else `None` (the tensors' own dtype).
 pub fn conv_compute_dtype() -> Option<DType> {
-    CONV_BF16.load(std::sync::atomic::Ordering::Relaxed).then_some(DType::BF16)
+    CONV_BF16
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .then_some(DType::BF16)
 }
 
 #[cfg(test)]
@@ -121,10 +134,16 @@ mod tests {
     #[test]
     fn cpu_parses_and_bad_names_say_what_is_expected() {
         assert_eq!(parse_device("cpu").unwrap().1, "cpu");
-        assert!(parse_device("gpu").unwrap_err().contains("expected cpu, cuda or cuda:N"));
-        assert!(parse_device("cuda:x").unwrap_err().contains("expected cuda:N"));
+        assert!(parse_device("gpu")
+            .unwrap_err()
+            .contains("expected cpu, cuda or cuda:N"));
+        assert!(parse_device("cuda:x")
+            .unwrap_err()
+            .contains("expected cuda:N"));
         #[cfg(not(feature = "cuda"))]
-        assert!(parse_device("cuda:0").unwrap_err().contains("built without CUDA support"));
+        assert!(parse_device("cuda:0")
+            .unwrap_err()
+            .contains("built without CUDA support"));
     }
 
     #[test]
@@ -132,11 +151,17 @@ mod tests {
         for p in [Precision::F32, Precision::Tf32, Precision::Bf16] {
             assert_eq!(p.name().parse::<Precision>().unwrap(), p);
         }
-        assert!(Precision::parse("fp16").unwrap_err().contains("expected f32, tf32 or bf16"));
+        assert!(Precision::parse("fp16")
+            .unwrap_err()
+            .contains("expected f32, tf32 or bf16"));
         assert_eq!(Precision::Bf16.conv_compute_dtype(), Some(DType::BF16));
         assert!(apply_precision(Precision::F32, &Device::Cpu).is_ok());
-        assert!(apply_precision(Precision::Tf32, &Device::Cpu).unwrap_err().contains("only on CUDA"));
-        assert!(apply_precision(Precision::Bf16, &Device::Cpu).unwrap_err().contains("only on CUDA"));
+        assert!(apply_precision(Precision::Tf32, &Device::Cpu)
+            .unwrap_err()
+            .contains("only on CUDA"));
+        assert!(apply_precision(Precision::Bf16, &Device::Cpu)
+            .unwrap_err()
+            .contains("only on CUDA"));
         assert_eq!(conv_compute_dtype(), None);
     }
 }

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use repro::models::{render_table, summarize, Arch, ModelConfig};
-use repro::runner::{evaluate_tables, plan, preflight, row_results, training_macs, train_missing, write_report, RunOptions, RunProgress};
+use repro::runner::{
+    evaluate_tables, plan, preflight, row_results, train_missing, training_macs, write_report,
+    RunOptions, RunProgress,
+};
 use repro::spec::{load_experiment, Experiment, LoadOptions, TableSpec};
 
 #[derive(Parser)]
@@ -190,19 +193,29 @@ struct Failure {
 }
 
 fn bad_input(message: impl ToString) -> Failure {
-    Failure { code: 2, message: message.to_string() }
+    Failure {
+        code: 2,
+        message: message.to_string(),
+    }
 }
 
 fn main() -> ExitCode {
     use std::io::IsTerminal;
-    tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).with_ansi(std::io::stderr().is_terminal()).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Plan(args) => show_plan(args),
         Command::Report(args) => report(args),
         Command::Eval(args) => eval(args),
-        Command::Bench(args) => repro::bench::run(args).map_err(|m| Failure { code: 1, message: m }),
+        Command::Bench(args) => repro::bench::run(args).map_err(|m| Failure {
+            code: 1,
+            message: m,
+        }),
         Command::Models(args) => models(args),
     };
     match result {
@@ -215,9 +228,19 @@ fn main() -> ExitCode {
 }
 
 fn load_all(args: &ExperimentArgs) -> Result<Vec<Experiment>, Failure> {
-    let profile = if args.smoke { Some("smoke".to_string()) } else { args.profile.clone() };
-    let options = LoadOptions { profile, overrides: args.overrides.clone() };
-    args.files.iter().map(|f| load_experiment(f, &options).map_err(bad_input)).collect()
+    let profile = if args.smoke {
+        Some("smoke".to_string())
+    } else {
+        args.profile.clone()
+    };
+    let options = LoadOptions {
+        profile,
+        overrides: args.overrides.clone(),
+    };
+    args.files
+        .iter()
+        .map(|f| load_experiment(f, &options).map_err(bad_input))
+        .collect()
 }
 
 fn run(args: RunArgs) -> Result<(), Failure> {
@@ -244,25 +267,47 @@ fn run(args: RunArgs) -> Result<(), Failure> {
                 failures.push(format!("{}: {}: {:?}", e.name, planned.run.name, result));
             }
         }
-        let (evaluated, problems) = evaluate_tables(e, &options.results, &options.device, options.threads);
+        let (evaluated, problems) =
+            evaluate_tables(e, &options.results, &options.device, options.threads);
         if evaluated > 0 {
             eprintln!("   evaluations: {evaluated}");
         }
         failures.extend(problems.into_iter().map(|p| format!("{}: {p}", e.name)));
         let tables = |t: &TableSpec, row: usize| row_results(e, &options.results, t, row);
-        let index = write_report(e, &options.results, &args.reports, &command_line(), &tables).map_err(|m| Failure { code: 1, message: m })?;
+        let index = write_report(e, &options.results, &args.reports, &command_line(), &tables)
+            .map_err(|m| Failure {
+                code: 1,
+                message: m,
+            })?;
         eprintln!("   report: {}", index.display());
     }
     match failures.is_empty() {
         true => Ok(()),
-        false => Err(Failure { code: 1, message: format!("{} run(s) or evaluation(s) failed or diverged:\n  {}", failures.len(), failures.join("\n  ")) }),
+        false => Err(Failure {
+            code: 1,
+            message: format!(
+                "{} run(s) or evaluation(s) failed or diverged:\n  {}",
+                failures.len(),
+                failures.join("\n  ")
+            ),
+        }),
     }
 }
 
 fn report(args: ReportArgs) -> Result<(), Failure> {
     for e in load_all(&args.experiment)? {
         let tables = |t: &TableSpec, row: usize| row_results(&e, &args.experiment.results, t, row);
-        let index = write_report(&e, &args.experiment.results, &args.reports, &command_line(), &tables).map_err(|m| Failure { code: 1, message: m })?;
+        let index = write_report(
+            &e,
+            &args.experiment.results,
+            &args.reports,
+            &command_line(),
+            &tables,
+        )
+        .map_err(|m| Failure {
+            code: 1,
+            message: m,
+        })?;
         println!("{}", index.display());
     }
     Ok(())
@@ -271,15 +316,21 @@ fn report(args: ReportArgs) -> Result<(), Failure> {
 fn eval(args: EvalArgs) -> Result<(), Failure> {
     use repro::eval::{evaluate, protocol_for, write_predictions, EvalRequest, ModelSpec};
     use repro::models::AvgPoolPadding;
-    let arch = Arch::from_name(&args.model).ok_or_else(|| bad_input(format!("unknown model `{}`", args.model)))?;
+    let arch = Arch::from_name(&args.model)
+        .ok_or_else(|| bad_input(format!("unknown model `{}`", args.model)))?;
     for w in &args.weights {
         if !w.is_file() {
-            return Err(bad_input(format!("--weights: {} does not exist", w.display())));
+            return Err(bad_input(format!(
+                "--weights: {} does not exist",
+                w.display()
+            )));
         }
     }
     let classes = match args.classes {
         Some(n) => n,
-        None => repro::models::import::classifier_outputs(&args.weights[0], arch).map_err(bad_input)?,
+        None => {
+            repro::models::import::classifier_outputs(&args.weights[0], arch).map_err(bad_input)?
+        }
     };
     let mut config = ModelConfig::new(arch);
     config.num_classes = classes;
@@ -294,14 +345,30 @@ fn eval(args: EvalArgs) -> Result<(), Failure> {
         PadArg::Exclude => AvgPoolPadding::Exclude,
         PadArg::Include => AvgPoolPadding::Include,
     });
-    let labels = args.val_labels.clone().map(repro::data::ValLabels::GroundTruth);
+    let labels = args
+        .val_labels
+        .clone()
+        .map(repro::data::ValLabels::GroundTruth);
     let nonblacklisted = matches!(args.eval_set, EvalSetArg::Nonblacklisted);
-    let dataset = repro::runner::eval_dataset(&args.data, nonblacklisted, args.blacklist.as_deref(), labels).map_err(bad_input)?;
+    let dataset = repro::runner::eval_dataset(
+        &args.data,
+        nonblacklisted,
+        args.blacklist.as_deref(),
+        labels,
+    )
+    .map_err(bad_input)?;
     let crop_pct = args.crop_pct.unwrap_or(arch.eval_defaults().1);
     let protocol = protocol_for(args.crops, crop_pct, args.size as u32).map_err(bad_input)?;
     let (device, _) = repro::device::parse_device(&args.device).map_err(bad_input)?;
     let request = EvalRequest {
-        models: args.weights.iter().map(|w| ModelSpec { config: config.clone(), weights: w.clone() }).collect(),
+        models: args
+            .weights
+            .iter()
+            .map(|w| ModelSpec {
+                config: config.clone(),
+                weights: w.clone(),
+            })
+            .collect(),
         dataset: &dataset,
         protocol,
         input_size: args.size as u32,
@@ -309,10 +376,16 @@ fn eval(args: EvalArgs) -> Result<(), Failure> {
         threads: args.threads,
         device,
     };
-    let report = evaluate(&request).map_err(|e| Failure { code: 1, message: e.to_string() })?;
+    let report = evaluate(&request).map_err(|e| Failure {
+        code: 1,
+        message: e.to_string(),
+    })?;
     println!("{report}");
     if let Some(path) = &args.predictions {
-        write_predictions(path, &report).map_err(|e| Failure { code: 1, message: e.to_string() })?;
+        write_predictions(path, &report).map_err(|e| Failure {
+            code: 1,
+            message: e.to_string(),
+        })?;
         println!("predictions: {}", path.display());
     }
     Ok(())
@@ -326,8 +399,19 @@ fn command_line() -> String {
 
 fn show_plan(args: ExperimentArgs) -> Result<(), Failure> {
     for e in load_all(&args)? {
-        println!("{} ({}){}", e.name, e.path.display(), e.profile.as_deref().map(|p| format!(", profile {p}")).unwrap_or_default());
-        println!("  {:<26} {:<36} {:<16} {:>7} {:>12}  used by", "run", "folder", "state", "epochs", "train MACs");
+        println!(
+            "{} ({}){}",
+            e.name,
+            e.path.display(),
+            e.profile
+                .as_deref()
+                .map(|p| format!(", profile {p}"))
+                .unwrap_or_default()
+        );
+        println!(
+            "  {:<26} {:<36} {:<16} {:>7} {:>12}  used by",
+            "run", "folder", "state", "epochs", "train MACs"
+        );
         for p in plan(&e, &args.results) {
             let c = &p.run.config;
             let state = match &p.progress {
@@ -336,7 +420,9 @@ fn show_plan(args: ExperimentArgs) -> Result<(), Failure> {
                 RunProgress::Partial { step } => format!("resume @{step}"),
                 RunProgress::Missing => "to train".to_string(),
             };
-            let work = training_macs(c).map(engineering).unwrap_or_else(|| "?".into());
+            let work = training_macs(c)
+                .map(engineering)
+                .unwrap_or_else(|| "?".into());
             println!(
                 "  {:<26} {:<36} {:<16} {:>7} {:>12}  {}",
                 p.run.name,
@@ -353,13 +439,28 @@ fn show_plan(args: ExperimentArgs) -> Result<(), Failure> {
 
 /// 8.1e18 → "8.1 E".
 fn engineering(x: f64) -> String {
-    let units = [(1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M")];
-    units.iter().find(|(scale, _)| x >= *scale).map(|(scale, u)| format!("{:.1} {u}", x / scale)).unwrap_or_else(|| format!("{x:.0}"))
+    let units = [
+        (1e18, "E"),
+        (1e15, "P"),
+        (1e12, "T"),
+        (1e9, "G"),
+        (1e6, "M"),
+    ];
+    units
+        .iter()
+        .find(|(scale, _)| x >= *scale)
+        .map(|(scale, u)| format!("{:.1} {u}", x / scale))
+        .unwrap_or_else(|| format!("{x:.0}"))
 }
 
 fn models(args: ModelsArgs) -> Result<(), Failure> {
     let archs = match &args.model {
-        Some(name) => vec![Arch::from_name(name).ok_or_else(|| bad_input(format!("unknown model `{name}`; known: {}", Arch::ALL.map(|a| a.name()).join(", "))))?],
+        Some(name) => vec![Arch::from_name(name).ok_or_else(|| {
+            bad_input(format!(
+                "unknown model `{name}`; known: {}",
+                Arch::ALL.map(|a| a.name()).join(", ")
+            ))
+        })?],
         None => Arch::ALL.to_vec(),
     };
     let summaries = archs
@@ -375,7 +476,10 @@ fn models(args: ModelsArgs) -> Result<(), Failure> {
         .collect::<Result<Vec<_>, Failure>>()?;
     match args.format {
         Format::Table => print!("{}", render_table(&summaries)),
-        Format::Json => println!("{}", serde_json::to_string_pretty(&summaries).map_err(bad_input)?),
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&summaries).map_err(bad_input)?
+        ),
     }
     Ok(())
 }

@@ -3,16 +3,27 @@
 use std::process::Command;
 
 fn repro(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_repro")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_repro"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 #[test]
 fn json_reports_parameters_and_macs_of_all_four_networks() {
     let out = repro(&["models", "--format", "json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = v.as_array().unwrap();
-    let get = |name: &str| rows.iter().find(|r| r["name"] == name).unwrap_or_else(|| panic!("{name} missing"));
+    let get = |name: &str| {
+        rows.iter()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("{name} missing"))
+    };
     for (name, params, gmacs) in [
         ("inception_v3", 23_834_568u64, 5.71),
         ("inception_v4", 42_679_816, 12.25),
@@ -28,7 +39,17 @@ fn json_reports_parameters_and_macs_of_all_four_networks() {
 
 #[test]
 fn size_and_width_flags_change_the_report() {
-    let out = repro(&["models", "--model", "inception_v4", "--size", "107", "--width", "0.5", "--format", "json"]);
+    let out = repro(&[
+        "models",
+        "--model",
+        "inception_v4",
+        "--size",
+        "107",
+        "--width",
+        "0.5",
+        "--format",
+        "json",
+    ]);
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let stages = v[0]["stages"].as_array().unwrap();
@@ -42,7 +63,10 @@ fn bad_input_exits_with_2_and_says_why() {
     let out = repro(&["models", "--model", "resnet50"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("unknown model `resnet50`") && err.contains("inception_resnet_v2"), "{err}");
+    assert!(
+        err.contains("unknown model `resnet50`") && err.contains("inception_resnet_v2"),
+        "{err}"
+    );
     let out = repro(&["models", "--size", "60"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("at least 75"));

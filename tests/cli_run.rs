@@ -28,11 +28,18 @@ fn run(dir: &Path, args: &[&str]) -> Output {
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 fn run_folders(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir.join("results/runs")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("results/runs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     names.sort();
     names
 }
@@ -48,19 +55,54 @@ fn smoke_run_writes_metrics_figures_and_report_and_a_second_run_trains_nothing()
     assert_eq!(folders.len(), 2, "{folders:?}");
     for f in &folders {
         let run_dir = tmp.0.join("results/runs").join(f);
-        for file in ["DONE", "metrics.parquet", "config.yaml", "provenance.json", "final.safetensors"] {
+        for file in [
+            "DONE",
+            "metrics.parquet",
+            "config.yaml",
+            "provenance.json",
+            "final.safetensors",
+        ] {
             assert!(run_dir.join(file).is_file(), "{f}/{file} missing");
         }
     }
-    for file in ["reports/index.html", "reports/fig23/index.html", "reports/fig23/figures/fig23.png", "reports/fig23/figures/fig23.svg"] {
+    for file in [
+        "reports/index.html",
+        "reports/fig23/index.html",
+        "reports/fig23/figures/fig23.png",
+        "reports/fig23/figures/fig23.svg",
+    ] {
         assert!(tmp.0.join(file).is_file(), "{file} missing");
     }
     // `repro eval` on a trained run's weights: an ensemble of two copies equals the model.
-    let weights = tmp.0.join("results/runs").join(&folders[1]).join("final.safetensors");
-    let val = std::fs::read_dir(tmp.0.join("results/data")).unwrap().next().unwrap().unwrap().path().join("val");
+    let weights = tmp
+        .0
+        .join("results/runs")
+        .join(&folders[1])
+        .join("final.safetensors");
+    let val = std::fs::read_dir(tmp.0.join("results/data"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("val");
     let eval = |copies: usize| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_repro"));
-        c.args(["eval", "--model", "inception_v4", "--size", "75", "--width", "0.125", "--blocks", "1,1,1", "--crops", "10", "--data"]).arg(&val);
+        c.args([
+            "eval",
+            "--model",
+            "inception_v4",
+            "--size",
+            "75",
+            "--width",
+            "0.125",
+            "--blocks",
+            "1,1,1",
+            "--crops",
+            "10",
+            "--data",
+        ])
+        .arg(&val);
         for _ in 0..copies {
             c.arg("--weights").arg(&weights);
         }
@@ -68,28 +110,69 @@ fn smoke_run_writes_metrics_figures_and_report_and_a_second_run_trains_nothing()
     };
     let (one, two) = (eval(1), eval(2));
     assert!(one.status.success(), "{}", text(&one));
-    let first_line = |o: &Output| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or_default().to_string();
-    assert!(first_line(&one).starts_with("top-1 error "), "{}", text(&one));
+    let first_line = |o: &Output| {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        first_line(&one).starts_with("top-1 error "),
+        "{}",
+        text(&one)
+    );
     assert_eq!(first_line(&one), first_line(&two));
-    assert!(text(&one).contains("10 crops (shorter side 86, 4 corners + centre of 75, x mirror)"), "{}", text(&one));
+    assert!(
+        text(&one).contains("10 crops (shorter side 86, 4 corners + centre of 75, x mirror)"),
+        "{}",
+        text(&one)
+    );
 
-    let metrics = tmp.0.join("results/runs").join(&folders[0]).join("metrics.parquet");
+    let metrics = tmp
+        .0
+        .join("results/runs")
+        .join(&folders[0])
+        .join("metrics.parquet");
     let before = std::fs::metadata(&metrics).unwrap().modified().unwrap();
 
     let second = run(&tmp.0, &["run", fig, "--smoke"]);
     assert!(second.status.success(), "{}", text(&second));
     assert!(text(&second).contains("Reused(Done)"), "{}", text(&second));
     assert!(!text(&second).contains("Trained"), "{}", text(&second));
-    assert_eq!(std::fs::metadata(&metrics).unwrap().modified().unwrap(), before);
+    assert_eq!(
+        std::fs::metadata(&metrics).unwrap().modified().unwrap(),
+        before
+    );
 
     // fig24 uses the same two runs: nothing to train.
-    let plan = run(&tmp.0, &["plan", repo("experiments/fig24.yaml").to_str().unwrap(), "--smoke"]);
-    assert_eq!(text(&plan).matches("done (cached)").count(), 2, "{}", text(&plan));
+    let plan = run(
+        &tmp.0,
+        &[
+            "plan",
+            repo("experiments/fig24.yaml").to_str().unwrap(),
+            "--smoke",
+        ],
+    );
+    assert_eq!(
+        text(&plan).matches("done (cached)").count(),
+        2,
+        "{}",
+        text(&plan)
+    );
 
     // A changed learning rate is another run.
-    let third = run(&tmp.0, &["run", fig, "--smoke", "--set", "train.lr.base_lr=0.02"]);
+    let third = run(
+        &tmp.0,
+        &["run", fig, "--smoke", "--set", "train.lr.base_lr=0.02"],
+    );
     assert!(third.status.success(), "{}", text(&third));
-    assert_eq!(text(&third).matches("Trained(Finished").count(), 2, "{}", text(&third));
+    assert_eq!(
+        text(&third).matches("Trained(Finished").count(),
+        2,
+        "{}",
+        text(&third)
+    );
     assert_eq!(run_folders(&tmp.0).len(), 4);
 
     // `repro report` re-renders from stored results without training.
@@ -102,10 +185,19 @@ fn smoke_run_writes_metrics_figures_and_report_and_a_second_run_trains_nothing()
 
 /// A smoke run of one network that takes a few seconds and checkpoints every step.
 fn slow_args(fig: &str) -> Vec<String> {
-    [fig, "--smoke", "--set", "train.epochs=6", "--set", "train.checkpoint_every_steps=1", "--set", "runs.inception_v4.train.epochs=1"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    [
+        fig,
+        "--smoke",
+        "--set",
+        "train.epochs=6",
+        "--set",
+        "train.checkpoint_every_steps=1",
+        "--set",
+        "runs.inception_v4.train.epochs=1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 #[test]
@@ -117,7 +209,10 @@ fn a_killed_run_resumes_through_the_cli() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut child = {
         let mut c = repro(&tmp.0, &args);
-        c.arg("--reports").arg(tmp.0.join("reports")).stdout(Stdio::null()).stderr(Stdio::null());
+        c.arg("--reports")
+            .arg(tmp.0.join("reports"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         c.spawn().unwrap()
     };
     // Kill it once the IR-v2 run (first in name order) has checkpointed a few steps.
@@ -125,10 +220,12 @@ fn a_killed_run_resumes_through_the_cli() {
     let start = Instant::now();
     let mut killed_at = None;
     while start.elapsed() < Duration::from_secs(120) {
-        let state = std::fs::read_dir(&runs).ok().and_then(|mut d| d.find_map(|e| {
-            let p = e.ok()?.path().join("checkpoints/latest/state.json");
-            std::fs::read_to_string(p).ok()
-        }));
+        let state = std::fs::read_dir(&runs).ok().and_then(|mut d| {
+            d.find_map(|e| {
+                let p = e.ok()?.path().join("checkpoints/latest/state.json");
+                std::fs::read_to_string(p).ok()
+            })
+        });
         if let Some(s) = state {
             let v: serde_json::Value = serde_json::from_str(&s).unwrap();
             if v["step"].as_u64().unwrap() >= 3 {
@@ -141,16 +238,41 @@ fn a_killed_run_resumes_through_the_cli() {
     }
     child.wait().unwrap();
     let killed_at = killed_at.expect("the run never checkpointed");
-    let plan = run(&tmp.0, &["plan", args[1], "--smoke", "--set", "train.epochs=6", "--set", "train.checkpoint_every_steps=1", "--set", "runs.inception_v4.train.epochs=1"]);
+    let plan = run(
+        &tmp.0,
+        &[
+            "plan",
+            args[1],
+            "--smoke",
+            "--set",
+            "train.epochs=6",
+            "--set",
+            "train.checkpoint_every_steps=1",
+            "--set",
+            "runs.inception_v4.train.epochs=1",
+        ],
+    );
     assert!(text(&plan).contains("resume @"), "{}", text(&plan));
     let resumed = run(&tmp.0, &args);
     assert!(resumed.status.success(), "{}", text(&resumed));
-    assert!(text(&resumed).contains("resuming from"), "{}", text(&resumed));
+    assert!(
+        text(&resumed).contains("resuming from"),
+        "{}",
+        text(&resumed)
+    );
     // Every evaluation point of the 6 epochs is in the metrics, each once.
-    let irv2 = run_folders(&tmp.0).into_iter().find(|f| f.starts_with("inception_resnet_v2")).unwrap();
-    let rows = repro::store::metrics::read_metrics(&runs.join(irv2).join("metrics.parquet")).unwrap();
+    let irv2 = run_folders(&tmp.0)
+        .into_iter()
+        .find(|f| f.starts_with("inception_resnet_v2"))
+        .unwrap();
+    let rows =
+        repro::store::metrics::read_metrics(&runs.join(irv2).join("metrics.parquet")).unwrap();
     let epochs: Vec<f64> = rows.iter().map(|r| r.epoch).collect();
-    assert_eq!(epochs, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], "killed at step {killed_at}");
+    assert_eq!(
+        epochs,
+        vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+        "killed at step {killed_at}"
+    );
 }
 
 #[test]
@@ -162,11 +284,18 @@ fn a_second_process_on_the_same_run_folder_says_who_holds_it() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut first = {
         let mut c = repro(&tmp.0, &args);
-        c.arg("--reports").arg(tmp.0.join("reports")).stdout(Stdio::null()).stderr(Stdio::null());
+        c.arg("--reports")
+            .arg(tmp.0.join("reports"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         c.spawn().unwrap()
     };
     let lock_holder = |dir: &Path| -> Option<PathBuf> {
-        std::fs::read_dir(dir.join("results/runs")).ok()?.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| p.join("checkpoints/latest/state.json").exists())
+        std::fs::read_dir(dir.join("results/runs"))
+            .ok()?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .find(|p| p.join("checkpoints/latest/state.json").exists())
     };
     let start = Instant::now();
     while lock_holder(&tmp.0).is_none() && start.elapsed() < Duration::from_secs(120) {
@@ -176,7 +305,10 @@ fn a_second_process_on_the_same_run_folder_says_who_holds_it() {
     let out = text(&second);
     first.wait().unwrap();
     assert_eq!(second.status.code(), Some(1), "{out}");
-    assert!(out.contains("is in use by") && out.contains(&format!("pid {}", first.id())), "{out}");
+    assert!(
+        out.contains("is in use by") && out.contains(&format!("pid {}", first.id())),
+        "{out}"
+    );
     // The first process finished its runs undisturbed.
     let again = run(&tmp.0, &args);
     assert!(again.status.success(), "{}", text(&again));
@@ -187,7 +319,11 @@ fn bad_input_exits_with_2_and_names_the_problem() {
     let tmp = TempDir::new("bad");
     // The paper-scale file needs ImageNet.
     let out = Command::new(env!("CARGO_BIN_EXE_repro"))
-        .args(["run", repo("experiments/fig23.yaml").to_str().unwrap(), "--results"])
+        .args([
+            "run",
+            repo("experiments/fig23.yaml").to_str().unwrap(),
+            "--results",
+        ])
         .arg(tmp.0.join("results"))
         .env("REPRO_IMAGENET", tmp.0.join("no-imagenet"))
         .output()
@@ -216,7 +352,11 @@ fn corrupt_images_fail_the_run_by_name_or_are_skipped_and_listed() {
     let data = tmp.0.join("data");
     repro::data::write_synthetic_dataset(&data.join("train"), 2, 8, (48, 48), 1).unwrap();
     repro::data::write_synthetic_dataset(&data.join("val"), 2, 2, (48, 48), 2).unwrap();
-    std::fs::write(data.join("train/class_000/zz_corrupt.jpg"), b"\xff\xd8\xff\xe0 not a jpeg").unwrap();
+    std::fs::write(
+        data.join("train/class_000/zz_corrupt.jpg"),
+        b"\xff\xd8\xff\xe0 not a jpeg",
+    )
+    .unwrap();
     let exp = tmp.0.join("exp.yaml");
     let yaml = format!(
         "runs:\n  r:\n    model: {{arch: inception_v4, width: 0.125, image_size: 75, blocks: [1, 1, 1], num_classes: 2}}\n    \
@@ -226,12 +366,33 @@ fn corrupt_images_fail_the_run_by_name_or_are_skipped_and_listed() {
     std::fs::write(&exp, yaml).unwrap();
     let failed = run(&tmp.0, &["run", exp.to_str().unwrap()]);
     assert_eq!(failed.status.code(), Some(1), "{}", text(&failed));
-    assert!(text(&failed).contains("zz_corrupt.jpg"), "{}", text(&failed));
+    assert!(
+        text(&failed).contains("zz_corrupt.jpg"),
+        "{}",
+        text(&failed)
+    );
 
-    let skipped = run(&tmp.0, &["run", exp.to_str().unwrap(), "--set", "data.skip_bad_images=true"]);
+    let skipped = run(
+        &tmp.0,
+        &[
+            "run",
+            exp.to_str().unwrap(),
+            "--set",
+            "data.skip_bad_images=true",
+        ],
+    );
     assert!(skipped.status.success(), "{}", text(&skipped));
-    let folder = run_folders(&tmp.0).into_iter().find(|f| tmp.0.join("results/runs").join(f).join("DONE").exists()).unwrap();
-    let provenance = std::fs::read_to_string(tmp.0.join("results/runs").join(folder).join("provenance.json")).unwrap();
+    let folder = run_folders(&tmp.0)
+        .into_iter()
+        .find(|f| tmp.0.join("results/runs").join(f).join("DONE").exists())
+        .unwrap();
+    let provenance = std::fs::read_to_string(
+        tmp.0
+            .join("results/runs")
+            .join(folder)
+            .join("provenance.json"),
+    )
+    .unwrap();
     let v: serde_json::Value = serde_json::from_str(&provenance).unwrap();
     let listed = v["skipped_images"].as_array().unwrap();
     assert_eq!(listed.len(), 1, "{provenance}");
@@ -262,15 +423,27 @@ fn released_weights_fill_a_table_without_training() {
     let out = run(&tmp.0, &["run", exp.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(!tmp.0.join("results/runs").exists(), "nothing is trained");
-    let evals: Vec<_> = std::fs::read_dir(tmp.0.join("results/evals")).unwrap().collect();
+    let evals: Vec<_> = std::fs::read_dir(tmp.0.join("results/evals"))
+        .unwrap()
+        .collect();
     assert_eq!(evals.len(), 1);
     let table = std::fs::read_to_string(tmp.0.join("reports/released/tables/table3.md")).unwrap();
-    let row = table.lines().find(|l| l.starts_with("| Inception-v4")).unwrap();
-    assert!(row.contains("| 6 |"), "6 validation images evaluated: {table}");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("| Inception-v4"))
+        .unwrap();
+    assert!(
+        row.contains("| 6 |"),
+        "6 validation images evaluated: {table}"
+    );
     assert!(row.contains("18.7"), "the paper's value is shown: {table}");
 
     std::fs::remove_file(&weights).unwrap();
     let out = run(&tmp.0, &["run", exp.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out).contains("released weights") && text(&out).contains("do not exist"), "{}", text(&out));
+    assert!(
+        text(&out).contains("released weights") && text(&out).contains("do not exist"),
+        "{}",
+        text(&out)
+    );
 }

@@ -9,11 +9,21 @@ use repro::models::{import, Arch, ModelConfig, Network};
 #[test]
 #[ignore = "writes ~500 MB for a manual check with PyTorch"]
 fn export_weights_for_timm() {
-    let dir = std::path::PathBuf::from(std::env::var("REPRO_EXPORT_DIR").expect("set REPRO_EXPORT_DIR"));
+    let dir =
+        std::path::PathBuf::from(std::env::var("REPRO_EXPORT_DIR").expect("set REPRO_EXPORT_DIR"));
     std::fs::create_dir_all(&dir).unwrap();
-    for arch in [Arch::InceptionV3, Arch::InceptionV4, Arch::InceptionResnetV2] {
+    for arch in [
+        Arch::InceptionV3,
+        Arch::InceptionV4,
+        Arch::InceptionResnetV2,
+    ] {
         let vm = VarMap::new();
-        Network::new(&ModelConfig::new(arch), VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
-        import::save_timm_weights(&vm, &dir.join(format!("{}.safetensors", arch.name())), 0).unwrap();
+        Network::new(
+            &ModelConfig::new(arch),
+            VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu),
+        )
+        .unwrap();
+        import::save_timm_weights(&vm, &dir.join(format!("{}.safetensors", arch.name())), 0)
+            .unwrap();
     }
 }

@@ -13,7 +13,9 @@ use common::deterministic::{state_tensor, uniform_pm1};
 use repro::models::{import, Arch, AvgPoolPadding, ModelConfig, Network};
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 /// timm's state dict, rebuilt from its key list (`name<TAB>[shape]` per line).
@@ -22,8 +24,12 @@ fn timm_state_dict(keys_file: &str) -> HashMap<String, Tensor> {
     text.lines()
         .map(|line| {
             let (name, shape) = line.split_once('\t').unwrap();
-            let shape: Vec<usize> =
-                shape.trim_matches(['[', ']']).split(',').filter(|s| !s.trim().is_empty()).map(|s| s.trim().parse().unwrap()).collect();
+            let shape: Vec<usize> = shape
+                .trim_matches(['[', ']'])
+                .split(',')
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| s.trim().parse().unwrap())
+                .collect();
             let t = if name.ends_with("num_batches_tracked") {
                 Tensor::new(0i64, &Device::Cpu).unwrap()
             } else {
@@ -50,36 +56,66 @@ fn check(arch: Arch, keys_file: &str, avg_pool_padding: AvgPoolPadding) {
     let shape = (2, 3, 299, 299);
     let x = Tensor::from_vec(uniform_pm1("input", 2 * 3 * 299 * 299), shape, &Device::Cpu).unwrap();
     let ours = net.forward_t(&x, false).unwrap().logits;
-    let expected = candle_core::safetensors::load(fixture("timm_logits.safetensors"), &Device::Cpu).unwrap();
+    let expected =
+        candle_core::safetensors::load(fixture("timm_logits.safetensors"), &Device::Cpu).unwrap();
     let expected = &expected[&format!("{}.logits", arch.name())];
     assert_eq!(ours.dims(), expected.dims());
-    let range = (expected.max_all().unwrap().to_scalar::<f32>().unwrap() - expected.min_all().unwrap().to_scalar::<f32>().unwrap()) as f64;
-    let diff = (ours - expected).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap() as f64;
+    let range = (expected.max_all().unwrap().to_scalar::<f32>().unwrap()
+        - expected.min_all().unwrap().to_scalar::<f32>().unwrap()) as f64;
+    let diff = (ours - expected)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap() as f64;
     eprintln!("{arch}: max |ours - timm| = {diff:.3e}, logit range {range:.2}");
     assert!(range > 1.0, "fixture logits are degenerate");
-    assert!(diff <= 1e-3 * range, "{arch}: max abs difference {diff} exceeds 1e-3 of the logit range {range}");
+    assert!(
+        diff <= 1e-3 * range,
+        "{arch}: max abs difference {diff} exceeds 1e-3 of the logit range {range}"
+    );
 }
 
 #[test]
 fn inception_v3_matches_timm() {
     // timm's v3 (from torchvision) averages padded zeros in; TF does not.
-    check(Arch::InceptionV3, "timm_keys_v3.txt", AvgPoolPadding::Include);
+    check(
+        Arch::InceptionV3,
+        "timm_keys_v3.txt",
+        AvgPoolPadding::Include,
+    );
 }
 
 #[test]
 fn inception_v4_matches_timm() {
-    check(Arch::InceptionV4, "timm_keys_v4.txt", AvgPoolPadding::Exclude);
+    check(
+        Arch::InceptionV4,
+        "timm_keys_v4.txt",
+        AvgPoolPadding::Exclude,
+    );
 }
 
 #[test]
 fn inception_resnet_v2_matches_timm() {
-    check(Arch::InceptionResnetV2, "timm_keys_irv2.txt", AvgPoolPadding::Exclude);
+    check(
+        Arch::InceptionResnetV2,
+        "timm_keys_irv2.txt",
+        AvgPoolPadding::Exclude,
+    );
 }
 
 /// The include/exclude choice matters: with TF's semantics timm's v3 logits are not matched,
 /// so the parity tests above do check the pooling at the borders.
 #[test]
 fn inception_v3_with_tf_pooling_differs_from_timm() {
-    let result = std::panic::catch_unwind(|| check(Arch::InceptionV3, "timm_keys_v3.txt", AvgPoolPadding::Exclude));
+    let result = std::panic::catch_unwind(|| {
+        check(
+            Arch::InceptionV3,
+            "timm_keys_v3.txt",
+            AvgPoolPadding::Exclude,
+        )
+    });
     assert!(result.is_err());
 }

@@ -27,7 +27,12 @@ fn tiny_run(dir: &Path, arch: &str, train: &str) -> ResolvedRun {
     e.runs["r"].clone()
 }
 
-fn train(run: &ResolvedRun, results: &Path, folder: &str, stop_after_steps: Option<u64>) -> (RunOutcome, Vec<MetricsRow>) {
+fn train(
+    run: &ResolvedRun,
+    results: &Path,
+    folder: &str,
+    stop_after_steps: Option<u64>,
+) -> (RunOutcome, Vec<MetricsRow>) {
     let data = prepare_datasets(&run.config.data, results).unwrap();
     let dir = RunDir::new(results.join(folder));
     dir.create().unwrap();
@@ -43,24 +48,46 @@ fn train(run: &ResolvedRun, results: &Path, folder: &str, stop_after_steps: Opti
         progress: Progress::quiet(),
     };
     let outcome = train_run(&job).unwrap();
-    let rows = if dir.metrics_parquet().exists() { read_metrics(&dir.metrics_parquet()).unwrap() } else { Vec::new() };
+    let rows = if dir.metrics_parquet().exists() {
+        read_metrics(&dir.metrics_parquet()).unwrap()
+    } else {
+        Vec::new()
+    };
     (outcome, rows)
 }
 
 #[test]
 fn a_tiny_network_learns_the_generated_classes() {
     let tmp = TempDir::new("learn");
-    let run = tiny_run(&tmp.0, "inception_v3", "epochs: 20, eval_every_epochs: 5, lr: {base_lr: 0.045, decay_epochs: 10}");
+    let run = tiny_run(
+        &tmp.0,
+        "inception_v3",
+        "epochs: 20, eval_every_epochs: 5, lr: {base_lr: 0.045, decay_epochs: 10}",
+    );
     let (outcome, rows) = train(&run, &tmp.0, "run", None);
-    assert!(matches!(outcome, RunOutcome::Finished { steps: 120, .. }), "{outcome:?}");
+    assert!(
+        matches!(outcome, RunOutcome::Finished { steps: 120, .. }),
+        "{outcome:?}"
+    );
     assert_eq!(rows.len(), 4);
     let (first, last) = (&rows[0], &rows[3]);
-    assert!(last.train_loss < first.train_loss, "loss did not fall: {} -> {}", first.train_loss, last.train_loss);
+    assert!(
+        last.train_loss < first.train_loss,
+        "loss did not fall: {} -> {}",
+        first.train_loss,
+        last.train_loss
+    );
     for r in &rows {
-        eprintln!("epoch {} loss {:.4} top-1 {:?} top-5 {:?}", r.epoch, r.train_loss, r.top1_err, r.top5_err);
+        eprintln!(
+            "epoch {} loss {:.4} top-1 {:?} top-5 {:?}",
+            r.epoch, r.train_loss, r.top1_err, r.top5_err
+        );
     }
     let top1 = last.top1_err.unwrap();
-    assert!(top1 < 0.45, "top-1 error {top1} is not clearly below chance (0.75)");
+    assert!(
+        top1 < 0.45,
+        "top-1 error {top1} is not clearly below chance (0.75)"
+    );
     assert_eq!(last.eval_images, 32);
     assert_eq!(last.images_seen, 120 * 16);
     // The learning rate follows the staircase: 0.045 * 0.94^floor(epoch / 10) at the last step
@@ -72,7 +99,11 @@ fn a_tiny_network_learns_the_generated_classes() {
 #[test]
 fn a_killed_run_resumes_to_the_same_metrics() {
     let tmp = TempDir::new("resume");
-    let run = tiny_run(&tmp.0, "inception_v3", "epochs: 2, eval_every_epochs: 0.5, checkpoint_every_steps: 2, lr: {base_lr: 0.045}");
+    let run = tiny_run(
+        &tmp.0,
+        "inception_v3",
+        "epochs: 2, eval_every_epochs: 0.5, checkpoint_every_steps: 2, lr: {base_lr: 0.045}",
+    );
     let (_, uninterrupted) = train(&run, &tmp.0, "a", None);
     // 6 steps per epoch, evaluations at steps 3, 6, 9, 12. Killed after step 5: the last
     // checkpoint is at step 4 and the evaluation of step 3 is on disk.
@@ -80,9 +111,23 @@ fn a_killed_run_resumes_to_the_same_metrics() {
     assert_eq!(stopped, RunOutcome::Stopped { step: 5 });
     assert_eq!(partial.len(), 1);
     let (outcome, resumed) = train(&run, &tmp.0, "b", None);
-    assert!(matches!(outcome, RunOutcome::Finished { steps: 12, .. }), "{outcome:?}");
+    assert!(
+        matches!(outcome, RunOutcome::Finished { steps: 12, .. }),
+        "{outcome:?}"
+    );
     assert_eq!(uninterrupted.len(), 4);
-    let key = |r: &MetricsRow| (r.epoch, r.step, r.images_seen, r.lr, r.train_loss, r.top1_err, r.top5_err, r.eval_images);
+    let key = |r: &MetricsRow| {
+        (
+            r.epoch,
+            r.step,
+            r.images_seen,
+            r.lr,
+            r.train_loss,
+            r.top1_err,
+            r.top5_err,
+            r.eval_images,
+        )
+    };
     let a: Vec<_> = uninterrupted.iter().map(key).collect();
     let b: Vec<_> = resumed.iter().map(key).collect();
     assert_eq!(a, b);
@@ -92,9 +137,15 @@ fn a_killed_run_resumes_to_the_same_metrics() {
 fn a_diverging_loss_stops_the_run_and_keeps_its_metrics() {
     let tmp = TempDir::new("nan");
     // Without clipping, a learning rate of 1e38 overflows the weights up within a few steps.
-    let run = tiny_run(&tmp.0, "inception_v4", "epochs: 4, eval_every_epochs: 1, clip_norm: 0, lr: {base_lr: 1.0e38}");
+    let run = tiny_run(
+        &tmp.0,
+        "inception_v4",
+        "epochs: 4, eval_every_epochs: 1, clip_norm: 0, lr: {base_lr: 1.0e38}",
+    );
     let (outcome, rows) = train(&run, &tmp.0, "run", None);
-    let RunOutcome::Diverged { step, loss } = outcome else { panic!("expected divergence, got {outcome:?}") };
+    let RunOutcome::Diverged { step, loss } = outcome else {
+        panic!("expected divergence, got {outcome:?}")
+    };
     assert!(!loss.is_finite());
     assert!(step <= 24);
     assert!(rows.iter().all(|r| r.step < step));

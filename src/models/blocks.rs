@@ -25,7 +25,10 @@ pub fn v3_stem_to_71(ctx: &Ctx, names: [&str; 5]) -> Result<Chain> {
 pub fn reduction_a(ctx: &Ctx, cin: usize, [k, l, m, n]: [usize; 4]) -> Result<Mixed> {
     Ok(Mixed::new(vec![
         Chain::from(cin).conv_s2(ctx, "branch0", n, K3)?,
-        Chain::from(cin).conv(ctx, "branch1.0", k, K1)?.conv(ctx, "branch1.1", l, K3)?.conv_s2(ctx, "branch1.2", m, K3)?,
+        Chain::from(cin)
+            .conv(ctx, "branch1.0", k, K1)?
+            .conv(ctx, "branch1.1", l, K3)?
+            .conv_s2(ctx, "branch1.2", m, K3)?,
         Chain::from(cin).max_pool(),
     ]))
 }
@@ -35,11 +38,21 @@ pub fn reduction_a(ctx: &Ctx, cin: usize, [k, l, m, n]: [usize; 4]) -> Result<Mi
 pub struct Block35Filters(pub [usize; 6]);
 
 /// Inception-ResNet-A (paper Figs 10 and 16) at 35x35.
-pub fn block35(ctx: &Ctx, cin: usize, Block35Filters(f): &Block35Filters, scale: f64) -> Result<Residual> {
+pub fn block35(
+    ctx: &Ctx,
+    cin: usize,
+    Block35Filters(f): &Block35Filters,
+    scale: f64,
+) -> Result<Residual> {
     let branches = vec![
         Chain::from(cin).conv(ctx, "branch0", f[0], K1)?,
-        Chain::from(cin).conv(ctx, "branch1.0", f[1], K1)?.conv(ctx, "branch1.1", f[2], K3)?,
-        Chain::from(cin).conv(ctx, "branch2.0", f[3], K1)?.conv(ctx, "branch2.1", f[4], K3)?.conv(ctx, "branch2.2", f[5], K3)?,
+        Chain::from(cin)
+            .conv(ctx, "branch1.0", f[1], K1)?
+            .conv(ctx, "branch1.1", f[2], K3)?,
+        Chain::from(cin)
+            .conv(ctx, "branch2.0", f[3], K1)?
+            .conv(ctx, "branch2.1", f[4], K3)?
+            .conv(ctx, "branch2.2", f[5], K3)?,
     ];
     Residual::new(ctx, cin, branches, scale, true)
 }
@@ -53,7 +66,13 @@ pub fn block17(ctx: &Ctx, cin: usize, f: &FactorisedFilters, scale: f64) -> Resu
 }
 
 /// Inception-ResNet-C (Block8, paper Figs 13 and 19) at 8x8: the factorised pair is 1x3, 3x1.
-pub fn block8(ctx: &Ctx, cin: usize, f: &FactorisedFilters, scale: f64, relu: bool) -> Result<Residual> {
+pub fn block8(
+    ctx: &Ctx,
+    cin: usize,
+    f: &FactorisedFilters,
+    scale: f64,
+    relu: bool,
+) -> Result<Residual> {
     factorised_residual(ctx, cin, f, (K1X3, K3X1), scale, relu)
 }
 
@@ -67,7 +86,10 @@ fn factorised_residual(
 ) -> Result<Residual> {
     let branches = vec![
         Chain::from(cin).conv(ctx, "branch0", f[0], K1)?,
-        Chain::from(cin).conv(ctx, "branch1.0", f[1], K1)?.conv(ctx, "branch1.1", f[2], first)?.conv(ctx, "branch1.2", f[3], second)?,
+        Chain::from(cin)
+            .conv(ctx, "branch1.0", f[1], K1)?
+            .conv(ctx, "branch1.1", f[2], first)?
+            .conv(ctx, "branch1.2", f[3], second)?,
     ];
     Residual::new(ctx, cin, branches, scale, relu)
 }
@@ -76,9 +98,16 @@ fn factorised_residual(
 /// [1x1 a → 3x3/2 V a'] [1x1 b → 3x3/2 V b'] [1x1 c → 3x3 c' → 3x3/2 V c''] [max 3/2 V].
 pub fn reduction_b_resnet(ctx: &Ctx, cin: usize, f: [usize; 7]) -> Result<Mixed> {
     Ok(Mixed::new(vec![
-        Chain::from(cin).conv(ctx, "branch0.0", f[0], K1)?.conv_s2(ctx, "branch0.1", f[1], K3)?,
-        Chain::from(cin).conv(ctx, "branch1.0", f[2], K1)?.conv_s2(ctx, "branch1.1", f[3], K3)?,
-        Chain::from(cin).conv(ctx, "branch2.0", f[4], K1)?.conv(ctx, "branch2.1", f[5], K3)?.conv_s2(ctx, "branch2.2", f[6], K3)?,
+        Chain::from(cin)
+            .conv(ctx, "branch0.0", f[0], K1)?
+            .conv_s2(ctx, "branch0.1", f[1], K3)?,
+        Chain::from(cin)
+            .conv(ctx, "branch1.0", f[2], K1)?
+            .conv_s2(ctx, "branch1.1", f[3], K3)?,
+        Chain::from(cin)
+            .conv(ctx, "branch2.0", f[4], K1)?
+            .conv(ctx, "branch2.1", f[5], K3)?
+            .conv_s2(ctx, "branch2.2", f[6], K3)?,
         Chain::from(cin).max_pool(),
     ]))
 }
@@ -107,20 +136,44 @@ pub fn inception_resnet_stages(
     let [s_a, s_b, s_c] = cfg.residual_scales();
     let mut a = Chain::from(cin);
     for i in 0..n_a {
-        let block = block35(&ctx.pp(format!("repeat.{i}")), a.channels(), &f.block35, s_a)?;
+        let block = block35(
+            &ctx.pp(format!("repeat.{i}")),
+            a.channels(),
+            &f.block35,
+            s_a,
+        )?;
         a = a.residual(block);
     }
-    let red_a = Chain::from(a.channels()).mixed(reduction_a(&ctx.pp("mixed_6a"), a.channels(), f.reduction_a)?);
+    let red_a = Chain::from(a.channels()).mixed(reduction_a(
+        &ctx.pp("mixed_6a"),
+        a.channels(),
+        f.reduction_a,
+    )?);
     let mut b = Chain::from(red_a.channels());
     for i in 0..n_b {
-        let block = block17(&ctx.pp(format!("repeat_1.{i}")), b.channels(), &f.block17, s_b)?;
+        let block = block17(
+            &ctx.pp(format!("repeat_1.{i}")),
+            b.channels(),
+            &f.block17,
+            s_b,
+        )?;
         b = b.residual(block);
     }
-    let red_b = Chain::from(b.channels()).mixed(reduction_b_resnet(&ctx.pp("mixed_7a"), b.channels(), f.reduction_b)?);
+    let red_b = Chain::from(b.channels()).mixed(reduction_b_resnet(
+        &ctx.pp("mixed_7a"),
+        b.channels(),
+        f.reduction_b,
+    )?);
     let scaled = if unscaled_last_block { n_c - 1 } else { n_c };
     let mut c = Chain::from(red_b.channels());
     for i in 0..scaled {
-        let block = block8(&ctx.pp(format!("repeat_2.{i}")), c.channels(), &f.block8, s_c, true)?;
+        let block = block8(
+            &ctx.pp(format!("repeat_2.{i}")),
+            c.channels(),
+            &f.block8,
+            s_c,
+            true,
+        )?;
         c = c.residual(block);
     }
     if unscaled_last_block {

@@ -15,7 +15,12 @@ pub enum Arch {
 }
 
 impl Arch {
-    pub const ALL: [Arch; 4] = [Arch::InceptionV3, Arch::InceptionV4, Arch::InceptionResnetV1, Arch::InceptionResnetV2];
+    pub const ALL: [Arch; 4] = [
+        Arch::InceptionV3,
+        Arch::InceptionV4,
+        Arch::InceptionResnetV1,
+        Arch::InceptionResnetV2,
+    ];
 
     /// The name used on the command line, in YAML and in timm.
     pub fn name(self) -> &'static str {
@@ -28,7 +33,9 @@ impl Arch {
     }
 
     pub fn from_name(name: &str) -> Option<Arch> {
-        Arch::ALL.into_iter().find(|a| a.name() == name.replace('-', "_"))
+        Arch::ALL
+            .into_iter()
+            .find(|a| a.name() == name.replace('-', "_"))
     }
 
     /// Blocks in the 35x35, 17x17 and 8x8 stages of the reference network.
@@ -188,7 +195,8 @@ impl ModelConfig {
     }
 
     pub fn residual_scales(&self) -> [f64; 3] {
-        self.residual_scales.unwrap_or(self.arch.default_residual_scales())
+        self.residual_scales
+            .unwrap_or(self.arch.default_residual_scales())
     }
 
     pub fn avg_pool_padding(&self) -> AvgPoolPadding {
@@ -201,19 +209,34 @@ impl ModelConfig {
             return Err("num_classes must be at least 1".into());
         }
         if !(self.width.is_finite() && self.width > 0.0) {
-            return Err(format!("width must be a positive number, got {}", self.width));
+            return Err(format!(
+                "width must be a positive number, got {}",
+                self.width
+            ));
         }
         if self.image_size < MIN_IMAGE_SIZE {
-            return Err(format!("image_size must be at least {MIN_IMAGE_SIZE} px, got {}", self.image_size));
+            return Err(format!(
+                "image_size must be at least {MIN_IMAGE_SIZE} px, got {}",
+                self.image_size
+            ));
         }
         if self.blocks().contains(&0) {
-            return Err(format!("blocks must be at least 1 per stage, got {:?}", self.blocks()));
+            return Err(format!(
+                "blocks must be at least 1 per stage, got {:?}",
+                self.blocks()
+            ));
         }
         if !(0.0..1.0).contains(&self.dropout) {
-            return Err(format!("dropout is a drop probability in [0, 1), got {}", self.dropout));
+            return Err(format!(
+                "dropout is a drop probability in [0, 1), got {}",
+                self.dropout
+            ));
         }
         if !(0.0..=1.0).contains(&self.bn_momentum) {
-            return Err(format!("bn_momentum must be in [0, 1], got {}", self.bn_momentum));
+            return Err(format!(
+                "bn_momentum must be in [0, 1], got {}",
+                self.bn_momentum
+            ));
         }
         if self.residual_scales().iter().any(|s| !s.is_finite()) {
             return Err("residual_scales must be finite".into());
@@ -231,15 +254,20 @@ mod tests {
         for arch in Arch::ALL {
             assert_eq!(Arch::from_name(arch.name()), Some(arch));
         }
-        assert_eq!(Arch::from_name("inception-resnet-v2"), Some(Arch::InceptionResnetV2));
+        assert_eq!(
+            Arch::from_name("inception-resnet-v2"),
+            Some(Arch::InceptionResnetV2)
+        );
         assert_eq!(Arch::from_name("resnet50"), None);
     }
 
     #[test]
     fn unknown_yaml_keys_are_rejected() {
-        let err = serde_json::from_str::<ModelConfig>(r#"{"arch":"inception_v4","widht":0.5}"#).unwrap_err();
+        let err = serde_json::from_str::<ModelConfig>(r#"{"arch":"inception_v4","widht":0.5}"#)
+            .unwrap_err();
         assert!(err.to_string().contains("unknown field `widht`"), "{err}");
-        let ok: ModelConfig = serde_json::from_str(r#"{"arch":"inception_v4","width":0.5}"#).unwrap();
+        let ok: ModelConfig =
+            serde_json::from_str(r#"{"arch":"inception_v4","width":0.5}"#).unwrap();
         assert_eq!(ok.width, 0.5);
         assert_eq!(ok.num_classes, 1000);
     }

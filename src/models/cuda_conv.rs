@@ -34,14 +34,22 @@
 use std::sync::Mutex;
 
 use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, CudaStorage, CustomOp2, DType, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{
+    bail, CpuStorage, CudaStorage, CustomOp2, DType, Layout, Result, Shape, Storage, Tensor,
+};
 
 /// `x (b, ci, h, w)` convolved with `w (co, ci, kh, kw)`, zero padding `pad = (rows, columns)`
 /// on each side, `stride` on both axes, no dilation or groups. The same value as
 /// `x.pad_with_zeros(2, ph, ph)?.pad_with_zeros(3, pw, pw)?.conv2d(w, 0, stride, 1, 1)`, with the
 /// backward pass described in the module doc. `compute` casts both operands (e.g. to bf16)
 /// for the convolution and the result back to `x`'s dtype.
-pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, pad: (usize, usize), compute: Option<DType>) -> Result<Tensor> {
+pub fn conv2d(
+    x: &Tensor,
+    w: &Tensor,
+    stride: usize,
+    pad: (usize, usize),
+    compute: Option<DType>,
+) -> Result<Tensor> {
     let out_dtype = x.dtype();
     let (x, w) = match compute {
         Some(dt) if dt != out_dtype => (x.to_dtype(dt)?, w.to_dtype(dt)?),
@@ -49,7 +57,15 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, pad: (usize, usize), comput
     };
     // Equal paddings go to candle's conv as one number; unequal ones (1x7, 7x1) are applied
     // as explicit zero padding, whose own backward is a cheap narrow.
-    let (x, pad) = if pad.0 == pad.1 { (x, pad.0) } else { (x.pad_with_zeros(2, pad.0, pad.0)?.pad_with_zeros(3, pad.1, pad.1)?, 0) };
+    let (x, pad) = if pad.0 == pad.1 {
+        (x, pad.0)
+    } else {
+        (
+            x.pad_with_zeros(2, pad.0, pad.0)?
+                .pad_with_zeros(3, pad.1, pad.1)?,
+            0,
+        )
+    };
     let y = conv2d_square_pad(&x, &w, stride, pad)?;
     if y.dtype() != out_dtype {
         y.to_dtype(out_dtype)
@@ -75,7 +91,14 @@ fn conv2d_square_pad(x: &Tensor, w: &Tensor, stride: usize, pad: usize) -> Resul
     if !x.track_op() && !w.track_op() {
         return Ok(value);
     }
-    x.apply_op2(w, FastConv2d { stride, pad, value: Mutex::new(Some(value)) })
+    x.apply_op2(
+        w,
+        FastConv2d {
+            stride,
+            pad,
+            value: Mutex::new(Some(value)),
+        },
+    )
 }
 
 fn is_pointwise(w: &Tensor, stride: usize, pad: usize) -> bool {
@@ -104,8 +127,13 @@ struct FastConv2d {
 
 impl FastConv2d {
     fn take_value(&self) -> Result<Tensor> {
-        let v = self.value.lock().map_err(|_| candle_core::Error::Msg("fast-conv2d: poisoned lock".into()))?.take();
-        let v = v.ok_or_else(|| candle_core::Error::Msg("fast-conv2d: forward ran twice".into()))?;
+        let v = self
+            .value
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("fast-conv2d: poisoned lock".into()))?
+            .take();
+        let v =
+            v.ok_or_else(|| candle_core::Error::Msg("fast-conv2d: forward ran twice".into()))?;
         // `try_clone` copies the whole buffer: make sure it is exactly the value.
         let (_, l) = v.storage_and_layout();
         if l.is_contiguous() && l.start_offset() == 0 {
@@ -121,7 +149,13 @@ impl CustomOp2 for FastConv2d {
         "fast-conv2d"
     }
 
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let v = self.take_value()?;
         let (storage, layout) = v.storage_and_layout();
         match &*storage {
@@ -130,7 +164,13 @@ impl CustomOp2 for FastConv2d {
         }
     }
 
-    fn cuda_fwd(&self, _: &CudaStorage, _: &Layout, _: &CudaStorage, _: &Layout) -> Result<(CudaStorage, Shape)> {
+    fn cuda_fwd(
+        &self,
+        _: &CudaStorage,
+        _: &Layout,
+        _: &CudaStorage,
+        _: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
         let v = self.take_value()?;
         let (storage, layout) = v.storage_and_layout();
         match &*storage {
@@ -139,51 +179,88 @@ impl CustomOp2 for FastConv2d {
         }
     }
 
-    fn bwd(&self, x: &Tensor, w: &Tensor, _y: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _y: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (x, w, g) = (x.detach(), w.detach(), g.detach().contiguous()?);
-        Ok((Some(input_grad(&x, &w, &g, self.stride, self.pad)?), Some(weight_grad(&x, &w, &g, self.stride, self.pad)?)))
+        Ok((
+            Some(input_grad(&x, &w, &g, self.stride, self.pad)?),
+            Some(weight_grad(&x, &w, &g, self.stride, self.pad)?),
+        ))
     }
 }
 
 /// dL/dx for `y = conv(x, w, stride, pad)` given `g = dL/dy`.
-pub(crate) fn input_grad(x: &Tensor, w: &Tensor, g: &Tensor, stride: usize, pad: usize) -> Result<Tensor> {
+pub(crate) fn input_grad(
+    x: &Tensor,
+    w: &Tensor,
+    g: &Tensor,
+    stride: usize,
+    pad: usize,
+) -> Result<Tensor> {
     let (b, ci, h, wd) = x.dims4()?;
     let (co, _, kh, kw) = w.dims4()?;
     let (_, _, oh, ow) = g.dims4()?;
     if is_pointwise(w, stride, pad) {
         // (ci, co) · (b, co, h·w) → (b, ci, h·w).
         let wt = w.reshape((co, ci))?.t()?;
-        return wt.broadcast_matmul(&g.reshape((b, co, oh * ow))?)?.reshape((b, ci, h, wd));
+        return wt
+            .broadcast_matmul(&g.reshape((b, co, oh * ow))?)?
+            .reshape((b, ci, h, wd));
     }
     // Dilate the gradient by the stride: (oh-1)·s+1 rows with s-1 zeros between entries.
     let g = if stride > 1 {
-        let z = g.reshape((b, co, oh, 1, ow, 1))?.pad_with_zeros(3, 0, stride - 1)?.pad_with_zeros(5, 0, stride - 1)?;
-        z.reshape((b, co, oh * stride, ow * stride))?.narrow(2, 0, (oh - 1) * stride + 1)?.narrow(3, 0, (ow - 1) * stride + 1)?
+        let z = g
+            .reshape((b, co, oh, 1, ow, 1))?
+            .pad_with_zeros(3, 0, stride - 1)?
+            .pad_with_zeros(5, 0, stride - 1)?;
+        z.reshape((b, co, oh * stride, ow * stride))?
+            .narrow(2, 0, (oh - 1) * stride + 1)?
+            .narrow(3, 0, (ow - 1) * stride + 1)?
     } else {
         g.clone()
     };
     // Full correlation with the flipped kernel; input rows/columns the forward never read
     // (a strided VALID conv's trailing border) get zero gradient through the extra padding.
     let pads = |k: usize, len: usize, dilated: usize| -> Result<(usize, usize)> {
-        let before = (k - 1).checked_sub(pad).ok_or_else(|| candle_core::Error::Msg("fast-conv2d: padding larger than the kernel".into()))?;
-        let after = (len + k - 1).checked_sub(before + dilated).ok_or_else(|| candle_core::Error::Msg("fast-conv2d: inconsistent shapes".into()))?;
+        let before = (k - 1).checked_sub(pad).ok_or_else(|| {
+            candle_core::Error::Msg("fast-conv2d: padding larger than the kernel".into())
+        })?;
+        let after = (len + k - 1)
+            .checked_sub(before + dilated)
+            .ok_or_else(|| candle_core::Error::Msg("fast-conv2d: inconsistent shapes".into()))?;
         Ok((before, after))
     };
     let (top, bottom) = pads(kh, h, g.dim(2)?)?;
     let (left, right) = pads(kw, wd, g.dim(3)?)?;
-    let g = g.pad_with_zeros(2, top, bottom)?.pad_with_zeros(3, left, right)?;
+    let g = g
+        .pad_with_zeros(2, top, bottom)?
+        .pad_with_zeros(3, left, right)?;
     let wf = w.flip(&[2, 3])?.transpose(0, 1)?.contiguous()?; // (ci, co, kh, kw)
     g.conv2d(&wf, 0, 1, 1, 1)
 }
 
 /// dL/dw for `y = conv(x, w, stride, pad)` given `g = dL/dy`.
-pub(crate) fn weight_grad(x: &Tensor, w: &Tensor, g: &Tensor, stride: usize, pad: usize) -> Result<Tensor> {
+pub(crate) fn weight_grad(
+    x: &Tensor,
+    w: &Tensor,
+    g: &Tensor,
+    stride: usize,
+    pad: usize,
+) -> Result<Tensor> {
     let (b, ci, h, wd) = x.dims4()?;
     let (co, _, kh, kw) = w.dims4()?;
     let (_, _, oh, ow) = g.dims4()?;
     if is_pointwise(w, stride, pad) {
         // (co, b·h·w) · (b·h·w, ci): one GEMM over every position of the batch.
-        let gt = g.transpose(0, 1)?.contiguous()?.reshape((co, b * oh * ow))?;
+        let gt = g
+            .transpose(0, 1)?
+            .contiguous()?
+            .reshape((co, b * oh * ow))?;
         let xt = x.transpose(0, 1)?.contiguous()?.reshape((ci, b * h * wd))?;
         return gt.matmul(&xt.t()?)?.reshape((co, ci, 1, 1));
     }
@@ -192,7 +269,11 @@ pub(crate) fn weight_grad(x: &Tensor, w: &Tensor, g: &Tensor, stride: usize, pad
     let gt = g.transpose(0, 1)?.contiguous()?;
     let gw = xt.conv2d(&gt, pad, 1, stride, 1)?.transpose(0, 1)?;
     let (_, _, gh, gwd) = gw.dims4()?;
-    let gw = if (gh, gwd) != (kh, kw) { gw.narrow(2, 0, kh)?.narrow(3, 0, kw)? } else { gw };
+    let gw = if (gh, gwd) != (kh, kw) {
+        gw.narrow(2, 0, kh)?.narrow(3, 0, kw)?
+    } else {
+        gw
+    };
     gw.contiguous()
 }
 
@@ -202,7 +283,18 @@ mod tests {
     use candle_core::{Device, Var};
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap()
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
     }
 
     /// Forward values and both gradients equal candle's own conv2d and its autograd, for every
@@ -225,19 +317,39 @@ mod tests {
             ((1, 1), 2, (0, 0), (7, 7)),
         ];
         for (i, &((kh, kw), stride, pad, (h, wd))) in cases.iter().enumerate() {
-            let x = Var::from_tensor(&Tensor::randn(0f64, 1., (2, 3, h, wd), &dev).unwrap()).unwrap();
-            let w = Var::from_tensor(&Tensor::randn(0f64, 1., (4, 3, kh, kw), &dev).unwrap()).unwrap();
-            let reference = x.pad_with_zeros(2, pad.0, pad.0).unwrap().pad_with_zeros(3, pad.1, pad.1).unwrap().conv2d(&w, 0, stride, 1, 1).unwrap();
+            let x =
+                Var::from_tensor(&Tensor::randn(0f64, 1., (2, 3, h, wd), &dev).unwrap()).unwrap();
+            let w =
+                Var::from_tensor(&Tensor::randn(0f64, 1., (4, 3, kh, kw), &dev).unwrap()).unwrap();
+            let reference = x
+                .pad_with_zeros(2, pad.0, pad.0)
+                .unwrap()
+                .pad_with_zeros(3, pad.1, pad.1)
+                .unwrap()
+                .conv2d(&w, 0, stride, 1, 1)
+                .unwrap();
             let ours = conv2d(&x, &w, stride, pad, None).unwrap();
             assert_eq!(ours.dims(), reference.dims(), "case {i}");
             assert!(max_diff(&ours, &reference) < 1e-12, "case {i}: forward");
             let r = Tensor::randn(0f64, 1., ours.shape(), &dev).unwrap();
-            let g_ref = (&reference * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let g_ref = (&reference * &r)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
             let g_ours = (&ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
             for (name, v) in [("input", &x), ("weight", &w)] {
-                let (a, b) = (g_ours.get(v.as_tensor()).unwrap(), g_ref.get(v.as_tensor()).unwrap());
+                let (a, b) = (
+                    g_ours.get(v.as_tensor()).unwrap(),
+                    g_ref.get(v.as_tensor()).unwrap(),
+                );
                 assert_eq!(a.dims(), b.dims(), "case {i}: {name} gradient shape");
-                assert!(max_diff(a, b) < 1e-10, "case {i}: {name} gradient differs by {}", max_diff(a, b));
+                assert!(
+                    max_diff(a, b) < 1e-10,
+                    "case {i}: {name} gradient differs by {}",
+                    max_diff(a, b)
+                );
             }
         }
     }
@@ -253,18 +365,34 @@ mod tests {
         let r = Tensor::randn(0f64, 1., y.shape(), &dev).unwrap();
         let grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
         for var in [&x, &w] {
-            let analytic = grads.get(var.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            let analytic = grads
+                .get(var.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap();
             let base = var.as_tensor().copy().unwrap();
             let flat = base.flatten_all().unwrap().to_vec1::<f64>().unwrap();
             for j in 0..flat.len() {
                 let at = |d: f64| {
                     let mut v = flat.clone();
                     v[j] += d;
-                    var.set(&Tensor::from_vec(v, base.shape(), &dev).unwrap()).unwrap();
-                    (conv2d(&x, &w, 2, (0, 0), None).unwrap() * &r).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap()
+                    var.set(&Tensor::from_vec(v, base.shape(), &dev).unwrap())
+                        .unwrap();
+                    (conv2d(&x, &w, 2, (0, 0), None).unwrap() * &r)
+                        .unwrap()
+                        .sum_all()
+                        .unwrap()
+                        .to_scalar::<f64>()
+                        .unwrap()
                 };
                 let numeric = (at(1e-6) - at(-1e-6)) / 2e-6;
-                assert!((numeric - analytic[j]).abs() < 1e-6 * (1.0 + numeric.abs()), "entry {j}: {numeric} vs {}", analytic[j]);
+                assert!(
+                    (numeric - analytic[j]).abs() < 1e-6 * (1.0 + numeric.abs()),
+                    "entry {j}: {numeric} vs {}",
+                    analytic[j]
+                );
             }
             var.set(&base).unwrap();
         }
@@ -279,18 +407,44 @@ mod tests {
             return;
         };
         let x = Var::from_tensor(&Tensor::randn(0f32, 1., (2, 8, 9, 9), &dev).unwrap()).unwrap();
-        let w = Var::from_tensor(&(Tensor::randn(0f32, 1., (6, 8, 3, 3), &dev).unwrap() * 0.1).unwrap()).unwrap();
+        let w = Var::from_tensor(
+            &(Tensor::randn(0f32, 1., (6, 8, 3, 3), &dev).unwrap() * 0.1).unwrap(),
+        )
+        .unwrap();
         let full = conv2d(&x, &w, 2, (0, 0), None).unwrap();
         let half = conv2d(&x, &w, 2, (0, 0), Some(DType::BF16)).unwrap();
         assert_eq!(half.dtype(), DType::F32);
-        let scale = full.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap() as f64;
+        let scale = full
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap() as f64;
         assert!(max_diff(&full, &half) < 0.02 * scale);
         let gf = full.sum_all().unwrap().backward().unwrap();
         let gh = half.sum_all().unwrap().backward().unwrap();
-        let (a, b) = (gf.get(w.as_tensor()).unwrap(), gh.get(w.as_tensor()).unwrap());
+        let (a, b) = (
+            gf.get(w.as_tensor()).unwrap(),
+            gh.get(w.as_tensor()).unwrap(),
+        );
         assert_eq!(b.dtype(), DType::F32);
-        let scale = a.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap() as f64;
-        assert!(max_diff(a, b) < 0.02 * scale, "{} vs scale {scale}", max_diff(a, b));
+        let scale = a
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap() as f64;
+        assert!(
+            max_diff(a, b) < 0.02 * scale,
+            "{} vs scale {scale}",
+            max_diff(a, b)
+        );
     }
 
     /// Untracked inputs (evaluation) skip the op entirely.

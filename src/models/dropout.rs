@@ -13,7 +13,13 @@ pub fn seeded_dropout(x: &Tensor, drop: f64, seed: u64) -> Result<Tensor> {
     }
     let keep_scale = (1.0 / (1.0 - drop)) as f32;
     let mask: Vec<f32> = (0..x.elem_count() as u64)
-        .map(|i| if unit_interval(seed, i) < drop { 0.0 } else { keep_scale })
+        .map(|i| {
+            if unit_interval(seed, i) < drop {
+                0.0
+            } else {
+                keep_scale
+            }
+        })
         .collect();
     let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
     x * mask
@@ -33,9 +39,24 @@ mod tests {
     #[test]
     fn same_seed_same_mask_and_the_expected_rate() {
         let x = Tensor::ones((100, 100), candle_core::DType::F32, &Device::Cpu).unwrap();
-        let a = seeded_dropout(&x, 0.2, 7).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let b = seeded_dropout(&x, 0.2, 7).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let c = seeded_dropout(&x, 0.2, 8).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let a = seeded_dropout(&x, 0.2, 7)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let b = seeded_dropout(&x, 0.2, 7)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let c = seeded_dropout(&x, 0.2, 8)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         assert_eq!(a, b);
         assert_ne!(a, c);
         let dropped = a.iter().filter(|v| **v == 0.0).count() as f64 / a.len() as f64;

@@ -18,9 +18,15 @@ const LISTED: usize = 12;
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
     #[error("cannot read weights from {path}: {source}")]
-    Read { path: PathBuf, source: candle_core::Error },
+    Read {
+        path: PathBuf,
+        source: candle_core::Error,
+    },
     #[error("cannot write weights to {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("weights in {source_name} do not fit the network:{}", describe(.missing, .unexpected, .mis_shaped))]
     Mismatch {
         source_name: String,
@@ -30,39 +36,77 @@ pub enum ImportError {
         mis_shaped: Vec<(String, Vec<usize>, Vec<usize>)>,
     },
     #[error("cannot copy {name} into the network: {source}")]
-    Copy { name: String, source: candle_core::Error },
+    Copy {
+        name: String,
+        source: candle_core::Error,
+    },
 }
 
-fn describe(missing: &[String], unexpected: &[String], mis_shaped: &[(String, Vec<usize>, Vec<usize>)]) -> String {
+fn describe(
+    missing: &[String],
+    unexpected: &[String],
+    mis_shaped: &[(String, Vec<usize>, Vec<usize>)],
+) -> String {
     let mut out = String::new();
     let mut list = |title: &str, items: Vec<String>| {
         if items.is_empty() {
             return;
         }
-        out.push_str(&format!("\n  {title} ({}): {}", items.len(), items.iter().take(LISTED).cloned().collect::<Vec<_>>().join(", ")));
+        out.push_str(&format!(
+            "\n  {title} ({}): {}",
+            items.len(),
+            items
+                .iter()
+                .take(LISTED)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
         if items.len() > LISTED {
             out.push_str(&format!(", ... and {} more", items.len() - LISTED));
         }
     };
     list("missing from the file", missing.to_vec());
     list("not in the network", unexpected.to_vec());
-    list("wrong shape (file vs network)", mis_shaped.iter().map(|(n, f, m)| format!("{n} {f:?} vs {m:?}")).collect());
+    list(
+        "wrong shape (file vs network)",
+        mis_shaped
+            .iter()
+            .map(|(n, f, m)| format!("{n} {f:?} vs {m:?}"))
+            .collect(),
+    );
     out
 }
 
 /// Loads a safetensors state dict into the network's variables.
 pub fn load_timm_weights(varmap: &VarMap, path: &Path) -> Result<(), ImportError> {
-    let tensors = candle_core::safetensors::load(path, &Device::Cpu).map_err(|source| ImportError::Read { path: path.into(), source })?;
+    let tensors =
+        candle_core::safetensors::load(path, &Device::Cpu).map_err(|source| ImportError::Read {
+            path: path.into(),
+            source,
+        })?;
     load_state_dict(varmap, tensors, &path.display().to_string())
 }
 
 /// Copies named tensors into the network's variables after checking that the names and
 /// shapes match exactly (running statistics included, `num_batches_tracked` ignored).
-pub fn load_state_dict(varmap: &VarMap, mut tensors: HashMap<String, Tensor>, source_name: &str) -> Result<(), ImportError> {
+pub fn load_state_dict(
+    varmap: &VarMap,
+    mut tensors: HashMap<String, Tensor>,
+    source_name: &str,
+) -> Result<(), ImportError> {
     tensors.retain(|name, _| !name.ends_with(NUM_BATCHES_TRACKED));
     let vars = varmap.data().lock().expect("varmap lock poisoned");
-    let mut missing: Vec<String> = vars.keys().filter(|k| !tensors.contains_key(*k)).cloned().collect();
-    let mut unexpected: Vec<String> = tensors.keys().filter(|k| !vars.contains_key(*k)).cloned().collect();
+    let mut missing: Vec<String> = vars
+        .keys()
+        .filter(|k| !tensors.contains_key(*k))
+        .cloned()
+        .collect();
+    let mut unexpected: Vec<String> = tensors
+        .keys()
+        .filter(|k| !vars.contains_key(*k))
+        .cloned()
+        .collect();
     let mut mis_shaped: Vec<_> = tensors
         .iter()
         .filter_map(|(name, t)| {
@@ -74,11 +118,23 @@ pub fn load_state_dict(varmap: &VarMap, mut tensors: HashMap<String, Tensor>, so
         missing.sort();
         unexpected.sort();
         mis_shaped.sort();
-        return Err(ImportError::Mismatch { source_name: source_name.into(), missing, unexpected, mis_shaped });
+        return Err(ImportError::Mismatch {
+            source_name: source_name.into(),
+            missing,
+            unexpected,
+            mis_shaped,
+        });
     }
     for (name, var) in vars.iter() {
-        let value = tensors[name].to_dtype(var.dtype()).and_then(|t| t.to_device(var.device()));
-        value.and_then(|t| var.set(&t)).map_err(|source| ImportError::Copy { name: name.clone(), source })?;
+        let value = tensors[name]
+            .to_dtype(var.dtype())
+            .and_then(|t| t.to_device(var.device()));
+        value
+            .and_then(|t| var.set(&t))
+            .map_err(|source| ImportError::Copy {
+                name: name.clone(),
+                source,
+            })?;
     }
     Ok(())
 }
@@ -87,8 +143,17 @@ pub fn load_state_dict(varmap: &VarMap, mut tensors: HashMap<String, Tensor>, so
 /// without being told its number of classes).
 pub fn classifier_outputs(path: &Path, arch: super::Arch) -> Result<usize, String> {
     let name = format!("{}.weight", arch.classifier_name());
-    let header = safetensors_header(path).map_err(|e| format!("cannot read weights from {}: {e}", path.display()))?;
-    header[&name]["shape"][0].as_u64().map(|n| n as usize).ok_or_else(|| format!("{} has no `{name}`: is it a {arch} checkpoint?", path.display()))
+    let header = safetensors_header(path)
+        .map_err(|e| format!("cannot read weights from {}: {e}", path.display()))?;
+    header[&name]["shape"][0]
+        .as_u64()
+        .map(|n| n as usize)
+        .ok_or_else(|| {
+            format!(
+                "{} has no `{name}`: is it a {arch} checkpoint?",
+                path.display()
+            )
+        })
 }
 
 /// The JSON header of a safetensors file (names, dtypes, shapes), without reading the tensors.
@@ -99,7 +164,9 @@ fn safetensors_header(path: &Path) -> std::io::Result<serde_json::Value> {
     file.read_exact(&mut len)?;
     let len = u64::from_le_bytes(len);
     if len > 100 << 20 {
-        return Err(std::io::Error::other("not a safetensors file (header length)"));
+        return Err(std::io::Error::other(
+            "not a safetensors file (header length)",
+        ));
     }
     let mut header = vec![0u8; len as usize];
     file.read_exact(&mut header)?;
@@ -108,7 +175,10 @@ fn safetensors_header(path: &Path) -> std::io::Result<serde_json::Value> {
 
 /// The network's variables as a timm state dict (on the CPU), with a `num_batches_tracked`
 /// entry (int64 scalar) beside every BatchNorm, as PyTorch writes it.
-pub fn state_dict(varmap: &VarMap, num_batches_tracked: i64) -> candle_core::Result<HashMap<String, Tensor>> {
+pub fn state_dict(
+    varmap: &VarMap,
+    num_batches_tracked: i64,
+) -> candle_core::Result<HashMap<String, Tensor>> {
     let vars = varmap.data().lock().expect("varmap lock poisoned");
     let mut out = HashMap::with_capacity(vars.len() * 6 / 5);
     for (name, var) in vars.iter() {
@@ -123,12 +193,23 @@ pub fn state_dict(varmap: &VarMap, num_batches_tracked: i64) -> candle_core::Res
 
 /// Saves the network's variables as a timm-compatible safetensors file, atomically (written
 /// beside the target and renamed into place).
-pub fn save_timm_weights(varmap: &VarMap, path: &Path, num_batches_tracked: i64) -> Result<(), ImportError> {
-    let write_err = |source| ImportError::Write { path: path.into(), source };
-    let tensors = state_dict(varmap, num_batches_tracked).map_err(|e| write_err(std::io::Error::other(e)))?;
+pub fn save_timm_weights(
+    varmap: &VarMap,
+    path: &Path,
+    num_batches_tracked: i64,
+) -> Result<(), ImportError> {
+    let write_err = |source| ImportError::Write {
+        path: path.into(),
+        source,
+    };
+    let tensors =
+        state_dict(varmap, num_batches_tracked).map_err(|e| write_err(std::io::Error::other(e)))?;
     let tmp = path.with_extension("safetensors.partial");
-    candle_core::safetensors::save(&tensors, &tmp).map_err(|e| write_err(std::io::Error::other(e)))?;
-    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(write_err)?;
+    candle_core::safetensors::save(&tensors, &tmp)
+        .map_err(|e| write_err(std::io::Error::other(e)))?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(write_err)?;
     std::fs::rename(&tmp, path).map_err(write_err)
 }
 
@@ -172,19 +253,43 @@ mod tests {
         let mut sd = state_dict(&vm, 0).unwrap();
         sd.remove("classif.bias");
         sd.remove("repeat.0.conv2d.weight");
-        sd.insert("AuxLogits.fc.weight".into(), Tensor::zeros((7, 3), DType::F32, &Device::Cpu).unwrap());
-        sd.insert("classif.weight".into(), Tensor::zeros((1000, 192), DType::F32, &Device::Cpu).unwrap());
-        let err = load_state_dict(&vm, sd, "bad.safetensors").unwrap_err().to_string();
-        assert!(err.starts_with("weights in bad.safetensors do not fit the network:"), "{err}");
-        assert!(err.contains("missing from the file (2): classif.bias, repeat.0.conv2d.weight"), "{err}");
-        assert!(err.contains("not in the network (1): AuxLogits.fc.weight"), "{err}");
-        assert!(err.contains("wrong shape (file vs network) (1): classif.weight [1000, 192] vs [7, 192]"), "{err}");
+        sd.insert(
+            "AuxLogits.fc.weight".into(),
+            Tensor::zeros((7, 3), DType::F32, &Device::Cpu).unwrap(),
+        );
+        sd.insert(
+            "classif.weight".into(),
+            Tensor::zeros((1000, 192), DType::F32, &Device::Cpu).unwrap(),
+        );
+        let err = load_state_dict(&vm, sd, "bad.safetensors")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("weights in bad.safetensors do not fit the network:"),
+            "{err}"
+        );
+        assert!(
+            err.contains("missing from the file (2): classif.bias, repeat.0.conv2d.weight"),
+            "{err}"
+        );
+        assert!(
+            err.contains("not in the network (1): AuxLogits.fc.weight"),
+            "{err}"
+        );
+        assert!(
+            err.contains(
+                "wrong shape (file vs network) (1): classif.weight [1000, 192] vs [7, 192]"
+            ),
+            "{err}"
+        );
     }
 
     #[test]
     fn unreadable_file_names_the_path() {
         let vm = VarMap::new();
-        let err = load_timm_weights(&vm, Path::new("/nonexistent/w.safetensors")).unwrap_err().to_string();
+        let err = load_timm_weights(&vm, Path::new("/nonexistent/w.safetensors"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("/nonexistent/w.safetensors"), "{err}");
     }
 }

@@ -7,7 +7,10 @@
 
 use candle_core::Result;
 
-use super::blocks::{inception_resnet_stages, v3_stem_to_71, Block35Filters, FactorisedFilters, InceptionResnetFilters};
+use super::blocks::{
+    inception_resnet_stages, v3_stem_to_71, Block35Filters, FactorisedFilters,
+    InceptionResnetFilters,
+};
 use super::layers::{Ctx, K3};
 use super::network::Body;
 use super::ModelConfig;
@@ -21,7 +24,18 @@ const FILTERS: InceptionResnetFilters = InceptionResnetFilters {
 };
 
 pub(super) fn body(ctx: &Ctx, cfg: &ModelConfig) -> Result<Body> {
-    let stem = v3_stem_to_71(ctx, ["conv2d_1a", "conv2d_2a", "conv2d_2b", "conv2d_3b", "conv2d_4a"])?.conv_s2(ctx, "conv2d_4b", 256, K3)?;
-    let [a, red_a, b, red_b, c] = inception_resnet_stages(ctx, cfg, stem.channels(), &FILTERS, false)?;
+    let stem = v3_stem_to_71(
+        ctx,
+        [
+            "conv2d_1a",
+            "conv2d_2a",
+            "conv2d_2b",
+            "conv2d_3b",
+            "conv2d_4a",
+        ],
+    )?
+    .conv_s2(ctx, "conv2d_4b", 256, K3)?;
+    let [a, red_a, b, red_b, c] =
+        inception_resnet_stages(ctx, cfg, stem.channels(), &FILTERS, false)?;
     Ok(Body::standard([stem, a, red_a, b, red_b, c]))
 }

@@ -7,7 +7,10 @@
 
 use candle_core::Result;
 
-use super::blocks::{inception_resnet_stages, v3_stem_to_71, Block35Filters, FactorisedFilters, InceptionResnetFilters};
+use super::blocks::{
+    inception_resnet_stages, v3_stem_to_71, Block35Filters, FactorisedFilters,
+    InceptionResnetFilters,
+};
 use super::layers::{Chain, Ctx, Mixed, K1, K3, K5};
 use super::network::Body;
 use super::ModelConfig;
@@ -21,10 +24,21 @@ const FILTERS: InceptionResnetFilters = InceptionResnetFilters {
 };
 
 pub(super) fn body(ctx: &Ctx, cfg: &ModelConfig) -> Result<Body> {
-    let stem = v3_stem_to_71(ctx, ["conv2d_1a", "conv2d_2a", "conv2d_2b", "conv2d_3b", "conv2d_4a"])?.max_pool();
+    let stem = v3_stem_to_71(
+        ctx,
+        [
+            "conv2d_1a",
+            "conv2d_2a",
+            "conv2d_2b",
+            "conv2d_3b",
+            "conv2d_4a",
+        ],
+    )?
+    .max_pool();
     let c = stem.channels();
     let stem = stem.mixed(mixed_5b(&ctx.pp("mixed_5b"), c)?);
-    let [a, red_a, b, red_b, c] = inception_resnet_stages(ctx, cfg, stem.channels(), &FILTERS, true)?;
+    let [a, red_a, b, red_b, c] =
+        inception_resnet_stages(ctx, cfg, stem.channels(), &FILTERS, true)?;
     let c = c.conv(ctx, "conv2d_7b", 1536, K1)?;
     Ok(Body::standard([stem, a, red_a, b, red_b, c]))
 }
@@ -33,8 +47,15 @@ pub(super) fn body(ctx: &Ctx, cfg: &ModelConfig) -> Result<Body> {
 fn mixed_5b(ctx: &Ctx, cin: usize) -> Result<Mixed> {
     Ok(Mixed::new(vec![
         Chain::from(cin).conv(ctx, "branch0", 96, K1)?,
-        Chain::from(cin).conv(ctx, "branch1.0", 48, K1)?.conv(ctx, "branch1.1", 64, K5)?,
-        Chain::from(cin).conv(ctx, "branch2.0", 64, K1)?.conv(ctx, "branch2.1", 96, K3)?.conv(ctx, "branch2.2", 96, K3)?,
-        Chain::from(cin).avg_pool(ctx).conv(ctx, "branch3.1", 64, K1)?,
+        Chain::from(cin)
+            .conv(ctx, "branch1.0", 48, K1)?
+            .conv(ctx, "branch1.1", 64, K5)?,
+        Chain::from(cin)
+            .conv(ctx, "branch2.0", 64, K1)?
+            .conv(ctx, "branch2.1", 96, K3)?
+            .conv(ctx, "branch2.2", 96, K3)?,
+        Chain::from(cin)
+            .avg_pool(ctx)
+            .conv(ctx, "branch3.1", 64, K1)?,
     ]))
 }

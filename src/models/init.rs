@@ -26,14 +26,20 @@ pub fn initialize(varmap: &VarMap, seed: u64) -> Result<()> {
             let fan_in = (dims[1] * dims[2] * dims[3]) as f64;
             // TF's truncated normal at 2 sigma has std 0.87962566 of the untruncated one.
             let std = (2.0 / fan_in).sqrt() / 0.879_625_66;
-            (0..n as u64).map(|i| (std * truncated_normal(key, i)) as f32).collect()
+            (0..n as u64)
+                .map(|i| (std * truncated_normal(key, i)) as f32)
+                .collect()
         } else if dims.len() == 2 {
             let limit = (6.0 / (dims[0] + dims[1]) as f64).sqrt();
-            (0..n as u64).map(|i| (limit * (2.0 * uniform(key, i, 0) - 1.0)) as f32).collect()
+            (0..n as u64)
+                .map(|i| (limit * (2.0 * uniform(key, i, 0) - 1.0)) as f32)
+                .collect()
         } else {
             candle_core::bail!("no initialiser for {name} with shape {dims:?}")
         };
-        let t = Tensor::from_vec(values, dims, &candle_core::Device::Cpu)?.to_dtype(var.dtype())?.to_device(var.device())?;
+        let t = Tensor::from_vec(values, dims, &candle_core::Device::Cpu)?
+            .to_dtype(var.dtype())?
+            .to_device(var.device())?;
         var.set(&t)?;
     }
     Ok(())
@@ -41,13 +47,19 @@ pub fn initialize(varmap: &VarMap, seed: u64) -> Result<()> {
 
 /// SplitMix64 of (key, index, draw) mapped to (0, 1).
 fn uniform(key: u64, index: u64, draw: u64) -> f64 {
-    let z = splitmix64(key ^ index.wrapping_mul(GOLDEN_GAMMA) ^ draw.wrapping_mul(0xD1B5_4A32_D192_ED03));
+    let z = splitmix64(
+        key ^ index.wrapping_mul(GOLDEN_GAMMA) ^ draw.wrapping_mul(0xD1B5_4A32_D192_ED03),
+    );
     ((z >> 11) as f64 + 0.5) / (1u64 << 53) as f64
 }
 
 /// A standard normal draw redrawn until it lies within two standard deviations.
 fn truncated_normal(key: u64, index: u64) -> f64 {
-    (0..).step_by(2).map(|d| box_muller(key, index, d)).find(|z| z.abs() <= 2.0).expect("a draw within 2 sigma")
+    (0..)
+        .step_by(2)
+        .map(|d| box_muller(key, index, d))
+        .find(|z| z.abs() <= 2.0)
+        .expect("a draw within 2 sigma")
 }
 
 fn box_muller(key: u64, index: u64, draw: u64) -> f64 {
@@ -72,7 +84,12 @@ mod tests {
     }
 
     fn values(vm: &VarMap, name: &str) -> Vec<f32> {
-        vm.data().lock().unwrap()[name].as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        vm.data().lock().unwrap()[name]
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
     }
 
     #[test]
@@ -91,7 +108,11 @@ mod tests {
         assert!((var / (2.0 / 256.0) - 1.0).abs() < 0.1, "variance {var}");
         let limit = 2.0 * (2.0f64 / 256.0).sqrt() / 0.879_625_66;
         assert!(w.iter().all(|x| (*x as f64).abs() <= limit + 1e-6));
-        assert!(values(&vm, "features.11.branch0.bn.weight").iter().all(|x| *x == 1.0));
-        assert!(values(&vm, "features.11.branch0.bn.running_mean").iter().all(|x| *x == 0.0));
+        assert!(values(&vm, "features.11.branch0.bn.weight")
+            .iter()
+            .all(|x| *x == 1.0));
+        assert!(values(&vm, "features.11.branch0.bn.running_mean")
+            .iter()
+            .all(|x| *x == 0.0));
     }
 }

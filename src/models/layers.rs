@@ -76,7 +76,10 @@ pub struct Ctx<'a> {
 impl<'a> Ctx<'a> {
     /// The same context one level down the variable path.
     pub fn pp(&self, name: impl ToString) -> Self {
-        Self { vb: self.vb.pp(name), ..self.clone() }
+        Self {
+            vb: self.vb.pp(name),
+            ..self.clone()
+        }
     }
 
     /// A filter count of the paper scaled by the width multiplier (at least 1).
@@ -109,7 +112,14 @@ pub struct ConvBnAct {
 }
 
 impl ConvBnAct {
-    pub fn new(ctx: &Ctx, cin: usize, cout: usize, kernel: Kernel, stride: usize, padding: Padding) -> Result<Self> {
+    pub fn new(
+        ctx: &Ctx,
+        cin: usize,
+        cout: usize,
+        kernel: Kernel,
+        stride: usize,
+        padding: Padding,
+    ) -> Result<Self> {
         let pad = match padding {
             Padding::Valid => (0, 0),
             Padding::Same if stride == 1 => ((kernel.0 - 1) / 2, (kernel.1 - 1) / 2),
@@ -120,10 +130,22 @@ impl ConvBnAct {
             fan: candle_nn::init::FanInOut::FanIn,
             non_linearity: candle_nn::init::NonLinearity::ReLU,
         };
-        let weight = ctx.vb.pp("conv").get_with_hints((cout, cin, kernel.0, kernel.1), "weight", init)?;
+        let weight =
+            ctx.vb
+                .pp("conv")
+                .get_with_hints((cout, cin, kernel.0, kernel.1), "weight", init)?;
         let bn = candle_nn::batch_norm(cout, ctx.bn, ctx.vb.pp("bn"))?;
         let fast_bn = ctx.bn.affine && ctx.bn.remove_mean;
-        Ok(Self { weight, bn, kernel, stride, pad, cin, cout, fast_bn })
+        Ok(Self {
+            weight,
+            bn,
+            kernel,
+            stride,
+            pad,
+            cin,
+            cout,
+            fast_bn,
+        })
     }
 }
 
@@ -136,7 +158,13 @@ impl ConvBnAct {
             return Ok(x.clone());
         }
         let (_, _, h, w) = x.dims4()?;
-        let used = |len: usize, k: usize| if len < k { len } else { (len - k) / self.stride * self.stride + k };
+        let used = |len: usize, k: usize| {
+            if len < k {
+                len
+            } else {
+                (len - k) / self.stride * self.stride + k
+            }
+        };
         let (uh, uw) = (used(h, self.kernel.0), used(w, self.kernel.1));
         if (uh, uw) == (h, w) {
             return Ok(x.clone());
@@ -150,7 +178,11 @@ impl Block for ConvBnAct {
         if fastops::usable(x) {
             // Fused fast path (CPU): the conv pads each axis itself and needs no cropping.
             let y = fastops::conv2d(x, &self.weight, self.pad, self.stride)?;
-            return if self.fast_bn { fastops::bn_relu(&y, &self.bn, train) } else { self.bn.forward_t(&y, train)?.relu() };
+            return if self.fast_bn {
+                fastops::bn_relu(&y, &self.bn, train)
+            } else {
+                self.bn.forward_t(&y, train)?.relu()
+            };
         }
         let x = &self.crop_unused_border(x)?;
         // candle pads both axes by one amount: asymmetric kernels are padded per axis instead.
@@ -191,11 +223,17 @@ impl Projection {
         };
         let weight = ctx.vb.get_with_hints((cout, cin, 1, 1), "weight", init)?;
         let bias = ctx.vb.get_with_hints(cout, "bias", Init::Const(0.0))?;
-        Ok(Self { weight, bias, cin, cout })
+        Ok(Self {
+            weight,
+            bias,
+            cin,
+            cout,
+        })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        fastops::conv2d(x, &self.weight, (0, 0), 1)?.broadcast_add(&self.bias.reshape((1, self.cout, 1, 1))?)
+        fastops::conv2d(x, &self.weight, (0, 0), 1)?
+            .broadcast_add(&self.bias.reshape((1, self.cout, 1, 1))?)
     }
 
     fn trace(&self, s: FeatureShape, cost: &mut Cost) -> FeatureShape {
@@ -230,7 +268,10 @@ pub struct Chain {
 impl Chain {
     /// An empty chain on an input of `channels` channels.
     pub fn from(channels: usize) -> Self {
-        Self { blocks: Vec::new(), channels }
+        Self {
+            blocks: Vec::new(),
+            channels,
+        }
     }
 
     pub fn channels(&self) -> usize {
@@ -275,7 +316,15 @@ impl Chain {
         self.conv_with(ctx, name, paper, kernel, 2, Padding::Valid)
     }
 
-    fn conv_with(self, ctx: &Ctx, name: &str, paper: usize, kernel: Kernel, stride: usize, padding: Padding) -> Result<Self> {
+    fn conv_with(
+        self,
+        ctx: &Ctx,
+        name: &str,
+        paper: usize,
+        kernel: Kernel,
+        stride: usize,
+        padding: Padding,
+    ) -> Result<Self> {
         let cout = ctx.ch(paper);
         let unit = ConvBnAct::new(&ctx.pp(name), self.channels, cout, kernel, stride, padding)?;
         Ok(self.then(unit, cout))
@@ -312,7 +361,9 @@ impl Block for Chain {
     }
 
     fn trace(&self, s: FeatureShape, cost: &mut Cost) -> Result<FeatureShape> {
-        self.blocks.iter().try_fold(s, |s, block| block.trace(s, cost))
+        self.blocks
+            .iter()
+            .try_fold(s, |s, block| block.trace(s, cost))
     }
 }
 
@@ -333,17 +384,28 @@ impl Mixed {
 
 impl Block for Mixed {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let outs = self.branches.iter().map(|b| b.forward_t(x, train)).collect::<Result<Vec<_>>>()?;
+        let outs = self
+            .branches
+            .iter()
+            .map(|b| b.forward_t(x, train))
+            .collect::<Result<Vec<_>>>()?;
         Tensor::cat(&outs, 1)
     }
 
     fn trace(&self, s: FeatureShape, cost: &mut Cost) -> Result<FeatureShape> {
-        let outs = self.branches.iter().map(|b| b.trace(s, cost)).collect::<Result<Vec<_>>>()?;
+        let outs = self
+            .branches
+            .iter()
+            .map(|b| b.trace(s, cost))
+            .collect::<Result<Vec<_>>>()?;
         let first = outs[0];
         if outs.iter().any(|o| (o.h, o.w) != (first.h, first.w)) {
             bail!("branches of a mixed block disagree on their output size: {outs:?}")
         }
-        Ok(FeatureShape { c: outs.iter().map(|o| o.c).sum(), ..first })
+        Ok(FeatureShape {
+            c: outs.iter().map(|o| o.c).sum(),
+            ..first
+        })
     }
 }
 
@@ -358,10 +420,21 @@ pub struct Residual {
 
 impl Residual {
     /// `ctx` is the block's own path: the projection lives at `conv2d`.
-    pub fn new(ctx: &Ctx, cin: usize, branches: Vec<Chain>, scale: f64, relu: bool) -> Result<Self> {
+    pub fn new(
+        ctx: &Ctx,
+        cin: usize,
+        branches: Vec<Chain>,
+        scale: f64,
+        relu: bool,
+    ) -> Result<Self> {
         let branches = Mixed::new(branches);
         let up = Projection::new(&ctx.pp("conv2d"), branches.channels(), cin)?;
-        Ok(Self { branches, up, scale, relu })
+        Ok(Self {
+            branches,
+            up,
+            scale,
+            relu,
+        })
     }
 }
 
@@ -396,7 +469,10 @@ mod tests {
         Ctx {
             vb: VarBuilder::from_varmap(vm, DType::F64, &Device::Cpu),
             width: 1.0,
-            bn: BatchNormConfig { eps: 1e-3, ..Default::default() },
+            bn: BatchNormConfig {
+                eps: 1e-3,
+                ..Default::default()
+            },
             avg_pool: PoolKind::AvgExcludePad,
         }
     }
@@ -419,9 +495,15 @@ mod tests {
         let x = Tensor::randn(0f64, 1., (1, 3, 5, 9), &Device::Cpu).unwrap();
         for k in [K1X7, K7X1, K1X3, K3X1] {
             let unit = ConvBnAct::new(&c.pp(format!("{k:?}")), 3, 4, k, 1, Padding::Same).unwrap();
-            assert_eq!(unit.forward_t(&x, false).unwrap().dims(), &[1, 4, 5, 9], "{k:?}");
+            assert_eq!(
+                unit.forward_t(&x, false).unwrap().dims(),
+                &[1, 4, 5, 9],
+                "{k:?}"
+            );
             let mut cost = Cost::default();
-            let s = unit.trace(FeatureShape { c: 3, h: 5, w: 9 }, &mut cost).unwrap();
+            let s = unit
+                .trace(FeatureShape { c: 3, h: 5, w: 9 }, &mut cost)
+                .unwrap();
             assert_eq!((s.h, s.w), (5, 9));
             assert_eq!(cost.params, (3 * 4 * k.0 * k.1 + 8) as u64);
             assert_eq!(cost.macs, (3 * 4 * k.0 * k.1 * 45) as u64);
@@ -435,12 +517,25 @@ mod tests {
         let c = ctx(&vm);
         let unit = ConvBnAct::new(&c.pp("u"), 2, 3, K1X7, 1, Padding::Same).unwrap();
         let x = Tensor::randn(0f64, 1., (1, 2, 4, 6), &Device::Cpu).unwrap();
-        let w = vm.data().lock().unwrap()["u.conv.weight"].as_tensor().clone();
-        let manual = x.pad_with_zeros(3, 3, 3).unwrap().conv2d(&w, 0, 1, 1, 1).unwrap();
+        let w = vm.data().lock().unwrap()["u.conv.weight"]
+            .as_tensor()
+            .clone();
+        let manual = x
+            .pad_with_zeros(3, 3, 3)
+            .unwrap()
+            .conv2d(&w, 0, 1, 1, 1)
+            .unwrap();
         // BN at init in eval mode is (x - 0) / sqrt(1 + eps); then ReLU.
         let expected = (manual / (1.0f64 + 1e-3).sqrt()).unwrap().relu().unwrap();
         let got = unit.forward_t(&x, false).unwrap();
-        let diff = (got - expected).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+        let diff = (got - expected)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
         assert!(diff < 1e-12, "{diff}");
     }
 
@@ -448,15 +543,27 @@ mod tests {
     fn residual_scale_multiplies_the_projection_bias() {
         let vm = VarMap::new();
         let c = ctx(&vm);
-        let branch = Chain::from(2).conv(&c.pp("block"), "branch0", 3, K1).unwrap();
+        let branch = Chain::from(2)
+            .conv(&c.pp("block"), "branch0", 3, K1)
+            .unwrap();
         let block = Residual::new(&c.pp("block"), 2, vec![branch], 0.5, false).unwrap();
         // Zero the branch's conv so the residual adds exactly scale * bias.
         let vars = vm.data().lock().unwrap();
-        vars["block.branch0.conv.weight"].set(&Tensor::zeros((3, 2, 1, 1), DType::F64, &Device::Cpu).unwrap()).unwrap();
-        vars["block.conv2d.bias"].set(&Tensor::new(&[4.0f64, -8.0], &Device::Cpu).unwrap()).unwrap();
+        vars["block.branch0.conv.weight"]
+            .set(&Tensor::zeros((3, 2, 1, 1), DType::F64, &Device::Cpu).unwrap())
+            .unwrap();
+        vars["block.conv2d.bias"]
+            .set(&Tensor::new(&[4.0f64, -8.0], &Device::Cpu).unwrap())
+            .unwrap();
         drop(vars);
         let x = Tensor::ones((1, 2, 1, 1), DType::F64, &Device::Cpu).unwrap();
-        let y = block.forward_t(&x, false).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let y = block
+            .forward_t(&x, false)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
         assert_eq!(y, vec![3.0, -3.0]); // 1 + 0.5*4, 1 + 0.5*(-8); no ReLU
     }
 
@@ -466,28 +573,52 @@ mod tests {
     fn padded_conv_gradients_match_finite_differences() {
         let vm = VarMap::new();
         let c = ctx(&vm);
-        for (i, (k, stride)) in [(K1X7, 1), (K7X1, 1), (K3, 1), (K3, 2)].into_iter().enumerate() {
-            let pad = if stride == 1 { Padding::Same } else { Padding::Valid };
+        for (i, (k, stride)) in [(K1X7, 1), (K7X1, 1), (K3, 1), (K3, 2)]
+            .into_iter()
+            .enumerate()
+        {
+            let pad = if stride == 1 {
+                Padding::Same
+            } else {
+                Padding::Valid
+            };
             let unit = ConvBnAct::new(&c.pp(i), 2, 3, k, stride, pad).unwrap();
-            let x = Var::from_tensor(&Tensor::randn(0f64, 1., (2, 2, 7, 8), &Device::Cpu).unwrap()).unwrap();
+            let x = Var::from_tensor(&Tensor::randn(0f64, 1., (2, 2, 7, 8), &Device::Cpu).unwrap())
+                .unwrap();
             let y = unit.forward_t(x.as_tensor(), false).unwrap();
             let r = Tensor::randn(0f64, 1., y.shape(), &Device::Cpu).unwrap();
             let grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
             let weight = vm.data().lock().unwrap()[&format!("{i}.conv.weight")].clone();
             for var in [&x, &weight] {
-                let analytic = grads.get(var.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+                let analytic = grads
+                    .get(var.as_tensor())
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f64>()
+                    .unwrap();
                 let base = var.as_tensor().copy().unwrap();
                 let flat = base.flatten_all().unwrap().to_vec1::<f64>().unwrap();
                 for j in (0..flat.len()).step_by(5) {
                     let at = |delta: f64| {
                         let mut v = flat.clone();
                         v[j] += delta;
-                        var.set(&Tensor::from_vec(v, base.shape(), &Device::Cpu).unwrap()).unwrap();
+                        var.set(&Tensor::from_vec(v, base.shape(), &Device::Cpu).unwrap())
+                            .unwrap();
                         let out = unit.forward_t(x.as_tensor(), false).unwrap();
-                        (out * &r).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap()
+                        (out * &r)
+                            .unwrap()
+                            .sum_all()
+                            .unwrap()
+                            .to_scalar::<f64>()
+                            .unwrap()
                     };
                     let numeric = (at(1e-6) - at(-1e-6)) / 2e-6;
-                    assert!((numeric - analytic[j]).abs() < 1e-5 * (1.0 + numeric.abs()), "{k:?}/{stride} entry {j}: {numeric} vs {}", analytic[j]);
+                    assert!(
+                        (numeric - analytic[j]).abs() < 1e-5 * (1.0 + numeric.abs()),
+                        "{k:?}/{stride} entry {j}: {numeric} vs {}",
+                        analytic[j]
+                    );
                 }
                 var.set(&base).unwrap();
             }

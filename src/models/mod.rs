@@ -16,15 +16,15 @@ pub mod cuda_conv;
 mod dropout;
 pub mod fastops;
 pub mod import;
-pub mod init;
 mod inception_resnet_v1;
 mod inception_resnet_v2;
 mod inception_v3;
 mod inception_v4;
+pub mod init;
 pub mod layers;
 mod network;
-mod table;
 pub mod pool;
+mod table;
 
 pub use config::{Arch, AvgPoolPadding, ModelConfig, MIN_IMAGE_SIZE};
 pub use network::{summarize, Network, NetworkOutput, StageSummary, Summary, STAGE_NAMES};

@@ -7,14 +7,21 @@ use candle_core::{bail, DType, Result, Tensor};
 use candle_nn::{BatchNormConfig, Linear, Module, ModuleT, VarBuilder};
 use serde::Serialize;
 
-use super::dropout::seeded_dropout;
 use super::config::{Arch, ModelConfig, MIN_IMAGE_SIZE};
+use super::dropout::seeded_dropout;
 use super::layers::{Block, Chain, ConvBnAct, Cost, Ctx, FeatureShape, Padding, K1};
 use super::pool::{Pool2d, PoolKind};
 use super::{inception_resnet_v1, inception_resnet_v2, inception_v3, inception_v4};
 
 /// Names of the six stages every network has.
-pub const STAGE_NAMES: [&str; 6] = ["stem", "stage_a", "reduction_a", "stage_b", "reduction_b", "stage_c"];
+pub const STAGE_NAMES: [&str; 6] = [
+    "stem",
+    "stage_a",
+    "reduction_a",
+    "stage_b",
+    "reduction_b",
+    "stage_c",
+];
 /// The auxiliary head reads the output of this stage (the last 17x17 block).
 const AUX_STAGE: usize = 3;
 
@@ -26,7 +33,9 @@ pub struct Body {
 impl Body {
     /// Stem, 35x35 blocks, Reduction-A, 17x17 blocks, Reduction-B, 8x8 blocks.
     pub fn standard(stages: [Chain; 6]) -> Self {
-        Self { stages: stages.into() }
+        Self {
+            stages: stages.into(),
+        }
     }
 }
 
@@ -48,19 +57,33 @@ struct AuxHead {
 impl AuxHead {
     fn new(ctx: &Ctx, input: FeatureShape, num_classes: usize) -> Result<Self> {
         let kernel = 5.min(input.h).min(input.w);
-        let pool = Pool2d { kind: PoolKind::AvgExcludePad, kernel, stride: 3, padding: 0 };
-        let pooled = pool.output_len(input.h.min(input.w)).expect("kernel fits by construction");
+        let pool = Pool2d {
+            kind: PoolKind::AvgExcludePad,
+            kernel,
+            stride: 3,
+            padding: 0,
+        };
+        let pooled = pool
+            .output_len(input.h.min(input.w))
+            .expect("kernel fits by construction");
         let (c0, c1) = (ctx.ch(128), ctx.ch(768));
         let conv0 = ConvBnAct::new(&ctx.pp("conv0"), input.c, c0, K1, 1, Padding::Valid)?;
         let k1 = 5.min(pooled);
         let conv1 = ConvBnAct::new(&ctx.pp("conv1"), c0, c1, (k1, k1), 1, Padding::Valid)?;
         let fc = candle_nn::linear(c1, num_classes, ctx.vb.pp("fc"))?;
-        Ok(Self { pool, conv0, conv1, fc })
+        Ok(Self {
+            pool,
+            conv0,
+            conv1,
+            fc,
+        })
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let x = self.pool.forward(x)?;
-        let x = self.conv1.forward_t(&self.conv0.forward_t(&x, train)?, train)?;
+        let x = self
+            .conv1
+            .forward_t(&self.conv0.forward_t(&x, train)?, train)?;
         self.fc.forward(&x.mean((2, 3))?)
     }
 
@@ -68,7 +91,10 @@ impl AuxHead {
         let s = Block::trace(&self.pool, s, cost)?;
         let s = self.conv1.trace(self.conv0.trace(s, cost)?, cost)?;
         let (out, inp) = self.fc.weight().dims2()?;
-        *cost += Cost { params: (inp * out + out) as u64, macs: (inp * out) as u64 };
+        *cost += Cost {
+            params: (inp * out + out) as u64,
+            macs: (inp * out) as u64,
+        };
         debug_assert_eq!(inp, s.c);
         Ok(())
     }
@@ -120,7 +146,12 @@ impl Network {
         let ctx = Ctx {
             vb,
             width: config.width,
-            bn: BatchNormConfig { eps: config.bn_eps, remove_mean: true, affine: true, momentum: config.bn_momentum },
+            bn: BatchNormConfig {
+                eps: config.bn_eps,
+                remove_mean: true,
+                affine: true,
+                momentum: config.bn_momentum,
+            },
             avg_pool: config.avg_pool_padding().pool_kind(),
         };
         let body = match config.arch {
@@ -129,16 +160,34 @@ impl Network {
             Arch::InceptionResnetV1 => inception_resnet_v1::body(&ctx, config)?,
             Arch::InceptionResnetV2 => inception_resnet_v2::body(&ctx, config)?,
         };
-        let input = FeatureShape { c: 3, h: config.image_size, w: config.image_size };
+        let input = FeatureShape {
+            c: 3,
+            h: config.image_size,
+            w: config.image_size,
+        };
         let shapes = trace_stages(&body.stages, input)?;
         let aux = if config.aux_head {
-            Some(AuxHead::new(&ctx.pp("AuxLogits"), shapes[AUX_STAGE].0, config.num_classes)?)
+            Some(AuxHead::new(
+                &ctx.pp("AuxLogits"),
+                shapes[AUX_STAGE].0,
+                config.num_classes,
+            )?)
         } else {
             None
         };
         let features = body.stages.last().expect("six stages").channels();
-        let classifier = candle_nn::linear(features, config.num_classes, ctx.vb.pp(config.arch.classifier_name()))?;
-        Ok(Self { config: config.clone(), dropout_seed: AtomicU64::new(0), stages: body.stages, aux, classifier })
+        let classifier = candle_nn::linear(
+            features,
+            config.num_classes,
+            ctx.vb.pp(config.arch.classifier_name()),
+        )?;
+        Ok(Self {
+            config: config.clone(),
+            dropout_seed: AtomicU64::new(0),
+            stages: body.stages,
+            aux,
+            classifier,
+        })
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -154,7 +203,11 @@ impl Network {
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<NetworkOutput> {
         let (_, c, h, w) = x.dims4()?;
         if c != 3 || h < MIN_IMAGE_SIZE || w < MIN_IMAGE_SIZE {
-            bail!("{} expects images of shape (N, 3, H, W) with H, W >= {MIN_IMAGE_SIZE}, got {:?}", self.config.arch, x.dims())
+            bail!(
+                "{} expects images of shape (N, 3, H, W) with H, W >= {MIN_IMAGE_SIZE}, got {:?}",
+                self.config.arch,
+                x.dims()
+            )
         }
         let mut y = x.clone();
         let mut aux_logits = None;
@@ -166,23 +219,48 @@ impl Network {
         }
         let mut pooled = y.mean((2, 3))?;
         if train && self.config.dropout > 0.0 {
-            pooled = seeded_dropout(&pooled, self.config.dropout, self.dropout_seed.load(Ordering::Relaxed))?;
+            pooled = seeded_dropout(
+                &pooled,
+                self.config.dropout,
+                self.dropout_seed.load(Ordering::Relaxed),
+            )?;
         }
-        Ok(NetworkOutput { logits: self.classifier.forward(&pooled)?, aux_logits })
+        Ok(NetworkOutput {
+            logits: self.classifier.forward(&pooled)?,
+            aux_logits,
+        })
     }
 
     /// Shapes, parameters and MACs for one `image_size`² image.
     pub fn summary(&self, image_size: usize) -> Result<Summary> {
-        let input = FeatureShape { c: 3, h: image_size, w: image_size };
+        let input = FeatureShape {
+            c: 3,
+            h: image_size,
+            w: image_size,
+        };
         let mut stages: Vec<StageSummary> = trace_stages(&self.stages, input)?
             .into_iter()
             .zip(STAGE_NAMES)
-            .map(|((output, cost), name)| StageSummary { name: name.into(), output, params: cost.params, macs: cost.macs })
+            .map(|((output, cost), name)| StageSummary {
+                name: name.into(),
+                output,
+                params: cost.params,
+                macs: cost.macs,
+            })
             .collect();
         if let Some(aux) = &self.aux {
             let mut cost = Cost::default();
             aux.trace(stages[AUX_STAGE].output, &mut cost)?;
-            stages.push(StageSummary { name: "aux_head".into(), output: FeatureShape { c: self.config.num_classes, h: 1, w: 1 }, params: cost.params, macs: cost.macs });
+            stages.push(StageSummary {
+                name: "aux_head".into(),
+                output: FeatureShape {
+                    c: self.config.num_classes,
+                    h: 1,
+                    w: 1,
+                },
+                params: cost.params,
+                macs: cost.macs,
+            });
         }
         let (out, inp) = self.classifier.weight().dims2()?;
         stages.push(StageSummary {
@@ -216,7 +294,9 @@ fn trace_stages(stages: &[Chain], input: FeatureShape) -> Result<Vec<(FeatureSha
         .zip(STAGE_NAMES)
         .map(|(stage, name)| {
             let mut cost = Cost::default();
-            shape = stage.trace(shape, &mut cost).map_err(|e| candle_core::Error::Msg(format!("{name}: {e}")))?;
+            shape = stage
+                .trace(shape, &mut cost)
+                .map_err(|e| candle_core::Error::Msg(format!("{name}: {e}")))?;
             Ok((shape, cost))
         })
         .collect()

@@ -33,12 +33,22 @@ pub struct Pool2d {
 impl Pool2d {
     /// 3x3, stride 2, VALID max pooling (every reduction block and stem).
     pub fn max_3x3_s2() -> Self {
-        Self { kind: PoolKind::Max, kernel: 3, stride: 2, padding: 0 }
+        Self {
+            kind: PoolKind::Max,
+            kernel: 3,
+            stride: 2,
+            padding: 0,
+        }
     }
 
     /// 3x3, stride 1, SAME average pooling (the pooling branch of the Inception blocks).
     pub fn avg_3x3_same(kind: PoolKind) -> Self {
-        Self { kind, kernel: 3, stride: 1, padding: 1 }
+        Self {
+            kind,
+            kernel: 3,
+            stride: 1,
+            padding: 1,
+        }
     }
 
     /// Output size along one axis, or `None` when the window does not fit.
@@ -53,13 +63,21 @@ impl Pool2d {
         }
         let (_, _, h, w) = x.dims4()?;
         if self.output_len(h).is_none() || self.output_len(w).is_none() {
-            bail!("pooling window {}x{} does not fit a {h}x{w} input", self.kernel, self.kernel)
+            bail!(
+                "pooling window {}x{} does not fit a {h}x{w} input",
+                self.kernel,
+                self.kernel
+            )
         }
         if super::fastops::usable(x) && x.rank() == 4 {
             match self.kind {
                 PoolKind::Max => return super::fastops::max_pool(x, self.kernel, self.stride),
                 kind if self.stride == 1 && self.kernel == 2 * self.padding + 1 => {
-                    return super::fastops::avg_pool_same(x, self.padding, kind == PoolKind::AvgIncludePad)
+                    return super::fastops::avg_pool_same(
+                        x,
+                        self.padding,
+                        kind == PoolKind::AvgIncludePad,
+                    )
                 }
                 _ => {}
             }
@@ -71,10 +89,18 @@ impl Pool2d {
     pub fn stock_forward(&self, x: &Tensor) -> Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
         let (Some(oh), Some(ow)) = (self.output_len(h), self.output_len(w)) else {
-            bail!("pooling window {}x{} does not fit a {h}x{w} input", self.kernel, self.kernel)
+            bail!(
+                "pooling window {}x{} does not fit a {h}x{w} input",
+                self.kernel,
+                self.kernel
+            )
         };
         let p = self.padding;
-        let padded = if p > 0 { x.pad_with_zeros(2, p, p)?.pad_with_zeros(3, p, p)? } else { x.clone() };
+        let padded = if p > 0 {
+            x.pad_with_zeros(2, p, p)?.pad_with_zeros(3, p, p)?
+        } else {
+            x.clone()
+        };
         let mut acc: Option<Tensor> = None;
         for dy in 0..self.kernel {
             let rows = subsample(&padded, 2, dy, self.stride, oh)?;
@@ -105,12 +131,17 @@ impl Pool2d {
             (0..out)
                 .map(|o| {
                     let start = (o * self.stride) as isize - self.padding as isize;
-                    (0..self.kernel as isize).filter(|d| (0..len as isize).contains(&(start + d))).count() as f32
+                    (0..self.kernel as isize)
+                        .filter(|d| (0..len as isize).contains(&(start + d)))
+                        .count() as f32
                 })
                 .collect()
         };
         let (rows, cols) = (axis(h), axis(w));
-        let counts: Vec<f32> = rows.iter().flat_map(|r| cols.iter().map(move |c| r * c)).collect();
+        let counts: Vec<f32> = rows
+            .iter()
+            .flat_map(|r| cols.iter().map(move |c| r * c))
+            .collect();
         Tensor::from_vec(counts, (1, 1, rows.len(), cols.len()), device)
     }
 }
@@ -138,7 +169,9 @@ mod tests {
     #[test]
     fn tf_same_average_excludes_padding_at_borders() {
         // 4x4 input holding 1..16 row by row.
-        let y = Pool2d::avg_3x3_same(PoolKind::AvgExcludePad).forward(&grid(4, 4)).unwrap();
+        let y = Pool2d::avg_3x3_same(PoolKind::AvgExcludePad)
+            .forward(&grid(4, 4))
+            .unwrap();
         let y = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         // corner (0,0): cells 1,2,5,6 -> 14/4
         assert!((y[0] - 3.5).abs() < 1e-6);
@@ -154,7 +187,9 @@ mod tests {
 
     #[test]
     fn include_pad_average_divides_by_nine() {
-        let y = Pool2d::avg_3x3_same(PoolKind::AvgIncludePad).forward(&grid(4, 4)).unwrap();
+        let y = Pool2d::avg_3x3_same(PoolKind::AvgIncludePad)
+            .forward(&grid(4, 4))
+            .unwrap();
         let y = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert!((y[0] - 14.0 / 9.0).abs() < 1e-6);
         assert!((y[1] - 24.0 / 9.0).abs() < 1e-6);
@@ -167,7 +202,12 @@ mod tests {
         let ours = Pool2d::max_3x3_s2().forward(&x).unwrap();
         assert_eq!(ours.dims(), &[2, 3, 4, 5]);
         let reference = x.max_pool2d_with_stride(3, 2).unwrap();
-        let diff = (ours - reference).unwrap().abs().unwrap().max_all().unwrap();
+        let diff = (ours - reference)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
         assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0);
     }
 
@@ -184,10 +224,28 @@ mod tests {
         let x = Var::from_tensor(&Tensor::randn(0f64, 1., dims, &dev).unwrap()).unwrap();
         let y = pool.forward(x.as_tensor()).unwrap();
         let r = Tensor::randn(0f64, 1., y.shape(), &dev).unwrap();
-        let loss = |t: &Tensor| (pool.forward(t).unwrap() * &r).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap();
+        let loss = |t: &Tensor| {
+            (pool.forward(t).unwrap() * &r)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
+        };
         let grads = (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
-        let analytic = grads.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
-        let base = x.as_tensor().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let analytic = grads
+            .get(x.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        let base = x
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
         let eps = 1e-6;
         for i in (0..base.len()).step_by(3) {
             let shifted = |delta: f64| {
@@ -196,7 +254,11 @@ mod tests {
                 Tensor::from_vec(v, dims, &dev).unwrap()
             };
             let numeric = (loss(&shifted(eps)) - loss(&shifted(-eps))) / (2.0 * eps);
-            assert!((numeric - analytic[i]).abs() < 1e-6, "{pool:?} at {i}: numeric {numeric} analytic {}", analytic[i]);
+            assert!(
+                (numeric - analytic[i]).abs() < 1e-6,
+                "{pool:?} at {i}: numeric {numeric} analytic {}",
+                analytic[i]
+            );
         }
     }
 
@@ -205,6 +267,14 @@ mod tests {
         check_gradient(Pool2d::max_3x3_s2(), (2, 2, 7, 9));
         check_gradient(Pool2d::avg_3x3_same(PoolKind::AvgExcludePad), (1, 2, 5, 6));
         check_gradient(Pool2d::avg_3x3_same(PoolKind::AvgIncludePad), (1, 2, 5, 4));
-        check_gradient(Pool2d { kind: PoolKind::AvgExcludePad, kernel: 5, stride: 3, padding: 0 }, (1, 1, 11, 8));
+        check_gradient(
+            Pool2d {
+                kind: PoolKind::AvgExcludePad,
+                kernel: 5,
+                stride: 3,
+                padding: 0,
+            },
+            (1, 1, 11, 8),
+        );
     }
 }

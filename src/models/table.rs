@@ -19,16 +19,33 @@ pub fn render_table(summaries: &[Summary]) -> String {
             first.image_size, first.width, first.num_classes
         ));
     }
-    out.push_str(&format!("{:<22} {:>14} {:>10}\n", "model", "params", "MACs"));
+    out.push_str(&format!(
+        "{:<22} {:>14} {:>10}\n",
+        "model", "params", "MACs"
+    ));
     for s in summaries {
-        out.push_str(&format!("{:<22} {:>14} {:>10}\n", s.name, group_digits(s.params), giga(s.macs)));
+        out.push_str(&format!(
+            "{:<22} {:>14} {:>10}\n",
+            s.name,
+            group_digits(s.params),
+            giga(s.macs)
+        ));
     }
     for s in summaries {
         out.push_str(&format!("\n{}\n", s.name));
-        out.push_str(&format!("  {:<13} {:>16} {:>12} {:>10}\n", "stage", "output", "params", "MACs"));
+        out.push_str(&format!(
+            "  {:<13} {:>16} {:>12} {:>10}\n",
+            "stage", "output", "params", "MACs"
+        ));
         for st in &s.stages {
             let shape = format!("{}x{}x{}", st.output.c, st.output.h, st.output.w);
-            out.push_str(&format!("  {:<13} {:>16} {:>12} {:>10}\n", st.name, shape, millions(st.params), giga(st.macs)));
+            out.push_str(&format!(
+                "  {:<13} {:>16} {:>12} {:>10}\n",
+                st.name,
+                shape,
+                millions(st.params),
+                giga(st.macs)
+            ));
         }
     }
     out
@@ -61,10 +78,16 @@ mod tests {
 
     #[test]
     fn table_lists_every_network_and_its_stages() {
-        let s: Vec<_> = [Arch::InceptionV3, Arch::InceptionV4].iter().map(|a| summarize(&ModelConfig::new(*a), 299).unwrap()).collect();
+        let s: Vec<_> = [Arch::InceptionV3, Arch::InceptionV4]
+            .iter()
+            .map(|a| summarize(&ModelConfig::new(*a), 299).unwrap())
+            .collect();
         let t = render_table(&s);
         let row = t.lines().find(|l| l.starts_with("inception_v3 ")).unwrap();
-        assert!(row.contains(" 23,834,568 ") && row.ends_with("5.713 G"), "{t}");
+        assert!(
+            row.contains(" 23,834,568 ") && row.ends_with("5.713 G"),
+            "{t}"
+        );
         assert!(t.contains("1536x8x8"), "{t}");
         assert!(t.contains("35x35"), "{t}");
     }

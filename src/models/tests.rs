@@ -27,7 +27,10 @@ fn parameters_and_macs_match_the_reference_networks() {
         assert_eq!(s.params, params, "{arch} aux={aux}");
         if !gmacs.is_nan() {
             let ours = s.macs as f64 / 1e9;
-            assert!((ours / gmacs - 1.0).abs() < 0.01, "{arch}: {ours} GMACs, reference {gmacs}");
+            assert!(
+                (ours / gmacs - 1.0).abs() < 0.01,
+                "{arch}: {ours} GMACs, reference {gmacs}"
+            );
         }
     }
 }
@@ -37,14 +40,57 @@ fn parameters_and_macs_match_the_reference_networks() {
 #[test]
 fn stage_outputs_follow_the_paper_at_299() {
     let expect = [
-        (Arch::InceptionV3, [(192, 35), (288, 35), (768, 17), (768, 17), (1280, 8), (2048, 8)]),
-        (Arch::InceptionV4, [(384, 35), (384, 35), (1024, 17), (1024, 17), (1536, 8), (1536, 8)]),
-        (Arch::InceptionResnetV1, [(256, 35), (256, 35), (896, 17), (896, 17), (1792, 8), (1792, 8)]),
-        (Arch::InceptionResnetV2, [(320, 35), (320, 35), (1088, 17), (1088, 17), (2080, 8), (1536, 8)]),
+        (
+            Arch::InceptionV3,
+            [
+                (192, 35),
+                (288, 35),
+                (768, 17),
+                (768, 17),
+                (1280, 8),
+                (2048, 8),
+            ],
+        ),
+        (
+            Arch::InceptionV4,
+            [
+                (384, 35),
+                (384, 35),
+                (1024, 17),
+                (1024, 17),
+                (1536, 8),
+                (1536, 8),
+            ],
+        ),
+        (
+            Arch::InceptionResnetV1,
+            [
+                (256, 35),
+                (256, 35),
+                (896, 17),
+                (896, 17),
+                (1792, 8),
+                (1792, 8),
+            ],
+        ),
+        (
+            Arch::InceptionResnetV2,
+            [
+                (320, 35),
+                (320, 35),
+                (1088, 17),
+                (1088, 17),
+                (2080, 8),
+                (1536, 8),
+            ],
+        ),
     ];
     for (arch, stages) in expect {
         let s = summarize(&config(arch), 299).unwrap();
-        let got: Vec<(usize, usize)> = s.stages[..6].iter().map(|st| (st.output.c, st.output.h)).collect();
+        let got: Vec<(usize, usize)> = s.stages[..6]
+            .iter()
+            .map(|st| (st.output.c, st.output.h))
+            .collect();
         assert_eq!(got, stages.to_vec(), "{arch}");
     }
 }
@@ -71,7 +117,10 @@ fn width_multiplier_scales_every_filter_count() {
     assert_eq!(s.stages[5].output.c, 192);
     let full = summarize(&config(Arch::InceptionV4), 299).unwrap();
     let ratio = s.macs as f64 / full.macs as f64;
-    assert!((0.01..0.025).contains(&ratio), "width 1/8 should cost about 1/64 of the MACs, got {ratio}");
+    assert!(
+        (0.01..0.025).contains(&ratio),
+        "width 1/8 should cost about 1/64 of the MACs, got {ratio}"
+    );
 }
 
 #[test]
@@ -95,7 +144,8 @@ fn traced_parameters_equal_created_variables() {
         let mut cfg = config(arch);
         cfg.width = 0.25;
         cfg.aux_head = true;
-        let net = Network::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+        let net =
+            Network::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
         let created: usize = vm
             .data()
             .lock()
@@ -124,7 +174,8 @@ fn forward_shapes_at_75_107_and_299() {
             let mut cfg = tiny(arch);
             cfg.image_size = size;
             let vm = VarMap::new();
-            let net = Network::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+            let net =
+                Network::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
             let x = Tensor::randn(0f32, 1., (1, 3, size, size), &Device::Cpu).unwrap();
             let out = net.forward_t(&x, true).unwrap();
             assert_eq!(out.logits.dims(), &[1, 5], "{arch} {size}");
@@ -140,10 +191,16 @@ fn forward_shapes_at_75_107_and_299() {
 fn every_network_trains_forward_and_backward() {
     for arch in Arch::ALL {
         let vm = VarMap::new();
-        let net = Network::new(&tiny(arch), VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+        let net = Network::new(
+            &tiny(arch),
+            VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu),
+        )
+        .unwrap();
         let x = Tensor::randn(0f32, 1., (2, 3, 75, 75), &Device::Cpu).unwrap();
         let out = net.forward_t(&x, true).unwrap();
-        let loss = (out.logits.sqr().unwrap().mean_all().unwrap() + out.aux_logits.unwrap().sqr().unwrap().mean_all().unwrap()).unwrap();
+        let loss = (out.logits.sqr().unwrap().mean_all().unwrap()
+            + out.aux_logits.unwrap().sqr().unwrap().mean_all().unwrap())
+        .unwrap();
         let grads = loss.backward().unwrap();
         let vars = vm.data().lock().unwrap();
         let mut missing = Vec::new();
@@ -153,7 +210,14 @@ fn every_network_trains_forward_and_backward() {
             }
             match grads.get(var.as_tensor()) {
                 Some(g) => {
-                    let finite = g.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap().is_finite();
+                    let finite = g
+                        .abs()
+                        .unwrap()
+                        .max_all()
+                        .unwrap()
+                        .to_scalar::<f32>()
+                        .unwrap()
+                        .is_finite();
                     assert!(finite, "{arch}: gradient of {name} is not finite");
                 }
                 None => missing.push(name.clone()),
@@ -165,7 +229,11 @@ fn every_network_trains_forward_and_backward() {
 
 #[test]
 fn images_smaller_than_75_px_are_refused_with_a_clear_error() {
-    let net = Network::new(&tiny(Arch::InceptionV4), VarBuilder::zeros(DType::F32, &Device::Cpu)).unwrap();
+    let net = Network::new(
+        &tiny(Arch::InceptionV4),
+        VarBuilder::zeros(DType::F32, &Device::Cpu),
+    )
+    .unwrap();
     let x = Tensor::zeros((1, 3, 64, 64), DType::F32, &Device::Cpu).unwrap();
     let err = net.forward_t(&x, false).err().unwrap().to_string();
     assert!(err.contains("H, W >= 75"), "{err}");

@@ -4,7 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::data::{ilsvrc_val_flat, ilsvrc_val_folders, write_synthetic_dataset, ClassSelection, DataError, Dataset, Subset, ValLabels};
+use crate::data::{
+    ilsvrc_val_flat, ilsvrc_val_folders, write_synthetic_dataset, ClassSelection, DataError,
+    Dataset, Subset, ValLabels,
+};
 use crate::spec::{DataConfig, EvalSet, SyntheticSpec, ValLayout};
 use crate::store::RunLock;
 
@@ -27,36 +30,65 @@ pub fn prepare_datasets(cfg: &DataConfig, results: &Path) -> Result<RunData, Str
     let train = match (cfg.classes, cfg.train_images_per_class) {
         (None, None) => train,
         (classes, max_per_class) => {
-            let classes = classes.map(ClassSelection::First).unwrap_or(ClassSelection::All);
-            train.subset(&Subset { classes, max_per_class, seed: cfg.subset_seed }).map_err(|e| describe("data.train", e))?
+            let classes = classes
+                .map(ClassSelection::First)
+                .unwrap_or(ClassSelection::All);
+            train
+                .subset(&Subset {
+                    classes,
+                    max_per_class,
+                    seed: cfg.subset_seed,
+                })
+                .map_err(|e| describe("data.train", e))?
         }
     };
 
     let blacklist = match cfg.eval_set {
         EvalSet::All => None,
-        EvalSet::Nonblacklisted => Some(PathBuf::from(cfg.blacklist.as_deref().ok_or("data.eval_set is nonblacklisted but data.blacklist is not set")?)),
+        EvalSet::Nonblacklisted => {
+            Some(PathBuf::from(cfg.blacklist.as_deref().ok_or(
+                "data.eval_set is nonblacklisted but data.blacklist is not set",
+            )?))
+        }
     };
     let val = match cfg.val_layout {
-        ValLayout::ImageFolder if blacklist.is_some() => ilsvrc_val_folders(&val_root, blacklist.as_deref()),
+        ValLayout::ImageFolder if blacklist.is_some() => {
+            ilsvrc_val_folders(&val_root, blacklist.as_deref())
+        }
         ValLayout::ImageFolder => Dataset::image_folder(&val_root),
         ValLayout::IlsvrcFlat => {
             let labels = match (&cfg.val_ground_truth, &cfg.val_wnids) {
                 (Some(gt), _) => ValLabels::GroundTruth(gt.into()),
                 (None, Some(w)) => ValLabels::PerImageWnids(w.into()),
-                (None, None) => return Err("data.val_layout is ilsvrc_flat: set data.val_ground_truth or data.val_wnids".into()),
+                (None, None) => return Err(
+                    "data.val_layout is ilsvrc_flat: set data.val_ground_truth or data.val_wnids"
+                        .into(),
+                ),
             };
             ilsvrc_val_flat(&val_root, &labels, blacklist.as_deref())
         }
     }
     .map_err(|e| describe("data.val", e))?;
     // The validation labels must index the training classes.
-    let subset = Subset { classes: ClassSelection::Named(train.classes.clone()), max_per_class: cfg.val_images_per_class, seed: cfg.subset_seed };
-    let val = val.subset(&subset).map_err(|e| describe("data.val (classes of the training set)", e))?;
+    let subset = Subset {
+        classes: ClassSelection::Named(train.classes.clone()),
+        max_per_class: cfg.val_images_per_class,
+        seed: cfg.subset_seed,
+    };
+    let val = val
+        .subset(&subset)
+        .map_err(|e| describe("data.val (classes of the training set)", e))?;
     if val.classes != train.classes {
-        return Err(format!("data.val at {} does not hold the training classes", val_root.display()));
+        return Err(format!(
+            "data.val at {} does not hold the training classes",
+            val_root.display()
+        ));
     }
     if val.is_empty() {
-        return Err(format!("data.val at {} has no images of the training classes", val_root.display()));
+        return Err(format!(
+            "data.val at {} has no images of the training classes",
+            val_root.display()
+        ));
     }
     Ok(RunData { train, val })
 }
@@ -68,17 +100,29 @@ fn describe(field: &str, e: DataError) -> String {
 /// Generates the synthetic train/val trees once per specification (under a lock, so two
 /// runs never write them at the same time); returns their roots.
 fn ensure_synthetic(s: &SyntheticSpec, results: &Path) -> Result<(PathBuf, PathBuf), String> {
-    let key = format!("synthetic-c{}-n{}-{}-s{}-{}px", s.classes, s.train_per_class, s.val_per_class, s.seed, s.image_size);
+    let key = format!(
+        "synthetic-c{}-n{}-{}-s{}-{}px",
+        s.classes, s.train_per_class, s.val_per_class, s.seed, s.image_size
+    );
     let dir = results.join("data").join(key);
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let _lock = RunLock::acquire_waiting(&dir, std::time::Duration::from_secs(600)).map_err(|e| e.to_string())?;
+    let _lock = RunLock::acquire_waiting(&dir, std::time::Duration::from_secs(600))
+        .map_err(|e| e.to_string())?;
     let (train, val, done) = (dir.join("train"), dir.join("val"), dir.join("COMPLETE"));
     if !done.exists() {
         let size = (s.image_size, s.image_size);
         let classes = s.classes as u32;
-        write_synthetic_dataset(&train, classes, s.train_per_class as u32, size, s.seed).map_err(|e| e.to_string())?;
+        write_synthetic_dataset(&train, classes, s.train_per_class as u32, size, s.seed)
+            .map_err(|e| e.to_string())?;
         // A different seed for validation: other images of the same classes.
-        write_synthetic_dataset(&val, classes, s.val_per_class as u32, size, s.seed ^ 0x005E_ED0F_7A11).map_err(|e| e.to_string())?;
+        write_synthetic_dataset(
+            &val,
+            classes,
+            s.val_per_class as u32,
+            size,
+            s.seed ^ 0x005E_ED0F_7A11,
+        )
+        .map_err(|e| e.to_string())?;
         crate::store::write_bytes(&done, b"").map_err(|e| e.to_string())?;
     }
     Ok((train, val))
@@ -86,7 +130,12 @@ fn ensure_synthetic(s: &SyntheticSpec, results: &Path) -> Result<(PathBuf, PathB
 
 /// The validation images of `repro eval`: `val/<class>/` folders or, with `labels`, the flat
 /// ILSVRC-2012 layout; the devkit blacklist removed when `nonblacklisted`.
-pub fn eval_dataset(dir: &Path, nonblacklisted: bool, blacklist: Option<&Path>, labels: Option<ValLabels>) -> Result<Dataset, String> {
+pub fn eval_dataset(
+    dir: &Path,
+    nonblacklisted: bool,
+    blacklist: Option<&Path>,
+    labels: Option<ValLabels>,
+) -> Result<Dataset, String> {
     let blacklist = match (nonblacklisted, blacklist) {
         (true, None) => return Err("--eval-set nonblacklisted needs --blacklist FILE (the devkit's ILSVRC2012_validation_blacklist.txt)".into()),
         (true, Some(b)) => Some(b),

@@ -45,13 +45,18 @@ impl RunResult {
     pub fn is_failure(&self) -> bool {
         matches!(
             self,
-            RunResult::Failed(_) | RunResult::Trained(RunOutcome::Diverged { .. }) | RunResult::Reused(RunProgress::Diverged { .. })
+            RunResult::Failed(_)
+                | RunResult::Trained(RunOutcome::Diverged { .. })
+                | RunResult::Reused(RunProgress::Diverged { .. })
         )
     }
 }
 
 /// Trains what is missing; returns each planned run with what happened to it.
-pub fn train_missing(experiment: &Experiment, options: &RunOptions) -> Vec<(PlannedRun, RunResult)> {
+pub fn train_missing(
+    experiment: &Experiment,
+    options: &RunOptions,
+) -> Vec<(PlannedRun, RunResult)> {
     plan(experiment, &options.results)
         .into_iter()
         .map(|planned| {
@@ -66,7 +71,8 @@ pub fn train_missing(experiment: &Experiment, options: &RunOptions) -> Vec<(Plan
 
 fn train_one(planned: &PlannedRun, options: &RunOptions) -> Result<RunResult, String> {
     let dir = RunDir::new(&planned.dir);
-    dir.create().map_err(|e| format!("cannot create {}: {e}", planned.dir.display()))?;
+    dir.create()
+        .map_err(|e| format!("cannot create {}: {e}", planned.dir.display()))?;
     let _lock = lock(&planned.dir, options.wait_for_lock).map_err(|e| e.to_string())?;
     if options.force {
         clear_run(&dir)?;
@@ -75,7 +81,8 @@ fn train_one(planned: &PlannedRun, options: &RunOptions) -> Result<RunResult, St
     }
     let run = &planned.run;
     let config_text = serde_yaml::to_string(&run.config).map_err(|e| e.to_string())?;
-    crate::store::write_bytes(&dir.config_yaml(), config_text.as_bytes()).map_err(|e| e.to_string())?;
+    crate::store::write_bytes(&dir.config_yaml(), config_text.as_bytes())
+        .map_err(|e| e.to_string())?;
 
     crate::device::apply_precision(run.config.train.precision, &options.device)?;
     let data = prepare_datasets(&run.config.data, &options.results)?;
@@ -85,18 +92,32 @@ fn train_one(planned: &PlannedRun, options: &RunOptions) -> Result<RunResult, St
         .iter()
         .map(|s| {
             let rel = s.path.strip_prefix(&data.train.root).unwrap_or(&s.path);
-            (rel.to_string_lossy().replace('\\', "/"), std::fs::metadata(&s.path).map(|m| m.len()).unwrap_or(0))
+            (
+                rel.to_string_lossy().replace('\\', "/"),
+                std::fs::metadata(&s.path).map(|m| m.len()).unwrap_or(0),
+            )
         })
         .collect();
     let config_json = serde_json::to_value(&run.config).map_err(|e| e.to_string())?;
     let mut provenance = match Provenance::read(&dir.provenance_json()) {
         Ok(p) => p,
-        Err(_) => Provenance::start(config_json, run.config.seed, options.device_name.clone(), manifest_hash(&manifest)),
+        Err(_) => Provenance::start(
+            config_json,
+            run.config.seed,
+            options.device_name.clone(),
+            manifest_hash(&manifest),
+        ),
     };
     provenance.status = RunStatus::Running;
-    provenance.write(&dir.provenance_json()).map_err(|e| e.to_string())?;
+    provenance
+        .write(&dir.provenance_json())
+        .map_err(|e| e.to_string())?;
 
-    let progress = if options.show_progress { Progress::auto(run.name.clone()) } else { Progress::quiet() };
+    let progress = if options.show_progress {
+        Progress::auto(run.name.clone())
+    } else {
+        Progress::quiet()
+    };
     let job = TrainJob {
         config: &run.config,
         config_hash: &run.hash,
@@ -111,7 +132,9 @@ fn train_one(planned: &PlannedRun, options: &RunOptions) -> Result<RunResult, St
     let outcome = match train_run(&job) {
         Ok(outcome) => outcome,
         Err(e) => {
-            provenance.finish(RunStatus::Failed { message: e.to_string() });
+            provenance.finish(RunStatus::Failed {
+                message: e.to_string(),
+            });
             let _ = provenance.write(&dir.provenance_json());
             return Err(e.to_string());
         }
@@ -121,7 +144,13 @@ fn train_one(planned: &PlannedRun, options: &RunOptions) -> Result<RunResult, St
             provenance.skipped_images = skipped_images
                 .iter()
                 .map(|b| SkippedImage {
-                    path: b.path.strip_prefix(&data.train.root).or_else(|_| b.path.strip_prefix(&data.val.root)).unwrap_or(&b.path).display().to_string(),
+                    path: b
+                        .path
+                        .strip_prefix(&data.train.root)
+                        .or_else(|_| b.path.strip_prefix(&data.val.root))
+                        .unwrap_or(&b.path)
+                        .display()
+                        .to_string(),
                     reason: b.reason.clone(),
                 })
                 .collect();
@@ -130,7 +159,9 @@ fn train_one(planned: &PlannedRun, options: &RunOptions) -> Result<RunResult, St
         RunOutcome::Diverged { step, .. } => provenance.finish(RunStatus::Diverged { step: *step }),
         RunOutcome::Stopped { .. } => {}
     }
-    provenance.write(&dir.provenance_json()).map_err(|e| e.to_string())?;
+    provenance
+        .write(&dir.provenance_json())
+        .map_err(|e| e.to_string())?;
     if !matches!(outcome, RunOutcome::Stopped { .. }) {
         dir.mark_done().map_err(|e| e.to_string())?;
     }
@@ -147,9 +178,15 @@ fn lock(dir: &Path, wait: Option<Duration>) -> Result<RunLock, LockError> {
 /// Removes what a previous training of the run left (`--force`), keeping the lock file.
 fn clear_run(dir: &RunDir) -> Result<(), String> {
     let remove = |p: PathBuf| -> Result<(), String> {
-        let result = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+        let result = if p.is_dir() {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
         match result {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(format!("cannot remove {}: {e}", p.display())),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(format!("cannot remove {}: {e}", p.display()))
+            }
             _ => Ok(()),
         }
     };

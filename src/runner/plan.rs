@@ -53,7 +53,9 @@ pub fn plan(experiment: &Experiment, results: &Path) -> Vec<PlannedRun> {
         }
     }
     for (i, c) in experiment.claims.iter().enumerate() {
-        let ClaimCheck::ResidualFaster { residual, plain, .. } = &c.check;
+        let ClaimCheck::ResidualFaster {
+            residual, plain, ..
+        } = &c.check;
         used.push((residual.clone(), format!("claim {}", i + 1)));
         used.push((plain.clone(), format!("claim {}", i + 1)));
     }
@@ -63,9 +65,18 @@ pub fn plan(experiment: &Experiment, results: &Path) -> Vec<PlannedRun> {
         .map(|name| {
             let run = experiment.runs[name].clone();
             let dir = run_dir(results, &run);
-            let mut used_by: Vec<String> = used.iter().filter(|(r, _)| r == name).map(|(_, by)| by.clone()).collect();
+            let mut used_by: Vec<String> = used
+                .iter()
+                .filter(|(r, _)| r == name)
+                .map(|(_, by)| by.clone())
+                .collect();
             used_by.dedup();
-            PlannedRun { progress: progress_of(&dir), run, dir, used_by }
+            PlannedRun {
+                progress: progress_of(&dir),
+                run,
+                dir,
+                used_by,
+            }
         })
         .collect()
 }
@@ -91,7 +102,11 @@ pub fn training_macs(c: &RunConfig) -> Option<f64> {
         Some(s) => (s.classes * s.train_per_class) as f64,
         None => {
             // ImageNet: 1,281,167 training images over 1,000 classes.
-            let per_class = c.data.train_images_per_class.map(|m| m as f64).unwrap_or(1281.167);
+            let per_class = c
+                .data
+                .train_images_per_class
+                .map(|m| m as f64)
+                .unwrap_or(1281.167);
             per_class * c.data.classes.unwrap_or(1000) as f64
         }
     };

@@ -11,9 +11,19 @@ use crate::spec::{EvalSet, Experiment};
 
 /// Checks, before anything trains, that every run that needs training has its data, and
 /// that released weights and their validation images exist.
-pub fn preflight(e: &Experiment, results: &Path, force: bool, device: &Device) -> Result<(), String> {
+pub fn preflight(
+    e: &Experiment,
+    results: &Path,
+    force: bool,
+    device: &Device,
+) -> Result<(), String> {
     for ((t, r), released) in &e.released {
-        let row = format!("{}: table `{}` row `{}`", e.path.display(), e.tables[*t].id, e.tables[*t].rows[*r].label);
+        let row = format!(
+            "{}: table `{}` row `{}`",
+            e.path.display(),
+            e.tables[*t].id,
+            e.tables[*t].rows[*r].label
+        );
         if let Some(w) = released.weights.iter().find(|w| !w.is_file()) {
             return Err(format!("{row}: released weights `{}` do not exist (tools/export_timm_weights.py writes them)", w.display()));
         }
@@ -23,7 +33,11 @@ pub fn preflight(e: &Experiment, results: &Path, force: bool, device: &Device) -
         }
     }
     for p in plan(e, results) {
-        let needs_training = force || matches!(p.progress, RunProgress::Missing | RunProgress::Partial { .. });
+        let needs_training = force
+            || matches!(
+                p.progress,
+                RunProgress::Missing | RunProgress::Partial { .. }
+            );
         let data = &p.run.config.data;
         if needs_training && !device.is_cuda() && p.run.config.train.precision != Precision::F32 {
             return Err(format!(

@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use super::plan::{plan, PlannedRun, RunProgress};
 use crate::report::{
-    paper_table_values, render_experiment, render_index, residual_speeds_up_training, Claim, EvalResult, FigureInput, IndexEntry, Metric,
-    ReportInput, RunInfo, Series, TableInput, TableRow, Verdict,
+    paper_table_values, render_experiment, render_index, residual_speeds_up_training, Claim,
+    EvalResult, FigureInput, IndexEntry, Metric, ReportInput, RunInfo, Series, TableInput,
+    TableRow, Verdict,
 };
 use crate::spec::{ClaimCheck, Experiment, Overlay, ResolvedRun, TableSpec};
 use crate::store::metrics::{read_metrics, MetricsRow};
@@ -29,7 +30,12 @@ pub fn write_report(
 ) -> Result<PathBuf, String> {
     let planned = plan(experiment, results);
     let runs: Vec<RunInfo> = planned.iter().map(run_info).collect();
-    let metrics_of = |name: &str| -> Vec<MetricsRow> { runs.iter().find(|r| r.name == name).map(|r| r.metrics.clone()).unwrap_or_default() };
+    let metrics_of = |name: &str| -> Vec<MetricsRow> {
+        runs.iter()
+            .find(|r| r.name == name)
+            .map(|r| r.metrics.clone())
+            .unwrap_or_default()
+    };
     let paper_scale = experiment.runs.values().all(is_paper_scale);
 
     let figures = experiment
@@ -39,7 +45,8 @@ pub fn write_report(
             id: f.id.clone(),
             paper_figure: f.paper_figure,
             metric: metric(f.metric),
-            overlay_paper: f.paper_overlay == Overlay::Always || (f.paper_overlay == Overlay::Auto && paper_scale),
+            overlay_paper: f.paper_overlay == Overlay::Always
+                || (f.paper_overlay == Overlay::Auto && paper_scale),
             series: f
                 .runs
                 .iter()
@@ -50,7 +57,11 @@ pub fn write_report(
                         label: String::new(),
                         seed: run.config.seed,
                         rows: metrics_of(name),
-                        status: planned.iter().find(|p| &p.run.name == name).map(|p| status(&p.progress)).unwrap_or_default(),
+                        status: planned
+                            .iter()
+                            .find(|p| &p.run.name == name)
+                            .map(|p| status(&p.progress))
+                            .unwrap_or_default(),
                     }
                 })
                 .collect(),
@@ -63,24 +74,32 @@ pub fn write_report(
         .iter()
         .map(|t| TableInput {
             id: t.id.clone(),
-            title: t.title.clone().unwrap_or_else(|| format!("{}: {}-crop evaluation", t.id, t.crops)),
+            title: t
+                .title
+                .clone()
+                .unwrap_or_else(|| format!("{}: {}-crop evaluation", t.id, t.crops)),
             rows: t
                 .rows
                 .iter()
                 .enumerate()
                 .map(|(i, row)| {
-                    let mut out = paper.table_row(&t.id, &row.label).unwrap_or_else(|| TableRow {
-                        label: row.label.clone(),
-                        paper_top1: None,
-                        paper_top5: None,
-                        paper_crops: t.crops.to_string(),
-                        paper_eval_set: String::new(),
-                        results: Vec::new(),
-                        note: String::new(),
-                    });
+                    let mut out = paper
+                        .table_row(&t.id, &row.label)
+                        .unwrap_or_else(|| TableRow {
+                            label: row.label.clone(),
+                            paper_top1: None,
+                            paper_top5: None,
+                            paper_crops: t.crops.to_string(),
+                            paper_eval_set: String::new(),
+                            results: Vec::new(),
+                            note: String::new(),
+                        });
                     out.results = table_results(t, i);
                     if row.ensemble {
-                        out.note = format!("ensemble of {} (probabilities averaged)", row.runs.join(", "));
+                        out.note = format!(
+                            "ensemble of {} (probabilities averaged)",
+                            row.runs.join(", ")
+                        );
                     } else if row.runs.len() > 1 {
                         out.note = format!("{} seeds: {}", row.runs.len(), row.runs.join(", "));
                     }
@@ -94,7 +113,11 @@ pub fn write_report(
         .claims
         .iter()
         .map(|c| {
-            let ClaimCheck::ResidualFaster { residual, plain, metric: m } = &c.check;
+            let ClaimCheck::ResidualFaster {
+                residual,
+                plain,
+                metric: m,
+            } = &c.check;
             let (r, p) = (&experiment.runs[residual], &experiment.runs[plain]);
             let mut claim = residual_speeds_up_training(
                 r.config.model.arch.name(),
@@ -110,7 +133,11 @@ pub fn write_report(
 
     let input = ReportInput {
         experiment: experiment.name.clone(),
-        title: if experiment.title.is_empty() { experiment.name.clone() } else { experiment.title.clone() },
+        title: if experiment.title.is_empty() {
+            experiment.name.clone()
+        } else {
+            experiment.title.clone()
+        },
         description: experiment.description.clone(),
         paper_scale,
         figures,
@@ -129,7 +156,16 @@ pub fn write_report(
         title: input.title.clone(),
         description: input.description.clone(),
         generated_at: input.generated_at.clone(),
-        claims: claims.iter().map(|c| (c.statement.clone(), c.verdict.as_str().to_string(), c.evidence.clone())).collect(),
+        claims: claims
+            .iter()
+            .map(|c| {
+                (
+                    c.statement.clone(),
+                    c.verdict.as_str().to_string(),
+                    c.evidence.clone(),
+                )
+            })
+            .collect(),
     };
     crate::store::write_json(&out_dir.join("entry.json"), &entry).map_err(|e| e.to_string())?;
     refresh_index(reports)?;
@@ -150,11 +186,18 @@ struct StoredEntry {
 /// Rewrites `reports/index.html` from the `entry.json` of every rendered experiment.
 fn refresh_index(reports: &Path) -> Result<(), String> {
     let mut entries = Vec::new();
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(reports).map_err(|e| e.to_string())?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(reports)
+        .map_err(|e| e.to_string())?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
     dirs.sort();
     for dir in dirs {
-        let Ok(text) = std::fs::read_to_string(dir.join("entry.json")) else { continue };
-        let Ok(e) = serde_json::from_str::<StoredEntry>(&text) else { continue };
+        let Ok(text) = std::fs::read_to_string(dir.join("entry.json")) else {
+            continue;
+        };
+        let Ok(e) = serde_json::from_str::<StoredEntry>(&text) else {
+            continue;
+        };
         let claims = e
             .claims
             .into_iter()
@@ -168,9 +211,17 @@ fn refresh_index(reports: &Path) -> Result<(), String> {
                 evidence,
             })
             .collect();
-        entries.push(IndexEntry { experiment: e.experiment, title: e.title, description: e.description, generated_at: e.generated_at, claims });
+        entries.push(IndexEntry {
+            experiment: e.experiment,
+            title: e.title,
+            description: e.description,
+            generated_at: e.generated_at,
+            claims,
+        });
     }
-    render_index(reports, &entries).map(|_| ()).map_err(|e| e.to_string())
+    render_index(reports, &entries)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 fn run_info(p: &PlannedRun) -> RunInfo {
@@ -178,7 +229,8 @@ fn run_info(p: &PlannedRun) -> RunInfo {
     RunInfo {
         name: p.run.name.clone(),
         hash: p.run.hash.clone(),
-        config_yaml: std::fs::read_to_string(dir.config_yaml()).unwrap_or_else(|_| serde_yaml::to_string(&p.run.config).unwrap_or_default()),
+        config_yaml: std::fs::read_to_string(dir.config_yaml())
+            .unwrap_or_else(|_| serde_yaml::to_string(&p.run.config).unwrap_or_default()),
         provenance: Provenance::read(&dir.provenance_json()).ok(),
         metrics: read_metrics(&dir.metrics_parquet()).unwrap_or_default(),
         lr_schedule: lr_schedule(&p.run),
@@ -189,7 +241,10 @@ fn run_info(p: &PlannedRun) -> RunInfo {
 /// jumps); the last point is the rate of the last step, not of the epoch after it.
 fn lr_schedule(run: &ResolvedRun) -> Vec<(f64, f64)> {
     let (epochs, lr) = (run.config.train.epochs, &run.config.train.lr);
-    let mut points: Vec<(f64, f64)> = (0..400).map(|i| epochs * i as f64 / 400.0).map(|e| (e, lr.lr_at(e))).collect();
+    let mut points: Vec<(f64, f64)> = (0..400)
+        .map(|i| epochs * i as f64 / 400.0)
+        .map(|e| (e, lr.lr_at(e)))
+        .collect();
     points.push((epochs, lr.lr_at(epochs * (1.0 - 1e-9))));
     points
 }
@@ -213,7 +268,11 @@ fn metric(m: crate::spec::Metric) -> Metric {
 /// Full ImageNet at the paper's resolution and width.
 fn is_paper_scale(run: &ResolvedRun) -> bool {
     let c = &run.config;
-    c.data.synthetic.is_none() && c.data.classes.is_none() && c.model.width == 1.0 && c.model.image_size == 299 && c.model.num_classes == 1000
+    c.data.synthetic.is_none()
+        && c.data.classes.is_none()
+        && c.model.width == 1.0
+        && c.model.image_size == 299
+        && c.model.num_classes == 1000
 }
 
 /// The known differences between this experiment and the paper, from its resolved runs.

@@ -10,7 +10,10 @@ use candle_core::Device;
 use super::datasets::prepare_datasets;
 use super::plan::run_dir;
 use crate::data::Dataset;
-use crate::eval::{evaluate, protocol_for, read_eval_parquet, write_eval_parquet, EvalRecord, EvalRequest, ModelSpec};
+use crate::eval::{
+    evaluate, protocol_for, read_eval_parquet, write_eval_parquet, EvalRecord, EvalRequest,
+    ModelSpec,
+};
 use crate::report::EvalResult;
 use crate::spec::{Experiment, ResolvedRun, RunConfig, TableSpec};
 use crate::store::RunLock;
@@ -36,11 +39,19 @@ pub struct EvalJob<'a> {
 impl EvalJob<'_> {
     /// A stable name: the table, the row label and a hash of everything that sets the result.
     pub fn folder(&self) -> String {
-        let label: String = self.table.rows[self.row].label.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+        let label: String = self.table.rows[self.row]
+            .label
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
         let key = format!(
             "{}|{}|{:?}|{}",
             self.table.crops,
-            self.members.iter().map(|m| m.key.as_str()).collect::<Vec<_>>().join(","),
+            self.members
+                .iter()
+                .map(|m| m.key.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
             self.table.eval_set,
             self.members[0].config.data.eval_crop_fraction
         );
@@ -58,14 +69,31 @@ pub fn eval_jobs<'a>(experiment: &'a Experiment, results: &Path) -> Vec<EvalJob<
                 Some(released) => released
                     .weights
                     .iter()
-                    .map(|w| Member { name: w.display().to_string(), config: &released.config, weights: w.clone(), key: w.display().to_string() })
+                    .map(|w| Member {
+                        name: w.display().to_string(),
+                        config: &released.config,
+                        weights: w.clone(),
+                        key: w.display().to_string(),
+                    })
                     .collect(),
-                None => spec.runs.iter().map(|r| run_member(&experiment.runs[r], results)).collect(),
+                None => spec
+                    .runs
+                    .iter()
+                    .map(|r| run_member(&experiment.runs[r], results))
+                    .collect(),
             };
             if spec.ensemble {
-                jobs.push(EvalJob { table, row, members });
+                jobs.push(EvalJob {
+                    table,
+                    row,
+                    members,
+                });
             } else {
-                jobs.extend(members.into_iter().map(|m| EvalJob { table, row, members: vec![m] }));
+                jobs.extend(members.into_iter().map(|m| EvalJob {
+                    table,
+                    row,
+                    members: vec![m],
+                }));
             }
         }
     }
@@ -73,16 +101,29 @@ pub fn eval_jobs<'a>(experiment: &'a Experiment, results: &Path) -> Vec<EvalJob<
 }
 
 fn run_member<'a>(run: &'a ResolvedRun, results: &Path) -> Member<'a> {
-    Member { name: run.folder_name(), config: &run.config, weights: final_weights_path(&run_dir(results, run)), key: run.hash.clone() }
+    Member {
+        name: run.folder_name(),
+        config: &run.config,
+        weights: final_weights_path(&run_dir(results, run)),
+        key: run.hash.clone(),
+    }
 }
 
 pub fn eval_path(results: &Path, job: &EvalJob) -> PathBuf {
-    results.join("evals").join(job.folder()).join("eval.parquet")
+    results
+        .join("evals")
+        .join(job.folder())
+        .join("eval.parquet")
 }
 
 /// Runs the evaluations that are not stored yet and whose runs have finished; returns how
 /// many ran, and the problems of those that could not (a missing or diverged run, an error).
-pub fn evaluate_tables(experiment: &Experiment, results: &Path, device: &Device, threads: usize) -> (usize, Vec<String>) {
+pub fn evaluate_tables(
+    experiment: &Experiment,
+    results: &Path,
+    device: &Device,
+    threads: usize,
+) -> (usize, Vec<String>) {
     let (mut done, mut problems) = (0, Vec::new());
     // Rows of one table share their validation set: scan the folders once per data setting.
     let mut val_sets: HashMap<String, Dataset> = HashMap::new();
@@ -94,7 +135,10 @@ pub fn evaluate_tables(experiment: &Experiment, results: &Path, device: &Device,
         match evaluate_job(&job, results, &path, device, threads, &mut val_sets) {
             Ok(true) => done += 1,
             Ok(false) => {}
-            Err(e) => problems.push(format!("{} row `{}`: {e}", job.table.id, job.table.rows[job.row].label)),
+            Err(e) => problems.push(format!(
+                "{} row `{}`: {e}",
+                job.table.id, job.table.rows[job.row].label
+            )),
         }
     }
     (done, problems)
@@ -129,8 +173,16 @@ fn evaluate_job(
         Entry::Vacant(e) => e.insert(prepare_datasets(&data_cfg, results)?.val),
     };
     let input = first.model.image_size as u32;
-    let protocol = protocol_for(job.table.crops, first.data.eval_crop_fraction, input).map_err(|e| e.to_string())?;
-    let models = job.members.iter().map(|m| ModelSpec { config: m.config.model.clone(), weights: m.weights.clone() }).collect();
+    let protocol = protocol_for(job.table.crops, first.data.eval_crop_fraction, input)
+        .map_err(|e| e.to_string())?;
+    let models = job
+        .members
+        .iter()
+        .map(|m| ModelSpec {
+            config: m.config.model.clone(),
+            weights: m.weights.clone(),
+        })
+        .collect();
     let request = EvalRequest {
         models,
         dataset: val,
@@ -144,17 +196,33 @@ fn evaluate_job(
     let mut record = report.record();
     record.models = job.members.iter().map(|m| m.name.clone()).collect();
     write_eval_parquet(path, &[record]).map_err(|e| e.to_string())?;
-    tracing::info!("{} row `{}`: {}", job.table.id, job.table.rows[job.row].label, report);
+    tracing::info!(
+        "{} row `{}`: {}",
+        job.table.id,
+        job.table.rows[job.row].label,
+        report
+    );
     Ok(true)
 }
 
 /// The stored evaluations of one table row, for the report.
-pub fn row_results(experiment: &Experiment, results: &Path, table: &TableSpec, row: usize) -> Vec<EvalResult> {
+pub fn row_results(
+    experiment: &Experiment,
+    results: &Path,
+    table: &TableSpec,
+    row: usize,
+) -> Vec<EvalResult> {
     eval_jobs(experiment, results)
         .into_iter()
         .filter(|j| j.table.id == table.id && j.row == row)
         .filter_map(|j| read_eval_parquet(&eval_path(results, &j)).ok())
         .flatten()
-        .map(|r: EvalRecord| EvalResult { top1_err: r.top1_err, top5_err: r.top5_err, images: r.images, crops: r.crop_definition, eval_set: r.eval_set })
+        .map(|r: EvalRecord| EvalResult {
+            top1_err: r.top1_err,
+            top5_err: r.top5_err,
+            images: r.images,
+            crops: r.crop_definition,
+            eval_set: r.eval_set,
+        })
         .collect()
 }

@@ -37,7 +37,10 @@ impl RunConfig {
     /// 16 hex digits of a 64-bit FNV-1a hash of the canonical JSON (sorted keys).
     pub fn hash(&self) -> String {
         let json = serde_json::to_value(self).expect("a run config serialises");
-        format!("{:016x}", crate::hashing::fnv1a64(canonical_json(&json).as_bytes()))
+        format!(
+            "{:016x}",
+            crate::hashing::fnv1a64(canonical_json(&json).as_bytes())
+        )
     }
 }
 
@@ -90,7 +93,10 @@ pub fn load_experiment(path: &Path, options: &LoadOptions) -> Result<Experiment,
 
     let (every_run_sets, doc_sets) = parse_overrides(&options.overrides)?;
     for (key, value) in doc_sets {
-        set_path(&mut doc, &key, value).map_err(|message| SpecError::Override { arg: key.clone(), message })?;
+        set_path(&mut doc, &key, value).map_err(|message| SpecError::Override {
+            arg: key.clone(),
+            message,
+        })?;
     }
     let file: ExperimentFile = typed(&doc).map_err(|e| SpecError::Invalid {
         path: path.into(),
@@ -102,7 +108,10 @@ pub fn load_experiment(path: &Path, options: &LoadOptions) -> Result<Experiment,
             true => Some(name.clone()),
             false => {
                 let known: Vec<&String> = file.profiles.keys().collect();
-                return Err(SpecError::Invalid { path: path.into(), message: format!("no profile `{name}` (profiles: {known:?})") });
+                return Err(SpecError::Invalid {
+                    path: path.into(),
+                    message: format!("no profile `{name}` (profiles: {known:?})"),
+                });
             }
         },
         None => None,
@@ -110,20 +119,41 @@ pub fn load_experiment(path: &Path, options: &LoadOptions) -> Result<Experiment,
 
     let mut every_run = Value::Mapping(Default::default());
     for (key, value) in every_run_sets {
-        set_path(&mut every_run, &key, value).map_err(|message| SpecError::Override { arg: key.clone(), message })?;
+        set_path(&mut every_run, &key, value).map_err(|message| SpecError::Override {
+            arg: key.clone(),
+            message,
+        })?;
     }
     let mut runs = BTreeMap::new();
     for name in file.runs.keys() {
         let merged = merged_run(&doc, name, profile.as_deref(), &every_run, path)?;
-        let spec: RunSpec = typed(&merged).map_err(|message| SpecError::Run { path: path.into(), run: name.clone(), message })?;
-        let config = resolve_run(spec).map_err(|message| SpecError::Run { path: path.into(), run: name.clone(), message })?;
+        let spec: RunSpec = typed(&merged).map_err(|message| SpecError::Run {
+            path: path.into(),
+            run: name.clone(),
+            message,
+        })?;
+        let config = resolve_run(spec).map_err(|message| SpecError::Run {
+            path: path.into(),
+            run: name.clone(),
+            message,
+        })?;
         let hash = config.hash();
-        runs.insert(name.clone(), ResolvedRun { name: name.clone(), config, hash });
+        runs.insert(
+            name.clone(),
+            ResolvedRun {
+                name: name.clone(),
+                config,
+                hash,
+            },
+        );
     }
     check_references(&file, &runs, path)?;
     let released = resolve_released(&doc, &file, path)?;
 
-    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     Ok(Experiment {
         path: path.into(),
         name: file.name.clone().unwrap_or(stem),
@@ -141,14 +171,25 @@ pub fn load_experiment(path: &Path, options: &LoadOptions) -> Result<Experiment,
 
 /// One file with its includes merged under it, validated on its own first so errors carry
 /// the line and column.
-fn read_merged(path: &Path, stack: &mut Vec<PathBuf>, sources: &mut Vec<PathBuf>, env: &dyn Fn(&str) -> Option<String>) -> Result<Value, SpecError> {
+fn read_merged(
+    path: &Path,
+    stack: &mut Vec<PathBuf>,
+    sources: &mut Vec<PathBuf>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Value, SpecError> {
     let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
     if stack.contains(&canonical) {
         let mut chain: Vec<String> = stack.iter().map(|p| p.display().to_string()).collect();
         chain.push(canonical.display().to_string());
-        return Err(SpecError::IncludeCycle { path: path.into(), chain });
+        return Err(SpecError::IncludeCycle {
+            path: path.into(),
+            chain,
+        });
     }
-    let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read { path: path.into(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+        path: path.into(),
+        source,
+    })?;
     let file: ExperimentFile = if text.trim().is_empty() {
         ExperimentFile::default()
     } else {
@@ -158,7 +199,11 @@ fn read_merged(path: &Path, stack: &mut Vec<PathBuf>, sources: &mut Vec<PathBuf>
     if own.is_null() {
         own = Value::Mapping(Default::default());
     }
-    substitute_env(&mut own, env).map_err(|(var, key)| SpecError::MissingEnv { path: path.into(), var, key })?;
+    substitute_env(&mut own, env).map_err(|(var, key)| SpecError::MissingEnv {
+        path: path.into(),
+        var,
+        key,
+    })?;
     if let Value::Mapping(map) = &mut own {
         map.remove("include");
     }
@@ -169,7 +214,11 @@ fn read_merged(path: &Path, stack: &mut Vec<PathBuf>, sources: &mut Vec<PathBuf>
     for include in &file.include {
         let resolved = dir.join(include);
         if !resolved.is_file() {
-            return Err(SpecError::MissingInclude { path: path.into(), include: include.clone(), resolved });
+            return Err(SpecError::MissingInclude {
+                path: path.into(),
+                include: include.clone(),
+                resolved,
+            });
         }
         let included = read_merged(&resolved, stack, sources, env)?;
         deep_merge(&mut merged, &included);
@@ -182,14 +231,22 @@ fn read_merged(path: &Path, stack: &mut Vec<PathBuf>, sources: &mut Vec<PathBuf>
 
 /// Splits `key=value` overrides into those for every run and those for the document.
 #[allow(clippy::type_complexity)]
-fn parse_overrides(overrides: &[String]) -> Result<(Vec<(String, Value)>, Vec<(String, Value)>), SpecError> {
+fn parse_overrides(
+    overrides: &[String],
+) -> Result<(Vec<(String, Value)>, Vec<(String, Value)>), SpecError> {
     let mut every_run = Vec::new();
     let mut document = Vec::new();
     for arg in overrides {
         let Some((key, raw)) = arg.split_once('=') else {
-            return Err(SpecError::Override { arg: arg.clone(), message: "expected key.path=value".into() });
+            return Err(SpecError::Override {
+                arg: arg.clone(),
+                message: "expected key.path=value".into(),
+            });
         };
-        let value: Value = serde_yaml::from_str(raw).map_err(|e| SpecError::Override { arg: arg.clone(), message: format!("value is not YAML: {e}") })?;
+        let value: Value = serde_yaml::from_str(raw).map_err(|e| SpecError::Override {
+            arg: arg.clone(),
+            message: format!("value is not YAML: {e}"),
+        })?;
         let key = key.trim().to_string();
         let first = key.split('.').next().unwrap_or_default();
         match first {
@@ -201,16 +258,33 @@ fn parse_overrides(overrides: &[String]) -> Result<(Vec<(String, Value)>, Vec<(S
 }
 
 /// defaults ⊕ extended runs ⊕ the run ⊕ profile (every run, then this run) ⊕ every-run overrides.
-fn merged_run(doc: &Value, name: &str, profile: Option<&str>, every_run: &Value, path: &Path) -> Result<Value, SpecError> {
+fn merged_run(
+    doc: &Value,
+    name: &str,
+    profile: Option<&str>,
+    every_run: &Value,
+    path: &Path,
+) -> Result<Value, SpecError> {
     let runs = &doc["runs"];
     let mut chain = vec![name.to_string()];
     while let Some(parent) = runs[chain.last().expect("non-empty").as_str()]["extends"].as_str() {
         if chain.iter().any(|c| c == parent) {
-            let message = format!("`extends` forms a cycle: {} -> {parent}", chain.join(" -> "));
-            return Err(SpecError::Run { path: path.into(), run: name.into(), message });
+            let message = format!(
+                "`extends` forms a cycle: {} -> {parent}",
+                chain.join(" -> ")
+            );
+            return Err(SpecError::Run {
+                path: path.into(),
+                run: name.into(),
+                message,
+            });
         }
         if runs[parent].is_null() {
-            return Err(SpecError::Run { path: path.into(), run: name.into(), message: format!("extends unknown run `{parent}`") });
+            return Err(SpecError::Run {
+                path: path.into(),
+                run: name.into(),
+                message: format!("extends unknown run `{parent}`"),
+            });
         }
         chain.push(parent.to_string());
     }
@@ -281,7 +355,9 @@ fn resolve_run(spec: RunSpec) -> Result<RunConfig, String> {
     }
     let [lo, hi] = data.train_crop_area;
     if !(0.0 < lo && lo <= hi && hi <= 1.0) {
-        return Err(format!("data.train_crop_area must satisfy 0 < min <= max <= 1, got [{lo}, {hi}]"));
+        return Err(format!(
+            "data.train_crop_area must satisfy 0 < min <= max <= 1, got [{lo}, {hi}]"
+        ));
     }
     if let (Some(n), None) = (data.classes, &data.synthetic) {
         model.num_classes = n;
@@ -306,53 +382,95 @@ fn resolve_run(spec: RunSpec) -> Result<RunConfig, String> {
     };
     train.lr.validate().map_err(|e| e.to_string())?;
     if !(train.epochs > 0.0 && train.epochs.is_finite()) {
-        return Err(format!("train.epochs must be positive, got {}", train.epochs));
+        return Err(format!(
+            "train.epochs must be positive, got {}",
+            train.epochs
+        ));
     }
     if train.batch_size == 0 || train.eval_batch_size == 0 {
         return Err("train.batch_size and train.eval_batch_size must be at least 1".into());
     }
     if train.eval_every_epochs.is_nan() || train.eval_every_epochs <= 0.0 {
-        return Err(format!("train.eval_every_epochs must be positive, got {}", train.eval_every_epochs));
+        return Err(format!(
+            "train.eval_every_epochs must be positive, got {}",
+            train.eval_every_epochs
+        ));
     }
     model.validate().map_err(|e| format!("model: {e}"))?;
-    Ok(RunConfig { model, data, train, seed: spec.seed.unwrap_or(0) })
+    Ok(RunConfig {
+        model,
+        data,
+        train,
+        seed: spec.seed.unwrap_or(0),
+    })
 }
 
 /// Each released row: `defaults` with the row's model over it, the crop fraction applied.
-fn resolve_released(doc: &Value, file: &ExperimentFile, path: &Path) -> Result<BTreeMap<(usize, usize), ReleasedRow>, SpecError> {
+fn resolve_released(
+    doc: &Value,
+    file: &ExperimentFile,
+    path: &Path,
+) -> Result<BTreeMap<(usize, usize), ReleasedRow>, SpecError> {
     let mut out = BTreeMap::new();
     for (t, table) in file.tables.iter().enumerate() {
         for (r, row) in table.rows.iter().enumerate() {
-            let Some(released) = &row.released else { continue };
-            let invalid = |message: String| SpecError::Invalid { path: path.into(), message: format!("table `{}` row `{}`: {message}", table.id, row.label) };
+            let Some(released) = &row.released else {
+                continue;
+            };
+            let invalid = |message: String| SpecError::Invalid {
+                path: path.into(),
+                message: format!("table `{}` row `{}`: {message}", table.id, row.label),
+            };
             let mut merged = Value::Mapping(Default::default());
             if !doc["defaults"].is_null() {
                 deep_merge(&mut merged, &doc["defaults"]);
             }
-            deep_merge(&mut merged, &serde_yaml::Value::Mapping(
-                [(Value::String("model".into()), doc["tables"][t]["rows"][r]["released"]["model"].clone())].into_iter().collect(),
-            ));
+            deep_merge(
+                &mut merged,
+                &serde_yaml::Value::Mapping(
+                    [(
+                        Value::String("model".into()),
+                        doc["tables"][t]["rows"][r]["released"]["model"].clone(),
+                    )]
+                    .into_iter()
+                    .collect(),
+                ),
+            );
             if let Value::Mapping(map) = &mut merged {
                 map.retain(|_, v| !v.is_null());
             }
             let spec: RunSpec = typed(&merged).map_err(invalid)?;
             let mut config = resolve_run(spec).map_err(invalid)?;
             let arch = config.model.arch;
-            config.data.eval_crop_fraction = released.crop_fraction.unwrap_or(arch.eval_defaults().1);
+            config.data.eval_crop_fraction =
+                released.crop_fraction.unwrap_or(arch.eval_defaults().1);
             if released.weights.is_empty() {
                 return Err(invalid("released.weights is empty".into()));
             }
-            out.insert((t, r), ReleasedRow { config, weights: released.weights.iter().map(PathBuf::from).collect() });
+            out.insert(
+                (t, r),
+                ReleasedRow {
+                    config,
+                    weights: released.weights.iter().map(PathBuf::from).collect(),
+                },
+            );
         }
     }
     Ok(out)
 }
 
-fn check_references(file: &ExperimentFile, runs: &BTreeMap<String, ResolvedRun>, path: &Path) -> Result<(), SpecError> {
+fn check_references(
+    file: &ExperimentFile,
+    runs: &BTreeMap<String, ResolvedRun>,
+    path: &Path,
+) -> Result<(), SpecError> {
     let known = |r: &String| runs.contains_key(r);
     let unknown = |what: String, r: &String| SpecError::Invalid {
         path: path.into(),
-        message: format!("{what} names run `{r}`, which is not defined (runs: {})", runs.keys().cloned().collect::<Vec<_>>().join(", ")),
+        message: format!(
+            "{what} names run `{r}`, which is not defined (runs: {})",
+            runs.keys().cloned().collect::<Vec<_>>().join(", ")
+        ),
     };
     for f in &file.figures {
         if let Some(r) = f.runs.iter().find(|r| !known(r)) {
@@ -361,13 +479,22 @@ fn check_references(file: &ExperimentFile, runs: &BTreeMap<String, ResolvedRun>,
     }
     for t in &file.tables {
         if ![1, 10, 12, 144].contains(&t.crops) {
-            return Err(SpecError::Invalid { path: path.into(), message: format!("table `{}`: crops must be 1, 10, 12 or 144, got {}", t.id, t.crops) });
+            return Err(SpecError::Invalid {
+                path: path.into(),
+                message: format!(
+                    "table `{}`: crops must be 1, 10, 12 or 144, got {}",
+                    t.id, t.crops
+                ),
+            });
         }
         for row in &t.rows {
             if row.runs.is_empty() == row.released.is_none() {
                 return Err(SpecError::Invalid {
                     path: path.into(),
-                    message: format!("table `{}` row `{}`: give either `runs` or `released`", t.id, row.label),
+                    message: format!(
+                        "table `{}` row `{}`: give either `runs` or `released`",
+                        t.id, row.label
+                    ),
                 });
             }
             if let Some(r) = row.runs.iter().find(|r| !known(r)) {
@@ -376,7 +503,9 @@ fn check_references(file: &ExperimentFile, runs: &BTreeMap<String, ResolvedRun>,
         }
     }
     for c in &file.claims {
-        let ClaimCheck::ResidualFaster { residual, plain, .. } = &c.check;
+        let ClaimCheck::ResidualFaster {
+            residual, plain, ..
+        } = &c.check;
         for r in [residual, plain] {
             if !known(r) {
                 return Err(unknown("a claim".into(), r));
@@ -399,10 +528,26 @@ fn canonical_json(v: &serde_json::Value) -> String {
         serde_json::Value::Object(map) => {
             let mut keys: Vec<&String> = map.keys().collect();
             keys.sort();
-            let parts: Vec<String> = keys.iter().map(|k| format!("{}:{}", serde_json::Value::String((*k).clone()), canonical_json(&map[*k]))).collect();
+            let parts: Vec<String> = keys
+                .iter()
+                .map(|k| {
+                    format!(
+                        "{}:{}",
+                        serde_json::Value::String((*k).clone()),
+                        canonical_json(&map[*k])
+                    )
+                })
+                .collect();
             format!("{{{}}}", parts.join(","))
         }
-        serde_json::Value::Array(items) => format!("[{}]", items.iter().map(canonical_json).collect::<Vec<_>>().join(",")),
+        serde_json::Value::Array(items) => format!(
+            "[{}]",
+            items
+                .iter()
+                .map(canonical_json)
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
         other => other.to_string(),
     }
 }

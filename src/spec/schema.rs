@@ -162,7 +162,13 @@ pub struct SyntheticSpec {
 
 impl Default for SyntheticSpec {
     fn default() -> Self {
-        Self { classes: 4, train_per_class: 24, val_per_class: 8, image_size: 64, seed: 0 }
+        Self {
+            classes: 4,
+            train_per_class: 24,
+            val_per_class: 8,
+            image_size: 64,
+            seed: 0,
+        }
     }
 }
 
@@ -343,5 +349,9 @@ pub struct ClaimSpec {
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClaimCheck {
     /// The residual network's error is lower than the plain one's at matched epochs.
-    ResidualFaster { residual: String, plain: String, metric: Metric },
+    ResidualFaster {
+        residual: String,
+        plain: String,
+        metric: Metric,
+    },
 }

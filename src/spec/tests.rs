@@ -48,7 +48,10 @@ figures:
 ";
 
 fn load(path: &Path, profile: Option<&str>, sets: &[&str]) -> Result<Experiment, SpecError> {
-    let options = LoadOptions { profile: profile.map(String::from), overrides: sets.iter().map(|s| s.to_string()).collect() };
+    let options = LoadOptions {
+        profile: profile.map(String::from),
+        overrides: sets.iter().map(|s| s.to_string()).collect(),
+    };
     load_experiment(path, &options)
 }
 
@@ -65,12 +68,23 @@ fn includes_defaults_extends_and_profiles_resolve() {
     assert_eq!(v4.train.lr.base_lr, 0.045);
     assert_eq!(v4.model.width, 1.0);
     assert_eq!(e.runs["irv2_s1"].config.seed, 1);
-    assert_eq!(e.runs["irv2_s1"].config.model.arch, crate::models::Arch::InceptionResnetV2);
+    assert_eq!(
+        e.runs["irv2_s1"].config.model.arch,
+        crate::models::Arch::InceptionResnetV2
+    );
     assert_ne!(e.runs["irv2_s1"].hash, e.runs["irv2"].hash);
 
     let smoke = load(&fig, Some("smoke"), &[]).unwrap();
     let s = &smoke.runs["v4"].config;
-    assert_eq!((s.model.width, s.model.image_size, s.model.num_classes, s.train.epochs), (0.125, 75, 3, 1.0));
+    assert_eq!(
+        (
+            s.model.width,
+            s.model.image_size,
+            s.model.num_classes,
+            s.train.epochs
+        ),
+        (0.125, 75, 3, 1.0)
+    );
     assert_ne!(smoke.runs["v4"].hash, e.runs["v4"].hash);
 }
 
@@ -95,7 +109,10 @@ fn the_hash_is_stable_and_follows_the_config() {
 fn unknown_key_names_file_line_and_column() {
     let d = Dir::new("unknown");
     d.write("runs.yaml", RUNS);
-    let fig = d.write("fig.yaml", "include: [runs.yaml]\nruns:\n  v4:\n    model: {arch: inception_v4, widht: 0.5}\n");
+    let fig = d.write(
+        "fig.yaml",
+        "include: [runs.yaml]\nruns:\n  v4:\n    model: {arch: inception_v4, widht: 0.5}\n",
+    );
     let err = load(&fig, None, &[]).unwrap_err().to_string();
     let expected = format!(
         "{}:4:33: runs.v4.model: unknown field `widht`, expected one of `arch`, `num_classes`, `width`, `blocks`, `residual_scales`, `dropout`, `aux_head`, `image_size`, `avg_pool_padding`, `bn_eps`, `bn_momentum`",
@@ -109,7 +126,13 @@ fn wrong_type_names_the_field_and_what_was_expected() {
     let d = Dir::new("type");
     let f = d.write("f.yaml", "defaults:\n  train:\n    epochs: many\n");
     let err = load(&f, None, &[]).unwrap_err().to_string();
-    assert_eq!(err, format!("{}:3:13: defaults.train.epochs: invalid type: string \"many\", expected f64", f.display()));
+    assert_eq!(
+        err,
+        format!(
+            "{}:3:13: defaults.train.epochs: invalid type: string \"many\", expected f64",
+            f.display()
+        )
+    );
 }
 
 #[test]
@@ -125,7 +148,14 @@ fn a_missing_include_names_both_files() {
     let d = Dir::new("include");
     let f = d.write("f.yaml", "include: [nope.yaml]\n");
     let err = load(&f, None, &[]).unwrap_err().to_string();
-    assert_eq!(err, format!("{}: include `nope.yaml` not found (looked for {})", f.display(), d.0.join("nope.yaml").display()));
+    assert_eq!(
+        err,
+        format!(
+            "{}: include `nope.yaml` not found (looked for {})",
+            f.display(),
+            d.0.join("nope.yaml").display()
+        )
+    );
 }
 
 #[test]
@@ -133,7 +163,9 @@ fn include_cycles_are_reported() {
     let d = Dir::new("cycle");
     d.write("a.yaml", "include: [b.yaml]\n");
     d.write("b.yaml", "include: [a.yaml]\n");
-    let err = load(&d.0.join("a.yaml"), None, &[]).unwrap_err().to_string();
+    let err = load(&d.0.join("a.yaml"), None, &[])
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("include cycle"), "{err}");
 }
 
@@ -156,8 +188,17 @@ fn a_run_without_data_or_arch_is_an_error_naming_the_run() {
     let d = Dir::new("nodata");
     let f = d.write("f.yaml", "runs: {a: {model: {arch: inception_v3}}}\n");
     let err = load(&f, None, &[]).unwrap_err().to_string();
-    assert_eq!(err, format!("{}: run `a`: data.train and data.val must be set (or data.synthetic)", f.display()));
-    let f = d.write("g.yaml", "defaults: {data: {train: x, val: y}}\nruns: {a: {seed: 2}}\n");
+    assert_eq!(
+        err,
+        format!(
+            "{}: run `a`: data.train and data.val must be set (or data.synthetic)",
+            f.display()
+        )
+    );
+    let f = d.write(
+        "g.yaml",
+        "defaults: {data: {train: x, val: y}}\nruns: {a: {seed: 2}}\n",
+    );
     let err = load(&f, None, &[]).unwrap_err().to_string();
     assert!(err.contains("run `a`: model.arch is not set"), "{err}");
 }
@@ -166,9 +207,15 @@ fn a_run_without_data_or_arch_is_an_error_naming_the_run() {
 fn figures_must_name_defined_runs_and_profiles_must_exist() {
     let d = Dir::new("refs");
     d.write("runs.yaml", RUNS);
-    let f = d.write("f.yaml", "include: [runs.yaml]\nfigures: [{id: f, metric: top1, runs: [v3]}]\n");
+    let f = d.write(
+        "f.yaml",
+        "include: [runs.yaml]\nfigures: [{id: f, metric: top1, runs: [v3]}]\n",
+    );
     let err = load(&f, None, &[]).unwrap_err().to_string();
-    assert!(err.contains("figure `f` names run `v3`, which is not defined (runs: irv2, irv2_s1, v4)"), "{err}");
+    assert!(
+        err.contains("figure `f` names run `v3`, which is not defined (runs: irv2, irv2_s1, v4)"),
+        "{err}"
+    );
     let fig = d.write("fig.yaml", FIG);
     let err = load(&fig, Some("fast"), &[]).unwrap_err().to_string();
     assert!(err.contains("no profile `fast`"), "{err}");
@@ -179,9 +226,22 @@ fn bad_overrides_say_why() {
     let d = Dir::new("sets");
     d.write("runs.yaml", RUNS);
     let fig = d.write("fig.yaml", FIG);
-    assert_eq!(load(&fig, None, &["train.epochs"]).unwrap_err().to_string(), "--set train.epochs: expected key.path=value");
-    let err = load(&fig, None, &["train.epochs=[1"]).unwrap_err().to_string();
-    assert!(err.starts_with("--set train.epochs=[1: value is not YAML"), "{err}");
-    let err = load(&fig, None, &["train.epochs=abc"]).unwrap_err().to_string();
-    assert!(err.contains("run `irv2`: train.epochs: invalid type: string \"abc\", expected f64"), "{err}");
+    assert_eq!(
+        load(&fig, None, &["train.epochs"]).unwrap_err().to_string(),
+        "--set train.epochs: expected key.path=value"
+    );
+    let err = load(&fig, None, &["train.epochs=[1"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("--set train.epochs=[1: value is not YAML"),
+        "{err}"
+    );
+    let err = load(&fig, None, &["train.epochs=abc"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("run `irv2`: train.epochs: invalid type: string \"abc\", expected f64"),
+        "{err}"
+    );
 }

@@ -47,11 +47,18 @@ pub fn set_path(root: &mut Value, path: &str, value: Value) -> Result<(), String
 
 /// Replaces `${VAR}` and `${VAR:-default}` in every string of the tree. On an unset
 /// variable without default, returns (variable, dotted key where it was used).
-pub fn substitute_env(value: &mut Value, lookup: &dyn Fn(&str) -> Option<String>) -> Result<(), (String, String)> {
+pub fn substitute_env(
+    value: &mut Value,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), (String, String)> {
     substitute_at(value, lookup, &mut Vec::new())
 }
 
-fn substitute_at(value: &mut Value, lookup: &dyn Fn(&str) -> Option<String>, path: &mut Vec<String>) -> Result<(), (String, String)> {
+fn substitute_at(
+    value: &mut Value,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    path: &mut Vec<String>,
+) -> Result<(), (String, String)> {
     match value {
         Value::String(s) => {
             *s = expand(s, lookup).map_err(|var| (var, path.join(".")))?;
@@ -91,7 +98,10 @@ fn expand(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, St
             Some((n, d)) => (n, Some(d)),
             None => (inner, None),
         };
-        match lookup(name).filter(|v| !v.is_empty()).or(default.map(str::to_string)) {
+        match lookup(name)
+            .filter(|v| !v.is_empty())
+            .or(default.map(str::to_string))
+        {
             Some(v) => out.push_str(&v),
             None => return Err(name.to_string()),
         }
@@ -121,7 +131,10 @@ mod tests {
         let mut v = y("train: {epochs: 3}");
         set_path(&mut v, "train.lr.base_lr", y("0.1")).unwrap();
         assert_eq!(v, y("train: {epochs: 3, lr: {base_lr: 0.1}}"));
-        assert_eq!(set_path(&mut v, "train.epochs.x", y("1")).unwrap_err(), "`train.epochs` is not a mapping");
+        assert_eq!(
+            set_path(&mut v, "train.epochs.x", y("1")).unwrap_err(),
+            "`train.epochs` is not a mapping"
+        );
         assert!(set_path(&mut v, "train..x", y("1")).is_err());
     }
 
@@ -132,6 +145,9 @@ mod tests {
         substitute_env(&mut v, &lookup).unwrap();
         assert_eq!(v, y("data: {train: /data/train, val: /tmp/val}"));
         let mut bad = y("runs: {a: {data: {train: '${MISSING}/x'}}}");
-        assert_eq!(substitute_env(&mut bad, &lookup).unwrap_err(), ("MISSING".into(), "runs.a.data.train".into()));
+        assert_eq!(
+            substitute_env(&mut bad, &lookup).unwrap_err(),
+            ("MISSING".into(), "runs.a.data.train".into())
+        );
     }
 }

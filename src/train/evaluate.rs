@@ -19,21 +19,39 @@ pub struct EvalScore {
 /// Evaluates `net` in inference mode (BatchNorm running statistics, no dropout) on every
 /// batch of `loader` (epoch 0, in order).
 pub fn evaluate_single_crop(net: &Network, loader: &Loader) -> Result<EvalScore, TrainError> {
-    let err = |what: &'static str| move |source| TrainError::Tensor { context: format!("evaluation: {what}"), source };
+    let err = |what: &'static str| {
+        move |source| TrainError::Tensor {
+            context: format!("evaluation: {what}"),
+            source,
+        }
+    };
     let (mut hits1, mut hits5, mut images) = (0.0f64, 0.0f64, 0u64);
     for batch in loader.iter_epoch(0, 0) {
         let batch = batch?;
-        let logits = net.forward_t(&batch.images, false).map_err(err("forward pass"))?.logits;
+        let logits = net
+            .forward_t(&batch.images, false)
+            .map_err(err("forward pass"))?
+            .logits;
         let count = |k: usize| -> Result<f64, TrainError> {
-            let hits: Tensor = top_k_hits(&logits, &batch.labels, k).map_err(|e| TrainError::Other(e.to_string()))?;
-            Ok(hits.sum_all().and_then(|t| t.to_scalar::<f32>()).map_err(err("top-k"))? as f64)
+            let hits: Tensor = top_k_hits(&logits, &batch.labels, k)
+                .map_err(|e| TrainError::Other(e.to_string()))?;
+            Ok(hits
+                .sum_all()
+                .and_then(|t| t.to_scalar::<f32>())
+                .map_err(err("top-k"))? as f64)
         };
         hits1 += count(1)?;
         hits5 += count(5)?;
         images += batch.labels.dim(0).map_err(err("labels"))? as u64;
     }
     if images == 0 {
-        return Err(TrainError::Other("the validation set yielded no images".into()));
+        return Err(TrainError::Other(
+            "the validation set yielded no images".into(),
+        ));
     }
-    Ok(EvalScore { top1_err: 1.0 - hits1 / images as f64, top5_err: 1.0 - hits5 / images as f64, images })
+    Ok(EvalScore {
+        top1_err: 1.0 - hits1 / images as f64,
+        top5_err: 1.0 - hits5 / images as f64,
+        images,
+    })
 }

@@ -20,15 +20,15 @@ pub mod vars;
 
 pub use clip::{clip_by_global_norm, ClipError, DEFAULT_CLIP_NORM};
 pub use ema::{Ema, EmaConfig, EmaError, LiveWeights};
+pub use evaluate::{evaluate_single_crop, EvalScore};
 pub use loss::{
     smoothed_cross_entropy, top_k_error, top_k_hits, LossError, DEFAULT_LABEL_SMOOTHING,
 };
 pub use optim::{
     OptimError, Optimizer, RmsProp, RmsPropConfig, SgdMomentum, SgdMomentumConfig, WeightDecay,
 };
-pub use schedule::{LrSchedule, ScheduleError};
-pub use vars::sorted_vars;
-pub use evaluate::{evaluate_single_crop, EvalScore};
 pub use progress::Progress;
+pub use schedule::{LrSchedule, ScheduleError};
 pub use step::{StepOutcome, TrainStep};
 pub use trainer::{final_weights_path, train_run, RunOutcome, TrainError, TrainJob};
+pub use vars::sorted_vars;

@@ -26,7 +26,11 @@ enum Mode {
 impl Progress {
     /// A bar when stderr is a terminal, log lines otherwise.
     pub fn auto(label: impl Into<String>) -> Self {
-        let mode = if std::io::stderr().is_terminal() { Mode::Bar } else { Mode::Lines };
+        let mode = if std::io::stderr().is_terminal() {
+            Mode::Bar
+        } else {
+            Mode::Lines
+        };
         Self::with_mode(label, mode)
     }
 
@@ -36,7 +40,12 @@ impl Progress {
     }
 
     fn with_mode(label: impl Into<String>, mode: Mode) -> Self {
-        Self { label: label.into(), bar: Mutex::new(None), mode, last_line: Mutex::new(None) }
+        Self {
+            label: label.into(),
+            bar: Mutex::new(None),
+            mode,
+            last_line: Mutex::new(None),
+        }
     }
 
     pub(crate) fn start(&self, total_steps: u64, done: u64) {
@@ -44,9 +53,11 @@ impl Progress {
             Mode::Bar => {
                 let bar = ProgressBar::new(total_steps).with_position(done);
                 bar.set_style(
-                    ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} steps {msg} ({eta})")
-                        .expect("valid template")
-                        .progress_chars("=> "),
+                    ProgressStyle::with_template(
+                        "{prefix} [{bar:30}] {pos}/{len} steps {msg} ({eta})",
+                    )
+                    .expect("valid template")
+                    .progress_chars("=> "),
                 );
                 bar.set_prefix(self.label.clone());
                 *self.bar.lock().expect("progress lock") = Some(bar);
@@ -69,7 +80,10 @@ impl Progress {
                 let mut last = self.last_line.lock().expect("progress lock");
                 if last.is_none_or(|t| t.elapsed().as_secs() >= 10) {
                     *last = Some(Instant::now());
-                    tracing::info!("{}: step {step} epoch {epoch:.2} loss {loss:.4} lr {lr:.3e}", self.label);
+                    tracing::info!(
+                        "{}: step {step} epoch {epoch:.2} loss {loss:.4} lr {lr:.3e}",
+                        self.label
+                    );
                 }
             }
             Mode::Quiet => {}

@@ -7,7 +7,10 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 
 use super::trainer::{other, tensor_err, TrainError};
-use super::{clip_by_global_norm, smoothed_cross_entropy, sorted_vars, Ema, Optimizer, RmsProp, SgdMomentum, WeightDecay};
+use super::{
+    clip_by_global_norm, smoothed_cross_entropy, sorted_vars, Ema, Optimizer, RmsProp, SgdMomentum,
+    WeightDecay,
+};
 use crate::hashing::{mix64, GOLDEN_GAMMA};
 use crate::models::init::initialize;
 use crate::models::{ModelConfig, Network};
@@ -35,32 +38,64 @@ pub struct TrainStep {
 
 impl TrainStep {
     /// A freshly initialised network (seeded) with its optimizer and moving average.
-    pub fn new(model: &ModelConfig, train: &TrainConfig, seed: u64, device: &Device) -> Result<Self, TrainError> {
+    pub fn new(
+        model: &ModelConfig,
+        train: &TrainConfig,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self, TrainError> {
         let varmap = VarMap::new();
-        let net = Network::new(model, VarBuilder::from_varmap(&varmap, DType::F32, device)).map_err(tensor_err("building the network"))?;
+        let net = Network::new(model, VarBuilder::from_varmap(&varmap, DType::F32, device))
+            .map_err(tensor_err("building the network"))?;
         initialize(&varmap, seed).map_err(tensor_err("initialising the weights"))?;
         let vars = sorted_vars(&varmap);
-        let trainable = vars.iter().filter(|(n, _)| !is_running_stat(n)).map(|(_, v)| v.clone()).collect();
+        let trainable = vars
+            .iter()
+            .filter(|(n, _)| !is_running_stat(n))
+            .map(|(_, v)| v.clone())
+            .collect();
         let decay = WeightDecay::weights_only(train.weight_decay);
         let optimizer: Box<dyn Optimizer> = match &train.optimizer {
-            OptimizerConfig::Rmsprop(c) => Box::new(RmsProp::new(vars.clone(), *c, decay).map_err(other)?),
-            OptimizerConfig::Sgd(c) => Box::new(SgdMomentum::new(vars.clone(), *c, decay).map_err(other)?),
+            OptimizerConfig::Rmsprop(c) => {
+                Box::new(RmsProp::new(vars.clone(), *c, decay).map_err(other)?)
+            }
+            OptimizerConfig::Sgd(c) => {
+                Box::new(SgdMomentum::new(vars.clone(), *c, decay).map_err(other)?)
+            }
         };
         let ema = Ema::new(vars, train.ema).map_err(other)?;
-        Ok(Self { varmap, net, optimizer, ema, trainable, train: train.clone(), seed })
+        Ok(Self {
+            varmap,
+            net,
+            optimizer,
+            ema,
+            trainable,
+            train: train.clone(),
+            seed,
+        })
     }
 
     /// Step number `step` (0-based; it seeds the dropout mask) at learning rate `lr`.
-    pub fn step(&mut self, images: &Tensor, labels: &Tensor, lr: f64, step: u64) -> Result<StepOutcome, TrainError> {
+    pub fn step(
+        &mut self,
+        images: &Tensor,
+        labels: &Tensor,
+        lr: f64,
+        step: u64,
+    ) -> Result<StepOutcome, TrainError> {
         self.net.set_dropout_seed(mix(self.seed, step));
         let loss = self.loss(images, labels)?;
-        let value = loss.to_dtype(DType::F64).and_then(|l| l.to_scalar::<f64>()).map_err(tensor_err("reading the loss"))?;
+        let value = loss
+            .to_dtype(DType::F64)
+            .and_then(|l| l.to_scalar::<f64>())
+            .map_err(tensor_err("reading the loss"))?;
         if !value.is_finite() {
             return Ok(StepOutcome::Diverged { value });
         }
         let mut grads = loss.backward().map_err(tensor_err("backward pass"))?;
         if self.train.clip_norm > 0.0 {
-            let norm = clip_by_global_norm(&mut grads, self.trainable.iter(), self.train.clip_norm).map_err(other)?;
+            let norm = clip_by_global_norm(&mut grads, self.trainable.iter(), self.train.clip_norm)
+                .map_err(other)?;
             if !norm.is_finite() {
                 return Ok(StepOutcome::Diverged { value: norm });
             }
@@ -72,12 +107,16 @@ impl TrainStep {
 
     /// Smoothed cross-entropy of the logits, plus the weighted auxiliary loss when the head is on.
     fn loss(&self, images: &Tensor, labels: &Tensor) -> Result<Tensor, TrainError> {
-        let out = self.net.forward_t(images, true).map_err(tensor_err("forward pass"))?;
+        let out = self
+            .net
+            .forward_t(images, true)
+            .map_err(tensor_err("forward pass"))?;
         let eps = self.train.label_smoothing;
         let mut loss = smoothed_cross_entropy(&out.logits, labels, eps).map_err(other)?;
         if let Some(aux) = &out.aux_logits {
             let aux_loss = smoothed_cross_entropy(aux, labels, eps).map_err(other)?;
-            loss = (loss + (aux_loss * self.train.aux_weight).map_err(tensor_err("aux loss"))?).map_err(tensor_err("aux loss"))?;
+            loss = (loss + (aux_loss * self.train.aux_weight).map_err(tensor_err("aux loss"))?)
+                .map_err(tensor_err("aux loss"))?;
         }
         Ok(loss)
     }

@@ -16,10 +16,15 @@ use candle_core::{Device, Tensor};
 use super::evaluate::{evaluate_single_crop, EvalScore};
 use super::progress::Progress;
 use super::step::{StepOutcome, TrainStep};
-use crate::data::{BadImage, ColorDistortion, Dataset, EvalTransform, Interpolation, Loader, LoaderConfig, Preprocess, TrainAugment};
+use crate::data::{
+    BadImage, ColorDistortion, Dataset, EvalTransform, Interpolation, Loader, LoaderConfig,
+    Preprocess, TrainAugment,
+};
 use crate::models::import;
 use crate::spec::{ColorMode, InterpolationMode, RunConfig};
-use crate::store::checkpoint::{load_checkpoint, save_checkpoint, Checkpoint, TrainingState, CHECKPOINT_FORMAT_VERSION};
+use crate::store::checkpoint::{
+    load_checkpoint, save_checkpoint, Checkpoint, TrainingState, CHECKPOINT_FORMAT_VERSION,
+};
 use crate::store::metrics::{append_metrics, read_metrics, write_metrics, MetricsRow};
 use crate::store::RunDir;
 
@@ -27,14 +32,19 @@ use crate::store::RunDir;
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     #[error("{context}: {source}")]
-    Tensor { context: String, source: candle_core::Error },
+    Tensor {
+        context: String,
+        source: candle_core::Error,
+    },
     #[error(transparent)]
     Data(#[from] crate::data::DataError),
     #[error("{0}")]
     Other(String),
 }
 
-pub(crate) fn tensor_err(context: impl Into<String>) -> impl FnOnce(candle_core::Error) -> TrainError {
+pub(crate) fn tensor_err(
+    context: impl Into<String>,
+) -> impl FnOnce(candle_core::Error) -> TrainError {
     let context = context.into();
     move |source| TrainError::Tensor { context, source }
 }
@@ -48,7 +58,11 @@ pub(crate) fn other(e: impl std::fmt::Display) -> TrainError {
 pub enum RunOutcome {
     /// All epochs trained; the final weights are in `final.safetensors`. `skipped_images`
     /// lists the files left out because they could not be decoded (`skip_bad_images`).
-    Finished { steps: u64, last: Option<EvalScore>, skipped_images: Vec<BadImage> },
+    Finished {
+        steps: u64,
+        last: Option<EvalScore>,
+        skipped_images: Vec<BadImage>,
+    },
     /// The loss (or the gradient norm) became NaN or infinite at `step`.
     Diverged { step: u64, loss: f64 },
     /// Stopped early on request (`stop_after_steps`), as a kill would.
@@ -89,7 +103,8 @@ pub fn train_run(job: &TrainJob) -> Result<RunOutcome, TrainError> {
     let metrics_path = job.dir.metrics_parquet();
     drop_rows_after(&metrics_path, state.step)?;
 
-    let eval_every = ((cfg.train.eval_every_epochs * s.steps_per_epoch as f64).round() as u64).max(1);
+    let eval_every =
+        ((cfg.train.eval_every_epochs * s.steps_per_epoch as f64).round() as u64).max(1);
     let session_start = Instant::now();
     let wall_before = state.wall_s;
     let mut interval_start = Instant::now();
@@ -102,7 +117,10 @@ pub fn train_run(job: &TrainJob) -> Result<RunOutcome, TrainError> {
         let start_batch = state.batch_in_epoch as usize;
         for batch in s.train_loader.iter_epoch(epoch, start_batch) {
             let batch = batch?;
-            let lr = cfg.train.lr.lr_at(state.step as f64 / s.steps_per_epoch as f64);
+            let lr = cfg
+                .train
+                .lr
+                .lr_at(state.step as f64 / s.steps_per_epoch as f64);
             let loss_value = match s.model.step(&batch.images, &batch.labels, lr, state.step)? {
                 StepOutcome::Updated { loss } => loss,
                 StepOutcome::Diverged { value } => return diverge(job, &state, value),
@@ -119,7 +137,12 @@ pub fn train_run(job: &TrainJob) -> Result<RunOutcome, TrainError> {
                 state.epoch += 1;
                 state.batch_in_epoch = 0;
             }
-            job.progress.step(state.step, epoch_f(&state, s.steps_per_epoch), loss_value, lr);
+            job.progress.step(
+                state.step,
+                epoch_f(&state, s.steps_per_epoch),
+                loss_value,
+                lr,
+            );
 
             if job.stop_after_steps == Some(state.step) {
                 job.progress.finish();
@@ -168,7 +191,11 @@ pub fn train_run(job: &TrainJob) -> Result<RunOutcome, TrainError> {
     export_final(job, &s)?;
     let mut skipped_images = s.train_loader.bad_images();
     skipped_images.extend(s.val_loader.bad_images());
-    Ok(RunOutcome::Finished { steps: state.step, last: last_score, skipped_images })
+    Ok(RunOutcome::Finished {
+        steps: state.step,
+        last: last_score,
+        skipped_images,
+    })
 }
 
 impl Session {
@@ -185,7 +212,12 @@ impl Session {
 
         let size = cfg.model.image_size as u32;
         let [lo, hi] = cfg.data.train_crop_area;
-        let augment = TrainAugment { image_size: size, area_range: (lo, hi), color: color(cfg.data.color_distortion), ..TrainAugment::default() };
+        let augment = TrainAugment {
+            image_size: size,
+            area_range: (lo, hi),
+            color: color(cfg.data.color_distortion),
+            ..TrainAugment::default()
+        };
         let mut train_cfg = LoaderConfig::new(cfg.train.batch_size, Preprocess::Train(augment));
         train_cfg.seed = cfg.seed;
         train_cfg.drop_last = true;
@@ -200,9 +232,19 @@ impl Session {
                 cfg.train.batch_size
             )));
         }
-        let val_loader = Loader::new(job.val_set, eval_loader_config(cfg, job.threads), job.device)?;
+        let val_loader = Loader::new(
+            job.val_set,
+            eval_loader_config(cfg, job.threads),
+            job.device,
+        )?;
         let total_steps = (cfg.train.epochs * steps_per_epoch as f64).round().max(1.0) as u64;
-        Ok(Self { model, train_loader, val_loader, steps_per_epoch, total_steps })
+        Ok(Self {
+            model,
+            train_loader,
+            val_loader,
+            steps_per_epoch,
+            total_steps,
+        })
     }
 }
 
@@ -264,29 +306,58 @@ fn resume(job: &TrainJob, s: &mut Session) -> Result<TrainingState, TrainError> 
         return Ok(fresh);
     };
     ckpt.check_config(&slot, job.config_hash).map_err(other)?;
-    let shapes: HashMap<String, Vec<usize>> =
-        s.model.varmap.data().lock().expect("varmap lock").iter().map(|(k, v)| (k.clone(), v.dims().to_vec())).collect();
+    let shapes: HashMap<String, Vec<usize>> = s
+        .model
+        .varmap
+        .data()
+        .lock()
+        .expect("varmap lock")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.dims().to_vec()))
+        .collect();
     ckpt.check_shapes(&slot, &shapes).map_err(other)?;
-    import::load_state_dict(&s.model.varmap, ckpt.weights, &slot.display().to_string()).map_err(other)?;
+    import::load_state_dict(&s.model.varmap, ckpt.weights, &slot.display().to_string())
+        .map_err(other)?;
     s.model.optimizer.load_state(ckpt.optim).map_err(other)?;
-    s.model.ema.load_state(ckpt.ema, ckpt.state.ema_num_updates).map_err(other)?;
-    tracing::info!(step = ckpt.state.step, epoch = ckpt.state.epoch, "resuming from {}", slot.display());
+    s.model
+        .ema
+        .load_state(ckpt.ema, ckpt.state.ema_num_updates)
+        .map_err(other)?;
+    tracing::info!(
+        step = ckpt.state.step,
+        epoch = ckpt.state.epoch,
+        "resuming from {}",
+        slot.display()
+    );
     Ok(ckpt.state)
 }
 
 fn save(job: &TrainJob, s: &Session, state: &TrainingState) -> Result<(), TrainError> {
-    let weights: HashMap<String, Tensor> =
-        s.model.varmap.data().lock().expect("varmap lock").iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
+    let weights: HashMap<String, Tensor> = s
+        .model
+        .varmap
+        .data()
+        .lock()
+        .expect("varmap lock")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect();
     let mut state = state.clone();
     state.ema_num_updates = s.model.ema.num_updates();
-    let ckpt = Checkpoint { state, weights, ema: s.model.ema.tensors(), optim: s.model.optimizer.state() };
+    let ckpt = Checkpoint {
+        state,
+        weights,
+        ema: s.model.ema.tensors(),
+        optim: s.model.optimizer.state(),
+    };
     save_checkpoint(&job.dir.latest_checkpoint(), &ckpt).map_err(other)
 }
 
 /// The moving-average weights, as a timm state dict: what evaluation and users load.
 fn export_final(job: &TrainJob, s: &Session) -> Result<(), TrainError> {
     let live = s.model.ema.swap_in().map_err(other)?;
-    let result = import::save_timm_weights(&s.model.varmap, &final_weights_path(job.dir.root()), 0).map_err(other);
+    let result = import::save_timm_weights(&s.model.varmap, &final_weights_path(job.dir.root()), 0)
+        .map_err(other);
     live.restore().map_err(other)?;
     result
 }
@@ -298,8 +369,15 @@ pub fn final_weights_path(run_dir: &Path) -> std::path::PathBuf {
 
 fn diverge(job: &TrainJob, state: &TrainingState, value: f64) -> Result<RunOutcome, TrainError> {
     job.progress.finish();
-    tracing::warn!(step = state.step + 1, value, "loss diverged; the run stops here");
-    Ok(RunOutcome::Diverged { step: state.step + 1, loss: value })
+    tracing::warn!(
+        step = state.step + 1,
+        value,
+        "loss diverged; the run stops here"
+    );
+    Ok(RunOutcome::Diverged {
+        step: state.step + 1,
+        loss: value,
+    })
 }
 
 /// Metrics rows written after the checkpoint a run resumes from are recomputed: drop them.

@@ -5,7 +5,9 @@
 use candle_core::{Device, Tensor};
 
 fn fnv1a32(name: &str) -> u32 {
-    name.bytes().fold(0x811C_9DC5u32, |h, b| (h ^ b as u32).wrapping_mul(0x0100_0193))
+    name.bytes().fold(0x811C_9DC5u32, |h, b| {
+        (h ^ b as u32).wrapping_mul(0x0100_0193)
+    })
 }
 
 /// `n` values in [-1, 1): lowbias32(seed + i * golden ratio), top 24 bits.
@@ -29,7 +31,8 @@ pub fn uniform_pm1(name: &str, n: usize) -> Vec<f32> {
 pub fn state_tensor(name: &str, shape: &[usize]) -> Tensor {
     let n = shape.iter().product::<usize>().max(1);
     let v = uniform_pm1(name, n);
-    let affine = |scale: f32, offset: f32| v.iter().map(|x| offset + scale * x).collect::<Vec<f32>>();
+    let affine =
+        |scale: f32, offset: f32| v.iter().map(|x| offset + scale * x).collect::<Vec<f32>>();
     let values = if name.ends_with("running_var") {
         affine(0.5, 1.0)
     } else if name.ends_with("bn.weight") {

@@ -735,7 +735,13 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, pad: (usize, usize), stride: usize) -
         return x.apply_op2(&w, Conv2dOp { pad, stride });
     }
     if super::enabled() && x.device().is_cuda() {
-        return crate::models::cuda_conv::conv2d(x, weight, stride, pad, crate::device::conv_compute_dtype());
+        return crate::models::cuda_conv::conv2d(
+            x,
+            weight,
+            stride,
+            pad,
+            crate::device::conv_compute_dtype(),
+        );
     }
     stock_conv2d(x, weight, pad, stride)
 }
