@@ -260,6 +260,13 @@ fn run(args: RunArgs) -> Result<(), Failure> {
     }
     let mut failures = Vec::new();
     for e in &experiments {
+        if e.defines_runs_only() {
+            eprintln!(
+                "== {}: defines runs for other files to include; nothing to run",
+                e.path.display()
+            );
+            continue;
+        }
         eprintln!("== {} ({})", e.name, e.path.display());
         for (planned, result) in train_missing(e, &options) {
             eprintln!("   {:<24} {:?}", planned.run.name, result);
@@ -295,7 +302,10 @@ fn run(args: RunArgs) -> Result<(), Failure> {
 }
 
 fn report(args: ReportArgs) -> Result<(), Failure> {
-    for e in load_all(&args.experiment)? {
+    for e in load_all(&args.experiment)?
+        .into_iter()
+        .filter(|e| !e.defines_runs_only())
+    {
         let tables = |t: &TableSpec, row: usize| row_results(&e, &args.experiment.results, t, row);
         let index = write_report(
             &e,
@@ -398,7 +408,10 @@ fn command_line() -> String {
 }
 
 fn show_plan(args: ExperimentArgs) -> Result<(), Failure> {
-    for e in load_all(&args)? {
+    for e in load_all(&args)?
+        .into_iter()
+        .filter(|e| !e.defines_runs_only())
+    {
         println!(
             "{} ({}){}",
             e.name,

@@ -447,3 +447,69 @@ fn released_weights_fill_a_table_without_training() {
         text(&out)
     );
 }
+
+#[test]
+fn the_cifar10_reproduction_runs_end_to_end_on_smoke_data_with_every_claim_checked() {
+    let tmp = TempDir::new("mini");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo("experiments/mini"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    let mut args: Vec<&str> = vec!["run"];
+    args.extend(files.iter().map(|f| f.to_str().unwrap()));
+    args.push("--smoke");
+    let out = run(&tmp.0, &args);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("runs.yaml: defines runs for other files to include; nothing to run"),
+        "{}",
+        text(&out)
+    );
+    // The group puts every report under reports/mini/, with its own index; nothing at the top.
+    assert!(tmp.0.join("reports/mini/index.html").is_file());
+    assert!(!tmp.0.join("reports/fig21").exists());
+    let index = std::fs::read_to_string(tmp.0.join("reports/mini/index.html")).unwrap();
+    let mut kinds_checked = 0;
+    for (experiment, claims) in [
+        ("fig21", 1),
+        ("fig26", 1),
+        ("scaling", 1),
+        ("table3", 1),
+        ("table4", 2),
+        ("table5", 1),
+    ] {
+        assert!(
+            index.contains(&format!("{experiment}/index.html")),
+            "index does not link {experiment}"
+        );
+        let entry: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(tmp.0.join(format!("reports/mini/{experiment}/entry.json")))
+                .unwrap(),
+        )
+        .unwrap();
+        let found = entry["claims"].as_array().unwrap();
+        assert_eq!(found.len(), claims, "{experiment}: {found:?}");
+        for claim in found {
+            // Every claim found its data: no "not evaluated", "no runs" or "no epochs".
+            let evidence = claim[2].as_str().unwrap().to_lowercase();
+            assert!(
+                !evidence.contains("not evaluated")
+                    && !evidence.starts_with("no ")
+                    && !evidence.contains("no evaluation"),
+                "{experiment}: {evidence}"
+            );
+            kinds_checked += 1;
+        }
+    }
+    assert_eq!(kinds_checked, 7);
+    // Table 4's rows evaluate the seeded 3-per-class subset (12 images), every seed apart.
+    let table4 = std::fs::read_to_string(tmp.0.join("reports/mini/table4/entry.json")).unwrap();
+    assert!(table4.contains("12 images"), "{table4}");
+    let evals = std::fs::read_dir(tmp.0.join("results/evals"))
+        .unwrap()
+        .count();
+    // 13 runs x (1 + 12 + 144 crops on the subset, 1 and 12 crops on all images) + 2 ensembles.
+    assert_eq!(evals, 13 * 5 + 2);
+}

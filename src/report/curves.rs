@@ -20,11 +20,15 @@ pub fn shows_paper(figure: &FigureInput, paper_scale: bool) -> bool {
     figure.paper_figure.is_some() && (paper_scale || figure.overlay_paper)
 }
 
-/// The networks of `series` in order of first appearance, each with its series.
+/// The networks of `series` in order of first appearance, each with its series; series of
+/// one network with different labels (e.g. with and without residual scaling) are apart.
 pub fn by_network(series: &[Series]) -> Vec<(&str, Vec<&Series>)> {
     let mut groups: Vec<(&str, Vec<&Series>)> = Vec::new();
     for s in series {
-        match groups.iter_mut().find(|(n, _)| *n == s.network) {
+        match groups
+            .iter_mut()
+            .find(|(n, members)| *n == s.network && members[0].label == s.label)
+        {
             Some((_, members)) => members.push(s),
             None => groups.push((&s.network, vec![s])),
         }

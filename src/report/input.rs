@@ -146,6 +146,8 @@ pub struct EvalResult {
     pub crops: String,
     /// The evaluation set, e.g. `"nonblacklisted"` or `"all"` (or a smoke set's name).
     pub eval_set: String,
+    /// The evaluated models (run folders or weight files; several for an ensemble).
+    pub models: Vec<String>,
 }
 
 /// One training run, for the "what was run" and provenance sections.

@@ -32,7 +32,10 @@ mod tables;
 #[cfg(test)]
 mod tests;
 
-pub use claims::residual_speeds_up_training;
+pub use claims::{
+    ensembles_lower_error, more_crops_lower_error, residual_scaling_prevents_death,
+    residual_speeds_up_training, size_over_residual, EnsembleRow, Network, TableErrors,
+};
 pub use error::ReportError;
 pub use index::render_index;
 pub use input::{

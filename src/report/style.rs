@@ -65,11 +65,17 @@ pub fn line_looks(networks: &[&str]) -> Vec<LineLook> {
     let mut others = OTHER_COLORS.iter().cycle();
     networks
         .iter()
-        .map(|network| {
-            paper_look(network).unwrap_or_else(|| LineLook {
-                color: *others.next().expect("cycle never ends"),
-                pattern: SOLID,
-            })
+        .enumerate()
+        .map(|(i, network)| {
+            // A network drawn twice (two variants) keeps its paper look only the first time.
+            let first = !networks[..i].contains(network);
+            first
+                .then(|| paper_look(network))
+                .flatten()
+                .unwrap_or_else(|| LineLook {
+                    color: *others.next().expect("cycle never ends"),
+                    pattern: SOLID,
+                })
         })
         .collect()
 }

@@ -270,6 +270,7 @@ mod tests {
             images: 50_000,
             crops: "12 crops (shorter side 320)".to_string(),
             eval_set: "all".to_string(),
+            models: Vec::new(),
         }
     }
 

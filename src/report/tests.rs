@@ -85,6 +85,7 @@ fn smoke_input(dir: &Path) -> ReportInput {
         images: 500,
         crops: "12 crops (shorter side 320, centre square)".to_string(),
         eval_set: "smoke-val".to_string(),
+        models: vec!["run".to_string()],
     };
     let paper = paper_table_values();
     let row = |label: &str, results: Vec<EvalResult>| TableRow {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::models::summarize;
-use crate::spec::{ClaimCheck, Experiment, ResolvedRun, RunConfig};
+use crate::spec::{Experiment, ResolvedRun, RunConfig};
 use crate::store::checkpoint::read_checkpoint_state;
 use crate::store::provenance::{Provenance, RunStatus};
 use crate::store::RunDir;
@@ -53,11 +53,12 @@ pub fn plan(experiment: &Experiment, results: &Path) -> Vec<PlannedRun> {
         }
     }
     for (i, c) in experiment.claims.iter().enumerate() {
-        let ClaimCheck::ResidualFaster {
-            residual, plain, ..
-        } = &c.check;
-        used.push((residual.clone(), format!("claim {}", i + 1)));
-        used.push((plain.clone(), format!("claim {}", i + 1)));
+        used.extend(
+            c.check
+                .runs()
+                .into_iter()
+                .map(|r| (r.clone(), format!("claim {}", i + 1))),
+        );
     }
     let names: BTreeSet<&String> = used.iter().map(|(r, _)| r).collect();
     names
@@ -101,13 +102,14 @@ pub fn training_macs(c: &RunConfig) -> Option<f64> {
     let images = match &c.data.synthetic {
         Some(s) => (s.classes * s.train_per_class) as f64,
         None => {
-            // ImageNet: 1,281,167 training images over 1,000 classes.
-            let per_class = c
-                .data
-                .train_images_per_class
-                .map(|m| m as f64)
-                .unwrap_or(1281.167);
-            per_class * c.data.classes.unwrap_or(1000) as f64
+            let classes = c.data.classes.unwrap_or(c.model.num_classes) as f64;
+            match c.data.train_images_per_class {
+                Some(per_class) => per_class as f64 * classes,
+                // Without a subset the size is known only for ImageNet: 1,281,167 images
+                // over 1,000 classes (an upper bound per class when fewer are selected).
+                None if c.model.num_classes == 1000 => 1281.167 * classes,
+                None => return None,
+            }
         }
     };
     let macs = summarize(&c.model, c.model.image_size).ok()?.macs as f64;

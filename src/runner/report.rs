@@ -7,11 +7,12 @@ use serde::{Deserialize, Serialize};
 
 use super::plan::{plan, PlannedRun, RunProgress};
 use crate::report::{
-    paper_table_values, render_experiment, render_index, residual_speeds_up_training, Claim,
-    EvalResult, FigureInput, IndexEntry, Metric, ReportInput, RunInfo, Series, TableInput,
-    TableRow, Verdict,
+    ensembles_lower_error, more_crops_lower_error, paper_table_values, render_experiment,
+    render_index, residual_scaling_prevents_death, residual_speeds_up_training, size_over_residual,
+    Claim, EnsembleRow, EvalResult, FigureInput, IndexEntry, Metric, Network, ReportInput, RunInfo,
+    Series, TableErrors, TableInput, TableRow, Verdict,
 };
-use crate::spec::{ClaimCheck, Experiment, Overlay, ResolvedRun, TableSpec};
+use crate::spec::{ClaimCheck, Experiment, Overlay, ResolvedRun, RunNames, TableSpec};
 use crate::store::metrics::{read_metrics, MetricsRow};
 use crate::store::provenance::Provenance;
 use crate::store::RunDir;
@@ -28,6 +29,14 @@ pub fn write_report(
     command: &str,
     table_results: &dyn Fn(&TableSpec, usize) -> RowResults,
 ) -> Result<PathBuf, String> {
+    let group_root;
+    let reports = match &experiment.group {
+        Some(group) => {
+            group_root = reports.join(group);
+            group_root.as_path()
+        }
+        None => reports,
+    };
     let planned = plan(experiment, results);
     let runs: Vec<RunInfo> = planned.iter().map(run_info).collect();
     let metrics_of = |name: &str| -> Vec<MetricsRow> {
@@ -54,7 +63,7 @@ pub fn write_report(
                     let run = &experiment.runs[name];
                     Series {
                         network: run.config.model.arch.name().to_string(),
-                        label: String::new(),
+                        label: f.labels.get(name).cloned().unwrap_or_default(),
                         seed: run.config.seed,
                         rows: metrics_of(name),
                         status: planned
@@ -113,19 +122,7 @@ pub fn write_report(
         .claims
         .iter()
         .map(|c| {
-            let ClaimCheck::ResidualFaster {
-                residual,
-                plain,
-                metric: m,
-            } = &c.check;
-            let (r, p) = (&experiment.runs[residual], &experiment.runs[plain]);
-            let mut claim = residual_speeds_up_training(
-                r.config.model.arch.name(),
-                &[metrics_of(residual)],
-                p.config.model.arch.name(),
-                &[metrics_of(plain)],
-                metric(*m),
-            );
+            let mut claim = check_claim(experiment, &c.check, &planned, &runs, table_results);
             claim.statement = c.statement.clone();
             claim
         })
@@ -170,6 +167,157 @@ pub fn write_report(
     crate::store::write_json(&out_dir.join("entry.json"), &entry).map_err(|e| e.to_string())?;
     refresh_index(reports)?;
     Ok(rendered.index_html)
+}
+
+/// The verdict of one claim from the runs' metrics and the tables' evaluations.
+fn check_claim(
+    experiment: &Experiment,
+    check: &ClaimCheck,
+    planned: &[PlannedRun],
+    runs: &[RunInfo],
+    table_results: &dyn Fn(&TableSpec, usize) -> RowResults,
+) -> Claim {
+    let metrics = |names: &RunNames| -> Vec<Vec<MetricsRow>> {
+        names
+            .names()
+            .iter()
+            .map(|n| {
+                runs.iter()
+                    .find(|r| &r.name == n)
+                    .map(|r| r.metrics.clone())
+                    .unwrap_or_default()
+            })
+            .collect()
+    };
+    let diverged = |names: &RunNames| -> Vec<bool> {
+        names
+            .names()
+            .iter()
+            .map(|n| {
+                planned
+                    .iter()
+                    .any(|p| &p.run.name == n && matches!(p.progress, RunProgress::Diverged { .. }))
+            })
+            .collect()
+    };
+    let arch = |names: &RunNames| {
+        names
+            .names()
+            .first()
+            .map(|n| experiment.runs[n].config.model.arch.name())
+            .unwrap_or_default()
+    };
+    let table = |id: &str| {
+        experiment
+            .tables
+            .iter()
+            .find(|t| t.id == id)
+            .expect("claims name defined tables (checked on load)")
+    };
+    match check {
+        ClaimCheck::ResidualFaster {
+            residual,
+            plain,
+            metric: m,
+        } => residual_speeds_up_training(
+            arch(residual),
+            &metrics(residual),
+            arch(plain),
+            &metrics(plain),
+            metric(*m),
+        ),
+        ClaimCheck::SizeOverResidual {
+            small,
+            large,
+            metric: m,
+        } => {
+            let names = [&small.plain, &small.residual, &large.plain, &large.residual];
+            let rows: Vec<Vec<Vec<MetricsRow>>> = names.iter().map(|n| metrics(n)).collect();
+            let flags: Vec<Vec<bool>> = names.iter().map(|n| diverged(n)).collect();
+            let net = |i: usize| Network {
+                name: arch(names[i]),
+                runs: &rows[i],
+                diverged: &flags[i],
+            };
+            size_over_residual([net(0), net(1)], [net(2), net(3)], metric(*m))
+        }
+        ClaimCheck::ResidualScaling { scaled, unscaled } => {
+            let (rows_s, rows_u) = (metrics(scaled), metrics(unscaled));
+            let (div_s, div_u) = (diverged(scaled), diverged(unscaled));
+            let classes = scaled
+                .names()
+                .first()
+                .map(|n| experiment.runs[n].config.model.num_classes)
+                .unwrap_or(1000);
+            residual_scaling_prevents_death(
+                Network {
+                    name: arch(scaled),
+                    runs: &rows_s,
+                    diverged: &div_s,
+                },
+                Network {
+                    name: arch(unscaled),
+                    runs: &rows_u,
+                    diverged: &div_u,
+                },
+                classes,
+            )
+        }
+        ClaimCheck::MoreCropsLowerError {
+            fewer,
+            more,
+            metric: m,
+        } => {
+            fn errors<'t>(
+                t: &'t TableSpec,
+                results: &dyn Fn(&TableSpec, usize) -> RowResults,
+            ) -> TableErrors<'t> {
+                TableErrors {
+                    crops: t.crops,
+                    rows: t
+                        .rows
+                        .iter()
+                        .enumerate()
+                        .map(|(i, row)| (row.label.as_str(), results(t, i)))
+                        .collect(),
+                }
+            }
+            more_crops_lower_error(
+                &errors(table(fewer), table_results),
+                &errors(table(more), table_results),
+                metric(*m),
+            )
+        }
+        ClaimCheck::EnsembleLowersError {
+            ensembles,
+            singles,
+            metric: m,
+        } => {
+            let (ens, single) = (table(ensembles), table(singles));
+            let single_results: Vec<EvalResult> = (0..single.rows.len())
+                .flat_map(|i| table_results(single, i))
+                .collect();
+            let alone = |run: &String| {
+                let folder = experiment.runs.get(run)?.folder_name();
+                single_results
+                    .iter()
+                    .find(|r| r.models == [folder.clone()])
+                    .cloned()
+            };
+            let rows: Vec<EnsembleRow> = ens
+                .rows
+                .iter()
+                .enumerate()
+                .filter(|(_, row)| row.ensemble)
+                .map(|(i, row)| EnsembleRow {
+                    label: row.label.clone(),
+                    ensemble: table_results(ens, i).into_iter().next(),
+                    members: row.runs.iter().map(|r| (r.clone(), alone(r))).collect(),
+                })
+                .collect();
+            ensembles_lower_error(&rows, metric(*m))
+        }
+    }
 }
 
 /// What `reports/index.html` shows of an experiment, kept beside its report.

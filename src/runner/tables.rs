@@ -44,7 +44,7 @@ impl EvalJob<'_> {
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
             .collect();
-        let key = format!(
+        let mut key = format!(
             "{}|{}|{:?}|{}",
             self.table.crops,
             self.members
@@ -55,6 +55,9 @@ impl EvalJob<'_> {
             self.table.eval_set,
             self.members[0].config.data.eval_crop_fraction
         );
+        if let Some(n) = self.table.images_per_class {
+            key.push_str(&format!("|{n} per class"));
+        }
         let hash = crate::hashing::fnv1a64(key.as_bytes());
         format!("{}-{}-{:08x}", self.table.id, label, hash as u32)
     }
@@ -167,6 +170,9 @@ fn evaluate_job(
     if let (Some(set), None) = (job.table.eval_set, &data_cfg.synthetic) {
         data_cfg.eval_set = set;
     }
+    if let Some(n) = job.table.images_per_class {
+        data_cfg.val_images_per_class = Some(n);
+    }
     let key = serde_json::to_string(&data_cfg).map_err(|e| e.to_string())?;
     let val = match val_sets.entry(key) {
         Entry::Occupied(e) => e.into_mut(),
@@ -223,6 +229,7 @@ pub fn row_results(
             images: r.images,
             crops: r.crop_definition,
             eval_set: r.eval_set,
+            models: r.models,
         })
         .collect()
 }

@@ -72,6 +72,8 @@ pub struct ReleasedRow {
 pub struct Experiment {
     pub path: PathBuf,
     pub name: String,
+    /// Reports go to `reports/<group>/<name>/` when set.
+    pub group: Option<String>,
     pub title: String,
     pub description: String,
     pub profile: Option<String>,
@@ -83,6 +85,13 @@ pub struct Experiment {
     pub released: BTreeMap<(usize, usize), ReleasedRow>,
     /// The file and everything it included, in merge order.
     pub sources: Vec<PathBuf>,
+}
+
+impl Experiment {
+    /// Whether the file only defines runs for others to include (no figure, table or claim).
+    pub fn defines_runs_only(&self) -> bool {
+        self.figures.is_empty() && self.tables.is_empty() && self.claims.is_empty()
+    }
 }
 
 /// Reads, merges, validates and resolves an experiment file.
@@ -157,6 +166,7 @@ pub fn load_experiment(path: &Path, options: &LoadOptions) -> Result<Experiment,
     Ok(Experiment {
         path: path.into(),
         name: file.name.clone().unwrap_or(stem),
+        group: file.group.clone(),
         title: file.title.clone().unwrap_or_default(),
         description: file.description.clone().unwrap_or_default(),
         profile,
@@ -503,13 +513,21 @@ fn check_references(
         }
     }
     for c in &file.claims {
-        let ClaimCheck::ResidualFaster {
-            residual, plain, ..
-        } = &c.check;
-        for r in [residual, plain] {
-            if !known(r) {
-                return Err(unknown("a claim".into(), r));
-            }
+        if let Some(r) = c.check.runs().into_iter().find(|r| !known(r)) {
+            return Err(unknown("a claim".into(), r));
+        }
+        if let Some(t) = c
+            .check
+            .tables()
+            .into_iter()
+            .find(|t| !file.tables.iter().any(|table| &table.id == *t))
+        {
+            return Err(SpecError::Invalid {
+                path: path.into(),
+                message: format!(
+                    "a claim names table `{t}`, which this experiment does not define"
+                ),
+            });
         }
     }
     Ok(())

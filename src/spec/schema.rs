@@ -18,6 +18,9 @@ pub struct ExperimentFile {
     pub include: Vec<String>,
     /// Short name: the report folder (`reports/<name>/`). Defaults to the file stem.
     pub name: Option<String>,
+    /// A family of experiments reported together under `reports/<group>/<name>/`, with
+    /// their own index (e.g. `mini` for the CIFAR-10 reproduction).
+    pub group: Option<String>,
     pub title: Option<String>,
     pub description: Option<String>,
     /// Settings every run starts from.
@@ -275,6 +278,10 @@ pub struct FigureSpec {
     /// Draw the paper's digitised curves: `auto` = when the runs are at paper scale.
     #[serde(default)]
     pub paper_overlay: Overlay,
+    /// Legend labels by run name, for runs of one network that differ in more than the
+    /// seed (e.g. with and without residual scaling); runs with the same label share a band.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -305,6 +312,10 @@ pub struct TableSpec {
     pub crops: u32,
     #[serde(default)]
     pub eval_set: Option<EvalSet>,
+    /// Evaluate at most this many validation images per class (a seeded subset, the same
+    /// for every row): for the costly 144-crop protocol on small machines.
+    #[serde(default)]
+    pub images_per_class: Option<usize>,
     pub rows: Vec<TableRowSpec>,
 }
 
@@ -350,8 +361,93 @@ pub struct ClaimSpec {
 pub enum ClaimCheck {
     /// The residual network's error is lower than the plain one's at matched epochs.
     ResidualFaster {
-        residual: String,
-        plain: String,
+        residual: RunNames,
+        plain: RunNames,
         metric: Metric,
     },
+    /// Final error follows model size more than residual connections: both networks of
+    /// the `large` pair end lower than both of the `small` pair, and the gap between the
+    /// sizes is wider than the gap within each pair.
+    SizeOverResidual {
+        small: NetworkPair,
+        large: NetworkPair,
+        metric: Metric,
+    },
+    /// Without scaling of the residuals a wide Inception-ResNet dies early in training
+    /// (section 3.3); with it, it trains.
+    ResidualScaling {
+        scaled: RunNames,
+        unscaled: RunNames,
+    },
+    /// Evaluating more crops lowers the error: table `more` against table `fewer`, row by row.
+    MoreCropsLowerError {
+        fewer: String,
+        more: String,
+        metric: Metric,
+    },
+    /// Every ensemble row of table `ensembles` is lower than its best member evaluated alone
+    /// in table `singles` (under the same crops).
+    EnsembleLowersError {
+        ensembles: String,
+        singles: String,
+        metric: Metric,
+    },
+}
+
+impl ClaimCheck {
+    /// The training runs the check reads.
+    pub fn runs(&self) -> Vec<&String> {
+        match self {
+            ClaimCheck::ResidualFaster {
+                residual, plain, ..
+            } => residual.names().iter().chain(plain.names()).collect(),
+            ClaimCheck::SizeOverResidual { small, large, .. } => [small, large]
+                .into_iter()
+                .flat_map(|p| p.plain.names().iter().chain(p.residual.names()))
+                .collect(),
+            ClaimCheck::ResidualScaling { scaled, unscaled } => {
+                scaled.names().iter().chain(unscaled.names()).collect()
+            }
+            ClaimCheck::MoreCropsLowerError { .. } | ClaimCheck::EnsembleLowersError { .. } => {
+                Vec::new()
+            }
+        }
+    }
+
+    /// The tables (by id) the check reads.
+    pub fn tables(&self) -> Vec<&String> {
+        match self {
+            ClaimCheck::MoreCropsLowerError { fewer, more, .. } => vec![fewer, more],
+            ClaimCheck::EnsembleLowersError {
+                ensembles, singles, ..
+            } => vec![ensembles, singles],
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// A plain network and its residual counterpart of similar cost, each one run or several
+/// seeds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkPair {
+    pub plain: RunNames,
+    pub residual: RunNames,
+}
+
+/// One run name, or a list of runs (the seeds of one network).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RunNames {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl RunNames {
+    pub fn names(&self) -> &[String] {
+        match self {
+            RunNames::One(name) => std::slice::from_ref(name),
+            RunNames::Many(names) => names,
+        }
+    }
 }

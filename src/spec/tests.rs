@@ -245,3 +245,45 @@ fn bad_overrides_say_why() {
         "{err}"
     );
 }
+
+#[test]
+fn claims_take_one_run_or_seeds_and_must_name_defined_runs_and_tables() {
+    let d = Dir::new("claims");
+    d.write("runs.yaml", RUNS);
+    let ok = d.write(
+        "claims.yaml",
+        "include: [runs.yaml]
+group: mini
+tables:
+  - {id: t1, crops: 1, rows: [{label: irv2, runs: [irv2, irv2_s1]}]}
+  - {id: t144, crops: 144, images_per_class: 5, rows: [{label: irv2, runs: [irv2, irv2_s1]}]}
+claims:
+  - statement: faster
+    check: {kind: residual_faster, residual: [irv2, irv2_s1], plain: v4, metric: top1}
+  - statement: crops
+    check: {kind: more_crops_lower_error, fewer: t1, more: t144, metric: top1}
+  - statement: scaling
+    check: {kind: residual_scaling, scaled: irv2, unscaled: [irv2_s1]}
+",
+    );
+    let e = load(&ok, None, &[]).unwrap();
+    assert_eq!(e.group.as_deref(), Some("mini"));
+    assert_eq!(e.tables[1].images_per_class, Some(5));
+    let runs: Vec<&String> = e.claims[0].check.runs();
+    assert_eq!(runs, ["irv2", "irv2_s1", "v4"]);
+    assert_eq!(e.claims[1].check.tables(), ["t1", "t144"]);
+    assert!(!e.defines_runs_only());
+    assert!(load(&d.0.join("runs.yaml"), None, &[])
+        .unwrap()
+        .defines_runs_only());
+
+    let bad_run = d.write("bad_run.yaml", "include: [runs.yaml]\nclaims:\n  - {statement: s, check: {kind: residual_scaling, scaled: irv2, unscaled: [nope]}}\n");
+    let err = load(&bad_run, None, &[]).unwrap_err().to_string();
+    assert!(err.contains("nope"), "{err}");
+    let bad_table = d.write("bad_table.yaml", "include: [runs.yaml]\nclaims:\n  - {statement: s, check: {kind: ensemble_lowers_error, ensembles: t5, singles: t4, metric: top1}}\n");
+    let err = load(&bad_table, None, &[]).unwrap_err().to_string();
+    assert!(
+        err.contains("table `t5`") && err.contains("bad_table.yaml"),
+        "{err}"
+    );
+}

@@ -1,9 +1,9 @@
 //! Verdicts on the paper's claims from the data. The central one: residual connections
 //! speed up training (Figures 21–24), tested by comparing errors at matched epochs.
 
-use super::input::{Claim, Metric, Verdict};
-use super::stats::{interpolate, mean, mean_curve, Curve};
-use super::style::network_name;
+use crate::report::input::{Claim, Metric, Verdict};
+use crate::report::stats::{interpolate, mean, mean_curve, Curve};
+use crate::report::style::network_name;
 use crate::store::MetricsRow;
 
 /// Share of matched epochs at which the residual network must be lower (or, for "not

@@ -1,0 +1,311 @@
+//! Claims about where training ends: model size against residual connections (Figures 25
+//! and 26), and wide residual networks with and without scaling of the residuals (section 3.3).
+
+use crate::report::input::{Claim, Metric, Verdict};
+use crate::report::stats::{mean, sample_sd};
+use crate::report::style::network_name;
+use crate::store::MetricsRow;
+
+/// A network's runs (its seeds) as the claims read them.
+#[derive(Debug, Clone, Copy)]
+pub struct Network<'a> {
+    /// The network as the paper's data names it (`inception_v4`), or a label.
+    pub name: &'a str,
+    /// Each run's metrics rows.
+    pub runs: &'a [Vec<MetricsRow>],
+    /// Whether each run diverged (same order as `runs`).
+    pub diverged: &'a [bool],
+}
+
+/// The error (%) at a run's last evaluation.
+fn final_error(rows: &[MetricsRow], metric: Metric) -> Option<f64> {
+    rows.iter()
+        .filter_map(|r| Some((r.epoch, metric.of(r)?)))
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, e)| e * 100.0)
+}
+
+/// The final errors of the runs that were evaluated.
+fn final_errors(network: &Network, metric: Metric) -> Vec<f64> {
+    network
+        .runs
+        .iter()
+        .filter_map(|rows| final_error(rows, metric))
+        .collect()
+}
+
+/// "Inception-v4 21.30 % (sd 0.40, 3 runs)".
+fn describe(network: &Network, errors: &[f64]) -> String {
+    let name = network_name(network.name);
+    match (mean(errors), sample_sd(errors)) {
+        (Some(m), Some(sd)) => format!("{name} {m:.2} % (sd {sd:.2}, {} runs)", errors.len()),
+        (Some(m), None) => format!("{name} {m:.2} % (1 run)"),
+        _ => format!("{name}: not evaluated"),
+    }
+}
+
+/// Tests "final accuracy is set mainly by model size, not by the residual connections"
+/// with a smaller pair (Inception-v3, Inception-ResNet-v1) and a larger pair (Inception-v4,
+/// Inception-ResNet-v2). Supported when both larger networks end below both smaller ones
+/// and the gap between the pairs' means is wider than the gap within either pair; not
+/// supported when a within-pair gap (plain against residual) is at least as wide as the
+/// gap between sizes; inconclusive otherwise or when a network has no evaluation.
+pub fn size_over_residual(small: [Network; 2], large: [Network; 2], metric: Metric) -> Claim {
+    let statement = format!(
+        "Final {} error is set mainly by model size: {} and {} end lower than {} and {}, with or without residual connections.",
+        metric.label(),
+        network_name(large[0].name),
+        network_name(large[1].name),
+        network_name(small[0].name),
+        network_name(small[1].name)
+    );
+    let errors: Vec<Vec<f64>> = small
+        .iter()
+        .chain(&large)
+        .map(|n| final_errors(n, metric))
+        .collect();
+    let described: Vec<String> = small
+        .iter()
+        .chain(&large)
+        .zip(&errors)
+        .map(|(n, e)| describe(n, e))
+        .collect();
+    let means: Option<Vec<f64>> = errors.iter().map(|e| mean(e)).collect();
+    let Some(m) = means else {
+        return Claim {
+            statement,
+            verdict: Verdict::Inconclusive,
+            evidence: format!(
+                "Not every network has been evaluated: {}.",
+                described.join("; ")
+            ),
+        };
+    };
+    let (small_plain, small_residual, large_plain, large_residual) = (m[0], m[1], m[2], m[3]);
+    let size_gap = (small_plain + small_residual) / 2.0 - (large_plain + large_residual) / 2.0;
+    let within = (small_plain - small_residual)
+        .abs()
+        .max((large_plain - large_residual).abs());
+    let ordered = large_plain.max(large_residual) < small_plain.min(small_residual);
+    let verdict = if ordered && size_gap > within {
+        Verdict::Supported
+    } else if size_gap <= within && within > 0.0 {
+        Verdict::NotSupported
+    } else {
+        Verdict::Inconclusive
+    };
+    let evidence = format!(
+        "Final {} error (last evaluation, mean over seeds): {}. The larger pair ends {:.2} points {} than the smaller on average; the widest gap within a pair (plain against residual) is {:.2} points.",
+        metric.label(),
+        described.join("; "),
+        size_gap.abs(),
+        if size_gap >= 0.0 { "lower" } else { "higher" },
+        within
+    );
+    Claim {
+        statement,
+        verdict,
+        evidence,
+    }
+}
+
+/// Tests "without scaling of the residuals a wide Inception-ResNet dies early in training;
+/// scaling them down prevents it" (section 3.3). A run counts as dead when it diverged or
+/// its last top-1 error is within 2 points of chance (`classes` classes). Supported when
+/// every unscaled run died and no scaled run did; not supported when no run died (or only
+/// scaled ones did); inconclusive otherwise or without evaluations.
+pub fn residual_scaling_prevents_death(
+    scaled: Network,
+    unscaled: Network,
+    classes: usize,
+) -> Claim {
+    let statement = format!(
+        "Without scaling of the residuals, a very wide {} dies early in training; scaling the residuals down prevents it.",
+        network_name(unscaled.name)
+    );
+    let chance = 100.0 * (1.0 - 1.0 / classes.max(1) as f64);
+    let dead = |n: &Network| -> Option<Vec<bool>> {
+        n.runs
+            .iter()
+            .zip(n.diverged)
+            .map(|(rows, &diverged)| {
+                if diverged {
+                    Some(true)
+                } else {
+                    final_error(rows, Metric::Top1).map(|e| e >= chance - 2.0)
+                }
+            })
+            .collect()
+    };
+    let (Some(dead_scaled), Some(dead_unscaled)) = (dead(&scaled), dead(&unscaled)) else {
+        return Claim {
+            statement,
+            verdict: Verdict::Inconclusive,
+            evidence: "A run has no evaluation yet.".into(),
+        };
+    };
+    if dead_scaled.is_empty() || dead_unscaled.is_empty() {
+        return Claim {
+            statement,
+            verdict: Verdict::Inconclusive,
+            evidence: "No runs.".into(),
+        };
+    }
+    let count = |d: &[bool]| d.iter().filter(|&&x| x).count();
+    let (ds, du) = (count(&dead_scaled), count(&dead_unscaled));
+    let verdict = if du == dead_unscaled.len() && ds == 0 {
+        Verdict::Supported
+    } else if du == 0 {
+        Verdict::NotSupported
+    } else {
+        Verdict::Inconclusive
+    };
+    let side = |label: &str, n: &Network, d: usize, total: usize| {
+        let errors = final_errors(n, Metric::Top1);
+        let diverged = n.diverged.iter().filter(|&&x| x).count();
+        format!(
+            "{label}: {d} of {total} runs died ({diverged} diverged), final top-1 error {}",
+            mean(&errors)
+                .map(|m| format!("{m:.2} %"))
+                .unwrap_or_else(|| "n/a".into())
+        )
+    };
+    let evidence = format!(
+        "{}; {} (chance: {chance:.1} %; dead = diverged or within 2 points of chance at the last evaluation).",
+        side("Unscaled", &unscaled, du, dead_unscaled.len()),
+        side("scaled", &scaled, ds, dead_scaled.len())
+    );
+    Claim {
+        statement,
+        verdict,
+        evidence,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(points: &[(f64, f64)]) -> Vec<MetricsRow> {
+        points
+            .iter()
+            .map(|&(epoch, err)| MetricsRow {
+                epoch,
+                step: 0,
+                images_seen: 0,
+                lr: 0.045,
+                train_loss: 1.0,
+                top1_err: Some(err),
+                top5_err: Some(err / 3.0),
+                eval_images: 100,
+                images_per_s: 1.0,
+                wall_s: 0.0,
+            })
+            .collect()
+    }
+
+    fn net<'a>(name: &'a str, runs: &'a [Vec<MetricsRow>]) -> Network<'a> {
+        const NO: &[bool] = &[false, false, false, false];
+        Network {
+            name,
+            runs,
+            diverged: &NO[..runs.len()],
+        }
+    }
+
+    #[test]
+    fn size_sets_the_final_error_when_the_pairs_separate() {
+        let v3 = vec![run(&[(1.0, 0.6), (3.0, 0.40)]), run(&[(3.0, 0.42)])];
+        let r1 = vec![run(&[(3.0, 0.39)])];
+        let v4 = vec![run(&[(3.0, 0.30)])];
+        let r2 = vec![run(&[(2.0, 0.5), (3.0, 0.29)])];
+        let claim = size_over_residual(
+            [net("inception_v3", &v3), net("inception_resnet_v1", &r1)],
+            [net("inception_v4", &v4), net("inception_resnet_v2", &r2)],
+            Metric::Top1,
+        );
+        assert_eq!(claim.verdict, Verdict::Supported, "{}", claim.evidence);
+        // v3: mean of 40 and 42 at the last epoch, not the earlier 60.
+        assert!(
+            claim
+                .evidence
+                .contains("Inception-v3 41.00 % (sd 1.41, 2 runs)"),
+            "{}",
+            claim.evidence
+        );
+        assert!(
+            claim.evidence.contains("10.50 points lower"),
+            "{}",
+            claim.evidence
+        );
+    }
+
+    #[test]
+    fn a_wide_residual_gap_contradicts_the_size_claim() {
+        let v3 = vec![run(&[(3.0, 0.60)])];
+        let r1 = vec![run(&[(3.0, 0.40)])];
+        let v4 = vec![run(&[(3.0, 0.55)])];
+        let r2 = vec![run(&[(3.0, 0.35)])];
+        let claim = size_over_residual(
+            [net("inception_v3", &v3), net("inception_resnet_v1", &r1)],
+            [net("inception_v4", &v4), net("inception_resnet_v2", &r2)],
+            Metric::Top1,
+        );
+        assert_eq!(claim.verdict, Verdict::NotSupported, "{}", claim.evidence);
+        let none: Vec<Vec<MetricsRow>> = vec![];
+        let missing = size_over_residual(
+            [net("inception_v3", &v3), net("inception_resnet_v1", &none)],
+            [net("inception_v4", &v4), net("inception_resnet_v2", &r2)],
+            Metric::Top1,
+        );
+        assert_eq!(missing.verdict, Verdict::Inconclusive);
+    }
+
+    #[test]
+    fn dead_unscaled_and_live_scaled_runs_support_the_scaling_claim() {
+        let scaled = vec![run(&[(1.0, 0.45)])];
+        let dead = vec![run(&[(0.5, 0.60), (1.0, 0.895)])];
+        let claim = residual_scaling_prevents_death(
+            net("scaled", &scaled),
+            net("inception_resnet_v2", &dead),
+            10,
+        );
+        assert_eq!(claim.verdict, Verdict::Supported, "{}", claim.evidence);
+        // A diverged run is dead whatever its last evaluation said.
+        let diverged = Network {
+            name: "x",
+            runs: &scaled,
+            diverged: &[true],
+        };
+        let claim = residual_scaling_prevents_death(net("scaled", &scaled), diverged, 10);
+        assert_eq!(claim.verdict, Verdict::Supported, "{}", claim.evidence);
+        assert!(
+            claim.evidence.contains("1 of 1 runs died (1 diverged)"),
+            "{}",
+            claim.evidence
+        );
+    }
+
+    #[test]
+    fn a_live_unscaled_run_does_not_support_the_scaling_claim() {
+        let scaled = vec![run(&[(1.0, 0.45)])];
+        let alive = vec![run(&[(1.0, 0.50)])];
+        let claim =
+            residual_scaling_prevents_death(net("scaled", &scaled), net("unscaled", &alive), 10);
+        assert_eq!(claim.verdict, Verdict::NotSupported, "{}", claim.evidence);
+        let both_dead = vec![run(&[(1.0, 0.9)])];
+        let claim = residual_scaling_prevents_death(
+            net("scaled", &both_dead),
+            net("unscaled", &both_dead),
+            10,
+        );
+        assert_eq!(claim.verdict, Verdict::Inconclusive);
+        let not_evaluated = vec![vec![]];
+        let claim = residual_scaling_prevents_death(
+            net("scaled", &scaled),
+            net("unscaled", &not_evaluated),
+            10,
+        );
+        assert_eq!(claim.verdict, Verdict::Inconclusive);
+    }
+}
