@@ -70,7 +70,16 @@ impl GitInfo {
         match git(&["rev-parse", "HEAD"]) {
             Some(commit) if !commit.is_empty() => Self {
                 commit,
-                dirty: git(&["status", "--porcelain"]).map(|s| !s.is_empty()),
+                // What the program writes (reports/, results/) is not a change to the code.
+                dirty: git(&[
+                    "status",
+                    "--porcelain",
+                    "--",
+                    ".",
+                    ":(exclude)reports",
+                    ":(exclude)results",
+                ])
+                .map(|s| !s.is_empty()),
             },
             _ => Self::unknown(),
         }
@@ -262,6 +271,42 @@ mod tests {
     fn git_outside_a_repository_is_unknown() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(GitInfo::of_work_tree(dir.path()), GitInfo::unknown());
+    }
+
+    #[test]
+    fn written_reports_and_results_do_not_make_the_tree_dirty_but_code_changes_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let git = |args: &[&str]| {
+            let ok = Command::new("git")
+                .arg("-C")
+                .arg(dir.path())
+                .args(args)
+                .output()
+                .map(|o| o.status.success());
+            assert!(ok.unwrap_or(false), "git {args:?}");
+        };
+        git(&["init", "-q"]);
+        std::fs::write(dir.path().join("main.rs"), "fn main() {}").unwrap();
+        git(&["add", "main.rs"]);
+        git(&[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-qm",
+            "c",
+        ]);
+        for output in ["reports/mini/index.html", "results/runs/a/DONE"] {
+            let path = dir.path().join(output);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, "x").unwrap();
+        }
+        let info = GitInfo::of_work_tree(dir.path());
+        assert_eq!(info.commit.len(), 40);
+        assert_eq!(info.dirty, Some(false));
+        std::fs::write(dir.path().join("main.rs"), "fn main() { }").unwrap();
+        assert_eq!(GitInfo::of_work_tree(dir.path()).dirty, Some(true));
     }
 
     #[test]
