@@ -14,6 +14,13 @@ pub enum ReportError {
         #[source]
         source: std::io::Error,
     },
+    /// A report folder could not be listed, or a stale file in it removed.
+    #[error("cleaning {path}: {source}")]
+    Clean {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// plotters failed to draw a figure.
     #[error("drawing figure {figure}: {message}")]
     Draw { figure: String, message: String },

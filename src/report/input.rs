@@ -153,8 +153,10 @@ pub struct EvalResult {
 /// One training run, for the "what was run" and provenance sections.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunInfo {
-    /// The run's name, e.g. `"inception_v4-seed1"`; also the stem of its plots.
+    /// The run's name, e.g. `"inception_v4-seed1"`.
     pub name: String,
+    /// Its network (`inception_v4`), for the colour of its lines.
+    pub network: String,
     /// The configuration hash of its results folder.
     pub hash: String,
     /// The fully resolved configuration, as stored.

@@ -11,7 +11,7 @@ use super::input::ReportInput;
 use super::page::experiment_page;
 use super::paper::{paper_curves, paper_table_values};
 use super::run_plots::{lr_chart, throughput_chart};
-use super::runs_section::{lr_stem, throughput_stem};
+use super::runs_section::{LR_STEM, THROUGHPUT_STEM};
 use super::tables::{table_cells, to_html, to_markdown};
 use crate::store::atomic;
 
@@ -32,7 +32,7 @@ fn create_dir(path: &Path) -> Result<(), ReportError> {
 }
 
 /// Writes the report of `input` into `out_dir` (usually `reports/<experiment>/`):
-/// `figures/<id>.png|svg`, `figures/<run>-lr.png|svg`, `figures/<run>-throughput.png|svg`,
+/// `figures/<id>.png|svg`, `figures/learning-rate.png|svg`, `figures/throughput.png|svg`,
 /// `tables/<id>.md|html` and `index.html`. Trains nothing; reads nothing but `input`.
 pub fn render_experiment(
     input: &ReportInput,
@@ -58,12 +58,12 @@ pub fn render_experiment(
         let chart = error_chart(figure, &paper, shows_paper(figure, input.paper_scale));
         add(write_figure(&figures_dir, &file_stem(&figure.id), &chart)?);
     }
-    for run in &input.runs {
-        add(write_figure(&figures_dir, &lr_stem(run), &lr_chart(run))?);
+    if !input.runs.is_empty() {
+        add(write_figure(&figures_dir, LR_STEM, &lr_chart(&input.runs))?);
         add(write_figure(
             &figures_dir,
-            &throughput_stem(run),
-            &throughput_chart(run),
+            THROUGHPUT_STEM,
+            &throughput_chart(&input.runs),
         )?);
     }
 
@@ -87,5 +87,28 @@ pub fn render_experiment(
     let index_html = out_dir.join("index.html");
     atomic::write_bytes(&index_html, experiment_page(input, &fragments).as_bytes())?;
     files.push(index_html.clone());
+    remove_stale(&[&figures_dir, &tables_dir], &files)?;
     Ok(RenderedReport { index_html, files })
+}
+
+/// Deletes what an earlier rendering left in the report's own folders and this one did
+/// not write (a figure or run since removed from the experiment), so that a committed
+/// report holds only what its page shows.
+fn remove_stale(dirs: &[&Path], written: &[PathBuf]) -> Result<(), ReportError> {
+    for dir in dirs {
+        let entries = std::fs::read_dir(dir).map_err(|source| ReportError::Clean {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_file() && !written.contains(&path) {
+                std::fs::remove_file(&path).map_err(|source| ReportError::Clean {
+                    path: path.clone(),
+                    source,
+                })?;
+            }
+        }
+    }
+    Ok(())
 }

@@ -1,20 +1,15 @@
-//! The "what was run" section of an experiment page: the command, each run's provenance
-//! (commit, device, dataset, dates, duration), its configuration and its
-//! learning-rate and throughput plots.
+//! The "what was run" section of an experiment page: the command, the runs' learning-rate
+//! schedules and throughput (one plot each for all runs), each run's provenance (commit,
+//! device, dataset, dates, duration) and its configuration.
 
 use super::html::{escape, file_stem};
 use super::input::RunInfo;
 use crate::store::RunStatus;
 
-/// File stem of a run's learning-rate plot under `figures/`.
-pub fn lr_stem(run: &RunInfo) -> String {
-    format!("{}-lr", file_stem(&run.name))
-}
-
-/// File stem of a run's throughput plot under `figures/`.
-pub fn throughput_stem(run: &RunInfo) -> String {
-    format!("{}-throughput", file_stem(&run.name))
-}
+/// File stems under `figures/` of the runs' plots: all runs' learning rates, all runs'
+/// throughput.
+pub const LR_STEM: &str = "learning-rate";
+pub const THROUGHPUT_STEM: &str = "throughput";
 
 /// How a run stands, in words.
 pub fn status_text(status: &RunStatus) -> String {
@@ -93,25 +88,13 @@ fn short(hash: &str) -> String {
     hash.chars().take(12).collect()
 }
 
-/// One run's plots and configuration.
+/// One run's configuration (and the images it skipped).
 fn run_details(run: &RunInfo) -> String {
     let mut html = format!(
-        "<h3 id=\"run-{}\">{}</h3>\n<div class=\"plots\">\n",
+        "<h3 id=\"run-{}\">{}</h3>\n",
         file_stem(&run.name),
         escape(&run.name)
     );
-    for (stem, what) in [
-        (lr_stem(run), "Learning-rate schedule"),
-        (throughput_stem(run), "Training throughput"),
-    ] {
-        html.push_str(&format!(
-            "<figure><a href=\"figures/{stem}.svg\"><img src=\"figures/{stem}.svg\" alt=\"{what} of {name}\"></a>\
-             <figcaption>{what} (<a href=\"figures/{stem}.png\">PNG</a>, \
-             <a href=\"figures/{stem}.svg\">SVG</a>)</figcaption></figure>\n",
-            name = escape(&run.name)
-        ));
-    }
-    html.push_str("</div>\n");
     if let Some(p) = &run.provenance {
         if !p.skipped_images.is_empty() {
             html.push_str(&format!(
@@ -138,6 +121,18 @@ pub fn runs_section(command: &str, runs: &[RunInfo]) -> String {
         return html;
     }
     html.push_str(&runs_table(runs));
+    html.push_str("<div class=\"plots\">\n");
+    for (stem, what) in [
+        (LR_STEM, "Learning-rate schedule"),
+        (THROUGHPUT_STEM, "Training throughput"),
+    ] {
+        html.push_str(&format!(
+            "<figure><a href=\"figures/{stem}.svg\"><img src=\"figures/{stem}.svg\" alt=\"{what} of the runs\"></a>\
+             <figcaption>{what} (<a href=\"figures/{stem}.png\">PNG</a>, \
+             <a href=\"figures/{stem}.svg\">SVG</a>)</figcaption></figure>\n"
+        ));
+    }
+    html.push_str("</div>\n");
     for run in runs {
         html.push_str(&run_details(run));
     }
@@ -168,6 +163,7 @@ mod tests {
     fn a_run_without_provenance_says_so_and_escapes_its_config() {
         let run = RunInfo {
             name: "v4 <seed 1>".to_string(),
+            network: "inception_v4".to_string(),
             hash: "h".to_string(),
             config_yaml: "model: <v4>".to_string(),
             provenance: None,
@@ -178,6 +174,7 @@ mod tests {
         assert!(html.contains("no provenance.json"));
         assert!(html.contains("model: &lt;v4&gt;"));
         assert!(html.contains("repro run x.yaml &amp;&amp; echo"));
-        assert!(html.contains("src=\"figures/v4__seed_1_-lr.svg\""));
+        assert!(html.contains("src=\"figures/learning-rate.svg\""));
+        assert!(html.contains("id=\"run-v4__seed_1_\""));
     }
 }

@@ -73,6 +73,7 @@ fn smoke_input(dir: &Path) -> ReportInput {
     ];
     let run = |name: &str, seed, rows: &Vec<MetricsRow>| RunInfo {
         name: name.to_string(),
+        network: name.split('-').next().unwrap_or_default().to_string(),
         hash: "3f2a9c".to_string(),
         config_yaml: "model: inception_v4\nbatch_size: 32\n".to_string(),
         provenance: Some(provenance(seed, RunStatus::Done)),
@@ -216,12 +217,16 @@ fn a_smoke_experiment_renders_to_a_static_report() {
     let rendered = render_experiment(&input, &reports.join("smoke")).unwrap();
 
     let out = reports.join("smoke");
+    // A file left by an earlier rendering is gone: the folder holds what the page shows.
+    std::fs::write(out.join("figures/old-run-lr.png"), b"stale").unwrap();
+    let rendered = render_experiment(&input, &out).unwrap();
+    assert!(!out.join("figures/old-run-lr.png").exists());
     for name in [
         "figures/fig23.png",
         "figures/fig23.svg",
         "figures/fig24.svg",
-        "figures/inception_v4-seed1-lr.png",
-        "figures/inception_resnet_v2-seed1-throughput.svg",
+        "figures/learning-rate.png",
+        "figures/throughput.svg",
         "tables/table3.md",
         "tables/table3.html",
         "index.html",
@@ -232,7 +237,8 @@ fn a_smoke_experiment_renders_to_a_static_report() {
             "not listed: {name}"
         );
     }
-    assert_eq!(rendered.files.len(), 2 * 2 + 3 * 4 + 2 + 1);
+    // Two figures, the runs' two plots (PNG + SVG each), one table (Markdown + HTML), the page.
+    assert_eq!(rendered.files.len(), 2 * 2 + 2 * 2 + 2 + 1);
     assert_eq!(rendered.index_html, out.join("index.html"));
 
     let png = image::open(out.join("figures/fig23.png")).unwrap();
@@ -334,6 +340,7 @@ fn an_experiment_without_data_still_renders() {
         tables: vec![],
         runs: vec![RunInfo {
             name: "pending".to_string(),
+            network: "inception_v3".to_string(),
             hash: String::new(),
             config_yaml: String::new(),
             provenance: None,
@@ -349,7 +356,7 @@ fn an_experiment_without_data_still_renders() {
     let out = dir.path().join("empty");
     let rendered = render_experiment(&input, &out).unwrap();
     assert_eq!(rendered.files.len(), 2 + 4 + 1);
-    let svg = std::fs::read_to_string(out.join("figures/pending-lr.svg")).unwrap();
+    let svg = std::fs::read_to_string(out.join("figures/learning-rate.svg")).unwrap();
     assert!(svg.contains("no metrics yet"));
     let fig = std::fs::read_to_string(out.join("figures/fig26.svg")).unwrap();
     assert!(fig.contains("curves (digitised)"), "paper scale overlays");

@@ -376,6 +376,7 @@ fn run_info(p: &PlannedRun) -> RunInfo {
     let dir = RunDir::new(&p.dir);
     RunInfo {
         name: p.run.name.clone(),
+        network: p.run.config.model.arch.name().to_string(),
         hash: p.run.hash.clone(),
         config_yaml: std::fs::read_to_string(dir.config_yaml())
             .unwrap_or_else(|_| serde_yaml::to_string(&p.run.config).unwrap_or_default()),
