@@ -28,6 +28,9 @@ const NUMERIC: [bool; 12] = [
     false, true, true, true, true, true, true, false, true, false, true, false,
 ];
 
+/// The paper's values and our differences to them.
+const PAPER_COLUMNS: [usize; 4] = [1, 3, 4, 6];
+
 /// One table laid out as plain-text cells, with its footnotes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TableCells {
@@ -35,6 +38,9 @@ pub struct TableCells {
     pub title: String,
     /// One row of `HEADERS.len()` cells per table row, and whether it was run.
     pub rows: Vec<(Vec<String>, bool)>,
+    /// The columns shown (indices into `HEADERS`): all, or without the paper's values and
+    /// our differences to them when no row has a paper value.
+    pub columns: Vec<usize>,
     /// Footnotes: the crop protocols the table uses, the paper's and ours.
     pub footnotes: Vec<String>,
 }
@@ -156,13 +162,21 @@ pub fn table_cells(table: &TableInput, paper: &PaperTables) -> TableCells {
             paper_sets.join(", ")
         ));
     }
-    footnotes.push(
-        "Errors in percent; ours are the mean ± sample sd over seeds; Δ = ours − paper."
-            .to_string(),
-    );
+    let with_paper = table
+        .rows
+        .iter()
+        .any(|r| r.paper_top1.is_some() || r.paper_top5.is_some());
+    footnotes.push(match with_paper {
+        true => "Errors in percent; ours are the mean ± sample sd over seeds; Δ = ours − paper.",
+        false => "Errors in percent, the mean ± sample sd over seeds. The paper's values are not shown: this experiment is not at the paper's scale.",
+    }.to_string());
+    let columns = (0..HEADERS.len())
+        .filter(|c| with_paper || !PAPER_COLUMNS.contains(c))
+        .collect();
     TableCells {
         title: table.title.clone(),
         rows,
+        columns,
         footnotes,
     }
 }
@@ -211,14 +225,16 @@ fn md_cell(text: &str) -> String {
 /// The table as GitHub-flavoured Markdown.
 pub fn to_markdown(cells: &TableCells) -> String {
     let mut md = format!("### {}\n\n", md_cell(&cells.title));
-    md.push_str(&format!("| {} |\n", HEADERS.join(" | ")));
-    let rule: Vec<&str> = NUMERIC
+    let headers: Vec<&str> = cells.columns.iter().map(|&c| HEADERS[c]).collect();
+    md.push_str(&format!("| {} |\n", headers.join(" | ")));
+    let rule: Vec<&str> = cells
+        .columns
         .iter()
-        .map(|&n| if n { "---:" } else { "---" })
+        .map(|&c| if NUMERIC[c] { "---:" } else { "---" })
         .collect();
     md.push_str(&format!("| {} |\n", rule.join(" | ")));
     for (row, _) in &cells.rows {
-        let row: Vec<String> = row.iter().map(|c| md_cell(c)).collect();
+        let row: Vec<String> = cells.columns.iter().map(|&c| md_cell(&row[c])).collect();
         md.push_str(&format!("| {} |\n", row.join(" | ")));
     }
     md.push('\n');
@@ -234,8 +250,8 @@ pub fn to_html(cells: &TableCells) -> String {
         "<div class=\"wide\"><table>\n<caption>{}</caption>\n<tr>",
         escape(&cells.title)
     );
-    for h in HEADERS {
-        html.push_str(&format!("<th>{}</th>", escape(h)));
+    for &c in &cells.columns {
+        html.push_str(&format!("<th>{}</th>", escape(HEADERS[c])));
     }
     html.push_str("</tr>\n");
     for (row, run) in &cells.rows {
@@ -244,9 +260,9 @@ pub fn to_html(cells: &TableCells) -> String {
         } else {
             "<tr class=\"not-run\">"
         });
-        for (cell, numeric) in row.iter().zip(NUMERIC) {
-            let class = if numeric { " class=\"num\"" } else { "" };
-            html.push_str(&format!("<td{class}>{}</td>", escape(cell)));
+        for &c in &cells.columns {
+            let class = if NUMERIC[c] { " class=\"num\"" } else { "" };
+            html.push_str(&format!("<td{class}>{}</td>", escape(&row[c])));
         }
         html.push_str("</tr>\n");
     }
@@ -339,6 +355,38 @@ mod tests {
             html.contains("<tr class=\"not-run\"><td>ResNet-151</td>"),
             "{html}"
         );
+    }
+
+    #[test]
+    fn a_table_without_paper_values_drops_their_columns() {
+        let mut t = table();
+        for row in &mut t.rows {
+            row.paper_top1 = None;
+            row.paper_top5 = None;
+        }
+        let cells = table_cells(&t, &paper_table_values());
+        assert_eq!(cells.columns, [0, 2, 5, 7, 8, 9, 10, 11]);
+        let md = to_markdown(&cells);
+        assert!(
+            md.contains("| Network | Top\u{2011}1 ours | Top\u{2011}5 ours | Eval set |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| Inception-v4 | 19.50 ± 0.71 | 4.60 ± 0.14 |"),
+            "{md}"
+        );
+        assert!(!md.contains('Δ'), "{md}");
+        let html = to_html(&cells);
+        assert_eq!(html.matches("<th>").count(), 8);
+        assert!(
+            html.contains("<td class=\"num\">19.50 ± 0.71</td>"),
+            "{html}"
+        );
+        assert!(cells
+            .footnotes
+            .last()
+            .unwrap()
+            .contains("not at the paper's scale"));
     }
 
     #[test]

@@ -92,8 +92,11 @@ pub fn write_report(
                 .iter()
                 .enumerate()
                 .map(|(i, row)| {
+                    // The paper's values (and our difference to them) only mean something
+                    // at the paper's scale; scaled-down tables show ours alone.
                     let mut out = paper
                         .table_row(&t.id, &row.label)
+                        .filter(|_| paper_scale)
                         .unwrap_or_else(|| TableRow {
                             label: row.label.clone(),
                             paper_top1: None,
