@@ -330,10 +330,23 @@ fn bad_input_exits_with_2_and_names_the_problem() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let expected = format!(
-        "run `inception_resnet_v2`: data.train: folder `{}/no-imagenet/train` does not exist",
+        "run `inception_resnet_v2`: data.train: folder `{}/no-imagenet/train` does not exist (set it in the file, with --set data.train=DIR, or through REPRO_IMAGENET)",
         tmp.0.display()
     );
     assert!(text(&out).contains(&expected), "{}", text(&out));
+    // The CIFAR-10 reproduction names its own variable.
+    let out = Command::new(env!("CARGO_BIN_EXE_repro"))
+        .args([
+            "run",
+            repo("experiments/mini/fig21.yaml").to_str().unwrap(),
+            "--results",
+        ])
+        .arg(tmp.0.join("results"))
+        .env("REPRO_CIFAR10", tmp.0.join("no-cifar"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("no-cifar/train` does not exist (set it in the file, with --set data.train=DIR, or through REPRO_CIFAR10)"), "{}", text(&out));
 
     let bad = tmp.0.join("bad.yaml");
     std::fs::write(&bad, "runs:\n  a:\n    model: {arch: inception_v9}\n").unwrap();

@@ -53,8 +53,12 @@ pub fn preflight(
         for (field, path) in [("data.train", &data.train), ("data.val", &data.val)] {
             let path = path.as_deref().unwrap_or_default();
             if !std::path::Path::new(path).is_dir() {
+                let variables = match e.env_vars.as_slice() {
+                    [] => String::new(),
+                    vars => format!(", or through {}", vars.join(" / ")),
+                };
                 return Err(format!(
-                    "{}: run `{}`: {field}: folder `{path}` does not exist (set it in the file, with --set {field}=DIR, or through the environment variable the file names)",
+                    "{}: run `{}`: {field}: folder `{path}` does not exist (set it in the file, with --set {field}=DIR{variables})",
                     e.path.display(),
                     p.run.name
                 ));

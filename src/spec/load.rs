@@ -74,6 +74,8 @@ pub struct Experiment {
     pub name: String,
     /// Reports go to `reports/<group>/<name>/` when set.
     pub group: Option<String>,
+    /// The environment variables the files refer to (`${VAR}`), for messages.
+    pub env_vars: Vec<String>,
     pub title: String,
     pub description: String,
     pub profile: Option<String>,
@@ -96,7 +98,11 @@ impl Experiment {
 
 /// Reads, merges, validates and resolves an experiment file.
 pub fn load_experiment(path: &Path, options: &LoadOptions) -> Result<Experiment, SpecError> {
-    let env = |name: &str| std::env::var(name).ok();
+    let referenced = std::cell::RefCell::new(std::collections::BTreeSet::new());
+    let env = |name: &str| {
+        referenced.borrow_mut().insert(name.to_string());
+        std::env::var(name).ok()
+    };
     let mut sources = Vec::new();
     let mut doc = read_merged(path, &mut Vec::new(), &mut sources, &env)?;
 
@@ -167,6 +173,7 @@ pub fn load_experiment(path: &Path, options: &LoadOptions) -> Result<Experiment,
         path: path.into(),
         name: file.name.clone().unwrap_or(stem),
         group: file.group.clone(),
+        env_vars: referenced.into_inner().into_iter().collect(),
         title: file.title.clone().unwrap_or_default(),
         description: file.description.clone().unwrap_or_default(),
         profile,
