@@ -1,6 +1,7 @@
 //! Running an experiment: the plan (which runs, cached or not), the datasets of each run,
-//! training what is missing under run-folder locks.
+//! training what is missing under run-folder locks, table evaluations, claims and reports.
 
+mod claims;
 mod datasets;
 mod execute;
 mod plan;
