@@ -201,6 +201,13 @@ fn bad_input(message: impl ToString) -> Failure {
 
 fn main() -> ExitCode {
     use std::io::IsTerminal;
+    // `repro plan ... | head`: end quietly when the reader goes away, like other Unix
+    // tools, instead of panicking on the failed write (Rust ignores SIGPIPE by default).
+    #[cfg(unix)]
+    // SAFETY: restoring the default action of a signal before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(false)

@@ -71,3 +71,20 @@ fn bad_input_exits_with_2_and_says_why() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("at least 75"));
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_the_output_quietly() {
+    use std::process::Stdio;
+    // Like `repro models | head -c0`: the pipe's reader is gone before the first write.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_repro"))
+        .args(["models", "--width", "0.125"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!out.status.success(), "the output was not written");
+}

@@ -106,9 +106,10 @@ pub fn error_chart(figure: &FigureInput, paper: &[PaperPoint], overlay: bool) ->
             legend: Some(legend_text(&name, members, overlay)),
         });
     }
-    let title = match figure.paper_figure {
-        Some(n) => format!("Figure {n} reproduced: {} error", figure.metric.label()),
-        None => format!("{}: {} error", figure.id, figure.metric.label()),
+    let title = match (&figure.title, figure.paper_figure) {
+        (Some(title), _) => title.clone(),
+        (None, Some(n)) => format!("Figure {n} reproduced: {} error", figure.metric.label()),
+        (None, None) => format!("{}: {} error", figure.id, figure.metric.label()),
     };
     LineChart {
         title,
@@ -206,6 +207,7 @@ mod tests {
     fn figure(series: Vec<Series>) -> FigureInput {
         FigureInput {
             id: "fig23".to_string(),
+            title: None,
             paper_figure: Some(23),
             metric: Metric::Top1,
             overlay_paper: false,

@@ -78,6 +78,8 @@ pub struct FigureInput {
     pub id: String,
     /// The paper's figure this one reproduces (21–26), if any.
     pub paper_figure: Option<u32>,
+    /// The chart's title; `None` derives it from `paper_figure` or `id` and the metric.
+    pub title: Option<String>,
     /// Which error is plotted.
     pub metric: Metric,
     /// Draw the paper's digitised curves of `paper_figure` beside ours even when the

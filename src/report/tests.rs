@@ -101,6 +101,7 @@ fn smoke_input(dir: &Path) -> ReportInput {
         figures: vec![
             FigureInput {
                 id: "fig23".to_string(),
+                title: None,
                 paper_figure: Some(23),
                 metric: Metric::Top1,
                 overlay_paper: false,
@@ -108,6 +109,7 @@ fn smoke_input(dir: &Path) -> ReportInput {
             },
             FigureInput {
                 id: "fig24".to_string(),
+                title: None,
                 paper_figure: Some(24),
                 metric: Metric::Top5,
                 overlay_paper: true,
@@ -332,6 +334,7 @@ fn an_experiment_without_data_still_renders() {
         paper_scale: true,
         figures: vec![FigureInput {
             id: "fig26".to_string(),
+            title: None,
             paper_figure: Some(26),
             metric: Metric::Top1,
             overlay_paper: false,

@@ -52,6 +52,7 @@ pub fn write_report(
         .map(|f| FigureInput {
             id: f.id.clone(),
             paper_figure: f.paper_figure,
+            title: f.title.clone(),
             metric: metric(f.metric),
             overlay_paper: f.paper_overlay == Overlay::Always
                 || (f.paper_overlay == Overlay::Auto && paper_scale),

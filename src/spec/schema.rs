@@ -272,6 +272,9 @@ pub struct FigureSpec {
     /// The paper's figure number, for the digitised overlay.
     #[serde(default)]
     pub paper_figure: Option<u32>,
+    /// The chart's title (default: "Figure N reproduced: top-1 error", or the id's).
+    #[serde(default)]
+    pub title: Option<String>,
     pub metric: Metric,
     /// Runs drawn, one line (or one band of seeds) per network.
     pub runs: Vec<String>,
