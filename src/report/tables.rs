@@ -109,6 +109,10 @@ fn images(results: &[EvalResult]) -> String {
 
 /// Lays out `table`; `paper` supplies the crop protocol definitions.
 pub fn table_cells(table: &TableInput, paper: &PaperTables) -> TableCells {
+    let with_paper = table
+        .rows
+        .iter()
+        .any(|r| r.paper_top1.is_some() || r.paper_top5.is_some());
     let mut our_crops: Vec<&str> = Vec::new();
     let mut paper_crops: Vec<&str> = Vec::new();
     let rows = table
@@ -117,7 +121,7 @@ pub fn table_cells(table: &TableInput, paper: &PaperTables) -> TableCells {
         .map(|row| {
             let top1: Vec<f64> = row.results.iter().map(|r| r.top1_err * 100.0).collect();
             let top5: Vec<f64> = row.results.iter().map(|r| r.top5_err * 100.0).collect();
-            let crops = row_crops(row, &mut our_crops, &mut paper_crops);
+            let crops = row_crops(row, with_paper, &mut our_crops, &mut paper_crops);
             let run = !row.results.is_empty();
             let cells = vec![
                 network_name(&row.label),
@@ -127,7 +131,12 @@ pub fn table_cells(table: &TableInput, paper: &PaperTables) -> TableCells {
                 paper_value(row.paper_top5),
                 mean_sd(&top5),
                 delta(&top5, row.paper_top5),
-                paper_and_ours(&row.paper_eval_set, distinct(&row.results, |r| &r.eval_set)),
+                match with_paper {
+                    true => {
+                        paper_and_ours(&row.paper_eval_set, distinct(&row.results, |r| &r.eval_set))
+                    }
+                    false => distinct(&row.results, |r| &r.eval_set).join(", "),
+                },
                 images(&row.results),
                 crops,
                 if run {
@@ -162,10 +171,6 @@ pub fn table_cells(table: &TableInput, paper: &PaperTables) -> TableCells {
             paper_sets.join(", ")
         ));
     }
-    let with_paper = table
-        .rows
-        .iter()
-        .any(|r| r.paper_top1.is_some() || r.paper_top5.is_some());
     footnotes.push(match with_paper {
         true => "Errors in percent; ours are the mean ± sample sd over seeds; Δ = ours − paper.",
         false => "Errors in percent, the mean ± sample sd over seeds. The paper's values are not shown: this experiment is not at the paper's scale.",
@@ -185,6 +190,7 @@ pub fn table_cells(table: &TableInput, paper: &PaperTables) -> TableCells {
 /// recording both in the table's footnote lists.
 fn row_crops<'a>(
     row: &'a TableRow,
+    with_paper: bool,
     our_crops: &mut Vec<&'a str>,
     paper_crops: &mut Vec<&'a str>,
 ) -> String {
@@ -205,7 +211,13 @@ fn row_crops<'a>(
         })
         .collect();
     let refs: Vec<&str> = refs.iter().map(String::as_str).collect();
-    paper_and_ours(&row.paper_crops, refs)
+    match with_paper {
+        true => paper_and_ours(&row.paper_crops, refs),
+        // The protocol's name (`144`) with our footnotes: `144 [1]`.
+        false => format!("{} {}", row.paper_crops, refs.join(", "))
+            .trim()
+            .to_string(),
+    }
 }
 
 /// A cell naming the paper's setting and ours: `paper all; ours smoke-val`.
@@ -372,7 +384,7 @@ mod tests {
             "{md}"
         );
         assert!(
-            md.contains("| Inception-v4 | 19.50 ± 0.71 | 4.60 ± 0.14 |"),
+            md.contains("| Inception-v4 | 19.50 ± 0.71 | 4.60 ± 0.14 | all | 50,000 | 12 [1] | 2 |"),
             "{md}"
         );
         assert!(!md.contains('Δ'), "{md}");
