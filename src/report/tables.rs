@@ -384,7 +384,9 @@ mod tests {
             "{md}"
         );
         assert!(
-            md.contains("| Inception-v4 | 19.50 ± 0.71 | 4.60 ± 0.14 | all | 50,000 | 12 [1] | 2 |"),
+            md.contains(
+                "| Inception-v4 | 19.50 ± 0.71 | 4.60 ± 0.14 | all | 50,000 | 12 [1] | 2 |"
+            ),
             "{md}"
         );
         assert!(!md.contains('Δ'), "{md}");

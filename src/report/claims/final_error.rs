@@ -185,24 +185,7 @@ pub fn residual_scaling_prevents_death(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn run(points: &[(f64, f64)]) -> Vec<MetricsRow> {
-        points
-            .iter()
-            .map(|&(epoch, err)| MetricsRow {
-                epoch,
-                step: 0,
-                images_seen: 0,
-                lr: 0.045,
-                train_loss: 1.0,
-                top1_err: Some(err),
-                top5_err: Some(err / 3.0),
-                eval_images: 100,
-                images_per_s: 1.0,
-                wall_s: 0.0,
-            })
-            .collect()
-    }
+    use crate::report::claims::test_rows as run;
 
     fn net<'a>(name: &'a str, runs: &'a [Vec<MetricsRow>]) -> Network<'a> {
         const NO: &[bool] = &[false, false, false, false];

@@ -89,24 +89,7 @@ pub fn residual_speeds_up_training(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn run(points: &[(f64, f64)]) -> Vec<MetricsRow> {
-        points
-            .iter()
-            .map(|&(epoch, err)| MetricsRow {
-                epoch,
-                step: 0,
-                images_seen: 0,
-                lr: 0.045,
-                train_loss: 1.0,
-                top1_err: Some(err),
-                top5_err: None,
-                eval_images: 100,
-                images_per_s: 1.0,
-                wall_s: 0.0,
-            })
-            .collect()
-    }
+    use crate::report::claims::test_rows as run;
 
     #[test]
     fn lower_residual_curve_supports_the_claim() {
