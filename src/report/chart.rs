@@ -1,5 +1,5 @@
 //! A line chart in the paper's style (grid, axis titles, legend inside the plot), drawn
-//! with plotters; the error curves and the per-run plots are all made of it.
+//! with plotters; the error curves and the runs' plots are all made of it.
 
 use plotters::coord::Shift;
 use plotters::prelude::*;

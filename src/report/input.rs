@@ -22,7 +22,7 @@ pub struct ReportInput {
     pub figures: Vec<FigureInput>,
     /// Result tables (Tables 2–5 or the experiment's own).
     pub tables: Vec<TableInput>,
-    /// The training runs, each with its own learning-rate and throughput plot.
+    /// The training runs (their learning rates and throughput are drawn together).
     pub runs: Vec<RunInfo>,
     /// Known deviations from the paper, one sentence each.
     pub deviations: Vec<String>,
