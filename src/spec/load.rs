@@ -493,6 +493,15 @@ fn check_references(
         if let Some(r) = f.runs.iter().find(|r| !known(r)) {
             return Err(unknown(format!("figure `{}`", f.id), r));
         }
+        if let Some(r) = f.labels.keys().find(|r| !f.runs.contains(r)) {
+            return Err(SpecError::Invalid {
+                path: path.into(),
+                message: format!(
+                    "figure `{}`: `labels` names run `{r}`, which the figure does not draw",
+                    f.id
+                ),
+            });
+        }
     }
     for t in &file.tables {
         if ![1, 10, 12, 144].contains(&t.crops) {

@@ -280,6 +280,12 @@ claims:
     let bad_run = d.write("bad_run.yaml", "include: [runs.yaml]\nclaims:\n  - {statement: s, check: {kind: residual_scaling, scaled: irv2, unscaled: [nope]}}\n");
     let err = load(&bad_run, None, &[]).unwrap_err().to_string();
     assert!(err.contains("nope"), "{err}");
+    let bad_label = d.write(
+        "bad_label.yaml",
+        "include: [runs.yaml]\nfigures:\n  - {id: f, metric: top1, runs: [v4], labels: {irv2: x}}\n",
+    );
+    let err = load(&bad_label, None, &[]).unwrap_err().to_string();
+    assert!(err.contains("`labels` names run `irv2`"), "{err}");
     let bad_table = d.write("bad_table.yaml", "include: [runs.yaml]\nclaims:\n  - {statement: s, check: {kind: ensemble_lowers_error, ensembles: t5, singles: t4, metric: top1}}\n");
     let err = load(&bad_table, None, &[]).unwrap_err().to_string();
     assert!(
