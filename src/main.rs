@@ -428,11 +428,19 @@ fn show_plan(args: ExperimentArgs) -> Result<(), Failure> {
                 .map(|p| format!(", profile {p}"))
                 .unwrap_or_default()
         );
+        let planned = plan(&e, &args.results);
+        let name_width = planned
+            .iter()
+            .map(|p| p.run.name.len())
+            .max()
+            .unwrap_or(0)
+            .max(3);
+        let folder_width = name_width + 9; // `<name>-<hash8>`
         println!(
-            "  {:<26} {:<36} {:<16} {:>7} {:>12}  used by",
+            "  {:<name_width$} {:<folder_width$} {:<16} {:>7} {:>12}  used by",
             "run", "folder", "state", "epochs", "train MACs"
         );
-        for p in plan(&e, &args.results) {
+        for p in planned {
             let c = &p.run.config;
             let state = match &p.progress {
                 RunProgress::Done => "done (cached)".to_string(),
@@ -444,7 +452,7 @@ fn show_plan(args: ExperimentArgs) -> Result<(), Failure> {
                 .map(engineering)
                 .unwrap_or_else(|| "?".into());
             println!(
-                "  {:<26} {:<36} {:<16} {:>7} {:>12}  {}",
+                "  {:<name_width$} {:<folder_width$} {:<16} {:>7} {:>12}  {}",
                 p.run.name,
                 p.dir.file_name().unwrap_or_default().to_string_lossy(),
                 state,
