@@ -38,13 +38,7 @@ pub fn by_network(series: &[Series]) -> Vec<(&str, Vec<&Series>)> {
 
 /// The figure's metric of one series as (epoch, error %), evaluated rows only.
 pub fn error_curve(figure: &FigureInput, series: &Series) -> Curve {
-    let mut curve: Curve = series
-        .rows
-        .iter()
-        .filter_map(|r| Some((r.epoch, figure.metric.of(r)? * 100.0)))
-        .collect();
-    curve.sort_by(|a, b| a.0.total_cmp(&b.0));
-    curve
+    figure.metric.curve(&series.rows)
 }
 
 /// The legend text of a network's bold line: its name, how many seeds were averaged and

@@ -54,6 +54,16 @@ impl Metric {
         }
     }
 
+    /// A run's error curve: (epoch, error in %) of its evaluated rows, in epoch order.
+    pub fn curve(self, rows: &[MetricsRow]) -> Vec<(f64, f64)> {
+        let mut curve: Vec<(f64, f64)> = rows
+            .iter()
+            .filter_map(|r| Some((r.epoch, self.of(r)? * 100.0)))
+            .collect();
+        curve.sort_by(|a, b| a.0.total_cmp(&b.0));
+        curve
+    }
+
     /// `"top1"` or `"top5"`, as in `figure_curves.csv`.
     pub fn key(self) -> &'static str {
         match self {

@@ -6,6 +6,7 @@ use plotters::style::RGBColor;
 use super::chart::{ChartLine, LineChart};
 use super::dash::SOLID;
 use super::input::RunInfo;
+use super::stats::Curve;
 use super::style::{line_looks, network_name, LineLook};
 
 /// Colours of the learning-rate schedules, in order of appearance.
@@ -19,7 +20,7 @@ const SCHEDULE_COLORS: [RGBColor; 4] = [
 /// A run's learning rate against epoch: the schedule when given, otherwise the recorded
 /// rates as a staircase (each holds until the next row, as the paper's schedule does
 /// between its steps).
-fn lr_points(run: &RunInfo) -> Vec<(f64, f64)> {
+fn lr_points(run: &RunInfo) -> Curve {
     if !run.lr_schedule.is_empty() {
         return run.lr_schedule.clone();
     }
@@ -46,7 +47,7 @@ fn run_list(names: &[&str]) -> String {
 /// The learning rate against epoch of every run, one line per distinct schedule (runs
 /// sharing one are named in its legend).
 pub fn lr_chart(runs: &[RunInfo]) -> LineChart {
-    let mut schedules: Vec<(Vec<(f64, f64)>, Vec<&str>)> = Vec::new();
+    let mut schedules: Vec<(Curve, Vec<&str>)> = Vec::new();
     for run in runs {
         let points = lr_points(run);
         match schedules.iter_mut().find(|(p, _)| *p == points) {

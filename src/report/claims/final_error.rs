@@ -19,10 +19,7 @@ pub struct Network<'a> {
 
 /// The error (%) at a run's last evaluation.
 fn final_error(rows: &[MetricsRow], metric: Metric) -> Option<f64> {
-    rows.iter()
-        .filter_map(|r| Some((r.epoch, metric.of(r)?)))
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, e)| e * 100.0)
+    metric.curve(rows).last().map(|&(_, error)| error)
 }
 
 /// The final errors of the runs that were evaluated.

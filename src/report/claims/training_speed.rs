@@ -12,17 +12,7 @@ const CLEAR_SHARE: f64 = 0.75;
 
 /// The mean curve (epoch, error %) of several runs of one network.
 fn network_curve(runs: &[Vec<MetricsRow>], metric: Metric) -> Curve {
-    let curves: Vec<Curve> = runs
-        .iter()
-        .map(|rows| {
-            let mut c: Curve = rows
-                .iter()
-                .filter_map(|r| Some((r.epoch, metric.of(r)? * 100.0)))
-                .collect();
-            c.sort_by(|a, b| a.0.total_cmp(&b.0));
-            c
-        })
-        .collect();
+    let curves: Vec<Curve> = runs.iter().map(|rows| metric.curve(rows)).collect();
     mean_curve(&curves)
 }
 
