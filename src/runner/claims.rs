@@ -2,7 +2,7 @@
 //! from the runs' metrics and the tables' stored evaluations, and judged by `report::claims`.
 
 use super::plan::{PlannedRun, RunProgress};
-use super::report::{metric, RowResults};
+use super::report::{metric, metrics_of, RowResults};
 use crate::report::{
     ensembles_lower_error, more_crops_lower_error, residual_scaling_prevents_death,
     residual_speeds_up_training, size_over_residual, Claim, EnsembleRow, EvalResult, Network,
@@ -20,16 +20,7 @@ pub fn check_claim(
     table_results: &dyn Fn(&TableSpec, usize) -> RowResults,
 ) -> Claim {
     let metrics = |names: &RunNames| -> Vec<Vec<MetricsRow>> {
-        names
-            .names()
-            .iter()
-            .map(|n| {
-                runs.iter()
-                    .find(|r| &r.name == n)
-                    .map(|r| r.metrics.clone())
-                    .unwrap_or_default()
-            })
-            .collect()
+        names.names().iter().map(|n| metrics_of(runs, n)).collect()
     };
     let diverged = |names: &RunNames| -> Vec<bool> {
         names

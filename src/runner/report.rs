@@ -19,8 +19,9 @@ use crate::store::RunDir;
 /// Evaluation results of one table row, as the runner stored them.
 pub type RowResults = Vec<EvalResult>;
 
-/// Renders `reports/<experiment>/` and refreshes `reports/index.html`. `table_results`
-/// gives, per table id and row label, the evaluations that exist.
+/// Renders `reports/[<group>/]<experiment>/` and refreshes that folder's `index.html`.
+/// `table_results` gives, per table and row index, the evaluations that exist; each is read
+/// once and serves both the tables and the claims.
 pub fn write_report(
     experiment: &Experiment,
     results: &Path,
@@ -28,20 +29,24 @@ pub fn write_report(
     command: &str,
     table_results: &dyn Fn(&TableSpec, usize) -> RowResults,
 ) -> Result<PathBuf, String> {
-    let group_root;
     let reports = match &experiment.group {
-        Some(group) => {
-            group_root = reports.join(group);
-            group_root.as_path()
-        }
-        None => reports,
+        Some(group) => reports.join(group),
+        None => reports.to_path_buf(),
     };
     let planned = plan(experiment, results);
     let runs: Vec<RunInfo> = planned.iter().map(run_info).collect();
-    let metrics_of = |name: &str| -> Vec<MetricsRow> {
-        runs.iter()
-            .find(|r| r.name == name)
-            .map(|r| r.metrics.clone())
+    // Every row's stored evaluations, read once for the tables and the claims.
+    let stored: Vec<Vec<RowResults>> = experiment
+        .tables
+        .iter()
+        .map(|t| (0..t.rows.len()).map(|i| table_results(t, i)).collect())
+        .collect();
+    let stored_results = |t: &TableSpec, row: usize| -> RowResults {
+        experiment
+            .tables
+            .iter()
+            .position(|other| other.id == t.id)
+            .map(|k| stored[k][row].clone())
             .unwrap_or_default()
     };
     let paper_scale = experiment.runs.values().all(is_paper_scale);
@@ -65,7 +70,7 @@ pub fn write_report(
                         network: run.config.model.arch.name().to_string(),
                         label: f.labels.get(name).cloned().unwrap_or_default(),
                         seed: run.config.seed,
-                        rows: metrics_of(name),
+                        rows: metrics_of(&runs, name),
                         status: planned
                             .iter()
                             .find(|p| &p.run.name == name)
@@ -81,7 +86,8 @@ pub fn write_report(
     let tables = experiment
         .tables
         .iter()
-        .map(|t| TableInput {
+        .zip(&stored)
+        .map(|(t, stored_rows)| TableInput {
             id: t.id.clone(),
             title: t
                 .title
@@ -106,7 +112,7 @@ pub fn write_report(
                             results: Vec::new(),
                             note: String::new(),
                         });
-                    out.results = table_results(t, i);
+                    out.results = stored_rows[i].clone();
                     if row.ensemble {
                         out.note = format!(
                             "ensemble of {} (probabilities averaged)",
@@ -125,7 +131,7 @@ pub fn write_report(
         .claims
         .iter()
         .map(|c| {
-            let mut claim = check_claim(experiment, &c.check, &planned, &runs, table_results);
+            let mut claim = check_claim(experiment, &c.check, &planned, &runs, &stored_results);
             claim.statement = c.statement.clone();
             claim
         })
@@ -168,7 +174,7 @@ pub fn write_report(
             .collect(),
     };
     crate::store::write_json(&out_dir.join("entry.json"), &entry).map_err(|e| e.to_string())?;
-    refresh_index(reports)?;
+    refresh_index(&reports)?;
     Ok(rendered.index_html)
 }
 
@@ -222,6 +228,14 @@ fn refresh_index(reports: &Path) -> Result<(), String> {
     render_index(reports, &entries)
         .map(|_| ())
         .map_err(|e| e.to_string())
+}
+
+/// A run's metrics rows among the experiment's runs (none when it has not started).
+pub(super) fn metrics_of(runs: &[RunInfo], name: &str) -> Vec<MetricsRow> {
+    runs.iter()
+        .find(|r| r.name == name)
+        .map(|r| r.metrics.clone())
+        .unwrap_or_default()
 }
 
 fn run_info(p: &PlannedRun) -> RunInfo {
