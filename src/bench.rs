@@ -185,34 +185,30 @@ mod erased {
     }
 }
 
-/// Training images/s of `arch` on `o.device`.
-pub fn train_images_per_s(arch: Arch, o: &BenchOptions) -> Result<Timing, String> {
-    let (device, device_name, precision) = setup(o)?;
-    let model = model_config(arch, o);
-    let mut step = TrainStep::new(&model, &TrainConfig::default(), o.seed, &device)
-        .map_err(|e| format!("{}: {e}", arch.name()))?;
-    let images =
-        Tensor::randn(0f32, 1.0, (o.batch, 3, o.size, o.size), &device).map_err(err("input"))?;
-    let labels: Vec<u32> = (0..o.batch as u32).map(|i| i % o.classes as u32).collect();
-    let labels = Tensor::new(labels.as_slice(), &device).map_err(err("labels"))?;
+/// Runs `o.warmup` untimed then `o.steps` timed calls of `step(index, warm_up)` and reports
+/// the rate in images (or crops) per second; `step` must wait for its work to finish.
+fn timed(
+    kind: &'static str,
+    arch: Arch,
+    o: &BenchOptions,
+    (device, device_name, precision): (&Device, String, Precision),
+    mut step: impl FnMut(u64, bool) -> Result<(), String>,
+) -> Result<Timing, String> {
     for i in 0..o.warmup {
-        step.step(&images, &labels, 0.045, i as u64)
-            .map_err(|e| format!("{}: warm-up step: {e}", arch.name()))?;
+        step(i as u64, true)?;
     }
     device.synchronize().map_err(err("synchronize"))?;
     let mut step_ms = Vec::with_capacity(o.steps);
     let start = Instant::now();
     for i in 0..o.steps {
         let t = Instant::now();
-        // Each step reads its loss back to the host: the timing covers the whole step.
-        step.step(&images, &labels, 0.045, (o.warmup + i) as u64)
-            .map_err(|e| format!("{}: step: {e}", arch.name()))?;
+        step((o.warmup + i) as u64, false)?;
         step_ms.push(t.elapsed().as_secs_f64() * 1e3);
     }
     device.synchronize().map_err(err("synchronize"))?;
     let secs = start.elapsed().as_secs_f64();
     Ok(Timing {
-        kind: "train",
+        kind,
         model: arch.name().into(),
         device: device_name,
         precision: precision.name().into(),
@@ -224,6 +220,33 @@ pub fn train_images_per_s(arch: Arch, o: &BenchOptions) -> Result<Timing, String
     })
 }
 
+/// Training images/s of `arch` on `o.device`.
+pub fn train_images_per_s(arch: Arch, o: &BenchOptions) -> Result<Timing, String> {
+    let (device, device_name, precision) = setup(o)?;
+    let model = model_config(arch, o);
+    let mut step = TrainStep::new(&model, &TrainConfig::default(), o.seed, &device)
+        .map_err(|e| format!("{}: {e}", arch.name()))?;
+    let images =
+        Tensor::randn(0f32, 1.0, (o.batch, 3, o.size, o.size), &device).map_err(err("input"))?;
+    let labels: Vec<u32> = (0..o.batch as u32).map(|i| i % o.classes as u32).collect();
+    let labels = Tensor::new(labels.as_slice(), &device).map_err(err("labels"))?;
+    timed(
+        "train",
+        arch,
+        o,
+        (&device, device_name, precision),
+        |i, warm_up| {
+            // Each step reads its loss back to the host: the timing covers the whole step.
+            step.step(&images, &labels, 0.045, i)
+                .map(|_| ())
+                .map_err(|e| {
+                    let what = if warm_up { "warm-up step" } else { "step" };
+                    format!("{}: {what}: {e}", arch.name())
+                })
+        },
+    )
+}
+
 /// Evaluation crops/s of `arch` on `o.device` (batch of `o.batch` crops per forward pass).
 pub fn eval_crops_per_s(arch: Arch, o: &BenchOptions) -> Result<Timing, String> {
     let (device, device_name, precision) = setup(o)?;
@@ -232,37 +255,22 @@ pub fn eval_crops_per_s(arch: Arch, o: &BenchOptions) -> Result<Timing, String> 
         .map_err(|e| format!("{}: {e}", arch.name()))?;
     let images =
         Tensor::randn(0f32, 1.0, (o.batch, 3, o.size, o.size), &device).map_err(err("input"))?;
-    let forward = || -> Result<f64, String> {
-        let out = step.net.forward_t(&images, false).map_err(err("forward"))?;
-        // Reading one number back waits for the whole forward pass.
-        out.logits
-            .sum_all()
-            .and_then(|s| s.to_dtype(DType::F64))
-            .and_then(|s| s.to_scalar::<f64>())
-            .map_err(err("logits"))
-    };
-    for _ in 0..o.warmup {
-        forward()?;
-    }
-    let mut step_ms = Vec::with_capacity(o.steps);
-    let start = Instant::now();
-    for _ in 0..o.steps {
-        let t = Instant::now();
-        forward()?;
-        step_ms.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    let secs = start.elapsed().as_secs_f64();
-    Ok(Timing {
-        kind: "eval",
-        model: arch.name().into(),
-        device: device_name,
-        precision: precision.name().into(),
-        size: o.size,
-        batch: o.batch,
-        steps: o.steps,
-        per_s: (o.steps * o.batch) as f64 / secs,
-        step_ms,
-    })
+    timed(
+        "eval",
+        arch,
+        o,
+        (&device, device_name, precision),
+        |_, _| {
+            let out = step.net.forward_t(&images, false).map_err(err("forward"))?;
+            // Reading one number back waits for the whole forward pass.
+            out.logits
+                .sum_all()
+                .and_then(|s| s.to_dtype(DType::F64))
+                .and_then(|s| s.to_scalar::<f64>())
+                .map(|_| ())
+                .map_err(err("logits"))
+        },
+    )
 }
 
 fn max_abs(t: &Tensor) -> candle_core::Result<f64> {
