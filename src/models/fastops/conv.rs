@@ -103,6 +103,9 @@ fn im2col_channel<T: Elem>(
     off: usize,
 ) {
     let cols = rows * g.ow;
+    if g.s == 1 && g.ow == g.w {
+        return im2col_channel_shifted(xc, g, oh0, rows, dst, ld, off);
+    }
     for ki in 0..g.kh {
         for kj in 0..g.kw {
             let r = ki * g.kw + kj;
@@ -125,6 +128,53 @@ fn im2col_channel<T: Elem>(
                     for (o, v) in d[lo..hi].iter_mut().enumerate() {
                         *v = xrow[start + o * g.s];
                     }
+                }
+            }
+        }
+    }
+}
+
+/// [`im2col_channel`] when the output rows are as wide as the input rows (stride 1, SAME in
+/// width): each tap's rows are then the input plane shifted by a constant flat offset, so one
+/// copy moves all of them; the entries that wrapped around a row end are zeroed afterwards. Small
+/// maps would otherwise spend more time in per-row copy calls than in copying.
+fn im2col_channel_shifted<T: Elem>(
+    xc: &[T],
+    g: &Geom,
+    oh0: usize,
+    rows: usize,
+    dst: &mut [T],
+    ld: usize,
+    off: usize,
+) {
+    let (w, cols, plane) = (g.w, rows * g.ow, g.h * g.w);
+    for ki in 0..g.kh {
+        // Output rows t whose input row oh0 + t + ki - ph lies inside the plane.
+        let (t_lo, t_hi) = valid_range(oh0 + rows, 1, ki, g.ph, g.h);
+        let (t_lo, t_hi) = (t_lo.max(oh0) - oh0, t_hi.max(oh0) - oh0);
+        for kj in 0..g.kw {
+            let r = ki * g.kw + kj;
+            let dst = &mut dst[r * ld + off..r * ld + off + cols];
+            if t_lo >= t_hi {
+                dst.fill(zero());
+                continue;
+            }
+            dst[..t_lo * w].fill(zero());
+            dst[t_hi * w..].fill(zero());
+            // Flat input index of output entry (t, u): (oh0 + t + ki - ph)·W + u + kj - pw.
+            let shift = (ki * w + kj) as isize - (g.ph * w + g.pw) as isize;
+            let first = ((oh0 + t_lo) * w) as isize + shift;
+            let last = ((oh0 + t_hi) * w) as isize + shift;
+            // Entries whose source falls outside the plane are wrapped ones, zeroed below.
+            let (a, b) = (first.max(0), last.min(plane as isize));
+            if a < b {
+                let d0 = t_lo * w + (a - first) as usize;
+                dst[d0..d0 + (b - a) as usize].copy_from_slice(&xc[a as usize..b as usize]);
+            }
+            let (lo, hi) = valid_range(g.ow, 1, kj, g.pw, w);
+            for u in (0..lo).chain(hi..w) {
+                for t in t_lo..t_hi {
+                    dst[t * w + u] = zero();
                 }
             }
         }
@@ -766,6 +816,61 @@ pub fn stock_conv2d(
 #[cfg(test)]
 mod unit {
     use super::*;
+
+    /// Both im2col paths (row by row, and shifted planes) against the definition, on bands of
+    /// rows placed at an offset inside a wider matrix.
+    #[test]
+    fn im2col_matches_its_definition() {
+        let mut seed = 11u64;
+        let mut next = |n: usize| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as usize % n
+        };
+        for case in 0..400 {
+            let (kh, kw) = (1 + next(7), 1 + next(7));
+            let s = 1 + next(2);
+            let (ph, pw) = if case % 2 == 0 {
+                ((kh - 1) / 2, (kw - 1) / 2)
+            } else {
+                (next(4), next(4))
+            };
+            let (h, w) = (1 + next(9), 1 + next(9));
+            let Ok(g) = Geom::new(&[1, 1, h, w], &[1, 1, kh, kw], (ph, pw), s) else {
+                continue;
+            };
+            let x: Vec<f64> = (0..h * w).map(|i| i as f64 + 1.0).collect();
+            let oh0 = next(g.oh);
+            let rows = 1 + next(g.oh - oh0);
+            let (cols, off) = (rows * g.ow, next(3));
+            let ld = cols + off + next(3);
+            let mut got = vec![f64::NAN; kh * kw * ld];
+            im2col_channel(&x, &g, oh0, rows, &mut got, ld, off);
+            for i in 0..kh {
+                for j in 0..kw {
+                    for t in 0..rows {
+                        for u in 0..g.ow {
+                            let ih = ((oh0 + t) * s + i) as isize - ph as isize;
+                            let iw = (u * s + j) as isize - pw as isize;
+                            let inside =
+                                (0..h as isize).contains(&ih) && (0..w as isize).contains(&iw);
+                            let want = if inside {
+                                x[ih as usize * w + iw as usize]
+                            } else {
+                                0.0
+                            };
+                            let at = (i * kw + j) * ld + off + t * g.ow + u;
+                            assert_eq!(
+                                got[at], want,
+                                "{g:?} oh0 {oh0} rows {rows} tap ({i},{j}) at ({t},{u})"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn valid_range_matches_brute_force() {
