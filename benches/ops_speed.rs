@@ -408,6 +408,7 @@ fn bench_nets(o: &Options, threads: usize) {
 }
 
 fn main() {
+    repro::models::fastops::configure_thread_pools();
     let o = options();
     let threads = rayon::current_num_threads();
     println!(

@@ -115,6 +115,7 @@ fn torch_images_per_s(o: &Options) -> Result<Vec<(String, f64)>, String> {
 }
 
 fn main() {
+    repro::models::fastops::configure_thread_pools();
     let o = options();
     println!(
         "training step, {} px, batch {}, width {}, {} timed steps, {} threads",

@@ -208,6 +208,7 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    repro::models::fastops::configure_thread_pools();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(false)

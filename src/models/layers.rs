@@ -231,9 +231,9 @@ impl Projection {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        fastops::conv2d(x, &self.weight, (0, 0), 1)?
-            .broadcast_add(&self.bias.reshape((1, self.cout, 1, 1))?)
+    /// The convolution without its bias: the residual unit adds the bias in its fused tail.
+    fn unbiased(&self, x: &Tensor) -> Result<Tensor> {
+        fastops::conv2d(x, &self.weight, (0, 0), 1)
     }
 
     fn trace(&self, s: FeatureShape, cost: &mut Cost) -> FeatureShape {
@@ -440,13 +440,8 @@ impl Residual {
 
 impl Block for Residual {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let up = self.up.forward(&self.branches.forward_t(x, train)?)?;
-        let y = (x + (up * self.scale)?)?;
-        if self.relu {
-            y.relu()
-        } else {
-            Ok(y)
-        }
+        let u = self.up.unbiased(&self.branches.forward_t(x, train)?)?;
+        fastops::scaled_residual(x, &u, &self.up.bias, self.scale, self.relu)
     }
 
     fn trace(&self, s: FeatureShape, cost: &mut Cost) -> Result<FeatureShape> {

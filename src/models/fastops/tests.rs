@@ -7,6 +7,7 @@ use candle_nn::{BatchNormConfig, VarBuilder, VarMap};
 use super::bn::{bn_relu, stock_bn_relu};
 use super::conv::conv2d;
 use super::pool::{avg_pool_same, max_pool};
+use super::residual::{scaled_residual, stock_scaled_residual};
 use crate::models::pool::{Pool2d, PoolKind};
 
 /// A small deterministic generator for the shapes.
@@ -421,4 +422,62 @@ fn conv_backward_is_deterministic() {
         )
     };
     assert_eq!(run(), run());
+}
+
+#[test]
+fn scaled_residual_matches_stock_forward_and_gradients() {
+    let dev = Device::Cpu;
+    let mut rng = Lcg(23);
+    for case in 0..24 {
+        let dtype = if case % 2 == 0 {
+            DType::F64
+        } else {
+            DType::F32
+        };
+        let (n, c, h, w) = (
+            1 + rng.below(3),
+            1 + rng.below(6),
+            1 + rng.below(5),
+            1 + rng.below(7),
+        );
+        let relu = case % 4 < 2;
+        let scale = rng.pick(&[0.1, 0.17, 0.2, 1.0]);
+        let var = |shape: &[usize]| {
+            Var::from_tensor(
+                &Tensor::randn(0f32, 1., shape, &dev)
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap(),
+            )
+            .unwrap()
+        };
+        let (x, u, b) = (var(&[n, c, h, w]), var(&[n, c, h, w]), var(&[c]));
+        let what = format!(
+            "case {case} {:?} {dtype:?} scale {scale} relu {relu}",
+            x.dims()
+        );
+        let args = (x.as_tensor(), u.as_tensor(), b.as_tensor());
+        let fast = scaled_residual(args.0, args.1, args.2, scale, relu).unwrap();
+        let stock = stock_scaled_residual(args.0, args.1, args.2, scale, relu).unwrap();
+        close(&format!("{what} forward"), &fast, &stock, tol(dtype));
+        let r = Tensor::randn(0f32, 1., stock.shape(), &dev)
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap();
+        let gf = (&fast * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let gs = (&stock * &r)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for (name, v) in [("dx", &x), ("du", &u), ("dbias", &b)] {
+            close(
+                &format!("{what} {name}"),
+                gf.get(v.as_tensor()).unwrap(),
+                gs.get(v.as_tensor()).unwrap(),
+                tol(dtype),
+            );
+        }
+    }
 }

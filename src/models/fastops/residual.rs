@@ -1,0 +1,198 @@
+//! The end of an Inception-ResNet unit, fused: `act(x + scale·(u + bias))`, with `u` the
+//! projection's convolution output and `bias` its per-channel bias, forward and backward in one
+//! pass each instead of four element-wise candle ops (bias, scale, add, ReLU).
+
+use super::{par_chunks, par_map, vec_slice, with_slice, zero, Elem};
+use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
+
+/// The fused op on (x, u, bias).
+struct ScaledResidualOp {
+    scale: f64,
+    relu: bool,
+}
+
+/// The contiguous entries of a tensor's layout.
+fn dense<'a, T: Elem>(s: &'a [T], l: &Layout) -> Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&s[a..b]),
+        None => bail!("scaled_residual: inputs must be contiguous"),
+    }
+}
+
+impl ScaledResidualOp {
+    fn run<T: Elem>(
+        &self,
+        x: &[T],
+        lx: &Layout,
+        u: &[T],
+        lu: &Layout,
+        bias: &[T],
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = lx.shape().dims4()?;
+        if lu.dims() != lx.dims() || bias.len() != c {
+            bail!(
+                "scaled_residual: trunk {:?}, branch {:?}, bias {}",
+                lx.dims(),
+                lu.dims(),
+                bias.len()
+            )
+        }
+        let (x, u) = (dense(x, lx)?, dense(u, lu)?);
+        let hw = h * w;
+        let s = T::from_f64(self.scale);
+        let mut y = super::uninit::<T>(n * c * hw);
+        par_chunks(&mut y, hw, |p, yp| {
+            let (xp, up) = (&x[p * hw..][..hw], &u[p * hw..][..hw]);
+            let b = bias[p % c];
+            let z = zero::<T>();
+            for ((o, &xv), &uv) in yp.iter_mut().zip(xp).zip(up) {
+                let t = xv + (uv + b) * s;
+                *o = if self.relu && t < z { z } else { t };
+            }
+        });
+        Ok((T::to_cpu_storage_owned(y), Shape::from((n, c, h, w))))
+    }
+
+    /// (dx, du, dbias): with `g` the incoming gradient where the pre-activation is ≥ 0 (candle's
+    /// ReLU passes the gradient at 0), dx = g, du = scale·g, dbias = scale·Σ g per channel.
+    fn backward<T: Elem>(
+        &self,
+        x: &Tensor,
+        u: &Tensor,
+        bias: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let (n, c, h, w) = x.dims4()?;
+        let hw = h * w;
+        let grad = grad.contiguous()?;
+        let s = T::from_f64(self.scale);
+        let g = if !self.relu {
+            grad
+        } else {
+            let masked = with_slice::<T, _>(x, |xs, lx| {
+                with_slice::<T, _>(u, |us, lu| {
+                    with_slice::<T, _>(bias, |bs, lb| {
+                        with_slice::<T, _>(&grad, |gs, lg| {
+                            let (xs, us, gs) = (dense(xs, lx)?, dense(us, lu)?, dense(gs, lg)?);
+                            let bs = vec_slice(bs, lb)?;
+                            let mut out = super::uninit::<T>(n * c * hw);
+                            par_chunks(&mut out, hw, |p, op| {
+                                let b = bs[p % c];
+                                let z = zero::<T>();
+                                let at = p * hw;
+                                for (i, o) in op.iter_mut().enumerate() {
+                                    let t = xs[at + i] + (us[at + i] + b) * s;
+                                    *o = if t >= z { gs[at + i] } else { z };
+                                }
+                            });
+                            Ok(out)
+                        })
+                    })
+                })
+            })?;
+            Tensor::from_vec(masked, (n, c, h, w), x.device())?
+        };
+        let (du, dbias) = with_slice::<T, _>(&g, |gs, lg| {
+            let gs = dense(gs, lg)?;
+            let mut du = super::uninit::<T>(gs.len());
+            par_chunks(&mut du, hw, |p, dp| {
+                for (d, &v) in dp.iter_mut().zip(&gs[p * hw..][..hw]) {
+                    *d = v * s;
+                }
+            });
+            let dbias: Vec<T> = par_map(c, |ch| {
+                let sum: f64 = (0..n)
+                    .map(|i| {
+                        gs[(i * c + ch) * hw..][..hw]
+                            .iter()
+                            .map(|v| v.to_f64())
+                            .sum::<f64>()
+                    })
+                    .sum();
+                T::from_f64(sum * self.scale)
+            });
+            Ok((du, dbias))
+        })?;
+        let dev = x.device();
+        Ok((
+            g,
+            Tensor::from_vec(du, (n, c, h, w), dev)?,
+            Tensor::from_vec(dbias, c, dev)?,
+        ))
+    }
+}
+
+impl CustomOp3 for ScaledResidualOp {
+    fn name(&self) -> &'static str {
+        "fast-scaled-residual"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        match (s1, s2, s3) {
+            (CpuStorage::F32(x), CpuStorage::F32(u), CpuStorage::F32(b)) => {
+                self.run(x, l1, u, l2, &vec_slice(b, l3)?)
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(u), CpuStorage::F64(b)) => {
+                self.run(x, l1, u, l2, &vec_slice(b, l3)?)
+            }
+            _ => bail!("fast scaled_residual: f32 or f64 tensors of one dtype only"),
+        }
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        u: &Tensor,
+        bias: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, du, db) = match x.dtype() {
+            DType::F32 => self.backward::<f32>(x, u, bias, grad)?,
+            DType::F64 => self.backward::<f64>(x, u, bias, grad)?,
+            d => bail!("fast scaled_residual backward: unsupported dtype {d:?}"),
+        };
+        Ok((Some(dx), Some(du), Some(db)))
+    }
+}
+
+/// `x + scale·(u + bias)`, then ReLU if `relu`, for N×C×H×W `x` and `u` and a length-C `bias`:
+/// the fused op on the CPU with f32/f64, stock candle elsewhere.
+pub fn scaled_residual(
+    x: &Tensor,
+    u: &Tensor,
+    bias: &Tensor,
+    scale: f64,
+    relu: bool,
+) -> Result<Tensor> {
+    if !super::usable(x) || x.rank() != 4 || u.dtype() != x.dtype() || bias.dtype() != x.dtype() {
+        return stock_scaled_residual(x, u, bias, scale, relu);
+    }
+    let (x, u) = (x.contiguous()?, u.contiguous()?);
+    x.apply_op3(&u, bias, ScaledResidualOp { scale, relu })
+}
+
+/// Stock candle: the bias broadcast over the map, scaled, added to the trunk, then ReLU.
+pub fn stock_scaled_residual(
+    x: &Tensor,
+    u: &Tensor,
+    bias: &Tensor,
+    scale: f64,
+    relu: bool,
+) -> Result<Tensor> {
+    let up = u.broadcast_add(&bias.reshape((1, bias.elem_count(), 1, 1))?)?;
+    let y = (x + (up * scale)?)?;
+    if relu {
+        y.relu()
+    } else {
+        Ok(y)
+    }
+}
