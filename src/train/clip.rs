@@ -3,6 +3,8 @@
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, Var};
 
+use super::inplace;
+
 /// The paper's clipping threshold ("gradient clipping with threshold 2.0").
 pub const DEFAULT_CLIP_NORM: f64 = 2.0;
 
@@ -36,16 +38,24 @@ pub fn clip_by_global_norm<'a>(
         .into_iter()
         .filter(|v| grads.get(v.as_tensor()).is_some())
         .collect();
-    let mut squares = Vec::with_capacity(with_grad.len());
-    for v in &with_grad {
-        let g = grads.get(v.as_tensor()).expect("filtered above");
-        squares.push(g.to_dtype(DType::F32)?.sqr()?.sum_all()?);
-    }
-    if squares.is_empty() {
+    if with_grad.is_empty() {
         return Ok(0.0);
     }
-    let norm = Tensor::stack(&squares, 0)?.sum_all()?.sqrt()?;
-    let norm = f64::from(norm.to_scalar::<f32>()?);
+    let gradient = |v: &Var| grads.get(v.as_tensor()).expect("filtered above").clone();
+    let norm = if with_grad.iter().all(|v| inplace::usable(&gradient(v), &[])) {
+        let mut sum = 0.0;
+        for v in &with_grad {
+            sum += inplace::sum_of_squares(&gradient(v))?;
+        }
+        sum.sqrt()
+    } else {
+        let mut squares = Vec::with_capacity(with_grad.len());
+        for v in &with_grad {
+            squares.push(gradient(v).to_dtype(DType::F32)?.sqr()?.sum_all()?);
+        }
+        let norm = Tensor::stack(&squares, 0)?.sum_all()?.sqrt()?;
+        f64::from(norm.to_scalar::<f32>()?)
+    };
     if norm.is_finite() && norm > clip_norm {
         let scale = clip_norm / norm;
         for v in with_grad {

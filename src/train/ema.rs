@@ -12,6 +12,8 @@ use candle_core::{Tensor, Var};
 use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 
+use super::inplace;
+
 /// Errors of the moving average; each names the variable involved.
 #[derive(Debug, thiserror::Error)]
 pub enum EmaError {
@@ -138,6 +140,11 @@ impl Ema {
         let decay = self.next_decay();
         for e in &mut self.entries {
             let live = e.live.as_detached_tensor();
+            if inplace::usable(&e.shadow, &[&live]) {
+                inplace::axpby(&e.shadow, decay, 1.0 - decay, &live)
+                    .map_err(tensor_err(&e.name))?;
+                continue;
+            }
             let next = e
                 .shadow
                 .affine(decay, 0.0)
@@ -209,9 +216,12 @@ impl Ema {
             })?;
             let live = e.live.as_tensor();
             check_shape(&e.name, live, &t)?;
+            // A copy: the averages are updated in place (see `inplace`), and `t` may share
+            // its storage with the caller's tensors.
             let t = t
                 .to_device(live.device())
                 .and_then(|t| t.to_dtype(live.dtype()))
+                .and_then(|t| t.copy())
                 .map_err(tensor_err(&e.name))?;
             loaded.push(t);
         }
@@ -376,6 +386,10 @@ mod tests {
         other.load_state(saved.clone(), ema.num_updates()).unwrap();
         assert_close(&values(&other.tensors()["fc.weight"]), &[2.8, 5.6]);
         assert_eq!(other.next_decay(), ema.next_decay());
+        // Averages are updated in place: the loaded copy must not write through to the source.
+        other.update().unwrap();
+        assert_close(&values(&saved["fc.weight"]), &[2.8, 5.6]);
+        assert_close(&values(&ema.tensors()["fc.weight"]), &[2.8, 5.6]);
 
         let mut wrong = saved.clone();
         wrong.insert(

@@ -10,6 +10,7 @@
 pub mod clip;
 pub mod ema;
 pub mod evaluate;
+pub mod inplace;
 pub mod loss;
 pub mod optim;
 pub mod progress;

@@ -15,6 +15,8 @@ use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 use serde::{Deserialize, Serialize};
 
+use super::inplace;
+
 /// Errors of the optimizers; each names the variable or state entry involved.
 #[derive(Debug, thiserror::Error)]
 pub enum OptimError {
@@ -139,6 +141,12 @@ fn decayed_grad(p: &Param, grads: &GradStore, rate: f64) -> candle_core::Result<
         return Ok(None);
     };
     if p.decays {
+        let w = p.var.as_tensor();
+        if inplace::usable(g, &[w]) {
+            let gd = g.copy()?;
+            inplace::axpby(&gd, 1.0, rate, w)?;
+            return Ok(Some(gd));
+        }
         Ok(Some((g + p.var.as_detached_tensor().affine(rate, 0.0)?)?))
     } else {
         Ok(Some(g.clone()))
@@ -191,9 +199,12 @@ fn take_slots(
                     found: t.dims().to_vec(),
                 });
             }
+            // A copy: the slots are updated in place (see `inplace`), and `t` may share its
+            // storage with the caller's tensors.
             let t = t
                 .to_device(want.device())
                 .and_then(|t| t.to_dtype(want.dtype()))
+                .and_then(|t| t.copy())
                 .map_err(update_err(&key))?;
             per_param.push(t);
         }
@@ -286,6 +297,12 @@ fn rmsprop_update(
     g: &Tensor,
     lr: f64,
 ) -> candle_core::Result<()> {
+    let w = var.as_tensor();
+    if inplace::usable(w, &[g, ms, mom]) {
+        inplace::mean_square(ms, g, c.decay)?;
+        inplace::rms_momentum(mom, g, ms, c.momentum, lr, c.epsilon)?;
+        return inplace::axpby(w, 1.0, -1.0, mom);
+    }
     let new_ms = (ms.affine(c.decay, 0.0)? + g.sqr()?.affine(1.0 - c.decay, 0.0)?)?;
     let denom = new_ms.affine(1.0, c.epsilon)?.sqrt()?;
     let new_mom = (mom.affine(c.momentum, 0.0)? + (g / denom)?.affine(lr, 0.0)?)?;
@@ -388,6 +405,11 @@ fn sgd_update(
     g: &Tensor,
     lr: f64,
 ) -> candle_core::Result<()> {
+    let w = var.as_tensor();
+    if inplace::usable(w, &[g, accum]) {
+        inplace::axpby(accum, momentum, 1.0, g)?;
+        return inplace::axpby(w, 1.0, -lr, accum);
+    }
     let new_accum = (accum.affine(momentum, 0.0)? + g)?;
     var.set(&(var.as_detached_tensor() - new_accum.affine(lr, 0.0)?)?)?;
     *accum = new_accum.detach();
@@ -596,6 +618,11 @@ mod tests {
             &values(&b.state()["fc.weight.mom"]),
             &values(&saved["fc.weight.mom"]),
         );
+        // Slots are updated in place: stepping the loaded optimizer leaves the source alone.
+        let before = values(&saved["fc.weight.mom"]);
+        b.step(&grads_for(&w, &[0.5, -1.0]), 0.1).unwrap();
+        assert_eq!(values(&saved["fc.weight.mom"]), before);
+        assert_eq!(values(&a.state()["fc.weight.mom"]), before);
 
         let mut missing = saved.clone();
         missing.remove("fc.weight.ms");
