@@ -305,8 +305,8 @@ fn bench_ops(o: &Options, threads: usize) {
     }
 }
 
-/// (training images/s, inference images/s) of the current op set, measured as
-/// `repro bench train|eval` does, after one warm-up step.
+/// (training images/s, inference images/s) of the current op set at the median step time, measured
+/// as `repro bench train|eval` does, after one warm-up step.
 fn candle_rates(arch: Arch, size: usize, batch: usize, steps: usize) -> (f64, f64) {
     let o = BenchOptions {
         size,
@@ -315,8 +315,10 @@ fn candle_rates(arch: Arch, size: usize, batch: usize, steps: usize) -> (f64, f6
         warmup: 1,
         ..BenchOptions::default()
     };
-    let train = train_images_per_s(arch, &o).expect("training step").per_s;
-    let infer = eval_crops_per_s(arch, &o).expect("inference").per_s;
+    let train = train_images_per_s(arch, &o)
+        .expect("training step")
+        .median_per_s;
+    let infer = eval_crops_per_s(arch, &o).expect("inference").median_per_s;
     (train, infer)
 }
 

@@ -65,7 +65,7 @@ fn candle_images_per_s(arch: Arch, o: &Options) -> f64 {
     };
     train_images_per_s(arch, &options)
         .expect("training step")
-        .per_s
+        .median_per_s
 }
 
 /// PyTorch's images per second per timm model name, or why it was skipped.

@@ -96,6 +96,9 @@ pub struct Timing {
     pub steps: usize,
     /// Images (train) or crops (eval) per second over the timed steps.
     pub per_s: f64,
+    /// The same rate at the median step time: steadier than `per_s` on a machine shared with
+    /// other work, and what the benchmarks compare against PyTorch (timed the same way).
+    pub median_per_s: f64,
     /// Each timed step, milliseconds.
     pub step_ms: Vec<f64>,
 }
@@ -216,8 +219,20 @@ fn timed(
         batch: o.batch,
         steps: o.steps,
         per_s: (o.steps * o.batch) as f64 / secs,
+        median_per_s: o.batch as f64 * 1e3 / median(&step_ms),
         step_ms,
     })
+}
+
+/// The median of `v` (the mean of the middle two for an even count); NaN when empty.
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    match s.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => s[n / 2],
+        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    }
 }
 
 /// Training images/s of `arch` on `o.device`.
@@ -396,10 +411,19 @@ mod tests {
     }
 
     #[test]
+    fn median_takes_the_middle_value() {
+        assert_eq!(median(&[5.0, 1.0, 3.0]), 3.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(median(&[]).is_nan());
+    }
+
+    #[test]
     fn train_and_eval_timings_run_on_the_cpu() {
         let o = tiny("inception_resnet_v2");
         let t = train_images_per_s(Arch::InceptionResnetV2, &o).unwrap();
         assert!(t.per_s > 0.0 && t.step_ms.len() == 1);
+        // One step: the median step is that step.
+        assert_eq!(t.median_per_s, o.batch as f64 * 1e3 / t.step_ms[0]);
         let e = eval_crops_per_s(Arch::InceptionResnetV2, &o).unwrap();
         assert!(e.per_s > 0.0);
         assert!(serde_json::to_string(&e)

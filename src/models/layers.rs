@@ -41,6 +41,10 @@ pub trait Block: Send + Sync {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor>;
     /// The output shape for `input`, adding this block's parameters and MACs to `cost`.
     fn trace(&self, input: FeatureShape, cost: &mut Cost) -> Result<FeatureShape>;
+    /// This block as a 1x1 stride-1 conv unit, which [`Mixed`] may merge with its siblings.
+    fn as_pointwise(&self) -> Option<&ConvBnAct> {
+        None
+    }
 }
 
 /// How a stride-1 op pads. Stride-2 ops are always VALID in these networks.
@@ -173,16 +177,23 @@ impl ConvBnAct {
     }
 }
 
+impl ConvBnAct {
+    /// BatchNorm and ReLU of this unit's convolution output `y`, fused on the fast path.
+    fn normalize(&self, y: &Tensor, train: bool) -> Result<Tensor> {
+        if self.fast_bn {
+            fastops::bn_relu(y, &self.bn, train)
+        } else {
+            self.bn.forward_t(y, train)?.relu()
+        }
+    }
+}
+
 impl Block for ConvBnAct {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         if fastops::usable(x) {
             // Fused fast path (CPU): the conv pads each axis itself and needs no cropping.
             let y = fastops::conv2d(x, &self.weight, self.pad, self.stride)?;
-            return if self.fast_bn {
-                fastops::bn_relu(&y, &self.bn, train)
-            } else {
-                self.bn.forward_t(&y, train)?.relu()
-            };
+            return self.normalize(&y, train);
         }
         let x = &self.crop_unused_border(x)?;
         // candle pads both axes by one amount: asymmetric kernels are padded per axis instead.
@@ -202,6 +213,10 @@ impl Block for ConvBnAct {
             macs: taps * (self.cout * h * w) as u64,
         };
         Ok(FeatureShape { c: self.cout, h, w })
+    }
+
+    fn as_pointwise(&self) -> Option<&ConvBnAct> {
+        (self.kernel == K1 && self.stride == 1 && self.pad == (0, 0)).then_some(self)
     }
 }
 
@@ -351,13 +366,25 @@ impl Chain {
     }
 }
 
-impl Block for Chain {
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+impl Chain {
+    /// The chain's first block when it is a 1x1 conv unit.
+    fn pointwise_head(&self) -> Option<&ConvBnAct> {
+        self.blocks.first()?.as_pointwise()
+    }
+
+    /// The blocks from number `from` on, applied to `x`.
+    fn forward_from(&self, from: usize, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut y = x.clone();
-        for block in &self.blocks {
+        for block in &self.blocks[from..] {
             y = block.forward_t(&y, train)?;
         }
         Ok(y)
+    }
+}
+
+impl Block for Chain {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_from(0, x, train)
     }
 
     fn trace(&self, s: FeatureShape, cost: &mut Cost) -> Result<FeatureShape> {
@@ -370,24 +397,72 @@ impl Block for Chain {
 /// Parallel branches on one input, concatenated on channels in the order given.
 pub struct Mixed {
     branches: Vec<Chain>,
+    /// The branches that open with a 1x1 conv unit on the block's input (Inception blocks have
+    /// two or three). On the CPU fast path their convolutions run as one, over the stacked
+    /// weights: one matrix product instead of several, and one input gradient instead of a sum
+    /// of several.
+    pointwise_heads: Vec<usize>,
 }
 
 impl Mixed {
     pub fn new(branches: Vec<Chain>) -> Self {
-        Self { branches }
+        let pointwise_heads = (0..branches.len())
+            .filter(|&i| branches[i].pointwise_head().is_some())
+            .collect();
+        Self {
+            branches,
+            pointwise_heads,
+        }
+    }
+
+    /// The same block with every branch run on its own (the reference for the merged heads).
+    #[cfg(test)]
+    fn unmerged(branches: Vec<Chain>) -> Self {
+        Self {
+            branches,
+            pointwise_heads: Vec::new(),
+        }
     }
 
     pub fn channels(&self) -> usize {
         self.branches.iter().map(Chain::channels).sum()
     }
+
+    /// The outputs of the branches with a 1x1 head, by branch, their heads' convolutions merged.
+    fn merged_heads(&self, x: &Tensor, train: bool) -> Result<Vec<Option<Tensor>>> {
+        let heads: Vec<&ConvBnAct> = self
+            .pointwise_heads
+            .iter()
+            .map(|&i| self.branches[i].pointwise_head().expect("checked in new"))
+            .collect();
+        let weights: Vec<&Tensor> = heads.iter().map(|h| &h.weight).collect();
+        let y = fastops::conv2d(x, &Tensor::cat(&weights, 0)?, (0, 0), 1)?;
+        let mut outs: Vec<Option<Tensor>> = vec![None; self.branches.len()];
+        let mut start = 0;
+        for (&i, head) in self.pointwise_heads.iter().zip(heads) {
+            let z = head.normalize(&y.narrow(1, start, head.cout)?, train)?;
+            outs[i] = Some(self.branches[i].forward_from(1, &z, train)?);
+            start += head.cout;
+        }
+        Ok(outs)
+    }
 }
 
 impl Block for Mixed {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut merged = if self.pointwise_heads.len() > 1 && fastops::usable(x) {
+            self.merged_heads(x, train)?
+        } else {
+            vec![None; self.branches.len()]
+        };
         let outs = self
             .branches
             .iter()
-            .map(|b| b.forward_t(x, train))
+            .zip(&mut merged)
+            .map(|(b, done)| match done.take() {
+                Some(out) => Ok(out),
+                None => b.forward_t(x, train),
+            })
             .collect::<Result<Vec<_>>>()?;
         Tensor::cat(&outs, 1)
     }
@@ -560,6 +635,87 @@ mod tests {
             .to_vec1::<f64>()
             .unwrap();
         assert_eq!(y, vec![3.0, -3.0]); // 1 + 0.5*4, 1 + 0.5*(-8); no ReLU
+    }
+
+    /// Merging the 1x1 heads of a mixed block changes nothing: outputs, BatchNorm statistics and
+    /// gradients (input, conv weights, BatchNorm parameters) equal those of separate branches.
+    #[test]
+    fn merged_pointwise_heads_match_separate_branches() {
+        let vm = VarMap::new();
+        let c = ctx(&vm);
+        let branches = || {
+            vec![
+                Chain::from(5).conv(&c, "b0", 3, K1).unwrap(),
+                Chain::from(5)
+                    .conv(&c, "b1a", 4, K1)
+                    .unwrap()
+                    .conv(&c, "b1b", 2, K3)
+                    .unwrap(),
+                Chain::from(5).avg_pool(&c).conv(&c, "b2", 2, K1).unwrap(),
+                Chain::from(5).conv(&c, "b3", 6, K1).unwrap(),
+            ]
+        };
+        let merged = Mixed::new(branches());
+        assert_eq!(merged.pointwise_heads, [0, 1, 3]);
+        let separate = Mixed::unmerged(branches());
+        let x = Var::from_tensor(&Tensor::randn(0f64, 1., (3, 5, 6, 7), &Device::Cpu).unwrap())
+            .unwrap();
+        for train in [true, false] {
+            let snapshot = |vm: &VarMap| -> Vec<(String, Tensor)> {
+                let mut v: Vec<_> = vm
+                    .data()
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_tensor().copy().unwrap()))
+                    .collect();
+                v.sort_by(|a, b| a.0.cmp(&b.0));
+                v
+            };
+            let before = snapshot(&vm);
+            let r = Tensor::randn(0f64, 1., (3, 13, 6, 7), &Device::Cpu).unwrap();
+            let run = |m: &Mixed| {
+                // Each run starts from the same running statistics.
+                for (k, t) in &before {
+                    vm.data().lock().unwrap()[k].set(t).unwrap();
+                }
+                let y = m.forward_t(x.as_tensor(), train).unwrap();
+                let grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                let vars = vm.data().lock().unwrap();
+                let mut g: Vec<(String, Tensor)> = vars
+                    .iter()
+                    .filter_map(|(k, v)| grads.get(v.as_tensor()).map(|g| (k.clone(), g.clone())))
+                    .collect();
+                drop(vars);
+                g.push(("x".into(), grads.get(x.as_tensor()).unwrap().clone()));
+                g.sort_by(|a, b| a.0.cmp(&b.0));
+                (y, g, snapshot(&vm))
+            };
+            let (ya, ga, sa) = run(&merged);
+            let (yb, gb, sb) = run(&separate);
+            let diff = |a: &Tensor, b: &Tensor| {
+                (a - b)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .max(0)
+                    .unwrap()
+                    .to_scalar::<f64>()
+                    .unwrap()
+            };
+            assert!(diff(&ya, &yb) < 1e-12, "train {train}: outputs");
+            assert_eq!(ga.len(), gb.len());
+            assert!(ga.len() > 10, "gradients of x and of the units' variables");
+            for ((ka, a), (kb, b)) in ga.iter().zip(&gb) {
+                assert_eq!(ka, kb);
+                assert!(diff(a, b) < 1e-10, "train {train}: gradient of {ka}");
+            }
+            for ((ka, a), (_, b)) in sa.iter().zip(&sb) {
+                assert!(diff(a, b) < 1e-12, "train {train}: {ka} after the step");
+            }
+        }
     }
 
     /// Finite-difference check of a padded asymmetric conv unit (BN in eval mode so the

@@ -130,66 +130,60 @@ fn valid(i: usize, p: usize, len: usize) -> usize {
     (i + p).min(len - 1) + 1 - i.saturating_sub(p)
 }
 
-/// out[i][j] = Σ of `src` over the in-bounds cells of the (2p+1)² window at (i, j), each output
-/// then multiplied by `weight(i, j)`.
-fn box_sum<T: Elem>(
-    src: &[T],
-    h: usize,
-    w: usize,
-    p: usize,
-    rowbuf: &mut [T],
-    out: &mut [T],
-    weight: impl Fn(usize, usize) -> T,
-) {
+/// out[i][j] = Σ of `src` over the in-bounds cells of the (2p+1)² window at (i, j): the rows of
+/// the window summed into `rowbuf`, then 2p+1 shifted adds of it (contiguous, vectorised loops).
+fn box_sum<T: Elem>(src: &[T], h: usize, w: usize, p: usize, rowbuf: &mut [T], out: &mut [T]) {
     for i in 0..h {
         let (r0, r1) = (i.saturating_sub(p), (i + p).min(h - 1));
-        rowbuf.fill(zero());
-        for r in r0..=r1 {
+        rowbuf.copy_from_slice(&src[r0 * w..(r0 + 1) * w]);
+        for r in r0 + 1..=r1 {
             for (a, &v) in rowbuf.iter_mut().zip(&src[r * w..(r + 1) * w]) {
                 *a += v;
             }
         }
-        for j in 0..w {
-            let (c0, c1) = (j.saturating_sub(p), (j + p).min(w - 1));
-            let mut s = zero::<T>();
-            for &v in &rowbuf[c0..=c1] {
-                s += v;
+        let o = &mut out[i * w..(i + 1) * w];
+        o.copy_from_slice(rowbuf);
+        for d in 1..=p.min(w - 1) {
+            // o[j] += rowbuf[j + d] and o[j + d] += rowbuf[j], for every j where both exist.
+            for (a, &v) in o[..w - d].iter_mut().zip(&rowbuf[d..]) {
+                *a += v;
             }
-            out[i * w + j] = s * weight(i, j);
+            for (a, &v) in o[d..].iter_mut().zip(&rowbuf[..w - d]) {
+                *a += v;
+            }
         }
     }
 }
 
 impl AvgPoolOp {
-    fn weight<T: Elem>(&self, h: usize, w: usize) -> impl Fn(usize, usize) -> T + '_ {
+    /// The divisor of every output cell as a factor, one plane: 1/(2p+1)² with `include_pad`,
+    /// else 1/(number of in-bounds cells of its window).
+    fn weights<T: Elem>(&self, h: usize, w: usize) -> Vec<T> {
         let k = (2 * self.p + 1) as f64;
-        let p = self.p;
-        let include = self.include_pad;
-        move |i, j| {
-            if include {
-                T::from_f64(1.0 / (k * k))
-            } else {
-                T::from_f64(1.0 / (valid(i, p, h) * valid(j, p, w)) as f64)
+        let mut plane = Vec::with_capacity(h * w);
+        for i in 0..h {
+            for j in 0..w {
+                plane.push(T::from_f64(if self.include_pad {
+                    1.0 / (k * k)
+                } else {
+                    1.0 / (valid(i, self.p, h) * valid(j, self.p, w)) as f64
+                }));
             }
         }
+        plane
     }
 
     fn run<T: Elem>(&self, x: &[T], l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = l.shape().dims4()?;
         let x = plane_slice(x, l)?;
         let mut y = super::uninit::<T>(n * c * h * w);
-        let wf = self.weight::<T>(h, w);
+        let weights = self.weights::<T>(h, w);
         par_chunks(&mut y, h * w, |pl, yp| {
             let mut row = vec![zero::<T>(); w];
-            box_sum(
-                &x[pl * h * w..(pl + 1) * h * w],
-                h,
-                w,
-                self.p,
-                &mut row,
-                yp,
-                &wf,
-            )
+            box_sum(&x[pl * h * w..(pl + 1) * h * w], h, w, self.p, &mut row, yp);
+            for (v, &f) in yp.iter_mut().zip(&weights) {
+                *v *= f;
+            }
         });
         Ok((T::to_cpu_storage_owned(y), Shape::from((n, c, h, w))))
     }
@@ -197,22 +191,18 @@ impl AvgPoolOp {
     fn backward<T: Elem>(&self, x: &Tensor, grad: &Tensor) -> Result<Tensor> {
         let (n, c, h, w) = x.dims4()?;
         let grad = grad.contiguous()?;
-        let wf = self.weight::<T>(h, w);
+        let weights = self.weights::<T>(h, w);
         let dx = with_slice::<T, _>(&grad, |gs, lg| {
             let gs = plane_slice(gs, lg)?;
-            let mut dx = vec![zero::<T>(); n * c * h * w];
+            let mut dx = super::uninit::<T>(n * c * h * w);
             // The window is symmetric: dx = box_sum(dy / count).
             par_chunks(&mut dx, h * w, |pl, dp| {
                 let (mut row, mut scaled) = (vec![zero::<T>(); w], vec![zero::<T>(); h * w]);
-                {
-                    let gp = &gs[pl * h * w..(pl + 1) * h * w];
-                    for i in 0..h {
-                        for j in 0..w {
-                            scaled[i * w + j] = gp[i * w + j] * wf(i, j);
-                        }
-                    }
-                    box_sum(&scaled, h, w, self.p, &mut row, dp, |_, _| T::from_f64(1.0));
+                let gp = &gs[pl * h * w..(pl + 1) * h * w];
+                for ((d, &g), &f) in scaled.iter_mut().zip(gp).zip(&weights) {
+                    *d = g * f;
                 }
+                box_sum(&scaled, h, w, self.p, &mut row, dp);
             });
             Ok(dx)
         })?;
