@@ -45,6 +45,11 @@ pub trait Block: Send + Sync {
     fn as_pointwise(&self) -> Option<&ConvBnAct> {
         None
     }
+    /// This block as a stride-1 average pool: linear and the same for every channel, so it
+    /// commutes with a following 1x1 convolution.
+    fn as_average_pool(&self) -> Option<&Pool2d> {
+        None
+    }
 }
 
 /// How a stride-1 op pads. Stride-2 ops are always VALID in these networks.
@@ -265,6 +270,10 @@ impl Block for Pool2d {
         self.forward(x)
     }
 
+    fn as_average_pool(&self) -> Option<&Pool2d> {
+        (self.kind != PoolKind::Max && self.stride == 1).then_some(self)
+    }
+
     fn trace(&self, s: FeatureShape, _cost: &mut Cost) -> Result<FeatureShape> {
         match (self.output_len(s.h), self.output_len(s.w)) {
             (Some(h), Some(w)) => Ok(FeatureShape { c: s.c, h, w }),
@@ -366,10 +375,34 @@ impl Chain {
     }
 }
 
+/// The opening of a branch that [`Mixed`] can merge: a 1x1 conv unit on the block's input,
+/// optionally after a stride-1 average pool. The pool and the 1x1 convolution are both linear and
+/// commute (the pool acts on each channel alike, the convolution on each position alike), so the
+/// merged path convolves first and pools the (fewer) output channels, before the BatchNorm.
+struct PointwiseHead<'a> {
+    pool: Option<&'a Pool2d>,
+    conv: &'a ConvBnAct,
+    /// Index of the first block after the head.
+    rest: usize,
+}
+
 impl Chain {
-    /// The chain's first block when it is a 1x1 conv unit.
-    fn pointwise_head(&self) -> Option<&ConvBnAct> {
-        self.blocks.first()?.as_pointwise()
+    /// The chain's mergeable opening, if it has one.
+    fn pointwise_head(&self) -> Option<PointwiseHead<'_>> {
+        let first = self.blocks.first()?;
+        if let Some(conv) = first.as_pointwise() {
+            return Some(PointwiseHead {
+                pool: None,
+                conv,
+                rest: 1,
+            });
+        }
+        let conv = self.blocks.get(1)?.as_pointwise()?;
+        Some(PointwiseHead {
+            pool: Some(first.as_average_pool()?),
+            conv,
+            rest: 2,
+        })
     }
 
     /// The blocks from number `from` on, applied to `x`.
@@ -397,10 +430,10 @@ impl Block for Chain {
 /// Parallel branches on one input, concatenated on channels in the order given.
 pub struct Mixed {
     branches: Vec<Chain>,
-    /// The branches that open with a 1x1 conv unit on the block's input (Inception blocks have
-    /// two or three). On the CPU fast path their convolutions run as one, over the stacked
-    /// weights: one matrix product instead of several, and one input gradient instead of a sum
-    /// of several.
+    /// The branches that open with a 1x1 conv unit on the block's input, possibly after an
+    /// average pool ([`PointwiseHead`]; Inception blocks have two to four). On the CPU fast path
+    /// their convolutions run as one, over the stacked weights: one matrix product instead of
+    /// several, and one input gradient instead of a sum of several.
     pointwise_heads: Vec<usize>,
 }
 
@@ -430,19 +463,23 @@ impl Mixed {
 
     /// The outputs of the branches with a 1x1 head, by branch, their heads' convolutions merged.
     fn merged_heads(&self, x: &Tensor, train: bool) -> Result<Vec<Option<Tensor>>> {
-        let heads: Vec<&ConvBnAct> = self
+        let heads: Vec<PointwiseHead> = self
             .pointwise_heads
             .iter()
             .map(|&i| self.branches[i].pointwise_head().expect("checked in new"))
             .collect();
-        let weights: Vec<&Tensor> = heads.iter().map(|h| &h.weight).collect();
+        let weights: Vec<&Tensor> = heads.iter().map(|h| &h.conv.weight).collect();
         let y = fastops::conv2d(x, &Tensor::cat(&weights, 0)?, (0, 0), 1)?;
         let mut outs: Vec<Option<Tensor>> = vec![None; self.branches.len()];
         let mut start = 0;
         for (&i, head) in self.pointwise_heads.iter().zip(heads) {
-            let z = head.normalize(&y.narrow(1, start, head.cout)?, train)?;
-            outs[i] = Some(self.branches[i].forward_from(1, &z, train)?);
-            start += head.cout;
+            let mut z = y.narrow(1, start, head.conv.cout)?;
+            if let Some(pool) = head.pool {
+                z = pool.forward(&z)?;
+            }
+            let z = head.conv.normalize(&z, train)?;
+            outs[i] = Some(self.branches[i].forward_from(head.rest, &z, train)?);
+            start += head.conv.cout;
         }
         Ok(outs)
     }
@@ -637,8 +674,10 @@ mod tests {
         assert_eq!(y, vec![3.0, -3.0]); // 1 + 0.5*4, 1 + 0.5*(-8); no ReLU
     }
 
-    /// Merging the 1x1 heads of a mixed block changes nothing: outputs, BatchNorm statistics and
-    /// gradients (input, conv weights, BatchNorm parameters) equal those of separate branches.
+    /// Merging the 1x1 heads of a mixed block (one after an average pool, which the merged path
+    /// applies after the convolution) changes nothing beyond rounding: outputs, BatchNorm
+    /// statistics and gradients (input, conv weights, BatchNorm parameters) equal those of
+    /// separate branches.
     #[test]
     fn merged_pointwise_heads_match_separate_branches() {
         let vm = VarMap::new();
@@ -656,7 +695,7 @@ mod tests {
             ]
         };
         let merged = Mixed::new(branches());
-        assert_eq!(merged.pointwise_heads, [0, 1, 3]);
+        assert_eq!(merged.pointwise_heads, [0, 1, 2, 3]);
         let separate = Mixed::unmerged(branches());
         let x = Var::from_tensor(&Tensor::randn(0f64, 1., (3, 5, 6, 7), &Device::Cpu).unwrap())
             .unwrap();
