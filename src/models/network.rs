@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::config::{Arch, ModelConfig, MIN_IMAGE_SIZE};
 use super::dropout::seeded_dropout;
+use super::fastops;
 use super::layers::{Block, Chain, ConvBnAct, Cost, Ctx, FeatureShape, Padding, K1};
 use super::pool::{Pool2d, PoolKind};
 use super::{inception_resnet_v1, inception_resnet_v2, inception_v3, inception_v4};
@@ -201,6 +202,10 @@ impl Network {
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<NetworkOutput> {
+        fastops::on_worker(|| self.forward_on_worker(x, train))
+    }
+
+    fn forward_on_worker(&self, x: &Tensor, train: bool) -> Result<NetworkOutput> {
         let (_, c, h, w) = x.dims4()?;
         if c != 3 || h < MIN_IMAGE_SIZE || w < MIN_IMAGE_SIZE {
             bail!(

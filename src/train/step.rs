@@ -12,6 +12,7 @@ use super::{
     WeightDecay,
 };
 use crate::hashing::{mix64, GOLDEN_GAMMA};
+use crate::models::fastops;
 use crate::models::init::initialize;
 use crate::models::{ModelConfig, Network};
 use crate::spec::{OptimizerConfig, TrainConfig};
@@ -29,7 +30,7 @@ pub enum StepOutcome {
 pub struct TrainStep {
     pub varmap: VarMap,
     pub net: Network,
-    pub optimizer: Box<dyn Optimizer>,
+    pub optimizer: Box<dyn Optimizer + Send>,
     pub ema: Ema,
     trainable: Vec<Var>,
     train: TrainConfig,
@@ -55,7 +56,7 @@ impl TrainStep {
             .map(|(_, v)| v.clone())
             .collect();
         let decay = WeightDecay::weights_only(train.weight_decay);
-        let optimizer: Box<dyn Optimizer> = match &train.optimizer {
+        let optimizer: Box<dyn Optimizer + Send> = match &train.optimizer {
             OptimizerConfig::Rmsprop(c) => {
                 Box::new(RmsProp::new(vars.clone(), *c, decay).map_err(other)?)
             }
@@ -77,6 +78,16 @@ impl TrainStep {
 
     /// Step number `step` (0-based; it seeds the dropout mask) at learning rate `lr`.
     pub fn step(
+        &mut self,
+        images: &Tensor,
+        labels: &Tensor,
+        lr: f64,
+        step: u64,
+    ) -> Result<StepOutcome, TrainError> {
+        fastops::on_worker(|| self.step_on_worker(images, labels, lr, step))
+    }
+
+    fn step_on_worker(
         &mut self,
         images: &Tensor,
         labels: &Tensor,

@@ -186,6 +186,19 @@ pub(crate) fn threads() -> usize {
     }
 }
 
+/// Runs `f` on a worker thread of the fast ops' pool, unless already on one (or the fast ops
+/// share candle's pool). A whole forward or training step then forks each op's parallel loop
+/// from inside the pool: the calling worker takes a share of the work and the other picks its
+/// share from the local queue, instead of the caller sleeping on a latch while a worker is woken
+/// for every op (measured: Inception-ResNet-v2 inference at 107 px, batch 16, 2 cores, +12 %).
+pub fn on_worker<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if candle_pool() || rayon::current_thread_index().is_some() {
+        f()
+    } else {
+        rayon::scope(|_| f())
+    }
+}
+
 /// Calls `f(i)` for every `i < n`, in parallel. The caller makes the items independent
 /// (results must not depend on which thread runs which item).
 pub(crate) fn par_items(n: usize, f: impl Fn(usize) + Sync + Send) {

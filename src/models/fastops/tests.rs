@@ -483,3 +483,13 @@ fn scaled_residual_matches_stock_forward_and_gradients() {
         }
     }
 }
+
+#[test]
+fn on_worker_runs_on_a_pool_thread_and_nests_inline() {
+    let outer = super::on_worker(|| {
+        let me = std::thread::current().id();
+        let inner = super::on_worker(|| std::thread::current().id());
+        (rayon::current_thread_index().is_some(), me == inner)
+    });
+    assert_eq!(outer, (true, true));
+}
