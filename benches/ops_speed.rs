@@ -333,8 +333,9 @@ fn bench_nets(o: &Options, threads: usize) {
         let common = |script: &str| -> Vec<String> {
             let mut a = vec![tool(script)];
             if script == "bench_torch_ops.py" {
-                a.extend(["infer".into(), "--threads".into(), threads.to_string()]);
+                a.push("infer".into());
             }
+            a.extend(["--threads".into(), threads.to_string()]);
             a.extend([
                 "--size".into(),
                 size.to_string(),

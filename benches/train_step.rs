@@ -89,6 +89,8 @@ fn torch_images_per_s(o: &Options) -> Result<Vec<(String, f64)>, String> {
             &o.batch.to_string(),
             "--steps",
             &o.steps.to_string(),
+            "--threads",
+            &rayon_threads().to_string(),
         ])
         .args([
             "--width-check",
@@ -147,8 +149,8 @@ fn main() {
     }
 }
 
+/// The threads of rayon's global pool, which the fast ops use (`RAYON_NUM_THREADS`); PyTorch is
+/// given as many.
 fn rayon_threads() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    rayon::current_num_threads()
 }

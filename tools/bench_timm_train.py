@@ -17,7 +17,10 @@ ap.add_argument("--batch", type=int, default=16)
 ap.add_argument("--steps", type=int, default=3)
 ap.add_argument("--width-check", type=float, default=1.0, help="timm has width 1 only")
 ap.add_argument("--models", default="inception_v3,inception_v4,inception_resnet_v2")
+ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
 args = ap.parse_args()
+if args.threads > 0:
+    torch.set_num_threads(args.threads)
 if args.width_check != 1.0:
     raise SystemExit("timm models exist at width 1 only")
 
