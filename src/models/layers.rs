@@ -461,6 +461,25 @@ impl Mixed {
         self.branches.iter().map(Chain::channels).sum()
     }
 
+    /// Whether to merge the 1x1 heads for input `x`: on the fast path, when there are several and
+    /// the input has at least as many positions (N·H·W) as the heads have filters in all. The
+    /// stacked weights are a copy of C × filters values made at each pass, worth it only when it
+    /// is no larger than the C × positions values of the input read once instead of per head
+    /// (Inception-ResNet-v2's last stage at 107 px: 64 positions, 384 filters).
+    fn merges_heads(&self, x: &Tensor) -> Result<bool> {
+        if self.pointwise_heads.len() < 2 || !fastops::usable(x) {
+            return Ok(false);
+        }
+        let (n, _, h, w) = x.dims4()?;
+        let filters: usize = self
+            .pointwise_heads
+            .iter()
+            .filter_map(|&i| self.branches[i].pointwise_head())
+            .map(|head| head.conv.cout)
+            .sum();
+        Ok(n * h * w >= filters)
+    }
+
     /// The outputs of the branches with a 1x1 head, by branch, their heads' convolutions merged.
     fn merged_heads(&self, x: &Tensor, train: bool) -> Result<Vec<Option<Tensor>>> {
         let heads: Vec<PointwiseHead> = self
@@ -487,7 +506,7 @@ impl Mixed {
 
 impl Block for Mixed {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let mut merged = if self.pointwise_heads.len() > 1 && fastops::usable(x) {
+        let mut merged = if self.merges_heads(x)? {
             self.merged_heads(x, train)?
         } else {
             vec![None; self.branches.len()]
@@ -696,9 +715,13 @@ mod tests {
         };
         let merged = Mixed::new(branches());
         assert_eq!(merged.pointwise_heads, [0, 1, 2, 3]);
+        // 15 filters in the heads: merged for 3·6·7 positions, not for 2·2·3.
+        let tiny = Tensor::zeros((2, 5, 2, 3), DType::F64, &Device::Cpu).unwrap();
+        assert!(!merged.merges_heads(&tiny).unwrap());
         let separate = Mixed::unmerged(branches());
         let x = Var::from_tensor(&Tensor::randn(0f64, 1., (3, 5, 6, 7), &Device::Cpu).unwrap())
             .unwrap();
+        assert!(merged.merges_heads(x.as_tensor()).unwrap());
         for train in [true, false] {
             let snapshot = |vm: &VarMap| -> Vec<(String, Tensor)> {
                 let mut v: Vec<_> = vm
