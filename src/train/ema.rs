@@ -157,7 +157,8 @@ impl Ema {
     }
 
     /// The averages by variable name (the same names as the model's `VarMap`, so the map is
-    /// itself a loadable state dict).
+    /// itself a loadable state dict). They share storage with the averages, which
+    /// [`Ema::update`] rewrites in place on the CPU: save (or copy) them before the next update.
     pub fn tensors(&self) -> HashMap<String, Tensor> {
         self.entries
             .iter()

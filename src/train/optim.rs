@@ -48,7 +48,9 @@ pub trait Optimizer {
     /// Variables without a gradient are left untouched, and so is their state.
     fn step(&mut self, grads: &GradStore, lr: f64) -> Result<(), OptimError>;
 
-    /// The optimizer's slots, named `<var>.<slot>`, ready for `safetensors` saving.
+    /// The optimizer's slots, named `<var>.<slot>`, ready for `safetensors` saving. They share
+    /// storage with the optimizer, which updates them in place on the CPU: save (or copy) them
+    /// before the next step.
     fn state(&self) -> HashMap<String, Tensor>;
 
     /// Restores slots saved by [`Optimizer::state`]. Every slot must be present, with the
