@@ -2,7 +2,7 @@
 //! whole networks (training step and inference) against PyTorch + timm, in one run.
 //!
 //! cargo bench --bench ops_speed -- [--ops-only | --nets-only] [--reps 5] [--steps 2]
-//!     [--models inception_v4,...] [--sizes 107x16,299x8] [--stock-nets]
+//!     [--models inception_v4,...] [--sizes 107x16,299x8] [--stock-nets] [--ops-filter conv:8,32]
 //!
 //! Threads: rayon's global pool (set `RAYON_NUM_THREADS`); PyTorch is given the same count.
 //! The PyTorch side is `tools/bench_torch_ops.py` (ops, inference) and `tools/bench_timm_train.py`
@@ -27,6 +27,8 @@ struct Options {
     models: Vec<Arch>,
     sizes: Vec<(usize, usize)>,
     stock_nets: bool,
+    /// Only the single ops whose spec contains this text.
+    ops_filter: Option<String>,
 }
 
 fn options() -> Options {
@@ -38,6 +40,7 @@ fn options() -> Options {
         models: Arch::ALL.to_vec(),
         sizes: vec![(107, 16), (299, 8)],
         stock_nets: false,
+        ops_filter: None,
     };
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -51,6 +54,7 @@ fn options() -> Options {
             "--ops-only" => (o.nets, step) = (false, 1),
             "--nets-only" => (o.ops, step) = (false, 1),
             "--stock-nets" => (o.stock_nets, step) = (true, 1),
+            "--ops-filter" => o.ops_filter = Some(v),
             "--reps" => o.reps = v.parse().expect("--reps N"),
             "--steps" => o.steps = v.parse().expect("--steps N"),
             "--models" => {
@@ -251,6 +255,14 @@ fn bench_ops(o: &Options, threads: usize) {
         pool_case(b, 384, 35, Pool2d::max_3x3_s2()),
         pool_case(b, 384, 35, Pool2d::avg_3x3_same(PoolKind::AvgExcludePad)),
     ];
+    let cases: Vec<OpCase> = cases
+        .into_iter()
+        .filter(|c| {
+            o.ops_filter
+                .as_ref()
+                .is_none_or(|f| c.spec.contains(f.as_str()))
+        })
+        .collect();
     let mut args = vec![
         tool("bench_torch_ops.py"),
         "ops".into(),
