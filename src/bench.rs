@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use crate::device::{apply_precision, parse_device, Precision};
 use crate::models::{Arch, ModelConfig};
+use crate::numeric::{max_abs, max_abs_diff};
 use crate::spec::TrainConfig;
 use crate::train::{sorted_vars, TrainStep};
 
@@ -286,20 +287,6 @@ pub fn eval_crops_per_s(arch: Arch, o: &BenchOptions) -> Result<Timing, String> 
                 .map_err(err("logits"))
         },
     )
-}
-
-fn max_abs(t: &Tensor) -> candle_core::Result<f64> {
-    t.to_device(&Device::Cpu)?
-        .to_dtype(DType::F64)?
-        .abs()?
-        .flatten_all()?
-        .max(0)?
-        .to_scalar::<f64>()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> candle_core::Result<f64> {
-    let b = b.to_device(&Device::Cpu)?.to_dtype(DType::F64)?;
-    max_abs(&(a.to_device(&Device::Cpu)?.to_dtype(DType::F64)? - b)?)
 }
 
 /// The same seeded weights and one input on the CPU and on `o.device`: inference and training

@@ -18,6 +18,7 @@ pub mod device;
 pub mod eval;
 pub mod hashing;
 pub mod models;
+pub mod numeric;
 pub mod report;
 pub mod runner;
 pub mod spec;

@@ -283,18 +283,7 @@ mod tests {
     use candle_core::{Device, Var};
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_dtype(DType::F64)
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap()
+        crate::numeric::max_abs_diff(a, b).unwrap()
     }
 
     /// Forward values and both gradients equal candle's own conv2d and its autograd, for every

@@ -755,18 +755,7 @@ mod tests {
             };
             let (ya, ga, sa) = run(&merged);
             let (yb, gb, sb) = run(&separate);
-            let diff = |a: &Tensor, b: &Tensor| {
-                (a - b)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .max(0)
-                    .unwrap()
-                    .to_scalar::<f64>()
-                    .unwrap()
-            };
+            let diff = |a: &Tensor, b: &Tensor| crate::numeric::max_abs_diff(a, b).unwrap();
             assert!(diff(&ya, &yb) < 1e-12, "train {train}: outputs");
             assert_eq!(ga.len(), gb.len());
             assert!(ga.len() > 10, "gradients of x and of the units' variables");

@@ -26,19 +26,7 @@ impl Lcg {
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_dtype(DType::F64)
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap()
+    crate::numeric::max_abs_diff(a, b).unwrap()
 }
 
 fn scale(t: &Tensor) -> f64 {
