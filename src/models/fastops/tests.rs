@@ -29,6 +29,19 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     crate::numeric::max_abs_diff(a, b).unwrap()
 }
 
+/// A standard-normal tensor of `shape` in `dtype`.
+fn randn(shape: &[usize], dtype: DType) -> Tensor {
+    Tensor::randn(0f32, 1., shape, &Device::Cpu)
+        .unwrap()
+        .to_dtype(dtype)
+        .unwrap()
+}
+
+/// The gradients of `Σ y·r`.
+fn grads_of(y: &Tensor, r: &Tensor) -> candle_core::backprop::GradStore {
+    (y * r).unwrap().sum_all().unwrap().backward().unwrap()
+}
+
 fn scale(t: &Tensor) -> f64 {
     1.0 + t
         .abs()
@@ -133,17 +146,8 @@ fn conv_matches_stock_forward_and_gradients() {
         let fast = conv2d(x.as_tensor(), wt.as_tensor(), pad, stride).unwrap();
         let stock = stock_conv2d(x.as_tensor(), wt.as_tensor(), pad, stride).unwrap();
         close(&format!("{what} forward"), &fast, &stock, tol(dtype));
-        let r = Tensor::randn(0f32, 1., stock.shape(), &dev)
-            .unwrap()
-            .to_dtype(dtype)
-            .unwrap();
-        let gf = (&fast * &r).unwrap().sum_all().unwrap().backward().unwrap();
-        let gs = (&stock * &r)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
+        let r = randn(stock.dims(), dtype);
+        let (gf, gs) = (grads_of(&fast, &r), grads_of(&stock, &r));
         for (name, v) in [("dx", &x), ("dw", &wt)] {
             close(
                 &format!("{what} {name}"),
@@ -176,13 +180,7 @@ fn conv_large_maps_match_stock() {
         let stock = stock_conv2d(x.as_tensor(), wt.as_tensor(), pad, stride).unwrap();
         close(&format!("{what} forward"), &fast, &stock, 1e-10);
         let r = Tensor::randn(0f64, 1., stock.shape(), &dev).unwrap();
-        let gf = (&fast * &r).unwrap().sum_all().unwrap().backward().unwrap();
-        let gs = (&stock * &r)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
+        let (gf, gs) = (grads_of(&fast, &r), grads_of(&stock, &r));
         for (name, v) in [("dx", &x), ("dw", &wt)] {
             close(
                 &format!("{what} {name}"),
@@ -293,17 +291,8 @@ fn bn_relu_matches_stock_in_training_and_evaluation() {
                     tol(dtype),
                 );
             }
-            let r = Tensor::randn(0f32, 1., stock.shape(), &dev)
-                .unwrap()
-                .to_dtype(dtype)
-                .unwrap();
-            let gf = (&fast * &r).unwrap().sum_all().unwrap().backward().unwrap();
-            let gs = (&stock * &r)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
+            let r = randn(stock.dims(), dtype);
+            let (gf, gs) = (grads_of(&fast, &r), grads_of(&stock, &r));
             close(
                 &format!("{what} dx"),
                 gf.get(x.as_tensor()).unwrap(),
@@ -367,17 +356,8 @@ fn pools_match_stock_forward_and_gradients() {
         };
         let stock = pool.stock_forward(x.as_tensor()).unwrap();
         close(&format!("{what} forward"), &fast, &stock, tol(dtype));
-        let r = Tensor::randn(0f32, 1., stock.shape(), &dev)
-            .unwrap()
-            .to_dtype(dtype)
-            .unwrap();
-        let gf = (&fast * &r).unwrap().sum_all().unwrap().backward().unwrap();
-        let gs = (&stock * &r)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
+        let r = randn(stock.dims(), dtype);
+        let (gf, gs) = (grads_of(&fast, &r), grads_of(&stock, &r));
         close(
             &format!("{what} dx"),
             gf.get(x.as_tensor()).unwrap(),
@@ -416,7 +396,6 @@ fn conv_backward_is_deterministic() {
 
 #[test]
 fn scaled_residual_matches_stock_forward_and_gradients() {
-    let dev = Device::Cpu;
     let mut rng = Lcg(23);
     for case in 0..24 {
         let dtype = if case % 2 == 0 {
@@ -432,15 +411,7 @@ fn scaled_residual_matches_stock_forward_and_gradients() {
         );
         let relu = case % 4 < 2;
         let scale = rng.pick(&[0.1, 0.17, 0.2, 1.0]);
-        let var = |shape: &[usize]| {
-            Var::from_tensor(
-                &Tensor::randn(0f32, 1., shape, &dev)
-                    .unwrap()
-                    .to_dtype(dtype)
-                    .unwrap(),
-            )
-            .unwrap()
-        };
+        let var = |shape: &[usize]| Var::from_tensor(&randn(shape, dtype)).unwrap();
         let (x, u, b) = (var(&[n, c, h, w]), var(&[n, c, h, w]), var(&[c]));
         let what = format!(
             "case {case} {:?} {dtype:?} scale {scale} relu {relu}",
@@ -450,17 +421,8 @@ fn scaled_residual_matches_stock_forward_and_gradients() {
         let fast = scaled_residual(args.0, args.1, args.2, scale, relu).unwrap();
         let stock = stock_scaled_residual(args.0, args.1, args.2, scale, relu).unwrap();
         close(&format!("{what} forward"), &fast, &stock, tol(dtype));
-        let r = Tensor::randn(0f32, 1., stock.shape(), &dev)
-            .unwrap()
-            .to_dtype(dtype)
-            .unwrap();
-        let gf = (&fast * &r).unwrap().sum_all().unwrap().backward().unwrap();
-        let gs = (&stock * &r)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
+        let r = randn(stock.dims(), dtype);
+        let (gf, gs) = (grads_of(&fast, &r), grads_of(&stock, &r));
         for (name, v) in [("dx", &x), ("du", &u), ("dbias", &b)] {
             close(
                 &format!("{what} {name}"),
