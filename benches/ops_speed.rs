@@ -6,7 +6,9 @@
 //!
 //! Threads: rayon's global pool (set `RAYON_NUM_THREADS`); PyTorch is given the same count.
 //! The PyTorch side is `tools/bench_torch_ops.py` (ops, inference) and `tools/bench_timm_train.py`
-//! (training step), run with `python3`; skipped with a message when torch/timm are missing.
+//! (training step), run with `python3`; skipped with a message when torch/timm are missing. Each
+//! network is timed on the PyTorch side right before repro's, so that both sides of a ratio see
+//! the same machine load.
 //! Stock-candle networks (`--stock-nets`) are slow: off by default.
 
 use std::process::Command;
@@ -334,54 +336,57 @@ fn candle_rates(arch: Arch, size: usize, batch: usize, steps: usize) -> (f64, f6
     (train, infer)
 }
 
-fn bench_nets(o: &Options, threads: usize) {
-    let timm: Vec<&str> = o
-        .models
-        .iter()
-        .filter(|a| a.has_timm_weights())
-        .map(|a| a.name())
-        .collect();
-    for &(size, batch) in &o.sizes {
-        let common = |script: &str| -> Vec<String> {
-            let mut a = vec![tool(script)];
-            if script == "bench_torch_ops.py" {
-                a.push("infer".into());
-            }
-            a.extend(["--threads".into(), threads.to_string()]);
-            a.extend([
-                "--size".into(),
-                size.to_string(),
-                "--batch".into(),
-                batch.to_string(),
-                "--steps".into(),
-                o.steps.to_string(),
-                "--models".into(),
-                timm.join(","),
-            ]);
-            a
-        };
-        let (torch_train, torch_infer) = if timm.is_empty() {
-            (Ok(vec![]), Ok(vec![]))
-        } else {
-            (
-                python(&common("bench_timm_train.py")),
-                python(&common("bench_torch_ops.py")),
-            )
-        };
-        for (what, r) in [("training", &torch_train), ("inference", &torch_infer)] {
-            if let Err(why) = r {
-                println!("PyTorch {what} skipped: {why}");
-            }
+/// PyTorch + timm's (training, inference) images/s of one network, measured right before
+/// repro's: on a machine whose load drifts, the two sides of a ratio then see the same load.
+/// `None` for a side that could not run (printed once per reason).
+fn torch_rates(
+    arch: Arch,
+    size: usize,
+    batch: usize,
+    o: &Options,
+    threads: usize,
+    reported: &mut Vec<String>,
+) -> (Option<f64>, Option<f64>) {
+    if !arch.has_timm_weights() {
+        return (None, None);
+    }
+    let mut rate = |script: &str| -> Option<f64> {
+        let mut a = vec![tool(script)];
+        if script == "bench_torch_ops.py" {
+            a.push("infer".into());
         }
-        let get = |r: &Result<Vec<Vec<String>>, String>, name: &str| -> Option<f64> {
-            r.as_ref()
-                .ok()?
+        for (flag, v) in [
+            ("--threads", threads.to_string()),
+            ("--size", size.to_string()),
+            ("--batch", batch.to_string()),
+            ("--steps", o.steps.to_string()),
+            ("--models", arch.name().to_string()),
+        ] {
+            a.extend([flag.to_string(), v]);
+        }
+        match python(&a) {
+            Ok(rows) => rows
                 .iter()
-                .find(|l| l[0] == name)?
+                .find(|l| l[0] == arch.name())?
                 .get(1)?
                 .parse()
-                .ok()
-        };
+                .ok(),
+            Err(why) => {
+                let line = format!("PyTorch side ({script}) skipped: {why}");
+                if !reported.contains(&line) {
+                    println!("{line}");
+                    reported.push(line);
+                }
+                None
+            }
+        }
+    };
+    (rate("bench_timm_train.py"), rate("bench_torch_ops.py"))
+}
+
+fn bench_nets(o: &Options, threads: usize) {
+    let mut reported = Vec::new();
+    for &(size, batch) in &o.sizes {
         println!(
             "\nnetworks, {size} px, batch {batch}, images/s over {} steps, {threads} threads",
             o.steps
@@ -391,6 +396,7 @@ fn bench_nets(o: &Options, threads: usize) {
             "model", "train", "stock", "torch", "/torch", "infer", "stock", "torch", "/torch"
         );
         for &arch in &o.models {
+            let (tt, ti) = torch_rates(arch, size, batch, o, threads, &mut reported);
             fastops::set_enabled(true);
             let (train, infer) = candle_rates(arch, size, batch, o.steps);
             let (st, si) = if o.stock_nets {
@@ -402,10 +408,6 @@ fn bench_nets(o: &Options, threads: usize) {
             } else {
                 (None, None)
             };
-            let (tt, ti) = (
-                get(&torch_train, arch.name()),
-                get(&torch_infer, arch.name()),
-            );
             println!(
                 "{:<20} {:>9.2} {:>9} {:>9} {:>7} {:>9.2} {:>9} {:>9} {:>7}",
                 arch.name(),
