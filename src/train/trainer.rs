@@ -16,6 +16,7 @@ use candle_core::{Device, Tensor};
 use super::evaluate::{evaluate_single_crop, EvalScore};
 use super::progress::Progress;
 use super::step::{StepOutcome, TrainStep};
+use super::vars::sorted_vars;
 use crate::data::{
     BadImage, ColorDistortion, Dataset, EvalTransform, Interpolation, Loader, LoaderConfig,
     Preprocess, TrainAugment,
@@ -306,14 +307,9 @@ fn resume(job: &TrainJob, s: &mut Session) -> Result<TrainingState, TrainError> 
         return Ok(fresh);
     };
     ckpt.check_config(&slot, job.config_hash).map_err(other)?;
-    let shapes: HashMap<String, Vec<usize>> = s
-        .model
-        .varmap
-        .data()
-        .lock()
-        .expect("varmap lock")
-        .iter()
-        .map(|(k, v)| (k.clone(), v.dims().to_vec()))
+    let shapes: HashMap<String, Vec<usize>> = sorted_vars(&s.model.varmap)
+        .into_iter()
+        .map(|(k, v)| (k, v.dims().to_vec()))
         .collect();
     ckpt.check_shapes(&slot, &shapes).map_err(other)?;
     import::load_state_dict(&s.model.varmap, ckpt.weights, &slot.display().to_string())
@@ -333,14 +329,9 @@ fn resume(job: &TrainJob, s: &mut Session) -> Result<TrainingState, TrainError> 
 }
 
 fn save(job: &TrainJob, s: &Session, state: &TrainingState) -> Result<(), TrainError> {
-    let weights: HashMap<String, Tensor> = s
-        .model
-        .varmap
-        .data()
-        .lock()
-        .expect("varmap lock")
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+    let weights: HashMap<String, Tensor> = sorted_vars(&s.model.varmap)
+        .into_iter()
+        .map(|(k, v)| (k, v.as_tensor().clone()))
         .collect();
     let mut state = state.clone();
     state.ema_num_updates = s.model.ema.num_updates();
