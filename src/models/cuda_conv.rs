@@ -403,15 +403,7 @@ mod tests {
         let full = conv2d(&x, &w, 2, (0, 0), None).unwrap();
         let half = conv2d(&x, &w, 2, (0, 0), Some(DType::BF16)).unwrap();
         assert_eq!(half.dtype(), DType::F32);
-        let scale = full
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap() as f64;
+        let scale = crate::numeric::max_abs(&full).unwrap();
         assert!(max_diff(&full, &half) < 0.02 * scale);
         let gf = full.sum_all().unwrap().backward().unwrap();
         let gh = half.sum_all().unwrap().backward().unwrap();
@@ -420,15 +412,7 @@ mod tests {
             gh.get(w.as_tensor()).unwrap(),
         );
         assert_eq!(b.dtype(), DType::F32);
-        let scale = a
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap() as f64;
+        let scale = crate::numeric::max_abs(a).unwrap();
         assert!(
             max_diff(a, b) < 0.02 * scale,
             "{} vs scale {scale}",

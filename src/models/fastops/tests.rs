@@ -43,17 +43,7 @@ fn grads_of(y: &Tensor, r: &Tensor) -> candle_core::backprop::GradStore {
 }
 
 fn scale(t: &Tensor) -> f64 {
-    1.0 + t
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_dtype(DType::F64)
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap()
+    1.0 + crate::numeric::max_abs(t).unwrap()
 }
 
 fn close(what: &str, a: &Tensor, b: &Tensor, tol: f64) {
