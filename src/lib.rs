@@ -10,9 +10,11 @@
 //! - [`spec`]: experiment files: schema, includes, profiles, overrides, run hashing.
 //! - [`runner`]: plans, datasets of a run, training what is missing, table evaluations, reports.
 //! - [`report`]: figures, tables and the HTML report.
+//! - [`check`]: training compared step by step with PyTorch + timm (`repro lockstep`).
 //! - [`device`], [`bench`]: `--device`/precision, and the `repro bench` measurements.
 
 pub mod bench;
+pub mod check;
 pub mod data;
 pub mod device;
 pub mod eval;

@@ -42,6 +42,10 @@ enum Command {
     Bench(repro::bench::BenchArgs),
     /// List the four networks with their parameters, MACs and feature-map sizes per stage.
     Models(ModelsArgs),
+    /// Train repro and PyTorch + timm from the same weights on the same batches; compare step by step.
+    Lockstep(repro::check::command::LockstepArgs),
+    /// Draw repro's runs and a reference trainer's runs of one recipe together; verdict on the seed spread.
+    Curves(repro::check::curves::CurvesArgs),
 }
 
 #[derive(Args)]
@@ -225,6 +229,15 @@ fn main() -> ExitCode {
             message: m,
         }),
         Command::Models(args) => models(args),
+        Command::Lockstep(args) => match repro::check::command::run(&args) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Failure {
+                code: 1,
+                message: "repro and timm differ beyond the tolerance (see the table above)".into(),
+            }),
+            Err(m) => Err(Failure { code: 1, message: m }),
+        },
+        Command::Curves(args) => repro::check::curves::run(&args).map(|_| ()).map_err(bad_input),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

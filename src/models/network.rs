@@ -202,10 +202,19 @@ impl Network {
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<NetworkOutput> {
-        fastops::on_worker(|| self.forward_on_worker(x, train))
+        fastops::on_worker(|| self.forward_on_worker(x, train, train))
     }
 
-    fn forward_on_worker(&self, x: &Tensor, train: bool) -> Result<NetworkOutput> {
+    /// The logits with BatchNorm normalising by the batch's own statistics, without dropout
+    /// or the auxiliary head: a diagnostic that separates the weights from the running
+    /// statistics. The running statistics are updated as in training; callers that want them
+    /// unchanged save and restore them.
+    pub fn forward_batch_statistics(&self, x: &Tensor) -> Result<Tensor> {
+        fastops::on_worker(|| self.forward_on_worker(x, true, false))
+            .map(|out| out.logits)
+    }
+
+    fn forward_on_worker(&self, x: &Tensor, train: bool, dropout: bool) -> Result<NetworkOutput> {
         let (_, c, h, w) = x.dims4()?;
         if c != 3 || h < MIN_IMAGE_SIZE || w < MIN_IMAGE_SIZE {
             bail!(
@@ -218,12 +227,12 @@ impl Network {
         let mut aux_logits = None;
         for (i, stage) in self.stages.iter().enumerate() {
             y = stage.forward_t(&y, train)?;
-            if let (true, Some(aux), AUX_STAGE) = (train, &self.aux, i) {
+            if let (true, Some(aux), AUX_STAGE) = (dropout, &self.aux, i) {
                 aux_logits = Some(aux.forward_t(&y, train)?);
             }
         }
         let mut pooled = y.mean((2, 3))?;
-        if train && self.config.dropout > 0.0 {
+        if dropout && self.config.dropout > 0.0 {
             pooled = seeded_dropout(
                 &pooled,
                 self.config.dropout,

@@ -12,6 +12,7 @@
 //! - [`render_experiment`], [`render_index`]: the files.
 
 pub mod claims;
+pub mod comparison;
 pub mod input;
 pub mod paper;
 

@@ -396,6 +396,7 @@ fn resolve_run(spec: RunSpec) -> Result<RunConfig, String> {
         eval_every_epochs: t.eval_every_epochs.unwrap_or(d.eval_every_epochs),
         checkpoint_every_steps: t.checkpoint_every_steps.unwrap_or(d.checkpoint_every_steps),
         precision: t.precision.unwrap_or(d.precision),
+        diagnostics: t.diagnostics.unwrap_or(d.diagnostics),
     };
     train.lr.validate().map_err(|e| e.to_string())?;
     if !(train.epochs > 0.0 && train.epochs.is_finite()) {

@@ -114,6 +114,7 @@ pub struct TrainSpec {
     pub eval_every_epochs: Option<f64>,
     pub checkpoint_every_steps: Option<u64>,
     pub precision: Option<Precision>,
+    pub diagnostics: Option<bool>,
 }
 
 /// Which validation layout `val` has.
@@ -239,6 +240,11 @@ pub struct TrainConfig {
     pub checkpoint_every_steps: u64,
     /// f32 (the reference; the only mode on the CPU), tf32 or bf16 (CUDA only).
     pub precision: Precision,
+    /// At each evaluation also measure the training top-1 error and the live weights with
+    /// running and with batch statistics, into `diagnostics.parquet` (two more evaluations
+    /// each time). Left out of the configuration's hash when off.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub diagnostics: bool,
 }
 
 impl Default for TrainConfig {
@@ -259,6 +265,7 @@ impl Default for TrainConfig {
             eval_every_epochs: 1.0,
             checkpoint_every_steps: 1000,
             precision: Precision::F32,
+            diagnostics: false,
         }
     }
 }

@@ -46,6 +46,11 @@ impl RunDir {
         self.root.join("metrics.parquet")
     }
 
+    /// Written only when `train.diagnostics` is on.
+    pub fn diagnostics_parquet(&self) -> PathBuf {
+        self.root.join("diagnostics.parquet")
+    }
+
     /// The folder of checkpoint slots.
     pub fn checkpoints(&self) -> PathBuf {
         self.root.join("checkpoints")

@@ -8,6 +8,7 @@
 pub mod atomic;
 pub mod checkpoint;
 pub mod clock;
+pub mod diagnostics;
 pub mod layout;
 pub mod lock;
 pub mod metrics;

@@ -19,6 +19,14 @@ pub struct EvalScore {
 /// Evaluates `net` in inference mode (BatchNorm running statistics, no dropout) on every
 /// batch of `loader` (epoch 0, in order).
 pub fn evaluate_single_crop(net: &Network, loader: &Loader) -> Result<EvalScore, TrainError> {
+    evaluate_logits(loader, |x| net.forward_t(x, false).map(|out| out.logits))
+}
+
+/// Top-1/top-5 errors of the logits `forward` gives for every batch of `loader`.
+pub fn evaluate_logits(
+    loader: &Loader,
+    forward: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
+) -> Result<EvalScore, TrainError> {
     let err = |what: &'static str| {
         move |source| TrainError::Tensor {
             context: format!("evaluation: {what}"),
@@ -28,10 +36,7 @@ pub fn evaluate_single_crop(net: &Network, loader: &Loader) -> Result<EvalScore,
     let (mut hits1, mut hits5, mut images) = (0.0f64, 0.0f64, 0u64);
     for batch in loader.iter_epoch(0, 0) {
         let batch = batch?;
-        let logits = net
-            .forward_t(&batch.images, false)
-            .map_err(err("forward pass"))?
-            .logits;
+        let logits = forward(&batch.images).map_err(err("forward pass"))?;
         let count = |k: usize| -> Result<f64, TrainError> {
             let hits: Tensor = top_k_hits(&logits, &batch.labels, k)
                 .map_err(|e| TrainError::Other(e.to_string()))?;

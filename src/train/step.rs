@@ -8,7 +8,7 @@ use candle_nn::{VarBuilder, VarMap};
 
 use super::trainer::{other, tensor_err, TrainError};
 use super::{
-    clip_by_global_norm, smoothed_cross_entropy, sorted_vars, Ema, Optimizer, RmsProp, SgdMomentum,
+    clip_by_global_norm, smoothed_cross_entropy, sorted_vars, top_k_hits, Ema, Optimizer, RmsProp, SgdMomentum,
     WeightDecay,
 };
 use crate::hashing::{mix64, GOLDEN_GAMMA};
@@ -20,8 +20,14 @@ use crate::spec::{OptimizerConfig, TrainConfig};
 /// The result of a step.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum StepOutcome {
-    /// The weights were updated; `loss` is the step's training loss.
-    Updated { loss: f64 },
+    /// The weights were updated. `loss` is the step's training loss, `grad_norm` the global
+    /// gradient norm before clipping (when clipping is on), `top1_correct` how many images of
+    /// the batch the training-mode forward put in the right class.
+    Updated {
+        loss: f64,
+        grad_norm: Option<f64>,
+        top1_correct: u64,
+    },
     /// The loss or the gradient norm was NaN or infinite; nothing was updated.
     Diverged { value: f64 },
 }
@@ -32,28 +38,40 @@ pub struct TrainStep {
     pub net: Network,
     pub optimizer: Box<dyn Optimizer + Send>,
     pub ema: Ema,
-    trainable: Vec<Var>,
+    trainable: Vec<(String, Var)>,
     train: TrainConfig,
     seed: u64,
 }
 
 impl TrainStep {
-    /// A freshly initialised network (seeded) with its optimizer and moving average.
+    /// A freshly initialised network (seeded) with its optimizer and moving average, in f32.
     pub fn new(
         model: &ModelConfig,
         train: &TrainConfig,
         seed: u64,
         device: &Device,
     ) -> Result<Self, TrainError> {
+        Self::with_dtype(model, train, seed, device, DType::F32)
+    }
+
+    /// [`TrainStep::new`] with variables of another float type: f64 on the CPU takes the
+    /// rounding noise out of comparisons with a reference trainer.
+    pub fn with_dtype(
+        model: &ModelConfig,
+        train: &TrainConfig,
+        seed: u64,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self, TrainError> {
         let varmap = VarMap::new();
-        let net = Network::new(model, VarBuilder::from_varmap(&varmap, DType::F32, device))
+        let net = Network::new(model, VarBuilder::from_varmap(&varmap, dtype, device))
             .map_err(tensor_err("building the network"))?;
         initialize(&varmap, seed).map_err(tensor_err("initialising the weights"))?;
         let vars = sorted_vars(&varmap);
         let trainable = vars
             .iter()
             .filter(|(n, _)| !is_running_stat(n))
-            .map(|(_, v)| v.clone())
+            .cloned()
             .collect();
         let decay = WeightDecay::weights_only(train.weight_decay);
         let optimizer: Box<dyn Optimizer + Send> = match &train.optimizer {
@@ -84,7 +102,24 @@ impl TrainStep {
         lr: f64,
         step: u64,
     ) -> Result<StepOutcome, TrainError> {
-        fastops::on_worker(|| self.step_on_worker(images, labels, lr, step))
+        fastops::on_worker(|| self.step_on_worker(images, labels, lr, step, None))
+    }
+
+    /// [`TrainStep::step`] that also returns the gradient of every trainable variable by name,
+    /// as the backward pass produced it (before clipping and weight decay). For comparisons
+    /// with a reference trainer.
+    pub fn step_keeping_gradients(
+        &mut self,
+        images: &Tensor,
+        labels: &Tensor,
+        lr: f64,
+        step: u64,
+    ) -> Result<(StepOutcome, Vec<(String, Tensor)>), TrainError> {
+        fastops::on_worker(|| {
+            let mut kept = Vec::new();
+            let outcome = self.step_on_worker(images, labels, lr, step, Some(&mut kept))?;
+            Ok((outcome, kept))
+        })
     }
 
     fn step_on_worker(
@@ -93,9 +128,15 @@ impl TrainStep {
         labels: &Tensor,
         lr: f64,
         step: u64,
+        keep_gradients: Option<&mut Vec<(String, Tensor)>>,
     ) -> Result<StepOutcome, TrainError> {
         self.net.set_dropout_seed(mix(self.seed, step));
-        let loss = self.loss(images, labels)?;
+        let (loss, logits) = self.loss(images, labels)?;
+        let top1_correct = top_k_hits(&logits, labels, 1)
+            .map_err(other)?
+            .sum_all()
+            .and_then(|t| t.to_dtype(DType::F64)?.to_scalar::<f64>())
+            .map_err(tensor_err("training top-1"))? as u64;
         let value = loss
             .to_dtype(DType::F64)
             .and_then(|l| l.to_scalar::<f64>())
@@ -104,20 +145,34 @@ impl TrainStep {
             return Ok(StepOutcome::Diverged { value });
         }
         let mut grads = loss.backward().map_err(tensor_err("backward pass"))?;
+        if let Some(kept) = keep_gradients {
+            for (name, var) in &self.trainable {
+                if let Some(g) = grads.get(var.as_tensor()) {
+                    kept.push((name.clone(), g.copy().map_err(tensor_err("copying a gradient"))?));
+                }
+            }
+        }
+        let mut grad_norm = None;
         if self.train.clip_norm > 0.0 {
-            let norm = clip_by_global_norm(&mut grads, self.trainable.iter(), self.train.clip_norm)
-                .map_err(other)?;
+            let vars = self.trainable.iter().map(|(_, v)| v);
+            let norm = clip_by_global_norm(&mut grads, vars, self.train.clip_norm).map_err(other)?;
             if !norm.is_finite() {
                 return Ok(StepOutcome::Diverged { value: norm });
             }
+            grad_norm = Some(norm);
         }
         self.optimizer.step(&grads, lr).map_err(other)?;
         self.ema.update().map_err(other)?;
-        Ok(StepOutcome::Updated { loss: value })
+        Ok(StepOutcome::Updated {
+            loss: value,
+            grad_norm,
+            top1_correct,
+        })
     }
 
-    /// Smoothed cross-entropy of the logits, plus the weighted auxiliary loss when the head is on.
-    fn loss(&self, images: &Tensor, labels: &Tensor) -> Result<Tensor, TrainError> {
+    /// Smoothed cross-entropy of the logits, plus the weighted auxiliary loss when the head is
+    /// on; also the main head's logits.
+    fn loss(&self, images: &Tensor, labels: &Tensor) -> Result<(Tensor, Tensor), TrainError> {
         let out = self
             .net
             .forward_t(images, true)
@@ -129,7 +184,7 @@ impl TrainStep {
             loss = (loss + (aux_loss * self.train.aux_weight).map_err(tensor_err("aux loss"))?)
                 .map_err(tensor_err("aux loss"))?;
         }
-        Ok(loss)
+        Ok((loss, out.logits))
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 
-use super::evaluate::{evaluate_single_crop, EvalScore};
+use super::evaluate::{evaluate_logits, evaluate_single_crop, EvalScore};
 use super::progress::Progress;
 use super::step::{StepOutcome, TrainStep};
 use super::vars::sorted_vars;
@@ -26,6 +26,7 @@ use crate::spec::{ColorMode, InterpolationMode, RunConfig};
 use crate::store::checkpoint::{
     load_checkpoint, save_checkpoint, Checkpoint, TrainingState, CHECKPOINT_FORMAT_VERSION,
 };
+use crate::store::diagnostics::{append_diagnostics, DiagnosticsRow};
 use crate::store::metrics::{append_metrics, read_metrics, write_metrics, MetricsRow};
 use crate::store::RunDir;
 
@@ -110,6 +111,8 @@ pub fn train_run(job: &TrainJob) -> Result<RunOutcome, TrainError> {
     let wall_before = state.wall_s;
     let mut interval_start = Instant::now();
     let mut interval_images = 0u64;
+    let mut interval_correct = 0u64;
+    let (mut interval_norm_sum, mut interval_steps) = (0.0f64, 0u64);
     let mut last_score = None;
     job.progress.start(s.total_steps, state.step);
 
@@ -123,7 +126,16 @@ pub fn train_run(job: &TrainJob) -> Result<RunOutcome, TrainError> {
                 .lr
                 .lr_at(state.step as f64 / s.steps_per_epoch as f64);
             let loss_value = match s.model.step(&batch.images, &batch.labels, lr, state.step)? {
-                StepOutcome::Updated { loss } => loss,
+                StepOutcome::Updated {
+                    loss,
+                    top1_correct,
+                    grad_norm,
+                } => {
+                    interval_correct += top1_correct;
+                    interval_norm_sum += grad_norm.unwrap_or(f64::NAN);
+                    interval_steps += 1;
+                    loss
+                }
                 StepOutcome::Diverged { value } => return diverge(job, &state, value),
             };
 
@@ -167,6 +179,13 @@ pub fn train_run(job: &TrainJob) -> Result<RunOutcome, TrainError> {
                     wall_s: state.wall_s,
                 };
                 job.progress.eval(&row);
+                if cfg.train.diagnostics {
+                    let train_top1_err = 1.0 - interval_correct as f64 / interval_images.max(1) as f64;
+                    let grad_norm = interval_norm_sum / interval_steps.max(1) as f64;
+                    let diagnostics = diagnose(&s, &row, train_top1_err, grad_norm)?;
+                    append_diagnostics(&job.dir.diagnostics_parquet(), state.step - 1, diagnostics)
+                        .map_err(other)?;
+                }
                 append_metrics(&metrics_path, &[row]).map_err(other)?;
                 state.loss_sum = 0.0;
                 state.loss_count = 0;
@@ -174,6 +193,8 @@ pub fn train_run(job: &TrainJob) -> Result<RunOutcome, TrainError> {
                 save(job, &s, &state)?;
                 interval_start = Instant::now();
                 interval_images = 0;
+                interval_correct = 0;
+                (interval_norm_sum, interval_steps) = (0.0, 0);
             } else if state.step % cfg.train.checkpoint_every_steps.max(1) == 0 {
                 state.wall_s = wall_before + session_start.elapsed().as_secs_f64();
                 save(job, &s, &state)?;
@@ -284,6 +305,40 @@ fn evaluate_with_ema(s: &Session) -> Result<EvalScore, TrainError> {
     let score = evaluate_single_crop(&s.model.net, &s.val_loader);
     live.restore().map_err(other)?;
     score
+}
+
+/// The live weights evaluated with their running statistics and with batch statistics (the
+/// running statistics restored afterwards), beside the EMA's error of `row`.
+fn diagnose(
+    s: &Session,
+    row: &MetricsRow,
+    train_top1_err: f64,
+    grad_norm: f64,
+) -> Result<DiagnosticsRow, TrainError> {
+    let raw = evaluate_single_crop(&s.model.net, &s.val_loader)?;
+    let stats: Vec<(candle_core::Var, Tensor)> = sorted_vars(&s.model.varmap)
+        .into_iter()
+        .filter(|(name, _)| name.ends_with("running_mean") || name.ends_with("running_var"))
+        .map(|(_, var)| {
+            let saved = var.as_tensor().copy()?;
+            Ok((var, saved))
+        })
+        .collect::<candle_core::Result<_>>()
+        .map_err(tensor_err("saving the running statistics"))?;
+    let batch_stats = evaluate_logits(&s.val_loader, |x| s.model.net.forward_batch_statistics(x));
+    for (var, saved) in &stats {
+        var.set(saved)
+            .map_err(tensor_err("restoring the running statistics"))?;
+    }
+    Ok(DiagnosticsRow {
+        step: row.step,
+        epoch: row.epoch,
+        train_top1_err,
+        ema_top1_err: row.top1_err.unwrap_or(f64::NAN),
+        raw_top1_err: raw.top1_err,
+        raw_batchstats_top1_err: batch_stats?.top1_err,
+        grad_norm,
+    })
 }
 
 /// Restores the last checkpoint, if any, into the session; returns where training stands.
