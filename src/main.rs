@@ -235,9 +235,14 @@ fn main() -> ExitCode {
                 code: 1,
                 message: "repro and timm differ beyond the tolerance (see the table above)".into(),
             }),
-            Err(m) => Err(Failure { code: 1, message: m }),
+            Err(m) => Err(Failure {
+                code: 1,
+                message: m,
+            }),
         },
-        Command::Curves(args) => repro::check::curves::run(&args).map(|_| ()).map_err(bad_input),
+        Command::Curves(args) => repro::check::curves::run(&args)
+            .map(|_| ())
+            .map_err(bad_input),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -517,6 +517,32 @@ fn the_cifar10_reproduction_runs_end_to_end_on_smoke_data_with_every_claim_check
         }
     }
     assert_eq!(kinds_checked, 8);
+    // The dynamics runs write diagnostics at every evaluation: four top-1 errors in [0, 1] and
+    // the gradient norm (clipping on or off).
+    let dynamics: Vec<PathBuf> = std::fs::read_dir(tmp.0.join("results/runs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("dyn_"))
+        .collect();
+    assert_eq!(dynamics.len(), 5, "{dynamics:?}");
+    for run in &dynamics {
+        let rows =
+            repro::store::diagnostics::read_diagnostics(&run.join("diagnostics.parquet")).unwrap();
+        let metrics = repro::store::read_metrics(&run.join("metrics.parquet")).unwrap();
+        assert_eq!(rows.len(), metrics.len(), "{}", run.display());
+        for (row, m) in rows.iter().zip(&metrics) {
+            assert_eq!(row.step, m.step);
+            assert_eq!(Some(row.ema_top1_err), m.top1_err);
+            for e in [
+                row.train_top1_err,
+                row.raw_top1_err,
+                row.raw_batchstats_top1_err,
+            ] {
+                assert!((0.0..=1.0).contains(&e), "{}: {row:?}", run.display());
+            }
+            assert!(row.grad_norm.is_finite() && row.grad_norm > 0.0, "{row:?}");
+        }
+    }
     // Table 4's rows evaluate the seeded 3-per-class subset (12 images), every seed apart.
     let table4 = std::fs::read_to_string(tmp.0.join("reports/mini/table4/entry.json")).unwrap();
     assert!(table4.contains("12 images"), "{table4}");

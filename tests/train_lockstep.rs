@@ -22,7 +22,9 @@ use candle_core::{DType, Device, Tensor};
 use repro::check::lockstep::{make_batches, train_repro, LockstepData, LockstepRecipe};
 
 fn fixture_dir(model: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lockstep").join(model)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/lockstep")
+        .join(model)
 }
 
 fn values(t: &Tensor) -> Vec<f64> {
@@ -55,7 +57,10 @@ fn rel_l2(ours: &Tensor, reference: &Tensor) -> f64 {
 fn check(model: &str) {
     let dir = fixture_dir(model);
     let recipe = LockstepRecipe::read(&dir.join("recipe.json")).unwrap();
-    assert_eq!(recipe.data, "synthetic", "the fixture must use the synthetic batches");
+    assert_eq!(
+        recipe.data, "synthetic",
+        "the fixture must use the synthetic batches"
+    );
     assert_eq!(recipe.dtype, "f64");
     let timm: HashMap<String, Tensor> =
         candle_core::safetensors::load(dir.join("timm.safetensors"), &Device::Cpu).unwrap();
@@ -74,9 +79,19 @@ fn check(model: &str) {
             norms[i]
         );
         worst = worst.max(d);
-        assert!(d <= 1e-5, "{model} step {}: loss {ours} vs timm {theirs}", i + 1);
+        assert!(
+            d <= 1e-5,
+            "{model} step {}: loss {ours} vs timm {theirs}",
+            i + 1
+        );
         let g = rel(run.grad_norm[i], norms[i]);
-        assert!(g <= 1e-4, "{model} step {}: gradient norm {} vs timm {}", i + 1, run.grad_norm[i], norms[i]);
+        assert!(
+            g <= 1e-4,
+            "{model} step {}: gradient norm {} vs timm {}",
+            i + 1,
+            run.grad_norm[i],
+            norms[i]
+        );
     }
     // The losses must also move: a network that does not learn matches nothing in particular.
     assert!(
@@ -88,19 +103,31 @@ fn check(model: &str) {
     for (key, reference) in &timm {
         if let Some(name) = key.strip_prefix("final.") {
             let d = rel_l2(&run.final_state[name], reference);
-            assert!(d <= 1e-4, "{model}: running statistic `{name}` differs by {d:.1e} (relative L2)");
+            assert!(
+                d <= 1e-4,
+                "{model}: running statistic `{name}` differs by {d:.1e} (relative L2)"
+            );
             stats += 1;
         } else if let Some(name) = key.strip_prefix("final_norm.") {
             let d = rel(l2(&run.final_state[name]), values(reference)[0]);
-            assert!(d <= 1e-4, "{model}: final weight `{name}` norm differs by {d:.1e}");
+            assert!(
+                d <= 1e-4,
+                "{model}: final weight `{name}` norm differs by {d:.1e}"
+            );
             norms_checked += 1;
         } else if let Some(name) = key.strip_prefix("ema_norm.") {
             let d = rel(l2(&run.ema[name]), values(reference)[0]);
-            assert!(d <= 1e-4, "{model}: moving average `{name}` norm differs by {d:.1e}");
+            assert!(
+                d <= 1e-4,
+                "{model}: moving average `{name}` norm differs by {d:.1e}"
+            );
             norms_checked += 1;
         }
     }
-    assert!(stats > 10 && norms_checked > 10, "{model}: fixture holds too little");
+    assert!(
+        stats > 10 && norms_checked > 10,
+        "{model}: fixture holds too little"
+    );
     eprintln!("{model}: worst relative loss difference {worst:.1e}, {stats} running statistics, {norms_checked} norms");
 }
 

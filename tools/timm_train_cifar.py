@@ -8,10 +8,14 @@ independent trainer (the spread over seeds of both). The network is built by
 tools/timm_scaled.py and initialised by timm's own code (not repro's init): seeds differ
 anyway and the comparison is statistical.
 
-Usage (the full 1,875-step run of experiments/mini/runs.yaml, seed 1):
+Usage (the full 1,875-step run of experiments/mini/runs.yaml, seed 1; --epochs 2 gives the
+1,250 steps of experiments/mini/dynamics.yaml):
 
     /work/V/bin/python tools/timm_train_cifar.py --model inception_v4 --seed 1 \
-        --out /tmp/timm_runs/inception_v4_seed1 --threads 2
+        --out /tmp/timm_runs/inception_v4_seed1 --threads 1
+
+Run one training at a time on the 2-core machine; with other work on the machine use
+--threads 1 (two threads then lose to contention). OMP_WAIT_POLICY defaults to PASSIVE here.
 
 Outputs in --out DIR:
   metrics.parquet      one row per evaluation, repro's schema (src/store/metrics.rs,
@@ -23,7 +27,8 @@ Outputs in --out DIR:
                        row), ema_top1_err (= metrics' top1_err), raw_top1_err (the live
                        weights with their running statistics), raw_batchstats_top1_err (the
                        live weights, BatchNorm normalising with the statistics of each
-                       evaluation batch of 100; running statistics left untouched; dropout
+                       evaluation batch of 100, the images in the seeded shuffled order of repro's loader
+                       (seed 0) so that batches mix the classes; running statistics left untouched; dropout
                        off), grad_norm (the mean global gradient norm before clipping over
                        the steps since the previous row; NaN with clipping off). All f64
                        but step (u64): the columns of repro's src/store/diagnostics.rs.
@@ -582,6 +587,11 @@ def evaluate(model, images, labels, batch_size, batch_stats=False):
                   m.num_batches_tracked.clone()) for m in bn_modules(model)]
         for m in bn_modules(model):
             m.train()
+    if batch_stats:
+        # Class-sorted batches would normalise the class signal away: visit the images in
+        # the seeded order repro's loader gives (shuffle, seed 0, epoch 0), as repro does.
+        perm = torch.tensor(epoch_order(images.shape[0], 0, 0))
+        images, labels = images[perm], labels[perm]
     hits1 = hits5 = 0
     for i in range(0, images.shape[0], batch_size):
         logits = model(images[i:i + batch_size])
@@ -648,6 +658,9 @@ def parse_args(argv=None):
                     help="run seed: init, dropout, epoch order, augmentation (repro's `seed`; "
                          "runs without `seed:` in runs.yaml use 0)")
     ap.add_argument("--data", default=default_data, help="root holding train/ and val/")
+    ap.add_argument("--init", type=Path, default=None,
+                    help="start from these weights (safetensors under timm's names, e.g. "
+                         "repro's init.safetensors) instead of timm's initialisation")
     ap.add_argument("--out", required=True, type=Path, help="run folder")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--epochs", type=float, default=3.0)
@@ -694,6 +707,7 @@ def recipe_of(args, n_train, n_val, classes, steps_per_epoch, total_steps, eval_
     """The settings that define the run (a checkpoint of other settings is refused)."""
     return {
         "model": args.model, "seed": args.seed, "width": args.width,
+        "init": str(args.init) if args.init else "timm",
         "image_size": args.image_size, "num_classes": len(classes),
         "bn_momentum": args.bn_momentum, "bn_eps": args.bn_eps, "dropout": args.dropout,
         "aux_head": False, "epochs": args.epochs, "batch_size": args.batch_size,
@@ -773,6 +787,11 @@ def main(argv=None) -> int:
     model = timm_scaled.create(args.model, args.width, len(classes), args.bn_momentum,
                                bn_eps=args.bn_eps)
     model.head_drop.p = args.dropout
+    if args.init:
+        # repro's seeded initial weights (`repro lockstep --width 0.25 --size 75 --steps 1
+        # --seed S --no-reference` writes them): the same start as repro's run of seed S.
+        from safetensors.torch import load_file
+        timm_scaled.load_strict(model, load_file(args.init))
     model.train()
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     params = [p for _, p in named]

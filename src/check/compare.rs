@@ -62,7 +62,10 @@ pub fn diff_tensors(
     let mut missing: Vec<&String> = reference
         .keys()
         .filter(|n| !skip(n) && !ours.contains_key(*n))
-        .chain(ours.keys().filter(|n| !skip(n) && !reference.contains_key(*n)))
+        .chain(
+            ours.keys()
+                .filter(|n| !skip(n) && !reference.contains_key(*n)),
+        )
         .collect();
     if !missing.is_empty() {
         missing.sort();
@@ -159,7 +162,8 @@ pub fn compare_dir(dir: &Path) -> Result<Comparison, LockstepError> {
         let theirs = load(&dir.join(format!("timm_{name}.safetensors")))?;
         diff_tensors(&ours, &theirs, name)
     };
-    let is_stat = |d: &TensorDiff| d.name.ends_with("running_mean") || d.name.ends_with("running_var");
+    let is_stat =
+        |d: &TensorDiff| d.name.ends_with("running_mean") || d.name.ends_with("running_var");
     let (running_stats, weights): (Vec<_>, Vec<_>) = pair("final")?.into_iter().partition(is_stat);
     Ok(Comparison {
         recipe,
@@ -192,7 +196,9 @@ impl Comparison {
             r.arch, r.dtype, r.width, r.image_size, r.batch_size, r.steps, r.data, r.seed
         );
         let yardstick = self.steps.iter().any(|r| r.timm_f64_loss.is_some());
-        s.push_str("| step | repro loss | timm loss | rel. diff | repro ‖g‖ | timm ‖g‖ | rel. diff |");
+        s.push_str(
+            "| step | repro loss | timm loss | rel. diff | repro ‖g‖ | timm ‖g‖ | rel. diff |",
+        );
         s.push_str(if yardstick {
             " timm f64 loss | timm f32 vs f64 |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
         } else {

@@ -68,7 +68,8 @@ pub struct SpreadPoint {
 }
 
 fn range(v: &[f64]) -> f64 {
-    v.iter().cloned().fold(f64::NEG_INFINITY, f64::max) - v.iter().cloned().fold(f64::INFINITY, f64::min)
+    v.iter().cloned().fold(f64::NEG_INFINITY, f64::max)
+        - v.iter().cloned().fold(f64::INFINITY, f64::min)
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -85,7 +86,8 @@ impl SpreadPoint {
     /// (max − min over seeds), i.e. the difference between trainers is no larger than the
     /// difference between seeds of one trainer.
     pub fn within(&self) -> bool {
-        (mean(&self.ours) - mean(&self.reference)).abs() <= range(&self.ours).max(range(&self.reference))
+        (mean(&self.ours) - mean(&self.reference)).abs()
+            <= range(&self.ours).max(range(&self.reference))
     }
 }
 
@@ -129,39 +131,65 @@ fn curves(runs: &[Run], y: impl Fn(&MetricsRow) -> Option<f64>) -> Vec<Vec<(f64,
 /// Draws the figures, prints and writes the summary; returns whether repro lies within the
 /// reference's seed spread at 80 % of the shared evaluations or more.
 pub fn run(args: &CurvesArgs) -> Result<bool, String> {
-    let ours: Vec<Run> = args.ours.iter().map(|d| read_run(d)).collect::<Result<_, _>>()?;
-    let reference: Vec<Run> = args.reference.iter().map(|d| read_run(d)).collect::<Result<_, _>>()?;
-    let chart = |what: &str, y_desc: &str, y: &dyn Fn(&MetricsRow) -> Option<f64>| ComparisonChart {
-        title: format!("{}: {what}", args.title),
-        x_desc: "training step".into(),
-        y_desc: y_desc.into(),
-        groups: vec![
-            CurveGroup {
-                label: args.ours_label.clone(),
-                curves: curves(&ours, y),
-            },
-            CurveGroup {
-                label: args.reference_label.clone(),
-                curves: curves(&reference, y),
-            },
-        ],
+    let ours: Vec<Run> = args
+        .ours
+        .iter()
+        .map(|d| read_run(d))
+        .collect::<Result<_, _>>()?;
+    let reference: Vec<Run> = args
+        .reference
+        .iter()
+        .map(|d| read_run(d))
+        .collect::<Result<_, _>>()?;
+    let chart =
+        |what: &str, y_desc: &str, y: &dyn Fn(&MetricsRow) -> Option<f64>| ComparisonChart {
+            title: format!("{}: {what}", args.title),
+            x_desc: "training step".into(),
+            y_desc: y_desc.into(),
+            groups: vec![
+                CurveGroup {
+                    label: args.ours_label.clone(),
+                    curves: curves(&ours, y),
+                },
+                CurveGroup {
+                    label: args.reference_label.clone(),
+                    curves: curves(&reference, y),
+                },
+            ],
+        };
+    let draw = |stem: String, c: &ComparisonChart| {
+        write_comparison(&args.out, &stem, c).map_err(|e| e.to_string())
     };
-    let draw = |stem: String, c: &ComparisonChart| write_comparison(&args.out, &stem, c).map_err(|e| e.to_string());
     let top1 = draw(
         format!("{}_top1", args.stem),
-        &chart("evaluation top-1", "top-1 error (%)", &|m| m.top1_err.map(|e| 100.0 * e)),
+        &chart("evaluation top-1", "top-1 error (%)", &|m| {
+            m.top1_err.map(|e| 100.0 * e)
+        }),
     )?;
     let loss = draw(
         format!("{}_loss", args.stem),
-        &chart("training loss", "training loss (mean since the last evaluation)", &|m| Some(m.train_loss)),
+        &chart(
+            "training loss",
+            "training loss (mean since the last evaluation)",
+            &|m| Some(m.train_loss),
+        ),
     )?;
 
     let mut md = String::new();
     let _ = writeln!(md, "## {}\n", args.title);
-    let _ = writeln!(md, "![top-1]({})\n![loss]({})\n", file_name(&top1), file_name(&loss));
-    for (label, runs) in [(&args.ours_label, &ours), (&args.reference_label, &reference)] {
+    let _ = writeln!(
+        md,
+        "![top-1]({})\n![loss]({})\n",
+        file_name(&top1),
+        file_name(&loss)
+    );
+    for (label, runs) in [
+        (&args.ours_label, &ours),
+        (&args.reference_label, &reference),
+    ] {
         if runs.iter().all(|r| r.diagnostics.is_some()) {
-            let diag: Vec<&Vec<DiagnosticsRow>> = runs.iter().filter_map(|r| r.diagnostics.as_ref()).collect();
+            let diag: Vec<&Vec<DiagnosticsRow>> =
+                runs.iter().filter_map(|r| r.diagnostics.as_ref()).collect();
             let group = |label: &str, y: fn(&DiagnosticsRow) -> f64| CurveGroup {
                 label: label.into(),
                 curves: diag
@@ -177,10 +205,21 @@ pub fn run(args: &CurvesArgs) -> Result<bool, String> {
                     group("training batches (training mode)", |r| r.train_top1_err),
                     group("evaluation, moving averages", |r| r.ema_top1_err),
                     group("evaluation, live weights", |r| r.raw_top1_err),
-                    group("evaluation, live weights, batch statistics", |r| r.raw_batchstats_top1_err),
+                    group("evaluation, live weights, batch statistics", |r| {
+                        r.raw_batchstats_top1_err
+                    }),
                 ],
             };
-            let slug: String = label.chars().map(|c| if c.is_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
+            let slug: String = label
+                .chars()
+                .map(|c| {
+                    if c.is_alphanumeric() {
+                        c.to_ascii_lowercase()
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
             let png = draw(format!("{}_diagnostics_{slug}", args.stem), &c)?;
             let _ = writeln!(md, "![{label} diagnostics]({})\n", file_name(&png));
         }
@@ -231,7 +270,9 @@ pub fn run(args: &CurvesArgs) -> Result<bool, String> {
 }
 
 fn file_name(p: &Path) -> String {
-    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -348,7 +348,7 @@ pub fn train_repro(
                 top1_correct,
             } => {
                 run.loss.push(loss);
-                run.grad_norm.push(grad_norm.unwrap_or(f64::NAN));
+                run.grad_norm.push(grad_norm);
                 run.top1_correct.push(top1_correct);
             }
             StepOutcome::Diverged { value } => {
@@ -401,13 +401,18 @@ pub fn write_repro_side(
     recipe.write(&dir.join("recipe.json"))?;
     let mut tensors = HashMap::new();
     for (i, (images, labels)) in batches.iter().enumerate() {
-        let labels = labels.to_dtype(DType::I64).map_err(|e| LockstepError::Other(e.to_string()))?;
+        let labels = labels
+            .to_dtype(DType::I64)
+            .map_err(|e| LockstepError::Other(e.to_string()))?;
         tensors.insert(format!("images.{i:04}"), images.clone());
         tensors.insert(format!("labels.{i:04}"), labels);
     }
     save(&dir.join("batches.safetensors"), &tensors)?;
     save(&dir.join("init.safetensors"), &run.init)?;
-    save(&dir.join("repro_grads_step1.safetensors"), &run.first_gradients)?;
+    save(
+        &dir.join("repro_grads_step1.safetensors"),
+        &run.first_gradients,
+    )?;
     save(&dir.join("repro_final.safetensors"), &run.final_state)?;
     save(&dir.join("repro_ema.safetensors"), &run.ema)?;
     let trace = StepTrace {
@@ -416,8 +421,11 @@ pub fn write_repro_side(
         lr: recipe.lr[..run.loss.len()].to_vec(),
     };
     let path = dir.join("repro_steps.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&trace).expect("serialises"))
-        .map_err(|e| file_err(&path)(e.to_string()))
+    std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&trace).expect("serialises"),
+    )
+    .map_err(|e| file_err(&path)(e.to_string()))
 }
 
 pub(crate) fn save(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<(), LockstepError> {

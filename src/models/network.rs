@@ -210,8 +210,7 @@ impl Network {
     /// statistics. The running statistics are updated as in training; callers that want them
     /// unchanged save and restore them.
     pub fn forward_batch_statistics(&self, x: &Tensor) -> Result<Tensor> {
-        fastops::on_worker(|| self.forward_on_worker(x, true, false))
-            .map(|out| out.logits)
+        fastops::on_worker(|| self.forward_on_worker(x, true, false)).map(|out| out.logits)
     }
 
     fn forward_on_worker(&self, x: &Tensor, train: bool, dropout: bool) -> Result<NetworkOutput> {

@@ -48,7 +48,11 @@ const GROUP_LOOKS: [LineLook; 4] = [
 ];
 
 /// Draws `chart` into `<dir>/<stem>.png` and `.svg`; returns the PNG's path.
-pub fn write_comparison(dir: &Path, stem: &str, chart: &ComparisonChart) -> Result<PathBuf, ReportError> {
+pub fn write_comparison(
+    dir: &Path,
+    stem: &str,
+    chart: &ComparisonChart,
+) -> Result<PathBuf, ReportError> {
     let mut lines = Vec::new();
     for (group, look) in chart.groups.iter().zip(GROUP_LOOKS.iter().cycle()) {
         for curve in &group.curves {

@@ -6,8 +6,9 @@
 //! forward's top-1 error on the training batches since the previous row), `ema_top1_err`
 //! (moving-average weights and statistics: the curve's number), `raw_top1_err` (the live
 //! weights with their own running statistics), `raw_batchstats_top1_err` (the live weights
-//! with BatchNorm normalising by each evaluation batch's own statistics), all f64 in [0, 1],
-//! and `grad_norm` (the mean global gradient norm before clipping over the steps since the
+//! with BatchNorm normalising by each evaluation batch's own statistics, the images visited in
+//! a seeded shuffled order so that each batch mixes the classes), all f64 in [0, 1],
+//! and `grad_norm` (the mean global gradient norm, before clipping, over the steps since the
 //! previous row; far above the clipping threshold, clipping scales every update down).
 //! `tools/timm_train_cifar.py` writes the same file for the reference trainer.
 
@@ -53,7 +54,9 @@ pub fn read_diagnostics(path: &Path) -> Result<Vec<DiagnosticsRow>, MetricsError
         path: path.to_path_buf(),
         source,
     })?;
-    let df = ParquetReader::new(file).finish().map_err(polars_err(path))?;
+    let df = ParquetReader::new(file)
+        .finish()
+        .map_err(polars_err(path))?;
     let steps: Vec<Option<u64>> = df
         .column("step")
         .and_then(|c| Ok(c.u64()?.iter().collect()))
@@ -112,7 +115,10 @@ pub fn append_diagnostics(
     let mut df = DataFrame::new(
         rows.len(),
         vec![
-            Column::new("step".into(), rows.iter().map(|r| r.step).collect::<Vec<u64>>()),
+            Column::new(
+                "step".into(),
+                rows.iter().map(|r| r.step).collect::<Vec<u64>>(),
+            ),
             col("epoch", |r| r.epoch),
             col("train_top1_err", |r| r.train_top1_err),
             col("ema_top1_err", |r| r.ema_top1_err),
@@ -152,7 +158,10 @@ mod tests {
         append_diagnostics(&path, 0, row(10)).unwrap();
         append_diagnostics(&path, 10, row(20)).unwrap();
         append_diagnostics(&path, 30, row(30)).unwrap();
-        assert_eq!(read_diagnostics(&path).unwrap(), vec![row(10), row(20), row(30)]);
+        assert_eq!(
+            read_diagnostics(&path).unwrap(),
+            vec![row(10), row(20), row(30)]
+        );
         // A resume from step 10 recomputes what came after it.
         append_diagnostics(&path, 10, row(15)).unwrap();
         assert_eq!(read_diagnostics(&path).unwrap(), vec![row(10), row(15)]);

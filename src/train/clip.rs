@@ -19,6 +19,34 @@ pub enum ClipError {
     Candle(#[from] candle_core::Error),
 }
 
+/// The global L2 norm of the gradients of `vars` in `grads` (variables without a gradient are
+/// ignored), reduced on the device with one scalar read back.
+pub fn global_norm<'a>(
+    grads: &GradStore,
+    vars: impl IntoIterator<Item = &'a Var>,
+) -> Result<f64, ClipError> {
+    let gradients: Vec<Tensor> = vars
+        .into_iter()
+        .filter_map(|v| grads.get(v.as_tensor()).cloned())
+        .collect();
+    if gradients.is_empty() {
+        return Ok(0.0);
+    }
+    if gradients.iter().all(|g| inplace::usable(g, &[])) {
+        let mut sum = 0.0;
+        for g in &gradients {
+            sum += inplace::sum_of_squares(g)?;
+        }
+        return Ok(sum.sqrt());
+    }
+    let mut squares = Vec::with_capacity(gradients.len());
+    for g in &gradients {
+        squares.push(g.to_dtype(DType::F32)?.sqr()?.sum_all()?);
+    }
+    let norm = Tensor::stack(&squares, 0)?.sum_all()?.sqrt()?;
+    Ok(f64::from(norm.to_scalar::<f32>()?))
+}
+
 /// Scales the gradients of `vars` in `grads` by `clip_norm / max(norm, clip_norm)`, where
 /// `norm` is the global L2 norm over all of them, and returns that pre-clip norm.
 ///
@@ -38,24 +66,7 @@ pub fn clip_by_global_norm<'a>(
         .into_iter()
         .filter(|v| grads.get(v.as_tensor()).is_some())
         .collect();
-    if with_grad.is_empty() {
-        return Ok(0.0);
-    }
-    let gradient = |v: &Var| grads.get(v.as_tensor()).expect("filtered above").clone();
-    let norm = if with_grad.iter().all(|v| inplace::usable(&gradient(v), &[])) {
-        let mut sum = 0.0;
-        for v in &with_grad {
-            sum += inplace::sum_of_squares(&gradient(v))?;
-        }
-        sum.sqrt()
-    } else {
-        let mut squares = Vec::with_capacity(with_grad.len());
-        for v in &with_grad {
-            squares.push(gradient(v).to_dtype(DType::F32)?.sqr()?.sum_all()?);
-        }
-        let norm = Tensor::stack(&squares, 0)?.sum_all()?.sqrt()?;
-        f64::from(norm.to_scalar::<f32>()?)
-    };
+    let norm = global_norm(grads, with_grad.iter().copied())?;
     if norm.is_finite() && norm > clip_norm {
         let scale = clip_norm / norm;
         for v in with_grad {

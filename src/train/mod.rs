@@ -19,7 +19,7 @@ pub mod step;
 pub mod trainer;
 pub mod vars;
 
-pub use clip::{clip_by_global_norm, ClipError, DEFAULT_CLIP_NORM};
+pub use clip::{clip_by_global_norm, global_norm, ClipError, DEFAULT_CLIP_NORM};
 pub use ema::{Ema, EmaConfig, EmaError, LiveWeights};
 pub use evaluate::{evaluate_logits, evaluate_single_crop, EvalScore};
 pub use loss::{

@@ -8,8 +8,8 @@ use candle_nn::{VarBuilder, VarMap};
 
 use super::trainer::{other, tensor_err, TrainError};
 use super::{
-    clip_by_global_norm, smoothed_cross_entropy, sorted_vars, top_k_hits, Ema, Optimizer, RmsProp, SgdMomentum,
-    WeightDecay,
+    clip_by_global_norm, global_norm, smoothed_cross_entropy, sorted_vars, top_k_hits, Ema,
+    Optimizer, RmsProp, SgdMomentum, WeightDecay,
 };
 use crate::hashing::{mix64, GOLDEN_GAMMA};
 use crate::models::fastops;
@@ -21,11 +21,11 @@ use crate::spec::{OptimizerConfig, TrainConfig};
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum StepOutcome {
     /// The weights were updated. `loss` is the step's training loss, `grad_norm` the global
-    /// gradient norm before clipping (when clipping is on), `top1_correct` how many images of
+    /// gradient norm (before clipping, when clipping is on), `top1_correct` how many images of
     /// the batch the training-mode forward put in the right class.
     Updated {
         loss: f64,
-        grad_norm: Option<f64>,
+        grad_norm: f64,
         top1_correct: u64,
     },
     /// The loss or the gradient norm was NaN or infinite; nothing was updated.
@@ -148,24 +148,28 @@ impl TrainStep {
         if let Some(kept) = keep_gradients {
             for (name, var) in &self.trainable {
                 if let Some(g) = grads.get(var.as_tensor()) {
-                    kept.push((name.clone(), g.copy().map_err(tensor_err("copying a gradient"))?));
+                    kept.push((
+                        name.clone(),
+                        g.copy().map_err(tensor_err("copying a gradient"))?,
+                    ));
                 }
             }
         }
-        let mut grad_norm = None;
-        if self.train.clip_norm > 0.0 {
-            let vars = self.trainable.iter().map(|(_, v)| v);
-            let norm = clip_by_global_norm(&mut grads, vars, self.train.clip_norm).map_err(other)?;
-            if !norm.is_finite() {
-                return Ok(StepOutcome::Diverged { value: norm });
-            }
-            grad_norm = Some(norm);
+        let vars = self.trainable.iter().map(|(_, v)| v);
+        let norm = if self.train.clip_norm > 0.0 {
+            clip_by_global_norm(&mut grads, vars, self.train.clip_norm)
+        } else {
+            global_norm(&grads, vars)
+        }
+        .map_err(other)?;
+        if !norm.is_finite() {
+            return Ok(StepOutcome::Diverged { value: norm });
         }
         self.optimizer.step(&grads, lr).map_err(other)?;
         self.ema.update().map_err(other)?;
         Ok(StepOutcome::Updated {
             loss: value,
-            grad_norm,
+            grad_norm: norm,
             top1_correct,
         })
     }

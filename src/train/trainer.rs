@@ -92,6 +92,9 @@ struct Session {
     model: TrainStep,
     train_loader: Loader,
     val_loader: Loader,
+    /// The validation images in a seeded shuffled order (`train.diagnostics` only): batch
+    /// statistics over the class-sorted order would normalise the class signal away.
+    val_mixed: Option<Loader>,
     steps_per_epoch: u64,
     total_steps: u64,
 }
@@ -132,7 +135,7 @@ pub fn train_run(job: &TrainJob) -> Result<RunOutcome, TrainError> {
                     grad_norm,
                 } => {
                     interval_correct += top1_correct;
-                    interval_norm_sum += grad_norm.unwrap_or(f64::NAN);
+                    interval_norm_sum += grad_norm;
                     interval_steps += 1;
                     loss
                 }
@@ -180,7 +183,8 @@ pub fn train_run(job: &TrainJob) -> Result<RunOutcome, TrainError> {
                 };
                 job.progress.eval(&row);
                 if cfg.train.diagnostics {
-                    let train_top1_err = 1.0 - interval_correct as f64 / interval_images.max(1) as f64;
+                    let train_top1_err =
+                        1.0 - interval_correct as f64 / interval_images.max(1) as f64;
                     let grad_norm = interval_norm_sum / interval_steps.max(1) as f64;
                     let diagnostics = diagnose(&s, &row, train_top1_err, grad_norm)?;
                     append_diagnostics(&job.dir.diagnostics_parquet(), state.step - 1, diagnostics)
@@ -260,10 +264,19 @@ impl Session {
             job.device,
         )?;
         let total_steps = (cfg.train.epochs * steps_per_epoch as f64).round().max(1.0) as u64;
+        let val_mixed = if cfg.train.diagnostics {
+            let mut c = eval_loader_config(cfg, job.threads);
+            c.shuffle = true;
+            c.seed = 0;
+            Some(Loader::new(job.val_set, c, job.device)?)
+        } else {
+            None
+        };
         Ok(Self {
             model,
             train_loader,
             val_loader,
+            val_mixed,
             steps_per_epoch,
             total_steps,
         })
@@ -325,7 +338,8 @@ fn diagnose(
         })
         .collect::<candle_core::Result<_>>()
         .map_err(tensor_err("saving the running statistics"))?;
-    let batch_stats = evaluate_logits(&s.val_loader, |x| s.model.net.forward_batch_statistics(x));
+    let mixed = s.val_mixed.as_ref().unwrap_or(&s.val_loader);
+    let batch_stats = evaluate_logits(mixed, |x| s.model.net.forward_batch_statistics(x));
     for (var, saved) in &stats {
         var.set(saved)
             .map_err(tensor_err("restoring the running statistics"))?;
