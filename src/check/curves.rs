@@ -225,6 +225,33 @@ pub fn run(args: &CurvesArgs) -> Result<bool, String> {
         }
     }
 
+    let all_diagnosed = |runs: &[Run]| runs.iter().all(|r| r.diagnostics.is_some());
+    if all_diagnosed(&ours) && all_diagnosed(&reference) {
+        let norms = |runs: &[Run]| -> Vec<Vec<(f64, f64)>> {
+            runs.iter()
+                .filter_map(|r| r.diagnostics.as_ref())
+                .map(|rows| rows.iter().map(|r| (r.step as f64, r.grad_norm.log10())).collect())
+                .collect()
+        };
+        let c = ComparisonChart {
+            title: format!("{}: gradient norm before clipping", args.title),
+            x_desc: "training step".into(),
+            y_desc: "log10 of the mean global gradient norm".into(),
+            groups: vec![
+                CurveGroup {
+                    label: args.ours_label.clone(),
+                    curves: norms(&ours),
+                },
+                CurveGroup {
+                    label: args.reference_label.clone(),
+                    curves: norms(&reference),
+                },
+            ],
+        };
+        let png = draw(format!("{}_grad_norm", args.stem), &c)?;
+        let _ = writeln!(md, "![gradient norm]({})\n", file_name(&png));
+    }
+
     let ours_rows: Vec<Vec<MetricsRow>> = ours.iter().map(|r| r.metrics.clone()).collect();
     let ref_rows: Vec<Vec<MetricsRow>> = reference.iter().map(|r| r.metrics.clone()).collect();
     let points = spread_points(&ours_rows, &ref_rows);

@@ -39,12 +39,19 @@ pub fn global_norm<'a>(
         }
         return Ok(sum.sqrt());
     }
+    // Sums in f64 when the gradients are f64 (a lockstep check in f64 found the f32 sum's
+    // rounding), else in f32 (bf16/f16 gradients are widened).
+    let dtype = if gradients.iter().all(|g| g.dtype() == DType::F64) {
+        DType::F64
+    } else {
+        DType::F32
+    };
     let mut squares = Vec::with_capacity(gradients.len());
     for g in &gradients {
-        squares.push(g.to_dtype(DType::F32)?.sqr()?.sum_all()?);
+        squares.push(g.to_dtype(dtype)?.sqr()?.sum_all()?);
     }
     let norm = Tensor::stack(&squares, 0)?.sum_all()?.sqrt()?;
-    Ok(f64::from(norm.to_scalar::<f32>()?))
+    norm.to_dtype(DType::F64)?.to_scalar::<f64>().map_err(Into::into)
 }
 
 /// Scales the gradients of `vars` in `grads` by `clip_norm / max(norm, clip_norm)`, where
