@@ -229,16 +229,20 @@ fn main() -> ExitCode {
             message: m,
         }),
         Command::Models(args) => models(args),
-        Command::Lockstep(args) => match repro::check::command::run(&args) {
+        Command::Lockstep(args) => match repro::check::command::models(&args)
+            .map_err(bad_input)
+            .and_then(|_| {
+                repro::check::command::run(&args).map_err(|m| Failure {
+                    code: 1,
+                    message: m,
+                })
+            }) {
             Ok(true) => Ok(()),
             Ok(false) => Err(Failure {
                 code: 1,
                 message: "repro and timm differ beyond the tolerance (see the table above)".into(),
             }),
-            Err(m) => Err(Failure {
-                code: 1,
-                message: m,
-            }),
+            Err(f) => Err(f),
         },
         Command::Curves(args) => repro::check::curves::run(&args)
             .map(|_| ())

@@ -46,7 +46,8 @@ pub struct LockstepArgs {
     #[arg(long)]
     pub aux: bool,
     /// An ImageFolder training set with 10 classes (e.g. CIFAR-10's train/) instead of the
-    /// synthetic batches; images go through repro's training augmentation.
+    /// synthetic batches; images go through repro's training augmentation (crops of 25–100 %
+    /// of the image, as the CIFAR-10 runs).
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Output folder (one subfolder per network).
@@ -70,12 +71,28 @@ pub struct LockstepArgs {
     pub tolerance: f64,
 }
 
+/// The networks of `--models`; an unknown name is an error naming the known ones.
+pub fn models(args: &LockstepArgs) -> Result<Vec<Arch>, String> {
+    args.models
+        .iter()
+        .map(|name| {
+            Arch::from_name(name)
+                .filter(|a| a.has_timm_weights())
+                .ok_or_else(|| {
+                    format!(
+                        "`{name}` in --models: timm has inception_v3, inception_v4 and \
+                         inception_resnet_v2"
+                    )
+                })
+        })
+        .collect()
+}
+
 /// Runs the check for every network; `Ok(false)` when a loss differs beyond the tolerance.
 pub fn run(args: &LockstepArgs) -> Result<bool, String> {
     let mut all_within = true;
     let mut report = String::new();
-    for name in &args.models {
-        let arch = Arch::from_name(name).ok_or_else(|| format!("unknown model `{name}`"))?;
+    for arch in models(args)? {
         let dir = args.dir.join(arch.name());
         if !args.compare_only {
             prepare(args, arch, &dir)?;
@@ -87,7 +104,7 @@ pub fn run(args: &LockstepArgs) -> Result<bool, String> {
         }
         let comparison = compare_dir(&dir).map_err(|e| e.to_string())?;
         let text = comparison.render(args.dense_steps);
-        print!("{text}\n");
+        println!("{text}");
         std::fs::write(dir.join("lockstep.md"), &text)
             .map_err(|e| format!("{}: {e}", dir.join("lockstep.md").display()))?;
         report.push_str(&text);

@@ -230,7 +230,11 @@ pub fn run(args: &CurvesArgs) -> Result<bool, String> {
         let norms = |runs: &[Run]| -> Vec<Vec<(f64, f64)>> {
             runs.iter()
                 .filter_map(|r| r.diagnostics.as_ref())
-                .map(|rows| rows.iter().map(|r| (r.step as f64, r.grad_norm.log10())).collect())
+                .map(|rows| {
+                    rows.iter()
+                        .map(|r| (r.step as f64, r.grad_norm.log10()))
+                        .collect()
+                })
                 .collect()
         };
         let c = ComparisonChart {

@@ -51,7 +51,9 @@ pub fn global_norm<'a>(
         squares.push(g.to_dtype(dtype)?.sqr()?.sum_all()?);
     }
     let norm = Tensor::stack(&squares, 0)?.sum_all()?.sqrt()?;
-    norm.to_dtype(DType::F64)?.to_scalar::<f64>().map_err(Into::into)
+    norm.to_dtype(DType::F64)?
+        .to_scalar::<f64>()
+        .map_err(Into::into)
 }
 
 /// Scales the gradients of `vars` in `grads` by `clip_norm / max(norm, clip_norm)`, where
