@@ -42,10 +42,10 @@ fn render_rate(data: &Dataset, threads: usize) -> f64 {
     let start = Instant::now();
     let mut crops = 0;
     for chunk in data.samples.chunks(threads) {
-        let pixels = pool
-            .install(|| render_chunk(chunk, &CropProtocol::Crops144, INPUT))
+        let rendered = pool
+            .install(|| render_chunk(chunk, &CropProtocol::Crops144, INPUT, false))
             .expect("render");
-        crops += pixels.len() / crop_len(INPUT);
+        crops += rendered.pixels.len() / crop_len(INPUT);
     }
     crops as f64 / start.elapsed().as_secs_f64()
 }
@@ -122,6 +122,9 @@ fn main() {
             batch_size: 12,
             threads,
             device: Device::Cpu,
+            skip_bad_images: false,
+            show_progress: false,
+            stop: Default::default(),
         };
         let start = Instant::now();
         let report = evaluate(&request).expect("evaluate");

@@ -12,6 +12,7 @@
 //! - [`report`]: figures, tables and the HTML report.
 //! - [`check`]: training compared step by step with PyTorch + timm (`repro lockstep`).
 //! - [`device`], [`bench`]: `--device`/precision, and the `repro bench` measurements.
+//! - [`interrupt`]: Ctrl-C/SIGTERM as a request to checkpoint and stop.
 
 pub mod bench;
 pub mod check;
@@ -19,6 +20,7 @@ pub mod data;
 pub mod device;
 pub mod eval;
 pub mod hashing;
+pub mod interrupt;
 pub mod models;
 pub mod numeric;
 pub mod report;

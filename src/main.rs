@@ -1,15 +1,21 @@
-//! The `repro` command line: parses arguments, calls the library, maps errors to exit codes
-//! (0 success, 1 a run failed or diverged, 2 bad input).
+//! The `repro` command line: parses arguments, calls the library, maps errors to exit codes.
+//!
+//! Exit codes, the same for every command: 0 success; 1 a run, evaluation or check failed
+//! or diverged (including a run folder held by another process); 2 bad input (command line,
+//! experiment file, missing paths, unreadable or undecodable data, weights that do not fit
+//! the network); 3 interrupted by Ctrl-C or SIGTERM (a training run checkpointed first, and
+//! the same command resumes it). When several happen, 3 wins over 2 over 1.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use repro::interrupt::StopSignal;
 use repro::models::{render_table, summarize, Arch, ModelConfig};
 use repro::runner::{
-    evaluate_tables, plan, preflight, row_results, train_missing, training_macs, write_report,
-    RunOptions, RunProgress,
+    evaluate_tables, plan, preflight, row_results, run_line, smoke_notice, train_missing,
+    training_macs, write_report, RunFailure, RunOptions, RunProgress,
 };
 use repro::spec::{load_experiment, Experiment, LoadOptions, TableSpec};
 
@@ -149,6 +155,10 @@ struct EvalArgs {
     /// Decoding threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Leave out images that cannot be read or decoded instead of stopping at the first:
+    /// they are counted, listed in the output and in --predictions, and not scored.
+    #[arg(long)]
+    skip_bad_images: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -196,9 +206,23 @@ struct Failure {
     message: String,
 }
 
+/// Exit status of a failed run, evaluation or check.
+const FAILED: u8 = 1;
+/// Exit status of bad input.
+const BAD_INPUT: u8 = 2;
+/// Exit status after Ctrl-C or SIGTERM.
+const INTERRUPTED: u8 = 3;
+
 fn bad_input(message: impl ToString) -> Failure {
     Failure {
-        code: 2,
+        code: BAD_INPUT,
+        message: message.to_string(),
+    }
+}
+
+fn failed(message: impl ToString) -> Failure {
+    Failure {
+        code: FAILED,
         message: message.to_string(),
     }
 }
@@ -224,24 +248,16 @@ fn main() -> ExitCode {
         Command::Plan(args) => show_plan(args),
         Command::Report(args) => report(args),
         Command::Eval(args) => eval(args),
-        Command::Bench(args) => repro::bench::run(args).map_err(|m| Failure {
-            code: 1,
-            message: m,
-        }),
+        Command::Bench(args) => repro::bench::run(args).map_err(failed),
         Command::Models(args) => models(args),
         Command::Lockstep(args) => match repro::check::command::models(&args)
             .map_err(bad_input)
-            .and_then(|_| {
-                repro::check::command::run(&args).map_err(|m| Failure {
-                    code: 1,
-                    message: m,
-                })
-            }) {
+            .and_then(|_| repro::check::command::run(&args).map_err(failed))
+        {
             Ok(true) => Ok(()),
-            Ok(false) => Err(Failure {
-                code: 1,
-                message: "repro and timm differ beyond the tolerance (see the table above)".into(),
-            }),
+            Ok(false) => Err(failed(
+                "repro and timm differ beyond the tolerance (see the table above)",
+            )),
             Err(f) => Err(f),
         },
         Command::Curves(args) => repro::check::curves::run(&args)
@@ -284,50 +300,121 @@ fn run(args: RunArgs) -> Result<(), Failure> {
         threads: args.threads,
         wait_for_lock: args.wait.map(Duration::from_secs),
         show_progress: true,
+        stop: StopSignal::on_signals(),
     };
     for e in &experiments {
         preflight(e, &options.results, options.force, &options.device).map_err(bad_input)?;
     }
-    let mut failures = Vec::new();
+    let mut failures: Vec<RunFailure> = Vec::new();
     for e in &experiments {
         if e.defines_runs_only() {
-            eprintln!(
-                "== {}: defines runs for other files to include; nothing to run",
+            println!(
+                "{}: defines runs for other files to include; nothing to run",
                 e.path.display()
             );
             continue;
         }
-        eprintln!("== {} ({})", e.name, e.path.display());
-        for (planned, result) in train_missing(e, &options) {
-            eprintln!("   {:<24} {:?}", planned.run.name, result);
-            if result.is_failure() {
-                failures.push(format!("{}: {}: {:?}", e.name, planned.run.name, result));
+        println!("{}", experiment_heading(e));
+        let results = train_missing(e, &options);
+        let name_width = results
+            .iter()
+            .map(|(p, _)| p.run.name.len())
+            .max()
+            .unwrap_or(0);
+        for (planned, result) in &results {
+            println!(
+                "  {:<name_width$}  {}",
+                planned.run.name,
+                run_line(planned, result)
+            );
+            if let repro::runner::RunResult::Failed(f) = result {
+                failures.push(RunFailure {
+                    message: format!("{}: run `{}`: {}", e.name, planned.run.name, f.message),
+                    bad_input: f.bad_input,
+                });
+            } else if result.is_failure() {
+                failures.push(RunFailure {
+                    message: format!("{}: run `{}` diverged", e.name, planned.run.name),
+                    bad_input: false,
+                });
             }
         }
-        let (evaluated, problems) =
-            evaluate_tables(e, &options.results, &options.device, options.threads);
-        if evaluated > 0 {
-            eprintln!("   evaluations: {evaluated}");
+        if options.stop.requested() {
+            return Err(interrupted(&results));
         }
-        failures.extend(problems.into_iter().map(|p| format!("{}: {p}", e.name)));
+        let (evaluated, problems) = evaluate_tables(
+            e,
+            &options.results,
+            &options.device,
+            options.threads,
+            options.stop,
+        );
+        if options.stop.requested() {
+            return Err(Failure {
+                code: INTERRUPTED,
+                message: "interrupted during the table evaluations; the evaluations already \
+                          stored are kept and the same command runs the rest"
+                    .into(),
+            });
+        }
+        if evaluated > 0 {
+            println!("  table evaluations run: {evaluated}");
+        }
+        failures.extend(problems.into_iter().map(|p| RunFailure {
+            message: format!("{}: {}", e.name, p.message),
+            bad_input: p.bad_input,
+        }));
+        if let Some(notice) = smoke_notice(e) {
+            println!("  note: {notice}");
+        }
         let tables = |t: &TableSpec, row: usize| row_results(e, &options.results, t, row);
         let index = write_report(e, &options.results, &args.reports, &command_line(), &tables)
-            .map_err(|m| Failure {
-                code: 1,
-                message: m,
-            })?;
-        eprintln!("   report: {}", index.display());
+            .map_err(failed)?;
+        println!("  report: {}", index.display());
     }
     match failures.is_empty() {
         true => Ok(()),
         false => Err(Failure {
-            code: 1,
+            code: match failures.iter().any(|f| f.bad_input) {
+                true => BAD_INPUT,
+                false => FAILED,
+            },
             message: format!(
                 "{} run(s) or evaluation(s) failed or diverged:\n  {}",
                 failures.len(),
-                failures.join("\n  ")
+                failures
+                    .iter()
+                    .map(|f| f.message.as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n  ")
             ),
         }),
+    }
+}
+
+/// `fig23 (experiments/fig23.yaml, profile smoke)`.
+fn experiment_heading(e: &Experiment) -> String {
+    let profile = e
+        .profile
+        .as_deref()
+        .map(|p| format!(", profile {p}"))
+        .unwrap_or_default();
+    format!("{} ({}{profile})", e.name, e.path.display())
+}
+
+/// The failure for a run stopped by Ctrl-C or SIGTERM.
+fn interrupted(results: &[(repro::runner::PlannedRun, repro::runner::RunResult)]) -> Failure {
+    let which = results
+        .iter()
+        .find(|(_, r)| r.is_interrupted())
+        .map(|(p, _)| format!(" in run `{}`", p.run.name))
+        .unwrap_or_default();
+    Failure {
+        code: INTERRUPTED,
+        message: format!(
+            "interrupted{which}; its checkpoint is saved and `{}` resumes it",
+            command_line()
+        ),
     }
 }
 
@@ -344,17 +431,16 @@ fn report(args: ReportArgs) -> Result<(), Failure> {
             &command_line(),
             &tables,
         )
-        .map_err(|m| Failure {
-            code: 1,
-            message: m,
-        })?;
+        .map_err(failed)?;
         println!("{}", index.display());
     }
     Ok(())
 }
 
 fn eval(args: EvalArgs) -> Result<(), Failure> {
-    use repro::eval::{evaluate, protocol_for, write_predictions, EvalRequest, ModelSpec};
+    use repro::eval::{
+        evaluate, protocol_for, write_predictions, EvalError, EvalRequest, ModelSpec,
+    };
     use repro::models::AvgPoolPadding;
     let arch = Arch::from_name(&args.model)
         .ok_or_else(|| bad_input(format!("unknown model `{}`", args.model)))?;
@@ -400,6 +486,7 @@ fn eval(args: EvalArgs) -> Result<(), Failure> {
     let crop_pct = args.crop_pct.unwrap_or(arch.eval_defaults().1);
     let protocol = protocol_for(args.crops, crop_pct, args.size as u32).map_err(bad_input)?;
     let (device, _) = repro::device::parse_device(&args.device).map_err(bad_input)?;
+    let stop = StopSignal::on_signals();
     let request = EvalRequest {
         models: args
             .weights
@@ -415,17 +502,26 @@ fn eval(args: EvalArgs) -> Result<(), Failure> {
         batch_size: args.batch,
         threads: args.threads,
         device,
+        skip_bad_images: args.skip_bad_images,
+        show_progress: true,
+        stop,
     };
-    let report = evaluate(&request).map_err(|e| Failure {
-        code: 1,
-        message: e.to_string(),
+    let report = evaluate(&request).map_err(|e| match e {
+        EvalError::Image(e) => bad_input(format!(
+            "{e}\n(--skip-bad-images leaves unreadable images out and lists them)"
+        )),
+        e @ (EvalError::Weights(_) | EvalError::Build { .. } | EvalError::Config(_)) => {
+            bad_input(e)
+        }
+        e @ EvalError::Interrupted { .. } => Failure {
+            code: INTERRUPTED,
+            message: e.to_string(),
+        },
+        e => failed(e),
     })?;
     println!("{report}");
     if let Some(path) = &args.predictions {
-        write_predictions(path, &report).map_err(|e| Failure {
-            code: 1,
-            message: e.to_string(),
-        })?;
+        write_predictions(path, &report).map_err(failed)?;
         println!("predictions: {}", path.display());
     }
     Ok(())
@@ -442,15 +538,7 @@ fn show_plan(args: ExperimentArgs) -> Result<(), Failure> {
         .into_iter()
         .filter(|e| !e.defines_runs_only())
     {
-        println!(
-            "{} ({}){}",
-            e.name,
-            e.path.display(),
-            e.profile
-                .as_deref()
-                .map(|p| format!(", profile {p}"))
-                .unwrap_or_default()
-        );
+        println!("{}", experiment_heading(&e));
         let planned = plan(&e, &args.results);
         let name_width = planned
             .iter()

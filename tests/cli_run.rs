@@ -138,8 +138,12 @@ fn smoke_run_writes_metrics_figures_and_report_and_a_second_run_trains_nothing()
 
     let second = run(&tmp.0, &["run", fig, "--smoke"]);
     assert!(second.status.success(), "{}", text(&second));
-    assert!(text(&second).contains("Reused(Done)"), "{}", text(&second));
-    assert!(!text(&second).contains("Trained"), "{}", text(&second));
+    assert_eq!(
+        text(&second).matches("already trained: ").count(),
+        2,
+        "{}",
+        text(&second)
+    );
     assert_eq!(
         std::fs::metadata(&metrics).unwrap().modified().unwrap(),
         before
@@ -168,7 +172,10 @@ fn smoke_run_writes_metrics_figures_and_report_and_a_second_run_trains_nothing()
     );
     assert!(third.status.success(), "{}", text(&third));
     assert_eq!(
-        text(&third).matches("Trained(Finished").count(),
+        String::from_utf8_lossy(&third.stdout)
+            .lines()
+            .filter(|l| l.contains("  trained: "))
+            .count(),
         2,
         "{}",
         text(&third)
@@ -378,9 +385,9 @@ fn corrupt_images_fail_the_run_by_name_or_are_skipped_and_listed() {
     );
     std::fs::write(&exp, yaml).unwrap();
     let failed = run(&tmp.0, &["run", exp.to_str().unwrap()]);
-    assert_eq!(failed.status.code(), Some(1), "{}", text(&failed));
+    assert_eq!(failed.status.code(), Some(2), "bad data: {}", text(&failed));
     assert!(
-        text(&failed).contains("zz_corrupt.jpg"),
+        text(&failed).contains("zz_corrupt.jpg") && text(&failed).contains("skip_bad_images"),
         "{}",
         text(&failed)
     );

@@ -44,6 +44,7 @@ fn train(
         val_set: &data.val,
         device: &Device::Cpu,
         threads: 2,
+        stop: repro::interrupt::StopSignal::default(),
         stop_after_steps,
         progress: Progress::quiet(),
     };

@@ -69,4 +69,12 @@ pub enum EvalError {
     /// Writing a file failed (the error names it).
     #[error(transparent)]
     Write(#[from] AtomicWriteError),
+    /// Stopped by Ctrl-C or SIGTERM ([`crate::interrupt`]); nothing was written.
+    #[error("interrupted after {images} of {total} images")]
+    Interrupted {
+        /// Images scored (or skipped) before the stop.
+        images: u64,
+        /// Images of the evaluation.
+        total: u64,
+    },
 }

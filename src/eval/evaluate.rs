@@ -15,13 +15,15 @@ use std::sync::mpsc::sync_channel;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 
-use super::predictions::Prediction;
+use super::predictions::{Prediction, SkippedImage};
+use super::progress::EvalProgress;
 use super::protocol::check_protocol;
 use super::record::EvalRecord;
 use super::render::render_chunk;
 use super::scores::{average_over_crops, average_over_models, top_k};
 use super::EvalError;
 use crate::data::{CropProtocol, Dataset, ImageSet, Sample};
+use crate::interrupt::StopSignal;
 use crate::models::import::load_timm_weights;
 use crate::models::{ModelConfig, Network, MIN_IMAGE_SIZE};
 use crate::train::top_k_hits;
@@ -64,6 +66,13 @@ pub struct EvalRequest<'a> {
     pub threads: usize,
     /// Where the networks run.
     pub device: Device,
+    /// Leave out images that cannot be read or decoded (counted and listed in the report)
+    /// instead of failing on the first.
+    pub skip_bad_images: bool,
+    /// A progress bar on a terminal, log lines otherwise.
+    pub show_progress: bool,
+    /// Checked between chunks: when set, the evaluation ends with [`EvalError::Interrupted`].
+    pub stop: StopSignal,
 }
 
 /// The result of one evaluation. Errors are fractions in [0, 1]; `Display` shows percent.
@@ -83,8 +92,10 @@ pub struct EvalReport {
     pub eval_set: ImageSet,
     /// [`ModelSpec::name`] of every model, in ensemble order.
     pub models: Vec<String>,
-    /// One entry per image, in dataset order.
+    /// One entry per evaluated image, in dataset order.
     pub predictions: Vec<Prediction>,
+    /// The images left out because they could not be read or decoded, in dataset order.
+    pub skipped: Vec<SkippedImage>,
 }
 
 impl EvalReport {
@@ -98,6 +109,11 @@ impl EvalReport {
             images: self.images,
             top1_err: self.top1_err,
             top5_err: self.top5_err,
+            skipped: self
+                .skipped
+                .iter()
+                .map(|b| b.path.display().to_string())
+                .collect(),
         }
     }
 }
@@ -113,7 +129,26 @@ impl fmt::Display for EvalReport {
             self.eval_set
         )?;
         writeln!(f, "protocol: {}", self.protocol_description)?;
-        write!(f, "models: {}", self.models.join(", "))
+        write!(f, "models: {}", self.models.join(", "))?;
+        if !self.skipped.is_empty() {
+            write!(
+                f,
+                "\nskipped {} unreadable image(s), not counted in the errors:",
+                self.skipped.len()
+            )?;
+            const LISTED: usize = 10;
+            for b in self.skipped.iter().take(LISTED) {
+                write!(f, "\n  {}: {}", b.path.display(), b.reason)?;
+            }
+            if self.skipped.len() > LISTED {
+                write!(
+                    f,
+                    "\n  ... and {} more (all in --predictions)",
+                    self.skipped.len() - LISTED
+                )?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -133,23 +168,61 @@ pub fn evaluate(req: &EvalRequest) -> Result<EvalReport, EvalError> {
         .map_err(|e| EvalError::Config(format!("cannot start {} threads: {e}", req.threads)))?;
     let (samples, pool) = (&req.dataset.samples, &pool);
     let mut tally = Tally::default();
+    let mut progress = EvalProgress::new(
+        progress_label(req),
+        samples.len() as u64,
+        crops as u64,
+        req.show_progress,
+    );
+    let skip = req.skip_bad_images;
     std::thread::scope(|scope| {
         let (tx, rx) = sync_channel(1);
         scope.spawn(move || {
             for chunk in samples.chunks(chunk_images) {
-                let rendered = pool.install(|| render_chunk(chunk, &req.protocol, req.input_size));
+                let rendered =
+                    pool.install(|| render_chunk(chunk, &req.protocol, req.input_size, skip));
                 if tx.send(rendered).is_err() {
                     break;
                 }
             }
         });
+        let mut done = 0u64;
         for (chunk, rendered) in samples.chunks(chunk_images).zip(rx) {
-            let probs = score_chunk(req, &nets, rendered?, chunk.len())?;
-            tally.add(chunk, &probs, &req.device)?;
-            tracing::debug!("evaluated {} of {} images", tally.images, samples.len());
+            if req.stop.requested() {
+                return Err(EvalError::Interrupted {
+                    images: done,
+                    total: samples.len() as u64,
+                });
+            }
+            let rendered = rendered?;
+            let kept: Vec<Sample> = rendered.kept.iter().map(|&i| chunk[i].clone()).collect();
+            if !kept.is_empty() {
+                let probs = score_chunk(req, &nets, rendered.pixels, kept.len())?;
+                tally.add(&kept, &probs, &req.device)?;
+            }
+            tally.skipped.extend(
+                rendered
+                    .skipped
+                    .into_iter()
+                    .map(|(i, reason)| SkippedImage {
+                        path: chunk[i].path.clone(),
+                        label: chunk[i].label,
+                        reason,
+                    }),
+            );
+            done += chunk.len() as u64;
+            progress.update(done, tally.skipped.len() as u64);
         }
         Ok::<(), EvalError>(())
     })?;
+    drop(progress);
+    if tally.images == 0 {
+        return Err(EvalError::Config(format!(
+            "none of the {} images of {} could be read or decoded",
+            samples.len(),
+            req.dataset.describe()
+        )));
+    }
     let images = tally.images as f64;
     Ok(EvalReport {
         top1_err: 1.0 - tally.hits1 / images,
@@ -160,7 +233,21 @@ pub fn evaluate(req: &EvalRequest) -> Result<EvalReport, EvalError> {
         eval_set: req.dataset.set,
         models: req.models.iter().map(ModelSpec::name).collect(),
         predictions: tally.predictions,
+        skipped: tally.skipped,
     })
+}
+
+/// `inception_v4 (144 crops)`, `ensemble of 4 (12 crops)`.
+fn progress_label(req: &EvalRequest) -> String {
+    let models = match req.models.as_slice() {
+        [one] => one.config.arch.to_string(),
+        many => format!("ensemble of {}", many.len()),
+    };
+    let crops = req.protocol.num_crops();
+    format!(
+        "{models} ({crops} crop{})",
+        if crops == 1 { "" } else { "s" }
+    )
 }
 
 /// Rejects requests that cannot be evaluated, with a message saying why.
@@ -274,6 +361,7 @@ struct Tally {
     hits1: f64,
     hits5: f64,
     predictions: Vec<Prediction>,
+    skipped: Vec<SkippedImage>,
 }
 
 impl Tally {

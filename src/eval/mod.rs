@@ -15,6 +15,7 @@ mod error;
 pub mod evaluate;
 mod parquet;
 pub mod predictions;
+mod progress;
 pub mod protocol;
 pub mod record;
 pub mod render;
@@ -22,7 +23,9 @@ pub mod scores;
 
 pub use error::EvalError;
 pub use evaluate::{evaluate, EvalReport, EvalRequest, ModelSpec};
-pub use predictions::{read_predictions, write_predictions, Prediction};
+pub use predictions::{
+    read_predictions, write_predictions, Prediction, PredictionsFile, SkippedImage,
+};
 pub use protocol::protocol_for;
 pub use record::{read_eval_parquet, write_eval_parquet, EvalRecord};
 

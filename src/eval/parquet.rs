@@ -20,10 +20,12 @@ pub(super) fn write_frame(path: &Path, mut df: DataFrame) -> Result<(), EvalErro
     Ok(())
 }
 
-/// Reads `path` and checks that it has exactly `columns` (name, type), in order.
+/// Reads `path` and checks that it has exactly `columns` (name, type), in order, followed by
+/// `added` — columns later versions appended, which files written before them lack.
 pub(super) fn read_frame(
     path: &Path,
     columns: &[(&str, DataType)],
+    added: &[(&str, DataType)],
 ) -> Result<DataFrame, EvalError> {
     let file = File::open(path).map_err(|source| EvalError::Open {
         path: path.to_path_buf(),
@@ -37,7 +39,10 @@ pub(super) fn read_frame(
         .iter()
         .map(|(n, d)| (n.to_string(), d.clone()))
         .collect();
-    for (i, (name, dtype)) in columns.iter().enumerate() {
+    let present = found
+        .len()
+        .clamp(columns.len(), columns.len() + added.len());
+    for (i, (name, dtype)) in columns.iter().chain(added).take(present).enumerate() {
         let problem = match found.get(i) {
             None => Some("no such column".to_string()),
             Some((n, d)) if n != name || d != dtype => Some(format!("found `{n}`: {d}")),
@@ -51,7 +56,7 @@ pub(super) fn read_frame(
             ));
         }
     }
-    if let Some((n, d)) = found.get(columns.len()) {
+    if let Some((n, d)) = found.get(present) {
         return Err(column_error(
             path,
             n,

@@ -2,7 +2,9 @@
 //!
 //! Columns: `path` (string), `label` (u32), `top5_classes` (list of u32, most probable
 //! first), `top5_probs` (list of f32, the averaged probabilities of those classes), and
-//! on every row the evaluation's `crop_definition` and `eval_set`.
+//! on every row the evaluation's `crop_definition` and `eval_set`; then `skipped` (string:
+//! null for an evaluated image; for an image that could not be read or decoded, the reason,
+//! with empty top-5 lists). The evaluated images come first, the skipped ones after them.
 
 use std::path::{Path, PathBuf};
 
@@ -15,7 +17,7 @@ use super::parquet::{
 use super::EvalError;
 
 /// One image's result.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Prediction {
     /// The image file.
     pub path: PathBuf,
@@ -24,6 +26,18 @@ pub struct Prediction {
     /// The most probable classes (at most 5) with their averaged probabilities, most
     /// probable first; equal probabilities by ascending class.
     pub top5: Vec<(u32, f32)>,
+}
+
+/// An image left out of an evaluation because it could not be read or decoded
+/// (`--skip-bad-images`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SkippedImage {
+    /// The image file.
+    pub path: PathBuf,
+    /// Its class index.
+    pub label: u32,
+    /// What the reader or decoder said.
+    pub reason: String,
 }
 
 fn columns() -> [(&'static str, DataType); 6] {
@@ -37,22 +51,44 @@ fn columns() -> [(&'static str, DataType); 6] {
     ]
 }
 
-/// Writes the predictions of `report` to `path` (Parquet, atomically).
+/// Columns appended after the first release of the format.
+fn added_columns() -> [(&'static str, DataType); 1] {
+    [("skipped", DataType::String)]
+}
+
+/// Writes the predictions of `report` to `path` (Parquet, atomically): the evaluated images,
+/// then the skipped ones.
 pub fn write_predictions(path: &Path, report: &EvalReport) -> Result<(), EvalError> {
-    let rows = &report.predictions;
-    let paths: Vec<String> = rows.iter().map(|p| p.path.display().to_string()).collect();
-    let labels: Vec<u32> = rows.iter().map(|p| p.label).collect();
-    let classes: Vec<Series> = rows
+    let (rows, skipped) = (&report.predictions, &report.skipped);
+    let n = rows.len() + skipped.len();
+    let paths: Vec<String> = rows
         .iter()
-        .map(|p| Series::new("".into(), p.top5.iter().map(|t| t.0).collect::<Vec<u32>>()))
+        .map(|p| &p.path)
+        .chain(skipped.iter().map(|s| &s.path))
+        .map(|p| p.display().to_string())
         .collect();
-    let probs: Vec<Series> = rows
+    let labels: Vec<u32> = rows
         .iter()
-        .map(|p| Series::new("".into(), p.top5.iter().map(|t| t.1).collect::<Vec<f32>>()))
+        .map(|p| p.label)
+        .chain(skipped.iter().map(|s| s.label))
         .collect();
-    let repeat = |v: String| vec![v; rows.len()];
+    let list = |get: &dyn Fn(&Prediction) -> Series| -> Vec<Series> {
+        rows.iter()
+            .map(get)
+            .chain(skipped.iter().map(|_| get(&Prediction::default())))
+            .collect()
+    };
+    let classes =
+        list(&|p| Series::new("".into(), p.top5.iter().map(|t| t.0).collect::<Vec<u32>>()));
+    let probs = list(&|p| Series::new("".into(), p.top5.iter().map(|t| t.1).collect::<Vec<f32>>()));
+    let reasons: Vec<Option<String>> = rows
+        .iter()
+        .map(|_| None)
+        .chain(skipped.iter().map(|s| Some(s.reason.clone())))
+        .collect();
+    let repeat = |v: String| vec![v; n];
     let df = DataFrame::new(
-        rows.len(),
+        n,
         vec![
             Column::new("path".into(), paths),
             Column::new("label".into(), labels),
@@ -63,15 +99,32 @@ pub fn write_predictions(path: &Path, report: &EvalReport) -> Result<(), EvalErr
                 repeat(report.protocol_description.clone()),
             ),
             Column::new("eval_set".into(), repeat(report.eval_set.to_string())),
+            Column::new("skipped".into(), reasons),
         ],
     )
     .map_err(|e| polars_error(path, e))?;
     write_frame(path, df)
 }
 
+/// The rows of a predictions file.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PredictionsFile {
+    /// The evaluated images, in file order.
+    pub predictions: Vec<Prediction>,
+    /// The images left out as unreadable, in file order.
+    pub skipped: Vec<SkippedImage>,
+}
+
 /// Reads the rows of a predictions file, checking its schema.
-pub fn read_predictions(path: &Path) -> Result<Vec<Prediction>, EvalError> {
-    let df = read_frame(path, &columns())?;
+pub fn read_predictions(path: &Path) -> Result<PredictionsFile, EvalError> {
+    let df = read_frame(path, &columns(), &added_columns())?;
+    let reasons: Vec<Option<String>> = match df.width() > columns().len() {
+        true => df
+            .column("skipped")
+            .and_then(strings)
+            .map_err(|e| polars_error(path, e))?,
+        false => vec![None; df.height()],
+    };
     let no_nulls =
         |what: &str| PolarsError::ComputeError(format!("null inside a {what} list").into());
     let paths = values(path, &df, "path", strings)?;
@@ -92,28 +145,37 @@ pub fn read_predictions(path: &Path) -> Result<Vec<Prediction>, EvalError> {
                 .collect()
         })
     })?;
-    paths
+    let mut file = PredictionsFile::default();
+    for (row, (((p, label), (c, pr)), reason)) in paths
         .into_iter()
         .zip(labels)
         .zip(classes.into_iter().zip(probs))
+        .zip(reasons)
         .enumerate()
-        .map(|(row, ((p, label), (c, pr)))| {
-            if c.len() != pr.len() {
-                return Err(EvalError::Column {
-                    path: path.to_path_buf(),
-                    column: "top5_probs".into(),
-                    problem: format!(
-                        "row {row} has {} classes but {} probabilities",
-                        c.len(),
-                        pr.len()
-                    ),
-                });
-            }
-            Ok(Prediction {
+    {
+        if c.len() != pr.len() {
+            return Err(EvalError::Column {
+                path: path.to_path_buf(),
+                column: "top5_probs".into(),
+                problem: format!(
+                    "row {row} has {} classes but {} probabilities",
+                    c.len(),
+                    pr.len()
+                ),
+            });
+        }
+        match reason {
+            Some(reason) => file.skipped.push(SkippedImage {
+                path: PathBuf::from(p),
+                label,
+                reason,
+            }),
+            None => file.predictions.push(Prediction {
                 path: PathBuf::from(p),
                 label,
                 top5: c.into_iter().zip(pr).collect(),
-            })
-        })
-        .collect()
+            }),
+        }
+    }
+    Ok(file)
 }

@@ -2,7 +2,10 @@
 //! models, images, errors), written by the Table 2-5 experiments.
 //!
 //! Columns, in order: `crops` (u64), `crop_definition` (string), `eval_set` (string),
-//! `models` (the ensemble's models joined by " + "), `images` (u64), `top1_err` and `top5_err` (f64 in [0, 1]).
+//! `models` (the ensemble's models joined by " + "), `images` (u64), `top1_err` and `top5_err` (f64 in [0, 1]),
+//! `skipped_images` (u64: unreadable images left out, not counted in `images`) and
+//! `skipped_files` (their paths, one per line). Files written before the last two columns
+//! existed are read with no skipped images.
 
 use std::path::Path;
 
@@ -28,6 +31,8 @@ pub struct EvalRecord {
     pub top1_err: f64,
     /// Top-5 error in [0, 1].
     pub top5_err: f64,
+    /// The images left out because they could not be read or decoded.
+    pub skipped: Vec<String>,
 }
 
 /// Joins the models of an ensemble in the `models` column. A plain string (not a list)
@@ -43,6 +48,14 @@ fn columns() -> [(&'static str, DataType); 7] {
         ("images", DataType::UInt64),
         ("top1_err", DataType::Float64),
         ("top5_err", DataType::Float64),
+    ]
+}
+
+/// Columns appended after the first release of the format.
+fn added_columns() -> [(&'static str, DataType); 2] {
+    [
+        ("skipped_images", DataType::UInt64),
+        ("skipped_files", DataType::String),
     ]
 }
 
@@ -67,6 +80,14 @@ pub fn write_eval_parquet(path: &Path, records: &[EvalRecord]) -> Result<(), Eva
             Column::new("images".into(), col(records, |r| r.images)),
             Column::new("top1_err".into(), col(records, |r| r.top1_err)),
             Column::new("top5_err".into(), col(records, |r| r.top5_err)),
+            Column::new(
+                "skipped_images".into(),
+                col(records, |r| r.skipped.len() as u64),
+            ),
+            Column::new(
+                "skipped_files".into(),
+                col(records, |r| r.skipped.join("\n")),
+            ),
         ],
     )
     .map_err(|e| polars_error(path, e))?;
@@ -75,7 +96,7 @@ pub fn write_eval_parquet(path: &Path, records: &[EvalRecord]) -> Result<(), Eva
 
 /// Reads every record of an `eval.parquet` file, checking its schema.
 pub fn read_eval_parquet(path: &Path) -> Result<Vec<EvalRecord>, EvalError> {
-    let df = read_frame(path, &columns())?;
+    let df = read_frame(path, &columns(), &added_columns())?;
     let crops = values(path, &df, "crops", u64s)?;
     let definitions = values(path, &df, "crop_definition", strings)?;
     let sets = values(path, &df, "eval_set", strings)?;
@@ -83,6 +104,13 @@ pub fn read_eval_parquet(path: &Path) -> Result<Vec<EvalRecord>, EvalError> {
     let images = values(path, &df, "images", u64s)?;
     let top1 = values(path, &df, "top1_err", f64s)?;
     let top5 = values(path, &df, "top5_err", f64s)?;
+    let skipped = match df.width() > columns().len() {
+        true => values(path, &df, "skipped_files", strings)?
+            .into_iter()
+            .map(|files| files.lines().map(str::to_string).collect())
+            .collect(),
+        false => vec![Vec::new(); df.height()],
+    };
     Ok((0..df.height())
         .map(|i| EvalRecord {
             crops: crops[i],
@@ -95,6 +123,7 @@ pub fn read_eval_parquet(path: &Path) -> Result<Vec<EvalRecord>, EvalError> {
             images: images[i],
             top1_err: top1[i],
             top5_err: top5[i],
+            skipped: skipped[i].clone(),
         })
         .collect())
 }

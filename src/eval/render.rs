@@ -9,19 +9,48 @@ pub fn crop_len(size: u32) -> usize {
     3 * size as usize * size as usize
 }
 
+/// The crops of one chunk of images.
+#[derive(Debug)]
+pub struct RenderedChunk {
+    /// `kept.len() * protocol.num_crops()` CHW crops, image-major, in the protocol's order.
+    pub pixels: Vec<f32>,
+    /// Positions in the chunk of the images that were rendered, ascending.
+    pub kept: Vec<usize>,
+    /// Positions in the chunk of the images that could not be read or decoded, with the
+    /// reason (only when skipping was asked for), ascending.
+    pub skipped: Vec<(usize, String)>,
+}
+
 /// Decodes `samples` (in parallel on the current rayon pool) and renders the crops of
-/// `protocol` for a `size`-pixel network, bilinear, in [-1, 1]: `samples.len() *
-/// protocol.num_crops()` CHW crops, image-major, in the protocol's crop order. The decoded
-/// images are dropped before returning. Errors name the file that failed to decode.
+/// `protocol` for a `size`-pixel network, bilinear, in [-1, 1]. The decoded images are
+/// dropped before returning. An image that cannot be read or decoded is an error naming the
+/// file, or, with `skip_bad_images`, left out and listed in [`RenderedChunk::skipped`].
 pub fn render_chunk(
     samples: &[Sample],
     protocol: &CropProtocol,
     size: u32,
-) -> Result<Vec<f32>, DataError> {
-    let images = samples
+    skip_bad_images: bool,
+) -> Result<RenderedChunk, DataError> {
+    let decoded: Vec<_> = samples
         .par_iter()
         .map(|s| decode_image_file(&s.path))
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect();
+    let (mut images, mut kept, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
+    for (position, result) in decoded.into_iter().enumerate() {
+        match result {
+            Ok(img) => {
+                images.push(img);
+                kept.push(position);
+            }
+            Err(DataError::Decode { reason, .. }) if skip_bad_images => {
+                skipped.push((position, reason))
+            }
+            Err(DataError::Io { source, .. }) if skip_bad_images => {
+                skipped.push((position, source.to_string()))
+            }
+            Err(e) => return Err(e),
+        }
+    }
     let jobs: Vec<_> = images
         .iter()
         .flat_map(|img| {
@@ -36,5 +65,9 @@ pub fn render_chunk(
         .par_chunks_mut(per_crop)
         .zip(jobs.par_iter())
         .for_each(|(out, (img, crop))| render_crop(img, crop, size, Interpolation::Bilinear, out));
-    Ok(pixels)
+    Ok(RenderedChunk {
+        pixels,
+        kept,
+        skipped,
+    })
 }

@@ -295,6 +295,7 @@ fn record(crops: u64, models: &[&str]) -> EvalRecord {
         images: 48_238,
         top1_err: 0.1967,
         top5_err: 0.0476,
+        skipped: vec![],
     }
 }
 
@@ -302,10 +303,9 @@ fn record(crops: u64, models: &[&str]) -> EvalRecord {
 fn eval_parquet_round_trips_and_rejects_other_files() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("eval.parquet");
-    let rows = vec![
-        record(144, &["inception_v4:a.safetensors"]),
-        record(1, &["x:1", "y:2", "z:3"]),
-    ];
+    let mut with_skipped = record(1, &["x:1", "y:2", "z:3"]);
+    with_skipped.skipped = vec!["n01/a.JPEG".into(), "n02/b c.JPEG".into()];
+    let rows = vec![record(144, &["inception_v4:a.safetensors"]), with_skipped];
     write_eval_parquet(&path, &rows).unwrap();
     assert_eq!(read_eval_parquet(&path).unwrap(), rows);
     assert_eq!(
@@ -337,6 +337,7 @@ fn report_with(predictions: Vec<Prediction>) -> EvalReport {
         eval_set: ImageSet::IlsvrcVal,
         models: vec!["inception_v4:w.safetensors".into()],
         predictions,
+        skipped: vec![],
     }
 }
 
@@ -358,7 +359,7 @@ fn predictions_round_trip_with_the_protocol_on_every_row() {
     ];
     let report = report_with(predictions.clone());
     write_predictions(&path, &report).unwrap();
-    assert_eq!(read_predictions(&path).unwrap(), predictions);
+    assert_eq!(read_predictions(&path).unwrap().predictions, predictions);
     use polars::prelude::*;
     let df = ParquetReader::new(std::fs::File::open(&path).unwrap())
         .finish()
@@ -422,6 +423,9 @@ fn request<'a>(
         batch_size,
         threads: 2,
         device: Device::Cpu,
+        skip_bad_images: false,
+        show_progress: false,
+        stop: Default::default(),
     }
 }
 
@@ -661,4 +665,102 @@ fn bad_requests_name_the_problem() {
         e.contains(&data.samples[4].path.display().to_string()),
         "{e}"
     );
+}
+
+// ---------------------------------------------------------------- unreadable images
+
+#[test]
+fn an_unreadable_image_fails_the_evaluation_naming_it_unless_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synthetic(dir.path());
+    let spec = tiny_model(dir.path(), 3, "w.safetensors");
+    let bad = data.samples[4].clone();
+    std::fs::write(&bad.path, b"\xff\xd8\xff not really a JPEG").unwrap();
+    let protocol = || protocol_for(10, 0.875, INPUT).unwrap();
+
+    let err = evaluate(&request(vec![spec.clone()], &data, protocol(), 20))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&bad.path.display().to_string()), "{err}");
+
+    let mut skipping = request(vec![spec.clone()], &data, protocol(), 20);
+    skipping.skip_bad_images = true;
+    let report = evaluate(&skipping).unwrap();
+    assert_eq!(report.images, data.len() as u64 - 1);
+    assert_eq!(report.skipped.len(), 1);
+    assert_eq!(
+        (&report.skipped[0].path, report.skipped[0].label),
+        (&bad.path, bad.label)
+    );
+    assert!(report.to_string().contains("skipped 1 unreadable image"));
+    assert_eq!(
+        report.record().skipped,
+        vec![bad.path.display().to_string()]
+    );
+
+    // The errors are those of the readable images alone (forward batches are composed
+    // differently, so probabilities agree to rounding, not bit for bit).
+    let mut readable = data.clone();
+    readable.samples.remove(4);
+    let reference = evaluate(&request(vec![spec], &readable, protocol(), 20)).unwrap();
+    assert_eq!(report.predictions.len(), reference.predictions.len());
+    for (ours, want) in report.predictions.iter().zip(&reference.predictions) {
+        assert_eq!((&ours.path, ours.label), (&want.path, want.label));
+        for ((c, p), (wc, wp)) in ours.top5.iter().zip(&want.top5) {
+            assert_eq!(c, wc, "{ours:?} vs {want:?}");
+            assert!((p - wp).abs() < 1e-5, "{ours:?} vs {want:?}");
+        }
+    }
+    assert_eq!(
+        (report.top1_err, report.top5_err),
+        (reference.top1_err, reference.top5_err)
+    );
+
+    // The predictions file lists the skipped image after the evaluated ones, with the reason.
+    let path = dir.path().join("pred.parquet");
+    write_predictions(&path, &report).unwrap();
+    let file = read_predictions(&path).unwrap();
+    assert_eq!(file.predictions, report.predictions);
+    assert_eq!(file.skipped, report.skipped);
+    assert!(
+        file.skipped[0].reason.contains("JPEG"),
+        "{:?}",
+        file.skipped
+    );
+}
+
+#[test]
+fn an_evaluation_where_no_image_is_readable_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synthetic(dir.path());
+    let spec = tiny_model(dir.path(), 3, "w.safetensors");
+    for s in &data.samples {
+        std::fs::write(&s.path, b"garbage").unwrap();
+    }
+    let mut req = request(vec![spec], &data, protocol_for(1, 0.875, INPUT).unwrap(), 4);
+    req.skip_bad_images = true;
+    let err = evaluate(&req).unwrap_err().to_string();
+    assert!(err.contains("none of the 9 images"), "{err}");
+}
+
+#[test]
+fn eval_parquet_from_before_the_skipped_columns_reads_with_nothing_skipped() {
+    use polars::prelude::*;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("eval.parquet");
+    let r = record(12, &["inception_v3:a"]);
+    let mut df = df!(
+        "crops" => [r.crops],
+        "crop_definition" => [r.crop_definition.clone()],
+        "eval_set" => [r.eval_set.clone()],
+        "models" => [r.models[0].clone()],
+        "images" => [r.images],
+        "top1_err" => [r.top1_err],
+        "top5_err" => [r.top5_err],
+    )
+    .unwrap();
+    ParquetWriter::new(std::fs::File::create(&path).unwrap())
+        .finish(&mut df)
+        .unwrap();
+    assert_eq!(read_eval_parquet(&path).unwrap(), vec![r]);
 }

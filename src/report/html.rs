@@ -67,6 +67,7 @@ figcaption { font-size: 0.92em; color: #444; margin-top: 0.3em; }
 pre { background: #f6f6f6; padding: 0.7em; overflow-x: auto; font-size: 0.85em; }
 code { background: #f6f6f6; padding: 0 0.2em; }
 .meta { color: #555; font-size: 0.92em; }
+.notice { background: #fff4d6; border-left: 4px solid #d9a400; padding: 0.5em 0.8em; }
 .verdict { font-weight: bold; padding: 0.1em 0.4em; border-radius: 3px; white-space: nowrap; }
 .verdict.supported { background: #d9f2d9; color: #14591b; }
 .verdict.not-supported { background: #f8d7d7; color: #7a1212; }

@@ -15,6 +15,8 @@ pub struct ReportInput {
     pub title: String,
     /// What the experiment does, in a sentence or two.
     pub description: String,
+    /// A warning shown above everything else (smoke data whose numbers mean nothing).
+    pub notice: Option<String>,
     /// Whether the experiment trains at the paper's scale (full ImageNet, paper schedule).
     /// Figures then overlay the paper's digitised curves.
     pub paper_scale: bool,
@@ -160,6 +162,8 @@ pub struct EvalResult {
     pub eval_set: String,
     /// The evaluated models (run folders or weight files; several for an ensemble).
     pub models: Vec<String>,
+    /// Images left out as unreadable (not counted in `images`).
+    pub skipped: u64,
 }
 
 /// One training run, for the "what was run" and provenance sections.

@@ -163,7 +163,7 @@ pub fn experiment_page(input: &ReportInput, tables: &[(String, String)]) -> Stri
     };
     let body = format!(
         "<p class=\"meta\"><a href=\"../index.html\">All experiments</a></p>\n\
-         <h1>{title}</h1>\n<p>{description}</p>\n\
+         <h1>{title}</h1>\n<p>{description}</p>\n{notice}\
          <p class=\"meta\">Experiment <code>{experiment}</code>, {scale}. Report generated \
          {generated} from commit <code>{commit}</code>; it re-renders from stored results \
          with <code>repro report</code>.</p>\n\
@@ -174,6 +174,11 @@ pub fn experiment_page(input: &ReportInput, tables: &[(String, String)]) -> Stri
          {claims}{figures}{tables}{runs}{deviations}",
         title = escape(&input.title),
         description = escape(&input.description),
+        notice = input
+            .notice
+            .as_deref()
+            .map(|n| format!("<p class=\"notice\">{}</p>\n", escape(n)))
+            .unwrap_or_default(),
         experiment = escape(&input.experiment),
         generated = escape(&input.generated_at),
         commit = escape(&input.commit),

@@ -4,6 +4,7 @@
 
 use super::html::{escape, file_stem};
 use super::input::RunInfo;
+use crate::store::clock::duration_text;
 use crate::store::RunStatus;
 
 /// File stems under `figures/` of the runs' plots: all runs' learning rates, all runs'
@@ -18,16 +19,6 @@ pub fn status_text(status: &RunStatus) -> String {
         RunStatus::Done => "done".to_string(),
         RunStatus::Diverged { step } => format!("diverged at step {step}"),
         RunStatus::Failed { message } => format!("failed: {message}"),
-    }
-}
-
-/// A duration in seconds as `2 h 05 min`, `12 min 30 s` or `45 s`.
-pub fn duration_text(seconds: f64) -> String {
-    let s = seconds.max(0.0).round() as u64;
-    match (s / 3600, (s % 3600) / 60, s % 60) {
-        (0, 0, sec) => format!("{sec} s"),
-        (0, min, sec) => format!("{min} min {sec:02} s"),
-        (h, min, _) => format!("{h} h {min:02} min"),
     }
 }
 
@@ -142,13 +133,6 @@ pub fn runs_section(command: &str, runs: &[RunInfo]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_read_naturally() {
-        assert_eq!(duration_text(45.2), "45 s");
-        assert_eq!(duration_text(750.0), "12 min 30 s");
-        assert_eq!(duration_text(7500.0), "2 h 05 min");
-    }
 
     #[test]
     fn statuses_are_words() {

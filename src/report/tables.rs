@@ -97,13 +97,24 @@ fn distinct_strings<'a>(values: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
     out
 }
 
+/// The images evaluated, and how many were left out as unreadable when any were.
 fn images(results: &[EvalResult]) -> String {
-    let min = results.iter().map(|r| r.images).min();
-    let max = results.iter().map(|r| r.images).max();
-    match (min, max) {
-        (Some(a), Some(b)) if a == b => count(a),
-        (Some(a), Some(b)) => format!("{}–{}", count(a), count(b)),
-        _ => "—".to_string(),
+    let range = |get: fn(&EvalResult) -> u64| {
+        let min = results.iter().map(get).min();
+        let max = results.iter().map(get).max();
+        match (min, max) {
+            (Some(a), Some(b)) if a == b => count(a),
+            (Some(a), Some(b)) => format!("{}–{}", count(a), count(b)),
+            _ => "—".to_string(),
+        }
+    };
+    match results.iter().any(|r| r.skipped > 0) {
+        true => format!(
+            "{} ({} unreadable skipped)",
+            range(|r| r.images),
+            range(|r| r.skipped)
+        ),
+        false => range(|r| r.images),
     }
 }
 
@@ -299,6 +310,7 @@ mod tests {
             crops: "12 crops (shorter side 320)".to_string(),
             eval_set: "all".to_string(),
             models: Vec::new(),
+            skipped: 0,
         }
     }
 
@@ -401,6 +413,18 @@ mod tests {
             .last()
             .unwrap()
             .contains("not at the paper's scale"));
+    }
+
+    #[test]
+    fn the_images_cell_says_how_many_unreadable_images_were_left_out() {
+        let mut t = table();
+        t.rows[0].results[0].images = 49_996;
+        t.rows[0].results[0].skipped = 4;
+        let cells = table_cells(&t, &paper_table_values());
+        assert_eq!(cells.rows[0].0[8], "49,996–50,000 (0–4 unreadable skipped)");
+        t.rows[0].results[1] = t.rows[0].results[0].clone();
+        let cells = table_cells(&t, &paper_table_values());
+        assert_eq!(cells.rows[0].0[8], "49,996 (4 unreadable skipped)");
     }
 
     #[test]

@@ -87,6 +87,7 @@ fn smoke_input(dir: &Path) -> ReportInput {
         crops: "12 crops (shorter side 320, centre square)".to_string(),
         eval_set: "smoke-val".to_string(),
         models: vec!["run".to_string()],
+        skipped: 0,
     };
     let paper = paper_table_values();
     let row = |label: &str, results: Vec<EvalResult>| TableRow {
@@ -97,6 +98,7 @@ fn smoke_input(dir: &Path) -> ReportInput {
         experiment: "smoke".to_string(),
         title: "Smoke test <tiny>".to_string(),
         description: "Three epochs on a synthetic set & two networks.".to_string(),
+        notice: Some("Smoke data: numbers mean <nothing>.".to_string()),
         paper_scale: false,
         figures: vec![
             FigureInput {
@@ -273,6 +275,10 @@ fn a_smoke_experiment_renders_to_a_static_report() {
     assert!(index.contains("Smoke test &lt;tiny&gt;"));
     assert!(index.contains("synthetic set &amp; two"));
     assert!(
+        index.contains("<p class=\"notice\">Smoke data: numbers mean &lt;nothing&gt;.</p>"),
+        "the notice is shown, escaped"
+    );
+    assert!(
         index.contains("<span class=\"verdict supported\">supported</span>"),
         "{index}"
     );
@@ -330,6 +336,7 @@ fn an_experiment_without_data_still_renders() {
         experiment: "empty".to_string(),
         title: "Nothing yet".to_string(),
         description: String::new(),
+        notice: None,
         paper_scale: true,
         figures: vec![FigureInput {
             id: "fig26".to_string(),

@@ -9,10 +9,12 @@ use candle_core::Device;
 
 use super::datasets::prepare_datasets;
 use super::plan::{plan, PlannedRun, RunProgress};
+use crate::data::DataError;
+use crate::interrupt::StopSignal;
 use crate::spec::Experiment;
 use crate::store::provenance::{manifest_hash, Provenance, RunStatus, SkippedImage};
 use crate::store::{LockError, RunDir, RunLock};
-use crate::train::{train_run, Progress, RunOutcome, TrainJob};
+use crate::train::{train_run, Progress, RunOutcome, TrainError, TrainJob};
 
 /// How to carry out an experiment.
 #[derive(Clone, Debug)]
@@ -30,6 +32,8 @@ pub struct RunOptions {
     pub wait_for_lock: Option<Duration>,
     /// Progress bars / log lines.
     pub show_progress: bool,
+    /// Ctrl-C / SIGTERM: the run in progress checkpoints and no further run starts.
+    pub stop: StopSignal,
 }
 
 /// What happened to one run.
@@ -37,10 +41,40 @@ pub struct RunOptions {
 pub enum RunResult {
     Reused(RunProgress),
     Trained(RunOutcome),
-    Failed(String),
+    Failed(RunFailure),
+}
+
+/// Why a run could not be trained.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunFailure {
+    /// For users: what went wrong, naming the file or setting.
+    pub message: String,
+    /// Caused by the input (unreadable or missing data), not by the run itself.
+    pub bad_input: bool,
+}
+
+impl RunFailure {
+    pub(crate) fn new(message: impl ToString) -> Self {
+        Self {
+            message: message.to_string(),
+            bad_input: false,
+        }
+    }
+
+    pub(crate) fn bad_input(message: impl ToString) -> Self {
+        Self {
+            message: message.to_string(),
+            bad_input: true,
+        }
+    }
 }
 
 impl RunResult {
+    /// Whether the run was stopped by a signal (it resumes from its checkpoint).
+    pub fn is_interrupted(&self) -> bool {
+        matches!(self, RunResult::Trained(RunOutcome::Interrupted { .. }))
+    }
+
     /// Whether the run counts against the exit status (failed or diverged).
     pub fn is_failure(&self) -> bool {
         matches!(
@@ -52,40 +86,45 @@ impl RunResult {
     }
 }
 
-/// Trains what is missing; returns each planned run with what happened to it.
+/// Trains what is missing; returns each planned run with what happened to it. After a stop
+/// request no further run starts: the runs not reached are left out of the result.
 pub fn train_missing(
     experiment: &Experiment,
     options: &RunOptions,
 ) -> Vec<(PlannedRun, RunResult)> {
-    plan(experiment, &options.results)
-        .into_iter()
-        .map(|planned| {
-            let result = train_one(&planned, options).unwrap_or_else(RunResult::Failed);
-            if let RunResult::Failed(msg) = &result {
-                tracing::error!("run {}: {msg}", planned.run.name);
-            }
-            (planned, result)
-        })
-        .collect()
+    let mut out = Vec::new();
+    for planned in plan(experiment, &options.results) {
+        if options.stop.requested() {
+            break;
+        }
+        let result = train_one(&planned, options).unwrap_or_else(RunResult::Failed);
+        if let RunResult::Failed(f) = &result {
+            tracing::error!("run {}: {}", planned.run.name, f.message);
+        }
+        out.push((planned, result));
+    }
+    out
 }
 
-fn train_one(planned: &PlannedRun, options: &RunOptions) -> Result<RunResult, String> {
+fn train_one(planned: &PlannedRun, options: &RunOptions) -> Result<RunResult, RunFailure> {
     let dir = RunDir::new(&planned.dir);
     dir.create()
-        .map_err(|e| format!("cannot create {}: {e}", planned.dir.display()))?;
-    let _lock = lock(&planned.dir, options.wait_for_lock).map_err(|e| e.to_string())?;
+        .map_err(|e| RunFailure::new(format!("cannot create {}: {e}", planned.dir.display())))?;
+    let _lock = lock(&planned.dir, options.wait_for_lock).map_err(RunFailure::new)?;
     if options.force {
-        clear_run(&dir)?;
+        clear_run(&dir).map_err(RunFailure::new)?;
     } else if dir.is_done() {
         return Ok(RunResult::Reused(super::plan::progress_of(&planned.dir)));
     }
     let run = &planned.run;
-    let config_text = serde_yaml::to_string(&run.config).map_err(|e| e.to_string())?;
+    let config_text = serde_yaml::to_string(&run.config).map_err(RunFailure::new)?;
     crate::store::write_bytes(&dir.config_yaml(), config_text.as_bytes())
-        .map_err(|e| e.to_string())?;
+        .map_err(RunFailure::new)?;
 
-    crate::device::apply_precision(run.config.train.precision, &options.device)?;
-    let data = prepare_datasets(&run.config.data, &options.results)?;
+    crate::device::apply_precision(run.config.train.precision, &options.device)
+        .map_err(RunFailure::bad_input)?;
+    let data =
+        prepare_datasets(&run.config.data, &options.results).map_err(RunFailure::bad_input)?;
     let manifest: Vec<(String, u64)> = data
         .train
         .samples
@@ -98,7 +137,7 @@ fn train_one(planned: &PlannedRun, options: &RunOptions) -> Result<RunResult, St
             )
         })
         .collect();
-    let config_json = serde_json::to_value(&run.config).map_err(|e| e.to_string())?;
+    let config_json = serde_json::to_value(&run.config).map_err(RunFailure::new)?;
     let mut provenance = match Provenance::read(&dir.provenance_json()) {
         Ok(p) => p,
         Err(_) => Provenance::start(
@@ -111,7 +150,7 @@ fn train_one(planned: &PlannedRun, options: &RunOptions) -> Result<RunResult, St
     provenance.status = RunStatus::Running;
     provenance
         .write(&dir.provenance_json())
-        .map_err(|e| e.to_string())?;
+        .map_err(RunFailure::new)?;
 
     let progress = if options.show_progress {
         Progress::auto(run.name.clone())
@@ -127,6 +166,7 @@ fn train_one(planned: &PlannedRun, options: &RunOptions) -> Result<RunResult, St
         device: &options.device,
         threads: options.threads,
         stop_after_steps: None,
+        stop: options.stop,
         progress,
     };
     let outcome = match train_run(&job) {
@@ -136,7 +176,15 @@ fn train_one(planned: &PlannedRun, options: &RunOptions) -> Result<RunResult, St
                 message: e.to_string(),
             });
             let _ = provenance.write(&dir.provenance_json());
-            return Err(e.to_string());
+            return Err(match e {
+                TrainError::Data(e @ (DataError::Decode { .. } | DataError::Io { .. })) => {
+                    RunFailure::bad_input(format!(
+                        "{e} (set `data.skip_bad_images: true` to leave unreadable images out)"
+                    ))
+                }
+                TrainError::Data(e) => RunFailure::bad_input(e),
+                e => RunFailure::new(e),
+            });
         }
     };
     match &outcome {
@@ -157,13 +205,16 @@ fn train_one(planned: &PlannedRun, options: &RunOptions) -> Result<RunResult, St
             provenance.finish(RunStatus::Done)
         }
         RunOutcome::Diverged { step, .. } => provenance.finish(RunStatus::Diverged { step: *step }),
-        RunOutcome::Stopped { .. } => {}
+        RunOutcome::Stopped { .. } | RunOutcome::Interrupted { .. } => {}
     }
     provenance
         .write(&dir.provenance_json())
-        .map_err(|e| e.to_string())?;
-    if !matches!(outcome, RunOutcome::Stopped { .. }) {
-        dir.mark_done().map_err(|e| e.to_string())?;
+        .map_err(RunFailure::new)?;
+    if !matches!(
+        outcome,
+        RunOutcome::Stopped { .. } | RunOutcome::Interrupted { .. }
+    ) {
+        dir.mark_done().map_err(RunFailure::new)?;
     }
     Ok(RunResult::Trained(outcome))
 }

@@ -7,11 +7,13 @@ mod execute;
 mod plan;
 mod preflight;
 mod report;
+mod summary;
 mod tables;
 
 pub use datasets::{eval_dataset, prepare_datasets, RunData};
-pub use execute::{train_missing, RunOptions, RunResult};
+pub use execute::{train_missing, RunFailure, RunOptions, RunResult};
 pub use plan::{plan, progress_of, run_dir, training_macs, PlannedRun, RunProgress};
 pub use preflight::preflight;
 pub use report::write_report;
+pub use summary::{run_line, smoke_notice};
 pub use tables::{evaluate_tables, row_results};

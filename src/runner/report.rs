@@ -145,6 +145,7 @@ pub fn write_report(
             experiment.title.clone()
         },
         description: experiment.description.clone(),
+        notice: super::summary::smoke_notice(experiment),
         paper_scale,
         figures,
         tables,

@@ -8,12 +8,14 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 
 use super::datasets::prepare_datasets;
+use super::execute::RunFailure;
 use super::plan::run_dir;
 use crate::data::Dataset;
 use crate::eval::{
-    evaluate, protocol_for, read_eval_parquet, write_eval_parquet, EvalRecord, EvalRequest,
-    ModelSpec,
+    evaluate, protocol_for, read_eval_parquet, write_eval_parquet, EvalError, EvalRecord,
+    EvalRequest, ModelSpec,
 };
+use crate::interrupt::StopSignal;
 use crate::report::EvalResult;
 use crate::spec::{Experiment, ResolvedRun, RunConfig, TableSpec};
 use crate::store::RunLock;
@@ -37,6 +39,13 @@ pub struct EvalJob<'a> {
 }
 
 impl EvalJob<'_> {
+    /// The table's `skip_bad_images`, else the first run's `data.skip_bad_images`.
+    pub fn skips_bad_images(&self) -> bool {
+        self.table
+            .skip_bad_images
+            .unwrap_or(self.members[0].config.data.skip_bad_images)
+    }
+
     /// A stable name: the table, the row label and a hash of everything that sets the result.
     pub fn folder(&self) -> String {
         let label: String = self.table.rows[self.row]
@@ -57,6 +66,9 @@ impl EvalJob<'_> {
         );
         if let Some(n) = self.table.images_per_class {
             key.push_str(&format!("|{n} per class"));
+        }
+        if self.skips_bad_images() {
+            key.push_str("|skip bad images");
         }
         let hash = crate::hashing::fnv1a64(key.as_bytes());
         format!("{}-{}-{:08x}", self.table.id, label, hash as u32)
@@ -121,27 +133,36 @@ pub fn eval_path(results: &Path, job: &EvalJob) -> PathBuf {
 
 /// Runs the evaluations that are not stored yet and whose runs have finished; returns how
 /// many ran, and the problems of those that could not (a missing or diverged run, an error).
+/// Stops early, without an error, when `stop` is requested.
 pub fn evaluate_tables(
     experiment: &Experiment,
     results: &Path,
     device: &Device,
     threads: usize,
-) -> (usize, Vec<String>) {
+    stop: StopSignal,
+) -> (usize, Vec<RunFailure>) {
     let (mut done, mut problems) = (0, Vec::new());
     // Rows of one table share their validation set: scan the folders once per data setting.
     let mut val_sets: HashMap<String, Dataset> = HashMap::new();
     for job in eval_jobs(experiment, results) {
         let path = eval_path(results, &job);
+        if stop.requested() {
+            break;
+        }
         if path.exists() {
             continue;
         }
-        match evaluate_job(&job, results, &path, device, threads, &mut val_sets) {
+        match evaluate_job(&job, results, &path, device, threads, stop, &mut val_sets) {
             Ok(true) => done += 1,
             Ok(false) => {}
-            Err(e) => problems.push(format!(
-                "{} row `{}`: {e}",
-                job.table.id, job.table.rows[job.row].label
-            )),
+            Err(_) if stop.requested() => break,
+            Err(e) => problems.push(RunFailure {
+                message: format!(
+                    "{} row `{}`: {}",
+                    job.table.id, job.table.rows[job.row].label, e.message
+                ),
+                bad_input: e.bad_input,
+            }),
         }
     }
     (done, problems)
@@ -153,14 +174,16 @@ fn evaluate_job(
     path: &Path,
     device: &Device,
     threads: usize,
+    stop: StopSignal,
     val_sets: &mut HashMap<String, Dataset>,
-) -> Result<bool, String> {
+) -> Result<bool, RunFailure> {
     if job.members.iter().any(|m| !m.weights.is_file()) {
         return Ok(false); // a run is missing or diverged: the table says "not run"
     }
     let dir = path.parent().expect("eval.parquet has a folder");
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let _lock = RunLock::acquire(dir).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| RunFailure::new(format!("cannot create {}: {e}", dir.display())))?;
+    let _lock = RunLock::acquire(dir).map_err(RunFailure::new)?;
     if path.exists() {
         return Ok(false);
     }
@@ -173,14 +196,18 @@ fn evaluate_job(
     if let Some(n) = job.table.images_per_class {
         data_cfg.val_images_per_class = Some(n);
     }
-    let key = serde_json::to_string(&data_cfg).map_err(|e| e.to_string())?;
+    let key = serde_json::to_string(&data_cfg).map_err(RunFailure::new)?;
     let val = match val_sets.entry(key) {
         Entry::Occupied(e) => e.into_mut(),
-        Entry::Vacant(e) => e.insert(prepare_datasets(&data_cfg, results)?.val),
+        Entry::Vacant(e) => e.insert(
+            prepare_datasets(&data_cfg, results)
+                .map_err(RunFailure::bad_input)?
+                .val,
+        ),
     };
     let input = first.model.image_size as u32;
     let protocol = protocol_for(job.table.crops, first.data.eval_crop_fraction, input)
-        .map_err(|e| e.to_string())?;
+        .map_err(RunFailure::bad_input)?;
     let models = job
         .members
         .iter()
@@ -197,11 +224,22 @@ fn evaluate_job(
         batch_size: first.train.eval_batch_size.max(job.table.crops as usize),
         threads,
         device: device.clone(),
+        skip_bad_images: job.skips_bad_images(),
+        show_progress: true,
+        stop,
     };
-    let report = evaluate(&request).map_err(|e| e.to_string())?;
+    let report = evaluate(&request).map_err(|e| match e {
+        EvalError::Image(e) => RunFailure::bad_input(format!(
+            "{e} (set `skip_bad_images: true` on the table to leave unreadable images out)"
+        )),
+        e @ (EvalError::Weights(_) | EvalError::Build { .. } | EvalError::Config(_)) => {
+            RunFailure::bad_input(e)
+        }
+        e => RunFailure::new(e),
+    })?;
     let mut record = report.record();
     record.models = job.members.iter().map(|m| m.name.clone()).collect();
-    write_eval_parquet(path, &[record]).map_err(|e| e.to_string())?;
+    write_eval_parquet(path, &[record]).map_err(RunFailure::new)?;
     tracing::info!(
         "{} row `{}`: {}",
         job.table.id,
@@ -230,6 +268,7 @@ pub fn row_results(
             crops: r.crop_definition,
             eval_set: r.eval_set,
             models: r.models,
+            skipped: r.skipped.len() as u64,
         })
         .collect()
 }

@@ -326,6 +326,11 @@ pub struct TableSpec {
     /// for every row): for the costly 144-crop protocol on small machines.
     #[serde(default)]
     pub images_per_class: Option<usize>,
+    /// Leave out validation images that cannot be read or decoded (counted and listed in
+    /// `eval.parquet`, shown in the table) instead of failing the evaluation. Default: the
+    /// runs' `data.skip_bad_images`.
+    #[serde(default)]
+    pub skip_bad_images: Option<bool>,
     pub rows: Vec<TableRowSpec>,
 }
 

@@ -1,4 +1,5 @@
-//! Wall-clock timestamps as RFC 3339 UTC strings (`2016-02-23T17:04:05Z`).
+//! Wall-clock timestamps as RFC 3339 UTC strings (`2016-02-23T17:04:05Z`), and durations
+//! as people write them.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -23,6 +24,20 @@ pub fn rfc3339_utc(time: SystemTime) -> String {
     )
 }
 
+/// 0.42 → "0.4 s", 45.2 → "45 s", 750 → "12 min 30 s", 7500 → "2 h 05 min".
+pub fn duration_text(seconds: f64) -> String {
+    let seconds = seconds.max(0.0);
+    if seconds < 9.95 {
+        return format!("{seconds:.1} s");
+    }
+    let s = seconds.round() as u64;
+    match (s / 3600, (s % 3600) / 60, s % 60) {
+        (0, 0, sec) => format!("{sec} s"),
+        (0, min, sec) => format!("{min} min {sec:02} s"),
+        (h, min, _) => format!("{h} h {min:02} min"),
+    }
+}
+
 /// Proleptic Gregorian date of `days` since 1970-01-01 (Howard Hinnant's algorithm).
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
@@ -44,6 +59,15 @@ mod tests {
 
     fn at(secs: u64) -> String {
         rfc3339_utc(UNIX_EPOCH + Duration::from_secs(secs))
+    }
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        assert_eq!(duration_text(0.42), "0.4 s");
+        assert_eq!(duration_text(45.2), "45 s");
+        assert_eq!(duration_text(59.6), "1 min 00 s");
+        assert_eq!(duration_text(750.0), "12 min 30 s");
+        assert_eq!(duration_text(7500.0), "2 h 05 min");
     }
 
     #[test]

@@ -21,6 +21,7 @@ use crate::data::{
     BadImage, ColorDistortion, Dataset, EvalTransform, Interpolation, Loader, LoaderConfig,
     Preprocess, TrainAugment,
 };
+use crate::interrupt::StopSignal;
 use crate::models::import;
 use crate::spec::{ColorMode, InterpolationMode, RunConfig};
 use crate::store::checkpoint::{
@@ -69,6 +70,8 @@ pub enum RunOutcome {
     Diverged { step: u64, loss: f64 },
     /// Stopped early on request (`stop_after_steps`), as a kill would.
     Stopped { step: u64 },
+    /// Stopped by [`TrainJob::stop`] (Ctrl-C, SIGTERM) after saving a checkpoint at `step`.
+    Interrupted { step: u64 },
 }
 
 /// What the runner hands the trainer.
@@ -84,6 +87,9 @@ pub struct TrainJob<'a> {
     pub threads: usize,
     /// Stop without saving after this many steps in total (tests simulate a kill with it).
     pub stop_after_steps: Option<u64>,
+    /// Checked after every step: when set, the trainer saves a checkpoint and returns
+    /// [`RunOutcome::Interrupted`].
+    pub stop: StopSignal,
     pub progress: Progress,
 }
 
@@ -202,6 +208,12 @@ pub fn train_run(job: &TrainJob) -> Result<RunOutcome, TrainError> {
             } else if state.step % cfg.train.checkpoint_every_steps.max(1) == 0 {
                 state.wall_s = wall_before + session_start.elapsed().as_secs_f64();
                 save(job, &s, &state)?;
+            }
+            if job.stop.requested() {
+                state.wall_s = wall_before + session_start.elapsed().as_secs_f64();
+                save(job, &s, &state)?;
+                job.progress.finish();
+                return Ok(RunOutcome::Interrupted { step: state.step });
             }
             if state.step >= s.total_steps {
                 break;

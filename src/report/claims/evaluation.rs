@@ -167,6 +167,7 @@ mod tests {
             crops: String::new(),
             eval_set: "all".into(),
             models: vec![],
+            skipped: 0,
         }
     }
 

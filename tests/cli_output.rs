@@ -1,0 +1,329 @@
+//! What a user sees: plain summaries from `run`, `plan` and `eval` (never the debug form of
+//! an internal type), unreadable images skipped and counted by `eval`, progress lines when
+//! stderr is a pipe, and the exit code of each class of error (0 ok, 1 failed, 2 bad input,
+//! 3 interrupted).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap};
+use common::TempDir;
+use repro::models::{import, Arch, ModelConfig, Network};
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn repro(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_repro"));
+    c.args(args);
+    c
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn both(o: &Output) -> String {
+    format!("{}{}", stdout(o), stderr(o))
+}
+
+/// Text for users never shows the debug form of a Rust value.
+fn assert_plain(text: &str) {
+    for debug in [
+        "{",
+        "Some(",
+        "None",
+        "Trained(",
+        "Finished",
+        "EvalScore",
+        "\\\"",
+    ] {
+        assert!(!text.contains(debug), "`{debug}` in:\n{text}");
+    }
+}
+
+#[test]
+fn run_and_plan_print_plain_lines_and_say_that_smoke_numbers_mean_nothing() {
+    let tmp = TempDir::new("output");
+    let fig = repo("experiments/fig23.yaml");
+    let fig = fig.to_str().unwrap();
+    let dirs = |c: &mut Command| {
+        c.arg("--results").arg(tmp.0.join("results"));
+    };
+    let mut plan = repro(&["plan", fig, "--smoke"]);
+    dirs(&mut plan);
+    let plan = plan.output().unwrap();
+    assert!(plan.status.success(), "{}", both(&plan));
+    assert_plain(&stdout(&plan));
+    assert!(stdout(&plan).contains("fig23 ("), "{}", stdout(&plan));
+    assert!(
+        stdout(&plan).contains("profile smoke)"),
+        "{}",
+        stdout(&plan)
+    );
+    assert_eq!(
+        stdout(&plan).matches("to train").count(),
+        2,
+        "{}",
+        stdout(&plan)
+    );
+
+    let run = || {
+        let mut c = repro(&["run", fig, "--smoke", "--reports"]);
+        c.arg(tmp.0.join("reports"));
+        dirs(&mut c);
+        c.output().unwrap()
+    };
+    let first = run();
+    assert!(first.status.success(), "{}", both(&first));
+    let out = stdout(&first);
+    assert_plain(&out);
+    let run_lines: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("results/runs/"))
+        .collect();
+    assert_eq!(run_lines.len(), 2, "one line per run:\n{out}");
+    for line in &run_lines {
+        assert!(
+            line.contains(" trained: ") && line.contains(" steps in "),
+            "{line}"
+        );
+        assert!(
+            line.contains("top-1 error ")
+                && line.contains("top-5 error ")
+                && line.contains(" images;"),
+            "{line}"
+        );
+    }
+    assert!(
+        out.contains("note: Smoke data") && out.contains("chance is 75 % top-1 error"),
+        "{out}"
+    );
+    assert!(out.contains("top-5 error is 0 %"), "{out}");
+    assert!(out.contains("report: "), "{out}");
+    let html = std::fs::read_to_string(tmp.0.join("reports/fig23/index.html")).unwrap();
+    assert!(
+        html.contains("<p class=\"notice\">Smoke data"),
+        "the report says it too"
+    );
+
+    let second = run();
+    assert!(second.status.success(), "{}", both(&second));
+    assert_plain(&stdout(&second));
+    assert_eq!(
+        stdout(&second).matches("already trained").count(),
+        2,
+        "{}",
+        stdout(&second)
+    );
+}
+
+/// Writes a tiny Inception-v4 for 3 classes, and 3 x 3 validation images, under `dir`.
+fn weights_and_images(dir: &Path) -> (PathBuf, Vec<PathBuf>) {
+    let mut cfg = ModelConfig::new(Arch::InceptionV4);
+    (cfg.width, cfg.image_size, cfg.blocks, cfg.num_classes) = (0.125, 75, Some([1, 1, 1]), 3);
+    let vm = VarMap::new();
+    Network::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+    let weights = dir.join("v4.safetensors");
+    import::save_timm_weights(&vm, &weights, 0).unwrap();
+    let data = repro::data::write_synthetic_dataset(&dir.join("val"), 3, 3, (90, 80), 3).unwrap();
+    (weights, data.samples.into_iter().map(|s| s.path).collect())
+}
+
+fn eval(dir: &Path, weights: &Path, extra: &[&str]) -> Output {
+    let mut c = repro(&[
+        "eval",
+        "--model",
+        "inception_v4",
+        "--size",
+        "75",
+        "--width",
+        "0.125",
+        "--blocks",
+        "1,1,1",
+        "--crops",
+        "10",
+    ]);
+    c.arg("--weights")
+        .arg(weights)
+        .arg("--data")
+        .arg(dir.join("val"));
+    c.args(extra);
+    c.stdin(Stdio::null()).output().unwrap()
+}
+
+#[test]
+fn eval_skips_unreadable_images_when_asked_and_shows_progress_in_a_pipe() {
+    let tmp = TempDir::new("eval-skip");
+    let (weights, images) = weights_and_images(&tmp.0);
+    let bad = &images[4];
+    std::fs::write(bad, b"\xff\xd8\xff\xe0 truncated").unwrap();
+
+    let refused = eval(&tmp.0, &weights, &[]);
+    assert_eq!(refused.status.code(), Some(2), "{}", both(&refused));
+    let message = stderr(&refused);
+    assert!(
+        message.contains(&bad.display().to_string()) && message.contains("--skip-bad-images"),
+        "{message}"
+    );
+
+    let predictions = tmp.0.join("predictions.parquet");
+    let skipped = eval(
+        &tmp.0,
+        &weights,
+        &[
+            "--skip-bad-images",
+            "--predictions",
+            predictions.to_str().unwrap(),
+        ],
+    );
+    assert!(skipped.status.success(), "{}", both(&skipped));
+    let out = stdout(&skipped);
+    assert_plain(&out);
+    assert!(out.contains("(8 images, "), "{out}");
+    assert!(out.contains("skipped 1 unreadable image(s)"), "{out}");
+    assert!(out.contains(&bad.display().to_string()), "{out}");
+    let file = repro::eval::read_predictions(&predictions).unwrap();
+    assert_eq!(file.predictions.len(), 8);
+    assert_eq!(file.skipped.len(), 1);
+    assert_eq!(&file.skipped[0].path, bad);
+
+    // stderr is a pipe here: progress comes as log lines with the rate, ending at the total.
+    let progress = stderr(&skipped);
+    assert!(
+        progress.contains("inception_v4 (10 crops): 9 of 9 images")
+            && progress.contains("crops/s, 1 skipped"),
+        "{progress}"
+    );
+}
+
+#[test]
+fn each_class_of_error_has_its_exit_code() {
+    let tmp = TempDir::new("exit-codes");
+    let (weights, _) = weights_and_images(&tmp.0);
+    let ok = eval(&tmp.0, &weights, &[]);
+    assert_eq!(ok.status.code(), Some(0), "{}", both(&ok));
+
+    // Bad input: 2, for a bad flag, an unknown network, a missing file, weights of another shape.
+    let bad_flag = repro(&["eval", "--crops", "7"]).output().unwrap();
+    assert_eq!(bad_flag.status.code(), Some(2), "{}", both(&bad_flag));
+    let unknown = repro(&["models", "--model", "inception_v9"])
+        .output()
+        .unwrap();
+    assert_eq!(unknown.status.code(), Some(2), "{}", both(&unknown));
+    let missing = eval(&tmp.0, &tmp.0.join("nowhere.safetensors"), &[]);
+    assert_eq!(missing.status.code(), Some(2), "{}", both(&missing));
+    assert!(
+        stderr(&missing).contains("nowhere.safetensors"),
+        "{}",
+        both(&missing)
+    );
+    let wrong_shape = eval(&tmp.0, &weights, &["--width", "0.25"]);
+    assert_eq!(wrong_shape.status.code(), Some(2), "{}", both(&wrong_shape));
+    let no_data = repro(&["run", "/nonexistent/experiment.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(no_data.status.code(), Some(2), "{}", both(&no_data));
+    assert_plain(&stderr(&no_data));
+}
+
+/// A smoke run of two networks that takes some seconds and checkpoints every step.
+fn slow_run(dir: &Path) -> Command {
+    let fig = repo("experiments/fig23.yaml");
+    let mut c = repro(&[
+        "run",
+        fig.to_str().unwrap(),
+        "--smoke",
+        "--set",
+        "train.epochs=6",
+        "--set",
+        "train.checkpoint_every_steps=1",
+        "--set",
+        "runs.inception_v4.train.epochs=1",
+    ]);
+    c.arg("--results")
+        .arg(dir.join("results"))
+        .arg("--reports")
+        .arg(dir.join("reports"));
+    c
+}
+
+#[test]
+fn ctrl_c_checkpoints_exits_with_3_and_the_same_command_resumes() {
+    let tmp = TempDir::new("interrupt");
+    let child = slow_run(&tmp.0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let runs = tmp.0.join("results/runs");
+    let start = Instant::now();
+    let mut signalled = false;
+    while start.elapsed() < Duration::from_secs(120) {
+        let step = std::fs::read_dir(&runs).ok().and_then(|mut d| {
+            d.find_map(|e| {
+                let p = e.ok()?.path().join("checkpoints/latest/state.json");
+                let v: serde_json::Value =
+                    serde_json::from_str(&std::fs::read_to_string(p).ok()?).ok()?;
+                v["step"].as_u64()
+            })
+        });
+        if step.is_some_and(|s| s >= 2) {
+            // SAFETY: sending a signal to our own child process.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+            signalled = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(signalled, "the run never checkpointed");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", both(&out));
+    let message = stderr(&out);
+    assert!(
+        message.contains("interrupted in run `inception_resnet_v2`")
+            && message.contains("resumes it"),
+        "{message}"
+    );
+    assert!(
+        stdout(&out).contains("interrupted at step"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        !std::fs::read_dir(&runs)
+            .unwrap()
+            .any(|e| e.unwrap().path().join("DONE").exists()),
+        "an interrupted run is not marked done"
+    );
+
+    let resumed = slow_run(&tmp.0).output().unwrap();
+    assert!(resumed.status.success(), "{}", both(&resumed));
+    assert!(
+        stderr(&resumed).contains("resuming from"),
+        "{}",
+        both(&resumed)
+    );
+    let irv2 = std::fs::read_dir(&runs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("inception_resnet_v2")
+        })
+        .unwrap();
+    let rows = repro::store::metrics::read_metrics(&irv2.join("metrics.parquet")).unwrap();
+    let epochs: Vec<f64> = rows.iter().map(|r| r.epoch).collect();
+    assert_eq!(epochs, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+}
