@@ -156,6 +156,18 @@ fn err(context: &'static str) -> impl Fn(candle_core::Error) -> String {
 }
 
 /// Runs one `repro bench` command, printing a JSON line per network.
+/// Checks what the user asked for (networks, device, precision) before anything runs, so
+/// that bad input is told apart from a measurement that fails.
+pub fn validate(args: &BenchArgs) -> Result<(), String> {
+    let o = match &args.what {
+        BenchKind::Train(o) | BenchKind::Eval(o) | BenchKind::Parity(o) => o,
+    };
+    archs(o)?;
+    parse_device(&o.device)?;
+    Precision::parse(&o.precision)?;
+    Ok(())
+}
+
 pub fn run(args: BenchArgs) -> Result<(), String> {
     let emit = |v: &dyn erased::Json| println!("{}", v.json());
     match args.what {

@@ -248,7 +248,9 @@ fn main() -> ExitCode {
         Command::Plan(args) => show_plan(args),
         Command::Report(args) => report(args),
         Command::Eval(args) => eval(args),
-        Command::Bench(args) => repro::bench::run(args).map_err(failed),
+        Command::Bench(args) => repro::bench::validate(&args)
+            .map_err(bad_input)
+            .and_then(|_| repro::bench::run(args).map_err(failed)),
         Command::Models(args) => models(args),
         Command::Lockstep(args) => match repro::check::command::models(&args)
             .map_err(bad_input)

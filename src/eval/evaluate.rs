@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::mpsc::sync_channel;
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
+use candle_nn::VarMap;
 
 use super::predictions::{Prediction, SkippedImage};
 use super::progress::EvalProgress;
@@ -25,6 +25,7 @@ use super::EvalError;
 use crate::data::{CropProtocol, Dataset, ImageSet, Sample};
 use crate::interrupt::StopSignal;
 use crate::models::import::load_timm_weights;
+use crate::models::init::zeroed_var_builder;
 use crate::models::{ModelConfig, Network, MIN_IMAGE_SIZE};
 use crate::train::top_k_hits;
 
@@ -308,7 +309,7 @@ fn check_request(req: &EvalRequest) -> Result<(), EvalError> {
 /// Builds the network of `spec` on `device` and loads its checkpoint.
 fn load_network(spec: &ModelSpec, device: &Device) -> Result<Network, EvalError> {
     let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+    let vb = zeroed_var_builder(&varmap, DType::F32, device);
     let net = Network::new(&spec.config, vb).map_err(|source| EvalError::Build {
         weights: spec.weights.clone(),
         source,

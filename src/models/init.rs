@@ -6,8 +6,9 @@
 //! (factor 2, fan-in, truncated normal), the classifiers Glorot-uniform, BatchNorm starts at
 //! gamma 1 / beta 0 with running statistics 0 / 1, and biases at 0.
 
-use candle_core::{Result, Tensor};
-use candle_nn::VarMap;
+use candle_core::{DType, Device, Result, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::{Init, VarBuilder, VarMap};
 
 use crate::hashing::{fnv1a64, splitmix64, GOLDEN_GAMMA};
 
@@ -43,6 +44,30 @@ pub fn initialize(varmap: &VarMap, seed: u64) -> Result<()> {
         var.set(&t)?;
     }
     Ok(())
+}
+
+/// A builder that creates the network's variables in `varmap` filled with zeros, for
+/// networks whose every variable is overwritten next ([`initialize`] for training, a
+/// checkpoint for evaluation): candle's own random initialisation of the layer hints would
+/// be drawn and thrown away (half a second for Inception-v4).
+pub fn zeroed_var_builder(varmap: &VarMap, dtype: DType, device: &Device) -> VarBuilder<'static> {
+    VarBuilder::from_backend(Box::new(Zeroed(varmap.clone())), dtype, device.clone())
+}
+
+struct Zeroed(VarMap);
+
+impl SimpleBackend for Zeroed {
+    fn get(&self, s: Shape, name: &str, _: Init, dtype: DType, dev: &Device) -> Result<Tensor> {
+        self.0.get(s, name, Init::Const(0.0), dtype, dev)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> Result<Tensor> {
+        self.0.get_unchecked(name, dtype, dev)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.0.contains_tensor(name)
+    }
 }
 
 /// SplitMix64 of (key, index, draw) mapped to (0, 1).

@@ -4,7 +4,7 @@
 //! training benchmark run exactly this.
 
 use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{VarBuilder, VarMap};
+use candle_nn::VarMap;
 
 use super::trainer::{other, tensor_err, TrainError};
 use super::{
@@ -13,7 +13,7 @@ use super::{
 };
 use crate::hashing::{mix64, GOLDEN_GAMMA};
 use crate::models::fastops;
-use crate::models::init::initialize;
+use crate::models::init::{initialize, zeroed_var_builder};
 use crate::models::{ModelConfig, Network};
 use crate::spec::{OptimizerConfig, TrainConfig};
 
@@ -64,7 +64,7 @@ impl TrainStep {
         dtype: DType,
     ) -> Result<Self, TrainError> {
         let varmap = VarMap::new();
-        let net = Network::new(model, VarBuilder::from_varmap(&varmap, dtype, device))
+        let net = Network::new(model, zeroed_var_builder(&varmap, dtype, device))
             .map_err(tensor_err("building the network"))?;
         initialize(&varmap, seed).map_err(tensor_err("initialising the weights"))?;
         let vars = sorted_vars(&varmap);
