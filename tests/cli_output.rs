@@ -327,3 +327,52 @@ fn ctrl_c_checkpoints_exits_with_3_and_the_same_command_resumes() {
     let epochs: Vec<f64> = rows.iter().map(|r| r.epoch).collect();
     assert_eq!(epochs, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
 }
+
+#[test]
+fn a_table_evaluation_skips_unreadable_images_when_the_table_says_so() {
+    let tmp = TempDir::new("table-skip");
+    let (weights, images) = weights_and_images(&tmp.0);
+    std::fs::write(&images[7], b"not an image at all").unwrap();
+    let write_experiment = |skip: bool| {
+        let exp = tmp.0.join("released.yaml");
+        let yaml = format!(
+            "defaults:\n  data: {{train: {0}, val: {0}}}\n  \
+             model: {{width: 0.125, image_size: 75, blocks: [1, 1, 1], num_classes: 3}}\n\
+             tables:\n  - id: table2\n    crops: 1\n    skip_bad_images: {skip}\n    rows:\n      - label: inception_v4\n        \
+             released: {{model: {{arch: inception_v4}}, weights: [{1}]}}\n",
+            tmp.0.join("val").display(),
+            weights.display()
+        );
+        std::fs::write(&exp, yaml).unwrap();
+        exp
+    };
+    let run = |exp: &Path| {
+        let mut c = repro(&["run", exp.to_str().unwrap()]);
+        c.arg("--results")
+            .arg(tmp.0.join("results"))
+            .arg("--reports")
+            .arg(tmp.0.join("reports"));
+        c.output().unwrap()
+    };
+    let refused = run(&write_experiment(false));
+    assert_eq!(refused.status.code(), Some(2), "{}", both(&refused));
+    assert!(
+        stderr(&refused).contains(&images[7].display().to_string())
+            && stderr(&refused).contains("skip_bad_images: true"),
+        "{}",
+        both(&refused)
+    );
+
+    let skipped = run(&write_experiment(true));
+    assert!(skipped.status.success(), "{}", both(&skipped));
+    let table = std::fs::read_to_string(tmp.0.join("reports/released/tables/table2.md")).unwrap();
+    assert!(table.contains("| 8 (1 unreadable skipped) |"), "{table}");
+    let eval = std::fs::read_dir(tmp.0.join("results/evals"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("eval.parquet"))
+        .find(|p| p.exists())
+        .unwrap();
+    let record = &repro::eval::read_eval_parquet(&eval).unwrap()[0];
+    assert_eq!(record.images, 8);
+    assert_eq!(record.skipped, vec![images[7].display().to_string()]);
+}

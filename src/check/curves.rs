@@ -281,19 +281,40 @@ pub fn run(args: &CurvesArgs) -> Result<bool, String> {
             if p.within() { "yes" } else { "no" }
         );
     }
-    let _ = writeln!(
-        md,
-        "\nRule: at each evaluation both sides have, the difference of the mean top-1 errors is at most the larger seed range (max − min) of the two sides. Verdict: {} ({} of {} evaluations within; {} seeds of {}, {} of {}; runs: {}; {}).",
-        if holds { "repro lies within the seed spread of the reference" } else { "repro does NOT lie within the seed spread of the reference" },
-        within,
-        points.len(),
+    let runs = format!(
+        "{} run(s) of {}, {} of {}: {}; {}",
         ours.len(),
         args.ours_label,
         reference.len(),
         args.reference_label,
-        ours.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", "),
-        reference.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", "),
+        ours.iter()
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        reference
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
     );
+    let _ = if ours.len() < 2 && reference.len() < 2 {
+        let largest = points
+            .iter()
+            .map(|p| (mean(&p.ours) - mean(&p.reference)).abs())
+            .fold(0.0, f64::max);
+        writeln!(
+            md,
+            "\nNo verdict: one run on each side, so there is no seed spread to judge the differences by (the largest is {largest:.1} points); compare them with the seed range of runs with several seeds ({runs})."
+        )
+    } else {
+        writeln!(
+            md,
+            "\nRule: at each evaluation both sides have, the difference of the mean top-1 errors is at most the larger seed range (max − min) of the two sides. Verdict: {} ({} of {} evaluations within; {runs}).",
+            if holds { "repro lies within the seed spread of the reference" } else { "repro does NOT lie within the seed spread of the reference" },
+            within,
+            points.len(),
+        )
+    };
     print!("{md}");
     let path = args.out.join(format!("{}.md", args.stem));
     std::fs::write(&path, md).map_err(|e| format!("{}: {e}", path.display()))?;
