@@ -105,6 +105,9 @@ impl AuxHead {
 pub struct NetworkOutput {
     pub logits: Tensor,
     pub aux_logits: Option<Tensor>,
+    /// The last layer's output before the global average pooling, (N, C, H, W): the
+    /// activations whose turning all zero the paper calls a network "dying" (section 3.3).
+    pub pre_pool: Tensor,
 }
 
 /// Shape, parameters and MACs of one stage, for one image.
@@ -230,7 +233,8 @@ impl Network {
                 aux_logits = Some(aux.forward_t(&y, train)?);
             }
         }
-        let mut pooled = y.mean((2, 3))?;
+        let pre_pool = y;
+        let mut pooled = pre_pool.mean((2, 3))?;
         if dropout && self.config.dropout > 0.0 {
             pooled = seeded_dropout(
                 &pooled,
@@ -241,6 +245,7 @@ impl Network {
         Ok(NetworkOutput {
             logits: self.classifier.forward(&pooled)?,
             aux_logits,
+            pre_pool,
         })
     }
 

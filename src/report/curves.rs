@@ -3,7 +3,7 @@
 
 use super::chart::{ChartLine, LineChart};
 use super::dash::SOLID;
-use super::input::{FigureInput, Series};
+use super::input::{FigureInput, Metric, Series};
 use super::paper::PaperPoint;
 use super::stats::{mean_curve, Curve};
 use super::style::{line_looks, network_name, LineLook};
@@ -102,13 +102,16 @@ pub fn error_chart(figure: &FigureInput, paper: &[PaperPoint], overlay: bool) ->
     }
     let title = match (&figure.title, figure.paper_figure) {
         (Some(title), _) => title.clone(),
-        (None, Some(n)) => format!("Figure {n} reproduced: {} error", figure.metric.label()),
-        (None, None) => format!("{}: {} error", figure.id, figure.metric.label()),
+        (None, Some(n)) => format!("Figure {n} reproduced: {}", figure.metric.quantity()),
+        (None, None) => format!("{}: {}", figure.id, figure.metric.quantity()),
     };
     LineChart {
         title,
         x_desc: "Epoch".to_string(),
-        y_desc: format!("Error ({}) %", figure.metric.label()),
+        y_desc: match figure.metric {
+            Metric::PrePoolZeros => "Zero activations before the pooling (%)".to_string(),
+            m => format!("Error ({}) %", m.label()),
+        },
         lines,
         y_from_zero: false,
         empty_note: "no evaluation points yet".to_string(),
@@ -184,6 +187,8 @@ mod tests {
                 eval_images: 1000,
                 images_per_s: 250.0,
                 wall_s: epoch * 60.0,
+                pre_pool_zero_frac: None,
+                pre_pool_dead_channel_frac: None,
             })
             .collect()
     }

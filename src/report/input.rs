@@ -38,13 +38,15 @@ pub struct ReportInput {
     pub commit: String,
 }
 
-/// Which error a figure shows.
+/// Which quantity a figure shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Metric {
     /// Top-1 error.
     Top1,
     /// Top-5 error.
     Top5,
+    /// The share of zero activations before the average pooling (section 3.3's "died").
+    PrePoolZeros,
 }
 
 impl Metric {
@@ -53,6 +55,7 @@ impl Metric {
         match self {
             Metric::Top1 => row.top1_err,
             Metric::Top5 => row.top5_err,
+            Metric::PrePoolZeros => row.pre_pool_zero_frac,
         }
     }
 
@@ -66,19 +69,31 @@ impl Metric {
         curve
     }
 
-    /// `"top1"` or `"top5"`, as in `figure_curves.csv`.
+    /// `"top1"`, `"top5"` or `"pre_pool_zeros"`, as in `figure_curves.csv`.
     pub fn key(self) -> &'static str {
         match self {
             Metric::Top1 => "top1",
             Metric::Top5 => "top5",
+            Metric::PrePoolZeros => "pre_pool_zeros",
         }
     }
 
-    /// `"top-1"` or `"top-5"`, for axis titles and prose.
+    /// `"top-1"` or `"top-5"`, for prose about errors.
     pub fn label(self) -> &'static str {
         match self {
             Metric::Top1 => "top-1",
             Metric::Top5 => "top-5",
+            Metric::PrePoolZeros => "pre-pooling zeros",
+        }
+    }
+
+    /// What is plotted, for titles and axes: `"top-1 error"`, `"zero activations before
+    /// the pooling"`.
+    pub fn quantity(self) -> &'static str {
+        match self {
+            Metric::Top1 => "top-1 error",
+            Metric::Top5 => "top-5 error",
+            Metric::PrePoolZeros => "zero activations before the pooling",
         }
     }
 }

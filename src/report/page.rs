@@ -69,10 +69,10 @@ fn figure_caption(figure: &FigureInput, paper_scale: bool, stem: &str) -> String
 
 /// The per-series table under a figure: status, last and best error.
 fn series_table(figure: &FigureInput) -> String {
-    let metric = figure.metric.label();
+    let metric = figure.metric.quantity();
     let mut html = format!(
         "<div class=\"wide\"><table>\n<tr><th>Network</th><th>Seed</th><th>Status</th><th>Evaluations</th>\
-         <th>Last epoch</th><th>Last {metric} error %</th><th>Best {metric} error %</th></tr>\n"
+         <th>Last epoch</th><th>Last {metric} %</th><th>Lowest {metric} %</th></tr>\n"
     );
     for series in &figure.series {
         let curve = error_curve(figure, series);

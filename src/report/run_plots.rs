@@ -171,6 +171,8 @@ mod tests {
                     eval_images: 0,
                     images_per_s: 100.0 + i as f64,
                     wall_s,
+                    pre_pool_zero_frac: None,
+                    pre_pool_dead_channel_frac: None,
                 })
                 .collect(),
         }

@@ -25,6 +25,8 @@ fn smoke_rows(speed: f64, offset: f64) -> Vec<MetricsRow> {
                 eval_images: 500,
                 images_per_s: 180.0 + (i % 3) as f64,
                 wall_s: i as f64 * 40.0,
+                pre_pool_zero_frac: None,
+                pre_pool_dead_channel_frac: None,
             }
         })
         .collect()

@@ -58,7 +58,7 @@ pub fn write_report(
             id: f.id.clone(),
             paper_figure: f.paper_figure,
             title: f.title.clone(),
-            metric: metric(f.metric),
+            metric: figure_metric(f.metric),
             overlay_paper: f.paper_overlay == Overlay::Always
                 || (f.paper_overlay == Overlay::Auto && paper_scale),
             series: f
@@ -271,6 +271,14 @@ fn status(progress: &RunProgress) -> String {
         RunProgress::Diverged { step } => format!("diverged at step {step}"),
         RunProgress::Partial { step } => format!("interrupted at step {step}"),
         RunProgress::Missing => "not run".into(),
+    }
+}
+
+fn figure_metric(m: crate::spec::FigureMetric) -> Metric {
+    match m {
+        crate::spec::FigureMetric::Top1 => Metric::Top1,
+        crate::spec::FigureMetric::Top5 => Metric::Top5,
+        crate::spec::FigureMetric::PrePoolZeros => Metric::PrePoolZeros,
     }
 }
 

@@ -282,7 +282,7 @@ pub struct FigureSpec {
     /// The chart's title (default: "Figure N reproduced: top-1 error", or the id's).
     #[serde(default)]
     pub title: Option<String>,
-    pub metric: Metric,
+    pub metric: FigureMetric,
     /// Runs drawn, one line (or one band of seeds) per network.
     pub runs: Vec<String>,
     /// Draw the paper's digitised curves: `auto` = when the runs are at paper scale.
@@ -299,6 +299,16 @@ pub struct FigureSpec {
 pub enum Metric {
     Top1,
     Top5,
+}
+
+/// What a figure draws against epoch: an error, or the share of zero activations before
+/// the average pooling (section 3.3's sign of a network that died).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FigureMetric {
+    Top1,
+    Top5,
+    PrePoolZeros,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -2,7 +2,7 @@
 //!
 //! Parquet files cannot be appended to, so [`append_metrics`] reads the existing rows, adds
 //! the new ones and rewrites the whole (small) file atomically. The schema is plain
-//! `f64`/`u64` columns with nulls only in the error columns, so polars, pandas (pyarrow)
+//! `f64`/`u64` columns with nulls only in the error and activity columns, so polars, pandas (pyarrow)
 //! and duckdb read it without this program.
 
 use std::fs::File;
@@ -72,6 +72,12 @@ pub struct MetricsRow {
     pub images_per_s: f64,
     /// Wall-clock seconds since the run started.
     pub wall_s: f64,
+    /// Fraction of the activations before the average pooling that are exactly zero on the
+    /// evaluated images (the paper's sign of a network that died), if measured.
+    pub pre_pool_zero_frac: Option<f64>,
+    /// Fraction of the channels before the average pooling that are zero on every evaluated
+    /// image, if measured.
+    pub pre_pool_dead_channel_frac: Option<f64>,
 }
 
 /// Column names and types of `metrics.parquet`, in file order.
@@ -86,6 +92,13 @@ pub const METRICS_COLUMNS: [(&str, ColumnKind); 10] = [
     ("eval_images", ColumnKind::U64),
     ("images_per_s", ColumnKind::F64),
     ("wall_s", ColumnKind::F64),
+];
+
+/// Columns appended after the first release of the format: files written before lack them
+/// and read with their values missing.
+pub const ADDED_METRICS_COLUMNS: [(&str, ColumnKind); 2] = [
+    ("pre_pool_zero_frac", ColumnKind::F64),
+    ("pre_pool_dead_channel_frac", ColumnKind::F64),
 ];
 
 /// Physical type of a metrics column.
@@ -127,18 +140,29 @@ fn to_frame(rows: &[MetricsRow]) -> PolarsResult<DataFrame> {
             Column::new("eval_images".into(), u64s(rows, |r| r.eval_images)),
             Column::new("images_per_s".into(), f64s(rows, |r| r.images_per_s)),
             Column::new("wall_s".into(), f64s(rows, |r| r.wall_s)),
+            Column::new("pre_pool_zero_frac".into(), opt(|r| r.pre_pool_zero_frac)),
+            Column::new(
+                "pre_pool_dead_channel_frac".into(),
+                opt(|r| r.pre_pool_dead_channel_frac),
+            ),
         ],
     )
 }
 
-/// Checks that `df` has exactly the metrics columns, in order, with their types.
+/// Checks that `df` has exactly the metrics columns, in order, with their types (the added
+/// columns may be missing, all together).
 fn check_schema(path: &Path, df: &DataFrame) -> Result<(), MetricsError> {
     let found: Vec<(String, DataType)> = df
         .schema()
         .iter()
         .map(|(name, dtype)| (name.to_string(), dtype.clone()))
         .collect();
-    for (i, (name, kind)) in METRICS_COLUMNS.iter().enumerate() {
+    let expected = match found.len() > METRICS_COLUMNS.len() {
+        true => METRICS_COLUMNS.len() + ADDED_METRICS_COLUMNS.len(),
+        false => METRICS_COLUMNS.len(),
+    };
+    let columns = METRICS_COLUMNS.iter().chain(&ADDED_METRICS_COLUMNS);
+    for (i, (name, kind)) in columns.take(expected).enumerate() {
         let bad = |found: String| MetricsError::Column {
             path: path.to_path_buf(),
             column: name.to_string(),
@@ -153,7 +177,7 @@ fn check_schema(path: &Path, df: &DataFrame) -> Result<(), MetricsError> {
             Some(_) => {}
         }
     }
-    if let Some((n, d)) = found.get(METRICS_COLUMNS.len()) {
+    if let Some((n, d)) = found.get(expected) {
         return Err(MetricsError::Column {
             path: path.to_path_buf(),
             column: n.clone(),
@@ -230,6 +254,12 @@ pub fn read_metrics(path: &Path) -> Result<Vec<MetricsRow>, MetricsError> {
     let eval_images = required(path, &df, "eval_images", u64_values)?;
     let images_per_s = required(path, &df, "images_per_s", f64_values)?;
     let wall_s = required(path, &df, "wall_s", f64_values)?;
+    let added = |name| match df.width() > METRICS_COLUMNS.len() {
+        true => column(path, &df, name, f64_values),
+        false => Ok(vec![None; df.height()]),
+    };
+    let zero_frac = added("pre_pool_zero_frac")?;
+    let dead_channels = added("pre_pool_dead_channel_frac")?;
     Ok((0..df.height())
         .map(|i| MetricsRow {
             epoch: epoch[i],
@@ -242,6 +272,8 @@ pub fn read_metrics(path: &Path) -> Result<Vec<MetricsRow>, MetricsError> {
             eval_images: eval_images[i],
             images_per_s: images_per_s[i],
             wall_s: wall_s[i],
+            pre_pool_zero_frac: zero_frac[i],
+            pre_pool_dead_channel_frac: dead_channels[i],
         })
         .collect())
 }
@@ -291,6 +323,8 @@ mod tests {
             eval_images: if evaluated { 50_000 } else { 0 },
             images_per_s: 123.5,
             wall_s: step as f64 * 1.5,
+            pre_pool_zero_frac: evaluated.then_some(0.25),
+            pre_pool_dead_channel_frac: evaluated.then_some(0.0),
         }
     }
 
@@ -316,12 +350,39 @@ mod tests {
             .collect();
         let expected: Vec<(String, DataType)> = METRICS_COLUMNS
             .iter()
+            .chain(&ADDED_METRICS_COLUMNS)
             .map(|(n, k)| (n.to_string(), k.dtype()))
             .collect();
         assert_eq!(schema, expected);
         assert_eq!(df.column("top1_err").unwrap().null_count(), 2);
+        assert_eq!(df.column("pre_pool_zero_frac").unwrap().null_count(), 2);
         // only the file itself, no leftovers of the atomic rewrite
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_file_from_before_the_activity_columns_reads_and_gains_them_on_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.parquet");
+        let old = row(1, true);
+        let mut df = to_frame(std::slice::from_ref(&old)).unwrap();
+        for (name, _) in ADDED_METRICS_COLUMNS {
+            df = df.drop(name).unwrap();
+        }
+        ParquetWriter::new(File::create(&path).unwrap())
+            .finish(&mut df)
+            .unwrap();
+        let read = read_metrics(&path).unwrap();
+        assert_eq!(read[0].pre_pool_zero_frac, None);
+        assert_eq!(read[0].top1_err, old.top1_err);
+        append_metrics(&path, &[row(2, true)]).unwrap();
+        let read = read_metrics(&path).unwrap();
+        assert_eq!(
+            read.iter()
+                .map(|r| r.pre_pool_zero_frac)
+                .collect::<Vec<_>>(),
+            vec![None, Some(0.25)]
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub mod vars;
 
 pub use clip::{clip_by_global_norm, global_norm, ClipError, DEFAULT_CLIP_NORM};
 pub use ema::{Ema, EmaConfig, EmaError, LiveWeights};
-pub use evaluate::{evaluate_logits, evaluate_single_crop, EvalScore};
+pub use evaluate::{evaluate_logits, evaluate_single_crop, EvalScore, PrePoolActivity};
 pub use loss::{
     smoothed_cross_entropy, top_k_error, top_k_hits, LossError, DEFAULT_LABEL_SMOOTHING,
 };

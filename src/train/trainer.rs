@@ -186,6 +186,8 @@ pub fn train_run(job: &TrainJob) -> Result<RunOutcome, TrainError> {
                     eval_images: score.images,
                     images_per_s: interval_images as f64 / train_seconds.max(1e-9),
                     wall_s: state.wall_s,
+                    pre_pool_zero_frac: score.pre_pool.map(|a| a.zero_frac),
+                    pre_pool_dead_channel_frac: score.pre_pool.map(|a| a.dead_channel_frac),
                 };
                 job.progress.eval(&row);
                 if cfg.train.diagnostics {

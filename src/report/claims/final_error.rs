@@ -106,11 +106,42 @@ pub fn size_over_residual(small: [Network; 2], large: [Network; 2], metric: Metr
     }
 }
 
+/// How a run died, if it did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Death {
+    /// The loss or gradient norm became non-finite.
+    Diverged,
+    /// The paper's criterion: every activation before the average pooling was zero at an
+    /// evaluation (at this epoch).
+    ZeroActivations { epoch: f64 },
+    /// Runs recorded before the activations were measured: the last top-1 error within
+    /// 2 points of chance.
+    AtChance,
+}
+
+/// Whether a run died (`None` when it cannot be told: no evaluation).
+fn death(rows: &[MetricsRow], diverged: bool, chance: f64) -> Option<Option<Death>> {
+    if diverged {
+        return Some(Some(Death::Diverged));
+    }
+    if rows.iter().any(|r| r.pre_pool_zero_frac.is_some()) {
+        let dead = rows
+            .iter()
+            .find(|r| r.pre_pool_zero_frac == Some(1.0))
+            .map(|r| Death::ZeroActivations { epoch: r.epoch });
+        return Some(dead);
+    }
+    final_error(rows, Metric::Top1).map(|e| (e >= chance - 2.0).then_some(Death::AtChance))
+}
+
 /// Tests "without scaling of the residuals a wide Inception-ResNet dies early in training;
-/// scaling them down prevents it" (section 3.3). A run counts as dead when it diverged or
-/// its last top-1 error is within 2 points of chance (`classes` classes). Supported when
-/// every unscaled run died and no scaled run did; not supported when no run died (or only
-/// scaled ones did); inconclusive otherwise or without evaluations.
+/// scaling them down prevents it" (section 3.3) by the paper's criterion: a run died when
+/// "the last layer before the average pooling started to produce only zeros", i.e. every
+/// activation there was zero at an evaluation, or when it diverged. Runs recorded before
+/// the activations were measured count as dead within 2 points of chance (`classes`
+/// classes), and the evidence says so. Supported when every unscaled run died and no
+/// scaled run did; not supported when no unscaled run died; inconclusive otherwise or
+/// without evaluations.
 pub fn residual_scaling_prevents_death(
     scaled: Network,
     unscaled: Network,
@@ -121,20 +152,14 @@ pub fn residual_scaling_prevents_death(
         network_name(unscaled.name)
     );
     let chance = 100.0 * (1.0 - 1.0 / classes.max(1) as f64);
-    let dead = |n: &Network| -> Option<Vec<bool>> {
+    let deaths = |n: &Network| -> Option<Vec<Option<Death>>> {
         n.runs
             .iter()
             .zip(n.diverged)
-            .map(|(rows, &diverged)| {
-                if diverged {
-                    Some(true)
-                } else {
-                    final_error(rows, Metric::Top1).map(|e| e >= chance - 2.0)
-                }
-            })
+            .map(|(rows, &diverged)| death(rows, diverged, chance))
             .collect()
     };
-    let (Some(dead_scaled), Some(dead_unscaled)) = (dead(&scaled), dead(&unscaled)) else {
+    let (Some(dead_scaled), Some(dead_unscaled)) = (deaths(&scaled), deaths(&unscaled)) else {
         return Claim {
             statement,
             verdict: Verdict::Inconclusive,
@@ -148,7 +173,7 @@ pub fn residual_scaling_prevents_death(
             evidence: "No runs.".into(),
         };
     }
-    let count = |d: &[bool]| d.iter().filter(|&&x| x).count();
+    let count = |d: &[Option<Death>]| d.iter().filter(|x| x.is_some()).count();
     let (ds, du) = (count(&dead_scaled), count(&dead_unscaled));
     let verdict = if du == dead_unscaled.len() && ds == 0 {
         Verdict::Supported
@@ -157,20 +182,49 @@ pub fn residual_scaling_prevents_death(
     } else {
         Verdict::Inconclusive
     };
-    let side = |label: &str, n: &Network, d: usize, total: usize| {
+    let side = |label: &str, n: &Network, deaths: &[Option<Death>]| {
         let errors = final_errors(n, Metric::Top1);
-        let diverged = n.diverged.iter().filter(|&&x| x).count();
+        let how: Vec<String> = deaths
+            .iter()
+            .flatten()
+            .map(|d| match d {
+                Death::Diverged => "diverged".to_string(),
+                Death::ZeroActivations { epoch } => {
+                    format!("all pre-pooling activations zero at epoch {epoch:.2}")
+                }
+                Death::AtChance => "at chance (no activation record)".to_string(),
+            })
+            .collect();
+        let zero: Vec<String> = n
+            .runs
+            .iter()
+            .filter_map(|rows| rows.iter().rev().find_map(|r| r.pre_pool_zero_frac))
+            .map(|z| format!("{:.1} %", 100.0 * z))
+            .collect();
         format!(
-            "{label}: {d} of {total} runs died ({diverged} diverged), final top-1 error {}",
+            "{label}: {} of {} runs died{}, final top-1 error {}{}",
+            count(deaths),
+            deaths.len(),
+            match how.is_empty() {
+                true => String::new(),
+                false => format!(" ({})", how.join("; ")),
+            },
             mean(&errors)
                 .map(|m| format!("{m:.2} %"))
-                .unwrap_or_else(|| "n/a".into())
+                .unwrap_or_else(|| "n/a".into()),
+            match zero.is_empty() {
+                true => String::new(),
+                false => format!(
+                    ", zero activations before the pooling at the last evaluation {}",
+                    zero.join(", ")
+                ),
+            }
         )
     };
     let evidence = format!(
-        "{}; {} (chance: {chance:.1} %; dead = diverged or within 2 points of chance at the last evaluation).",
-        side("Unscaled", &unscaled, du, dead_unscaled.len()),
-        side("scaled", &scaled, ds, dead_scaled.len())
+        "{}; {}. Rule: a run died when every activation before the average pooling was zero at an evaluation (the paper's criterion), or when it diverged; runs without that record count as dead within 2 points of chance ({chance:.1} %).",
+        side("Unscaled", &unscaled, &dead_unscaled),
+        side("scaled", &scaled, &dead_scaled)
     );
     Claim {
         statement,
@@ -260,10 +314,47 @@ mod tests {
         let claim = residual_scaling_prevents_death(net("scaled", &scaled), diverged, 10);
         assert_eq!(claim.verdict, Verdict::Supported, "{}", claim.evidence);
         assert!(
-            claim.evidence.contains("1 of 1 runs died (1 diverged)"),
+            claim.evidence.contains("1 of 1 runs died (diverged)"),
             "{}",
             claim.evidence
         );
+    }
+
+    #[test]
+    fn with_activation_records_a_run_dies_when_its_pre_pooling_layer_is_all_zero() {
+        let with_zeros = |points: &[(f64, f64, f64)]| -> Vec<MetricsRow> {
+            points
+                .iter()
+                .map(|&(epoch, err, zero)| MetricsRow {
+                    pre_pool_zero_frac: Some(zero),
+                    ..run(&[(epoch, err)]).remove(0)
+                })
+                .collect()
+        };
+        // Near chance but with live activations: alive by the paper's criterion.
+        let scaled = vec![with_zeros(&[(0.5, 0.7, 0.4), (1.0, 0.89, 0.6)])];
+        // All zero at epoch 0.5, whatever the error says.
+        let unscaled = vec![with_zeros(&[(0.5, 0.5, 1.0), (1.0, 0.5, 1.0)])];
+        let claim =
+            residual_scaling_prevents_death(net("scaled", &scaled), net("unscaled", &unscaled), 10);
+        assert_eq!(claim.verdict, Verdict::Supported, "{}", claim.evidence);
+        assert!(
+            claim
+                .evidence
+                .contains("1 of 1 runs died (all pre-pooling activations zero at epoch 0.50)"),
+            "{}",
+            claim.evidence
+        );
+        assert!(
+            claim.evidence.contains("at the last evaluation 60.0 %"),
+            "{}",
+            claim.evidence
+        );
+        // 99.9 % zeros is not "only zeros".
+        let nearly = vec![with_zeros(&[(1.0, 0.9, 0.999)])];
+        let claim =
+            residual_scaling_prevents_death(net("scaled", &scaled), net("unscaled", &nearly), 10);
+        assert_eq!(claim.verdict, Verdict::NotSupported, "{}", claim.evidence);
     }
 
     #[test]

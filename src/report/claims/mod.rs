@@ -25,6 +25,8 @@ fn test_rows(points: &[(f64, f64)]) -> Vec<crate::store::MetricsRow> {
             eval_images: 100,
             images_per_s: 1.0,
             wall_s: 0.0,
+            pre_pool_zero_frac: None,
+            pre_pool_dead_channel_frac: None,
         })
         .collect()
 }
