@@ -376,3 +376,79 @@ fn a_table_evaluation_skips_unreadable_images_when_the_table_says_so() {
     assert_eq!(record.images, 8);
     assert_eq!(record.skipped, vec![images[7].display().to_string()]);
 }
+
+#[test]
+fn a_table_on_the_train_holdout_split_uses_only_images_training_left_out() {
+    let tmp = TempDir::new("holdout");
+    let (weights, _) = weights_and_images(&tmp.0);
+    let train = tmp.0.join("train");
+    repro::data::write_synthetic_dataset(&train, 3, 10, (80, 80), 9).unwrap();
+    let exp = tmp.0.join("holdout.yaml");
+    let yaml = format!(
+        "defaults:\n  data: {{train: {0}, val: {1}, train_images_per_class: 4}}\n  \
+         model: {{width: 0.125, image_size: 75, blocks: [1, 1, 1], num_classes: 3}}\n\
+         tables:\n  - id: table2\n    crops: 1\n    split: train_holdout\n    images_per_class: 5\n    rows:\n      - label: inception_v4\n        \
+         released: {{model: {{arch: inception_v4}}, weights: [{2}]}}\n",
+        train.display(),
+        tmp.0.join("val").display(),
+        weights.display()
+    );
+    std::fs::write(&exp, yaml).unwrap();
+
+    let experiment =
+        repro::spec::load_experiment(&exp, &repro::spec::LoadOptions::default()).unwrap();
+    let data = &experiment.released.values().next().unwrap().config.data;
+    let results = tmp.0.join("results");
+    let trained = repro::runner::prepare_datasets(data, &results)
+        .unwrap()
+        .train;
+    let holdout = repro::runner::train_holdout(data, &results, 5).unwrap();
+    assert_eq!((trained.len(), holdout.len()), (12, 15));
+    assert!(holdout
+        .samples
+        .iter()
+        .all(|h| !trained.samples.iter().any(|t| t.path == h.path)));
+    assert!(holdout.samples.iter().all(|h| h
+        .path
+        .parent()
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        == holdout.classes[h.label as usize]));
+
+    let out = repro(&["run", exp.to_str().unwrap(), "--results"])
+        .arg(&results)
+        .arg("--reports")
+        .arg(tmp.0.join("reports"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", both(&out));
+    let table = std::fs::read_to_string(tmp.0.join("reports/holdout/tables/table2.md")).unwrap();
+    assert!(table.contains("ours train-holdout | 15 |"), "{table}");
+    assert!(
+        table.contains("train-holdout: images of the training folder"),
+        "{table}"
+    );
+
+    // Without a training subset nothing is held out: a clear error, exit 2.
+    std::fs::write(
+        &exp,
+        std::fs::read_to_string(&exp)
+            .unwrap()
+            .replace(", train_images_per_class: 4", ""),
+    )
+    .unwrap();
+    let refused = repro(&["run", exp.to_str().unwrap(), "--results"])
+        .arg(&results)
+        .arg("--reports")
+        .arg(tmp.0.join("reports"))
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2), "{}", both(&refused));
+    assert!(
+        stderr(&refused).contains("train_images_per_class"),
+        "{}",
+        both(&refused)
+    );
+}

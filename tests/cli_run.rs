@@ -556,6 +556,12 @@ fn the_cifar10_reproduction_runs_end_to_end_on_smoke_data_with_every_claim_check
     let evals = std::fs::read_dir(tmp.0.join("results/evals"))
         .unwrap()
         .count();
-    // 13 runs x (1 + 12 + 144 crops on the subset, 1, 10 and 12 crops on all images) + 2 ensembles.
-    assert_eq!(evals, 13 * 6 + 2);
+    // 13 runs x (1 + 12 + 144 crops on the subset, 1, 10 and 12 crops on all images, 1 crop
+    // on the held-out split) + 2 ensembles.
+    assert_eq!(evals, 13 * 7 + 2);
+    // The held-out split: the 4 training images per class the 12-per-class subset left out.
+    let holdout =
+        std::fs::read_to_string(tmp.0.join("reports/mini/table2/tables/table2_holdout.md"))
+            .unwrap();
+    assert!(holdout.contains("| train-holdout | 16 |"), "{holdout}");
 }

@@ -29,6 +29,9 @@ pub enum ImageSet {
     /// The ILSVRC-2012 validation set without the devkit blacklist (48,238 when complete),
     /// the set the paper reports on.
     IlsvrcValNonBlacklisted,
+    /// Images of a training folder that the run's training subset left out: a second
+    /// evaluation set disjoint from both the training images and the validation folder.
+    TrainHoldout,
 }
 
 impl ImageSet {
@@ -38,6 +41,7 @@ impl ImageSet {
             ImageSet::Folder => "folder",
             ImageSet::IlsvrcVal => "ilsvrc2012-val-all",
             ImageSet::IlsvrcValNonBlacklisted => "ilsvrc2012-val-non-blacklisted",
+            ImageSet::TrainHoldout => "train-holdout",
         }
     }
 }

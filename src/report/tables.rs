@@ -182,6 +182,18 @@ pub fn table_cells(table: &TableInput, paper: &PaperTables) -> TableCells {
             paper_sets.join(", ")
         ));
     }
+    let holdout = crate::data::ImageSet::TrainHoldout.as_str();
+    if table
+        .rows
+        .iter()
+        .flat_map(|r| &r.results)
+        .any(|r| r.eval_set == holdout)
+    {
+        footnotes.push(format!(
+            "{holdout}: images of the training folder that the runs' training subset left out, \
+             a second split disjoint from the training images and from the validation set."
+        ));
+    }
     footnotes.push(match with_paper {
         true => "Errors in percent; ours are the mean ± sample sd over seeds; Δ = ours − paper.",
         false => "Errors in percent, the mean ± sample sd over seeds. The paper's values are not shown: this experiment is not at the paper's scale.",
@@ -425,6 +437,25 @@ mod tests {
         t.rows[0].results[1] = t.rows[0].results[0].clone();
         let cells = table_cells(&t, &paper_table_values());
         assert_eq!(cells.rows[0].0[8], "49,996 (4 unreadable skipped)");
+    }
+
+    #[test]
+    fn a_held_out_split_is_explained_under_the_table() {
+        let mut t = table();
+        t.rows[0].results[0].eval_set = "train-holdout".into();
+        let cells = table_cells(&t, &paper_table_values());
+        assert!(
+            cells
+                .footnotes
+                .iter()
+                .any(|f| f.starts_with("train-holdout: images of the training folder")),
+            "{:?}",
+            cells.footnotes
+        );
+        assert!(!table_cells(&table(), &paper_table_values())
+            .footnotes
+            .iter()
+            .any(|f| f.starts_with("train-holdout")));
     }
 
     #[test]

@@ -93,6 +93,62 @@ pub fn prepare_datasets(cfg: &DataConfig, results: &Path) -> Result<RunData, Str
     Ok(RunData { train, val })
 }
 
+/// Held-out images per class of a `train_holdout` split when the table does not say.
+pub const HOLDOUT_PER_CLASS: usize = 200;
+
+/// Images of the training folder that the run's training subset leaves out, `per_class` of
+/// each class (seeded by `data.subset_seed`): an evaluation set disjoint from the training
+/// images and from the validation folder.
+pub fn train_holdout(
+    cfg: &DataConfig,
+    results: &Path,
+    per_class: usize,
+) -> Result<Dataset, String> {
+    if cfg.train_images_per_class.is_none() {
+        return Err("split: train_holdout needs data.train_images_per_class (with every training image used for training, none is held out)".into());
+    }
+    let trained = prepare_datasets(cfg, results)?.train;
+    let root = trained.root.clone();
+    let used: std::collections::HashSet<PathBuf> =
+        trained.samples.into_iter().map(|s| s.path).collect();
+    let all = Dataset::image_folder(&root).map_err(|e| describe("data.train", e))?;
+    let classes = cfg
+        .classes
+        .map(ClassSelection::First)
+        .unwrap_or(ClassSelection::All);
+    let all = all
+        .subset(&Subset {
+            classes,
+            max_per_class: None,
+            seed: cfg.subset_seed,
+        })
+        .map_err(|e| describe("data.train", e))?;
+    let left_out = Dataset {
+        samples: all
+            .samples
+            .iter()
+            .filter(|s| !used.contains(&s.path))
+            .cloned()
+            .collect(),
+        ..all.clone()
+    };
+    let mut holdout = left_out
+        .subset(&Subset {
+            classes: ClassSelection::All,
+            max_per_class: Some(per_class),
+            seed: cfg.subset_seed,
+        })
+        .map_err(|e| describe("data.train (held-out images)", e))?;
+    if holdout.is_empty() {
+        return Err(format!(
+            "split: train_holdout: every image under {} is used for training",
+            root.display()
+        ));
+    }
+    holdout.set = crate::data::ImageSet::TrainHoldout;
+    Ok(holdout)
+}
+
 fn describe(field: &str, e: DataError) -> String {
     format!("{field}: {e}")
 }

@@ -76,10 +76,17 @@ fn last_evaluation(planned: &PlannedRun) -> Option<MetricsRow> {
 
 /// The note shown under the runs and in the report when any run trains on generated data.
 pub fn smoke_notice(experiment: &Experiment) -> Option<String> {
-    let synthetic = experiment
+    let data = experiment
         .runs
         .values()
-        .find_map(|r| r.config.data.synthetic.as_ref())?;
+        .map(|r| &r.config.data)
+        .find(|d| d.synthetic.is_some())?;
+    let synthetic = data.synthetic.as_ref()?;
+    let train_per_class = data
+        .train_images_per_class
+        .map_or(synthetic.train_per_class, |n| {
+            n.min(synthetic.train_per_class)
+        });
     let classes = synthetic.classes;
     let top5 = match classes {
         0..=5 => format!(
@@ -91,7 +98,7 @@ pub fn smoke_notice(experiment: &Experiment) -> Option<String> {
         "Smoke data: these runs trained on generated images ({classes} classes, {} training and {} \
          validation images per class) for a few steps. The numbers show that the pipeline runs \
          end to end, not what the networks learn: chance is {:.0} % top-1 error{top5}.",
-        synthetic.train_per_class,
+        train_per_class,
         synthetic.val_per_class,
         100.0 * (1.0 - 1.0 / classes.max(1) as f64)
     ))

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 
-use super::datasets::prepare_datasets;
+use super::datasets::{prepare_datasets, train_holdout, HOLDOUT_PER_CLASS};
 use super::execute::RunFailure;
 use super::plan::run_dir;
 use crate::data::Dataset;
@@ -17,7 +17,7 @@ use crate::eval::{
 };
 use crate::interrupt::StopSignal;
 use crate::report::EvalResult;
-use crate::spec::{Experiment, ResolvedRun, RunConfig, TableSpec};
+use crate::spec::{EvalSplit, Experiment, ResolvedRun, RunConfig, TableSpec};
 use crate::store::RunLock;
 use crate::train::final_weights_path;
 
@@ -27,7 +27,7 @@ pub struct Member<'a> {
     pub name: String,
     pub config: &'a RunConfig,
     pub weights: PathBuf,
-    /// What identifies the weights: the run's hash, or the file's path.
+    /// What identifies the weights: the run's hash, or the file's path with the data setting.
     key: String,
 }
 
@@ -70,6 +70,9 @@ impl EvalJob<'_> {
         if self.skips_bad_images() {
             key.push_str("|skip bad images");
         }
+        if self.table.split == EvalSplit::TrainHoldout {
+            key.push_str("|train holdout");
+        }
         let hash = crate::hashing::fnv1a64(key.as_bytes());
         format!("{}-{}-{:08x}", self.table.id, label, hash as u32)
     }
@@ -88,7 +91,13 @@ pub fn eval_jobs<'a>(experiment: &'a Experiment, results: &Path) -> Vec<EvalJob<
                         name: w.display().to_string(),
                         config: &released.config,
                         weights: w.clone(),
-                        key: w.display().to_string(),
+                        // The weights and the data they are evaluated on (a run's hash
+                        // covers its data; released weights have only this).
+                        key: format!(
+                            "{}|{}",
+                            w.display(),
+                            serde_json::to_string(&released.config.data).unwrap_or_default()
+                        ),
                     })
                     .collect(),
                 None => spec
@@ -196,13 +205,23 @@ fn evaluate_job(
     if let Some(n) = job.table.images_per_class {
         data_cfg.val_images_per_class = Some(n);
     }
-    let key = serde_json::to_string(&data_cfg).map_err(RunFailure::new)?;
+    let key = format!(
+        "{}|{:?}",
+        serde_json::to_string(&data_cfg).map_err(RunFailure::new)?,
+        job.table.split
+    );
     let val = match val_sets.entry(key) {
         Entry::Occupied(e) => e.into_mut(),
         Entry::Vacant(e) => e.insert(
-            prepare_datasets(&data_cfg, results)
-                .map_err(RunFailure::bad_input)?
-                .val,
+            match job.table.split {
+                EvalSplit::Val => prepare_datasets(&data_cfg, results).map(|d| d.val),
+                EvalSplit::TrainHoldout => train_holdout(
+                    &data_cfg,
+                    results,
+                    job.table.images_per_class.unwrap_or(HOLDOUT_PER_CLASS),
+                ),
+            }
+            .map_err(RunFailure::bad_input)?,
         ),
     };
     let input = first.model.image_size as u32;

@@ -341,7 +341,22 @@ pub struct TableSpec {
     /// runs' `data.skip_bad_images`.
     #[serde(default)]
     pub skip_bad_images: Option<bool>,
+    /// Which images: the runs' validation set (`val`, default) or `train_holdout`, images of
+    /// the training folder that the runs' `train_images_per_class` subset left out (a second
+    /// split, disjoint from the training images and from `val`); `images_per_class` of them
+    /// (default 200).
+    #[serde(default)]
+    pub split: EvalSplit,
     pub rows: Vec<TableRowSpec>,
+}
+
+/// The images a table is evaluated on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EvalSplit {
+    #[default]
+    Val,
+    TrainHoldout,
 }
 
 /// One row: a network (its runs are seeds, reported as mean ± sd) or an ensemble (its runs'
