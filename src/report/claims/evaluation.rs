@@ -83,7 +83,7 @@ pub fn more_crops_lower_error(fewer: &TableErrors, more: &TableErrors, metric: M
         Verdict::Inconclusive
     };
     let evidence = format!(
-        "{} error, {} → {} crops (mean over seeds): {}. Lower in {lower} of {} networks, by {:+.2} points on average.",
+        "{} error, {} → {} crops (mean over seeds): {}. Lower in {lower} of {} networks, by {:+.2} points on average. Rule: supported when lower for at least 75 % of the networks and on average; not supported when higher for at least 75 % and on average; otherwise inconclusive.",
         metric.label(),
         fewer.crops,
         more.crops,
@@ -150,7 +150,7 @@ pub fn ensembles_lower_error(rows: &[EnsembleRow], metric: Metric) -> Claim {
         statement,
         verdict,
         evidence: format!(
-            "{} error, same crops and images: {}.",
+            "{} error, same crops and images: {}. Rule: supported when every ensemble is below its best member; not supported when every one is at or above its members' mean; otherwise inconclusive.",
             metric.label(),
             lines.join("; ")
         ),

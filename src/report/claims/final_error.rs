@@ -92,7 +92,7 @@ pub fn size_over_residual(small: [Network; 2], large: [Network; 2], metric: Metr
         Verdict::Inconclusive
     };
     let evidence = format!(
-        "Final {} error (last evaluation, mean over seeds): {}. The larger pair ends {:.2} points {} than the smaller on average; the widest gap within a pair (plain against residual) is {:.2} points.",
+        "Final {} error (last evaluation, mean over seeds): {}. The larger pair ends {:.2} points {} than the smaller on average; the widest gap within a pair (plain against residual) is {:.2} points. Rule: supported when both larger networks end below both smaller ones and the size gap exceeds the widest within-pair gap; not supported when a within-pair gap is at least as wide as the size gap; otherwise inconclusive.",
         metric.label(),
         described.join("; "),
         size_gap.abs(),
