@@ -151,3 +151,43 @@ fn a_diverging_loss_stops_the_run_and_keeps_its_metrics() {
     assert!(step <= 24);
     assert!(rows.iter().all(|r| r.step < step));
 }
+
+#[test]
+fn an_accumulating_run_steps_once_per_micro_batches_and_resumes_to_the_same_metrics() {
+    let tmp = TempDir::new("accumulate");
+    // 96 images, batches of 16: 6 micro-batches per epoch, 3 updates of 2 x 16 images.
+    let run = tiny_run(
+        &tmp.0,
+        "inception_resnet_v2",
+        "epochs: 2, eval_every_epochs: 1, checkpoint_every_steps: 1, accumulate: 2, lr: {base_lr: 0.045}",
+    );
+    let plain = tiny_run(
+        &tmp.0,
+        "inception_resnet_v2",
+        "epochs: 2, eval_every_epochs: 1, checkpoint_every_steps: 1, lr: {base_lr: 0.045}",
+    );
+    assert_ne!(
+        run.hash, plain.hash,
+        "accumulate is part of the run's identity"
+    );
+    let (outcome, whole) = train(&run, &tmp.0, "a", None);
+    assert!(
+        matches!(outcome, RunOutcome::Finished { steps: 6, .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        whole
+            .iter()
+            .map(|r| (r.step, r.images_seen))
+            .collect::<Vec<_>>(),
+        vec![(3, 96), (6, 192)]
+    );
+    let (stopped, _) = train(&run, &tmp.0, "b", Some(4));
+    assert_eq!(stopped, RunOutcome::Stopped { step: 4 });
+    let (_, resumed) = train(&run, &tmp.0, "b", None);
+    let key = |r: &MetricsRow| (r.step, r.train_loss, r.top1_err, r.top5_err);
+    assert_eq!(
+        whole.iter().map(key).collect::<Vec<_>>(),
+        resumed.iter().map(key).collect::<Vec<_>>()
+    );
+}

@@ -397,7 +397,11 @@ fn resolve_run(spec: RunSpec) -> Result<RunConfig, String> {
         checkpoint_every_steps: t.checkpoint_every_steps.unwrap_or(d.checkpoint_every_steps),
         precision: t.precision.unwrap_or(d.precision),
         diagnostics: t.diagnostics.unwrap_or(d.diagnostics),
+        accumulate: t.accumulate.unwrap_or(d.accumulate),
     };
+    if train.accumulate == 0 {
+        return Err("train.accumulate must be at least 1".into());
+    }
     train.lr.validate().map_err(|e| e.to_string())?;
     if !(train.epochs > 0.0 && train.epochs.is_finite()) {
         return Err(format!(

@@ -115,6 +115,7 @@ pub struct TrainSpec {
     pub checkpoint_every_steps: Option<u64>,
     pub precision: Option<Precision>,
     pub diagnostics: Option<bool>,
+    pub accumulate: Option<usize>,
 }
 
 /// Which validation layout `val` has.
@@ -245,6 +246,20 @@ pub struct TrainConfig {
     /// each time). Left out of the configuration's hash when off.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub diagnostics: bool,
+    /// Micro-batches of `batch_size` per update: their gradients are averaged, as those of
+    /// as many replicas would be (BatchNorm normalises each micro-batch on its own, and the
+    /// running statistics move by the mean of the micro-batches' statistics). The global
+    /// batch is `batch_size x accumulate x replicas`. Left out of the hash when 1.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub accumulate: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 impl Default for TrainConfig {
@@ -266,6 +281,7 @@ impl Default for TrainConfig {
             checkpoint_every_steps: 1000,
             precision: Precision::F32,
             diagnostics: false,
+            accumulate: 1,
         }
     }
 }

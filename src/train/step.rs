@@ -1,8 +1,9 @@
 //! One optimisation step of the paper's recipe, on a network and its optimizer state:
-//! forward in training mode, smoothed cross-entropy (+ 0.4 × the auxiliary loss), backward,
-//! clipping by global norm, the optimizer update, the moving average. The trainer and the
-//! training benchmark run exactly this.
+//! forward in training mode, smoothed cross-entropy (+ 0.4 × the auxiliary loss), backward
+//! (of each micro-batch, gradients averaged), clipping by global norm, the optimizer update,
+//! the moving average. The trainer and the training benchmark run exactly this.
 
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
 
@@ -39,6 +40,8 @@ pub struct TrainStep {
     pub optimizer: Box<dyn Optimizer + Send>,
     pub ema: Ema,
     trainable: Vec<(String, Var)>,
+    /// The BatchNorm running statistics, which the forward pass updates.
+    running: Vec<(String, Var)>,
     train: TrainConfig,
     seed: u64,
 }
@@ -68,11 +71,7 @@ impl TrainStep {
             .map_err(tensor_err("building the network"))?;
         initialize(&varmap, seed).map_err(tensor_err("initialising the weights"))?;
         let vars = sorted_vars(&varmap);
-        let trainable = vars
-            .iter()
-            .filter(|(n, _)| !is_running_stat(n))
-            .cloned()
-            .collect();
+        let (running, trainable) = vars.iter().cloned().partition(|(n, _)| is_running_stat(n));
         let decay = WeightDecay::weights_only(train.weight_decay);
         let optimizer: Box<dyn Optimizer + Send> = match &train.optimizer {
             OptimizerConfig::Rmsprop(c) => {
@@ -89,6 +88,7 @@ impl TrainStep {
             optimizer,
             ema,
             trainable,
+            running,
             train: train.clone(),
             seed,
         })
@@ -102,7 +102,18 @@ impl TrainStep {
         lr: f64,
         step: u64,
     ) -> Result<StepOutcome, TrainError> {
-        fastops::on_worker(|| self.step_on_worker(images, labels, lr, step, None))
+        self.step_micro(&[(images, labels)], lr, step)
+    }
+
+    /// One update from several micro-batches of (images, labels): the mean of their
+    /// gradients, as from as many replicas (`train.accumulate`).
+    pub fn step_micro(
+        &mut self,
+        micro: &[(&Tensor, &Tensor)],
+        lr: f64,
+        step: u64,
+    ) -> Result<StepOutcome, TrainError> {
+        fastops::on_worker(|| self.step_on_worker(micro, lr, step, None))
     }
 
     /// [`TrainStep::step`] that also returns the gradient of every trainable variable by name,
@@ -117,37 +128,27 @@ impl TrainStep {
     ) -> Result<(StepOutcome, Vec<(String, Tensor)>), TrainError> {
         fastops::on_worker(|| {
             let mut kept = Vec::new();
-            let outcome = self.step_on_worker(images, labels, lr, step, Some(&mut kept))?;
+            let outcome = self.step_on_worker(&[(images, labels)], lr, step, Some(&mut kept))?;
             Ok((outcome, kept))
         })
     }
 
     fn step_on_worker(
         &mut self,
-        images: &Tensor,
-        labels: &Tensor,
+        micro: &[(&Tensor, &Tensor)],
         lr: f64,
         step: u64,
         keep_gradients: Option<&mut Vec<(String, Tensor)>>,
     ) -> Result<StepOutcome, TrainError> {
-        self.net.set_dropout_seed(mix(self.seed, step));
-        let (loss, logits) = self.loss(images, labels)?;
-        let top1_correct = top_k_hits(&logits, labels, 1)
-            .map_err(other)?
-            .sum_all()
-            .and_then(|t| t.to_dtype(DType::F64)?.to_scalar::<f64>())
-            .map_err(tensor_err("training top-1"))? as u64;
-        let value = loss
-            .to_dtype(DType::F64)
-            .and_then(|l| l.to_scalar::<f64>())
-            .map_err(tensor_err("reading the loss"))?;
-        if !value.is_finite() {
-            return Ok(StepOutcome::Diverged { value });
-        }
-        let mut grads = loss.backward().map_err(tensor_err("backward pass"))?;
+        let mut grads = match self.backward_micro(micro, step)? {
+            Ok(grads) => grads,
+            Err(value) => return Ok(StepOutcome::Diverged { value }),
+        };
+        let value = grads.loss_sum / micro.len() as f64;
+        let top1_correct = grads.top1_correct;
         if let Some(kept) = keep_gradients {
             for (name, var) in &self.trainable {
-                if let Some(g) = grads.get(var.as_tensor()) {
+                if let Some(g) = grads.store.get(var.as_tensor()) {
                     kept.push((
                         name.clone(),
                         g.copy().map_err(tensor_err("copying a gradient"))?,
@@ -157,21 +158,108 @@ impl TrainStep {
         }
         let vars = self.trainable.iter().map(|(_, v)| v);
         let norm = if self.train.clip_norm > 0.0 {
-            clip_by_global_norm(&mut grads, vars, self.train.clip_norm)
+            clip_by_global_norm(&mut grads.store, vars, self.train.clip_norm)
         } else {
-            global_norm(&grads, vars)
+            global_norm(&grads.store, vars)
         }
         .map_err(other)?;
         if !norm.is_finite() {
             return Ok(StepOutcome::Diverged { value: norm });
         }
-        self.optimizer.step(&grads, lr).map_err(other)?;
+        self.optimizer.step(&grads.store, lr).map_err(other)?;
         self.ema.update().map_err(other)?;
         Ok(StepOutcome::Updated {
             loss: value,
             grad_norm: norm,
             top1_correct,
         })
+    }
+
+    /// Forward and backward of every micro-batch: the mean of their gradients, the sum of
+    /// their losses and hits. Every micro-batch starts from the same running statistics and
+    /// the statistics end at the mean of where each left them. `Err(loss)` when a loss is
+    /// not finite (nothing is changed then but the running statistics).
+    fn backward_micro(
+        &self,
+        micro: &[(&Tensor, &Tensor)],
+        step: u64,
+    ) -> Result<Result<MicroGradients, f64>, TrainError> {
+        let k = micro.len();
+        let before = match k {
+            1 => Vec::new(),
+            _ => snapshot(&self.running)?,
+        };
+        let mut after: Vec<Vec<Tensor>> = Vec::new();
+        let mut total: Option<GradStore> = None;
+        let (mut loss_sum, mut top1_correct) = (0.0, 0u64);
+        for (i, (images, labels)) in micro.iter().enumerate() {
+            if k > 1 {
+                restore(&self.running, &before)?;
+            }
+            self.net
+                .set_dropout_seed(micro_seed(self.seed, step, i as u64));
+            let (loss, logits) = self.loss(images, labels)?;
+            top1_correct += top_k_hits(&logits, labels, 1)
+                .map_err(other)?
+                .sum_all()
+                .and_then(|t| t.to_dtype(DType::F64)?.to_scalar::<f64>())
+                .map_err(tensor_err("training top-1"))? as u64;
+            let value = loss
+                .to_dtype(DType::F64)
+                .and_then(|l| l.to_scalar::<f64>())
+                .map_err(tensor_err("reading the loss"))?;
+            if !value.is_finite() {
+                return Ok(Err(value));
+            }
+            loss_sum += value;
+            let grads = loss.backward().map_err(tensor_err("backward pass"))?;
+            total = Some(match total {
+                None => grads,
+                Some(mut sum) => {
+                    for (_, var) in &self.trainable {
+                        let v = var.as_tensor();
+                        if let Some(g) = grads.get(v) {
+                            let added = match sum.get(v) {
+                                Some(s) => (s + g).map_err(tensor_err("adding gradients"))?,
+                                None => g.clone(),
+                            };
+                            sum.insert(v, added);
+                        }
+                    }
+                    sum
+                }
+            });
+            if k > 1 {
+                after.push(snapshot(&self.running)?);
+            }
+        }
+        let Some(mut store) = total else {
+            return Err(TrainError::Other(
+                "a step needs at least one micro-batch".into(),
+            ));
+        };
+        if k > 1 {
+            let scale = 1.0 / k as f64;
+            for (_, var) in &self.trainable {
+                let v = var.as_tensor();
+                if let Some(g) = store.get(v) {
+                    let mean = (g * scale).map_err(tensor_err("averaging gradients"))?;
+                    store.insert(v, mean);
+                }
+            }
+            for (j, (_, var)) in self.running.iter().enumerate() {
+                let parts: Vec<&Tensor> = after.iter().map(|a| &a[j]).collect();
+                let mean = (Tensor::stack(&parts, 0).and_then(|t| t.mean(0)))
+                    .map_err(tensor_err("averaging running statistics"))?;
+                var.set(&mean)
+                    .map_err(tensor_err("setting running statistics"))?;
+            }
+        }
+        Ok(Ok(MicroGradients {
+            store,
+            loss_sum,
+            top1_correct,
+        }))
     }
 
     /// Smoothed cross-entropy of the logits, plus the weighted auxiliary loss when the head is
@@ -192,6 +280,40 @@ impl TrainStep {
     }
 }
 
+/// The averaged gradients of a step's micro-batches, with their summed losses and hits.
+struct MicroGradients {
+    store: GradStore,
+    loss_sum: f64,
+    top1_correct: u64,
+}
+
+/// Copies of the variables' current values.
+fn snapshot(vars: &[(String, Var)]) -> Result<Vec<Tensor>, TrainError> {
+    vars.iter()
+        .map(|(_, v)| v.as_tensor().copy())
+        .collect::<candle_core::Result<_>>()
+        .map_err(tensor_err("saving running statistics"))
+}
+
+/// Sets the variables back to `values`.
+fn restore(vars: &[(String, Var)], values: &[Tensor]) -> Result<(), TrainError> {
+    for ((_, var), value) in vars.iter().zip(values) {
+        var.set(value)
+            .map_err(tensor_err("restoring running statistics"))?;
+    }
+    Ok(())
+}
+
+/// The dropout seed of micro-batch `index` of a step: micro-batch `index` of an update is
+/// the same images, with the same mask, whether one process accumulates it or replica
+/// `index` computes it.
+fn micro_seed(seed: u64, step: u64, index: u64) -> u64 {
+    match index {
+        0 => mix(seed, step),
+        i => mix64(mix(seed, step) ^ i.wrapping_mul(GOLDEN_GAMMA)),
+    }
+}
+
 fn is_running_stat(name: &str) -> bool {
     name.ends_with("running_mean") || name.ends_with("running_var")
 }
@@ -199,4 +321,82 @@ fn is_running_stat(name: &str) -> bool {
 /// A per-step seed from the run seed.
 fn mix(seed: u64, step: u64) -> u64 {
     mix64(seed.wrapping_mul(GOLDEN_GAMMA) ^ step)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::Arch;
+
+    fn tiny() -> TrainStep {
+        let mut model = ModelConfig::new(Arch::InceptionResnetV2);
+        (
+            model.width,
+            model.image_size,
+            model.blocks,
+            model.num_classes,
+        ) = (0.125, 75, Some([1, 1, 1]), 3);
+        model.dropout = 0.0;
+        TrainStep::with_dtype(&model, &TrainConfig::default(), 7, &Device::Cpu, DType::F64).unwrap()
+    }
+
+    fn batch(seed: u64) -> (Tensor, Tensor) {
+        let n = 3 * 3 * 75 * 75;
+        let x: Vec<f64> = (0..n as u64)
+            .map(|i| ((mix64(seed ^ i) >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0)
+            .collect();
+        let x = Tensor::from_vec(x, (3, 3, 75, 75), &Device::Cpu).unwrap();
+        let y = Tensor::new(&[(seed % 3) as u32, 1, 2], &Device::Cpu).unwrap();
+        (x, y)
+    }
+
+    fn max_rel(a: &Tensor, b: &Tensor) -> f64 {
+        let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+        let m = b.abs().unwrap().max_all().unwrap();
+        d.to_scalar::<f64>().unwrap() / m.to_scalar::<f64>().unwrap().max(1e-30)
+    }
+
+    #[test]
+    fn micro_batches_average_the_gradients_and_running_statistics_of_separate_batches() {
+        let (a, b) = (batch(1), batch(2));
+        let together = tiny();
+        let grads = together
+            .backward_micro(&[(&a.0, &a.1), (&b.0, &b.1)], 0)
+            .unwrap()
+            .unwrap();
+        let alone: Vec<(TrainStep, MicroGradients)> = [&a, &b]
+            .iter()
+            .map(|(x, y)| {
+                let model = tiny();
+                let g = model.backward_micro(&[(x, y)], 0).unwrap().unwrap();
+                (model, g)
+            })
+            .collect();
+        let (mut checked, mut worst) = (0, 0.0f64);
+        for (i, (_, var)) in together.trainable.iter().enumerate() {
+            let v = var.as_tensor();
+            let parts: Vec<&Tensor> = alone
+                .iter()
+                .map(|(m, g)| g.store.get(m.trainable[i].1.as_tensor()).unwrap())
+                .collect();
+            let want = ((parts[0] + parts[1]).unwrap() * 0.5).unwrap();
+            worst = worst.max(max_rel(grads.store.get(v).unwrap(), &want));
+            checked += 1;
+        }
+        assert!(
+            checked > 50 && worst < 1e-12,
+            "{checked} gradients, worst {worst:e}"
+        );
+        for (i, (name, var)) in together.running.iter().enumerate() {
+            let parts: Vec<Tensor> = alone
+                .iter()
+                .map(|(m, _)| m.running[i].1.as_tensor().clone())
+                .collect();
+            let want = ((&parts[0] + &parts[1]).unwrap() * 0.5).unwrap();
+            let err = max_rel(var.as_tensor(), &want);
+            assert!(err < 1e-12, "{name}: {err:e}");
+        }
+        let loss_sum: f64 = alone.iter().map(|(_, g)| g.loss_sum).sum();
+        assert!((grads.loss_sum - loss_sum).abs() < 1e-12 * loss_sum);
+    }
 }

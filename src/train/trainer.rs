@@ -127,14 +127,22 @@ pub fn train_run(job: &TrainJob) -> Result<RunOutcome, TrainError> {
 
     while state.step < s.total_steps {
         let epoch = state.epoch;
-        let start_batch = state.batch_in_epoch as usize;
+        let accumulate = cfg.train.accumulate.max(1);
+        let start_batch = state.batch_in_epoch as usize * accumulate;
+        let mut micro = Vec::with_capacity(accumulate);
         for batch in s.train_loader.iter_epoch(epoch, start_batch) {
-            let batch = batch?;
+            micro.push(batch?);
+            if micro.len() < accumulate {
+                continue;
+            }
+            let batches: Vec<_> = micro.drain(..).collect();
             let lr = cfg
                 .train
                 .lr
                 .lr_at(state.step as f64 / s.steps_per_epoch as f64);
-            let loss_value = match s.model.step(&batch.images, &batch.labels, lr, state.step)? {
+            let pairs: Vec<(&Tensor, &Tensor)> =
+                batches.iter().map(|b| (&b.images, &b.labels)).collect();
+            let loss_value = match s.model.step_micro(&pairs, lr, state.step)? {
                 StepOutcome::Updated {
                     loss,
                     top1_correct,
@@ -148,7 +156,10 @@ pub fn train_run(job: &TrainJob) -> Result<RunOutcome, TrainError> {
                 StepOutcome::Diverged { value } => return diverge(job, &state, value),
             };
 
-            let n = batch.labels.dim(0).map_err(tensor_err("batch size"))? as u64;
+            let mut n = 0u64;
+            for b in &batches {
+                n += b.labels.dim(0).map_err(tensor_err("batch size"))? as u64;
+            }
             state.step += 1;
             state.batch_in_epoch += 1;
             state.images_seen += n;
@@ -264,11 +275,12 @@ impl Session {
         train_cfg.num_threads = job.threads;
         train_cfg.skip_bad_images = cfg.data.skip_bad_images;
         let train_loader = Loader::new(job.train_set, train_cfg, job.device)?;
-        let steps_per_epoch = train_loader.len() as u64;
+        let steps_per_epoch = (train_loader.len() / cfg.train.accumulate.max(1)) as u64;
         if steps_per_epoch == 0 {
             return Err(TrainError::Other(format!(
-                "the training set ({} images) is smaller than one batch of {}",
+                "the training set ({} images) is smaller than one update of {} x {} images",
                 job.train_set.len(),
+                cfg.train.accumulate.max(1),
                 cfg.train.batch_size
             )));
         }
