@@ -13,11 +13,13 @@
 //! - [`check`]: training compared step by step with PyTorch + timm (`repro lockstep`).
 //! - [`device`], [`bench`]: `--device`/precision, and the `repro bench` measurements.
 //! - [`interrupt`]: Ctrl-C/SIGTERM as a request to checkpoint and stop.
+//! - [`dist`]: replicas of a run across processes (MPI), behind the `Collective` trait.
 
 pub mod bench;
 pub mod check;
 pub mod data;
 pub mod device;
+pub mod dist;
 pub mod eval;
 pub mod hashing;
 pub mod interrupt;

@@ -281,9 +281,14 @@ fn load_all(args: &ExperimentArgs) -> Result<Vec<Experiment>, Failure> {
     } else {
         args.profile.clone()
     };
+    // Under `mpirun -np N` the runs are N replicas unless the file says otherwise.
+    let world_size = repro::dist::LaunchInfo::detect(|name| std::env::var(name).ok())
+        .map_err(bad_input)?
+        .world_size;
     let options = LoadOptions {
         profile,
         overrides: args.overrides.clone(),
+        world_size,
     };
     args.files
         .iter()
@@ -293,7 +298,14 @@ fn load_all(args: &ExperimentArgs) -> Result<Vec<Experiment>, Failure> {
 
 fn run(args: RunArgs) -> Result<(), Failure> {
     let experiments = load_all(&args.experiment)?;
-    let (device, device_name) = repro::device::parse_device(&args.device).map_err(bad_input)?;
+    let (replicas, launch) = repro::dist::from_environment().map_err(bad_input)?;
+    let writer = replicas.rank() == 0;
+    let device_arg = match (args.device.as_str(), launch.world_size) {
+        // One GPU per process: the node-local rank picks it.
+        ("cuda", w) if w > 1 => format!("cuda:{}", launch.local_rank),
+        (d, _) => d.to_string(),
+    };
+    let (device, device_name) = repro::device::parse_device(&device_arg).map_err(bad_input)?;
     let options = RunOptions {
         results: args.experiment.results.clone(),
         device,
@@ -303,6 +315,7 @@ fn run(args: RunArgs) -> Result<(), Failure> {
         wait_for_lock: args.wait.map(Duration::from_secs),
         show_progress: true,
         stop: StopSignal::on_signals(),
+        replicas,
     };
     for e in &experiments {
         preflight(e, &options.results, options.force, &options.device).map_err(bad_input)?;
@@ -316,8 +329,17 @@ fn run(args: RunArgs) -> Result<(), Failure> {
             );
             continue;
         }
-        println!("{}", experiment_heading(e));
+        if writer {
+            println!("{}", experiment_heading(e));
+        }
         let results = train_missing(e, &options);
+        if options.stop.requested() || results.iter().any(|(_, r)| r.is_interrupted()) {
+            return Err(interrupted(&results));
+        }
+        if !writer {
+            // Replica 0 reports, evaluates the tables and renders the report.
+            continue;
+        }
         let name_width = results
             .iter()
             .map(|(p, _)| p.run.name.len())
@@ -340,9 +362,6 @@ fn run(args: RunArgs) -> Result<(), Failure> {
                     bad_input: false,
                 });
             }
-        }
-        if options.stop.requested() {
-            return Err(interrupted(&results));
         }
         let (evaluated, problems) = evaluate_tables(
             e,

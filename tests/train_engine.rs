@@ -45,6 +45,7 @@ fn train(
         device: &Device::Cpu,
         threads: 2,
         stop: repro::interrupt::StopSignal::default(),
+        replicas: std::sync::Arc::new(repro::dist::Single),
         stop_after_steps,
         progress: Progress::quiet(),
     };

@@ -44,7 +44,11 @@ pub struct LoaderConfig {
     pub skip_bad_images: bool,
     /// This process's shard (0-based) for data-parallel training.
     pub rank: usize,
-    /// Number of shards; each sees `len / world_size` images (strided over the order).
+    /// Number of shards. The epoch's order is cut into batches and shard `rank` takes
+    /// batches `rank`, `rank + world_size`, ...: the i-th batch of shard r is global batch
+    /// `i * world_size + r`, so the replicas of one update see the same images whatever the
+    /// split between processes and accumulated micro-batches. Every shard gets as many
+    /// batches; the remainder is left out.
     pub world_size: usize,
 }
 
@@ -157,7 +161,11 @@ impl Loader {
 
     /// Images this shard sees per epoch.
     pub fn samples_per_epoch(&self) -> usize {
-        self.shared.samples.len() / self.shared.config.world_size
+        let c = &self.shared.config;
+        match c.world_size {
+            1 => self.shared.samples.len(),
+            w => self.shared.samples.len() / (c.batch_size * w) * c.batch_size,
+        }
     }
 
     /// Batches per epoch (for progress bars).
@@ -182,10 +190,15 @@ impl Loader {
         if c.shuffle {
             SampleRng::new(c.seed, Stream::Shuffle, epoch, 0).shuffle(&mut order);
         }
+        if c.world_size == 1 {
+            return order;
+        }
         order
-            .into_iter()
+            .chunks(c.batch_size)
             .skip(c.rank)
             .step_by(c.world_size)
+            .flatten()
+            .copied()
             .take(self.samples_per_epoch())
             .collect()
     }
@@ -525,18 +538,26 @@ mod tests {
     #[test]
     fn shards_partition_the_order() {
         let dir = tempfile::tempdir().unwrap();
-        let ds = write_synthetic_dataset(dir.path(), 1, 7, (16, 16), 0).unwrap();
+        let ds = write_synthetic_dataset(dir.path(), 1, 9, (16, 16), 0).unwrap();
         let shard = |rank| {
             let cfg = LoaderConfig {
                 rank,
                 world_size: 2,
+                batch_size: 2,
                 ..config(1)
             };
             Loader::new(&ds, cfg, &Device::Cpu).unwrap().epoch_order(3)
         };
+        // Batches of 2 of the 9 images: shard 0 takes global batches 0 and 2, shard 1 takes
+        // 1 and 3; the last image is left out.
         let (a, b) = (shard(0), shard(1));
-        assert_eq!((a.len(), b.len()), (3, 3));
+        assert_eq!((a.len(), b.len()), (4, 4));
         assert!(a.iter().all(|i| !b.contains(i)));
+        let whole = Loader::new(&ds, config(2), &Device::Cpu)
+            .unwrap()
+            .epoch_order(3);
+        assert_eq!(a, [&whole[0..2], &whole[4..6]].concat());
+        assert_eq!(b, [&whole[2..4], &whole[6..8]].concat());
         let bad = LoaderConfig {
             rank: 2,
             world_size: 2,

@@ -10,6 +10,7 @@ use candle_core::Device;
 use super::datasets::prepare_datasets;
 use super::plan::{plan, PlannedRun, RunProgress};
 use crate::data::DataError;
+use crate::dist::Replicas;
 use crate::interrupt::StopSignal;
 use crate::spec::Experiment;
 use crate::store::provenance::{manifest_hash, Provenance, RunStatus, SkippedImage};
@@ -34,6 +35,8 @@ pub struct RunOptions {
     pub show_progress: bool,
     /// Ctrl-C / SIGTERM: the run in progress checkpoints and no further run starts.
     pub stop: StopSignal,
+    /// The processes this command runs as; replica 0 takes the run folders and writes.
+    pub replicas: Replicas,
 }
 
 /// What happened to one run.
@@ -101,25 +104,84 @@ pub fn train_missing(
         if let RunResult::Failed(f) = &result {
             tracing::error!("run {}: {}", planned.run.name, f.message);
         }
+        // Every replica stopped (the trainer agrees on it), whichever got the signal.
+        let interrupted = result.is_interrupted();
         out.push((planned, result));
+        if interrupted {
+            break;
+        }
     }
     out
 }
 
+/// What replica 0 decided about a run, for every replica to follow.
+enum Decision {
+    Train,
+    Reuse,
+    Fail(RunFailure),
+}
+
+/// Replica 0 takes the run folder (lock, `--force`, done or not) and every replica follows
+/// its decision; the lock lives as long as the returned guard.
+fn take_run(
+    planned: &PlannedRun,
+    options: &RunOptions,
+) -> Result<(Decision, Option<RunLock>), RunFailure> {
+    let dir = RunDir::new(&planned.dir);
+    let (decision, guard) = if options.replicas.rank() == 0 {
+        let taken = (|| {
+            dir.create().map_err(|e| {
+                RunFailure::new(format!("cannot create {}: {e}", planned.dir.display()))
+            })?;
+            let guard = lock(&planned.dir, options.wait_for_lock).map_err(RunFailure::new)?;
+            if options.force {
+                clear_run(&dir).map_err(RunFailure::new)?;
+            } else if dir.is_done() {
+                return Ok((Decision::Reuse, Some(guard)));
+            }
+            let config_text =
+                serde_yaml::to_string(&planned.run.config).map_err(RunFailure::new)?;
+            crate::store::write_bytes(&dir.config_yaml(), config_text.as_bytes())
+                .map_err(RunFailure::new)?;
+            Ok((Decision::Train, Some(guard)))
+        })();
+        taken.unwrap_or_else(|f| (Decision::Fail(f), None))
+    } else {
+        (Decision::Train, None)
+    };
+    if options.replicas.world_size() == 1 {
+        return Ok((decision, guard));
+    }
+    let mut word = match &decision {
+        Decision::Train => b"train".to_vec(),
+        Decision::Reuse => b"reuse".to_vec(),
+        Decision::Fail(f) => format!("fail:{}", f.message).into_bytes(),
+    };
+    options
+        .replicas
+        .broadcast(&mut word)
+        .map_err(RunFailure::new)?;
+    let decision = match word.as_slice() {
+        b"train" => Decision::Train,
+        b"reuse" => Decision::Reuse,
+        other => Decision::Fail(RunFailure::new(format!(
+            "replica 0: {}",
+            String::from_utf8_lossy(other.strip_prefix(b"fail:").unwrap_or(other))
+        ))),
+    };
+    Ok((decision, guard))
+}
+
 fn train_one(planned: &PlannedRun, options: &RunOptions) -> Result<RunResult, RunFailure> {
     let dir = RunDir::new(&planned.dir);
-    dir.create()
-        .map_err(|e| RunFailure::new(format!("cannot create {}: {e}", planned.dir.display())))?;
-    let _lock = lock(&planned.dir, options.wait_for_lock).map_err(RunFailure::new)?;
-    if options.force {
-        clear_run(&dir).map_err(RunFailure::new)?;
-    } else if dir.is_done() {
-        return Ok(RunResult::Reused(super::plan::progress_of(&planned.dir)));
+    let writer = options.replicas.rank() == 0;
+    let (decision, _lock) = take_run(planned, options)?;
+    match decision {
+        Decision::Train => {}
+        Decision::Reuse => return Ok(RunResult::Reused(super::plan::progress_of(&planned.dir))),
+        Decision::Fail(f) => return Err(f),
     }
     let run = &planned.run;
-    let config_text = serde_yaml::to_string(&run.config).map_err(RunFailure::new)?;
-    crate::store::write_bytes(&dir.config_yaml(), config_text.as_bytes())
-        .map_err(RunFailure::new)?;
 
     crate::device::apply_precision(run.config.train.precision, &options.device)
         .map_err(RunFailure::bad_input)?;
@@ -148,11 +210,13 @@ fn train_one(planned: &PlannedRun, options: &RunOptions) -> Result<RunResult, Ru
         ),
     };
     provenance.status = RunStatus::Running;
-    provenance
-        .write(&dir.provenance_json())
-        .map_err(RunFailure::new)?;
+    if writer {
+        provenance
+            .write(&dir.provenance_json())
+            .map_err(RunFailure::new)?;
+    }
 
-    let progress = if options.show_progress {
+    let progress = if options.show_progress && writer {
         Progress::auto(run.name.clone())
     } else {
         Progress::quiet()
@@ -168,6 +232,7 @@ fn train_one(planned: &PlannedRun, options: &RunOptions) -> Result<RunResult, Ru
         stop_after_steps: None,
         stop: options.stop,
         progress,
+        replicas: options.replicas.clone(),
     };
     let outcome = match train_run(&job) {
         Ok(outcome) => outcome,
@@ -175,7 +240,9 @@ fn train_one(planned: &PlannedRun, options: &RunOptions) -> Result<RunResult, Ru
             provenance.finish(RunStatus::Failed {
                 message: e.to_string(),
             });
-            let _ = provenance.write(&dir.provenance_json());
+            if writer {
+                let _ = provenance.write(&dir.provenance_json());
+            }
             return Err(match e {
                 TrainError::Data(e @ (DataError::Decode { .. } | DataError::Io { .. })) => {
                     RunFailure::bad_input(format!(
@@ -206,6 +273,9 @@ fn train_one(planned: &PlannedRun, options: &RunOptions) -> Result<RunResult, Ru
         }
         RunOutcome::Diverged { step, .. } => provenance.finish(RunStatus::Diverged { step: *step }),
         RunOutcome::Stopped { .. } | RunOutcome::Interrupted { .. } => {}
+    }
+    if !writer {
+        return Ok(RunResult::Trained(outcome));
     }
     provenance
         .write(&dir.provenance_json())

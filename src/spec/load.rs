@@ -21,6 +21,9 @@ pub struct LoadOptions {
     /// `key.path=value` overrides. Paths starting with `model.`, `data.`, `train.` or `seed`
     /// apply to every run, after the profile; others apply to the document.
     pub overrides: Vec<String>,
+    /// Processes this command runs as (`mpirun -np N`): the runs' `train.replicas` when the
+    /// file does not set it. 0 counts as 1.
+    pub world_size: usize,
 }
 
 /// Everything that determines what a training run computes. Its hash names the run.
@@ -147,7 +150,7 @@ pub fn load_experiment(path: &Path, options: &LoadOptions) -> Result<Experiment,
             run: name.clone(),
             message,
         })?;
-        let config = resolve_run(spec).map_err(|message| SpecError::Run {
+        let config = resolve_run(spec, options.world_size).map_err(|message| SpecError::Run {
             path: path.into(),
             run: name.clone(),
             message,
@@ -329,7 +332,8 @@ fn merged_run(
 }
 
 /// Fills every unset field with the paper's value.
-fn resolve_run(spec: RunSpec) -> Result<RunConfig, String> {
+fn resolve_run(spec: RunSpec, world_size: usize) -> Result<RunConfig, String> {
+    let world_size = world_size.max(1);
     let m = spec.model;
     let arch = m.arch.ok_or("model.arch is not set (inception_v3, inception_v4, inception_resnet_v1, inception_resnet_v2)")?;
     let mut model = ModelConfig::new(arch);
@@ -398,9 +402,10 @@ fn resolve_run(spec: RunSpec) -> Result<RunConfig, String> {
         precision: t.precision.unwrap_or(d.precision),
         diagnostics: t.diagnostics.unwrap_or(d.diagnostics),
         accumulate: t.accumulate.unwrap_or(d.accumulate),
+        replicas: t.replicas.unwrap_or(world_size),
     };
-    if train.accumulate == 0 {
-        return Err("train.accumulate must be at least 1".into());
+    if train.accumulate == 0 || train.replicas == 0 {
+        return Err("train.accumulate and train.replicas must be at least 1".into());
     }
     train.lr.validate().map_err(|e| e.to_string())?;
     if !(train.epochs > 0.0 && train.epochs.is_finite()) {
@@ -462,7 +467,7 @@ fn resolve_released(
                 map.retain(|_, v| !v.is_null());
             }
             let spec: RunSpec = typed(&merged).map_err(invalid)?;
-            let mut config = resolve_run(spec).map_err(invalid)?;
+            let mut config = resolve_run(spec, 1).map_err(invalid)?;
             let arch = config.model.arch;
             config.data.eval_crop_fraction =
                 released.crop_fraction.unwrap_or(arch.eval_defaults().1);

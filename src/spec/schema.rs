@@ -116,6 +116,7 @@ pub struct TrainSpec {
     pub precision: Option<Precision>,
     pub diagnostics: Option<bool>,
     pub accumulate: Option<usize>,
+    pub replicas: Option<usize>,
 }
 
 /// Which validation layout `val` has.
@@ -252,6 +253,33 @@ pub struct TrainConfig {
     /// batch is `batch_size x accumulate x replicas`. Left out of the hash when 1.
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub accumulate: usize,
+    /// Replicas of the global batch (the paper: 20). Default: the number of processes the
+    /// run was started as (`mpirun -np N`). Each of the W processes runs `replicas x
+    /// accumulate / W` micro-batches per update, so a run resumes at any W that divides
+    /// that. BatchNorm normalises each micro-batch on its own (TF-slim's replicas, no
+    /// synchronised statistics). Left out of the hash when 1.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub replicas: usize,
+}
+
+impl TrainConfig {
+    /// Micro-batches of `batch_size` in one update, over all replicas.
+    pub fn micro_batches(&self) -> usize {
+        self.accumulate.max(1) * self.replicas.max(1)
+    }
+
+    /// Micro-batches each of `world_size` processes runs per update, or why the run cannot
+    /// be split that way.
+    pub fn micro_batches_per_process(&self, world_size: usize) -> Result<usize, String> {
+        let total = self.micro_batches();
+        match world_size > 0 && total % world_size == 0 {
+            true => Ok(total / world_size),
+            false => Err(format!(
+                "an update of this run is {total} micro-batches (train.replicas {} x train.accumulate {}), which {world_size} processes cannot share evenly",
+                self.replicas, self.accumulate
+            )),
+        }
+    }
 }
 
 fn one() -> usize {
@@ -282,6 +310,7 @@ impl Default for TrainConfig {
             precision: Precision::F32,
             diagnostics: false,
             accumulate: 1,
+            replicas: 1,
         }
     }
 }

@@ -51,6 +51,7 @@ fn load(path: &Path, profile: Option<&str>, sets: &[&str]) -> Result<Experiment,
     let options = LoadOptions {
         profile: profile.map(String::from),
         overrides: sets.iter().map(|s| s.to_string()).collect(),
+        world_size: 1,
     };
     load_experiment(path, &options)
 }

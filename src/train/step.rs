@@ -12,6 +12,9 @@ use super::{
     clip_by_global_norm, global_norm, smoothed_cross_entropy, sorted_vars, top_k_hits, Ema,
     Optimizer, RmsProp, SgdMomentum, WeightDecay,
 };
+use std::sync::Arc;
+
+use crate::dist::{all_reduce_mean, Replicas, Single};
 use crate::hashing::{mix64, GOLDEN_GAMMA};
 use crate::models::fastops;
 use crate::models::init::{initialize, zeroed_var_builder};
@@ -44,6 +47,8 @@ pub struct TrainStep {
     running: Vec<(String, Var)>,
     train: TrainConfig,
     seed: u64,
+    /// The processes of the run; gradients and running statistics are averaged over them.
+    replicas: Replicas,
 }
 
 impl TrainStep {
@@ -91,7 +96,13 @@ impl TrainStep {
             running,
             train: train.clone(),
             seed,
+            replicas: Arc::new(Single),
         })
+    }
+
+    /// Averages every update over `replicas` (one process each), from the next step on.
+    pub fn set_replicas(&mut self, replicas: Replicas) {
+        self.replicas = replicas;
     }
 
     /// Step number `step` (0-based; it seeds the dropout mask) at learning rate `lr`.
@@ -106,7 +117,8 @@ impl TrainStep {
     }
 
     /// One update from several micro-batches of (images, labels): the mean of their
-    /// gradients, as from as many replicas (`train.accumulate`).
+    /// gradients, as from as many replicas (`train.accumulate`), and over the processes of
+    /// the run (each passing as many micro-batches).
     pub fn step_micro(
         &mut self,
         micro: &[(&Tensor, &Tensor)],
@@ -140,12 +152,26 @@ impl TrainStep {
         step: u64,
         keep_gradients: Option<&mut Vec<(String, Tensor)>>,
     ) -> Result<StepOutcome, TrainError> {
-        let mut grads = match self.backward_micro(micro, step)? {
-            Ok(grads) => grads,
-            Err(value) => return Ok(StepOutcome::Diverged { value }),
+        let local = self.backward_micro(micro, step)?;
+        // The loss and hits of every replica; a non-finite loss anywhere stops every replica
+        // at the same step (none waits for the others' gradients).
+        let mut totals = match &local {
+            Ok(g) => [g.loss_sum, g.top1_correct as f64],
+            Err(value) => [*value, 0.0],
         };
-        let value = grads.loss_sum / micro.len() as f64;
-        let top1_correct = grads.top1_correct;
+        self.replicas
+            .all_reduce_sum_f64(&mut totals)
+            .map_err(other)?;
+        let world = self.replicas.world_size();
+        let value = totals[0] / (micro.len() * world) as f64;
+        let top1_correct = totals[1] as u64;
+        let mut grads = match local {
+            Ok(grads) if value.is_finite() => grads,
+            _ => return Ok(StepOutcome::Diverged { value }),
+        };
+        if world > 1 {
+            self.average_over_replicas(&mut grads.store)?;
+        }
         if let Some(kept) = keep_gradients {
             for (name, var) in &self.trainable {
                 if let Some(g) = grads.store.get(var.as_tensor()) {
@@ -173,6 +199,34 @@ impl TrainStep {
             grad_norm: norm,
             top1_correct,
         })
+    }
+
+    /// Replaces the gradients and the running statistics by their means over the replicas.
+    fn average_over_replicas(&self, store: &mut GradStore) -> Result<(), TrainError> {
+        let mut keys: Vec<&Var> = Vec::new();
+        let mut tensors: Vec<Tensor> = Vec::new();
+        for (_, var) in &self.trainable {
+            if let Some(g) = store.get(var.as_tensor()) {
+                keys.push(var);
+                tensors.push(g.clone());
+            }
+        }
+        let stats: Vec<Tensor> = self
+            .running
+            .iter()
+            .map(|(_, v)| v.as_tensor().clone())
+            .collect();
+        let n_grads = tensors.len();
+        tensors.extend(stats);
+        let reduced = all_reduce_mean(self.replicas.as_ref(), &tensors).map_err(other)?;
+        for (var, mean) in keys.iter().zip(&reduced[..n_grads]) {
+            store.insert(var.as_tensor(), mean.clone());
+        }
+        for ((_, var), mean) in self.running.iter().zip(&reduced[n_grads..]) {
+            var.set(mean)
+                .map_err(tensor_err("setting running statistics"))?;
+        }
+        Ok(())
     }
 
     /// Forward and backward of every micro-batch: the mean of their gradients, the sum of

@@ -21,6 +21,7 @@ use crate::data::{
     BadImage, ColorDistortion, Dataset, EvalTransform, Interpolation, Loader, LoaderConfig,
     Preprocess, TrainAugment,
 };
+use crate::dist::{any_replica, Replicas};
 use crate::interrupt::StopSignal;
 use crate::models::import;
 use crate::spec::{ColorMode, InterpolationMode, RunConfig};
@@ -91,6 +92,8 @@ pub struct TrainJob<'a> {
     /// [`RunOutcome::Interrupted`].
     pub stop: StopSignal,
     pub progress: Progress,
+    /// The processes training this run together; only rank 0 evaluates and writes.
+    pub replicas: Replicas,
 }
 
 /// Everything that lives for the duration of the run.
@@ -103,16 +106,22 @@ struct Session {
     val_mixed: Option<Loader>,
     steps_per_epoch: u64,
     total_steps: u64,
+    /// Micro-batches this process runs per update.
+    micro_per_process: usize,
 }
 
 /// Trains (or resumes) one run to the end, writing metrics and checkpoints into `job.dir`.
 /// The caller holds the run's lock.
 pub fn train_run(job: &TrainJob) -> Result<RunOutcome, TrainError> {
     let cfg = job.config;
+    let writer = job.replicas.rank() == 0;
     let mut s = Session::new(job)?;
     let mut state = resume(job, &mut s)?;
+    check_same_weights(job, &s, &state)?;
     let metrics_path = job.dir.metrics_parquet();
-    drop_rows_after(&metrics_path, state.step)?;
+    if writer {
+        drop_rows_after(&metrics_path, state.step)?;
+    }
 
     let eval_every =
         ((cfg.train.eval_every_epochs * s.steps_per_epoch as f64).round() as u64).max(1);
@@ -127,7 +136,7 @@ pub fn train_run(job: &TrainJob) -> Result<RunOutcome, TrainError> {
 
     while state.step < s.total_steps {
         let epoch = state.epoch;
-        let accumulate = cfg.train.accumulate.max(1);
+        let accumulate = s.micro_per_process;
         let start_batch = state.batch_in_epoch as usize * accumulate;
         let mut micro = Vec::with_capacity(accumulate);
         for batch in s.train_loader.iter_epoch(epoch, start_batch) {
@@ -182,7 +191,7 @@ pub fn train_run(job: &TrainJob) -> Result<RunOutcome, TrainError> {
                 return Ok(RunOutcome::Stopped { step: state.step });
             }
             let at_eval = state.step % eval_every == 0 || state.step == s.total_steps;
-            if at_eval {
+            if at_eval && writer {
                 let train_seconds = interval_start.elapsed().as_secs_f64();
                 let score = evaluate_with_ema(&s)?;
                 state.wall_s = wall_before + session_start.elapsed().as_secs_f64();
@@ -218,13 +227,16 @@ pub fn train_run(job: &TrainJob) -> Result<RunOutcome, TrainError> {
                 interval_images = 0;
                 interval_correct = 0;
                 (interval_norm_sum, interval_steps) = (0.0, 0);
-            } else if state.step % cfg.train.checkpoint_every_steps.max(1) == 0 {
+            } else if state.step % cfg.train.checkpoint_every_steps.max(1) == 0 && writer {
                 state.wall_s = wall_before + session_start.elapsed().as_secs_f64();
                 save(job, &s, &state)?;
             }
-            if job.stop.requested() {
+            // Every replica stops at the same step when any was asked to.
+            if any_replica(job.replicas.as_ref(), job.stop.requested()).map_err(other)? {
                 state.wall_s = wall_before + session_start.elapsed().as_secs_f64();
-                save(job, &s, &state)?;
+                if writer {
+                    save(job, &s, &state)?;
+                }
                 job.progress.finish();
                 return Ok(RunOutcome::Interrupted { step: state.step });
             }
@@ -239,7 +251,9 @@ pub fn train_run(job: &TrainJob) -> Result<RunOutcome, TrainError> {
         }
     }
     job.progress.finish();
-    export_final(job, &s)?;
+    if writer {
+        export_final(job, &s)?;
+    }
     let mut skipped_images = s.train_loader.bad_images();
     skipped_images.extend(s.val_loader.bad_images());
     Ok(RunOutcome::Finished {
@@ -259,7 +273,13 @@ impl Session {
                 cfg.model.num_classes
             )));
         }
-        let model = TrainStep::new(&cfg.model, &cfg.train, cfg.seed, job.device)?;
+        let mut model = TrainStep::new(&cfg.model, &cfg.train, cfg.seed, job.device)?;
+        model.set_replicas(job.replicas.clone());
+        let world = job.replicas.world_size();
+        let micro_per_process = cfg
+            .train
+            .micro_batches_per_process(world)
+            .map_err(TrainError::Other)?;
 
         let size = cfg.model.image_size as u32;
         let [lo, hi] = cfg.data.train_crop_area;
@@ -274,13 +294,14 @@ impl Session {
         train_cfg.drop_last = true;
         train_cfg.num_threads = job.threads;
         train_cfg.skip_bad_images = cfg.data.skip_bad_images;
+        (train_cfg.rank, train_cfg.world_size) = (job.replicas.rank(), world);
         let train_loader = Loader::new(job.train_set, train_cfg, job.device)?;
-        let steps_per_epoch = (train_loader.len() / cfg.train.accumulate.max(1)) as u64;
+        let steps_per_epoch = (train_loader.len() / micro_per_process) as u64;
         if steps_per_epoch == 0 {
             return Err(TrainError::Other(format!(
                 "the training set ({} images) is smaller than one update of {} x {} images",
                 job.train_set.len(),
-                cfg.train.accumulate.max(1),
+                cfg.train.micro_batches(),
                 cfg.train.batch_size
             )));
         }
@@ -305,6 +326,7 @@ impl Session {
             val_mixed,
             steps_per_epoch,
             total_steps,
+            micro_per_process,
         })
     }
 }
@@ -464,6 +486,40 @@ fn diverge(job: &TrainJob, state: &TrainingState, value: f64) -> Result<RunOutco
         step: state.step + 1,
         loss: value,
     })
+}
+
+/// Checks that every replica starts from the same weights (seeded alike, or read from the
+/// same checkpoint): rank 0's checksum is broadcast and compared.
+fn check_same_weights(
+    job: &TrainJob,
+    s: &Session,
+    state: &TrainingState,
+) -> Result<(), TrainError> {
+    if job.replicas.world_size() == 1 {
+        return Ok(());
+    }
+    let mut sum = crate::hashing::fnv1a64(&[]);
+    for (name, var) in sorted_vars(&s.model.varmap) {
+        let values = var
+            .as_tensor()
+            .flatten_all()
+            .and_then(|t| t.to_dtype(candle_core::DType::F32))
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(tensor_err("checksum of the weights"))?;
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        sum ^= crate::hashing::fnv1a64(name.as_bytes()) ^ crate::hashing::fnv1a64(&bytes);
+    }
+    let mine = format!("{sum:016x}@{}", state.step);
+    let mut first = mine.clone().into_bytes();
+    job.replicas.broadcast(&mut first).map_err(other)?;
+    let first = String::from_utf8_lossy(&first);
+    if first != mine {
+        return Err(TrainError::Other(format!(
+            "replica {} starts from other weights than replica 0 (checksum@step {mine} against {first}): every replica must see the same run folder",
+            job.replicas.rank()
+        )));
+    }
+    Ok(())
 }
 
 /// Metrics rows written after the checkpoint a run resumes from are recomputed: drop them.
