@@ -250,8 +250,11 @@ impl TrainStep {
             if k > 1 {
                 restore(&self.running, &before)?;
             }
+            // Micro-batch i of this process is micro-batch i * W + rank of the update: the
+            // global batch the loader gave it (see `LoaderConfig::world_size`).
+            let index = i * self.replicas.world_size() + self.replicas.rank();
             self.net
-                .set_dropout_seed(micro_seed(self.seed, step, i as u64));
+                .set_dropout_seed(micro_seed(self.seed, step, index as u64));
             let (loss, logits) = self.loss(images, labels)?;
             top1_correct += top_k_hits(&logits, labels, 1)
                 .map_err(other)?
