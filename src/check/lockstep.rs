@@ -346,6 +346,7 @@ pub fn train_repro(
                 loss,
                 grad_norm,
                 top1_correct,
+                ..
             } => {
                 run.loss.push(loss);
                 run.grad_norm.push(grad_norm);

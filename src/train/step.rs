@@ -26,11 +26,13 @@ use crate::spec::{OptimizerConfig, TrainConfig};
 pub enum StepOutcome {
     /// The weights were updated. `loss` is the step's training loss, `grad_norm` the global
     /// gradient norm (before clipping, when clipping is on), `top1_correct` how many images of
-    /// the batch the training-mode forward put in the right class.
+    /// the batch the training-mode forward put in the right class, `images` how many images
+    /// the update saw (over every replica).
     Updated {
         loss: f64,
         grad_norm: f64,
         top1_correct: u64,
+        images: u64,
     },
     /// The loss or the gradient norm was NaN or infinite; nothing was updated.
     Diverged { value: f64 },
@@ -155,16 +157,20 @@ impl TrainStep {
         let local = self.backward_micro(micro, step)?;
         // The loss and hits of every replica; a non-finite loss anywhere stops every replica
         // at the same step (none waits for the others' gradients).
+        let mut images = 0usize;
+        for (_, labels) in micro {
+            images += labels.dim(0).map_err(tensor_err("batch size"))?;
+        }
         let mut totals = match &local {
-            Ok(g) => [g.loss_sum, g.top1_correct as f64],
-            Err(value) => [*value, 0.0],
+            Ok(g) => [g.loss_sum, g.top1_correct as f64, images as f64],
+            Err(value) => [*value, 0.0, images as f64],
         };
         self.replicas
             .all_reduce_sum_f64(&mut totals)
             .map_err(other)?;
         let world = self.replicas.world_size();
         let value = totals[0] / (micro.len() * world) as f64;
-        let top1_correct = totals[1] as u64;
+        let (top1_correct, images) = (totals[1] as u64, totals[2] as u64);
         let mut grads = match local {
             Ok(grads) if value.is_finite() => grads,
             _ => return Ok(StepOutcome::Diverged { value }),
@@ -198,6 +204,7 @@ impl TrainStep {
             loss: value,
             grad_norm: norm,
             top1_correct,
+            images,
         })
     }
 

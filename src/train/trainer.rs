@@ -151,24 +151,20 @@ pub fn train_run(job: &TrainJob) -> Result<RunOutcome, TrainError> {
                 .lr_at(state.step as f64 / s.steps_per_epoch as f64);
             let pairs: Vec<(&Tensor, &Tensor)> =
                 batches.iter().map(|b| (&b.images, &b.labels)).collect();
-            let loss_value = match s.model.step_micro(&pairs, lr, state.step)? {
+            let (loss_value, n) = match s.model.step_micro(&pairs, lr, state.step)? {
                 StepOutcome::Updated {
                     loss,
                     top1_correct,
                     grad_norm,
+                    images,
                 } => {
                     interval_correct += top1_correct;
                     interval_norm_sum += grad_norm;
                     interval_steps += 1;
-                    loss
+                    (loss, images)
                 }
                 StepOutcome::Diverged { value } => return diverge(job, &state, value),
             };
-
-            let mut n = 0u64;
-            for b in &batches {
-                n += b.labels.dim(0).map_err(tensor_err("batch size"))? as u64;
-            }
             state.step += 1;
             state.batch_in_epoch += 1;
             state.images_seen += n;
