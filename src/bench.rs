@@ -102,6 +102,11 @@ pub struct Timing {
     pub median_per_s: f64,
     /// Each timed step, milliseconds.
     pub step_ms: Vec<f64>,
+    /// Processes training together (`mpirun -np N repro bench train`); the rates count the
+    /// images of all of them.
+    pub processes: usize,
+    /// Of each step, milliseconds spent exchanging with the other processes (train only).
+    pub comm_ms_per_step: f64,
 }
 
 /// One line of `repro bench parity`.
@@ -172,8 +177,12 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
     let emit = |v: &dyn erased::Json| println!("{}", v.json());
     match args.what {
         BenchKind::Train(o) => {
+            let (replicas, _) = crate::dist::from_environment().map_err(|e| e.to_string())?;
             for arch in archs(&o)? {
-                emit(&train_images_per_s(arch, &o)?);
+                let timing = train_images_per_s(arch, &o, &replicas)?;
+                if replicas.rank() == 0 {
+                    emit(&timing);
+                }
             }
         }
         BenchKind::Eval(o) => {
@@ -234,6 +243,8 @@ fn timed(
         per_s: (o.steps * o.batch) as f64 / secs,
         median_per_s: o.batch as f64 * 1e3 / median(&step_ms),
         step_ms,
+        processes: 1,
+        comm_ms_per_step: 0.0,
     })
 }
 
@@ -248,12 +259,20 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
-/// Training images/s of `arch` on `o.device`.
-pub fn train_images_per_s(arch: Arch, o: &BenchOptions) -> Result<Timing, String> {
+/// Training images/s of `arch` on `o.device`, over all `replicas` (one process each, every
+/// one running `o.batch` images per step).
+pub fn train_images_per_s(
+    arch: Arch,
+    o: &BenchOptions,
+    replicas: &crate::dist::Replicas,
+) -> Result<Timing, String> {
     let (device, device_name, precision) = setup(o)?;
     let model = model_config(arch, o);
     let mut step = TrainStep::new(&model, &TrainConfig::default(), o.seed, &device)
         .map_err(|e| format!("{}: {e}", arch.name()))?;
+    step.set_replicas(replicas.clone());
+    let step = std::cell::RefCell::new(step);
+    let comm_before = std::cell::Cell::new(0.0);
     let images =
         Tensor::randn(0f32, 1.0, (o.batch, 3, o.size, o.size), &device).map_err(err("input"))?;
     let labels: Vec<u32> = (0..o.batch as u32).map(|i| i % o.classes as u32).collect();
@@ -264,8 +283,12 @@ pub fn train_images_per_s(arch: Arch, o: &BenchOptions) -> Result<Timing, String
         o,
         (&device, device_name, precision),
         |i, warm_up| {
+            if !warm_up && i == o.warmup as u64 {
+                comm_before.set(step.borrow().communication_seconds());
+            }
             // Each step reads its loss back to the host: the timing covers the whole step.
-            step.step(&images, &labels, 0.045, i)
+            step.borrow_mut()
+                .step(&images, &labels, 0.045, i)
                 .map(|_| ())
                 .map_err(|e| {
                     let what = if warm_up { "warm-up step" } else { "step" };
@@ -273,6 +296,15 @@ pub fn train_images_per_s(arch: Arch, o: &BenchOptions) -> Result<Timing, String
                 })
         },
     )
+    .map(|mut t| {
+        let world = replicas.world_size();
+        let comm = step.borrow().communication_seconds() - comm_before.get();
+        t.processes = world;
+        t.per_s *= world as f64;
+        t.median_per_s *= world as f64;
+        t.comm_ms_per_step = comm * 1e3 / o.steps.max(1) as f64;
+        t
+    })
 }
 
 /// Evaluation crops/s of `arch` on `o.device` (batch of `o.batch` crops per forward pass).
@@ -419,7 +451,7 @@ mod tests {
     #[test]
     fn train_and_eval_timings_run_on_the_cpu() {
         let o = tiny("inception_resnet_v2");
-        let t = train_images_per_s(Arch::InceptionResnetV2, &o).unwrap();
+        let t = train_images_per_s(Arch::InceptionResnetV2, &o, &crate::dist::single()).unwrap();
         assert!(t.per_s > 0.0 && t.step_ms.len() == 1);
         // One step: the median step is that step.
         assert_eq!(t.median_per_s, o.batch as f64 * 1e3 / t.step_ms[0]);
@@ -444,7 +476,7 @@ mod tests {
     fn without_cuda_the_device_error_says_so() {
         let mut o = tiny("inception_v3");
         o.device = "cuda:0".into();
-        let e = train_images_per_s(Arch::InceptionV3, &o).unwrap_err();
+        let e = train_images_per_s(Arch::InceptionV3, &o, &crate::dist::single()).unwrap_err();
         #[cfg(not(feature = "cuda"))]
         assert!(e.contains("built without CUDA support"), "{e}");
         let _ = e;

@@ -333,12 +333,13 @@ fn run(args: RunArgs) -> Result<(), Failure> {
             println!("{}", experiment_heading(e));
         }
         let results = train_missing(e, &options);
-        if options.stop.requested() || results.iter().any(|(_, r)| r.is_interrupted()) {
-            return Err(interrupted(&results));
-        }
+        let stopped = options.stop.requested() || results.iter().any(|(_, r)| r.is_interrupted());
         if !writer {
             // Replica 0 reports, evaluates the tables and renders the report.
-            continue;
+            match stopped {
+                true => return Err(interrupted(&results)),
+                false => continue,
+            }
         }
         let name_width = results
             .iter()
@@ -362,6 +363,9 @@ fn run(args: RunArgs) -> Result<(), Failure> {
                     bad_input: false,
                 });
             }
+        }
+        if stopped {
+            return Err(interrupted(&results));
         }
         let (evaluated, problems) = evaluate_tables(
             e,

@@ -71,7 +71,12 @@ fn outcome(results: &Path) -> Vec<(Vec<String>, Vec<u8>)> {
                 .map(|r| {
                     format!(
                         "{} {} {} {:?} {:?} {:?}",
-                        r.step, r.images_seen, r.train_loss, r.top1_err, r.top5_err, r.pre_pool_zero_frac
+                        r.step,
+                        r.images_seen,
+                        r.train_loss,
+                        r.top1_err,
+                        r.top5_err,
+                        r.pre_pool_zero_frac
                     )
                 })
                 .collect();
@@ -104,13 +109,19 @@ fn two_processes_train_exactly_as_one_process_accumulating_two_micro_batches() {
     }
     // The two-process run is `train.replicas: 2`: one process resumes or reruns it as is.
     let plan = Command::new(env!("CARGO_BIN_EXE_repro"))
-        .args(["plan", repo("experiments/fig23.yaml").to_str().unwrap(), "--smoke"])
+        .args([
+            "plan",
+            repo("experiments/fig23.yaml").to_str().unwrap(),
+            "--smoke",
+        ])
         .args(["--set", "train.replicas=2", "--results"])
         .arg(two.join("results"))
         .output()
         .unwrap();
     assert_eq!(
-        String::from_utf8_lossy(&plan.stdout).matches("done (cached)").count(),
+        String::from_utf8_lossy(&plan.stdout)
+            .matches("done (cached)")
+            .count(),
         2,
         "{}",
         both(&plan)
@@ -183,7 +194,10 @@ fn a_run_whose_rank_is_killed_stops_everywhere_and_resumes_to_the_same_result() 
     let status = child.wait().unwrap();
     let took = killed_at.elapsed();
     assert!(!status.success(), "the run cannot succeed without rank 1");
-    assert!(took < Duration::from_secs(30), "the other rank hung for {took:?}");
+    assert!(
+        took < Duration::from_secs(30),
+        "the other rank hung for {took:?}"
+    );
 
     let out = repro_run(&killed, 2, &slow).output().unwrap();
     assert!(out.status.success(), "{}", both(&out));

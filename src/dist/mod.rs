@@ -63,6 +63,11 @@ impl std::fmt::Debug for dyn Collective {
     }
 }
 
+/// The replicas of a process that trains alone.
+pub fn single() -> Replicas {
+    Arc::new(Single)
+}
+
 /// One process: every operation is the identity.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Single;

@@ -51,6 +51,8 @@ pub struct TrainStep {
     seed: u64,
     /// The processes of the run; gradients and running statistics are averaged over them.
     replicas: Replicas,
+    /// Time spent waiting for and exchanging with the other replicas.
+    communication: std::time::Duration,
 }
 
 impl TrainStep {
@@ -99,12 +101,18 @@ impl TrainStep {
             train: train.clone(),
             seed,
             replicas: Arc::new(Single),
+            communication: std::time::Duration::ZERO,
         })
     }
 
     /// Averages every update over `replicas` (one process each), from the next step on.
     pub fn set_replicas(&mut self, replicas: Replicas) {
         self.replicas = replicas;
+    }
+
+    /// Seconds spent in exchanges with the other replicas so far (0 for one process).
+    pub fn communication_seconds(&self) -> f64 {
+        self.communication.as_secs_f64()
     }
 
     /// Step number `step` (0-based; it seeds the dropout mask) at learning rate `lr`.
@@ -165,9 +173,11 @@ impl TrainStep {
             Ok(g) => [g.loss_sum, g.top1_correct as f64, images as f64],
             Err(value) => [*value, 0.0, images as f64],
         };
+        let exchange = std::time::Instant::now();
         self.replicas
             .all_reduce_sum_f64(&mut totals)
             .map_err(other)?;
+        self.communication += exchange.elapsed();
         let world = self.replicas.world_size();
         let value = totals[0] / (micro.len() * world) as f64;
         let (top1_correct, images) = (totals[1] as u64, totals[2] as u64);
@@ -176,7 +186,9 @@ impl TrainStep {
             _ => return Ok(StepOutcome::Diverged { value }),
         };
         if world > 1 {
+            let exchange = std::time::Instant::now();
             self.average_over_replicas(&mut grads.store)?;
+            self.communication += exchange.elapsed();
         }
         if let Some(kept) = keep_gradients {
             for (name, var) in &self.trainable {
