@@ -160,7 +160,7 @@ fn an_accumulating_run_steps_once_per_micro_batches_and_resumes_to_the_same_metr
     let run = tiny_run(
         &tmp.0,
         "inception_resnet_v2",
-        "epochs: 2, eval_every_epochs: 1, checkpoint_every_steps: 1, accumulate: 2, lr: {base_lr: 0.045}",
+        "epochs: 2, eval_every_epochs: 1, checkpoint_every_steps: 1, accumulate: 2, lr: {base_lr: 0.045, reference_batch: 64}",
     );
     let plain = tiny_run(
         &tmp.0,
@@ -182,6 +182,11 @@ fn an_accumulating_run_steps_once_per_micro_batches_and_resumes_to_the_same_metr
             .map(|r| (r.step, r.images_seen))
             .collect::<Vec<_>>(),
         vec![(3, 96), (6, 192)]
+    );
+    // The linear-scaling rule: 0.045 for 64 images, the global batch here is 2 x 16.
+    assert!(
+        whole.iter().all(|r| (r.lr - 0.0225).abs() < 1e-15),
+        "{whole:?}"
     );
     let (stopped, _) = train(&run, &tmp.0, "b", Some(4));
     assert_eq!(stopped, RunOutcome::Stopped { step: 4 });

@@ -125,6 +125,7 @@ impl LockstepRecipe {
             decay_epochs: self.lr_decay_steps,
             staircase: true,
             warmup_epochs: 0.0,
+            reference_batch: None,
         }
     }
 

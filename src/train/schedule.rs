@@ -39,6 +39,12 @@ pub struct LrSchedule {
     pub staircase: bool,
     /// Length of the linear warm-up from 0, in epochs; 0 disables it (the paper has none).
     pub warmup_epochs: f64,
+    /// The linear-scaling rule (Goyal et al., 2017): when set, `base_lr` is the rate for a
+    /// global batch of this many images and is multiplied by `global batch / reference_batch`
+    /// (e.g. 640 for the paper's 20 replicas x 32). Unset (the default): `base_lr` is used as
+    /// is for the run's global batch. Left out of the hash when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference_batch: Option<usize>,
 }
 
 impl Default for LrSchedule {
@@ -49,6 +55,7 @@ impl Default for LrSchedule {
             decay_epochs: 2.0,
             staircase: true,
             warmup_epochs: 0.0,
+            reference_batch: None,
         }
     }
 }
@@ -68,7 +75,21 @@ impl LrSchedule {
         if !(self.warmup_epochs.is_finite() && self.warmup_epochs >= 0.0) {
             return Err(ScheduleError::BadWarmup(self.warmup_epochs));
         }
+        if self.reference_batch == Some(0) {
+            return Err(ScheduleError::NotPositive {
+                field: "reference_batch",
+                value: 0.0,
+            });
+        }
         Ok(())
+    }
+
+    /// The factor `base_lr` is multiplied by for a global batch of `global_batch` images.
+    pub fn batch_scale(&self, global_batch: usize) -> f64 {
+        match self.reference_batch {
+            Some(reference) => global_batch as f64 / reference as f64,
+            None => 1.0,
+        }
     }
 
     /// The learning rate at fractional epoch `epoch` (negative epochs count as 0).
@@ -160,5 +181,26 @@ mod tests {
             })
         );
         assert!(LrSchedule::default().validate().is_ok());
+    }
+
+    #[test]
+    fn the_linear_scaling_rule_multiplies_by_global_over_reference_batch() {
+        let plain = LrSchedule::default();
+        assert_eq!(plain.batch_scale(640), 1.0);
+        let scaled = LrSchedule {
+            reference_batch: Some(640),
+            ..LrSchedule::default()
+        };
+        assert_eq!(scaled.batch_scale(64), 0.1);
+        assert_eq!(scaled.batch_scale(1280), 2.0);
+        let zero = LrSchedule {
+            reference_batch: Some(0),
+            ..LrSchedule::default()
+        };
+        assert!(zero.validate().is_err());
+        // Unset, it is not written: existing runs keep their hashes.
+        assert!(!serde_json::to_string(&plain)
+            .unwrap()
+            .contains("reference_batch"));
     }
 }

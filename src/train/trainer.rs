@@ -133,6 +133,10 @@ pub fn train_run(job: &TrainJob) -> Result<RunOutcome, TrainError> {
     let (mut interval_norm_sum, mut interval_steps) = (0.0f64, 0u64);
     let mut last_score = None;
     job.progress.start(s.total_steps, state.step);
+    let lr_scale = cfg
+        .train
+        .lr
+        .batch_scale(cfg.train.batch_size * cfg.train.micro_batches());
 
     while state.step < s.total_steps {
         let epoch = state.epoch;
@@ -148,7 +152,8 @@ pub fn train_run(job: &TrainJob) -> Result<RunOutcome, TrainError> {
             let lr = cfg
                 .train
                 .lr
-                .lr_at(state.step as f64 / s.steps_per_epoch as f64);
+                .lr_at(state.step as f64 / s.steps_per_epoch as f64)
+                * lr_scale;
             let pairs: Vec<(&Tensor, &Tensor)> =
                 batches.iter().map(|b| (&b.images, &b.labels)).collect();
             let (loss_value, n) = match s.model.step_micro(&pairs, lr, state.step)? {
