@@ -7,7 +7,6 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
@@ -236,21 +235,12 @@ fn each_class_of_error_has_its_exit_code() {
     assert_plain(&stderr(&no_data));
 }
 
-/// A smoke run of two networks that takes some seconds and checkpoints every step.
+/// A smoke run that takes some seconds and checkpoints every step.
 fn slow_run(dir: &Path) -> Command {
     let fig = repo("experiments/fig23.yaml");
-    let mut c = repro(&[
-        "run",
-        fig.to_str().unwrap(),
-        "--smoke",
-        "--set",
-        "train.epochs=6",
-        "--set",
-        "train.checkpoint_every_steps=1",
-        "--set",
-        "runs.inception_v4.train.epochs=1",
-    ]);
-    c.arg("--results")
+    let mut c = repro(&["run", fig.to_str().unwrap(), "--smoke"]);
+    c.args(common::runs::SLOW_SMOKE)
+        .arg("--results")
         .arg(dir.join("results"))
         .arg("--reports")
         .arg(dir.join("reports"));
@@ -266,24 +256,10 @@ fn ctrl_c_checkpoints_exits_with_3_and_the_same_command_resumes() {
         .spawn()
         .unwrap();
     let runs = tmp.0.join("results/runs");
-    let start = Instant::now();
-    let mut signalled = false;
-    while start.elapsed() < Duration::from_secs(120) {
-        let step = std::fs::read_dir(&runs).ok().and_then(|mut d| {
-            d.find_map(|e| {
-                let p = e.ok()?.path().join("checkpoints/latest/state.json");
-                let v: serde_json::Value =
-                    serde_json::from_str(&std::fs::read_to_string(p).ok()?).ok()?;
-                v["step"].as_u64()
-            })
-        });
-        if step.is_some_and(|s| s >= 2) {
-            // SAFETY: sending a signal to our own child process.
-            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
-            signalled = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let signalled = common::runs::wait_for_checkpoint(&runs, 2, || true).is_some();
+    if signalled {
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
     }
     assert!(signalled, "the run never checkpointed");
     let out = child.wait_with_output().unwrap();

@@ -190,21 +190,13 @@ fn smoke_run_writes_metrics_figures_and_report_and_a_second_run_trains_nothing()
     assert_eq!(run_folders(&tmp.0).len(), 4);
 }
 
-/// A smoke run of one network that takes a few seconds and checkpoints every step.
+/// A smoke run that takes a few seconds and checkpoints every step.
 fn slow_args(fig: &str) -> Vec<String> {
-    [
-        fig,
-        "--smoke",
-        "--set",
-        "train.epochs=6",
-        "--set",
-        "train.checkpoint_every_steps=1",
-        "--set",
-        "runs.inception_v4.train.epochs=1",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    [fig, "--smoke"]
+        .into_iter()
+        .chain(common::runs::SLOW_SMOKE)
+        .map(str::to_string)
+        .collect()
 }
 
 #[test]
@@ -224,41 +216,12 @@ fn a_killed_run_resumes_through_the_cli() {
     };
     // Kill it once the IR-v2 run (first in name order) has checkpointed a few steps.
     let runs = tmp.0.join("results/runs");
-    let start = Instant::now();
-    let mut killed_at = None;
-    while start.elapsed() < Duration::from_secs(120) {
-        let state = std::fs::read_dir(&runs).ok().and_then(|mut d| {
-            d.find_map(|e| {
-                let p = e.ok()?.path().join("checkpoints/latest/state.json");
-                std::fs::read_to_string(p).ok()
-            })
-        });
-        if let Some(s) = state {
-            let v: serde_json::Value = serde_json::from_str(&s).unwrap();
-            if v["step"].as_u64().unwrap() >= 3 {
-                child.kill().unwrap();
-                killed_at = v["step"].as_u64();
-                break;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let killed_at = common::runs::wait_for_checkpoint(&runs, 3, || child.kill().is_ok());
     child.wait().unwrap();
     let killed_at = killed_at.expect("the run never checkpointed");
-    let plan = run(
-        &tmp.0,
-        &[
-            "plan",
-            args[1],
-            "--smoke",
-            "--set",
-            "train.epochs=6",
-            "--set",
-            "train.checkpoint_every_steps=1",
-            "--set",
-            "runs.inception_v4.train.epochs=1",
-        ],
-    );
+    let mut plan_args = vec!["plan"];
+    plan_args.extend(&args[1..]);
+    let plan = run(&tmp.0, &plan_args);
     assert!(text(&plan).contains("resume @"), "{}", text(&plan));
     let resumed = run(&tmp.0, &args);
     assert!(resumed.status.success(), "{}", text(&resumed));

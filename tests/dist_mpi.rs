@@ -148,14 +148,7 @@ fn rank_pid(parent: u32, rank: usize) -> Option<u32> {
 #[test]
 fn a_run_whose_rank_is_killed_stops_everywhere_and_resumes_to_the_same_result() {
     let tmp = TempDir::new("mpi-kill");
-    let slow = [
-        "--set",
-        "train.epochs=6",
-        "--set",
-        "train.checkpoint_every_steps=1",
-        "--set",
-        "runs.inception_v4.train.epochs=1",
-    ];
+    let slow = common::runs::SLOW_SMOKE;
     let reference = tmp.0.join("reference");
     let out = repro_run(&reference, 2, &slow).output().unwrap();
     assert!(out.status.success(), "{}", both(&out));
@@ -166,28 +159,14 @@ fn a_run_whose_rank_is_killed_stops_everywhere_and_resumes_to_the_same_result() 
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let start = Instant::now();
     let mut victim = None;
-    while start.elapsed() < Duration::from_secs(120) {
-        let step = std::fs::read_dir(killed.join("results/runs"))
-            .ok()
-            .and_then(|mut d| {
-                d.find_map(|e| {
-                    let p = e.ok()?.path().join("checkpoints/latest/state.json");
-                    let v: serde_json::Value =
-                        serde_json::from_str(&std::fs::read_to_string(p).ok()?).ok()?;
-                    v["step"].as_u64()
-                })
-            });
-        if step.is_some_and(|s| s >= 3) {
-            if let Some(pid) = rank_pid(child.id(), 1) {
-                // SAFETY: sending SIGKILL to a process this test started.
-                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-                victim = Some(pid);
-                break;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    common::runs::wait_for_checkpoint(&killed.join("results/runs"), 3, || {
+        victim = rank_pid(child.id(), 1);
+        victim.is_some()
+    });
+    if let Some(pid) = victim {
+        // SAFETY: sending SIGKILL to a process this test started.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
     }
     assert!(victim.is_some(), "rank 1 never found while training");
     let killed_at = Instant::now();

@@ -4,6 +4,7 @@
 use std::sync::Mutex;
 
 use mpi::collective::SystemOperation;
+use mpi::datatype::Equivalence;
 use mpi::environment::Universe;
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
@@ -45,6 +46,14 @@ impl MpiReplicas {
     fn serial(&self) -> std::sync::MutexGuard<'_, ()> {
         self.serial.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// The element-wise sum over the processes, in place.
+    fn sum_in_place<T: Equivalence + Copy>(&self, buffer: &mut [T]) {
+        let _serial = self.serial();
+        let send = buffer.to_vec();
+        self.world
+            .all_reduce_into(&send[..], buffer, SystemOperation::sum());
+    }
 }
 
 impl Collective for MpiReplicas {
@@ -57,18 +66,12 @@ impl Collective for MpiReplicas {
     }
 
     fn all_reduce_sum_f32(&self, buffer: &mut [f32]) -> Result<(), DistError> {
-        let _serial = self.serial();
-        let send = buffer.to_vec();
-        self.world
-            .all_reduce_into(&send[..], buffer, SystemOperation::sum());
+        self.sum_in_place(buffer);
         Ok(())
     }
 
     fn all_reduce_sum_f64(&self, buffer: &mut [f64]) -> Result<(), DistError> {
-        let _serial = self.serial();
-        let send = buffer.to_vec();
-        self.world
-            .all_reduce_into(&send[..], buffer, SystemOperation::sum());
+        self.sum_in_place(buffer);
         Ok(())
     }
 

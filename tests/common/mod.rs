@@ -1,5 +1,6 @@
 #![allow(dead_code)]
 pub mod deterministic;
+pub mod runs;
 pub mod tempdir;
 
 #[allow(unused_imports)]
