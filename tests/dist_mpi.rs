@@ -146,38 +146,41 @@ fn rank_pid(parent: u32, rank: usize) -> Option<u32> {
 }
 
 #[test]
-fn a_run_whose_rank_is_killed_stops_everywhere_and_resumes_to_the_same_result() {
+fn a_run_whose_rank_is_killed_stops_everywhere_and_resumes_on_two_or_one_process_to_the_same_result(
+) {
     let tmp = TempDir::new("mpi-kill");
     let slow = common::runs::SLOW_SMOKE;
     let reference = tmp.0.join("reference");
     let out = repro_run(&reference, 2, &slow).output().unwrap();
     assert!(out.status.success(), "{}", both(&out));
 
+    let kill_rank_1 = |results: &Path| {
+        let mut child = repro_run(results, 2, &slow)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut victim = None;
+        common::runs::wait_for_checkpoint(&results.join("results/runs"), 3, || {
+            victim = rank_pid(child.id(), 1);
+            victim.is_some()
+        });
+        if let Some(pid) = victim {
+            // SAFETY: sending SIGKILL to a process this test started.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        }
+        assert!(victim.is_some(), "rank 1 never found while training");
+        let killed_at = Instant::now();
+        let status = child.wait().unwrap();
+        let took = killed_at.elapsed();
+        assert!(!status.success(), "the run cannot succeed without rank 1");
+        assert!(
+            took < Duration::from_secs(30),
+            "the other rank hung for {took:?}"
+        );
+    };
     let killed = tmp.0.join("killed");
-    let mut child = repro_run(&killed, 2, &slow)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut victim = None;
-    common::runs::wait_for_checkpoint(&killed.join("results/runs"), 3, || {
-        victim = rank_pid(child.id(), 1);
-        victim.is_some()
-    });
-    if let Some(pid) = victim {
-        // SAFETY: sending SIGKILL to a process this test started.
-        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-    }
-    assert!(victim.is_some(), "rank 1 never found while training");
-    let killed_at = Instant::now();
-    let status = child.wait().unwrap();
-    let took = killed_at.elapsed();
-    assert!(!status.success(), "the run cannot succeed without rank 1");
-    assert!(
-        took < Duration::from_secs(30),
-        "the other rank hung for {took:?}"
-    );
-
+    kill_rank_1(&killed);
     let out = repro_run(&killed, 2, &slow).output().unwrap();
     assert!(out.status.success(), "{}", both(&out));
     assert!(both(&out).contains("resuming from"), "{}", both(&out));
@@ -185,5 +188,20 @@ fn a_run_whose_rank_is_killed_stops_everywhere_and_resumes_to_the_same_result() 
         outcome(&killed.join("results")),
         outcome(&reference.join("results")),
         "the resumed run ends where the uninterrupted one did"
+    );
+
+    // The same run resumes on one process too: it is `train.replicas: 2`, and one process
+    // then runs both micro-batches of every update.
+    let alone = tmp.0.join("alone");
+    kill_rank_1(&alone);
+    let mut args = slow.to_vec();
+    args.extend(["--set", "train.replicas=2"]);
+    let out = repro_run(&alone, 0, &args).output().unwrap();
+    assert!(out.status.success(), "{}", both(&out));
+    assert!(both(&out).contains("resuming from"), "{}", both(&out));
+    assert_eq!(
+        outcome(&alone.join("results")),
+        outcome(&reference.join("results")),
+        "resumed on one process, the run ends where the two-process one did"
     );
 }
