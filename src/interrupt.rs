@@ -1,4 +1,5 @@
-//! Ctrl-C and SIGTERM while `repro run` trains or evaluates: the first signal asks the work
+//! Ctrl-C, SIGTERM and SIGUSR1 (what Slurm sends ahead of a time limit with
+//! `--signal=USR1@SECONDS`) while `repro run` trains or evaluates: the first signal asks the work
 //! in progress to stop at its next safe point (the trainer saves a checkpoint at the end of
 //! its step, an evaluation stops between chunks) and the command exits with status 3; a
 //! second signal ends the process at once, as if no handler were installed.
@@ -13,7 +14,8 @@ static REQUESTED: AtomicBool = AtomicBool::new(false);
 pub struct StopSignal(Option<&'static AtomicBool>);
 
 impl StopSignal {
-    /// Stops when SIGINT or SIGTERM arrives (installs the handlers; harmless to call twice).
+    /// Stops when SIGINT, SIGTERM or SIGUSR1 arrives (installs the handlers; harmless to call
+    /// twice).
     pub fn on_signals() -> Self {
         #[cfg(unix)]
         // SAFETY: the handler only stores to an atomic and resets the signal's action, both
@@ -22,6 +24,7 @@ impl StopSignal {
             let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
             libc::signal(libc::SIGINT, handler);
             libc::signal(libc::SIGTERM, handler);
+            libc::signal(libc::SIGUSR1, handler);
         }
         Self(Some(&REQUESTED))
     }

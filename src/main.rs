@@ -3,7 +3,7 @@
 //! Exit codes, the same for every command: 0 success; 1 a run, evaluation or check failed
 //! or diverged (including a run folder held by another process); 2 bad input (command line,
 //! experiment file, missing paths, unreadable or undecodable data, weights that do not fit
-//! the network); 3 interrupted by Ctrl-C or SIGTERM (a training run checkpointed first, and
+//! the network); 3 interrupted by Ctrl-C, SIGTERM or SIGUSR1 (a training run checkpointed first, and
 //! the same command resumes it). When several happen, 3 wins over 2 over 1.
 
 use std::path::PathBuf;
@@ -210,7 +210,7 @@ struct Failure {
 const FAILED: u8 = 1;
 /// Exit status of bad input.
 const BAD_INPUT: u8 = 2;
-/// Exit status after Ctrl-C or SIGTERM.
+/// Exit status after Ctrl-C, SIGTERM or SIGUSR1.
 const INTERRUPTED: u8 = 3;
 
 fn bad_input(message: impl ToString) -> Failure {
@@ -427,7 +427,7 @@ fn experiment_heading(e: &Experiment) -> String {
     format!("{} ({}{profile})", e.name, e.path.display())
 }
 
-/// The failure for a run stopped by Ctrl-C or SIGTERM.
+/// The failure for a run stopped by Ctrl-C, SIGTERM or SIGUSR1.
 fn interrupted(results: &[(repro::runner::PlannedRun, repro::runner::RunResult)]) -> Failure {
     let which = results
         .iter()

@@ -249,7 +249,18 @@ fn slow_run(dir: &Path) -> Command {
 
 #[test]
 fn ctrl_c_checkpoints_exits_with_3_and_the_same_command_resumes() {
-    let tmp = TempDir::new("interrupt");
+    interrupted_by(libc::SIGINT, "interrupt");
+}
+
+/// Slurm sends SIGUSR1 ahead of a time limit (`--signal=USR1@90`); SIGTERM on preemption.
+#[test]
+fn the_signals_of_a_batch_scheduler_checkpoint_and_stop_alike() {
+    interrupted_by(libc::SIGUSR1, "usr1");
+    interrupted_by(libc::SIGTERM, "term");
+}
+
+fn interrupted_by(signal: libc::c_int, tag: &str) {
+    let tmp = TempDir::new(tag);
     let child = slow_run(&tmp.0)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -259,7 +270,7 @@ fn ctrl_c_checkpoints_exits_with_3_and_the_same_command_resumes() {
     let signalled = common::runs::wait_for_checkpoint(&runs, 2, || true).is_some();
     if signalled {
         // SAFETY: sending a signal to our own child process.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+        unsafe { libc::kill(child.id() as libc::pid_t, signal) };
     }
     assert!(signalled, "the run never checkpointed");
     let out = child.wait_with_output().unwrap();
