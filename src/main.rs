@@ -40,6 +40,8 @@ enum Command {
     Run(RunArgs),
     /// Show what `run` would do: each run, whether it is cached, and the work left. Runs nothing.
     Plan(ExperimentArgs),
+    /// Show where each run stands: running (and which process), stopped at a step, done, failed.
+    Status(ExperimentArgs),
     /// Re-render the figures, tables and HTML report of experiment files from stored results.
     Report(ReportArgs),
     /// Evaluate one model or an ensemble of weight files (ours or timm's) with 1, 10, 12 or 144 crops.
@@ -246,6 +248,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Plan(args) => show_plan(args),
+        Command::Status(args) => show_status(args),
         Command::Report(args) => report(args),
         Command::Eval(args) => eval(args),
         Command::Bench(args) => repro::bench::validate(&args)
@@ -556,6 +559,25 @@ fn eval(args: EvalArgs) -> Result<(), Failure> {
 fn command_line() -> String {
     let args: Vec<String> = std::env::args().skip(1).collect();
     format!("repro {}", args.join(" "))
+}
+
+fn show_status(args: ExperimentArgs) -> Result<(), Failure> {
+    for e in load_all(&args)?
+        .into_iter()
+        .filter(|e| !e.defines_runs_only())
+    {
+        println!("{}", experiment_heading(&e));
+        let states = repro::runner::run_states(&e, &args.results);
+        let width = states
+            .iter()
+            .map(|(p, _)| p.run.name.len())
+            .max()
+            .unwrap_or(0);
+        for (planned, state) in states {
+            println!("  {:<width$}  {state}", planned.run.name);
+        }
+    }
+    Ok(())
 }
 
 fn show_plan(args: ExperimentArgs) -> Result<(), Failure> {

@@ -267,7 +267,33 @@ fn interrupted_by(signal: libc::c_int, tag: &str) {
         .spawn()
         .unwrap();
     let runs = tmp.0.join("results/runs");
+    let status = || {
+        let mut c = repro(&[
+            "status",
+            repo("experiments/fig23.yaml").to_str().unwrap(),
+            "--smoke",
+        ]);
+        c.args(common::runs::SLOW_SMOKE)
+            .arg("--results")
+            .arg(tmp.0.join("results"));
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{}", both(&out));
+        assert_plain(&stdout(&out));
+        stdout(&out)
+    };
     let signalled = common::runs::wait_for_checkpoint(&runs, 2, || true).is_some();
+    let running = status();
+    assert!(
+        running.contains(&format!(
+            "inception_resnet_v2  running: pid {} on ",
+            child.id()
+        )) && running.contains(", checkpoint at step "),
+        "{running}"
+    );
+    assert!(
+        running.contains("inception_v4         not started"),
+        "{running}"
+    );
     if signalled {
         // SAFETY: sending a signal to our own child process.
         unsafe { libc::kill(child.id() as libc::pid_t, signal) };
@@ -293,6 +319,12 @@ fn interrupted_by(signal: libc::c_int, tag: &str) {
         "an interrupted run is not marked done"
     );
 
+    let stopped = status();
+    assert!(
+        stopped.contains("inception_resnet_v2  stopped at step ")
+            && stopped.contains("`repro run` resumes it"),
+        "{stopped}"
+    );
     let resumed = slow_run(&tmp.0).output().unwrap();
     assert!(resumed.status.success(), "{}", both(&resumed));
     assert!(
@@ -313,6 +345,13 @@ fn interrupted_by(signal: libc::c_int, tag: &str) {
     let rows = repro::store::metrics::read_metrics(&irv2.join("metrics.parquet")).unwrap();
     let epochs: Vec<f64> = rows.iter().map(|r| r.epoch).collect();
     assert_eq!(epochs, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    let done = status();
+    assert!(
+        done.contains(
+            "inception_resnet_v2  done; last evaluation at epoch 6.00 of 6: top-1 error "
+        ),
+        "{done}"
+    );
 }
 
 #[test]

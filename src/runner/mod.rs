@@ -7,6 +7,7 @@ mod execute;
 mod plan;
 mod preflight;
 mod report;
+mod status;
 mod summary;
 mod tables;
 
@@ -15,5 +16,6 @@ pub use execute::{train_missing, RunFailure, RunOptions, RunResult};
 pub use plan::{plan, progress_of, run_dir, training_macs, PlannedRun, RunProgress};
 pub use preflight::preflight;
 pub use report::write_report;
+pub use status::run_states;
 pub use summary::{run_line, smoke_notice};
 pub use tables::{evaluate_tables, row_results};

@@ -157,6 +157,22 @@ impl Drop for RunLock {
     }
 }
 
+/// The holder a run folder's lock file names, if any, read without touching the lock (so
+/// that looking never gets in the way of a process about to take it). A process killed
+/// with SIGKILL leaves its description behind: see [`LockHolder::alive`].
+pub fn recorded_holder(dir: &Path) -> Option<LockHolder> {
+    let text = fs::read_to_string(dir.join(LOCK_FILE)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+impl LockHolder {
+    /// Whether the holder still runs: `Some` on its own host (from the process table),
+    /// `None` when it ran on another host.
+    pub fn alive(&self) -> Option<bool> {
+        (self.host == host_name()).then(|| Path::new(&format!("/proc/{}", self.pid)).exists())
+    }
+}
+
 /// The holder's description read from its lock file, for error messages.
 fn describe_holder(file: &mut File) -> String {
     let mut text = String::new();
@@ -170,6 +186,28 @@ fn describe_holder(file: &mut File) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_recorded_holder_is_read_without_locking_and_cleared_on_release() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(recorded_holder(dir.path()), None);
+        let lock = RunLock::acquire(dir.path()).unwrap();
+        let holder = recorded_holder(dir.path()).unwrap();
+        assert_eq!(holder.pid, std::process::id());
+        assert_eq!(holder.alive(), Some(true));
+        drop(lock);
+        assert_eq!(recorded_holder(dir.path()), None);
+        let gone = LockHolder {
+            pid: u32::MAX,
+            ..holder.clone()
+        };
+        assert_eq!(gone.alive(), Some(false));
+        let elsewhere = LockHolder {
+            host: "another-host".into(),
+            ..holder
+        };
+        assert_eq!(elsewhere.alive(), None);
+    }
 
     #[test]
     fn second_locker_gets_an_error_naming_folder_and_holder() {

@@ -20,7 +20,7 @@ pub use checkpoint::{
     CHECKPOINT_FORMAT_VERSION,
 };
 pub use layout::RunDir;
-pub use lock::{LockError, LockHolder, RunLock};
+pub use lock::{recorded_holder, LockError, LockHolder, RunLock};
 pub use metrics::{append_metrics, read_metrics, write_metrics, MetricsError, MetricsRow};
 pub use provenance::{
     manifest_hash, GitInfo, Provenance, ProvenanceError, RunStatus, SkippedImage,
