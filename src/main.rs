@@ -79,6 +79,10 @@ struct ExperimentArgs {
 struct RunArgs {
     #[command(flatten)]
     experiment: ExperimentArgs,
+    /// Train only these runs (comma-separated names of the file's runs); the tables and the
+    /// report are still made from whatever is stored.
+    #[arg(long, value_delimiter = ',', value_name = "RUN,...")]
+    runs: Option<Vec<String>>,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -319,7 +323,20 @@ fn run(args: RunArgs) -> Result<(), Failure> {
         show_progress: true,
         stop: StopSignal::on_signals(),
         replicas,
+        only: args.runs.clone(),
     };
+    if let Some(names) = &args.runs {
+        let known: Vec<String> = experiments
+            .iter()
+            .flat_map(|e| plan(e, &options.results).into_iter().map(|p| p.run.name))
+            .collect();
+        if let Some(unknown) = names.iter().find(|n| !known.contains(n)) {
+            return Err(bad_input(format!(
+                "--runs: the files use no run `{unknown}`; they use: {}",
+                known.join(", ")
+            )));
+        }
+    }
     for e in &experiments {
         preflight(e, &options.results, options.force, &options.device).map_err(bad_input)?;
     }

@@ -478,3 +478,37 @@ fn a_table_on_the_train_holdout_split_uses_only_images_training_left_out() {
         both(&refused)
     );
 }
+
+#[test]
+fn runs_selects_what_is_trained_and_unknown_names_are_bad_input() {
+    let tmp = TempDir::new("only");
+    let fig = repo("experiments/fig23.yaml");
+    let run = |extra: &[&str]| {
+        let mut c = repro(&["run", fig.to_str().unwrap(), "--smoke"]);
+        c.args(extra)
+            .arg("--results")
+            .arg(tmp.0.join("results"))
+            .arg("--reports")
+            .arg(tmp.0.join("reports"));
+        c.output().unwrap()
+    };
+    let one = run(&["--runs", "inception_v4"]);
+    assert!(one.status.success(), "{}", both(&one));
+    let out = stdout(&one);
+    assert!(out.contains("inception_v4  trained: "), "{out}");
+    assert!(!out.contains("inception_resnet_v2"), "{out}");
+    let folders: Vec<String> = std::fs::read_dir(tmp.0.join("results/runs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(folders.len(), 1, "{folders:?}");
+    assert!(folders[0].starts_with("inception_v4-"), "{folders:?}");
+
+    let unknown = run(&["--runs", "inception_v9"]);
+    assert_eq!(unknown.status.code(), Some(2), "{}", both(&unknown));
+    assert!(
+        stderr(&unknown).contains("--runs: the files use no run `inception_v9`; they use: inception_resnet_v2, inception_v4"),
+        "{}",
+        both(&unknown)
+    );
+}

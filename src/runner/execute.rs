@@ -37,6 +37,8 @@ pub struct RunOptions {
     pub stop: StopSignal,
     /// The processes this command runs as; replica 0 takes the run folders and writes.
     pub replicas: Replicas,
+    /// Train only the runs of these names (`--runs`); `None` trains every missing run.
+    pub only: Option<Vec<String>>,
 }
 
 /// What happened to one run.
@@ -96,7 +98,16 @@ pub fn train_missing(
     options: &RunOptions,
 ) -> Vec<(PlannedRun, RunResult)> {
     let mut out = Vec::new();
-    for planned in plan(experiment, &options.results) {
+    let selected = |p: &PlannedRun| {
+        options
+            .only
+            .as_ref()
+            .is_none_or(|names| names.contains(&p.run.name))
+    };
+    for planned in plan(experiment, &options.results)
+        .into_iter()
+        .filter(selected)
+    {
         if options.stop.requested() {
             break;
         }
