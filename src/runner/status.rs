@@ -2,10 +2,10 @@
 //! taking any lock — running (and by which process), stopped at a step, done, diverged or
 //! failed, with its last evaluation.
 
-use super::plan::{plan, PlannedRun};
+use super::plan::{plan, PlannedRun, RunProgress};
+use super::summary::last_evaluation;
 use crate::spec::Experiment;
 use crate::store::clock::duration_text;
-use crate::store::metrics::read_metrics;
 use crate::store::provenance::{Provenance, RunStatus};
 use crate::store::{recorded_holder, RunDir};
 use std::path::Path;
@@ -22,13 +22,8 @@ pub fn run_states(experiment: &Experiment, results: &Path) -> Vec<(PlannedRun, S
 }
 
 fn state_line(planned: &PlannedRun) -> String {
-    let dir = RunDir::new(&planned.dir);
     let epochs = planned.run.config.train.epochs;
-    let last = read_metrics(&dir.metrics_parquet())
-        .ok()
-        .and_then(|rows| rows.into_iter().rev().find(|r| r.top1_err.is_some()));
-    let evaluated = last
-        .as_ref()
+    let evaluated = last_evaluation(planned)
         .map(|r| {
             format!(
                 "; last evaluation at epoch {:.2} of {epochs}: top-1 error {:.2} % after {}",
@@ -38,25 +33,27 @@ fn state_line(planned: &PlannedRun) -> String {
             )
         })
         .unwrap_or_default();
-    let provenance = Provenance::read(&dir.provenance_json())
-        .ok()
-        .map(|p| p.status);
-    let checkpoint =
-        crate::store::checkpoint::read_checkpoint_state(&dir.latest_checkpoint()).map(|s| s.step);
+    let checkpoint = match planned.progress {
+        RunProgress::Partial { step } => format!(", checkpoint at step {step}"),
+        _ => String::new(),
+    };
     if let Some(holder) = recorded_holder(&planned.dir).filter(|h| h.alive() != Some(false)) {
-        let step = checkpoint
-            .map(|s| format!(", checkpoint at step {s}"))
-            .unwrap_or_default();
-        return format!("running: {holder}{step}{evaluated}");
+        return format!("running: {holder}{checkpoint}{evaluated}");
     }
-    let state = match (dir.is_done(), provenance, checkpoint) {
-        (true, Some(RunStatus::Diverged { step }), _) => format!("diverged at step {step}"),
-        (true, _, _) => "done".to_string(),
-        (false, Some(RunStatus::Failed { message }), _) => format!("failed: {message}"),
-        (false, _, Some(step)) => {
+    let failed = || match Provenance::read(&RunDir::new(&planned.dir).provenance_json()) {
+        Ok(Provenance {
+            status: RunStatus::Failed { message },
+            ..
+        }) => Some(format!("failed: {message}")),
+        _ => None,
+    };
+    let state = match planned.progress {
+        RunProgress::Diverged { step } => format!("diverged at step {step}"),
+        RunProgress::Done => "done".to_string(),
+        RunProgress::Partial { step } => failed().unwrap_or_else(|| {
             format!("stopped at step {step}; `repro run` resumes it from its checkpoint")
-        }
-        (false, _, None) => "not started".to_string(),
+        }),
+        RunProgress::Missing => failed().unwrap_or_else(|| "not started".to_string()),
     };
     format!("{state}{evaluated}")
 }

@@ -66,7 +66,7 @@ fn steps_and_errors(last: Option<&MetricsRow>) -> String {
 }
 
 /// The last evaluated row of the run's metrics, if any.
-fn last_evaluation(planned: &PlannedRun) -> Option<MetricsRow> {
+pub(super) fn last_evaluation(planned: &PlannedRun) -> Option<MetricsRow> {
     read_metrics(&RunDir::new(&planned.dir).metrics_parquet())
         .ok()?
         .into_iter()
