@@ -555,13 +555,11 @@ fn eval(args: EvalArgs) -> Result<(), Failure> {
         EvalError::Image(e) => bad_input(format!(
             "{e}\n(--skip-bad-images leaves unreadable images out and lists them)"
         )),
-        e @ (EvalError::Weights(_) | EvalError::Build { .. } | EvalError::Config(_)) => {
-            bad_input(e)
-        }
         e @ EvalError::Interrupted { .. } => Failure {
             code: INTERRUPTED,
             message: e.to_string(),
         },
+        e if e.is_bad_input() => bad_input(e),
         e => failed(e),
     })?;
     println!("{report}");

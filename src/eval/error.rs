@@ -78,3 +78,17 @@ pub enum EvalError {
         total: u64,
     },
 }
+
+impl EvalError {
+    /// Whether the input is at fault (images, weights, the request), not the evaluation:
+    /// callers map it to exit status 2. Unreadable images are [`EvalError::Image`].
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            EvalError::Image(_)
+                | EvalError::Weights(_)
+                | EvalError::Build { .. }
+                | EvalError::Config(_)
+        )
+    }
+}

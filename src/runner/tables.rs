@@ -251,9 +251,7 @@ fn evaluate_job(
         EvalError::Image(e) => RunFailure::bad_input(format!(
             "{e} (set `skip_bad_images: true` on the table to leave unreadable images out)"
         )),
-        e @ (EvalError::Weights(_) | EvalError::Build { .. } | EvalError::Config(_)) => {
-            RunFailure::bad_input(e)
-        }
+        e if e.is_bad_input() => RunFailure::bad_input(e),
         e => RunFailure::new(e),
     })?;
     let mut record = report.record();
