@@ -119,7 +119,7 @@ pub fn all_reduce_mean(
         return Ok(tensors.to_vec());
     }
     let scale = 1.0 / world as f64;
-    let mut out: Vec<Option<Tensor>> = vec![None; tensors.len()];
+    let mut out = Vec::with_capacity(tensors.len());
     let mut start = 0;
     while start < tensors.len() {
         let dtype = tensors[start].dtype();
@@ -132,17 +132,10 @@ pub fn all_reduce_mean(
             elements += tensors[end].elem_count();
             end += 1;
         }
-        let bucket = &tensors[start..end];
-        let reduced = reduce_bucket(replicas, bucket, scale)?;
-        for (i, t) in reduced.into_iter().enumerate() {
-            out[start + i] = Some(t);
-        }
+        out.extend(reduce_bucket(replicas, &tensors[start..end], scale)?);
         start = end;
     }
-    Ok(out
-        .into_iter()
-        .map(|t| t.expect("every tensor reduced"))
-        .collect())
+    Ok(out)
 }
 
 fn reduce_bucket(

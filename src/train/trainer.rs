@@ -148,7 +148,7 @@ pub fn train_run(job: &TrainJob) -> Result<RunOutcome, TrainError> {
             if micro.len() < accumulate {
                 continue;
             }
-            let batches: Vec<_> = micro.drain(..).collect();
+            let batches = std::mem::take(&mut micro);
             let lr = cfg
                 .train
                 .lr
