@@ -19,29 +19,9 @@ pub struct RunData {
 
 /// Builds (or generates, for synthetic data, under `<results>/data/`) the datasets.
 pub fn prepare_datasets(cfg: &DataConfig, results: &Path) -> Result<RunData, String> {
-    let (train_root, val_root) = match &cfg.synthetic {
-        Some(s) => ensure_synthetic(s, results)?,
-        None => (
-            PathBuf::from(cfg.train.as_deref().ok_or("data.train is not set")?),
-            PathBuf::from(cfg.val.as_deref().ok_or("data.val is not set")?),
-        ),
-    };
+    let (train_root, val_root) = roots(cfg, results)?;
     let train = Dataset::image_folder(&train_root).map_err(|e| describe("data.train", e))?;
-    let train = match (cfg.classes, cfg.train_images_per_class) {
-        (None, None) => train,
-        (classes, max_per_class) => {
-            let classes = classes
-                .map(ClassSelection::First)
-                .unwrap_or(ClassSelection::All);
-            train
-                .subset(&Subset {
-                    classes,
-                    max_per_class,
-                    seed: cfg.subset_seed,
-                })
-                .map_err(|e| describe("data.train", e))?
-        }
-    };
+    let train = select(train, cfg, cfg.train_images_per_class)?;
 
     let blacklist = match cfg.eval_set {
         EvalSet::All => None,
@@ -107,31 +87,16 @@ pub fn train_holdout(
     if cfg.train_images_per_class.is_none() {
         return Err("split: train_holdout needs data.train_images_per_class (with every training image used for training, none is held out)".into());
     }
-    let trained = prepare_datasets(cfg, results)?.train;
-    let root = trained.root.clone();
+    let (root, _) = roots(cfg, results)?;
+    let full = Dataset::image_folder(&root).map_err(|e| describe("data.train", e))?;
     let used: std::collections::HashSet<PathBuf> =
-        trained.samples.into_iter().map(|s| s.path).collect();
-    let all = Dataset::image_folder(&root).map_err(|e| describe("data.train", e))?;
-    let classes = cfg
-        .classes
-        .map(ClassSelection::First)
-        .unwrap_or(ClassSelection::All);
-    let all = all
-        .subset(&Subset {
-            classes,
-            max_per_class: None,
-            seed: cfg.subset_seed,
-        })
-        .map_err(|e| describe("data.train", e))?;
-    let left_out = Dataset {
-        samples: all
+        select(full.clone(), cfg, cfg.train_images_per_class)?
             .samples
-            .iter()
-            .filter(|s| !used.contains(&s.path))
-            .cloned()
-            .collect(),
-        ..all.clone()
-    };
+            .into_iter()
+            .map(|s| s.path)
+            .collect();
+    let mut left_out = select(full, cfg, None)?;
+    left_out.samples.retain(|s| !used.contains(&s.path));
     let mut holdout = left_out
         .subset(&Subset {
             classes: ClassSelection::All,
@@ -147,6 +112,40 @@ pub fn train_holdout(
     }
     holdout.set = crate::data::ImageSet::TrainHoldout;
     Ok(holdout)
+}
+
+/// The training and validation folders: generated once for synthetic data, else as set.
+fn roots(cfg: &DataConfig, results: &Path) -> Result<(PathBuf, PathBuf), String> {
+    match &cfg.synthetic {
+        Some(s) => ensure_synthetic(s, results),
+        None => Ok((
+            PathBuf::from(cfg.train.as_deref().ok_or("data.train is not set")?),
+            PathBuf::from(cfg.val.as_deref().ok_or("data.val is not set")?),
+        )),
+    }
+}
+
+/// The run's classes (`data.classes`) of a scanned training folder, at most `max_per_class`
+/// images of each (seeded by `data.subset_seed`).
+fn select(
+    train: Dataset,
+    cfg: &DataConfig,
+    max_per_class: Option<usize>,
+) -> Result<Dataset, String> {
+    if cfg.classes.is_none() && max_per_class.is_none() {
+        return Ok(train);
+    }
+    let classes = cfg
+        .classes
+        .map(ClassSelection::First)
+        .unwrap_or(ClassSelection::All);
+    train
+        .subset(&Subset {
+            classes,
+            max_per_class,
+            seed: cfg.subset_seed,
+        })
+        .map_err(|e| describe("data.train", e))
 }
 
 fn describe(field: &str, e: DataError) -> String {
