@@ -21,6 +21,7 @@ pub mod data;
 pub mod device;
 pub mod dist;
 pub mod eval;
+pub mod executor;
 pub mod hashing;
 pub mod interrupt;
 pub mod models;

@@ -11,13 +11,16 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use repro::executor::JobCommand;
 use repro::interrupt::StopSignal;
 use repro::models::{render_table, summarize, Arch, ModelConfig};
 use repro::runner::{
-    evaluate_tables, plan, preflight, row_results, run_line, smoke_notice, train_missing,
-    training_macs, write_report, RunFailure, RunOptions, RunProgress,
+    evaluate_tables, plan, preflight, row_results, run_line, smoke_notice, training_macs,
+    write_report, RunFailure, RunOptions, RunProgress, RunResult,
 };
-use repro::spec::{load_experiment, Experiment, LoadOptions, TableSpec};
+use repro::spec::{
+    load_experiment, ExecutorKind, ExecutorSpec, Experiment, LoadOptions, SlurmSpec, TableSpec,
+};
 
 #[derive(Parser)]
 #[command(
@@ -98,6 +101,90 @@ struct RunArgs {
     /// Where reports are written (`<reports>/<experiment>/index.html`).
     #[arg(long, default_value = "reports")]
     reports: PathBuf,
+    /// Train only: no table evaluations and no report (what each job of an executor runs).
+    #[arg(long)]
+    no_report: bool,
+    #[command(flatten)]
+    executor: ExecutorArgs,
+}
+
+/// Who trains the missing runs; each flag wins over the file's `executor:` section.
+#[derive(Args)]
+struct ExecutorArgs {
+    /// inline: this process, one run after another (default); local: several `repro`
+    /// processes at once on this machine; slurm: one Slurm job per run.
+    #[arg(long, value_enum, help_heading = "Executor")]
+    executor: Option<ExecutorKind>,
+    /// local: how many runs train at once.
+    #[arg(long, help_heading = "Executor")]
+    jobs: Option<usize>,
+    /// local: the jobs' devices, one each (cuda:0,cuda:1); default: --device for every job.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "DEVICE,...",
+        help_heading = "Executor"
+    )]
+    devices: Option<Vec<String>>,
+    /// slurm: submit the jobs and return; `repro status` shows them and a later `repro run`
+    /// picks up what finished.
+    #[arg(long, help_heading = "Executor")]
+    no_wait: bool,
+    /// slurm: the partition of the jobs.
+    #[arg(long, help_heading = "Executor")]
+    partition: Option<String>,
+    /// slurm: the account charged.
+    #[arg(long, help_heading = "Executor")]
+    account: Option<String>,
+    /// slurm: the quality of service.
+    #[arg(long, help_heading = "Executor")]
+    qos: Option<String>,
+    /// slurm: time limit per job (2-00:00:00); the run checkpoints ahead of it and the job
+    /// requeues itself.
+    #[arg(long, help_heading = "Executor")]
+    time: Option<String>,
+    /// slurm: GPUs per node (--gres=gpu:N); the runs then train on cuda.
+    #[arg(long, help_heading = "Executor")]
+    gpus_per_node: Option<u32>,
+    /// slurm: CPUs per task.
+    #[arg(long, help_heading = "Executor")]
+    cpus_per_task: Option<u32>,
+    /// slurm: memory per node (64G).
+    #[arg(long, help_heading = "Executor")]
+    mem: Option<String>,
+    /// slurm: nodes per job (data-parallel replicas started with srun).
+    #[arg(long, help_heading = "Executor")]
+    nodes: Option<u32>,
+    /// slurm: ranks per node (data-parallel replicas started with srun).
+    #[arg(long, help_heading = "Executor")]
+    tasks_per_node: Option<u32>,
+    /// slurm: a further #SBATCH option, as given (--constraint=a100); repeatable.
+    #[arg(long = "sbatch", value_name = "OPTION", help_heading = "Executor")]
+    sbatch: Vec<String>,
+}
+
+impl ExecutorArgs {
+    /// The flags as an `executor:` section, to merge over the file's.
+    fn spec(&self) -> ExecutorSpec {
+        ExecutorSpec {
+            kind: self.executor,
+            jobs: self.jobs,
+            devices: self.devices.clone(),
+            slurm: SlurmSpec {
+                partition: self.partition.clone(),
+                account: self.account.clone(),
+                qos: self.qos.clone(),
+                time: self.time.clone(),
+                gpus_per_node: self.gpus_per_node,
+                cpus_per_task: self.cpus_per_task,
+                mem: self.mem.clone(),
+                nodes: self.nodes,
+                tasks_per_node: self.tasks_per_node,
+                sbatch: (!self.sbatch.is_empty()).then(|| self.sbatch.clone()),
+                ..Default::default()
+            },
+        }
+    }
 }
 
 #[derive(Args)]
@@ -282,12 +369,16 @@ fn main() -> ExitCode {
     }
 }
 
+/// The profile the flags select (`--smoke` is `--profile smoke`).
+fn profile_of(args: &ExperimentArgs) -> Option<String> {
+    match args.smoke {
+        true => Some("smoke".to_string()),
+        false => args.profile.clone(),
+    }
+}
+
 fn load_all(args: &ExperimentArgs) -> Result<Vec<Experiment>, Failure> {
-    let profile = if args.smoke {
-        Some("smoke".to_string())
-    } else {
-        args.profile.clone()
-    };
+    let profile = profile_of(args);
     // Under `mpirun -np N` the runs are N replicas unless the file says otherwise.
     let world_size = repro::dist::LaunchInfo::detect(|name| std::env::var(name).ok())
         .map_err(bad_input)?
@@ -340,8 +431,23 @@ fn run(args: RunArgs) -> Result<(), Failure> {
     for e in &experiments {
         preflight(e, &options.results, options.force, &options.device).map_err(bad_input)?;
     }
+    let job_command = JobCommand::current(
+        profile_of(&args.experiment),
+        args.experiment.overrides.clone(),
+        &options.results,
+    )
+    .map_err(failed)?;
+    let flags = args.executor.spec();
+    let executors = experiments
+        .iter()
+        .map(|e| {
+            let spec = repro::executor::merge_specs(&e.executor, &flags);
+            repro::executor::build(&spec, &options, &job_command, !args.executor.no_wait)
+                .map_err(|m| bad_input(format!("{}: {m}", e.path.display())))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let mut failures: Vec<RunFailure> = Vec::new();
-    for e in &experiments {
+    for (e, executor) in experiments.iter().zip(&executors) {
         if e.defines_runs_only() {
             println!(
                 "{}: defines runs for other files to include; nothing to run",
@@ -352,7 +458,10 @@ fn run(args: RunArgs) -> Result<(), Failure> {
         if writer {
             println!("{}", experiment_heading(e));
         }
-        let results = train_missing(e, &options);
+        let results = executor.train(e);
+        let queued = results
+            .iter()
+            .any(|(_, r)| matches!(r, RunResult::Queued { .. }));
         let stopped = options.stop.requested() || results.iter().any(|(_, r)| r.is_interrupted());
         if !writer {
             // Replica 0 reports, evaluates the tables and renders the report.
@@ -372,7 +481,7 @@ fn run(args: RunArgs) -> Result<(), Failure> {
                 planned.run.name,
                 run_line(planned, result)
             );
-            if let repro::runner::RunResult::Failed(f) = result {
+            if let RunResult::Failed(f) = result {
                 failures.push(RunFailure {
                     message: format!("{}: run `{}`: {}", e.name, planned.run.name, f.message),
                     bad_input: f.bad_input,
@@ -384,8 +493,30 @@ fn run(args: RunArgs) -> Result<(), Failure> {
                 });
             }
         }
+        if stopped && queued {
+            return Err(Failure {
+                code: INTERRUPTED,
+                message: format!(
+                    "stopped waiting; the Slurm jobs go on: `repro status {}` shows them and \
+                     `{}` waits for them again",
+                    e.path.display(),
+                    command_line()
+                ),
+            });
+        }
         if stopped {
             return Err(interrupted(&results));
+        }
+        if queued {
+            println!(
+                "  tables and report: once the jobs are done, `repro run {}` (without \
+                 --no-wait) or `repro report` makes them",
+                e.path.display()
+            );
+            continue;
+        }
+        if args.no_report {
+            continue;
         }
         let (evaluated, problems) = evaluate_tables(
             e,
@@ -583,13 +714,16 @@ fn show_status(args: ExperimentArgs) -> Result<(), Failure> {
     {
         println!("{}", experiment_heading(&e));
         let states = repro::runner::run_states(&e, &args.results);
+        let dirs: Vec<PathBuf> = states.iter().map(|(p, _)| p.dir.clone()).collect();
+        let jobs = repro::executor::slurm::job_state_lines(&dirs);
         let width = states
             .iter()
             .map(|(p, _)| p.run.name.len())
             .max()
             .unwrap_or(0);
-        for (planned, state) in states {
-            println!("  {:<width$}  {state}", planned.run.name);
+        for ((planned, state), job) in states.into_iter().zip(jobs) {
+            let job = job.map(|j| format!("; {j}")).unwrap_or_default();
+            println!("  {:<width$}  {state}{job}", planned.run.name);
         }
     }
     Ok(())

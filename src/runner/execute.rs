@@ -47,6 +47,18 @@ pub enum RunResult {
     Reused(RunProgress),
     Trained(RunOutcome),
     Failed(RunFailure),
+    /// Trained by another process (`by`: "Slurm job 1234", "a local job on cuda:1"); its
+    /// state as read from the run folder afterwards.
+    Delegated {
+        progress: RunProgress,
+        by: String,
+    },
+    /// Handed to a scheduler and not waited for (`--no-wait`): `state` is `submitted`,
+    /// `queued` or `running`.
+    Queued {
+        state: String,
+        by: String,
+    },
 }
 
 /// Why a run could not be trained.
@@ -87,27 +99,35 @@ impl RunResult {
             RunResult::Failed(_)
                 | RunResult::Trained(RunOutcome::Diverged { .. })
                 | RunResult::Reused(RunProgress::Diverged { .. })
+                | RunResult::Delegated {
+                    progress: RunProgress::Diverged { .. },
+                    ..
+                }
         )
     }
 }
 
-/// Trains what is missing; returns each planned run with what happened to it. After a stop
-/// request no further run starts: the runs not reached are left out of the result.
+/// The planned runs of `experiment`, or only those named in `only` (`--runs`).
+pub fn selected_plan(
+    experiment: &Experiment,
+    results: &Path,
+    only: Option<&[String]>,
+) -> Vec<PlannedRun> {
+    plan(experiment, results)
+        .into_iter()
+        .filter(|p| only.is_none_or(|names| names.contains(&p.run.name)))
+        .collect()
+}
+
+/// Trains what is missing in this process; returns each planned run with what happened to
+/// it. After a stop request no further run starts: the runs not reached are left out of the
+/// result.
 pub fn train_missing(
     experiment: &Experiment,
     options: &RunOptions,
 ) -> Vec<(PlannedRun, RunResult)> {
     let mut out = Vec::new();
-    let selected = |p: &PlannedRun| {
-        options
-            .only
-            .as_ref()
-            .is_none_or(|names| names.contains(&p.run.name))
-    };
-    for planned in plan(experiment, &options.results)
-        .into_iter()
-        .filter(selected)
-    {
+    for planned in selected_plan(experiment, &options.results, options.only.as_deref()) {
         if options.stop.requested() {
             break;
         }

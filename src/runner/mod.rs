@@ -12,7 +12,7 @@ mod summary;
 mod tables;
 
 pub use datasets::{eval_dataset, prepare_datasets, train_holdout, RunData, HOLDOUT_PER_CLASS};
-pub use execute::{train_missing, RunFailure, RunOptions, RunResult};
+pub use execute::{selected_plan, train_missing, RunFailure, RunOptions, RunResult};
 pub use plan::{plan, progress_of, run_dir, training_macs, PlannedRun, RunProgress};
 pub use preflight::preflight;
 pub use report::write_report;

@@ -40,6 +40,17 @@ pub fn run_line(planned: &PlannedRun, result: &RunResult) -> String {
         }
         RunResult::Reused(RunProgress::Partial { step }) => format!("unfinished at step {step}"),
         RunResult::Reused(RunProgress::Missing) => "not trained".to_string(),
+        RunResult::Delegated { progress, by } => match progress {
+            RunProgress::Done => format!("trained by {by}: {}", steps_and_errors(last.as_ref())),
+            RunProgress::Diverged { step } => {
+                format!("diverged at step {step} ({by}); kept as it is for the figures")
+            }
+            RunProgress::Partial { step } => format!(
+                "stopped at step {step} ({by}); checkpoint saved, the same command resumes it"
+            ),
+            RunProgress::Missing => format!("not trained ({by})"),
+        },
+        RunResult::Queued { state, by } => format!("{state}: {by}"),
     };
     format!("{what}; {folder}")
 }

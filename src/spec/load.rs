@@ -90,6 +90,8 @@ pub struct Experiment {
     pub released: BTreeMap<(usize, usize), ReleasedRow>,
     /// The file and everything it included, in merge order.
     pub sources: Vec<PathBuf>,
+    /// How the missing runs are trained (the file's, with the profile's merged over it).
+    pub executor: ExecutorSpec,
 }
 
 impl Experiment {
@@ -166,6 +168,7 @@ pub fn load_experiment(path: &Path, options: &LoadOptions) -> Result<Experiment,
         );
     }
     check_references(&file, &runs, path)?;
+    let executor = resolve_executor(&doc, profile.as_deref(), path)?;
     let released = resolve_released(&doc, &file, path)?;
 
     let stem = path
@@ -186,6 +189,26 @@ pub fn load_experiment(path: &Path, options: &LoadOptions) -> Result<Experiment,
         claims: file.claims,
         released,
         sources,
+        executor,
+    })
+}
+
+/// The file's `executor:` with the profile's merged over it.
+fn resolve_executor(
+    doc: &Value,
+    profile: Option<&str>,
+    path: &Path,
+) -> Result<ExecutorSpec, SpecError> {
+    let mut merged = Value::Mapping(Default::default());
+    let profile_part = profile.map_or(&Value::Null, |p| &doc["profiles"][p]["executor"]);
+    for part in [&doc["executor"], profile_part] {
+        if !part.is_null() {
+            deep_merge(&mut merged, part);
+        }
+    }
+    typed(&merged).map_err(|message| SpecError::Invalid {
+        path: path.into(),
+        message: format!("executor: {message}"),
     })
 }
 

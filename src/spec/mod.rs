@@ -3,6 +3,7 @@
 //! of every run into a complete configuration whose hash names it.
 
 mod error;
+mod executor;
 mod load;
 pub mod schema;
 mod yaml;

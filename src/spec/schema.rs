@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::executor::{ExecutorKind, ExecutorSpec, SlurmSpec};
 use crate::device::Precision;
 use crate::models::{Arch, AvgPoolPadding};
 use crate::train::{EmaConfig, LrSchedule, RmsPropConfig, SgdMomentumConfig};
@@ -33,6 +34,8 @@ pub struct ExperimentFile {
     pub claims: Vec<ClaimSpec>,
     /// Named overlays (`smoke`, selected by `--smoke`, or `--profile NAME`).
     pub profiles: BTreeMap<String, ProfileSpec>,
+    /// How `repro run` trains the missing runs (in this process, several at once, on Slurm).
+    pub executor: ExecutorSpec,
 }
 
 /// A run as written: every part optional, merged over `defaults` (and over the run it
@@ -55,6 +58,8 @@ pub struct ProfileSpec {
     pub description: Option<String>,
     pub every_run: RunSpec,
     pub runs: BTreeMap<String, RunSpec>,
+    /// Merged over the file's `executor:`.
+    pub executor: ExecutorSpec,
 }
 
 /// [`crate::models::ModelConfig`] with every field optional.

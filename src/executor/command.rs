@@ -1,0 +1,145 @@
+//! The command line another process runs to train one run of an experiment.
+
+use std::path::{Path, PathBuf};
+
+/// What `repro run` was started with, for the jobs it starts: each runs
+/// `repro run FILE --runs NAME --executor inline --no-report` with the same profile,
+/// overrides and results folder, from the same working folder.
+#[derive(Clone, Debug)]
+pub struct JobCommand {
+    /// This program.
+    pub exe: PathBuf,
+    pub profile: Option<String>,
+    /// `--set` arguments, as given.
+    pub overrides: Vec<String>,
+    /// The results folder, absolute.
+    pub results: PathBuf,
+    /// The working folder, where relative paths in the experiment files resolve.
+    pub cwd: PathBuf,
+}
+
+/// How long a job waits for its run folder's lock (the job it replaces may still be
+/// releasing it).
+const LOCK_WAIT_S: u64 = 120;
+
+impl JobCommand {
+    /// The command of this process (`std::env::current_exe`), in the current folder.
+    pub fn current(
+        profile: Option<String>,
+        overrides: Vec<String>,
+        results: &Path,
+    ) -> Result<Self, String> {
+        let exe = std::env::current_exe()
+            .map_err(|e| format!("cannot find this program's path to start jobs: {e}"))?;
+        let cwd =
+            std::env::current_dir().map_err(|e| format!("cannot read the current folder: {e}"))?;
+        Ok(Self {
+            exe,
+            profile,
+            overrides,
+            results: absolute(results)?,
+            cwd,
+        })
+    }
+
+    /// `repro run …` training only `run` of `file` on `device`, program first.
+    pub fn argv(
+        &self,
+        file: &Path,
+        run: &str,
+        device: &str,
+        threads: Option<usize>,
+    ) -> Vec<String> {
+        let mut argv = vec![
+            self.exe.display().to_string(),
+            "run".into(),
+            absolute(file).map_or_else(|_| file.display().to_string(), |p| p.display().to_string()),
+        ];
+        if let Some(p) = &self.profile {
+            argv.extend(["--profile".into(), p.clone()]);
+        }
+        for o in &self.overrides {
+            argv.extend(["--set".into(), o.clone()]);
+        }
+        argv.extend([
+            "--results".into(),
+            self.results.display().to_string(),
+            "--runs".into(),
+            run.into(),
+            "--executor".into(),
+            "inline".into(),
+            "--no-report".into(),
+            "--wait".into(),
+            LOCK_WAIT_S.to_string(),
+            "--device".into(),
+            device.into(),
+        ]);
+        if let Some(t) = threads {
+            argv.extend(["--threads".into(), t.to_string()]);
+        }
+        argv
+    }
+}
+
+fn absolute(path: &Path) -> Result<PathBuf, String> {
+    std::path::absolute(path).map_err(|e| format!("cannot make {} absolute: {e}", path.display()))
+}
+
+/// `args` as one POSIX shell line, each quoted where needed.
+pub fn shell_line(args: &[String]) -> String {
+    args.iter()
+        .map(|a| shell_quote(a))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `a` quoted for a POSIX shell: as it is when it holds only safe characters, else in single
+/// quotes.
+pub fn shell_quote(a: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c);
+    if !a.is_empty() && a.chars().all(safe) {
+        a.to_string()
+    } else {
+        format!("'{}'", a.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_survives_the_shell() {
+        let args: Vec<String> = ["plain", "with space", "it's", "", "$HOME", "a=b"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let line = shell_line(&args);
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("for a in {line}; do printf '<%s>' \"$a\"; done"))
+            .output()
+            .expect("sh");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "<plain><with space><it's><><$HOME><a=b>"
+        );
+    }
+
+    #[test]
+    fn the_job_trains_one_run_inline_without_a_report() {
+        let c = JobCommand {
+            exe: "/bin/repro".into(),
+            profile: Some("smoke".into()),
+            overrides: vec!["train.epochs=2".into()],
+            results: "/r".into(),
+            cwd: "/w".into(),
+        };
+        let argv = c.argv(Path::new("/x/fig23.yaml"), "inception_v4", "cuda", Some(8));
+        assert_eq!(
+            argv.join(" "),
+            "/bin/repro run /x/fig23.yaml --profile smoke --set train.epochs=2 --results /r \
+             --runs inception_v4 --executor inline --no-report --wait 120 --device cuda --threads 8"
+        );
+    }
+}

@@ -1,0 +1,435 @@
+//! The `slurm` executor: one batch job per missing run, each running `repro` on that run in
+//! the same results folder (which must be on a filesystem the nodes share).
+//!
+//! Before submitting, the run folder's `job.json` is read under a submit lock: a run whose
+//! job is still queued or running is attached to, not submitted twice. The waiting process
+//! asks the queue once per poll interval for all its jobs together; a job that leaves the
+//! queue before its run is finished (cancelled, node failure, killed) is submitted again
+//! and resumes from the run's checkpoint. Jobs requeue themselves ahead of a time limit
+//! (see [`script`]).
+
+mod queue;
+mod record;
+mod script;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub use queue::{Queue, QueuedJob, SlurmCommands};
+pub use record::{JobRecord, JOB_JSON, SCRIPT};
+
+use super::outcome::{folder_outcome, log_tail};
+use super::{Executor, JobCommand};
+use crate::interrupt::StopSignal;
+use crate::runner::{
+    progress_of, selected_plan, PlannedRun, RunFailure, RunOptions, RunProgress, RunResult,
+};
+use crate::spec::{Experiment, SlurmSpec};
+use crate::store::{RunDir, RunLock};
+use record::SubmitLock;
+use script::{batch_script, ScriptInput};
+
+/// `executor.slurm` with its defaults filled in.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub spec: SlurmSpec,
+    pub signal_seconds: u32,
+    pub poll: Duration,
+    pub max_resubmits: u32,
+}
+
+impl Settings {
+    pub fn from_spec(spec: SlurmSpec) -> Self {
+        Self {
+            signal_seconds: spec.signal_seconds.unwrap_or(120),
+            poll: Duration::from_secs(spec.poll_seconds.unwrap_or(30).max(1)),
+            max_resubmits: spec.max_resubmits.unwrap_or(3),
+            spec,
+        }
+    }
+
+    /// Processes per job: the run's data-parallel replicas.
+    pub fn ranks(&self) -> u32 {
+        self.spec.nodes.unwrap_or(1) * self.spec.tasks_per_node.unwrap_or(1)
+    }
+
+    /// The device the jobs train on.
+    fn device(&self) -> &'static str {
+        match self.spec.gpus_per_node.unwrap_or(0) {
+            0 => "cpu",
+            _ => "cuda",
+        }
+    }
+}
+
+pub struct SlurmExecutor {
+    settings: Settings,
+    command: JobCommand,
+    results: PathBuf,
+    only: Option<Vec<String>>,
+    stop: StopSignal,
+    wait: bool,
+    queue: Box<dyn Queue>,
+}
+
+impl SlurmExecutor {
+    pub fn new(
+        spec: &SlurmSpec,
+        options: &RunOptions,
+        command: JobCommand,
+        wait: bool,
+    ) -> Result<Self, String> {
+        SlurmCommands::check_available()?;
+        Ok(Self::with_queue(
+            spec,
+            options,
+            command,
+            wait,
+            Box::new(SlurmCommands),
+        ))
+    }
+
+    /// With another [`Queue`] than Slurm's commands (tests of the bookkeeping).
+    pub fn with_queue(
+        spec: &SlurmSpec,
+        options: &RunOptions,
+        command: JobCommand,
+        wait: bool,
+        queue: Box<dyn Queue>,
+    ) -> Self {
+        Self {
+            settings: Settings::from_spec(spec.clone()),
+            command,
+            results: options.results.clone(),
+            only: options.only.clone(),
+            stop: options.stop,
+            wait,
+            queue,
+        }
+    }
+
+    /// Submits the run's job unless one is queued or running already (or the run finished
+    /// meanwhile), under the run's submit lock.
+    fn claim(
+        &self,
+        experiment: &Experiment,
+        planned: &PlannedRun,
+        queued: &mut BTreeMap<String, QueuedJob>,
+    ) -> Result<Claim, RunFailure> {
+        let dir = &planned.dir;
+        RunDir::new(dir)
+            .create()
+            .map_err(|e| RunFailure::new(format!("cannot create {}: {e}", dir.display())))?;
+        let _submitting = SubmitLock::take(dir).map_err(RunFailure::new)?;
+        let progress = progress_of(dir);
+        if matches!(progress, RunProgress::Done | RunProgress::Diverged { .. }) {
+            return Ok(Claim::Finished(progress));
+        }
+        let record = JobRecord::read(dir);
+        if let Some(r) = &record {
+            if !queued.contains_key(&r.job_id) {
+                // Perhaps submitted by another process since the last look.
+                *queued = self.queue.snapshot().map_err(RunFailure::new)?;
+            }
+            if let Some(job) = queued.get(&r.job_id) {
+                return Ok(Claim::Attached(r.job_id.clone(), job.clone()));
+            }
+        }
+        // A process that is no job of ours (an inline `repro run`) may be training it.
+        drop(RunLock::acquire(dir).map_err(|e| RunFailure::new(e.to_string()))?);
+        let argv = self.command.argv(
+            &experiment.path,
+            &planned.run.name,
+            self.settings.device(),
+            self.settings.spec.cpus_per_task.map(|c| c as usize),
+        );
+        let about = format!(
+            "run {} of {} ({})",
+            planned.run.name,
+            experiment.name,
+            experiment.path.display()
+        );
+        let job_name = format!("repro-{}-{}", experiment.name, planned.run.name);
+        let text = batch_script(
+            &self.settings,
+            &ScriptInput {
+                job_name: &job_name,
+                run_dir: &absolute(dir),
+                cwd: &self.command.cwd,
+                argv: &argv,
+                about: &about,
+            },
+        );
+        let script = dir.join(SCRIPT);
+        crate::store::write_bytes(&script, text.as_bytes()).map_err(RunFailure::new)?;
+        let id = self.queue.submit(&script, &[]).map_err(RunFailure::new)?;
+        JobRecord::succeeded_by(record, id.clone())
+            .write(dir)
+            .map_err(RunFailure::new)?;
+        Ok(Claim::Submitted(id))
+    }
+
+    /// After `id` left the queue: the run's result, or the id of the job submitted again.
+    fn ended(
+        &self,
+        experiment: &Experiment,
+        w: &mut Watched,
+        queued: &mut BTreeMap<String, QueuedJob>,
+    ) -> Option<RunResult> {
+        let dir = &w.planned.dir;
+        let by = format!("Slurm job {}", w.job_id);
+        let progress = progress_of(dir);
+        if matches!(progress, RunProgress::Done | RunProgress::Diverged { .. }) {
+            return Some(RunResult::Delegated { progress, by });
+        }
+        let exit_code = std::fs::read_to_string(dir.join(format!("slurm-{}.exit", w.job_id)))
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok());
+        let ended = self
+            .queue
+            .final_state(&w.job_id)
+            .or_else(|| exit_code.map(|c| format!("exit code {c}")))
+            .unwrap_or_else(|| "left the queue".to_string());
+        let log = dir.join(format!("slurm-{}.out", w.job_id));
+        // 0, 1 and 2: repro itself ended the job (a failure, bad input): running it again
+        // would end the same way. Anything else (no status: cancelled, killed, node lost;
+        // 3: stopped by a signal) resumes from the checkpoint.
+        let resumable = !matches!(exit_code, Some(0..=2));
+        if !resumable || w.resubmits_left == 0 {
+            return Some(folder_outcome(
+                &w.planned,
+                &by,
+                &ended,
+                &log,
+                exit_code == Some(2),
+            ));
+        }
+        let at = match progress {
+            RunProgress::Partial { step } => format!("at step {step}"),
+            _ => "before its first checkpoint".to_string(),
+        };
+        match self.claim(experiment, &w.planned, queued) {
+            Ok(Claim::Submitted(id)) | Ok(Claim::Attached(id, _)) => {
+                eprintln!(
+                    "{}: {by} ended ({ended}) {at}; submitted again as Slurm job {id}",
+                    w.planned.run.name
+                );
+                w.job_id = id;
+                w.resubmits_left -= 1;
+                w.last_state.clear();
+                None
+            }
+            Ok(Claim::Finished(progress)) => Some(RunResult::Delegated { progress, by }),
+            Err(f) => Some(RunResult::Failed(f)),
+        }
+    }
+
+    /// Waits until every watched job's run is settled, or a stop is asked for.
+    fn wait_for(
+        &self,
+        experiment: &Experiment,
+        mut watched: Vec<Watched>,
+        out: &mut Vec<(PlannedRun, RunResult)>,
+    ) -> Vec<Watched> {
+        while !watched.is_empty() {
+            let next_poll = Instant::now() + self.settings.poll;
+            while Instant::now() < next_poll && !self.stop.requested() {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            if self.stop.requested() {
+                break;
+            }
+            let mut queued = match self.queue.snapshot() {
+                Ok(q) => q,
+                Err(e) => {
+                    tracing::warn!("asking the queue failed, trying again later: {e}");
+                    continue;
+                }
+            };
+            let mut still = Vec::new();
+            for mut w in watched {
+                if let Some(job) = queued.get(&w.job_id) {
+                    let state = describe_queued(job);
+                    if state != w.last_state {
+                        eprintln!("{}: Slurm job {} {state}", w.planned.run.name, w.job_id);
+                        w.last_state = state;
+                    }
+                    still.push(w);
+                    continue;
+                }
+                match self.ended(experiment, &mut w, &mut queued) {
+                    Some(result) => out.push((w.planned, result)),
+                    None => still.push(w),
+                }
+            }
+            watched = still;
+        }
+        watched
+    }
+}
+
+enum Claim {
+    Submitted(String),
+    Attached(String, QueuedJob),
+    Finished(RunProgress),
+}
+
+/// A run whose job is being waited for.
+struct Watched {
+    planned: PlannedRun,
+    job_id: String,
+    resubmits_left: u32,
+    last_state: String,
+}
+
+impl Executor for SlurmExecutor {
+    fn train(&self, experiment: &Experiment) -> Vec<(PlannedRun, RunResult)> {
+        let mut out = Vec::new();
+        let mut watched = Vec::new();
+        let mut queued = BTreeMap::new();
+        let ranks = self.settings.ranks() as usize;
+        for planned in selected_plan(experiment, &self.results, self.only.as_deref()) {
+            if matches!(
+                planned.progress,
+                RunProgress::Done | RunProgress::Diverged { .. }
+            ) {
+                let progress = planned.progress.clone();
+                out.push((planned, RunResult::Reused(progress)));
+                continue;
+            }
+            if self.stop.requested() {
+                break;
+            }
+            if ranks > 1 && planned.run.config.train.replicas != ranks {
+                let message = format!(
+                    "jobs of {ranks} ranks (executor.slurm nodes × tasks_per_node) train runs \
+                     with `train.replicas: {ranks}`; this run has {}: set it in the file so that \
+                     the run's name and hash are the same for the jobs",
+                    planned.run.config.train.replicas
+                );
+                out.push((planned, RunResult::Failed(RunFailure::bad_input(message))));
+                continue;
+            }
+            let (id, state) = match self.claim(experiment, &planned, &mut queued) {
+                Ok(Claim::Finished(progress)) => {
+                    out.push((planned, RunResult::Reused(progress)));
+                    continue;
+                }
+                Ok(Claim::Submitted(id)) => {
+                    eprintln!(
+                        "{}: submitted as Slurm job {id} (script {})",
+                        planned.run.name,
+                        planned.dir.join(SCRIPT).display()
+                    );
+                    (id, "submitted".to_string())
+                }
+                Ok(Claim::Attached(id, job)) => {
+                    eprintln!(
+                        "{}: Slurm job {id} is already {}{}",
+                        planned.run.name,
+                        describe_queued(&job),
+                        if self.wait { "; waiting for it" } else { "" }
+                    );
+                    let state = match job.state.as_str() {
+                        "RUNNING" | "COMPLETING" => "running",
+                        _ => "queued",
+                    };
+                    (id, format!("{state} already"))
+                }
+                Err(f) => {
+                    out.push((planned, RunResult::Failed(f)));
+                    continue;
+                }
+            };
+            watched.push((
+                Watched {
+                    planned,
+                    job_id: id,
+                    resubmits_left: self.settings.max_resubmits,
+                    last_state: String::new(),
+                },
+                state,
+            ));
+        }
+        let left = match self.wait {
+            true => {
+                let w = watched.into_iter().map(|(w, _)| w).collect();
+                self.wait_for(experiment, w, &mut out)
+                    .into_iter()
+                    .map(|w| (w, "still in the queue".to_string()))
+                    .collect()
+            }
+            false => watched,
+        };
+        for (w, state) in left {
+            let by = format!("Slurm job {}", w.job_id);
+            out.push((w.planned, RunResult::Queued { state, by }));
+        }
+        out.sort_by(|a, b| a.0.run.name.cmp(&b.0.run.name));
+        out
+    }
+
+    fn leaves_runs_unfinished(&self) -> bool {
+        !self.wait
+    }
+}
+
+/// `running on node1`, `pending (Priority)`.
+fn describe_queued(job: &QueuedJob) -> String {
+    let state = job.state.to_lowercase();
+    match (job.state.as_str(), job.nodes.is_empty()) {
+        ("RUNNING" | "COMPLETING", false) => format!("{state} on {}", job.nodes),
+        _ if !job.reason.is_empty() && job.reason != "None" => format!("{state} ({})", job.reason),
+        _ => state,
+    }
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// For `repro status`: the Slurm job of each run folder that has one, as a plain phrase
+/// (`Slurm job 12: running on node1`, or how it ended with its log's last lines); `None`
+/// for folders without a job. Asks the queue once.
+pub fn job_state_lines(dirs: &[PathBuf]) -> Vec<Option<String>> {
+    let records: Vec<Option<JobRecord>> = dirs.iter().map(|d| JobRecord::read(d)).collect();
+    if records.iter().all(Option::is_none) {
+        return vec![None; dirs.len()];
+    }
+    let queue = SlurmCommands;
+    let queued = queue.snapshot();
+    dirs.iter()
+        .zip(records)
+        .map(|(dir, record)| {
+            let r = record?;
+            let id = &r.job_id;
+            Some(match &queued {
+                Err(e) => format!("Slurm job {id} (the queue cannot be read: {e})"),
+                Ok(q) => match q.get(id) {
+                    Some(job) => format!("Slurm job {id}: {}", describe_queued(job)),
+                    None => {
+                        let ended = queue
+                            .final_state(id)
+                            .unwrap_or_else(|| "no longer in the queue".to_string());
+                        let progress = progress_of(dir);
+                        let tail = match progress {
+                            RunProgress::Done | RunProgress::Diverged { .. } => None,
+                            _ => log_tail(&dir.join(format!("slurm-{id}.out")), 5),
+                        };
+                        format!(
+                            "Slurm job {id}: ended ({ended}){}",
+                            tail.map(|t| format!("; last lines of its log:\n{t}"))
+                                .unwrap_or_default()
+                        )
+                    }
+                },
+            })
+        })
+        .collect()
+}
+
+/// For one folder: see [`job_state_lines`].
+pub fn job_state_line(dir: &Path) -> Option<String> {
+    job_state_lines(&[dir.to_path_buf()]).pop().flatten()
+}

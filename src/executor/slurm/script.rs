@@ -1,0 +1,198 @@
+//! The batch script of one run's Slurm job, written into the run folder as `slurm.sh`.
+//!
+//! The job asks for SIGUSR1 `signal_seconds` before its time limit, to its batch shell only
+//! (`B:`), which hands it to `repro`: the run checkpoints and exits with status 3, and the
+//! script requeues the job (`scontrol requeue`, same job id), which resumes from the
+//! checkpoint. `scancel` sends SIGTERM to every process of the job: `repro` checkpoints and
+//! exits, and the script dies with the signal, so the job ends cancelled and the waiting
+//! `repro run` resubmits it. The script writes `repro`'s exit status to `slurm-<id>.exit`
+//! for when the cluster keeps no accounting.
+
+use super::super::command::{shell_line, shell_quote};
+use super::Settings;
+
+/// What the script runs, and where.
+pub struct ScriptInput<'a> {
+    /// `repro-<experiment>-<run>`.
+    pub job_name: &'a str,
+    /// The run folder (absolute): logs and exit statuses go there.
+    pub run_dir: &'a std::path::Path,
+    pub cwd: &'a std::path::Path,
+    /// The `repro run … --runs NAME` command line, program first.
+    pub argv: &'a [String],
+    /// One line saying what the job is for, as a comment.
+    pub about: &'a str,
+}
+
+/// The `#SBATCH` options of a job (without the `#SBATCH` prefix).
+pub fn sbatch_options(settings: &Settings, input: &ScriptInput) -> Vec<String> {
+    let s = &settings.spec;
+    let mut o = vec![
+        format!("--job-name={}", input.job_name),
+        format!("--output={}/slurm-%j.out", input.run_dir.display()),
+        "--open-mode=append".to_string(),
+        "--requeue".to_string(),
+        format!("--signal=B:USR1@{}", settings.signal_seconds),
+    ];
+    let mut push = |name: &str, value: &Option<String>| {
+        if let Some(v) = value {
+            o.push(format!("--{name}={v}"));
+        }
+    };
+    push("partition", &s.partition);
+    push("account", &s.account);
+    push("qos", &s.qos);
+    push("time", &s.time);
+    push("mem", &s.mem);
+    push("nodes", &s.nodes.map(|n| n.to_string()));
+    push("ntasks-per-node", &s.tasks_per_node.map(|n| n.to_string()));
+    push("cpus-per-task", &s.cpus_per_task.map(|n| n.to_string()));
+    push(
+        "gres",
+        &s.gpus_per_node
+            .filter(|&g| g > 0)
+            .map(|g| format!("gpu:{g}")),
+    );
+    o.extend(
+        s.sbatch
+            .iter()
+            .flatten()
+            .map(|l| l.trim().trim_start_matches("#SBATCH").trim().to_string()),
+    );
+    o
+}
+
+/// The whole batch script.
+pub fn batch_script(settings: &Settings, input: &ScriptInput) -> String {
+    let mut text = String::from("#!/bin/bash\n");
+    text.push_str(&format!(
+        "# Written by repro: {}. Submitted with `sbatch --parsable` by `repro run`;\n\
+         # resubmit by hand with `sbatch {}/slurm.sh`.\n",
+        input.about,
+        input.run_dir.display()
+    ));
+    for o in sbatch_options(settings, input) {
+        text.push_str(&format!("#SBATCH {o}\n"));
+    }
+    text.push_str(&format!(
+        "\ncd {} || exit 2\n",
+        shell_quote(&input.cwd.display().to_string())
+    ));
+    for line in settings.spec.setup.iter().flatten() {
+        text.push_str(line);
+        text.push('\n');
+    }
+    let launcher = match settings.ranks() > 1 {
+        true => format!(
+            "{} ",
+            settings
+                .spec
+                .srun
+                .clone()
+                .unwrap_or_else(|| "srun".to_string())
+        ),
+        false => String::new(),
+    };
+    let exit_file = format!("{}/slurm-", input.run_dir.display());
+    text.push_str(&format!(
+        r#"echo "repro: Slurm job $SLURM_JOB_ID (restart ${{SLURM_RESTART_COUNT:-0}}) on $(hostname) at $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+requeue=0
+trap 'requeue=1; kill -USR1 "$child" 2>/dev/null' USR1
+{launcher}{command} &
+child=$!
+wait "$child"; rc=$?
+while kill -0 "$child" 2>/dev/null; do wait "$child"; rc=$?; done
+echo "$rc" > {exit_file}"$SLURM_JOB_ID".exit
+if [ "$requeue" = 1 ] && [ "$rc" = 3 ]; then
+  echo "repro: checkpointed ahead of the time limit; requeueing job $SLURM_JOB_ID"
+  scontrol requeue "$SLURM_JOB_ID" && exit 0
+fi
+exit "$rc"
+"#,
+        command = shell_line(input.argv),
+        exit_file = shell_quote(&exit_file),
+    ));
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::SlurmSpec;
+
+    fn settings(spec: SlurmSpec) -> Settings {
+        Settings::from_spec(spec)
+    }
+
+    fn input<'a>(argv: &'a [String], dir: &'a std::path::Path) -> ScriptInput<'a> {
+        ScriptInput {
+            job_name: "repro-fig23-inception_v4",
+            run_dir: dir,
+            cwd: std::path::Path::new("/work/my repo"),
+            argv,
+            about: "run inception_v4 of fig23",
+        }
+    }
+
+    #[test]
+    fn the_settings_become_sbatch_options() {
+        let argv = vec!["/bin/repro".to_string(), "run".to_string()];
+        let dir = std::path::Path::new("/r/runs/inception_v4-1234");
+        let s = settings(SlurmSpec {
+            partition: Some("gpu".into()),
+            time: Some("2-00:00:00".into()),
+            gpus_per_node: Some(4),
+            nodes: Some(2),
+            tasks_per_node: Some(4),
+            sbatch: Some(vec![
+                "#SBATCH --constraint=a100".into(),
+                "--exclusive".into(),
+            ]),
+            ..Default::default()
+        });
+        let o = sbatch_options(&s, &input(&argv, dir));
+        for expected in [
+            "--job-name=repro-fig23-inception_v4",
+            "--output=/r/runs/inception_v4-1234/slurm-%j.out",
+            "--requeue",
+            "--signal=B:USR1@120",
+            "--partition=gpu",
+            "--time=2-00:00:00",
+            "--nodes=2",
+            "--ntasks-per-node=4",
+            "--gres=gpu:4",
+            "--constraint=a100",
+            "--exclusive",
+        ] {
+            assert!(
+                o.iter().any(|x| x == expected),
+                "{expected} missing from {o:?}"
+            );
+        }
+        assert!(!o.iter().any(|x| x.starts_with("--account")));
+        let script = batch_script(&s, &input(&argv, dir));
+        assert!(script.contains("\nsrun /bin/repro run &\n"), "{script}");
+        assert!(script.contains("cd '/work/my repo' || exit 2"), "{script}");
+    }
+
+    #[test]
+    fn one_rank_runs_repro_directly_and_bash_accepts_the_script() {
+        let argv = vec![
+            "/bin/repro".to_string(),
+            "run".to_string(),
+            "a b".to_string(),
+        ];
+        let dir = std::path::Path::new("/r/x");
+        let script = batch_script(&settings(SlurmSpec::default()), &input(&argv, dir));
+        assert!(script.contains("\n/bin/repro run 'a b' &\n"), "{script}");
+        let checked = std::process::Command::new("bash")
+            .args(["-n", "-c", &script])
+            .output()
+            .expect("bash");
+        assert!(
+            checked.status.success(),
+            "{}",
+            String::from_utf8_lossy(&checked.stderr)
+        );
+    }
+}

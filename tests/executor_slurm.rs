@@ -1,0 +1,423 @@
+//! The slurm executor against a real Slurm (`scripts/local-slurm.sh start`; `.ci/run` starts
+//! one and runs these with `-- --ignored`). Without Slurm the default `cargo test` lists them
+//! as ignored with the command that runs them, and an ignored run on a machine without
+//! `sbatch` says it skips them (unless `REPRO_REQUIRE_SLURM=1`, as in CI, makes that a
+//! failure). Jobs train with one compute thread (`RAYON_NUM_THREADS=1`, inherited through
+//! sbatch's environment) so that their weights equal those of an inline run bit for bit.
+//! The tests take turns: the one-node cluster has two CPUs.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::TempDir;
+
+const IGNORED: &str = "needs a running Slurm: `scripts/local-slurm.sh install && scripts/local-slurm.sh start`, then `cargo test --release --test executor_slurm -- --ignored` (.ci/run does this)";
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// Whether Slurm answers; otherwise the test says why it is skipped (or fails, in CI).
+fn slurm_available() -> bool {
+    let answers = |program: &str, args: &[&str]| {
+        Command::new(program)
+            .args(args)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let why = match (answers("sbatch", &["--version"]), answers("sinfo", &["-h"])) {
+        (false, _) => "`sbatch` cannot be run (Debian: scripts/local-slurm.sh install)",
+        (true, false) => "Slurm does not answer `sinfo` (scripts/local-slurm.sh start, and export the SLURM_CONF it prints)",
+        (true, true) => return true,
+    };
+    if std::env::var_os("REPRO_REQUIRE_SLURM").is_some() {
+        panic!("REPRO_REQUIRE_SLURM is set but {why}");
+    }
+    eprintln!("skipped: {why}");
+    false
+}
+
+fn both(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// `repro ARGS --results DIR/results --reports DIR/reports`, from `dir`, one thread.
+fn repro(dir: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_repro"));
+    c.current_dir(dir)
+        .env("RAYON_NUM_THREADS", "1")
+        .args(args)
+        .arg("--results")
+        .arg(dir.join("results"));
+    if args[0] == "run" {
+        c.arg("--reports").arg(dir.join("reports"));
+    }
+    c
+}
+
+/// `repro run fig23 --smoke --executor slurm` with a one-second poll and one CPU per job.
+fn slurm_run(dir: &Path, extra: &[&str]) -> Command {
+    let fig = repo("experiments/fig23.yaml");
+    let mut args = vec![
+        "run",
+        fig.to_str().unwrap(),
+        "--smoke",
+        "--executor",
+        "slurm",
+        "--cpus-per-task",
+        "1",
+        "--set",
+        "executor.slurm.poll_seconds=1",
+    ];
+    args.extend_from_slice(extra);
+    repro(dir, &args)
+}
+
+/// Every job id that any `job.json` under `dir` names, now or earlier.
+fn job_ids(dir: &Path) -> Vec<String> {
+    let mut ids = Vec::new();
+    for run in run_dirs(dir) {
+        if let Ok(text) = std::fs::read_to_string(run.join("job.json")) {
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            for e in v["earlier_jobs"].as_array().unwrap() {
+                ids.push(e.as_str().unwrap().to_string());
+            }
+            ids.push(v["job_id"].as_str().unwrap().to_string());
+        }
+    }
+    ids
+}
+
+fn run_dirs(dir: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(dir.join("results/runs"))
+        .map(|r| r.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    dirs.sort();
+    dirs
+}
+
+/// Cancels whatever jobs the test left behind, pass or fail.
+struct CancelOnDrop(PathBuf);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        let ids = job_ids(&self.0);
+        if !ids.is_empty() {
+            let _ = Command::new("scancel").args(&ids).output();
+        }
+    }
+}
+
+fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < timeout, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn finish(child: Child, timeout: Duration) -> Output {
+    let pid = child.id();
+    let watchdog = std::thread::spawn(move || {
+        std::thread::sleep(timeout);
+        let _ = Command::new("kill").arg(pid.to_string()).output();
+    });
+    let out = child.wait_with_output().unwrap();
+    drop(watchdog);
+    out
+}
+
+/// The text of every `slurm-*.out` of the run folder.
+fn job_logs(run: &Path) -> String {
+    let mut text = String::new();
+    for e in std::fs::read_dir(run).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("slurm-") && name.ends_with(".out") {
+            text.push_str(&std::fs::read_to_string(&p).unwrap_or_default());
+        }
+    }
+    text
+}
+
+/// The step of the last `step N` line of a job log, if any.
+fn last_logged_step(log: &str) -> u64 {
+    log.lines()
+        .filter_map(|l| l.split(" step ").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+#[ignore = "needs a running Slurm; see IGNORED in tests/executor_slurm.rs"]
+fn smoke_run_on_slurm_matches_the_inline_run_and_a_rerun_submits_nothing() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !slurm_available() {
+        return eprintln!("{IGNORED}");
+    }
+    let inline = TempDir::new("slurm-inline");
+    let fig = repo("experiments/fig23.yaml");
+    let o = repro(
+        &inline.0,
+        &["run", fig.to_str().unwrap(), "--smoke", "--threads", "1"],
+    )
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", both(&o));
+
+    let tmp = TempDir::new("slurm-smoke");
+    let _cancel = CancelOnDrop(tmp.0.clone());
+    let o = finish(
+        slurm_run(&tmp.0, &[])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+        Duration::from_secs(300),
+    );
+    let text = both(&o);
+    assert!(o.status.success(), "{text}");
+    assert_eq!(text.matches("trained by Slurm job").count(), 2, "{text}");
+    assert!(tmp.0.join("reports/fig23/index.html").is_file(), "{text}");
+    let ours = run_dirs(&tmp.0);
+    let theirs = run_dirs(&inline.0);
+    assert_eq!(
+        ours.iter()
+            .map(|p| p.file_name().unwrap())
+            .collect::<Vec<_>>(),
+        theirs
+            .iter()
+            .map(|p| p.file_name().unwrap())
+            .collect::<Vec<_>>(),
+        "the same runs, by name and hash"
+    );
+    for (a, b) in ours.iter().zip(&theirs) {
+        let script = std::fs::read_to_string(a.join("slurm.sh")).unwrap();
+        assert!(script.contains("#SBATCH --signal=B:USR1@"), "{script}");
+        assert!(
+            std::fs::read(a.join("final.safetensors")).unwrap()
+                == std::fs::read(b.join("final.safetensors")).unwrap(),
+            "{} trained on Slurm differs from the inline run",
+            a.display()
+        );
+        let log = job_logs(a);
+        assert!(log.contains("repro: Slurm job"), "{log}");
+    }
+
+    let again = slurm_run(&tmp.0, &[]).output().unwrap();
+    let text = both(&again);
+    assert!(again.status.success(), "{text}");
+    assert!(!text.contains("submitted as"), "{text}");
+    assert_eq!(text.matches("already trained").count(), 2, "{text}");
+
+    let status = repro(&tmp.0, &["status", fig.to_str().unwrap(), "--smoke"])
+        .output()
+        .unwrap();
+    let text = both(&status);
+    assert!(status.status.success(), "{text}");
+    assert_eq!(text.matches("done").count(), 2, "{text}");
+    assert_eq!(text.matches("ended (COMPLETED").count(), 2, "{text}");
+}
+
+#[test]
+#[ignore = "needs a running Slurm; see IGNORED in tests/executor_slurm.rs"]
+fn a_cancelled_job_is_submitted_again_and_resumes_from_its_checkpoint() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !slurm_available() {
+        return eprintln!("{IGNORED}");
+    }
+    let tmp = TempDir::new("slurm-scancel");
+    let _cancel = CancelOnDrop(tmp.0.clone());
+    let child = slurm_run(
+        &tmp.0,
+        &["--runs", "inception_v4", "--set", "train.epochs=150"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    wait_until(
+        "the job to train 100 steps",
+        Duration::from_secs(180),
+        || {
+            run_dirs(&tmp.0)
+                .first()
+                .is_some_and(|d| last_logged_step(&job_logs(d)) >= 100)
+        },
+    );
+    let first = job_ids(&tmp.0);
+    assert_eq!(first.len(), 1, "{first:?}");
+    let o = Command::new("scancel").arg(&first[0]).output().unwrap();
+    assert!(o.status.success(), "{}", both(&o));
+
+    let o = finish(child, Duration::from_secs(400));
+    let text = both(&o);
+    assert!(o.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("Slurm job {} ended (CANCELLED", first[0])),
+        "{text}"
+    );
+    assert!(text.contains("submitted again as Slurm job"), "{text}");
+    assert!(text.contains("trained by Slurm job"), "{text}");
+    let ids = job_ids(&tmp.0);
+    assert_eq!(ids.len(), 2, "one job, then one more: {ids:?}");
+    let run = &run_dirs(&tmp.0)[0];
+    let second = std::fs::read_to_string(run.join(format!("slurm-{}.out", ids[1]))).unwrap();
+    let resumed = second
+        .lines()
+        .find(|l| l.contains("resuming from"))
+        .unwrap_or_else(|| panic!("the second job did not resume:\n{second}"));
+    let step: u64 = resumed
+        .split("step=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(step >= 100, "{resumed}");
+    assert!(run.join("DONE").is_file());
+}
+
+#[test]
+#[ignore = "needs a running Slurm; see IGNORED in tests/executor_slurm.rs"]
+fn a_job_at_its_time_limit_checkpoints_requeues_itself_and_resumes() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !slurm_available() {
+        return eprintln!("{IGNORED}");
+    }
+    let tmp = TempDir::new("slurm-timelimit");
+    let _cancel = CancelOnDrop(tmp.0.clone());
+    // A one-minute limit with the signal due at once: Slurm sends it within its periodic
+    // check (up to a minute late), long before this run's 2,400 steps are done.
+    let child = slurm_run(
+        &tmp.0,
+        &[
+            "--runs",
+            "inception_v4",
+            "--set",
+            "train.epochs=300",
+            "--time",
+            "1",
+            "--set",
+            "executor.slurm.signal_seconds=60",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    wait_until(
+        "the job to requeue itself",
+        Duration::from_secs(240),
+        || {
+            run_dirs(&tmp.0)
+                .first()
+                .is_some_and(|d| job_logs(d).contains("requeueing job"))
+        },
+    );
+    let ids = job_ids(&tmp.0);
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    // Slurm holds a requeued job back for two minutes, and would signal it again a minute
+    // later: let it start now and finish.
+    let o = Command::new("scontrol")
+        .args([
+            "update",
+            &format!("JobId={}", ids[0]),
+            "StartTime=now",
+            "TimeLimit=10",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", both(&o));
+
+    let o = finish(child, Duration::from_secs(400));
+    let text = both(&o);
+    assert!(o.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("trained by Slurm job {}", ids[0])),
+        "{text}"
+    );
+    assert_eq!(
+        job_ids(&tmp.0),
+        ids,
+        "requeued under the same id, not submitted again"
+    );
+    let run = &run_dirs(&tmp.0)[0];
+    let log = job_logs(run);
+    assert!(log.contains("(restart 1)"), "{log}");
+    let resumed = log
+        .lines()
+        .find(|l| l.contains("resuming from"))
+        .unwrap_or_else(|| panic!("the requeued job did not resume:\n{log}"));
+    assert!(!resumed.contains("step=0 "), "{resumed}");
+    assert!(run.join("DONE").is_file());
+}
+
+#[test]
+#[ignore = "needs a running Slurm; see IGNORED in tests/executor_slurm.rs"]
+fn two_processes_on_one_file_submit_each_run_once() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !slurm_available() {
+        return eprintln!("{IGNORED}");
+    }
+    let tmp = TempDir::new("slurm-twice");
+    let _cancel = CancelOnDrop(tmp.0.clone());
+    // Held jobs stay queued, so the second process must find them.
+    let start = || {
+        slurm_run(&tmp.0, &["--no-wait", "--sbatch=--hold"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (start(), start());
+    let (a, b) = (
+        finish(a, Duration::from_secs(60)),
+        finish(b, Duration::from_secs(60)),
+    );
+    let text = format!("{}{}", both(&a), both(&b));
+    assert!(a.status.success() && b.status.success(), "{text}");
+    assert_eq!(text.matches("submitted as Slurm job").count(), 2, "{text}");
+    assert_eq!(text.matches("is already pending").count(), 2, "{text}");
+    let ids = job_ids(&tmp.0);
+    assert_eq!(ids.len(), 2, "{ids:?}");
+
+    let fig = repo("experiments/fig23.yaml");
+    let status = repro(&tmp.0, &["status", fig.to_str().unwrap(), "--smoke"])
+        .output()
+        .unwrap();
+    let st = both(&status);
+    assert_eq!(st.matches("pending (JobHeldUser)").count(), 2, "{st}");
+
+    let o = Command::new("scontrol")
+        .arg("release")
+        .args(&ids)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", both(&o));
+    let o = finish(
+        slurm_run(&tmp.0, &[])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+        Duration::from_secs(300),
+    );
+    let text = both(&o);
+    assert!(o.status.success(), "{text}");
+    assert_eq!(text.matches("trained by Slurm job").count(), 2, "{text}");
+    assert_eq!(job_ids(&tmp.0), ids, "no job submitted twice");
+}
