@@ -78,7 +78,11 @@ start_munge() {
 }
 
 start() {
-  install
+  if SLURM_CONF="$conf" sinfo -h -o '%T' 2>/dev/null | grep -q idle; then
+    echo "export SLURM_CONF=$conf"
+    return
+  fi
+  install >&2
   write_config
   start_munge
   export SLURM_CONF="$conf"

@@ -435,6 +435,7 @@ fn run(args: RunArgs) -> Result<(), Failure> {
         profile_of(&args.experiment),
         args.experiment.overrides.clone(),
         &options.results,
+        &args.reports,
     )
     .map_err(failed)?;
     let flags = args.executor.spec();
@@ -509,8 +510,8 @@ fn run(args: RunArgs) -> Result<(), Failure> {
         }
         if queued {
             println!(
-                "  tables and report: once the jobs are done, `repro run {}` (without \
-                 --no-wait) or `repro report` makes them",
+                "  tables and report: made by their own job once the runs' jobs succeed, or by \
+                 `repro run {}` once the runs are done",
                 e.path.display()
             );
             continue;

@@ -98,6 +98,13 @@ fn job_ids(dir: &Path) -> Vec<String> {
     ids
 }
 
+/// The job that makes fig23's tables and report, when one was submitted.
+fn report_job(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join("results/jobs/fig23-report.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    Some(v["job_id"].as_str()?.to_string())
+}
+
 fn run_dirs(dir: &Path) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(dir.join("results/runs"))
         .map(|r| r.map(|e| e.unwrap().path()).collect())
@@ -111,7 +118,8 @@ struct CancelOnDrop(PathBuf);
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        let ids = job_ids(&self.0);
+        let mut ids = job_ids(&self.0);
+        ids.extend(report_job(&self.0));
         if !ids.is_empty() {
             let _ = Command::new("scancel").args(&ids).output();
         }
@@ -160,7 +168,7 @@ fn last_logged_step(log: &str) -> u64 {
 }
 
 #[test]
-#[ignore = "needs a running Slurm; see IGNORED in tests/executor_slurm.rs"]
+#[ignore = "needs a running Slurm: `eval \"$(scripts/local-slurm.sh start)\"`, then `cargo test --release --test executor_slurm -- --ignored` (.ci/run does this)"]
 fn smoke_run_on_slurm_matches_the_inline_run_and_a_rerun_submits_nothing() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     if !slurm_available() {
@@ -231,7 +239,7 @@ fn smoke_run_on_slurm_matches_the_inline_run_and_a_rerun_submits_nothing() {
 }
 
 #[test]
-#[ignore = "needs a running Slurm; see IGNORED in tests/executor_slurm.rs"]
+#[ignore = "needs a running Slurm: `eval \"$(scripts/local-slurm.sh start)\"`, then `cargo test --release --test executor_slurm -- --ignored` (.ci/run does this)"]
 fn a_cancelled_job_is_submitted_again_and_resumes_from_its_checkpoint() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     if !slurm_available() {
@@ -292,7 +300,7 @@ fn a_cancelled_job_is_submitted_again_and_resumes_from_its_checkpoint() {
 }
 
 #[test]
-#[ignore = "needs a running Slurm; see IGNORED in tests/executor_slurm.rs"]
+#[ignore = "needs a running Slurm: `eval \"$(scripts/local-slurm.sh start)\"`, then `cargo test --release --test executor_slurm -- --ignored` (.ci/run does this)"]
 fn a_job_at_its_time_limit_checkpoints_requeues_itself_and_resumes() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     if !slurm_available() {
@@ -367,7 +375,7 @@ fn a_job_at_its_time_limit_checkpoints_requeues_itself_and_resumes() {
 }
 
 #[test]
-#[ignore = "needs a running Slurm; see IGNORED in tests/executor_slurm.rs"]
+#[ignore = "needs a running Slurm: `eval \"$(scripts/local-slurm.sh start)\"`, then `cargo test --release --test executor_slurm -- --ignored` (.ci/run does this)"]
 fn two_processes_on_one_file_submit_each_run_once() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     if !slurm_available() {
@@ -391,9 +399,31 @@ fn two_processes_on_one_file_submit_each_run_once() {
     let text = format!("{}{}", both(&a), both(&b));
     assert!(a.status.success() && b.status.success(), "{text}");
     assert_eq!(text.matches("submitted as Slurm job").count(), 2, "{text}");
-    assert_eq!(text.matches("is already pending").count(), 2, "{text}");
+    let attached = text
+        .lines()
+        .filter(|l| l.contains("is already pending (JobHeldUser)") && !l.starts_with("fig23:"))
+        .count();
+    assert_eq!(attached, 2, "{text}");
     let ids = job_ids(&tmp.0);
     assert_eq!(ids.len(), 2, "{ids:?}");
+    // One job for the tables and the report too, after both runs' jobs.
+    let report = report_job(&tmp.0).expect("a report job");
+    assert_eq!(
+        text.matches(&format!(
+            "the tables and the report: Slurm job {report}, once jobs"
+        ))
+        .count(),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        text.matches(&format!(
+            "the tables and the report: Slurm job {report} is already pending"
+        ))
+        .count(),
+        1,
+        "{text}"
+    );
 
     let fig = repo("experiments/fig23.yaml");
     let status = repro(&tmp.0, &["status", fig.to_str().unwrap(), "--smoke"])
@@ -405,6 +435,7 @@ fn two_processes_on_one_file_submit_each_run_once() {
     let o = Command::new("scontrol")
         .arg("release")
         .args(&ids)
+        .arg(&report)
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", both(&o));
@@ -420,4 +451,16 @@ fn two_processes_on_one_file_submit_each_run_once() {
     assert!(o.status.success(), "{text}");
     assert_eq!(text.matches("trained by Slurm job").count(), 2, "{text}");
     assert_eq!(job_ids(&tmp.0), ids, "no job submitted twice");
+    wait_until("the report job to end", Duration::from_secs(300), || {
+        Command::new("squeue")
+            .args(["-h", "-j", &report])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim().is_empty())
+    });
+    let jobs = tmp.0.join("results/jobs");
+    let exit = std::fs::read_to_string(jobs.join(format!("slurm-{report}.exit")))
+        .unwrap_or_else(|e| panic!("the report job wrote no exit status: {e}"));
+    let log = std::fs::read_to_string(jobs.join(format!("slurm-{report}.out"))).unwrap_or_default();
+    assert_eq!(exit.trim(), "0", "{log}");
+    assert!(log.contains("report: "), "{log}");
 }

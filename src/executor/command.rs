@@ -14,6 +14,8 @@ pub struct JobCommand {
     pub overrides: Vec<String>,
     /// The results folder, absolute.
     pub results: PathBuf,
+    /// The reports folder, absolute (for a job that makes the tables and the report).
+    pub reports: PathBuf,
     /// The working folder, where relative paths in the experiment files resolve.
     pub cwd: PathBuf,
 }
@@ -28,6 +30,7 @@ impl JobCommand {
         profile: Option<String>,
         overrides: Vec<String>,
         results: &Path,
+        reports: &Path,
     ) -> Result<Self, String> {
         let exe = std::env::current_exe()
             .map_err(|e| format!("cannot find this program's path to start jobs: {e}"))?;
@@ -38,18 +41,13 @@ impl JobCommand {
             profile,
             overrides,
             results: absolute(results)?,
+            reports: absolute(reports)?,
             cwd,
         })
     }
 
-    /// `repro run …` training only `run` of `file` on `device`, program first.
-    pub fn argv(
-        &self,
-        file: &Path,
-        run: &str,
-        device: &str,
-        threads: Option<usize>,
-    ) -> Vec<String> {
+    /// `repro run FILE` with this command's profile, overrides and results folder.
+    fn base(&self, file: &Path) -> Vec<String> {
         let mut argv = vec![
             self.exe.display().to_string(),
             "run".into(),
@@ -61,9 +59,37 @@ impl JobCommand {
         for o in &self.overrides {
             argv.extend(["--set".into(), o.clone()]);
         }
+        argv.extend(["--results".into(), self.results.display().to_string()]);
+        argv
+    }
+
+    /// `repro run …` making the tables and the report of `file` once its runs are trained.
+    pub fn report_argv(&self, file: &Path, device: &str, threads: Option<usize>) -> Vec<String> {
+        let mut argv = self.base(file);
         argv.extend([
-            "--results".into(),
-            self.results.display().to_string(),
+            "--reports".into(),
+            self.reports.display().to_string(),
+            "--executor".into(),
+            "inline".into(),
+            "--device".into(),
+            device.into(),
+        ]);
+        if let Some(t) = threads {
+            argv.extend(["--threads".into(), t.to_string()]);
+        }
+        argv
+    }
+
+    /// `repro run …` training only `run` of `file` on `device`, program first.
+    pub fn argv(
+        &self,
+        file: &Path,
+        run: &str,
+        device: &str,
+        threads: Option<usize>,
+    ) -> Vec<String> {
+        let mut argv = self.base(file);
+        argv.extend([
             "--runs".into(),
             run.into(),
             "--executor".into(),
@@ -133,6 +159,7 @@ mod tests {
             profile: Some("smoke".into()),
             overrides: vec!["train.epochs=2".into()],
             results: "/r".into(),
+            reports: "/p".into(),
             cwd: "/w".into(),
         };
         let argv = c.argv(Path::new("/x/fig23.yaml"), "inception_v4", "cuda", Some(8));

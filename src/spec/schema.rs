@@ -277,7 +277,7 @@ impl TrainConfig {
     /// be split that way.
     pub fn micro_batches_per_process(&self, world_size: usize) -> Result<usize, String> {
         let total = self.micro_batches();
-        match world_size > 0 && total % world_size == 0 {
+        match world_size > 0 && total.is_multiple_of(world_size) {
             true => Ok(total / world_size),
             false => Err(format!(
                 "an update of this run is {total} micro-batches (train.replicas {} x train.accumulate {}), which {world_size} processes cannot share evenly",

@@ -294,3 +294,36 @@ claims:
         "{err}"
     );
 }
+
+#[test]
+fn the_executor_section_merges_file_profile_and_overrides_and_leaves_hashes_alone() {
+    let d = Dir::new("executor");
+    d.write("runs.yaml", RUNS);
+    let fig = d.write(
+        "fig23.yaml",
+        &format!(
+            "{FIG}executor:\n  kind: slurm\n  slurm: {{partition: gpu, time: '2-00:00:00', gpus_per_node: 4}}\n\
+             profiles:\n  smoke:\n    executor: {{kind: local, jobs: 2, slurm: {{partition: debug}}}}\n"
+        ),
+    );
+    let plain = load(&fig, None, &[]).unwrap();
+    assert_eq!(plain.executor.kind, Some(ExecutorKind::Slurm));
+    assert_eq!(plain.executor.slurm.partition.as_deref(), Some("gpu"));
+    assert_eq!(plain.executor.slurm.gpus_per_node, Some(4));
+    let smoke = load(&fig, Some("smoke"), &[]).unwrap();
+    assert_eq!(smoke.executor.kind, Some(ExecutorKind::Local));
+    assert_eq!(smoke.executor.jobs, Some(2));
+    assert_eq!(smoke.executor.slurm.partition.as_deref(), Some("debug"));
+    assert_eq!(smoke.executor.slurm.time.as_deref(), Some("2-00:00:00"));
+    let set = load(&fig, None, &["executor.slurm.qos=long"]).unwrap();
+    assert_eq!(set.executor.slurm.qos.as_deref(), Some("long"));
+    assert_eq!(set.runs["v4"].hash, plain.runs["v4"].hash);
+
+    let bad = d.write(
+        "bad.yaml",
+        &format!("{FIG}executor:\n  slurm: {{partiton: gpu}}\n"),
+    );
+    let message = load(&bad, None, &[]).unwrap_err().to_string();
+    assert!(message.contains("bad.yaml:"), "{message}");
+    assert!(message.contains("unknown field `partiton`"), "{message}");
+}

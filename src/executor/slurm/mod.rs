@@ -155,7 +155,8 @@ impl SlurmExecutor {
             &self.settings,
             &ScriptInput {
                 job_name: &job_name,
-                run_dir: &absolute(dir),
+                log_dir: &absolute(dir),
+                ranks: self.settings.ranks() > 1,
                 cwd: &self.command.cwd,
                 argv: &argv,
                 about: &about,
@@ -352,6 +353,16 @@ impl Executor for SlurmExecutor {
                 state,
             ));
         }
+        if !self.wait && !watched.is_empty() {
+            let ids: Vec<&str> = watched.iter().map(|(w, _)| w.job_id.as_str()).collect();
+            match self.submit_report_job(experiment, &ids, &mut queued) {
+                Ok(line) => eprintln!("{}: {line}", experiment.name),
+                Err(e) => eprintln!(
+                    "{}: no job for the tables and the report ({e}); a later `repro run` makes them",
+                    experiment.name
+                ),
+            }
+        }
         let left = match self.wait {
             true => {
                 let w = watched.into_iter().map(|(w, _)| w).collect();
@@ -372,6 +383,73 @@ impl Executor for SlurmExecutor {
 
     fn leaves_runs_unfinished(&self) -> bool {
         !self.wait
+    }
+}
+
+impl SlurmExecutor {
+    /// With `--no-wait`: a job that makes the tables and the report once the runs' jobs have
+    /// all succeeded (`--dependency=afterok`; Slurm drops it when one fails), unless one is
+    /// queued already. Its script, record and log are in `<results>/jobs/`.
+    fn submit_report_job(
+        &self,
+        experiment: &Experiment,
+        run_jobs: &[&str],
+        queued: &mut BTreeMap<String, QueuedJob>,
+    ) -> Result<String, String> {
+        let dir = self.command.results.join("jobs");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let _submitting = SubmitLock::take(&dir)?;
+        let stem = format!("{}-report", experiment.name);
+        let record_path = dir.join(format!("{stem}.json"));
+        let record = JobRecord::read_file(&record_path);
+        if let Some(r) = &record {
+            if !queued.contains_key(&r.job_id) {
+                *queued = self.queue.snapshot()?;
+            }
+            if let Some(job) = queued.get(&r.job_id) {
+                return Ok(format!(
+                    "the tables and the report: Slurm job {} is already {}",
+                    r.job_id,
+                    describe_queued(job)
+                ));
+            }
+        }
+        let argv = self.command.report_argv(
+            &experiment.path,
+            self.settings.device(),
+            self.settings.spec.cpus_per_task.map(|c| c as usize),
+        );
+        let job_name = format!("repro-{}-report", experiment.name);
+        let about = format!(
+            "the tables and the report of {} ({})",
+            experiment.name,
+            experiment.path.display()
+        );
+        let text = batch_script(
+            &self.settings,
+            &ScriptInput {
+                job_name: &job_name,
+                log_dir: &dir,
+                ranks: false,
+                cwd: &self.command.cwd,
+                argv: &argv,
+                about: &about,
+            },
+        );
+        let script = dir.join(format!("{stem}.sh"));
+        crate::store::write_bytes(&script, text.as_bytes()).map_err(|e| e.to_string())?;
+        let extra = vec![
+            format!("--dependency=afterok:{}", run_jobs.join(":")),
+            "--kill-on-invalid-dep=yes".to_string(),
+        ];
+        let id = self.queue.submit(&script, &extra)?;
+        JobRecord::succeeded_by(record, id.clone()).write_file(&record_path)?;
+        Ok(format!(
+            "the tables and the report: Slurm job {id}, once jobs {} have succeeded (script {})",
+            run_jobs.join(", "),
+            script.display()
+        ))
     }
 }
 

@@ -22,13 +22,22 @@ pub struct JobRecord {
 }
 
 impl JobRecord {
+    /// The record of a run folder (its `job.json`).
     pub fn read(run_dir: &Path) -> Option<Self> {
-        let text = std::fs::read_to_string(run_dir.join(JOB_JSON)).ok()?;
-        serde_json::from_str(&text).ok()
+        Self::read_file(&run_dir.join(JOB_JSON))
     }
 
     pub fn write(&self, run_dir: &Path) -> Result<(), String> {
-        crate::store::write_json(&run_dir.join(JOB_JSON), self).map_err(|e| e.to_string())
+        self.write_file(&run_dir.join(JOB_JSON))
+    }
+
+    pub fn read_file(path: &Path) -> Option<Self> {
+        let text = std::fs::read_to_string(path).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    pub fn write_file(&self, path: &Path) -> Result<(), String> {
+        crate::store::write_json(path, self).map_err(|e| e.to_string())
     }
 
     /// The record after submitting `job_id` in place of this one.
@@ -51,8 +60,9 @@ impl JobRecord {
 pub struct SubmitLock(File);
 
 impl SubmitLock {
-    pub fn take(run_dir: &Path) -> Result<Self, String> {
-        let path = run_dir.join(SUBMIT_LOCK);
+    /// Locks `dir` (a run folder, or the folder of the report jobs) for submitting.
+    pub fn take(dir: &Path) -> Result<Self, String> {
+        let path = dir.join(SUBMIT_LOCK);
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)

@@ -15,8 +15,10 @@ use super::Settings;
 pub struct ScriptInput<'a> {
     /// `repro-<experiment>-<run>`.
     pub job_name: &'a str,
-    /// The run folder (absolute): logs and exit statuses go there.
-    pub run_dir: &'a std::path::Path,
+    /// Where the job's log and exit status go (absolute): the run folder.
+    pub log_dir: &'a std::path::Path,
+    /// Whether the job starts `repro` as the run's data-parallel ranks (through `srun`).
+    pub ranks: bool,
     pub cwd: &'a std::path::Path,
     /// The `repro run … --runs NAME` command line, program first.
     pub argv: &'a [String],
@@ -29,7 +31,7 @@ pub fn sbatch_options(settings: &Settings, input: &ScriptInput) -> Vec<String> {
     let s = &settings.spec;
     let mut o = vec![
         format!("--job-name={}", input.job_name),
-        format!("--output={}/slurm-%j.out", input.run_dir.display()),
+        format!("--output={}/slurm-%j.out", input.log_dir.display()),
         "--open-mode=append".to_string(),
         "--requeue".to_string(),
         format!("--signal=B:USR1@{}", settings.signal_seconds),
@@ -69,7 +71,7 @@ pub fn batch_script(settings: &Settings, input: &ScriptInput) -> String {
         "# Written by repro: {}. Submitted with `sbatch --parsable` by `repro run`;\n\
          # resubmit by hand with `sbatch {}/slurm.sh`.\n",
         input.about,
-        input.run_dir.display()
+        input.log_dir.display()
     ));
     for o in sbatch_options(settings, input) {
         text.push_str(&format!("#SBATCH {o}\n"));
@@ -82,7 +84,7 @@ pub fn batch_script(settings: &Settings, input: &ScriptInput) -> String {
         text.push_str(line);
         text.push('\n');
     }
-    let launcher = match settings.ranks() > 1 {
+    let launcher = match input.ranks {
         true => format!(
             "{} ",
             settings
@@ -93,7 +95,7 @@ pub fn batch_script(settings: &Settings, input: &ScriptInput) -> String {
         ),
         false => String::new(),
     };
-    let exit_file = format!("{}/slurm-", input.run_dir.display());
+    let exit_file = format!("{}/slurm-", input.log_dir.display());
     text.push_str(&format!(
         r#"echo "repro: Slurm job $SLURM_JOB_ID (restart ${{SLURM_RESTART_COUNT:-0}}) on $(hostname) at $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 requeue=0
@@ -124,10 +126,11 @@ mod tests {
         Settings::from_spec(spec)
     }
 
-    fn input<'a>(argv: &'a [String], dir: &'a std::path::Path) -> ScriptInput<'a> {
+    fn input<'a>(argv: &'a [String], dir: &'a std::path::Path, ranks: bool) -> ScriptInput<'a> {
         ScriptInput {
             job_name: "repro-fig23-inception_v4",
-            run_dir: dir,
+            log_dir: dir,
+            ranks,
             cwd: std::path::Path::new("/work/my repo"),
             argv,
             about: "run inception_v4 of fig23",
@@ -150,7 +153,7 @@ mod tests {
             ]),
             ..Default::default()
         });
-        let o = sbatch_options(&s, &input(&argv, dir));
+        let o = sbatch_options(&s, &input(&argv, dir, true));
         for expected in [
             "--job-name=repro-fig23-inception_v4",
             "--output=/r/runs/inception_v4-1234/slurm-%j.out",
@@ -170,7 +173,7 @@ mod tests {
             );
         }
         assert!(!o.iter().any(|x| x.starts_with("--account")));
-        let script = batch_script(&s, &input(&argv, dir));
+        let script = batch_script(&s, &input(&argv, dir, true));
         assert!(script.contains("\nsrun /bin/repro run &\n"), "{script}");
         assert!(script.contains("cd '/work/my repo' || exit 2"), "{script}");
     }
@@ -183,7 +186,7 @@ mod tests {
             "a b".to_string(),
         ];
         let dir = std::path::Path::new("/r/x");
-        let script = batch_script(&settings(SlurmSpec::default()), &input(&argv, dir));
+        let script = batch_script(&settings(SlurmSpec::default()), &input(&argv, dir, false));
         assert!(script.contains("\n/bin/repro run 'a b' &\n"), "{script}");
         let checked = std::process::Command::new("bash")
             .args(["-n", "-c", &script])

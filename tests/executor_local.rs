@@ -1,0 +1,115 @@
+//! The local executor: several `repro` processes on this machine, one run each, give the
+//! same weights as the inline executor; its settings are checked before anything starts.
+//! One compute thread per process (`RAYON_NUM_THREADS=1`, `--threads 1`) makes the weights
+//! comparable bit for bit.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::TempDir;
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn smoke(dir: &Path, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_repro"))
+        .env("RAYON_NUM_THREADS", "1")
+        .arg("run")
+        .arg(repo("experiments/fig23.yaml"))
+        .args(["--smoke", "--threads", "1"])
+        .args(extra)
+        .arg("--results")
+        .arg(dir.join("results"))
+        .arg("--reports")
+        .arg(dir.join("reports"))
+        .output()
+        .unwrap()
+}
+
+fn both(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn run_dirs(dir: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(dir.join("results/runs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+#[test]
+fn two_local_jobs_train_what_the_inline_executor_trains() {
+    let inline = TempDir::new("local-inline");
+    let o = smoke(&inline.0, &[]);
+    assert!(o.status.success(), "{}", both(&o));
+    let local = TempDir::new("local-jobs");
+    let o = smoke(&local.0, &["--executor", "local", "--jobs", "2"]);
+    let text = both(&o);
+    assert!(o.status.success(), "{text}");
+    assert_eq!(
+        text.matches("trained by a local job on cpu").count(),
+        2,
+        "{text}"
+    );
+    assert_eq!(text.matches(": started on cpu (pid").count(), 2, "{text}");
+    assert!(local.0.join("reports/fig23/index.html").is_file());
+    let (ours, theirs) = (run_dirs(&local.0), run_dirs(&inline.0));
+    assert_eq!(ours.len(), 2);
+    for (a, b) in ours.iter().zip(&theirs) {
+        assert_eq!(a.file_name(), b.file_name());
+        let log = std::fs::read_to_string(a.join("local.log")).unwrap();
+        assert!(log.contains("training steps 0.."), "{log}");
+        assert!(
+            std::fs::read(a.join("final.safetensors")).unwrap()
+                == std::fs::read(b.join("final.safetensors")).unwrap(),
+            "{} differs from the inline run",
+            a.display()
+        );
+    }
+    let again = smoke(&local.0, &["--executor", "local", "--jobs", "2"]);
+    let text = both(&again);
+    assert!(again.status.success(), "{text}");
+    assert_eq!(text.matches("already trained").count(), 2, "{text}");
+    assert!(!text.contains("started on"), "{text}");
+}
+
+#[test]
+fn executor_settings_that_cannot_work_are_bad_input_before_anything_runs() {
+    let tmp = TempDir::new("local-bad");
+    for (args, expected) in [
+        (
+            &["--executor", "local", "--jobs", "0"][..],
+            "--jobs must be at least 1",
+        ),
+        (
+            &["--executor", "local", "--no-wait"][..],
+            "--no-wait needs the slurm executor",
+        ),
+        (
+            &["--executor", "local", "--devices", "tpu:0"][..],
+            "executor.devices",
+        ),
+        (
+            &["--set", "executor.slurm.partiton=gpu"][..],
+            "unknown field `partiton`",
+        ),
+    ] {
+        let o = smoke(&tmp.0, args);
+        let text = both(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {text}");
+        assert!(text.contains(expected), "{args:?}: {text}");
+        assert!(
+            !tmp.0.join("results/runs").exists(),
+            "{args:?} started a run"
+        );
+    }
+}
