@@ -108,6 +108,12 @@ impl LocalExecutor {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err_log);
+        // CPU jobs split the cores: each computes with its share unless the user chose.
+        if let (Some(t), "cpu", None) =
+            (self.threads, device, std::env::var_os("RAYON_NUM_THREADS"))
+        {
+            cmd.env("RAYON_NUM_THREADS", t.to_string());
+        }
         // Its own process group: Ctrl-C in the terminal reaches this process only, which
         // then asks each job once to checkpoint and stop (a second signal would kill it).
         #[cfg(unix)]

@@ -511,3 +511,6 @@ pub fn job_state_lines(dirs: &[PathBuf]) -> Vec<Option<String>> {
 pub fn job_state_line(dir: &Path) -> Option<String> {
     job_state_lines(&[dir.to_path_buf()]).pop().flatten()
 }
+
+#[cfg(test)]
+mod tests;
