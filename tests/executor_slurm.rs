@@ -464,3 +464,70 @@ fn two_processes_on_one_file_submit_each_run_once() {
     assert_eq!(exit.trim(), "0", "{log}");
     assert!(log.contains("report: "), "{log}");
 }
+
+#[cfg(feature = "mpi")]
+#[test]
+#[ignore = "needs a running Slurm: `eval \"$(scripts/local-slurm.sh start)\"`, then `cargo test --release --features mpi --test executor_slurm -- --ignored` (.ci/run does this)"]
+fn a_job_of_two_ranks_trains_the_run_as_two_replicas_like_one_process_accumulating_two() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !slurm_available() {
+        return eprintln!("{IGNORED}");
+    }
+    let fig = repo("experiments/fig23.yaml");
+    let fig = fig.to_str().unwrap();
+    let single = TempDir::new("slurm-ranks-single");
+    let o = repro(
+        &single.0,
+        &[
+            "run",
+            fig,
+            "--smoke",
+            "--runs",
+            "inception_v4",
+            "--threads",
+            "1",
+            "--set",
+            "train.replicas=2",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", both(&o));
+
+    let tmp = TempDir::new("slurm-ranks");
+    let _cancel = CancelOnDrop(tmp.0.clone());
+    let o = finish(
+        slurm_run(
+            &tmp.0,
+            &[
+                "--runs",
+                "inception_v4",
+                "--tasks-per-node",
+                "2",
+                "--set",
+                "train.replicas=2",
+                "--set",
+                "executor.slurm.srun=srun --mpi=pmix",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap(),
+        Duration::from_secs(300),
+    );
+    let text = both(&o);
+    assert!(o.status.success(), "{text}");
+    let (ours, theirs) = (&run_dirs(&tmp.0)[0], &run_dirs(&single.0)[0]);
+    assert_eq!(ours.file_name(), theirs.file_name());
+    let log = job_logs(ours);
+    assert!(
+        log.contains("training on 2 processes, 2 replicas in all"),
+        "{log}"
+    );
+    assert!(
+        std::fs::read(ours.join("final.safetensors")).unwrap()
+            == std::fs::read(theirs.join("final.safetensors")).unwrap(),
+        "two ranks in a Slurm job differ from one process accumulating two micro-batches"
+    );
+}

@@ -118,6 +118,13 @@ pub fn train_run(job: &TrainJob) -> Result<RunOutcome, TrainError> {
     let mut s = Session::new(job)?;
     let mut state = resume(job, &mut s)?;
     check_same_weights(job, &s, &state)?;
+    if writer && job.replicas.world_size() > 1 {
+        tracing::info!(
+            "training on {} processes, {} replicas in all",
+            job.replicas.world_size(),
+            cfg.train.replicas
+        );
+    }
     let metrics_path = job.dir.metrics_parquet();
     if writer {
         drop_rows_after(&metrics_path, state.step)?;
