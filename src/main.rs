@@ -158,6 +158,9 @@ struct ExecutorArgs {
     /// slurm: ranks per node (data-parallel replicas started with srun).
     #[arg(long, help_heading = "Executor")]
     tasks_per_node: Option<u32>,
+    /// slurm: submit the missing runs as one job array, at most N running at once.
+    #[arg(long, value_name = "N", help_heading = "Executor")]
+    array_parallelism: Option<u32>,
     /// slurm: a further #SBATCH option, as given (--constraint=a100); repeatable.
     #[arg(long = "sbatch", value_name = "OPTION", help_heading = "Executor")]
     sbatch: Vec<String>,
@@ -181,6 +184,7 @@ impl ExecutorArgs {
                 nodes: self.nodes,
                 tasks_per_node: self.tasks_per_node,
                 sbatch: (!self.sbatch.is_empty()).then(|| self.sbatch.clone()),
+                array_parallelism: self.array_parallelism,
                 ..Default::default()
             },
         }

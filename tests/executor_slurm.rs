@@ -240,6 +240,52 @@ fn smoke_run_on_slurm_matches_the_inline_run_and_a_rerun_submits_nothing() {
 
 #[test]
 #[ignore = "needs a running Slurm: `eval \"$(scripts/local-slurm.sh start)\"`, then `cargo test --release --test executor_slurm -- --ignored` (.ci/run does this)"]
+fn a_job_array_trains_one_run_per_task_at_most_n_at_once() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !slurm_available() {
+        return eprintln!("{IGNORED}");
+    }
+    let tmp = TempDir::new("slurm-array");
+    let _cancel = CancelOnDrop(tmp.0.clone());
+    let o = finish(
+        slurm_run(&tmp.0, &["--array-parallelism", "1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+        Duration::from_secs(300),
+    );
+    let text = both(&o);
+    assert!(o.status.success(), "{text}");
+    let ids = job_ids(&tmp.0);
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    let array = ids[0].strip_suffix("_0").expect("task 0 of an array");
+    assert_eq!(ids[1], format!("{array}_1"));
+    for (run, id) in run_dirs(&tmp.0).iter().zip(&ids) {
+        assert!(run.join("DONE").is_file());
+        let log = std::fs::read_to_string(run.join(format!("slurm-{id}.out"))).unwrap();
+        assert!(log.contains(&format!("repro: Slurm job {id} ")), "{log}");
+        assert!(
+            text.contains(&format!("trained by Slurm job {id}")),
+            "{text}"
+        );
+    }
+    let scripts: Vec<String> = std::fs::read_dir(tmp.0.join("results/jobs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sh"))
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    assert_eq!(scripts.len(), 1);
+    assert!(
+        scripts[0].contains("#SBATCH --array=0-1%1"),
+        "{}",
+        scripts[0]
+    );
+}
+
+#[test]
+#[ignore = "needs a running Slurm: `eval \"$(scripts/local-slurm.sh start)\"`, then `cargo test --release --test executor_slurm -- --ignored` (.ci/run does this)"]
 fn a_cancelled_job_is_submitted_again_and_resumes_from_its_checkpoint() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     if !slurm_available() {

@@ -89,6 +89,7 @@ pub fn merge_specs(base: &ExecutorSpec, over: &ExecutorSpec) -> ExecutorSpec {
             signal_seconds: s.signal_seconds.or(b.signal_seconds),
             poll_seconds: s.poll_seconds.or(b.poll_seconds),
             max_resubmits: s.max_resubmits.or(b.max_resubmits),
+            array_parallelism: s.array_parallelism.or(b.array_parallelism),
             sbatch: s.sbatch.clone().or_else(|| b.sbatch.clone()),
             setup: s.setup.clone().or_else(|| b.setup.clone()),
         },

@@ -68,6 +68,9 @@ pub struct SlurmSpec {
     /// How many times a job that ended before its run finished (cancelled, node failure) is
     /// submitted again (default 3).
     pub max_resubmits: Option<u32>,
+    /// Submit the missing runs of an experiment as one job array, at most this many
+    /// running at once (`--array=0-N%P`); unset: one job per run.
+    pub array_parallelism: Option<u32>,
     /// Further `#SBATCH` options, written as given (`--constraint=a100`).
     pub sbatch: Option<Vec<String>>,
     /// Shell lines run before `repro` in each job (`module load cuda`).

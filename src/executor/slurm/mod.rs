@@ -109,22 +109,21 @@ impl SlurmExecutor {
         }
     }
 
-    /// Submits the run's job unless one is queued or running already (or the run finished
-    /// meanwhile), under the run's submit lock.
-    fn claim(
+    /// Whether the run needs a job: finished meanwhile, attached to its queued or running
+    /// job, or needing one — then its submit lock is held until the job is recorded.
+    fn check(
         &self,
-        experiment: &Experiment,
         planned: &PlannedRun,
         queued: &mut BTreeMap<String, QueuedJob>,
-    ) -> Result<Claim, RunFailure> {
+    ) -> Result<Check, RunFailure> {
         let dir = &planned.dir;
         RunDir::new(dir)
             .create()
             .map_err(|e| RunFailure::new(format!("cannot create {}: {e}", dir.display())))?;
-        let _submitting = SubmitLock::take(dir).map_err(RunFailure::new)?;
+        let lock = SubmitLock::take(dir).map_err(RunFailure::new)?;
         let progress = progress_of(dir);
         if matches!(progress, RunProgress::Done | RunProgress::Diverged { .. }) {
-            return Ok(Claim::Finished(progress));
+            return Ok(Check::Finished(progress));
         }
         let record = JobRecord::read(dir);
         if let Some(r) = &record {
@@ -133,42 +132,125 @@ impl SlurmExecutor {
                 *queued = self.queue.snapshot().map_err(RunFailure::new)?;
             }
             if let Some(job) = queued.get(&r.job_id) {
-                return Ok(Claim::Attached(r.job_id.clone(), job.clone()));
+                return Ok(Check::Attached(r.job_id.clone(), job.clone()));
             }
         }
         // A process that is no job of ours (an inline `repro run`) may be training it.
         drop(RunLock::acquire(dir).map_err(|e| RunFailure::new(e.to_string()))?);
-        let argv = self.command.argv(
-            &experiment.path,
-            &planned.run.name,
-            self.settings.device(),
-            self.settings.spec.cpus_per_task.map(|c| c as usize),
-        );
-        let about = format!(
-            "run {} of {} ({})",
-            planned.run.name,
-            experiment.name,
-            experiment.path.display()
-        );
-        let job_name = format!("repro-{}-{}", experiment.name, planned.run.name);
-        let text = batch_script(
-            &self.settings,
-            &ScriptInput {
-                job_name: &job_name,
-                log_dir: &absolute(dir),
-                ranks: self.settings.ranks() > 1,
-                cwd: &self.command.cwd,
-                argv: &argv,
-                about: &about,
-            },
-        );
-        let script = dir.join(SCRIPT);
-        crate::store::write_bytes(&script, text.as_bytes()).map_err(RunFailure::new)?;
-        let id = self.queue.submit(&script, &[]).map_err(RunFailure::new)?;
-        JobRecord::succeeded_by(record, id.clone())
-            .write(dir)
-            .map_err(RunFailure::new)?;
-        Ok(Claim::Submitted(id))
+        Ok(Check::Needed(lock, record))
+    }
+
+    /// Submits the run's job unless one is queued or running already (or the run finished
+    /// meanwhile), under the run's submit lock.
+    fn claim(
+        &self,
+        experiment: &Experiment,
+        planned: &PlannedRun,
+        queued: &mut BTreeMap<String, QueuedJob>,
+    ) -> Result<Claim, RunFailure> {
+        match self.check(planned, queued)? {
+            Check::Finished(progress) => Ok(Claim::Finished(progress)),
+            Check::Attached(id, _) => Ok(Claim::Attached(id)),
+            Check::Needed(_lock, record) => {
+                let ids = self
+                    .submit(experiment, vec![(planned, record)])
+                    .map_err(RunFailure::new)?;
+                Ok(Claim::Submitted(ids.into_iter().next().expect("one job")))
+            }
+        }
+    }
+
+    /// Writes each run's batch script into its folder and submits the runs, one job each, or
+    /// as one job array when `array_parallelism` is set and there are several; records each
+    /// run's job id. Returns the ids in the order of `runs`.
+    fn submit(
+        &self,
+        experiment: &Experiment,
+        runs: Vec<(&PlannedRun, Option<JobRecord>)>,
+    ) -> Result<Vec<String>, String> {
+        let threads = self.settings.spec.cpus_per_task.map(|c| c as usize);
+        let device = self.settings.device();
+        let ranks = self.settings.ranks() > 1;
+        let mut scripts = Vec::new();
+        for (planned, _) in &runs {
+            let dir = absolute(&planned.dir);
+            let argv = self
+                .command
+                .argv(&experiment.path, &planned.run.name, device, threads);
+            let about = format!(
+                "run {} of {} ({}); `sbatch` this file to train it again",
+                planned.run.name,
+                experiment.name,
+                experiment.path.display()
+            );
+            let text = batch_script(
+                &self.settings,
+                &ScriptInput {
+                    job_name: &format!("repro-{}-{}", experiment.name, planned.run.name),
+                    log_dir: &dir,
+                    ranks,
+                    cwd: &self.command.cwd,
+                    argv: &argv,
+                    about: &about,
+                    array: None,
+                },
+            );
+            let script = dir.join(SCRIPT);
+            crate::store::write_bytes(&script, text.as_bytes()).map_err(|e| e.to_string())?;
+            scripts.push(script);
+        }
+        let ids = match (self.settings.spec.array_parallelism, runs.len()) {
+            (Some(at_once), n) if n > 1 => {
+                let tasks: Vec<(String, PathBuf)> = runs
+                    .iter()
+                    .map(|(p, _)| (p.run.name.clone(), absolute(&p.dir)))
+                    .collect();
+                let jobs = absolute(&self.command.results.join("jobs"));
+                std::fs::create_dir_all(&jobs)
+                    .map_err(|e| format!("cannot create {}: {e}", jobs.display()))?;
+                let argv = self
+                    .command
+                    .argv(&experiment.path, script::ARRAY_RUN, device, threads);
+                let about = format!(
+                    "runs {} of {} ({}), one per array task",
+                    tasks
+                        .iter()
+                        .map(|t| t.0.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    experiment.name,
+                    experiment.path.display()
+                );
+                let text = batch_script(
+                    &self.settings,
+                    &ScriptInput {
+                        job_name: &format!("repro-{}", experiment.name),
+                        log_dir: &jobs,
+                        ranks,
+                        cwd: &self.command.cwd,
+                        argv: &argv,
+                        about: &about,
+                        array: Some((&tasks, Some(at_once))),
+                    },
+                );
+                let script = jobs.join(format!(
+                    "{}-array-{}.sh",
+                    experiment.name,
+                    crate::store::clock::now_rfc3339().replace(':', "")
+                ));
+                crate::store::write_bytes(&script, text.as_bytes()).map_err(|e| e.to_string())?;
+                let array = self.queue.submit(&script, &[])?;
+                (0..tasks.len()).map(|i| format!("{array}_{i}")).collect()
+            }
+            _ => scripts
+                .iter()
+                .map(|script| self.queue.submit(script, &[]))
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        for ((planned, record), id) in runs.into_iter().zip(&ids) {
+            JobRecord::succeeded_by(record, id.clone()).write(&planned.dir)?;
+        }
+        Ok(ids)
     }
 
     /// After `id` left the queue: the run's result, or the id of the job submitted again.
@@ -211,7 +293,7 @@ impl SlurmExecutor {
             _ => "before its first checkpoint".to_string(),
         };
         match self.claim(experiment, &w.planned, queued) {
-            Ok(Claim::Submitted(id)) | Ok(Claim::Attached(id, _)) => {
+            Ok(Claim::Submitted(id)) | Ok(Claim::Attached(id)) => {
                 eprintln!(
                     "{}: {by} ended ({ended}) {at}; submitted again as Slurm job {id}",
                     w.planned.run.name
@@ -272,8 +354,26 @@ impl SlurmExecutor {
 
 enum Claim {
     Submitted(String),
-    Attached(String, QueuedJob),
+    Attached(String),
     Finished(RunProgress),
+}
+
+enum Check {
+    Finished(RunProgress),
+    Attached(String, QueuedJob),
+    /// No job queued or running: one is needed. The submit lock stays held until it is.
+    Needed(SubmitLock, Option<JobRecord>),
+}
+
+impl SlurmExecutor {
+    fn watch(&self, planned: PlannedRun, job_id: String) -> Watched {
+        Watched {
+            planned,
+            job_id,
+            resubmits_left: self.settings.max_resubmits,
+            last_state: String::new(),
+        }
+    }
 }
 
 /// A run whose job is being waited for.
@@ -289,6 +389,7 @@ impl Executor for SlurmExecutor {
         let mut out = Vec::new();
         let mut watched = Vec::new();
         let mut queued = BTreeMap::new();
+        let mut needed = Vec::new();
         let ranks = self.settings.ranks() as usize;
         for planned in selected_plan(experiment, &self.results, self.only.as_deref()) {
             if matches!(
@@ -312,20 +413,9 @@ impl Executor for SlurmExecutor {
                 out.push((planned, RunResult::Failed(RunFailure::bad_input(message))));
                 continue;
             }
-            let (id, state) = match self.claim(experiment, &planned, &mut queued) {
-                Ok(Claim::Finished(progress)) => {
-                    out.push((planned, RunResult::Reused(progress)));
-                    continue;
-                }
-                Ok(Claim::Submitted(id)) => {
-                    eprintln!(
-                        "{}: submitted as Slurm job {id} (script {})",
-                        planned.run.name,
-                        planned.dir.join(SCRIPT).display()
-                    );
-                    (id, "submitted".to_string())
-                }
-                Ok(Claim::Attached(id, job)) => {
+            match self.check(&planned, &mut queued) {
+                Ok(Check::Finished(progress)) => out.push((planned, RunResult::Reused(progress))),
+                Ok(Check::Attached(id, job)) => {
                     eprintln!(
                         "{}: Slurm job {id} is already {}{}",
                         planned.run.name,
@@ -333,25 +423,34 @@ impl Executor for SlurmExecutor {
                         if self.wait { "; waiting for it" } else { "" }
                     );
                     let state = match job.state.as_str() {
-                        "RUNNING" | "COMPLETING" => "running",
-                        _ => "queued",
+                        "RUNNING" | "COMPLETING" => "running already",
+                        _ => "queued already",
                     };
-                    (id, format!("{state} already"))
+                    watched.push((self.watch(planned, id), state.to_string()));
                 }
-                Err(f) => {
-                    out.push((planned, RunResult::Failed(f)));
-                    continue;
+                Ok(Check::Needed(lock, record)) => needed.push((planned, lock, record)),
+                Err(f) => out.push((planned, RunResult::Failed(f))),
+            }
+        }
+        if !needed.is_empty() {
+            let runs = needed.iter().map(|(p, _, r)| (p, r.clone())).collect();
+            match self.submit(experiment, runs) {
+                Ok(ids) => {
+                    for ((planned, _lock, _), id) in needed.into_iter().zip(ids) {
+                        eprintln!(
+                            "{}: submitted as Slurm job {id} (script {})",
+                            planned.run.name,
+                            planned.dir.join(SCRIPT).display()
+                        );
+                        watched.push((self.watch(planned, id), "submitted".to_string()));
+                    }
                 }
-            };
-            watched.push((
-                Watched {
-                    planned,
-                    job_id: id,
-                    resubmits_left: self.settings.max_resubmits,
-                    last_state: String::new(),
-                },
-                state,
-            ));
+                Err(e) => {
+                    for (planned, _, _) in needed {
+                        out.push((planned, RunResult::Failed(RunFailure::new(e.clone()))));
+                    }
+                }
+            }
         }
         if !self.wait && !watched.is_empty() {
             let ids: Vec<&str> = watched.iter().map(|(w, _)| w.job_id.as_str()).collect();
@@ -435,6 +534,7 @@ impl SlurmExecutor {
                 cwd: &self.command.cwd,
                 argv: &argv,
                 about: &about,
+                array: None,
             },
         );
         let script = dir.join(format!("{stem}.sh"));

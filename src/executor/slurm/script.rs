@@ -7,6 +7,10 @@
 //! exits, and the script dies with the signal, so the job ends cancelled and the waiting
 //! `repro run` resubmits it. The script writes `repro`'s exit status to `slurm-<id>.exit`
 //! for when the cluster keeps no accounting.
+//!
+//! A job array (`executor.slurm.array_parallelism`) trains several runs, one per task: the
+//! task picks its run and run folder by `SLURM_ARRAY_TASK_ID` and writes its log and exit
+//! status there as `slurm-<array id>_<task>.out` / `.exit`, the id `squeue` shows for it.
 
 use super::super::command::{shell_line, shell_quote};
 use super::Settings;
@@ -24,14 +28,24 @@ pub struct ScriptInput<'a> {
     pub argv: &'a [String],
     /// One line saying what the job is for, as a comment.
     pub about: &'a str,
+    /// A job array: each task's run name and folder (absolute), by task index; `argv` names
+    /// the run [`ARRAY_RUN`]. With at most this many tasks at once, if given.
+    pub array: Option<(&'a [(String, std::path::PathBuf)], Option<u32>)>,
 }
+
+/// The run name `argv` carries in a job array; each task puts its own in its place.
+pub const ARRAY_RUN: &str = "REPRO_ARRAY_TASK_RUN";
 
 /// The `#SBATCH` options of a job (without the `#SBATCH` prefix).
 pub fn sbatch_options(settings: &Settings, input: &ScriptInput) -> Vec<String> {
     let s = &settings.spec;
+    let output = match input.array {
+        None => "slurm-%j.out",
+        Some(_) => "slurm-%A_%a.out",
+    };
     let mut o = vec![
         format!("--job-name={}", input.job_name),
-        format!("--output={}/slurm-%j.out", input.log_dir.display()),
+        format!("--output={}/{output}", input.log_dir.display()),
         "--open-mode=append".to_string(),
         "--requeue".to_string(),
         format!("--signal=B:USR1@{}", settings.signal_seconds),
@@ -41,6 +55,13 @@ pub fn sbatch_options(settings: &Settings, input: &ScriptInput) -> Vec<String> {
             o.push(format!("--{name}={v}"));
         }
     };
+    push(
+        "array",
+        &input.array.map(|(runs, at_once)| {
+            let throttle = at_once.map(|p| format!("%{p}")).unwrap_or_default();
+            format!("0-{}{throttle}", runs.len().saturating_sub(1))
+        }),
+    );
     push("partition", &s.partition);
     push("account", &s.account);
     push("qos", &s.qos);
@@ -68,10 +89,8 @@ pub fn sbatch_options(settings: &Settings, input: &ScriptInput) -> Vec<String> {
 pub fn batch_script(settings: &Settings, input: &ScriptInput) -> String {
     let mut text = String::from("#!/bin/bash\n");
     text.push_str(&format!(
-        "# Written by repro: {}. Submitted with `sbatch --parsable` by `repro run`;\n\
-         # resubmit by hand with `sbatch {}/slurm.sh`.\n",
+        "# Written by repro: {}. Submitted with `sbatch --parsable` by `repro run`.\n",
         input.about,
-        input.log_dir.display()
     ));
     for o in sbatch_options(settings, input) {
         text.push_str(&format!("#SBATCH {o}\n"));
@@ -95,24 +114,45 @@ pub fn batch_script(settings: &Settings, input: &ScriptInput) -> String {
         ),
         false => String::new(),
     };
-    let exit_file = format!("{}/slurm-", input.log_dir.display());
+    let where_ = match input.array {
+        None => format!(
+            "dir={}\nid=\"$SLURM_JOB_ID\"\n",
+            shell_quote(&input.log_dir.display().to_string())
+        ),
+        Some((runs, _)) => {
+            let list = |f: &dyn Fn(&(String, std::path::PathBuf)) -> String| {
+                runs.iter()
+                    .map(|r| shell_quote(&f(r)))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            format!(
+                "runs=({})\ndirs=({})\nrun=\"${{runs[$SLURM_ARRAY_TASK_ID]}}\"\n\
+                 dir=\"${{dirs[$SLURM_ARRAY_TASK_ID]}}\"\n\
+                 id=\"${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}\"\n\
+                 exec >> \"$dir/slurm-$id.out\" 2>&1\n",
+                list(&|r| r.0.clone()),
+                list(&|r| r.1.display().to_string()),
+            )
+        }
+    };
+    text.push_str(&where_);
+    let command = shell_line(input.argv).replace(ARRAY_RUN, "\"$run\"");
     text.push_str(&format!(
-        r#"echo "repro: Slurm job $SLURM_JOB_ID (restart ${{SLURM_RESTART_COUNT:-0}}) on $(hostname) at $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+        r#"echo "repro: Slurm job $id (restart ${{SLURM_RESTART_COUNT:-0}}) on $(hostname) at $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 requeue=0
 trap 'requeue=1; kill -USR1 "$child" 2>/dev/null' USR1
 {launcher}{command} &
 child=$!
 wait "$child"; rc=$?
 while kill -0 "$child" 2>/dev/null; do wait "$child"; rc=$?; done
-echo "$rc" > {exit_file}"$SLURM_JOB_ID".exit
+echo "$rc" > "$dir/slurm-$id.exit"
 if [ "$requeue" = 1 ] && [ "$rc" = 3 ]; then
-  echo "repro: checkpointed ahead of the time limit; requeueing job $SLURM_JOB_ID"
+  echo "repro: checkpointed ahead of the time limit; requeueing job $id"
   scontrol requeue "$SLURM_JOB_ID" && exit 0
 fi
 exit "$rc"
 "#,
-        command = shell_line(input.argv),
-        exit_file = shell_quote(&exit_file),
     ));
     text
 }
@@ -134,6 +174,7 @@ mod tests {
             cwd: std::path::Path::new("/work/my repo"),
             argv,
             about: "run inception_v4 of fig23",
+            array: None,
         }
     }
 
@@ -196,6 +237,52 @@ mod tests {
             checked.status.success(),
             "{}",
             String::from_utf8_lossy(&checked.stderr)
+        );
+    }
+
+    #[test]
+    fn an_array_task_picks_its_run_and_folder_by_its_index() {
+        let argv = vec![
+            "/bin/repro".to_string(),
+            "--runs".to_string(),
+            ARRAY_RUN.to_string(),
+        ];
+        let tasks = vec![
+            ("v4".to_string(), std::path::PathBuf::from("/r/runs/v4-1")),
+            (
+                "ir v2".to_string(),
+                std::path::PathBuf::from("/r/runs/irv2-2"),
+            ),
+        ];
+        let mut i = input(&argv, std::path::Path::new("/r/jobs"), false);
+        i.array = Some((&tasks, Some(1)));
+        let s = settings(SlurmSpec::default());
+        assert!(sbatch_options(&s, &i).contains(&"--array=0-1%1".to_string()));
+        assert!(sbatch_options(&s, &i).contains(&"--output=/r/jobs/slurm-%A_%a.out".to_string()));
+        let script = batch_script(&s, &i);
+        assert!(
+            script.contains("\n/bin/repro --runs \"$run\" &\n"),
+            "{script}"
+        );
+        // The task's choice, run by bash as Slurm would for task 1.
+        let prelude: String = script
+            .lines()
+            .skip_while(|l| !l.starts_with("runs="))
+            .take_while(|l| !l.starts_with("exec"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let out = std::process::Command::new("bash")
+            .args([
+                "-c",
+                &format!("{prelude}printf '%s|%s|%s' \"$run\" \"$dir\" \"$id\""),
+            ])
+            .env("SLURM_ARRAY_TASK_ID", "1")
+            .env("SLURM_ARRAY_JOB_ID", "77")
+            .output()
+            .expect("bash");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "ir v2|/r/runs/irv2-2|77_1"
         );
     }
 }
