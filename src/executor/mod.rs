@@ -16,7 +16,7 @@ pub mod slurm;
 pub use command::JobCommand;
 pub use inline::InlineExecutor;
 pub use local::LocalExecutor;
-pub use slurm::{job_state_line, job_state_lines, SlurmExecutor};
+pub use slurm::{job_state_lines, SlurmExecutor};
 
 use crate::runner::{PlannedRun, RunOptions, RunResult};
 use crate::spec::{ExecutorKind, ExecutorSpec, Experiment};
@@ -25,13 +25,9 @@ use crate::spec::{ExecutorKind, ExecutorSpec, Experiment};
 pub trait Executor {
     /// Trains (or hands out) the selected runs that are not finished; returns each selected
     /// run with what happened to it. After a stop request no further run starts.
+    /// Runs handed to a scheduler and not waited for (`--no-wait`) come back as
+    /// [`RunResult::Queued`].
     fn train(&self, experiment: &Experiment) -> Vec<(PlannedRun, RunResult)>;
-
-    /// Whether [`Executor::train`] returns before the runs are finished (`--no-wait`): the
-    /// tables and the report are then left to a later `repro run` or to a job.
-    fn leaves_runs_unfinished(&self) -> bool {
-        false
-    }
 }
 
 /// The executor `spec` (the file's `executor:` with the command line's flags merged over

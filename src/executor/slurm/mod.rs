@@ -479,10 +479,6 @@ impl Executor for SlurmExecutor {
         out.sort_by(|a, b| a.0.run.name.cmp(&b.0.run.name));
         out
     }
-
-    fn leaves_runs_unfinished(&self) -> bool {
-        !self.wait
-    }
 }
 
 impl SlurmExecutor {
@@ -605,11 +601,6 @@ pub fn job_state_lines(dirs: &[PathBuf]) -> Vec<Option<String>> {
             })
         })
         .collect()
-}
-
-/// For one folder: see [`job_state_lines`].
-pub fn job_state_line(dir: &Path) -> Option<String> {
-    job_state_lines(&[dir.to_path_buf()]).pop().flatten()
 }
 
 #[cfg(test)]
