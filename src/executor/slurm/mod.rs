@@ -230,7 +230,10 @@ impl SlurmExecutor {
                         cwd: &self.command.cwd,
                         argv: &argv,
                         about: &about,
-                        array: Some((&tasks, Some(at_once))),
+                        array: Some(script::ArrayTasks {
+                            runs: &tasks,
+                            at_once: Some(at_once),
+                        }),
                     },
                 );
                 let script = jobs.join(format!(

@@ -28,9 +28,17 @@ pub struct ScriptInput<'a> {
     pub argv: &'a [String],
     /// One line saying what the job is for, as a comment.
     pub about: &'a str,
-    /// A job array: each task's run name and folder (absolute), by task index; `argv` names
-    /// the run [`ARRAY_RUN`]. With at most this many tasks at once, if given.
-    pub array: Option<(&'a [(String, std::path::PathBuf)], Option<u32>)>,
+    /// A job array: `argv` names the run [`ARRAY_RUN`], which each task replaces.
+    pub array: Option<ArrayTasks<'a>>,
+}
+
+/// The tasks of a job array.
+#[derive(Clone, Copy)]
+pub struct ArrayTasks<'a> {
+    /// Each task's run name and run folder (absolute), by task index.
+    pub runs: &'a [(String, std::path::PathBuf)],
+    /// At most this many tasks at once.
+    pub at_once: Option<u32>,
 }
 
 /// The run name `argv` carries in a job array; each task puts its own in its place.
@@ -57,9 +65,9 @@ pub fn sbatch_options(settings: &Settings, input: &ScriptInput) -> Vec<String> {
     };
     push(
         "array",
-        &input.array.map(|(runs, at_once)| {
-            let throttle = at_once.map(|p| format!("%{p}")).unwrap_or_default();
-            format!("0-{}{throttle}", runs.len().saturating_sub(1))
+        &input.array.map(|a| {
+            let throttle = a.at_once.map(|p| format!("%{p}")).unwrap_or_default();
+            format!("0-{}{throttle}", a.runs.len().saturating_sub(1))
         }),
     );
     push("partition", &s.partition);
@@ -119,7 +127,7 @@ pub fn batch_script(settings: &Settings, input: &ScriptInput) -> String {
             "dir={}\nid=\"$SLURM_JOB_ID\"\n",
             shell_quote(&input.log_dir.display().to_string())
         ),
-        Some((runs, _)) => {
+        Some(ArrayTasks { runs, .. }) => {
             let list = |f: &dyn Fn(&(String, std::path::PathBuf)) -> String| {
                 runs.iter()
                     .map(|r| shell_quote(&f(r)))
@@ -255,7 +263,10 @@ mod tests {
             ),
         ];
         let mut i = input(&argv, std::path::Path::new("/r/jobs"), false);
-        i.array = Some((&tasks, Some(1)));
+        i.array = Some(ArrayTasks {
+            runs: &tasks,
+            at_once: Some(1),
+        });
         let s = settings(SlurmSpec::default());
         assert!(sbatch_options(&s, &i).contains(&"--array=0-1%1".to_string()));
         assert!(sbatch_options(&s, &i).contains(&"--output=/r/jobs/slurm-%A_%a.out".to_string()));
