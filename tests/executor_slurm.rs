@@ -312,6 +312,24 @@ fn a_cancelled_job_is_submitted_again_and_resumes_from_its_checkpoint() {
     );
     let first = job_ids(&tmp.0);
     assert_eq!(first.len(), 1, "{first:?}");
+    let fig = repo("experiments/fig23.yaml");
+    let status = repro(
+        &tmp.0,
+        &[
+            "status",
+            fig.to_str().unwrap(),
+            "--smoke",
+            "--set",
+            "train.epochs=150",
+        ],
+    )
+    .output()
+    .unwrap();
+    let st = both(&status);
+    assert!(
+        st.contains(&format!("Slurm job {}: running on ", first[0])) && st.contains(", at step "),
+        "{st}"
+    );
     let o = Command::new("scancel").arg(&first[0]).output().unwrap();
     assert!(o.status.success(), "{}", both(&o));
 

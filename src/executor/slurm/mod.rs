@@ -566,6 +566,25 @@ fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
+/// The step of the last `step N` progress line in the end of a job's log.
+fn last_logged_step(log: &Path) -> Option<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(log).ok()?;
+    let len = f.metadata().ok()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)))
+        .ok()?;
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes).ok()?;
+    String::from_utf8_lossy(&bytes).lines().rev().find_map(|l| {
+        l.split(" step ")
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    })
+}
+
 /// For `repro status`: the Slurm job of each run folder that has one, as a plain phrase
 /// (`Slurm job 12: running on node1`, or how it ended with its log's last lines); `None`
 /// for folders without a job. Asks the queue once.
@@ -584,7 +603,15 @@ pub fn job_state_lines(dirs: &[PathBuf]) -> Vec<Option<String>> {
             Some(match &queued {
                 Err(e) => format!("Slurm job {id} (the queue cannot be read: {e})"),
                 Ok(q) => match q.get(id) {
-                    Some(job) => format!("Slurm job {id}: {}", describe_queued(job)),
+                    Some(job) => {
+                        let at = match job.state.as_str() {
+                            "RUNNING" => last_logged_step(&dir.join(format!("slurm-{id}.out")))
+                                .map(|k| format!(", at step {k}"))
+                                .unwrap_or_default(),
+                            _ => String::new(),
+                        };
+                        format!("Slurm job {id}: {}{at}", describe_queued(job))
+                    }
                     None => {
                         let ended = queue
                             .final_state(id)
