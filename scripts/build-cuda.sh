@@ -4,9 +4,10 @@
 # (H100/H200). Idempotent: the wheels, link folder and stub are made once under the cache
 # folder and reused.
 #
-#   scripts/build-cuda.sh [--cudnn] [--check] [--out DIR] [-- extra cargo args]
+#   scripts/build-cuda.sh [--cudnn] [--nccl] [--check] [--out DIR] [-- extra cargo args]
 #
 #   --cudnn    also enable candle's cuDNN convolutions (feature `cudnn`; installs nvidia-cudnn-cu13)
+#   --nccl     also data-parallel training over NCCL (feature `nccl`; installs nvidia-nccl-cu13)
 #   --check    only `cargo check --features cuda` (what CI can afford): no binary
 #   --out DIR  copy the stripped binary to DIR/repro (default: carry/, git-ignored)
 #   --env      print the environment (export lines) and stop; `eval "$(scripts/build-cuda.sh --env)"`
@@ -23,10 +24,11 @@ CACHE=${REPRO_CUDA_CACHE:-$HOME/.cache/repro/cuda}
 PYTHON=${PYTHON:-python3}
 NICE=${NICE:-19}
 export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90}
-CUDNN=0; CHECK=0; ENV_ONLY=0; OUTDIR=carry; EXTRA=()
+CUDNN=0; NCCL=0; CHECK=0; ENV_ONLY=0; OUTDIR=carry; EXTRA=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --cudnn) CUDNN=1 ;;
+    --nccl) NCCL=1 ;;
     --check) CHECK=1 ;;
     --env) ENV_ONLY=1 ;;
     --out) OUTDIR=$2; shift ;;
@@ -51,6 +53,7 @@ PINS=(
   "nvidia-curand==10.4.0.*"
 )
 [ "$CUDNN" = 1 ] && PINS+=("nvidia-cudnn-cu13==9.*")
+[ "$NCCL" = 1 ] && PINS+=("nvidia-nccl-cu13==2.*")
 PY=$CACHE/py
 STAMP=$PY/.repro-pins
 WANT=$(printf '%s\n' "${PINS[@]}")
@@ -68,8 +71,8 @@ CU=$PY/nvidia/cu13
 # 2. A link folder: lib/libX.so -> the wheels' versioned libX.so.N, plus a stub libcuda.so.
 LINK=$CACHE/link
 mkdir -p "$LINK/lib"
-for lib in cublas cublasLt cudart curand nvrtc cudnn; do
-  real=$(ls "$CU"/lib/lib$lib.so.[0-9]* 2>/dev/null | grep -E "lib$lib\.so\.[0-9]+$" | head -n1 || true)
+for lib in cublas cublasLt cudart curand nvrtc cudnn nccl; do
+  real=$(ls "$CU"/lib/lib$lib.so.[0-9]* "$PY"/nvidia/*/lib/lib$lib.so.[0-9]* 2>/dev/null | grep -E "lib$lib\.so\.[0-9]+$" | head -n1 || true)
   [ -n "$real" ] && ln -sfn "$real" "$LINK/lib/lib$lib.so"
 done
 # The driver library (libcuda.so.1) comes with the GPU driver, never with the toolkit wheels.
@@ -109,6 +112,7 @@ fi
 
 FEATURES=cuda
 [ "$CUDNN" = 1 ] && FEATURES=cudnn
+[ "$NCCL" = 1 ] && FEATURES=$FEATURES,nccl
 TARGET=${CARGO_TARGET_DIR:-target}
 start=$(date +%s)
 if [ "$CHECK" = 1 ]; then

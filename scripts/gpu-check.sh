@@ -12,7 +12,8 @@
 #   3. the same with PyTorch + timm on the same GPU (tools/gpu_check.py), f32, tf32, bf16
 #      autocast, training and evaluation;
 #   4. repro evaluation crops/s at 299 px, batch 128;
-#   5. `repro run experiments/fig23.yaml --smoke` on the GPU, end to end;
+#   5. `repro run experiments/fig23.yaml --smoke` on the GPU, end to end; then data-parallel
+#      training through NCCL under torchrun (two GPUs: against one process accumulating two);
 # and writes under $OUT (default ./gpu-check-out): results.jsonl (every number), summary.md
 # (parity verdicts, the repro/PyTorch ratios), log.txt, env.txt, smoke.tar.gz.
 #
@@ -144,6 +145,25 @@ done
 step smoke 90 "$BIN" run experiments/fig23.yaml --smoke --device "$DEV" --results "$WORK/results" --reports "$WORK/reports"
 # The reports, metrics and provenance (not the generated images or the weights).
 tar -czf "$OUT/smoke.tar.gz" -C "$WORK" --exclude=data --exclude=checkpoints --exclude='*.safetensors' results reports 2>>"$LOG" || log "smoke: nothing to pack"
+
+# 5b. Data parallel through NCCL (a build with --nccl), processes started by torchrun. On two
+# GPUs: two processes train the smoke run as two replicas, and one process accumulating two
+# micro-batches trains the same run; their final weights are compared (GPU reductions round
+# differently, so this reports the difference rather than asking for equality). On one GPU,
+# NCCL cannot put two ranks on it: torchrun starts one process, which checks the launcher.
+NGPU=$(nvidia-smi -L 2>/dev/null | wc -l)
+if [ "$DRY" != 1 ] && "$BIN" --version >/dev/null 2>&1; then
+  DP="run experiments/fig23.yaml --smoke --device cuda --runs inception_resnet_v2"
+  if [ "$NGPU" -ge 2 ]; then
+    step dp-accumulate 60 "$BIN" $DP --set train.replicas=2 --results "$WORK/dp1" --reports "$WORK/dp1r"
+    step dp-nccl-2 90 "$PY" -m torch.distributed.run --standalone --nproc_per_node 2 "$BIN" $DP --results "$WORK/dp2" --reports "$WORK/dp2r"
+    A=$(ls "$WORK"/dp1/runs/*/final.safetensors 2>/dev/null | head -n1)
+    B=$(ls "$WORK"/dp2/runs/*/final.safetensors 2>/dev/null | head -n1)
+    [ -n "$A" ] && [ -n "$B" ] && step dp-compare 30 "$PY" tools/gpu_check.py compare-weights "two GPUs vs one accumulating two" "$B" "$A"
+  else
+    step dp-torchrun-1 60 "$PY" -m torch.distributed.run --standalone --nproc_per_node 1 "$BIN" $DP --results "$WORK/dp1" --reports "$WORK/dp1r"
+  fi
+fi
 
 # 6. The other precisions.
 shift

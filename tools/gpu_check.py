@@ -6,6 +6,9 @@
       step repro trains with (RMSProp as TF: eps 1.0 inside the root, momentum 0.9, decay 0.9;
       label smoothing 0.1; clipping at 2.0; EMA 0.9999), and evaluation crops/s; one JSON line
       per measurement on stdout (the same fields as `repro bench`).
+  gpu_check.py compare-weights NAME A.safetensors B.safetensors
+      One JSON line: the largest relative L2 difference over the tensors of two weight files
+      (the data-parallel check: two GPUs against one process accumulating two micro-batches).
   gpu_check.py summarize results.jsonl > summary.md
       A Markdown report: parity, repro vs PyTorch images/s and their ratio, the smoke run.
 
@@ -112,6 +115,11 @@ def summarize(args):
                     except json.JSONDecodeError:
                         pass
     out = ["# GPU check", ""]
+    for r in recs:
+        if r.get("kind") == "compare":
+            verdict = "error: " + r["error"] if "error" in r else (
+                f"max relative L2 difference {r['max_rel_l2']:.2e} ({r['worst']})")
+            out.append(f"- {r['name']}: {verdict}")
     env = [r for r in recs if r.get("kind") == "env"]
     for r in env:
         out.append(f"- {r.get('what')}: {r.get('value')}")
@@ -161,6 +169,24 @@ def summarize(args):
     print("\n".join(out))
 
 
+def compare_weights(args):
+    import torch
+    from safetensors.torch import load_file
+    a, b = load_file(args.a), load_file(args.b)
+    worst, worst_name = 0.0, None
+    for k in sorted(set(a) | set(b)):
+        if k not in a or k not in b or a[k].shape != b[k].shape:
+            print(json.dumps({"kind": "compare", "name": args.name, "error": f"{k}: missing or reshaped"}))
+            return 1
+        x, y = a[k].double(), b[k].double()
+        rel = float((x - y).norm() / max(float(y.norm()), 1e-12))
+        if rel > worst:
+            worst, worst_name = rel, k
+    print(json.dumps({"kind": "compare", "name": args.name, "max_rel_l2": worst, "worst": worst_name,
+                      "tensors": len(a)}))
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -174,11 +200,17 @@ def main():
     t.add_argument("--precisions", default="f32,tf32,bf16")
     t.add_argument("--kinds", default="train,eval")
     t.add_argument("--models", default=",".join(TIMM_MODELS))
+    c = sub.add_parser("compare-weights")
+    c.add_argument("name")
+    c.add_argument("a")
+    c.add_argument("b")
     s = sub.add_parser("summarize")
     s.add_argument("files", nargs="+")
     args = ap.parse_args()
     if args.cmd == "torch":
         torch_bench(args)
+    elif args.cmd == "compare-weights":
+        return compare_weights(args)
     else:
         summarize(args)
 

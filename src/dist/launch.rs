@@ -65,16 +65,23 @@ impl LaunchInfo {
     }
 }
 
-/// The replicas this process was started as: [`Single`] alone, MPI when a launcher started
-/// several processes (and this build has the `mpi` feature), else an error saying what to do.
+/// The replicas this process was started as: [`Single`] alone; when a launcher started
+/// several processes, NCCL in a build with the `nccl` feature (any launcher), else MPI in a
+/// build with the `mpi` feature (`mpirun`, `srun`), else an error saying what to do.
 pub fn from_environment() -> Result<(Replicas, LaunchInfo), DistError> {
     let info = LaunchInfo::detect(|name| std::env::var(name).ok())?;
     if info.world_size == 1 {
         return Ok((Arc::new(Single), info));
     }
+    #[cfg(feature = "nccl")]
+    {
+        let replicas = super::nccl::NcclReplicas::init(&info)?;
+        return Ok((Arc::new(replicas), info));
+    }
+    #[allow(unreachable_code)]
     if info.launcher == "torchrun" {
         return Err(DistError::Launch(format!(
-            "started by torchrun as {} processes: repro's replicas join through MPI; start them with `mpirun -np {} repro ...` or `srun -n {} repro ...`",
+            "started by torchrun as {} processes: without the `nccl` feature (CUDA builds) repro's replicas join through MPI; start them with `mpirun -np {} repro ...` or `srun -n {} repro ...`",
             info.world_size, info.world_size, info.world_size
         )));
     }

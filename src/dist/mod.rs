@@ -7,6 +7,8 @@
 mod launch;
 #[cfg(feature = "mpi")]
 mod mpi;
+#[cfg(feature = "nccl")]
+mod nccl;
 
 use std::sync::Arc;
 
@@ -52,6 +54,22 @@ pub trait Collective: Send + Sync {
     fn broadcast(&self, bytes: &mut Vec<u8>) -> Result<(), DistError>;
     /// Returns when every replica has called it.
     fn barrier(&self) -> Result<(), DistError>;
+    /// Whether this engine sums tensors where they live on `device` (NCCL on GPUs) through
+    /// [`Collective::all_reduce_sum_device`], instead of through host buffers.
+    fn reduces_on(&self, _device: &candle_core::Device) -> bool {
+        false
+    }
+    /// The element-wise sum over the replicas of a 1-D f32 or f64 tensor on a device this
+    /// engine [reduces on](Collective::reduces_on).
+    fn all_reduce_sum_device(&self, flat: &Tensor) -> Result<Tensor, DistError> {
+        Err(DistError::op(
+            "all-reduce",
+            format!(
+                "this engine does not reduce tensors on {:?}",
+                flat.device().location()
+            ),
+        ))
+    }
 }
 
 /// The shared handle the trainer and runner hold.
@@ -145,6 +163,17 @@ fn reduce_bucket(
 ) -> Result<Vec<Tensor>, DistError> {
     let fail = |e: candle_core::Error| DistError::op("all-reduce", e);
     let flat = |t: &Tensor| t.flatten_all().map_err(fail);
+    if replicas.reduces_on(bucket[0].device()) {
+        let flats = bucket.iter().map(flat).collect::<Result<Vec<_>, _>>()?;
+        let fused = Tensor::cat(&flats, 0).map_err(fail)?;
+        let mean = replicas
+            .all_reduce_sum_device(&fused)?
+            .affine(scale, 0.0)
+            .map_err(fail)?;
+        return split(bucket, |range, t| {
+            mean.narrow(0, range.start, range.len())?.reshape(t.shape())
+        });
+    }
     match bucket[0].dtype() {
         candle_core::DType::F64 => {
             let mut buffer = Vec::new();
@@ -226,6 +255,57 @@ mod tests {
         fn barrier(&self) -> Result<(), DistError> {
             Ok(())
         }
+    }
+
+    /// Two replicas whose engine reduces tensors in place of host buffers (as NCCL does on
+    /// GPUs): the other replica holds twice this one's values.
+    struct PretendDevice {
+        calls: Mutex<usize>,
+    }
+
+    impl Collective for PretendDevice {
+        fn rank(&self) -> usize {
+            0
+        }
+        fn world_size(&self) -> usize {
+            2
+        }
+        fn all_reduce_sum_f32(&self, _: &mut [f32]) -> Result<(), DistError> {
+            unreachable!("tensors go through all_reduce_sum_device")
+        }
+        fn all_reduce_sum_f64(&self, _: &mut [f64]) -> Result<(), DistError> {
+            unreachable!("tensors go through all_reduce_sum_device")
+        }
+        fn broadcast(&self, _: &mut Vec<u8>) -> Result<(), DistError> {
+            Ok(())
+        }
+        fn barrier(&self) -> Result<(), DistError> {
+            Ok(())
+        }
+        fn reduces_on(&self, _: &Device) -> bool {
+            true
+        }
+        fn all_reduce_sum_device(&self, flat: &Tensor) -> Result<Tensor, DistError> {
+            *self.calls.lock().unwrap() += 1;
+            assert_eq!(flat.rank(), 1);
+            Ok(flat.affine(3.0, 0.0).unwrap())
+        }
+    }
+
+    #[test]
+    fn an_engine_that_reduces_on_the_device_gets_one_fused_tensor_per_bucket() {
+        let a = Tensor::new(&[[1f64, 2.0], [3.0, 4.0]], &Device::Cpu).unwrap();
+        let b = Tensor::new(&[10f64, 20.0, 30.0], &Device::Cpu).unwrap();
+        let replicas = PretendDevice {
+            calls: Mutex::new(0),
+        };
+        let out = all_reduce_mean(&replicas, &[a, b]).unwrap();
+        assert_eq!(*replicas.calls.lock().unwrap(), 1);
+        assert_eq!(
+            out[0].to_vec2::<f64>().unwrap(),
+            vec![vec![1.5, 3.0], vec![4.5, 6.0]]
+        );
+        assert_eq!(out[1].to_vec1::<f64>().unwrap(), vec![15.0, 30.0, 45.0]);
     }
 
     #[test]
