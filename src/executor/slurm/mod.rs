@@ -295,17 +295,19 @@ impl SlurmExecutor {
             RunProgress::Partial { step } => format!("at step {step}"),
             _ => "before its first checkpoint".to_string(),
         };
+        let follow = |w: &mut Watched, id: String, how: &str| {
+            eprintln!(
+                "{}: {by} ended ({ended}) {at}; {how} Slurm job {id}",
+                w.planned.run.name
+            );
+            w.job_id = id;
+            w.resubmits_left -= 1;
+            w.last_state.clear();
+            None
+        };
         match self.claim(experiment, &w.planned, queued) {
-            Ok(Claim::Submitted(id)) | Ok(Claim::Attached(id)) => {
-                eprintln!(
-                    "{}: {by} ended ({ended}) {at}; submitted again as Slurm job {id}",
-                    w.planned.run.name
-                );
-                w.job_id = id;
-                w.resubmits_left -= 1;
-                w.last_state.clear();
-                None
-            }
+            Ok(Claim::Submitted(id)) => follow(w, id, "submitted again as"),
+            Ok(Claim::Attached(id)) => follow(w, id, "another repro run submitted it again as"),
             Ok(Claim::Finished(progress)) => Some(RunResult::Delegated { progress, by }),
             Err(f) => Some(RunResult::Failed(f)),
         }
