@@ -113,10 +113,44 @@ fn run_dirs(dir: &Path) -> Vec<PathBuf> {
     dirs
 }
 
-/// Cancels whatever jobs the test left behind, pass or fail.
-struct CancelOnDrop(PathBuf);
+/// A test's turn on the cluster (the tests take turns), or `None` when Slurm is absent.
+fn take_turn() -> Option<Turn> {
+    let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !slurm_available() {
+        eprintln!("{IGNORED}");
+        return None;
+    }
+    Some(Turn(guard))
+}
 
-impl Drop for CancelOnDrop {
+struct Turn(#[allow(dead_code)] std::sync::MutexGuard<'static, ()>);
+
+impl Turn {
+    fn folder(&self, tag: &str) -> JobFolder {
+        let tmp = TempDir::new(tag);
+        JobFolder(tmp.0.clone(), tmp)
+    }
+}
+
+/// Starts a command with its output captured.
+trait Piped {
+    fn piped(&mut self) -> Child;
+}
+
+impl Piped for Command {
+    fn piped(&mut self) -> Child {
+        self.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+}
+
+/// A temporary folder whose Slurm jobs are cancelled when the test ends, pass or fail, before
+/// the folder is removed.
+struct JobFolder(PathBuf, #[allow(dead_code)] TempDir);
+
+impl Drop for JobFolder {
     fn drop(&mut self) {
         let mut ids = job_ids(&self.0);
         ids.extend(report_job(&self.0));
@@ -170,10 +204,9 @@ fn last_logged_step(log: &str) -> u64 {
 #[test]
 #[ignore = "needs a running Slurm: `eval \"$(scripts/local-slurm.sh start)\"`, then `cargo test --release --test executor_slurm -- --ignored` (.ci/run does this)"]
 fn smoke_run_on_slurm_matches_the_inline_run_and_a_rerun_submits_nothing() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    if !slurm_available() {
-        return eprintln!("{IGNORED}");
-    }
+    let Some(turn) = take_turn() else {
+        return;
+    };
     let inline = TempDir::new("slurm-inline");
     let fig = repo("experiments/fig23.yaml");
     let o = repro(
@@ -184,16 +217,8 @@ fn smoke_run_on_slurm_matches_the_inline_run_and_a_rerun_submits_nothing() {
     .unwrap();
     assert!(o.status.success(), "{}", both(&o));
 
-    let tmp = TempDir::new("slurm-smoke");
-    let _cancel = CancelOnDrop(tmp.0.clone());
-    let o = finish(
-        slurm_run(&tmp.0, &[])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-        Duration::from_secs(300),
-    );
+    let tmp = turn.folder("slurm-smoke");
+    let o = finish(slurm_run(&tmp.0, &[]).piped(), Duration::from_secs(300));
     let text = both(&o);
     assert!(o.status.success(), "{text}");
     assert_eq!(text.matches("trained by Slurm job").count(), 2, "{text}");
@@ -241,18 +266,12 @@ fn smoke_run_on_slurm_matches_the_inline_run_and_a_rerun_submits_nothing() {
 #[test]
 #[ignore = "needs a running Slurm: `eval \"$(scripts/local-slurm.sh start)\"`, then `cargo test --release --test executor_slurm -- --ignored` (.ci/run does this)"]
 fn a_job_array_trains_one_run_per_task_at_most_n_at_once() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    if !slurm_available() {
-        return eprintln!("{IGNORED}");
-    }
-    let tmp = TempDir::new("slurm-array");
-    let _cancel = CancelOnDrop(tmp.0.clone());
+    let Some(turn) = take_turn() else {
+        return;
+    };
+    let tmp = turn.folder("slurm-array");
     let o = finish(
-        slurm_run(&tmp.0, &["--array-parallelism", "1"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+        slurm_run(&tmp.0, &["--array-parallelism", "1"]).piped(),
         Duration::from_secs(300),
     );
     let text = both(&o);
@@ -287,20 +306,15 @@ fn a_job_array_trains_one_run_per_task_at_most_n_at_once() {
 #[test]
 #[ignore = "needs a running Slurm: `eval \"$(scripts/local-slurm.sh start)\"`, then `cargo test --release --test executor_slurm -- --ignored` (.ci/run does this)"]
 fn a_cancelled_job_is_submitted_again_and_resumes_from_its_checkpoint() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    if !slurm_available() {
-        return eprintln!("{IGNORED}");
-    }
-    let tmp = TempDir::new("slurm-scancel");
-    let _cancel = CancelOnDrop(tmp.0.clone());
+    let Some(turn) = take_turn() else {
+        return;
+    };
+    let tmp = turn.folder("slurm-scancel");
     let child = slurm_run(
         &tmp.0,
         &["--runs", "inception_v4", "--set", "train.epochs=150"],
     )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    .piped();
     wait_until(
         "the job to train 100 steps",
         Duration::from_secs(180),
@@ -366,12 +380,10 @@ fn a_cancelled_job_is_submitted_again_and_resumes_from_its_checkpoint() {
 #[test]
 #[ignore = "needs a running Slurm: `eval \"$(scripts/local-slurm.sh start)\"`, then `cargo test --release --test executor_slurm -- --ignored` (.ci/run does this)"]
 fn a_job_at_its_time_limit_checkpoints_requeues_itself_and_resumes() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    if !slurm_available() {
-        return eprintln!("{IGNORED}");
-    }
-    let tmp = TempDir::new("slurm-timelimit");
-    let _cancel = CancelOnDrop(tmp.0.clone());
+    let Some(turn) = take_turn() else {
+        return;
+    };
+    let tmp = turn.folder("slurm-timelimit");
     // A one-minute limit with the signal due at once: Slurm sends it within its periodic
     // check (up to a minute late), long before this run's 2,400 steps are done.
     let child = slurm_run(
@@ -387,10 +399,7 @@ fn a_job_at_its_time_limit_checkpoints_requeues_itself_and_resumes() {
             "executor.slurm.signal_seconds=60",
         ],
     )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    .piped();
     wait_until(
         "the job to requeue itself",
         Duration::from_secs(240),
@@ -441,20 +450,12 @@ fn a_job_at_its_time_limit_checkpoints_requeues_itself_and_resumes() {
 #[test]
 #[ignore = "needs a running Slurm: `eval \"$(scripts/local-slurm.sh start)\"`, then `cargo test --release --test executor_slurm -- --ignored` (.ci/run does this)"]
 fn two_processes_on_one_file_submit_each_run_once() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    if !slurm_available() {
-        return eprintln!("{IGNORED}");
-    }
-    let tmp = TempDir::new("slurm-twice");
-    let _cancel = CancelOnDrop(tmp.0.clone());
-    // Held jobs stay queued, so the second process must find them.
-    let start = || {
-        slurm_run(&tmp.0, &["--no-wait", "--sbatch=--hold"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+    let Some(turn) = take_turn() else {
+        return;
     };
+    let tmp = turn.folder("slurm-twice");
+    // Held jobs stay queued, so the second process must find them.
+    let start = || slurm_run(&tmp.0, &["--no-wait", "--sbatch=--hold"]).piped();
     let (a, b) = (start(), start());
     let (a, b) = (
         finish(a, Duration::from_secs(60)),
@@ -503,14 +504,7 @@ fn two_processes_on_one_file_submit_each_run_once() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", both(&o));
-    let o = finish(
-        slurm_run(&tmp.0, &[])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-        Duration::from_secs(300),
-    );
+    let o = finish(slurm_run(&tmp.0, &[]).piped(), Duration::from_secs(300));
     let text = both(&o);
     assert!(o.status.success(), "{text}");
     assert_eq!(text.matches("trained by Slurm job").count(), 2, "{text}");
@@ -533,10 +527,9 @@ fn two_processes_on_one_file_submit_each_run_once() {
 #[test]
 #[ignore = "needs a running Slurm: `eval \"$(scripts/local-slurm.sh start)\"`, then `cargo test --release --features mpi --test executor_slurm -- --ignored` (.ci/run does this)"]
 fn a_job_of_two_ranks_trains_the_run_as_two_replicas_like_one_process_accumulating_two() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    if !slurm_available() {
-        return eprintln!("{IGNORED}");
-    }
+    let Some(turn) = take_turn() else {
+        return;
+    };
     let fig = repo("experiments/fig23.yaml");
     let fig = fig.to_str().unwrap();
     let single = TempDir::new("slurm-ranks-single");
@@ -558,8 +551,7 @@ fn a_job_of_two_ranks_trains_the_run_as_two_replicas_like_one_process_accumulati
     .unwrap();
     assert!(o.status.success(), "{}", both(&o));
 
-    let tmp = TempDir::new("slurm-ranks");
-    let _cancel = CancelOnDrop(tmp.0.clone());
+    let tmp = turn.folder("slurm-ranks");
     let o = finish(
         slurm_run(
             &tmp.0,
@@ -574,10 +566,7 @@ fn a_job_of_two_ranks_trains_the_run_as_two_replicas_like_one_process_accumulati
                 "executor.slurm.srun=srun --mpi=pmix",
             ],
         )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap(),
+        .piped(),
         Duration::from_secs(300),
     );
     let text = both(&o);

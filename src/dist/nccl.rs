@@ -169,41 +169,38 @@ impl CustomOp1 for DeviceSum<'_> {
             candle_core::bail!("NCCL all-reduce of a non-contiguous tensor");
         };
         let comm = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let device = storage.device().clone();
-        let nccl = |e: candle_core::cuda::cudarc::nccl::result::NcclError| {
-            candle_core::Error::Cuda(format!("NCCL all-reduce: {e:?}").into())
-        };
         let out = match storage.dtype() {
-            candle_core::DType::F32 => {
-                let src = storage.as_cuda_slice::<f32>()?.slice(start..end);
-                let mut dst = device.alloc_zeros::<f32>(end - start)?;
-                device.synchronize()?;
-                comm.0
-                    .all_reduce(&src, &mut dst, &ReduceOp::Sum)
-                    .map_err(nccl)?;
-                comm.0
-                    .stream()
-                    .synchronize()
-                    .map_err(|e| candle_core::Error::Cuda(Box::new(e)))?;
-                CudaStorage::wrap_cuda_slice(dst, device)
-            }
-            candle_core::DType::F64 => {
-                let src = storage.as_cuda_slice::<f64>()?.slice(start..end);
-                let mut dst = device.alloc_zeros::<f64>(end - start)?;
-                device.synchronize()?;
-                comm.0
-                    .all_reduce(&src, &mut dst, &ReduceOp::Sum)
-                    .map_err(nccl)?;
-                comm.0
-                    .stream()
-                    .synchronize()
-                    .map_err(|e| candle_core::Error::Cuda(Box::new(e)))?;
-                CudaStorage::wrap_cuda_slice(dst, device)
-            }
+            candle_core::DType::F32 => sum_slice::<f32>(&comm.0, storage, start..end)?,
+            candle_core::DType::F64 => sum_slice::<f64>(&comm.0, storage, start..end)?,
             other => candle_core::bail!("NCCL all-reduce of {other:?} gradients is not supported"),
         };
         Ok((out, layout.shape().clone()))
     }
+}
+
+/// The sum over the ranks of `range` of the storage's values, into new device memory.
+fn sum_slice<T>(
+    comm: &Comm,
+    storage: &CudaStorage,
+    range: std::ops::Range<usize>,
+) -> candle_core::Result<CudaStorage>
+where
+    T: candle_core::cuda::CudaDType
+        + candle_core::cuda::cudarc::driver::DeviceRepr
+        + candle_core::cuda::cudarc::driver::ValidAsZeroBits
+        + candle_core::cuda::cudarc::nccl::safe::NcclType,
+{
+    let device = storage.device().clone();
+    let src = storage.as_cuda_slice::<T>()?.slice(range.clone());
+    let mut dst = device.alloc_zeros::<T>(range.len())?;
+    // The tensor's stream and the communicator's may differ: finish the one, then the other.
+    device.synchronize()?;
+    comm.all_reduce(&src, &mut dst, &ReduceOp::Sum)
+        .map_err(|e| candle_core::Error::Cuda(format!("NCCL all-reduce: {e:?}").into()))?;
+    comm.stream()
+        .synchronize()
+        .map_err(|e| candle_core::Error::Cuda(Box::new(e)))?;
+    Ok(CudaStorage::wrap_cuda_slice(dst, device))
 }
 
 /// Rank 0 makes the NCCL unique id and writes it to the id file; the others wait for it.

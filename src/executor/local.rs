@@ -9,11 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use super::outcome::folder_outcome;
-use super::{Executor, JobCommand};
+use super::{finished_and_missing, Executor, JobCommand};
 use crate::interrupt::StopSignal;
-use crate::runner::{
-    progress_of, selected_plan, PlannedRun, RunFailure, RunOptions, RunProgress, RunResult,
-};
+use crate::runner::{progress_of, PlannedRun, RunFailure, RunOptions, RunProgress, RunResult};
 use crate::spec::{ExecutorSpec, Experiment};
 use crate::store::RunDir;
 use crate::train::RunOutcome;
@@ -131,17 +129,9 @@ struct Running {
 
 impl Executor for LocalExecutor {
     fn train(&self, experiment: &Experiment) -> Vec<(PlannedRun, RunResult)> {
-        let mut out = Vec::new();
-        let mut waiting: VecDeque<PlannedRun> = VecDeque::new();
-        for planned in selected_plan(experiment, &self.results, self.only.as_deref()) {
-            match planned.progress {
-                RunProgress::Done | RunProgress::Diverged { .. } => {
-                    let progress = planned.progress.clone();
-                    out.push((planned, RunResult::Reused(progress)));
-                }
-                _ => waiting.push_back(planned),
-            }
-        }
+        let (mut out, missing) =
+            finished_and_missing(experiment, &self.results, self.only.as_deref());
+        let mut waiting: VecDeque<PlannedRun> = missing.into();
         let mut free: Vec<usize> = (0..self.slots.len()).rev().collect();
         let mut running: Vec<Running> = Vec::new();
         let mut stop_sent = false;

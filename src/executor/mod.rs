@@ -63,6 +63,27 @@ pub fn build(
     })
 }
 
+/// The selected runs of `experiment` split into the finished ones (reused as they are, with
+/// their result) and those to train.
+pub(crate) fn finished_and_missing(
+    experiment: &Experiment,
+    results: &std::path::Path,
+    only: Option<&[String]>,
+) -> (Vec<(PlannedRun, RunResult)>, Vec<PlannedRun>) {
+    let mut finished = Vec::new();
+    let mut missing = Vec::new();
+    for planned in crate::runner::selected_plan(experiment, results, only) {
+        match planned.progress {
+            crate::runner::RunProgress::Done | crate::runner::RunProgress::Diverged { .. } => {
+                let progress = planned.progress.clone();
+                finished.push((planned, RunResult::Reused(progress)));
+            }
+            _ => missing.push(planned),
+        }
+    }
+    (finished, missing)
+}
+
 /// `over` merged over `base`: every field `over` sets wins.
 pub fn merge_specs(base: &ExecutorSpec, over: &ExecutorSpec) -> ExecutorSpec {
     let s = &over.slurm;

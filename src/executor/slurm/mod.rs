@@ -20,11 +20,9 @@ pub use queue::{Queue, QueuedJob, SlurmCommands};
 pub use record::{JobRecord, JOB_JSON, SCRIPT};
 
 use super::outcome::{folder_outcome, log_tail};
-use super::{Executor, JobCommand};
+use super::{finished_and_missing, Executor, JobCommand};
 use crate::interrupt::StopSignal;
-use crate::runner::{
-    progress_of, selected_plan, PlannedRun, RunFailure, RunOptions, RunProgress, RunResult,
-};
+use crate::runner::{progress_of, PlannedRun, RunFailure, RunOptions, RunProgress, RunResult};
 use crate::spec::{Experiment, SlurmSpec};
 use crate::store::{RunDir, RunLock};
 use record::SubmitLock;
@@ -391,20 +389,13 @@ struct Watched {
 
 impl Executor for SlurmExecutor {
     fn train(&self, experiment: &Experiment) -> Vec<(PlannedRun, RunResult)> {
-        let mut out = Vec::new();
+        let (mut out, missing) =
+            finished_and_missing(experiment, &self.results, self.only.as_deref());
         let mut watched = Vec::new();
         let mut queued = BTreeMap::new();
         let mut needed = Vec::new();
         let ranks = self.settings.ranks() as usize;
-        for planned in selected_plan(experiment, &self.results, self.only.as_deref()) {
-            if matches!(
-                planned.progress,
-                RunProgress::Done | RunProgress::Diverged { .. }
-            ) {
-                let progress = planned.progress.clone();
-                out.push((planned, RunResult::Reused(progress)));
-                continue;
-            }
+        for planned in missing {
             if self.stop.requested() {
                 break;
             }
