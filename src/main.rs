@@ -115,7 +115,7 @@ struct ExecutorArgs {
     /// processes at once on this machine; slurm: one Slurm job per run.
     #[arg(long, value_enum, help_heading = "Executor")]
     executor: Option<ExecutorKind>,
-    /// local: how many runs train at once.
+    /// local: how many runs train at once (default: one per device of --devices; 2 on the CPU).
     #[arg(long, help_heading = "Executor")]
     jobs: Option<usize>,
     /// local: the jobs' devices, one each (cuda:0,cuda:1); default: --device for every job.
