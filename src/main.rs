@@ -720,7 +720,7 @@ fn show_status(args: ExperimentArgs) -> Result<(), Failure> {
         println!("{}", experiment_heading(&e));
         let states = repro::runner::run_states(&e, &args.results);
         let dirs: Vec<PathBuf> = states.iter().map(|(p, _)| p.dir.clone()).collect();
-        let jobs = repro::executor::slurm::job_state_lines(&dirs);
+        let jobs = repro::executor::job_state_lines(&dirs);
         let width = states
             .iter()
             .map(|(p, _)| p.run.name.len())
