@@ -384,19 +384,21 @@ fn a_job_at_its_time_limit_checkpoints_requeues_itself_and_resumes() {
         return;
     };
     let tmp = turn.folder("slurm-timelimit");
-    // A one-minute limit with the signal due at once: Slurm sends it within its periodic
-    // check (up to a minute late), long before this run's 2,400 steps are done.
+    // A two-minute limit with the signal due after 20 s: Slurm sends signals from a periodic
+    // check (once every ~30 s), so it comes well before the limit, and long before this run's
+    // 4,800 steps are done. (With the signal due at the limit itself, Slurm can end the job
+    // for its time limit first: then the waiting repro resubmits it instead.)
     let child = slurm_run(
         &tmp.0,
         &[
             "--runs",
             "inception_v4",
             "--set",
-            "train.epochs=300",
+            "train.epochs=600",
             "--time",
-            "1",
+            "2",
             "--set",
-            "executor.slurm.signal_seconds=60",
+            "executor.slurm.signal_seconds=100",
         ],
     )
     .piped();
