@@ -112,4 +112,17 @@ fn executor_settings_that_cannot_work_are_bad_input_before_anything_runs() {
             "{args:?} started a run"
         );
     }
+    // The slurm executor on a machine without Slurm's commands.
+    let o = Command::new(env!("CARGO_BIN_EXE_repro"))
+        .env("PATH", tmp.0.join("no-such-folder"))
+        .arg("run")
+        .arg(repo("experiments/fig23.yaml"))
+        .args(["--smoke", "--executor", "slurm", "--results"])
+        .arg(tmp.0.join("results"))
+        .output()
+        .unwrap();
+    let text = both(&o);
+    assert_eq!(o.status.code(), Some(2), "{text}");
+    assert!(text.contains("needs Slurm's sbatch on PATH"), "{text}");
+    assert!(!tmp.0.join("results/runs").exists());
 }
