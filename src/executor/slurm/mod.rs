@@ -150,27 +150,45 @@ impl SlurmExecutor {
             Check::Finished(progress) => Ok(Claim::Finished(progress)),
             Check::Attached(id, _) => Ok(Claim::Attached(id)),
             Check::Needed(_lock, record) => {
-                let ids = self
-                    .submit(experiment, vec![(planned, record)])
-                    .map_err(RunFailure::new)?;
-                Ok(Claim::Submitted(ids.into_iter().next().expect("one job")))
+                let id = self.submit(experiment, vec![(planned, record)]).remove(0);
+                Ok(Claim::Submitted(id.map_err(RunFailure::new)?))
             }
         }
     }
 
     /// Writes each run's batch script into its folder and submits the runs, one job each, or
     /// as one job array when `array_parallelism` is set and there are several; records each
-    /// run's job id. Returns the ids in the order of `runs`.
+    /// submitted run's job id at once (so that no later `repro run` submits it again). Returns
+    /// each run's job id or why it has none, in the order of `runs`.
     fn submit(
         &self,
         experiment: &Experiment,
         runs: Vec<(&PlannedRun, Option<JobRecord>)>,
-    ) -> Result<Vec<String>, String> {
+    ) -> Vec<Result<String, String>> {
+        let ids = match self.submit_jobs(experiment, &runs) {
+            Ok(ids) => ids,
+            Err(e) => vec![Err(e); runs.len()],
+        };
+        runs.into_iter()
+            .zip(ids)
+            .map(|((planned, record), id)| {
+                let id = id?;
+                JobRecord::succeeded_by(record, id.clone()).write(&planned.dir)?;
+                Ok(id)
+            })
+            .collect()
+    }
+
+    fn submit_jobs(
+        &self,
+        experiment: &Experiment,
+        runs: &[(&PlannedRun, Option<JobRecord>)],
+    ) -> Result<Vec<Result<String, String>>, String> {
         let threads = self.settings.spec.cpus_per_task.map(|c| c as usize);
         let device = self.settings.device();
         let ranks = self.settings.ranks() > 1;
         let mut scripts = Vec::new();
-        for (planned, _) in &runs {
+        for (planned, _) in runs {
             let dir = absolute(&planned.dir);
             let argv = self
                 .command
@@ -241,16 +259,15 @@ impl SlurmExecutor {
                 ));
                 crate::store::write_bytes(&script, text.as_bytes()).map_err(|e| e.to_string())?;
                 let array = self.queue.submit(&script, &[])?;
-                (0..tasks.len()).map(|i| format!("{array}_{i}")).collect()
+                (0..tasks.len())
+                    .map(|i| Ok(format!("{array}_{i}")))
+                    .collect()
             }
             _ => scripts
                 .iter()
                 .map(|script| self.queue.submit(script, &[]))
-                .collect::<Result<Vec<_>, _>>()?,
+                .collect(),
         };
-        for ((planned, record), id) in runs.into_iter().zip(&ids) {
-            JobRecord::succeeded_by(record, id.clone()).write(&planned.dir)?;
-        }
         Ok(ids)
     }
 
@@ -430,9 +447,10 @@ impl Executor for SlurmExecutor {
         }
         if !needed.is_empty() {
             let runs = needed.iter().map(|(p, _, r)| (p, r.clone())).collect();
-            match self.submit(experiment, runs) {
-                Ok(ids) => {
-                    for ((planned, _lock, _), id) in needed.into_iter().zip(ids) {
+            let ids = self.submit(experiment, runs);
+            for ((planned, _lock, _), id) in needed.into_iter().zip(ids) {
+                match id {
+                    Ok(id) => {
                         eprintln!(
                             "{}: submitted as Slurm job {id} (script {})",
                             planned.run.name,
@@ -440,11 +458,7 @@ impl Executor for SlurmExecutor {
                         );
                         watched.push((self.watch(planned, id), "submitted".to_string()));
                     }
-                }
-                Err(e) => {
-                    for (planned, _, _) in needed {
-                        out.push((planned, RunResult::Failed(RunFailure::new(e.clone()))));
-                    }
+                    Err(e) => out.push((planned, RunResult::Failed(RunFailure::new(e)))),
                 }
             }
         }

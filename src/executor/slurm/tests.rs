@@ -52,15 +52,29 @@ impl Drop for Tmp {
 }
 
 fn setup(tag: &str) -> (Tmp, Experiment, RunOptions) {
+    setup_runs(tag, &["v4"])
+}
+
+fn setup_runs(tag: &str, names: &[&str]) -> (Tmp, Experiment, RunOptions) {
     let dir = std::env::temp_dir().join(format!("repro-slurm-unit-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("exp.yaml");
+    let runs: String = names
+        .iter()
+        .map(|n| {
+            format!(
+                "  {n}: {{model: {{arch: inception_v4, width: 0.125, image_size: 75}}, \
+                 data: {{synthetic: {{classes: 3}}}}, train: {{epochs: 1, batch_size: 4}}}}\n"
+            )
+        })
+        .collect();
     std::fs::write(
         &file,
-        "runs:\n  v4: {model: {arch: inception_v4, width: 0.125, image_size: 75}, \
-         data: {synthetic: {classes: 3}}, train: {epochs: 1, batch_size: 4}}\n\
-         figures:\n  - {id: fig23, paper_figure: 23, metric: top1, runs: [v4]}\n",
+        format!(
+            "runs:\n{runs}figures:\n  - {{id: fig23, paper_figure: 23, metric: top1, runs: [{}]}}\n",
+            names.join(", ")
+        ),
     )
     .unwrap();
     let experiment = load_experiment(&file, &LoadOptions::default()).unwrap();
@@ -164,4 +178,53 @@ fn without_waiting_the_run_is_reported_submitted_and_a_report_job_follows() {
     let s = submitted.borrow();
     assert_eq!(s.len(), 2, "{s:?}");
     assert!(s[1].ends_with("jobs/exp-report.sh"), "{s:?}");
+}
+
+/// The second submission is refused, as a cluster's per-user limit would.
+struct RefusesTheSecond(RefCell<usize>);
+
+impl Queue for RefusesTheSecond {
+    fn submit(&self, _script: &Path, _extra: &[String]) -> Result<String, String> {
+        let mut n = self.0.borrow_mut();
+        *n += 1;
+        match *n {
+            2 => Err("sbatch: error: QOSMaxSubmitJobPerUserLimit".into()),
+            n => Ok((200 + n).to_string()),
+        }
+    }
+
+    fn snapshot(&self) -> Result<BTreeMap<String, QueuedJob>, String> {
+        Ok(BTreeMap::new())
+    }
+
+    fn final_state(&self, _id: &str) -> Option<String> {
+        None
+    }
+}
+
+#[test]
+fn a_refused_submission_fails_its_run_only_and_the_submitted_one_is_recorded() {
+    let (_tmp, experiment, options) = setup_runs("refused", &["a", "b"]);
+    let (mut ex, _) = executor(&options, None);
+    ex.queue = Box::new(RefusesTheSecond(RefCell::new(0)));
+    ex.wait = false;
+    let results = ex.train(&experiment);
+    assert_eq!(results.len(), 2);
+    assert_eq!(
+        results[0].1,
+        RunResult::Queued {
+            state: "submitted".into(),
+            by: "Slurm job 201".into()
+        }
+    );
+    assert_eq!(JobRecord::read(&results[0].0.dir).unwrap().job_id, "201");
+    let RunResult::Failed(f) = &results[1].1 else {
+        panic!("expected a failure, got {:?}", results[1].1);
+    };
+    assert!(
+        f.message.contains("QOSMaxSubmitJobPerUserLimit"),
+        "{}",
+        f.message
+    );
+    assert!(JobRecord::read(&results[1].0.dir).is_none());
 }
