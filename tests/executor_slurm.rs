@@ -384,9 +384,9 @@ fn a_job_at_its_time_limit_checkpoints_requeues_itself_and_resumes() {
         return;
     };
     let tmp = turn.folder("slurm-timelimit");
-    // A two-minute limit with the signal due after 20 s: Slurm sends signals from a periodic
+    // A two-minute limit with the signal due after 5 s: Slurm sends signals from a periodic
     // check (once every ~30 s), so it comes well before the limit, and long before this run's
-    // 4,800 steps are done. (With the signal due at the limit itself, Slurm can end the job
+    // 9,600 steps are done (~2 minutes on an idle 2-core machine). (With the signal due at the limit itself, Slurm can end the job
     // for its time limit first: then the waiting repro resubmits it instead.)
     let child = slurm_run(
         &tmp.0,
@@ -394,11 +394,11 @@ fn a_job_at_its_time_limit_checkpoints_requeues_itself_and_resumes() {
             "--runs",
             "inception_v4",
             "--set",
-            "train.epochs=600",
+            "train.epochs=1200",
             "--time",
             "2",
             "--set",
-            "executor.slurm.signal_seconds=100",
+            "executor.slurm.signal_seconds=115",
         ],
     )
     .piped();
