@@ -719,8 +719,8 @@ fn show_status(args: ExperimentArgs) -> Result<(), Failure> {
     {
         println!("{}", experiment_heading(&e));
         let states = repro::runner::run_states(&e, &args.results);
-        let dirs: Vec<PathBuf> = states.iter().map(|(p, _)| p.dir.clone()).collect();
-        let jobs = repro::executor::job_state_lines(&dirs);
+        let planned: Vec<_> = states.iter().map(|(p, _)| p).collect();
+        let jobs = repro::executor::job_state_lines(&planned);
         let width = states
             .iter()
             .map(|(p, _)| p.run.name.len())

@@ -6,7 +6,7 @@ mod common;
 
 use std::process::{Command, Output};
 
-use common::TempDir;
+use common::{output_text, TempDir};
 
 fn repro(dir: &std::path::Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_repro"))
@@ -14,14 +14,6 @@ fn repro(dir: &std::path::Path, args: &[&str]) -> Output {
         .current_dir(dir)
         .output()
         .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[test]
@@ -33,7 +25,7 @@ fn lockstep_writes_repros_side_and_names_what_the_comparison_lacks() {
     let mut args = vec!["lockstep", "--models", "inception_v4", "--no-reference"];
     args.extend(small);
     let out = repro(&tmp.0, &args);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     let dir = tmp.0.join("ls/inception_v4");
     for file in [
         "recipe.json",
@@ -63,12 +55,20 @@ fn lockstep_writes_repros_side_and_names_what_the_comparison_lacks() {
             "ls",
         ],
     );
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("timm_steps.json"), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    assert!(
+        output_text(&out).contains("timm_steps.json"),
+        "{}",
+        output_text(&out)
+    );
 
     let out = repro(&tmp.0, &["lockstep", "--models", "inception_resnet_v1"]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("timm has"), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
+    assert!(
+        output_text(&out).contains("timm has"),
+        "{}",
+        output_text(&out)
+    );
 }
 
 #[test]
@@ -91,6 +91,10 @@ fn curves_without_metrics_is_bad_input_naming_the_file() {
             "s",
         ],
     );
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("metrics.parquet"), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
+    assert!(
+        output_text(&out).contains("metrics.parquet"),
+        "{}",
+        output_text(&out)
+    );
 }

@@ -10,12 +10,8 @@ use std::process::{Command, Output, Stdio};
 
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
-use common::TempDir;
+use common::{output_text, repo, TempDir};
 use repro::models::{import, Arch, ModelConfig, Network};
-
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-}
 
 fn repro(args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_repro"));
@@ -29,10 +25,6 @@ fn stdout(o: &Output) -> String {
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn both(o: &Output) -> String {
-    format!("{}{}", stdout(o), stderr(o))
 }
 
 /// Text for users never shows the debug form of a Rust value.
@@ -61,7 +53,7 @@ fn run_and_plan_print_plain_lines_and_say_that_smoke_numbers_mean_nothing() {
     let mut plan = repro(&["plan", fig, "--smoke"]);
     dirs(&mut plan);
     let plan = plan.output().unwrap();
-    assert!(plan.status.success(), "{}", both(&plan));
+    assert!(plan.status.success(), "{}", output_text(&plan));
     assert_plain(&stdout(&plan));
     assert!(stdout(&plan).contains("fig23 ("), "{}", stdout(&plan));
     assert!(
@@ -83,7 +75,7 @@ fn run_and_plan_print_plain_lines_and_say_that_smoke_numbers_mean_nothing() {
         c.output().unwrap()
     };
     let first = run();
-    assert!(first.status.success(), "{}", both(&first));
+    assert!(first.status.success(), "{}", output_text(&first));
     let out = stdout(&first);
     assert_plain(&out);
     let run_lines: Vec<&str> = out
@@ -116,7 +108,7 @@ fn run_and_plan_print_plain_lines_and_say_that_smoke_numbers_mean_nothing() {
     );
 
     let second = run();
-    assert!(second.status.success(), "{}", both(&second));
+    assert!(second.status.success(), "{}", output_text(&second));
     assert_plain(&stdout(&second));
     assert_eq!(
         stdout(&second).matches("already trained").count(),
@@ -168,7 +160,7 @@ fn eval_skips_unreadable_images_when_asked_and_shows_progress_in_a_pipe() {
     std::fs::write(bad, b"\xff\xd8\xff\xe0 truncated").unwrap();
 
     let refused = eval(&tmp.0, &weights, &[]);
-    assert_eq!(refused.status.code(), Some(2), "{}", both(&refused));
+    assert_eq!(refused.status.code(), Some(2), "{}", output_text(&refused));
     let message = stderr(&refused);
     assert!(
         message.contains(&bad.display().to_string()) && message.contains("--skip-bad-images"),
@@ -185,7 +177,7 @@ fn eval_skips_unreadable_images_when_asked_and_shows_progress_in_a_pipe() {
             predictions.to_str().unwrap(),
         ],
     );
-    assert!(skipped.status.success(), "{}", both(&skipped));
+    assert!(skipped.status.success(), "{}", output_text(&skipped));
     let out = stdout(&skipped);
     assert_plain(&out);
     assert!(out.contains("(8 images, "), "{out}");
@@ -210,28 +202,38 @@ fn each_class_of_error_has_its_exit_code() {
     let tmp = TempDir::new("exit-codes");
     let (weights, _) = weights_and_images(&tmp.0);
     let ok = eval(&tmp.0, &weights, &[]);
-    assert_eq!(ok.status.code(), Some(0), "{}", both(&ok));
+    assert_eq!(ok.status.code(), Some(0), "{}", output_text(&ok));
 
     // Bad input: 2, for a bad flag, an unknown network, a missing file, weights of another shape.
     let bad_flag = repro(&["eval", "--crops", "7"]).output().unwrap();
-    assert_eq!(bad_flag.status.code(), Some(2), "{}", both(&bad_flag));
+    assert_eq!(
+        bad_flag.status.code(),
+        Some(2),
+        "{}",
+        output_text(&bad_flag)
+    );
     let unknown = repro(&["models", "--model", "inception_v9"])
         .output()
         .unwrap();
-    assert_eq!(unknown.status.code(), Some(2), "{}", both(&unknown));
+    assert_eq!(unknown.status.code(), Some(2), "{}", output_text(&unknown));
     let missing = eval(&tmp.0, &tmp.0.join("nowhere.safetensors"), &[]);
-    assert_eq!(missing.status.code(), Some(2), "{}", both(&missing));
+    assert_eq!(missing.status.code(), Some(2), "{}", output_text(&missing));
     assert!(
         stderr(&missing).contains("nowhere.safetensors"),
         "{}",
-        both(&missing)
+        output_text(&missing)
     );
     let wrong_shape = eval(&tmp.0, &weights, &["--width", "0.25"]);
-    assert_eq!(wrong_shape.status.code(), Some(2), "{}", both(&wrong_shape));
+    assert_eq!(
+        wrong_shape.status.code(),
+        Some(2),
+        "{}",
+        output_text(&wrong_shape)
+    );
     let no_data = repro(&["run", "/nonexistent/experiment.yaml"])
         .output()
         .unwrap();
-    assert_eq!(no_data.status.code(), Some(2), "{}", both(&no_data));
+    assert_eq!(no_data.status.code(), Some(2), "{}", output_text(&no_data));
     assert_plain(&stderr(&no_data));
 }
 
@@ -277,7 +279,7 @@ fn interrupted_by(signal: libc::c_int, tag: &str) {
             .arg("--results")
             .arg(tmp.0.join("results"));
         let out = c.output().unwrap();
-        assert!(out.status.success(), "{}", both(&out));
+        assert!(out.status.success(), "{}", output_text(&out));
         assert_plain(&stdout(&out));
         stdout(&out)
     };
@@ -300,7 +302,7 @@ fn interrupted_by(signal: libc::c_int, tag: &str) {
     }
     assert!(signalled, "the run never checkpointed");
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(3), "{}", both(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", output_text(&out));
     let message = stderr(&out);
     assert!(
         message.contains("interrupted in run `inception_resnet_v2`")
@@ -326,11 +328,11 @@ fn interrupted_by(signal: libc::c_int, tag: &str) {
         "{stopped}"
     );
     let resumed = slow_run(&tmp.0).output().unwrap();
-    assert!(resumed.status.success(), "{}", both(&resumed));
+    assert!(resumed.status.success(), "{}", output_text(&resumed));
     assert!(
         stderr(&resumed).contains("resuming from"),
         "{}",
-        both(&resumed)
+        output_text(&resumed)
     );
     let irv2 = std::fs::read_dir(&runs)
         .unwrap()
@@ -381,16 +383,16 @@ fn a_table_evaluation_skips_unreadable_images_when_the_table_says_so() {
         c.output().unwrap()
     };
     let refused = run(&write_experiment(false));
-    assert_eq!(refused.status.code(), Some(2), "{}", both(&refused));
+    assert_eq!(refused.status.code(), Some(2), "{}", output_text(&refused));
     assert!(
         stderr(&refused).contains(&images[7].display().to_string())
             && stderr(&refused).contains("skip_bad_images: true"),
         "{}",
-        both(&refused)
+        output_text(&refused)
     );
 
     let skipped = run(&write_experiment(true));
-    assert!(skipped.status.success(), "{}", both(&skipped));
+    assert!(skipped.status.success(), "{}", output_text(&skipped));
     let table = std::fs::read_to_string(tmp.0.join("reports/released/tables/table2.md")).unwrap();
     assert!(table.contains("| 8 (1 unreadable skipped) |"), "{table}");
     let eval = std::fs::read_dir(tmp.0.join("results/evals"))
@@ -449,7 +451,7 @@ fn a_table_on_the_train_holdout_split_uses_only_images_training_left_out() {
         .arg(tmp.0.join("reports"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", both(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     let table = std::fs::read_to_string(tmp.0.join("reports/holdout/tables/table2.md")).unwrap();
     assert!(table.contains("ours train-holdout | 15 |"), "{table}");
     assert!(
@@ -471,11 +473,11 @@ fn a_table_on_the_train_holdout_split_uses_only_images_training_left_out() {
         .arg(tmp.0.join("reports"))
         .output()
         .unwrap();
-    assert_eq!(refused.status.code(), Some(2), "{}", both(&refused));
+    assert_eq!(refused.status.code(), Some(2), "{}", output_text(&refused));
     assert!(
         stderr(&refused).contains("train_images_per_class"),
         "{}",
-        both(&refused)
+        output_text(&refused)
     );
 }
 
@@ -493,7 +495,7 @@ fn runs_selects_what_is_trained_and_unknown_names_are_bad_input() {
         c.output().unwrap()
     };
     let one = run(&["--runs", "inception_v4"]);
-    assert!(one.status.success(), "{}", both(&one));
+    assert!(one.status.success(), "{}", output_text(&one));
     let out = stdout(&one);
     assert!(out.contains("inception_v4  trained: "), "{out}");
     assert!(!out.contains("inception_resnet_v2"), "{out}");
@@ -505,10 +507,10 @@ fn runs_selects_what_is_trained_and_unknown_names_are_bad_input() {
     assert!(folders[0].starts_with("inception_v4-"), "{folders:?}");
 
     let unknown = run(&["--runs", "inception_v9"]);
-    assert_eq!(unknown.status.code(), Some(2), "{}", both(&unknown));
+    assert_eq!(unknown.status.code(), Some(2), "{}", output_text(&unknown));
     assert!(
         stderr(&unknown).contains("--runs: the files use no run `inception_v9`; they use: inception_resnet_v2, inception_v4"),
         "{}",
-        both(&unknown)
+        output_text(&unknown)
     );
 }

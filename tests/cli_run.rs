@@ -7,11 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::TempDir;
-
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-}
+use common::{output_text, repo, TempDir};
 
 fn repro(dir: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_repro"));
@@ -25,14 +21,6 @@ fn run(dir: &Path, args: &[&str]) -> Output {
         c.arg("--reports").arg(dir.join("reports"));
     }
     c.output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn run_folders(dir: &Path) -> Vec<String> {
@@ -50,7 +38,7 @@ fn smoke_run_writes_metrics_figures_and_report_and_a_second_run_trains_nothing()
     let fig = repo("experiments/fig23.yaml");
     let fig = fig.to_str().unwrap();
     let first = run(&tmp.0, &["run", fig, "--smoke"]);
-    assert!(first.status.success(), "{}", text(&first));
+    assert!(first.status.success(), "{}", output_text(&first));
     let folders = run_folders(&tmp.0);
     assert_eq!(folders.len(), 2, "{folders:?}");
     for f in &folders {
@@ -109,7 +97,7 @@ fn smoke_run_writes_metrics_figures_and_report_and_a_second_run_trains_nothing()
         c.output().unwrap()
     };
     let (one, two) = (eval(1), eval(2));
-    assert!(one.status.success(), "{}", text(&one));
+    assert!(one.status.success(), "{}", output_text(&one));
     let first_line = |o: &Output| {
         String::from_utf8_lossy(&o.stdout)
             .lines()
@@ -120,13 +108,14 @@ fn smoke_run_writes_metrics_figures_and_report_and_a_second_run_trains_nothing()
     assert!(
         first_line(&one).starts_with("top-1 error "),
         "{}",
-        text(&one)
+        output_text(&one)
     );
     assert_eq!(first_line(&one), first_line(&two));
     assert!(
-        text(&one).contains("10 crops (shorter side 86, 4 corners + centre of 75, x mirror)"),
+        output_text(&one)
+            .contains("10 crops (shorter side 86, 4 corners + centre of 75, x mirror)"),
         "{}",
-        text(&one)
+        output_text(&one)
     );
 
     let metrics = tmp
@@ -137,12 +126,12 @@ fn smoke_run_writes_metrics_figures_and_report_and_a_second_run_trains_nothing()
     let before = std::fs::metadata(&metrics).unwrap().modified().unwrap();
 
     let second = run(&tmp.0, &["run", fig, "--smoke"]);
-    assert!(second.status.success(), "{}", text(&second));
+    assert!(second.status.success(), "{}", output_text(&second));
     assert_eq!(
-        text(&second).matches("already trained: ").count(),
+        output_text(&second).matches("already trained: ").count(),
         2,
         "{}",
-        text(&second)
+        output_text(&second)
     );
     assert_eq!(
         std::fs::metadata(&metrics).unwrap().modified().unwrap(),
@@ -159,10 +148,10 @@ fn smoke_run_writes_metrics_figures_and_report_and_a_second_run_trains_nothing()
         ],
     );
     assert_eq!(
-        text(&plan).matches("done (cached)").count(),
+        output_text(&plan).matches("done (cached)").count(),
         2,
         "{}",
-        text(&plan)
+        output_text(&plan)
     );
 
     // A changed learning rate is another run.
@@ -170,7 +159,7 @@ fn smoke_run_writes_metrics_figures_and_report_and_a_second_run_trains_nothing()
         &tmp.0,
         &["run", fig, "--smoke", "--set", "train.lr.base_lr=0.02"],
     );
-    assert!(third.status.success(), "{}", text(&third));
+    assert!(third.status.success(), "{}", output_text(&third));
     assert_eq!(
         String::from_utf8_lossy(&third.stdout)
             .lines()
@@ -178,14 +167,14 @@ fn smoke_run_writes_metrics_figures_and_report_and_a_second_run_trains_nothing()
             .count(),
         2,
         "{}",
-        text(&third)
+        output_text(&third)
     );
     assert_eq!(run_folders(&tmp.0).len(), 4);
 
     // `repro report` re-renders from stored results without training.
     std::fs::remove_dir_all(tmp.0.join("reports")).unwrap();
     let report = run(&tmp.0, &["report", fig, "--smoke"]);
-    assert!(report.status.success(), "{}", text(&report));
+    assert!(report.status.success(), "{}", output_text(&report));
     assert!(tmp.0.join("reports/fig23/figures/fig23.png").is_file());
     assert_eq!(run_folders(&tmp.0).len(), 4);
 }
@@ -222,13 +211,17 @@ fn a_killed_run_resumes_through_the_cli() {
     let mut plan_args = vec!["plan"];
     plan_args.extend(&args[1..]);
     let plan = run(&tmp.0, &plan_args);
-    assert!(text(&plan).contains("resume @"), "{}", text(&plan));
-    let resumed = run(&tmp.0, &args);
-    assert!(resumed.status.success(), "{}", text(&resumed));
     assert!(
-        text(&resumed).contains("resuming from"),
+        output_text(&plan).contains("resume @"),
         "{}",
-        text(&resumed)
+        output_text(&plan)
+    );
+    let resumed = run(&tmp.0, &args);
+    assert!(resumed.status.success(), "{}", output_text(&resumed));
+    assert!(
+        output_text(&resumed).contains("resuming from"),
+        "{}",
+        output_text(&resumed)
     );
     // Every evaluation point of the 6 epochs is in the metrics, each once.
     let irv2 = run_folders(&tmp.0)
@@ -272,7 +265,7 @@ fn a_second_process_on_the_same_run_folder_says_who_holds_it() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let second = run(&tmp.0, &args);
-    let out = text(&second);
+    let out = output_text(&second);
     first.wait().unwrap();
     assert_eq!(second.status.code(), Some(1), "{out}");
     assert!(
@@ -281,7 +274,7 @@ fn a_second_process_on_the_same_run_folder_says_who_holds_it() {
     );
     // The first process finished its runs undisturbed.
     let again = run(&tmp.0, &args);
-    assert!(again.status.success(), "{}", text(&again));
+    assert!(again.status.success(), "{}", output_text(&again));
 }
 
 #[test]
@@ -298,12 +291,16 @@ fn bad_input_exits_with_2_and_names_the_problem() {
         .env("REPRO_IMAGENET", tmp.0.join("no-imagenet"))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
     let expected = format!(
         "run `inception_resnet_v2`: data.train: folder `{}/no-imagenet/train` does not exist (set it in the file, with --set data.train=DIR, or through REPRO_IMAGENET)",
         tmp.0.display()
     );
-    assert!(text(&out).contains(&expected), "{}", text(&out));
+    assert!(
+        output_text(&out).contains(&expected),
+        "{}",
+        output_text(&out)
+    );
     // The CIFAR-10 reproduction names its own variable.
     let out = Command::new(env!("CARGO_BIN_EXE_repro"))
         .args([
@@ -315,8 +312,8 @@ fn bad_input_exits_with_2_and_names_the_problem() {
         .env("REPRO_CIFAR10", tmp.0.join("no-cifar"))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("no-cifar/train` does not exist (set it in the file, with --set data.train=DIR, or through REPRO_CIFAR10)"), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
+    assert!(output_text(&out).contains("no-cifar/train` does not exist (set it in the file, with --set data.train=DIR, or through REPRO_CIFAR10)"), "{}", output_text(&out));
 
     let bad = tmp.0.join("bad.yaml");
     std::fs::write(&bad, "runs:\n  a:\n    model: {arch: inception_v9}\n").unwrap();
@@ -348,11 +345,17 @@ fn corrupt_images_fail_the_run_by_name_or_are_skipped_and_listed() {
     );
     std::fs::write(&exp, yaml).unwrap();
     let failed = run(&tmp.0, &["run", exp.to_str().unwrap()]);
-    assert_eq!(failed.status.code(), Some(2), "bad data: {}", text(&failed));
+    assert_eq!(
+        failed.status.code(),
+        Some(2),
+        "bad data: {}",
+        output_text(&failed)
+    );
     assert!(
-        text(&failed).contains("zz_corrupt.jpg") && text(&failed).contains("skip_bad_images"),
+        output_text(&failed).contains("zz_corrupt.jpg")
+            && output_text(&failed).contains("skip_bad_images"),
         "{}",
-        text(&failed)
+        output_text(&failed)
     );
 
     let skipped = run(
@@ -364,7 +367,7 @@ fn corrupt_images_fail_the_run_by_name_or_are_skipped_and_listed() {
             "data.skip_bad_images=true",
         ],
     );
-    assert!(skipped.status.success(), "{}", text(&skipped));
+    assert!(skipped.status.success(), "{}", output_text(&skipped));
     let folder = run_folders(&tmp.0)
         .into_iter()
         .find(|f| tmp.0.join("results/runs").join(f).join("DONE").exists())
@@ -404,7 +407,7 @@ fn released_weights_fill_a_table_without_training() {
     );
     std::fs::write(&exp, yaml).unwrap();
     let out = run(&tmp.0, &["run", exp.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     assert!(!tmp.0.join("results/runs").exists(), "nothing is trained");
     let evals: Vec<_> = std::fs::read_dir(tmp.0.join("results/evals"))
         .unwrap()
@@ -425,9 +428,10 @@ fn released_weights_fill_a_table_without_training() {
     let out = run(&tmp.0, &["run", exp.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        text(&out).contains("released weights") && text(&out).contains("do not exist"),
+        output_text(&out).contains("released weights")
+            && output_text(&out).contains("do not exist"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
 }
 
@@ -444,11 +448,12 @@ fn the_cifar10_reproduction_runs_end_to_end_on_smoke_data_with_every_claim_check
     args.extend(files.iter().map(|f| f.to_str().unwrap()));
     args.push("--smoke");
     let out = run(&tmp.0, &args);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     assert!(
-        text(&out).contains("runs.yaml: defines runs for other files to include; nothing to run"),
+        output_text(&out)
+            .contains("runs.yaml: defines runs for other files to include; nothing to run"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
     // The group puts every report under reports/mini/, with its own index; nothing at the top.
     assert!(tmp.0.join("reports/mini/index.html").is_file());

@@ -15,15 +15,11 @@ fn training_across_processes_needs_the_mpi_feature() {}
 #[cfg(feature = "mpi")]
 mod with_mpi {
 
-    use std::path::{Path, PathBuf};
-    use std::process::{Command, Output, Stdio};
+    use std::path::Path;
+    use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
 
-    use super::common::{self, TempDir};
-
-    fn repo(path: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-    }
+    use super::common::{self, output_text, repo, run_dirs, TempDir};
 
     /// Whether `mpirun` can be started; when it cannot, the test says so and is skipped.
     fn mpirun_available() -> bool {
@@ -35,14 +31,6 @@ mod with_mpi {
             eprintln!("skipped: `mpirun` is not on the PATH (Debian: apt-get install openmpi-bin)");
         }
         found
-    }
-
-    fn both(o: &Output) -> String {
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
     }
 
     /// `repro run experiments/fig23.yaml --smoke ARGS` in `dir`, under `mpirun -np N` when
@@ -68,15 +56,6 @@ mod with_mpi {
             .arg("--reports")
             .arg(dir.join("reports"));
         c
-    }
-
-    fn run_dirs(results: &Path) -> Vec<PathBuf> {
-        let mut dirs: Vec<PathBuf> = std::fs::read_dir(results.join("runs"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        dirs.sort();
-        dirs
     }
 
     /// Every metric but the timings, and the final weights' bytes, of each run folder.
@@ -112,8 +91,8 @@ mod with_mpi {
         let tmp = TempDir::new("mpi-equal");
         let (two, one) = (tmp.0.join("two"), tmp.0.join("one"));
         let out = repro_run(&two, 2, &[]).output().unwrap();
-        assert!(out.status.success(), "{}", both(&out));
-        let text = both(&out);
+        assert!(out.status.success(), "{}", output_text(&out));
+        let text = output_text(&out);
         assert_eq!(
             text.matches("  trained: 8 steps").count(),
             2,
@@ -122,7 +101,7 @@ mod with_mpi {
         let out = repro_run(&one, 0, &["--set", "train.accumulate=2"])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", both(&out));
+        assert!(out.status.success(), "{}", output_text(&out));
         let (a, b) = (outcome(&two.join("results")), outcome(&one.join("results")));
         assert_eq!(a.len(), 2);
         for ((metrics_a, weights_a), (metrics_b, weights_b)) in a.iter().zip(&b) {
@@ -146,7 +125,7 @@ mod with_mpi {
                 .count(),
             2,
             "{}",
-            both(&plan)
+            output_text(&plan)
         );
     }
 
@@ -177,7 +156,7 @@ mod with_mpi {
         let slow = common::runs::SLOW_SMOKE;
         let reference = tmp.0.join("reference");
         let out = repro_run(&reference, 2, &slow).output().unwrap();
-        assert!(out.status.success(), "{}", both(&out));
+        assert!(out.status.success(), "{}", output_text(&out));
 
         let kill_rank_1 = |results: &Path| {
             let mut child = repro_run(results, 2, &slow)
@@ -207,8 +186,12 @@ mod with_mpi {
         let killed = tmp.0.join("killed");
         kill_rank_1(&killed);
         let out = repro_run(&killed, 2, &slow).output().unwrap();
-        assert!(out.status.success(), "{}", both(&out));
-        assert!(both(&out).contains("resuming from"), "{}", both(&out));
+        assert!(out.status.success(), "{}", output_text(&out));
+        assert!(
+            output_text(&out).contains("resuming from"),
+            "{}",
+            output_text(&out)
+        );
         assert_eq!(
             outcome(&killed.join("results")),
             outcome(&reference.join("results")),
@@ -222,8 +205,12 @@ mod with_mpi {
         let mut args = slow.to_vec();
         args.extend(["--set", "train.replicas=2"]);
         let out = repro_run(&alone, 0, &args).output().unwrap();
-        assert!(out.status.success(), "{}", both(&out));
-        assert!(both(&out).contains("resuming from"), "{}", both(&out));
+        assert!(out.status.success(), "{}", output_text(&out));
+        assert!(
+            output_text(&out).contains("resuming from"),
+            "{}",
+            output_text(&out)
+        );
         assert_eq!(
             outcome(&alone.join("results")),
             outcome(&reference.join("results")),

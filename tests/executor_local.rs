@@ -5,14 +5,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-use common::TempDir;
-
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-}
+use common::{output_text, repo, run_dirs, TempDir};
 
 fn smoke(dir: &Path, extra: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_repro"))
@@ -29,31 +25,14 @@ fn smoke(dir: &Path, extra: &[&str]) -> Output {
         .unwrap()
 }
 
-fn both(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn run_dirs(dir: &Path) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(dir.join("results/runs"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    dirs.sort();
-    dirs
-}
-
 #[test]
 fn two_local_jobs_train_what_the_inline_executor_trains() {
     let inline = TempDir::new("local-inline");
     let o = smoke(&inline.0, &[]);
-    assert!(o.status.success(), "{}", both(&o));
+    assert!(o.status.success(), "{}", output_text(&o));
     let local = TempDir::new("local-jobs");
     let o = smoke(&local.0, &["--executor", "local", "--jobs", "2"]);
-    let text = both(&o);
+    let text = output_text(&o);
     assert!(o.status.success(), "{text}");
     assert_eq!(
         text.matches("trained by a local job on cpu").count(),
@@ -62,7 +41,10 @@ fn two_local_jobs_train_what_the_inline_executor_trains() {
     );
     assert_eq!(text.matches(": started on cpu (pid").count(), 2, "{text}");
     assert!(local.0.join("reports/fig23/index.html").is_file());
-    let (ours, theirs) = (run_dirs(&local.0), run_dirs(&inline.0));
+    let (ours, theirs) = (
+        run_dirs(&local.0.join("results")),
+        run_dirs(&inline.0.join("results")),
+    );
     assert_eq!(ours.len(), 2);
     for (a, b) in ours.iter().zip(&theirs) {
         assert_eq!(a.file_name(), b.file_name());
@@ -76,7 +58,7 @@ fn two_local_jobs_train_what_the_inline_executor_trains() {
         );
     }
     let again = smoke(&local.0, &["--executor", "local", "--jobs", "2"]);
-    let text = both(&again);
+    let text = output_text(&again);
     assert!(again.status.success(), "{text}");
     assert_eq!(text.matches("already trained").count(), 2, "{text}");
     assert!(!text.contains("started on"), "{text}");
@@ -104,7 +86,7 @@ fn executor_settings_that_cannot_work_are_bad_input_before_anything_runs() {
         ),
     ] {
         let o = smoke(&tmp.0, args);
-        let text = both(&o);
+        let text = output_text(&o);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {text}");
         assert!(text.contains(expected), "{args:?}: {text}");
         assert!(
@@ -121,7 +103,7 @@ fn executor_settings_that_cannot_work_are_bad_input_before_anything_runs() {
         .arg(tmp.0.join("results"))
         .output()
         .unwrap();
-    let text = both(&o);
+    let text = output_text(&o);
     assert_eq!(o.status.code(), Some(2), "{text}");
     assert!(text.contains("needs Slurm's sbatch on PATH"), "{text}");
     assert!(!tmp.0.join("results/runs").exists());

@@ -13,15 +13,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::TempDir;
+use common::{output_text, repo, run_dirs, TempDir};
 
 const IGNORED: &str = "needs a running Slurm: `scripts/local-slurm.sh install && scripts/local-slurm.sh start`, then `cargo test --release --test executor_slurm -- --ignored` (.ci/run does this)";
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-}
 
 /// Whether Slurm answers; otherwise the test says why it is skipped (or fails, in CI).
 fn slurm_available() -> bool {
@@ -41,14 +37,6 @@ fn slurm_available() -> bool {
     }
     eprintln!("skipped: {why}");
     false
-}
-
-fn both(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// `repro ARGS --results DIR/results --reports DIR/reports`, from `dir`, one thread.
@@ -86,7 +74,7 @@ fn slurm_run(dir: &Path, extra: &[&str]) -> Command {
 /// Every job id that any `job.json` under `dir` names, now or earlier.
 fn job_ids(dir: &Path) -> Vec<String> {
     let mut ids = Vec::new();
-    for run in run_dirs(dir) {
+    for run in run_dirs(&dir.join("results")) {
         if let Ok(text) = std::fs::read_to_string(run.join("job.json")) {
             let v: serde_json::Value = serde_json::from_str(&text).unwrap();
             for e in v["earlier_jobs"].as_array().unwrap() {
@@ -103,14 +91,6 @@ fn report_job(dir: &Path) -> Option<String> {
     let text = std::fs::read_to_string(dir.join("results/jobs/fig23-report.json")).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     Some(v["job_id"].as_str()?.to_string())
-}
-
-fn run_dirs(dir: &Path) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(dir.join("results/runs"))
-        .map(|r| r.map(|e| e.unwrap().path()).collect())
-        .unwrap_or_default();
-    dirs.sort();
-    dirs
 }
 
 /// A test's turn on the cluster (the tests take turns), or `None` when Slurm is absent.
@@ -215,16 +195,16 @@ fn smoke_run_on_slurm_matches_the_inline_run_and_a_rerun_submits_nothing() {
     )
     .output()
     .unwrap();
-    assert!(o.status.success(), "{}", both(&o));
+    assert!(o.status.success(), "{}", output_text(&o));
 
     let tmp = turn.folder("slurm-smoke");
     let o = finish(slurm_run(&tmp.0, &[]).piped(), Duration::from_secs(300));
-    let text = both(&o);
+    let text = output_text(&o);
     assert!(o.status.success(), "{text}");
     assert_eq!(text.matches("trained by Slurm job").count(), 2, "{text}");
     assert!(tmp.0.join("reports/fig23/index.html").is_file(), "{text}");
-    let ours = run_dirs(&tmp.0);
-    let theirs = run_dirs(&inline.0);
+    let ours = run_dirs(&tmp.0.join("results"));
+    let theirs = run_dirs(&inline.0.join("results"));
     assert_eq!(
         ours.iter()
             .map(|p| p.file_name().unwrap())
@@ -249,7 +229,7 @@ fn smoke_run_on_slurm_matches_the_inline_run_and_a_rerun_submits_nothing() {
     }
 
     let again = slurm_run(&tmp.0, &[]).output().unwrap();
-    let text = both(&again);
+    let text = output_text(&again);
     assert!(again.status.success(), "{text}");
     assert!(!text.contains("submitted as"), "{text}");
     assert_eq!(text.matches("already trained").count(), 2, "{text}");
@@ -257,7 +237,7 @@ fn smoke_run_on_slurm_matches_the_inline_run_and_a_rerun_submits_nothing() {
     let status = repro(&tmp.0, &["status", fig.to_str().unwrap(), "--smoke"])
         .output()
         .unwrap();
-    let text = both(&status);
+    let text = output_text(&status);
     assert!(status.status.success(), "{text}");
     assert_eq!(text.matches("done").count(), 2, "{text}");
     assert_eq!(text.matches("ended (COMPLETED").count(), 2, "{text}");
@@ -274,13 +254,13 @@ fn a_job_array_trains_one_run_per_task_at_most_n_at_once() {
         slurm_run(&tmp.0, &["--array-parallelism", "1"]).piped(),
         Duration::from_secs(300),
     );
-    let text = both(&o);
+    let text = output_text(&o);
     assert!(o.status.success(), "{text}");
     let ids = job_ids(&tmp.0);
     assert_eq!(ids.len(), 2, "{ids:?}");
     let array = ids[0].strip_suffix("_0").expect("task 0 of an array");
     assert_eq!(ids[1], format!("{array}_1"));
-    for (run, id) in run_dirs(&tmp.0).iter().zip(&ids) {
+    for (run, id) in run_dirs(&tmp.0.join("results")).iter().zip(&ids) {
         assert!(run.join("DONE").is_file());
         let log = std::fs::read_to_string(run.join(format!("slurm-{id}.out"))).unwrap();
         assert!(log.contains(&format!("repro: Slurm job {id} ")), "{log}");
@@ -319,7 +299,7 @@ fn a_cancelled_job_is_submitted_again_and_resumes_from_its_checkpoint() {
         "the job to train 100 steps",
         Duration::from_secs(180),
         || {
-            run_dirs(&tmp.0)
+            run_dirs(&tmp.0.join("results"))
                 .first()
                 .is_some_and(|d| last_logged_step(&job_logs(d)) >= 100)
         },
@@ -339,16 +319,16 @@ fn a_cancelled_job_is_submitted_again_and_resumes_from_its_checkpoint() {
     )
     .output()
     .unwrap();
-    let st = both(&status);
+    let st = output_text(&status);
     assert!(
         st.contains(&format!("Slurm job {}: running on ", first[0])) && st.contains(", at step "),
         "{st}"
     );
     let o = Command::new("scancel").arg(&first[0]).output().unwrap();
-    assert!(o.status.success(), "{}", both(&o));
+    assert!(o.status.success(), "{}", output_text(&o));
 
     let o = finish(child, Duration::from_secs(400));
-    let text = both(&o);
+    let text = output_text(&o);
     assert!(o.status.success(), "{text}");
     assert!(
         text.contains(&format!("Slurm job {} ended (CANCELLED", first[0])),
@@ -358,7 +338,7 @@ fn a_cancelled_job_is_submitted_again_and_resumes_from_its_checkpoint() {
     assert!(text.contains("trained by Slurm job"), "{text}");
     let ids = job_ids(&tmp.0);
     assert_eq!(ids.len(), 2, "one job, then one more: {ids:?}");
-    let run = &run_dirs(&tmp.0)[0];
+    let run = &run_dirs(&tmp.0.join("results"))[0];
     let second = std::fs::read_to_string(run.join(format!("slurm-{}.out", ids[1]))).unwrap();
     let resumed = second
         .lines()
@@ -406,7 +386,7 @@ fn a_job_at_its_time_limit_checkpoints_requeues_itself_and_resumes() {
         "the job to requeue itself",
         Duration::from_secs(240),
         || {
-            run_dirs(&tmp.0)
+            run_dirs(&tmp.0.join("results"))
                 .first()
                 .is_some_and(|d| job_logs(d).contains("requeueing job"))
         },
@@ -424,10 +404,10 @@ fn a_job_at_its_time_limit_checkpoints_requeues_itself_and_resumes() {
         ])
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}", both(&o));
+    assert!(o.status.success(), "{}", output_text(&o));
 
     let o = finish(child, Duration::from_secs(400));
-    let text = both(&o);
+    let text = output_text(&o);
     assert!(o.status.success(), "{text}");
     assert!(
         text.contains(&format!("trained by Slurm job {}", ids[0])),
@@ -438,7 +418,7 @@ fn a_job_at_its_time_limit_checkpoints_requeues_itself_and_resumes() {
         ids,
         "requeued under the same id, not submitted again"
     );
-    let run = &run_dirs(&tmp.0)[0];
+    let run = &run_dirs(&tmp.0.join("results"))[0];
     let log = job_logs(run);
     assert!(log.contains("(restart 1)"), "{log}");
     let resumed = log
@@ -463,7 +443,7 @@ fn two_processes_on_one_file_submit_each_run_once() {
         finish(a, Duration::from_secs(60)),
         finish(b, Duration::from_secs(60)),
     );
-    let text = format!("{}{}", both(&a), both(&b));
+    let text = format!("{}{}", output_text(&a), output_text(&b));
     assert!(a.status.success() && b.status.success(), "{text}");
     assert_eq!(text.matches("submitted as Slurm job").count(), 2, "{text}");
     let attached = text
@@ -496,7 +476,7 @@ fn two_processes_on_one_file_submit_each_run_once() {
     let status = repro(&tmp.0, &["status", fig.to_str().unwrap(), "--smoke"])
         .output()
         .unwrap();
-    let st = both(&status);
+    let st = output_text(&status);
     assert_eq!(st.matches("pending (JobHeldUser)").count(), 2, "{st}");
 
     let o = Command::new("scontrol")
@@ -505,9 +485,9 @@ fn two_processes_on_one_file_submit_each_run_once() {
         .arg(&report)
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}", both(&o));
+    assert!(o.status.success(), "{}", output_text(&o));
     let o = finish(slurm_run(&tmp.0, &[]).piped(), Duration::from_secs(300));
-    let text = both(&o);
+    let text = output_text(&o);
     assert!(o.status.success(), "{text}");
     assert_eq!(text.matches("trained by Slurm job").count(), 2, "{text}");
     assert_eq!(job_ids(&tmp.0), ids, "no job submitted twice");
@@ -551,7 +531,7 @@ fn a_job_of_two_ranks_trains_the_run_as_two_replicas_like_one_process_accumulati
     )
     .output()
     .unwrap();
-    assert!(o.status.success(), "{}", both(&o));
+    assert!(o.status.success(), "{}", output_text(&o));
 
     let tmp = turn.folder("slurm-ranks");
     let o = finish(
@@ -571,9 +551,12 @@ fn a_job_of_two_ranks_trains_the_run_as_two_replicas_like_one_process_accumulati
         .piped(),
         Duration::from_secs(300),
     );
-    let text = both(&o);
+    let text = output_text(&o);
     assert!(o.status.success(), "{text}");
-    let (ours, theirs) = (&run_dirs(&tmp.0)[0], &run_dirs(&single.0)[0]);
+    let (ours, theirs) = (
+        &run_dirs(&tmp.0.join("results"))[0],
+        &run_dirs(&single.0.join("results"))[0],
+    );
     assert_eq!(ours.file_name(), theirs.file_name());
     let log = job_logs(ours);
     assert!(

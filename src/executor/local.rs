@@ -197,19 +197,23 @@ impl Executor for LocalExecutor {
 fn job_result(r: &Running, code: Option<i32>, device: &str) -> RunResult {
     let by = format!("a local job on {device}");
     let log = r.planned.dir.join(LOCAL_LOG);
-    match code {
-        Some(3) => match progress_of(&r.planned.dir) {
-            RunProgress::Partial { step } => RunResult::Trained(RunOutcome::Interrupted { step }),
-            progress => RunResult::Delegated { progress, by },
-        },
-        Some(code) => folder_outcome(
+    let progress = progress_of(&r.planned.dir);
+    match (code, progress) {
+        (Some(3), RunProgress::Partial { step }) => {
+            RunResult::Trained(RunOutcome::Interrupted { step })
+        }
+        (Some(3), progress) => RunResult::Delegated { progress, by },
+        (Some(code), progress) => folder_outcome(
             &r.planned,
+            progress,
             &by,
             &format!("exit code {code}"),
             &log,
             code == 2,
         ),
-        None => folder_outcome(&r.planned, &by, "killed by a signal", &log, false),
+        (None, progress) => {
+            folder_outcome(&r.planned, progress, &by, "killed by a signal", &log, false)
+        }
     }
 }
 

@@ -2,21 +2,22 @@
 
 use std::path::Path;
 
-use crate::runner::{progress_of, PlannedRun, RunFailure, RunProgress, RunResult};
+use crate::runner::{PlannedRun, RunFailure, RunProgress, RunResult};
 use crate::store::provenance::{Provenance, RunStatus};
 use crate::store::RunDir;
 
 /// The run's state once the process `by` ("Slurm job 1234") ended as `ended` ("exit code
-/// 1", "CANCELLED"): finished or diverged as the folder says, else a failure that quotes the
-/// job's log. `bad_input`: the job said its input was bad (exit code 2).
+/// 1", "CANCELLED"), given the `progress` its folder shows now: finished or diverged, else a
+/// failure that quotes the job's log. `bad_input`: the job said its input was bad (exit
+/// code 2).
 pub fn folder_outcome(
     planned: &PlannedRun,
+    progress: RunProgress,
     by: &str,
     ended: &str,
     log: &Path,
     bad_input: bool,
 ) -> RunResult {
-    let progress = progress_of(&planned.dir);
     if matches!(progress, RunProgress::Done | RunProgress::Diverged { .. }) {
         return RunResult::Delegated {
             progress,

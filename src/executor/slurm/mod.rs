@@ -124,18 +124,33 @@ impl SlurmExecutor {
             return Ok(Check::Finished(progress));
         }
         let record = JobRecord::read(dir);
-        if let Some(r) = &record {
-            if !queued.contains_key(&r.job_id) {
-                // Perhaps submitted by another process since the last look.
-                *queued = self.queue.snapshot().map_err(RunFailure::new)?;
-            }
-            if let Some(job) = queued.get(&r.job_id) {
-                return Ok(Check::Attached(r.job_id.clone(), job.clone()));
-            }
+        if let Some((id, job)) = self
+            .still_queued(&record, queued)
+            .map_err(RunFailure::new)?
+        {
+            return Ok(Check::Attached(id, job));
         }
         // A process that is no job of ours (an inline `repro run`) may be training it.
         drop(RunLock::acquire(dir).map_err(|e| RunFailure::new(e.to_string()))?);
         Ok(Check::Needed(lock, record))
+    }
+
+    /// The recorded job, when it is still in the queue. A job missing from `queued` may have
+    /// been submitted by another process since that look: the queue is asked again first.
+    fn still_queued(
+        &self,
+        record: &Option<JobRecord>,
+        queued: &mut BTreeMap<String, QueuedJob>,
+    ) -> Result<Option<(String, QueuedJob)>, String> {
+        let Some(r) = record else {
+            return Ok(None);
+        };
+        if !queued.contains_key(&r.job_id) {
+            *queued = self.queue.snapshot()?;
+        }
+        Ok(queued
+            .get(&r.job_id)
+            .map(|job| (r.job_id.clone(), job.clone())))
     }
 
     /// Submits the run's job unless one is queued or running already (or the run finished
@@ -300,6 +315,7 @@ impl SlurmExecutor {
         if !resumable || w.resubmits_left == 0 {
             return Some(folder_outcome(
                 &w.planned,
+                progress,
                 &by,
                 &ended,
                 &log,
@@ -508,17 +524,11 @@ impl SlurmExecutor {
         let stem = format!("{}-report", experiment.name);
         let record_path = dir.join(format!("{stem}.json"));
         let record = JobRecord::read_file(&record_path);
-        if let Some(r) = &record {
-            if !queued.contains_key(&r.job_id) {
-                *queued = self.queue.snapshot()?;
-            }
-            if let Some(job) = queued.get(&r.job_id) {
-                return Ok(format!(
-                    "the tables and the report: Slurm job {} is already {}",
-                    r.job_id,
-                    describe_queued(job)
-                ));
-            }
+        if let Some((id, job)) = self.still_queued(&record, queued)? {
+            return Ok(format!(
+                "the tables and the report: Slurm job {id} is already {}",
+                describe_queued(&job)
+            ));
         }
         let argv = self.command.report_argv(
             &experiment.path,
@@ -592,19 +602,20 @@ fn last_logged_step(log: &Path) -> Option<u64> {
     })
 }
 
-/// For `repro status`: the Slurm job of each run folder that has one, as a plain phrase
-/// (`Slurm job 12: running on node1`, or how it ended with its log's last lines); `None`
-/// for folders without a job. Asks the queue once.
-pub fn job_state_lines(dirs: &[PathBuf]) -> Vec<Option<String>> {
-    let records: Vec<Option<JobRecord>> = dirs.iter().map(|d| JobRecord::read(d)).collect();
+/// For `repro status`: the Slurm job of each planned run whose folder has one, as a plain
+/// phrase (`Slurm job 12: running on node1`, or how it ended, with its log's last lines when
+/// the run is not finished); `None` for runs without a job. Asks the queue once.
+pub fn job_state_lines(runs: &[&PlannedRun]) -> Vec<Option<String>> {
+    let records: Vec<Option<JobRecord>> = runs.iter().map(|p| JobRecord::read(&p.dir)).collect();
     if records.iter().all(Option::is_none) {
-        return vec![None; dirs.len()];
+        return vec![None; runs.len()];
     }
     let queue = SlurmCommands;
     let queued = queue.snapshot();
-    dirs.iter()
+    runs.iter()
         .zip(records)
-        .map(|(dir, record)| {
+        .map(|(planned, record)| {
+            let dir = &planned.dir;
             let r = record?;
             let id = &r.job_id;
             Some(match &queued {
@@ -623,8 +634,7 @@ pub fn job_state_lines(dirs: &[PathBuf]) -> Vec<Option<String>> {
                         let ended = queue
                             .final_state(id)
                             .unwrap_or_else(|| "no longer in the queue".to_string());
-                        let progress = progress_of(dir);
-                        let tail = match progress {
+                        let tail = match planned.progress {
                             RunProgress::Done | RunProgress::Diverged { .. } => None,
                             _ => log_tail(&dir.join(format!("slurm-{id}.out")), 5),
                         };
