@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use candle_core::backend::{BackendDevice, BackendStorage};
 use candle_core::cuda::cudarc::driver::CudaStream;
+use candle_core::cuda::cudarc::nccl::result::NcclError;
 use candle_core::cuda::cudarc::nccl::safe::{Comm, Id, ReduceOp};
 use candle_core::{CudaStorage, CustomOp1, Layout, Shape, Tensor};
 
@@ -53,8 +54,10 @@ impl NcclReplicas {
         let id = exchange_id(info)?;
         let comm = Comm::from_rank(stream, info.rank, info.world_size, id).map_err(|e| {
             launch(&format!(
-                "NCCL could not join rank {} of {}: {e:?}",
-                info.rank, info.world_size
+                "NCCL could not join rank {} of {}: {}",
+                info.rank,
+                info.world_size,
+                nccl_text(&e)
             ))
         })?;
         Ok(Self {
@@ -77,12 +80,12 @@ impl NcclReplicas {
     {
         let comm = self.comm();
         let stream: Arc<CudaStream> = comm.0.stream();
-        let fail = |e: &dyn std::fmt::Debug| DistError::op("all-reduce", format!("{e:?}"));
-        let mut device = stream.clone_htod(buffer).map_err(|e| fail(&e))?;
+        let copy = |e| DistError::op("all-reduce", e);
+        let mut device = stream.clone_htod(buffer).map_err(copy)?;
         comm.0
             .all_reduce_in_place(&mut device, &ReduceOp::Sum)
-            .map_err(|e| fail(&e))?;
-        let summed = stream.clone_dtoh(&device).map_err(|e| fail(&e))?;
+            .map_err(|e| DistError::op("all-reduce", nccl_text(&e)))?;
+        let summed = stream.clone_dtoh(&device).map_err(copy)?;
         buffer.copy_from_slice(&summed);
         Ok(())
     }
@@ -108,23 +111,18 @@ impl Collective for NcclReplicas {
     fn broadcast(&self, bytes: &mut Vec<u8>) -> Result<(), DistError> {
         let comm = self.comm();
         let stream = comm.0.stream();
-        let fail = |e: &dyn std::fmt::Debug| DistError::op("broadcast", format!("{e:?}"));
-        let mut len = stream
-            .clone_htod(&[bytes.len() as u64])
-            .map_err(|e| fail(&e))?;
-        comm.0
-            .broadcast_in_place(&mut len, 0)
-            .map_err(|e| fail(&e))?;
-        let len = stream.clone_dtoh(&len).map_err(|e| fail(&e))?[0] as usize;
+        let copy = |e| DistError::op("broadcast", e);
+        let nccl = |e: NcclError| DistError::op("broadcast", nccl_text(&e));
+        let mut len = stream.clone_htod(&[bytes.len() as u64]).map_err(copy)?;
+        comm.0.broadcast_in_place(&mut len, 0).map_err(nccl)?;
+        let len = stream.clone_dtoh(&len).map_err(copy)?[0] as usize;
         bytes.resize(len, 0);
         if len == 0 {
             return Ok(());
         }
-        let mut device = stream.clone_htod(&bytes[..]).map_err(|e| fail(&e))?;
-        comm.0
-            .broadcast_in_place(&mut device, 0)
-            .map_err(|e| fail(&e))?;
-        *bytes = stream.clone_dtoh(&device).map_err(|e| fail(&e))?;
+        let mut device = stream.clone_htod(&bytes[..]).map_err(copy)?;
+        comm.0.broadcast_in_place(&mut device, 0).map_err(nccl)?;
+        *bytes = stream.clone_dtoh(&device).map_err(copy)?;
         Ok(())
     }
 
@@ -172,7 +170,10 @@ impl CustomOp1 for DeviceSum<'_> {
         let out = match storage.dtype() {
             candle_core::DType::F32 => sum_slice::<f32>(&comm.0, storage, start..end)?,
             candle_core::DType::F64 => sum_slice::<f64>(&comm.0, storage, start..end)?,
-            other => candle_core::bail!("NCCL all-reduce of {other:?} gradients is not supported"),
+            other => candle_core::bail!(
+                "NCCL all-reduce of {} gradients is not supported (f32 and f64 are)",
+                other.as_str()
+            ),
         };
         Ok((out, layout.shape().clone()))
     }
@@ -196,11 +197,17 @@ where
     // The tensor's stream and the communicator's may differ: finish the one, then the other.
     device.synchronize()?;
     comm.all_reduce(&src, &mut dst, &ReduceOp::Sum)
-        .map_err(|e| candle_core::Error::Cuda(format!("NCCL all-reduce: {e:?}").into()))?;
+        .map_err(|e| candle_core::Error::Cuda(format!("all-reduce: {}", nccl_text(&e)).into()))?;
     comm.stream()
         .synchronize()
         .map_err(|e| candle_core::Error::Cuda(Box::new(e)))?;
     Ok(CudaStorage::wrap_cuda_slice(dst, device))
+}
+
+/// What NCCL said went wrong, by the name of its result code (`ncclInvalidUsage`,
+/// `ncclSystemError`, …): cudarc's error prints nothing more than "NcclError".
+fn nccl_text(e: &NcclError) -> String {
+    format!("NCCL returned {:?}", e.0)
 }
 
 /// Rank 0 makes the NCCL unique id and writes it to the id file; the others wait for it.
@@ -208,7 +215,8 @@ fn exchange_id(info: &LaunchInfo) -> Result<Id, DistError> {
     let path = id_file(info);
     let launch = |m: String| DistError::Launch(m);
     if info.rank == 0 {
-        let id = Id::new().map_err(|e| launch(format!("NCCL unique id: {e:?}")))?;
+        let id =
+            Id::new().map_err(|e| launch(format!("making the unique id: {}", nccl_text(&e))))?;
         let bytes: Vec<u8> = id.internal().iter().map(|&c| c as u8).collect();
         crate::store::write_bytes(&path, &bytes)
             .map_err(|e| launch(format!("writing the NCCL id to {}: {e}", path.display())))?;
