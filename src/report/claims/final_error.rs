@@ -41,6 +41,67 @@ fn describe(network: &Network, errors: &[f64]) -> String {
     }
 }
 
+/// Whether a network's error curve has flattened by its last evaluation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Flattening {
+    /// The seeds' mean error moved by `change` points between the last two evaluations,
+    /// no more than `spread`, the range of the seeds' final errors.
+    Flat { change: f64, spread: f64 },
+    /// It moved by more than the seed spread: the final error is not final yet.
+    Moving { change: f64, spread: f64 },
+    /// One run, or runs with a single evaluation: no spread to judge by.
+    Unknown,
+}
+
+/// Compares the change of the mean error between each run's last two evaluations with
+/// the spread of the runs' final errors (the issue's "last two evaluations within the
+/// seed spread").
+fn flattening(network: &Network, metric: Metric) -> Flattening {
+    let ends: Option<Vec<(f64, f64)>> = network
+        .runs
+        .iter()
+        .map(|rows| match metric.curve(rows).as_slice() {
+            [.., (_, previous), (_, last)] => Some((*previous, *last)),
+            _ => None,
+        })
+        .collect();
+    let Some(ends) = ends.filter(|e| e.len() > 1) else {
+        return Flattening::Unknown;
+    };
+    let previous: Vec<f64> = ends.iter().map(|e| e.0).collect();
+    let last: Vec<f64> = ends.iter().map(|e| e.1).collect();
+    let (Some(mean_previous), Some(mean_last)) = (mean(&previous), mean(&last)) else {
+        return Flattening::Unknown;
+    };
+    let change = mean_last - mean_previous;
+    let (low, high) = last
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &e| {
+            (lo.min(e), hi.max(e))
+        });
+    let spread = high - low;
+    match change.abs() <= spread {
+        true => Flattening::Flat { change, spread },
+        false => Flattening::Moving { change, spread },
+    }
+}
+
+/// "Inception-v4 flat (−0.10 against a seed range of 1.20)".
+fn describe_flattening(network: &Network, flattening: Flattening) -> String {
+    let name = network_name(network.name);
+    match flattening {
+        Flattening::Flat { change, spread } => {
+            format!("{name} flat ({change:+.2} against a seed range of {spread:.2})")
+        }
+        Flattening::Moving { change, spread } => {
+            format!("{name} still moving ({change:+.2} against a seed range of {spread:.2})")
+        }
+        Flattening::Unknown => {
+            format!("{name} not judged (fewer than two runs with two evaluations)")
+        }
+    }
+}
+
 /// Tests "final accuracy is set mainly by model size, not by the residual connections"
 /// with a smaller pair (Inception-v3, Inception-ResNet-v1) and a larger pair (Inception-v4,
 /// Inception-ResNet-v2). Supported when both larger networks end below both smaller ones
@@ -84,7 +145,17 @@ pub fn size_over_residual(small: [Network; 2], large: [Network; 2], metric: Metr
         .abs()
         .max((large_plain - large_residual).abs());
     let ordered = large_plain.max(large_residual) < small_plain.min(small_residual);
-    let verdict = if ordered && size_gap > within {
+    let flattenings: Vec<Flattening> = small
+        .iter()
+        .chain(&large)
+        .map(|n| flattening(n, metric))
+        .collect();
+    let still_moving = flattenings
+        .iter()
+        .any(|f| matches!(f, Flattening::Moving { .. }));
+    let verdict = if still_moving {
+        Verdict::Inconclusive
+    } else if ordered && size_gap > within {
         Verdict::Supported
     } else if size_gap <= within && within > 0.0 {
         Verdict::NotSupported
@@ -92,12 +163,19 @@ pub fn size_over_residual(small: [Network; 2], large: [Network; 2], metric: Metr
         Verdict::Inconclusive
     };
     let evidence = format!(
-        "Final {} error (last evaluation, mean over seeds): {}. The larger pair ends {:.2} points {} than the smaller on average; the widest gap within a pair (plain against residual) is {:.2} points. Rule: supported when both larger networks end below both smaller ones and the size gap exceeds the widest within-pair gap; not supported when a within-pair gap is at least as wide as the size gap; otherwise inconclusive.",
+        "Final {} error (last evaluation, mean over seeds): {}. The larger pair ends {:.2} points {} than the smaller on average; the widest gap within a pair (plain against residual) is {:.2} points. Curves at the end (change of the mean error between the last two evaluations, points): {}. Rule: inconclusive while a curve still moves by more than the range of its seeds' final errors; otherwise supported when both larger networks end below both smaller ones and the size gap exceeds the widest within-pair gap; not supported when a within-pair gap is at least as wide as the size gap; otherwise inconclusive.",
         metric.label(),
         described.join("; "),
         size_gap.abs(),
         if size_gap >= 0.0 { "lower" } else { "higher" },
-        within
+        within,
+        small
+            .iter()
+            .chain(&large)
+            .zip(&flattenings)
+            .map(|(n, &f)| describe_flattening(n, f))
+            .collect::<Vec<_>>()
+            .join("; ")
     );
     Claim {
         statement,
@@ -293,6 +371,48 @@ mod tests {
             Metric::Top1,
         );
         assert_eq!(missing.verdict, Verdict::Inconclusive);
+    }
+
+    #[test]
+    fn a_curve_still_falling_beyond_its_seed_spread_makes_the_size_claim_inconclusive() {
+        let v3 = vec![
+            run(&[(2.0, 0.41), (3.0, 0.40)]),
+            run(&[(2.0, 0.43), (3.0, 0.42)]),
+        ];
+        let r1 = vec![run(&[(3.0, 0.39)])];
+        let r2 = vec![run(&[(3.0, 0.29)])];
+        // Inception-v4's mean falls 5 points in its last step while its seeds end 1 apart.
+        let falling = vec![
+            run(&[(2.0, 0.36), (3.0, 0.30)]),
+            run(&[(2.0, 0.36), (3.0, 0.31)]),
+        ];
+        let claim = size_over_residual(
+            [net("inception_v3", &v3), net("inception_resnet_v1", &r1)],
+            [
+                net("inception_v4", &falling),
+                net("inception_resnet_v2", &r2),
+            ],
+            Metric::Top1,
+        );
+        assert_eq!(claim.verdict, Verdict::Inconclusive, "{}", claim.evidence);
+        for expected in [
+            "Inception-v3 flat (-1.00 against a seed range of 2.00)",
+            "Inception-v4 still moving (-5.50 against a seed range of 1.00)",
+            "Inception-ResNet-v1 not judged",
+        ] {
+            assert!(claim.evidence.contains(expected), "{}", claim.evidence);
+        }
+        // The same ends, flattened: the pairs separate and the claim holds.
+        let flat = vec![
+            run(&[(2.0, 0.305), (3.0, 0.30)]),
+            run(&[(2.0, 0.31), (3.0, 0.31)]),
+        ];
+        let claim = size_over_residual(
+            [net("inception_v3", &v3), net("inception_resnet_v1", &r1)],
+            [net("inception_v4", &flat), net("inception_resnet_v2", &r2)],
+            Metric::Top1,
+        );
+        assert_eq!(claim.verdict, Verdict::Supported, "{}", claim.evidence);
     }
 
     #[test]
