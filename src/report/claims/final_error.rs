@@ -53,9 +53,9 @@ enum Flattening {
     Unknown,
 }
 
-/// Compares the change of the mean error between each run's last two evaluations with
-/// the spread of the runs' final errors (the issue's "last two evaluations within the
-/// seed spread").
+/// Compares the change of the mean error between the runs' last two evaluations with the
+/// spread of their final errors: a curve has flattened when the last step moves the mean
+/// less than the seeds differ.
 fn flattening(network: &Network, metric: Metric) -> Flattening {
     let ends: Option<Vec<(f64, f64)>> = network
         .runs
@@ -107,7 +107,8 @@ fn describe_flattening(network: &Network, flattening: Flattening) -> String {
 /// Inception-ResNet-v2). Supported when both larger networks end below both smaller ones
 /// and the gap between the pairs' means is wider than the gap within either pair; not
 /// supported when a within-pair gap (plain against residual) is at least as wide as the
-/// gap between sizes; inconclusive otherwise or when a network has no evaluation.
+/// gap between sizes; inconclusive otherwise, when a network has no evaluation, or while
+/// a network's curve still moves by more than its seed spread (the errors are not final).
 pub fn size_over_residual(small: [Network; 2], large: [Network; 2], metric: Metric) -> Claim {
     let statement = format!(
         "Final {} error is set mainly by model size: {} and {} end lower than {} and {}, with or without residual connections.",
