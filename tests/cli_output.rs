@@ -403,6 +403,12 @@ fn a_table_evaluation_skips_unreadable_images_when_the_table_says_so() {
     let record = &repro::eval::read_eval_parquet(&eval).unwrap()[0];
     assert_eq!(record.images, 8);
     assert_eq!(record.skipped, vec![images[7].display().to_string()]);
+    let said = output_text(&skipped);
+    assert!(
+        said.contains("table2 row `inception_v4`: 1 unreadable image(s) left out")
+            && said.contains(&eval.display().to_string()),
+        "{said}"
+    );
 }
 
 #[test]

@@ -256,13 +256,28 @@ fn evaluate_job(
     })?;
     let mut record = report.record();
     record.models = job.members.iter().map(|m| m.name.clone()).collect();
-    write_eval_parquet(path, &[record]).map_err(RunFailure::new)?;
+    write_eval_parquet(path, std::slice::from_ref(&record)).map_err(RunFailure::new)?;
+    // One line per evaluation (a set of tables makes dozens); the crop protocol is stated
+    // under the report's table and stored in eval.parquet.
     tracing::info!(
-        "{} row `{}`: {}",
+        "{} row `{}` ({}, {} crops): top-1 error {:.2} %, top-5 error {:.2} % on {} images",
         job.table.id,
         job.table.rows[job.row].label,
-        report
+        record.models.join(" + "),
+        report.crops,
+        100.0 * report.top1_err,
+        100.0 * report.top5_err,
+        report.images
     );
+    if !report.skipped.is_empty() {
+        tracing::warn!(
+            "{} row `{}`: {} unreadable image(s) left out of the errors (listed in {})",
+            job.table.id,
+            job.table.rows[job.row].label,
+            report.skipped.len(),
+            path.display()
+        );
+    }
     Ok(true)
 }
 
