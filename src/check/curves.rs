@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use crate::report::comparison::{write_comparison, ComparisonChart, CurveGroup};
+use crate::report::stats;
 use crate::store::diagnostics::{read_diagnostics, DiagnosticsRow};
 use crate::store::metrics::{read_metrics, MetricsRow};
 
@@ -67,18 +68,18 @@ pub struct SpreadPoint {
     pub reference: Vec<f64>,
 }
 
+// A spread point has at least one run on each side (both folder lists are required).
 fn range(v: &[f64]) -> f64 {
-    v.iter().cloned().fold(f64::NEG_INFINITY, f64::max)
-        - v.iter().cloned().fold(f64::INFINITY, f64::min)
+    stats::range(v).unwrap_or(f64::NAN)
 }
 
 fn mean(v: &[f64]) -> f64 {
-    v.iter().sum::<f64>() / v.len() as f64
+    stats::mean(v).unwrap_or(f64::NAN)
 }
 
+/// The sample standard deviation; 0 for a single run.
 fn sd(v: &[f64]) -> f64 {
-    let m = mean(v);
-    (v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (v.len().max(2) - 1) as f64).sqrt()
+    stats::sample_sd(v).unwrap_or(0.0)
 }
 
 impl SpreadPoint {

@@ -27,7 +27,7 @@ mod page;
 mod render;
 mod run_plots;
 mod runs_section;
-mod stats;
+pub(crate) mod stats;
 mod style;
 mod tables;
 #[cfg(test)]

@@ -9,6 +9,13 @@ pub fn mean(values: &[f64]) -> Option<f64> {
     (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
 }
 
+/// The largest value minus the smallest; `None` for no values.
+pub fn range(values: &[f64]) -> Option<f64> {
+    let max = values.iter().copied().reduce(f64::max)?;
+    let min = values.iter().copied().reduce(f64::min)?;
+    Some(max - min)
+}
+
 /// The sample standard deviation (n − 1); `None` for fewer than two values.
 pub fn sample_sd(values: &[f64]) -> Option<f64> {
     let m = mean(values)?;
@@ -56,11 +63,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn mean_and_sd() {
+    fn mean_sd_and_range() {
         assert_eq!(mean(&[]), None);
         assert_eq!(mean(&[1.0, 2.0, 3.0]), Some(2.0));
         assert_eq!(sample_sd(&[5.0]), None);
         assert!((sample_sd(&[1.0, 2.0, 3.0]).unwrap() - 1.0).abs() < 1e-12);
+        assert_eq!(range(&[]), None);
+        assert_eq!(range(&[4.0]), Some(0.0));
+        assert_eq!(range(&[3.0, -1.0, 2.5]), Some(4.0));
     }
 
     #[test]

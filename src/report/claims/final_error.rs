@@ -2,7 +2,7 @@
 //! and 26), and wide residual networks with and without scaling of the residuals (section 3.3).
 
 use crate::report::input::{Claim, Metric, Verdict};
-use crate::report::stats::{mean, sample_sd};
+use crate::report::stats::{mean, range, sample_sd};
 use crate::report::style::network_name;
 use crate::store::MetricsRow;
 
@@ -70,16 +70,12 @@ fn flattening(network: &Network, metric: Metric) -> Flattening {
     };
     let previous: Vec<f64> = ends.iter().map(|e| e.0).collect();
     let last: Vec<f64> = ends.iter().map(|e| e.1).collect();
-    let (Some(mean_previous), Some(mean_last)) = (mean(&previous), mean(&last)) else {
+    let (Some(mean_previous), Some(mean_last), Some(spread)) =
+        (mean(&previous), mean(&last), range(&last))
+    else {
         return Flattening::Unknown;
     };
     let change = mean_last - mean_previous;
-    let (low, high) = last
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &e| {
-            (lo.min(e), hi.max(e))
-        });
-    let spread = high - low;
     match change.abs() <= spread {
         true => Flattening::Flat { change, spread },
         false => Flattening::Moving { change, spread },
