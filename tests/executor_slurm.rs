@@ -366,8 +366,9 @@ fn a_job_at_its_time_limit_checkpoints_requeues_itself_and_resumes() {
     let tmp = turn.folder("slurm-timelimit");
     // A two-minute limit with the signal due after 5 s: Slurm sends signals from a periodic
     // check (once every ~30 s), so it comes well before the limit, and long before this run's
-    // 9,600 steps are done (~2 minutes on an idle 2-core machine). (With the signal due at the limit itself, Slurm can end the job
-    // for its time limit first: then the waiting repro resubmits it instead.)
+    // 9,600 steps are done (~2 minutes on an idle 2-core machine). (With the signal due at
+    // the limit itself, Slurm can end the job for its time limit first: then the waiting
+    // repro resubmits it instead.)
     let child = slurm_run(
         &tmp.0,
         &[
