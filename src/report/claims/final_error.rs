@@ -114,14 +114,10 @@ pub fn size_over_residual(small: [Network; 2], large: [Network; 2], metric: Metr
         network_name(small[0].name),
         network_name(small[1].name)
     );
-    let errors: Vec<Vec<f64>> = small
+    let networks: Vec<&Network> = small.iter().chain(&large).collect();
+    let errors: Vec<Vec<f64>> = networks.iter().map(|n| final_errors(n, metric)).collect();
+    let described: Vec<String> = networks
         .iter()
-        .chain(&large)
-        .map(|n| final_errors(n, metric))
-        .collect();
-    let described: Vec<String> = small
-        .iter()
-        .chain(&large)
         .zip(&errors)
         .map(|(n, e)| describe(n, e))
         .collect();
@@ -142,11 +138,7 @@ pub fn size_over_residual(small: [Network; 2], large: [Network; 2], metric: Metr
         .abs()
         .max((large_plain - large_residual).abs());
     let ordered = large_plain.max(large_residual) < small_plain.min(small_residual);
-    let flattenings: Vec<Flattening> = small
-        .iter()
-        .chain(&large)
-        .map(|n| flattening(n, metric))
-        .collect();
+    let flattenings: Vec<Flattening> = networks.iter().map(|n| flattening(n, metric)).collect();
     let still_moving = flattenings
         .iter()
         .any(|f| matches!(f, Flattening::Moving { .. }));
@@ -166,9 +158,8 @@ pub fn size_over_residual(small: [Network; 2], large: [Network; 2], metric: Metr
         size_gap.abs(),
         if size_gap >= 0.0 { "lower" } else { "higher" },
         within,
-        small
+        networks
             .iter()
-            .chain(&large)
             .zip(&flattenings)
             .map(|(n, &f)| describe_flattening(n, f))
             .collect::<Vec<_>>()
