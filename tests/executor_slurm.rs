@@ -394,6 +394,21 @@ fn a_job_at_its_time_limit_checkpoints_requeues_itself_and_resumes() {
     );
     let ids = job_ids(&tmp.0);
     assert_eq!(ids.len(), 1, "{ids:?}");
+    // The log line comes just before the script's `scontrol requeue`: wait for the job to be
+    // back in the queue, then let a second pass, since slurmd refuses to launch a job whose
+    // credential is from the second its previous instance was revoked in ("Job credential
+    // revoked": the job fails).
+    wait_until(
+        "the requeued job to be pending",
+        Duration::from_secs(60),
+        || {
+            Command::new("squeue")
+                .args(["-h", "-j", &ids[0], "-o", "%T"])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "PENDING")
+        },
+    );
+    std::thread::sleep(Duration::from_secs(2));
     // Slurm holds a requeued job back for two minutes, and would signal it again a minute
     // later: let it start now and finish.
     let o = Command::new("scontrol")
