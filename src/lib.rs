@@ -14,6 +14,8 @@
 //! - [`device`], [`bench`]: `--device`/precision, and the `repro bench` measurements.
 //! - [`interrupt`]: Ctrl-C/SIGTERM as a request to checkpoint and stop.
 //! - [`dist`]: replicas of a run across processes (MPI), behind the `Collective` trait.
+//! - [`executor`]: who trains the missing runs (this process, local jobs, Slurm).
+//! - [`shell`]: command lines quoted for a POSIX shell.
 
 pub mod bench;
 pub mod check;
@@ -28,6 +30,7 @@ pub mod models;
 pub mod numeric;
 pub mod report;
 pub mod runner;
+pub mod shell;
 pub mod spec;
 pub mod store;
 pub mod train;

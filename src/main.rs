@@ -6,7 +6,7 @@
 //! the network); 3 interrupted by Ctrl-C, SIGTERM or SIGUSR1 (a training run checkpointed first, and
 //! the same command resumes it). When several happen, 3 wins over 2 over 1.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -89,9 +89,13 @@ struct RunArgs {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// Retrain runs even when finished.
+    /// Retrain runs even when finished (their files are deleted).
     #[arg(long)]
     force: bool,
+    /// Start these runs over (comma-separated names): what they stored is moved to
+    /// `<results>/set-aside/`, not deleted. For a run whose checkpoints are all damaged.
+    #[arg(long, value_delimiter = ',', value_name = "RUN,...")]
+    restart: Vec<String>,
     /// Image decoding threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -419,17 +423,27 @@ fn run(args: RunArgs) -> Result<(), Failure> {
         stop: StopSignal::on_signals(),
         replicas,
         only: args.runs.clone(),
+        command_flags: command_flags(&args.experiment),
     };
-    if let Some(names) = &args.runs {
-        let known: Vec<String> = experiments
-            .iter()
-            .flat_map(|e| plan(e, &options.results).into_iter().map(|p| p.run.name))
-            .collect();
-        if let Some(unknown) = names.iter().find(|n| !known.contains(n)) {
+    let known: Vec<String> = experiments
+        .iter()
+        .flat_map(|e| plan(e, &options.results).into_iter().map(|p| p.run.name))
+        .collect();
+    for (flag, names) in [("--runs", args.runs.as_deref()), ("--restart", Some(&args.restart[..]))] {
+        if let Some(unknown) = names.unwrap_or_default().iter().find(|n| !known.contains(n)) {
             return Err(bad_input(format!(
-                "--runs: the files use no run `{unknown}`; they use: {}",
+                "{flag}: the files use no run `{unknown}`; they use: {}",
                 known.join(", ")
             )));
+        }
+    }
+    if writer && !args.restart.is_empty() {
+        for e in &experiments {
+            let moved = repro::runner::restart_runs(e, &options.results, &args.restart)
+                .map_err(failed)?;
+            for (run, to) in moved {
+                println!("{run}: starts over; what it stored is now in {}", to.display());
+            }
         }
     }
     for e in &experiments {
@@ -707,6 +721,23 @@ fn eval(args: EvalArgs) -> Result<(), Failure> {
 }
 
 /// The command as typed, for the report's "what was run".
+/// The profile, `--set` and `--results` arguments of `args`, as given.
+fn command_flags(args: &ExperimentArgs) -> Vec<String> {
+    let mut flags = Vec::new();
+    if args.smoke {
+        flags.push("--smoke".to_string());
+    } else if let Some(p) = &args.profile {
+        flags.extend(["--profile".to_string(), p.clone()]);
+    }
+    for o in &args.overrides {
+        flags.extend(["--set".to_string(), o.clone()]);
+    }
+    if args.results != Path::new("results") {
+        flags.extend(["--results".to_string(), args.results.display().to_string()]);
+    }
+    flags
+}
+
 fn command_line() -> String {
     let args: Vec<String> = std::env::args().skip(1).collect();
     format!("repro {}", args.join(" "))

@@ -258,7 +258,12 @@ fn a_second_process_on_the_same_run_folder_says_who_holds_it() {
             .ok()?
             .filter_map(|e| e.ok())
             .map(|e| e.path())
-            .find(|p| p.join("checkpoints/latest/state.json").exists())
+            .find(|p| {
+                repro::store::RunDir::new(p)
+                    .checkpoint_store()
+                    .newest_state()
+                    .is_some()
+            })
     };
     let start = Instant::now();
     while lock_holder(&tmp.0).is_none() && start.elapsed() < Duration::from_secs(120) {

@@ -2,6 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub use crate::shell::{shell_line, shell_quote};
+
 /// What `repro run` was started with, for the jobs it starts: each runs
 /// `repro run FILE --runs NAME --executor inline --no-report` with the same profile,
 /// overrides and results folder, from the same working folder.
@@ -111,46 +113,9 @@ fn absolute(path: &Path) -> Result<PathBuf, String> {
     std::path::absolute(path).map_err(|e| format!("cannot make {} absolute: {e}", path.display()))
 }
 
-/// `args` as one POSIX shell line, each quoted where needed.
-pub fn shell_line(args: &[String]) -> String {
-    args.iter()
-        .map(|a| shell_quote(a))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// `a` quoted for a POSIX shell: as it is when it holds only safe characters, else in single
-/// quotes.
-pub fn shell_quote(a: &str) -> String {
-    let safe = |c: char| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c);
-    if !a.is_empty() && a.chars().all(safe) {
-        a.to_string()
-    } else {
-        format!("'{}'", a.replace('\'', r"'\''"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quoting_survives_the_shell() {
-        let args: Vec<String> = ["plain", "with space", "it's", "", "$HOME", "a=b"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let line = shell_line(&args);
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(format!("for a in {line}; do printf '<%s>' \"$a\"; done"))
-            .output()
-            .expect("sh");
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout),
-            "<plain><with space><it's><><$HOME><a=b>"
-        );
-    }
 
     #[test]
     fn the_job_trains_one_run_inline_without_a_report() {

@@ -9,12 +9,15 @@ use candle_core::Device;
 
 use super::datasets::prepare_datasets;
 use super::plan::{plan, PlannedRun, RunProgress};
+use super::repair::{
+    check_finished, set_aside_damaged_files, stored_provenance, write_config, FinishedCheck,
+};
 use crate::data::DataError;
 use crate::dist::Replicas;
 use crate::interrupt::StopSignal;
 use crate::spec::Experiment;
 use crate::store::provenance::{manifest_hash, Provenance, RunStatus, SkippedImage};
-use crate::store::{LockError, RunDir, RunLock};
+use crate::store::{CheckpointError, LockError, RunDir, RunLock};
 use crate::train::{train_run, Progress, RunOutcome, TrainError, TrainJob};
 
 /// How to carry out an experiment.
@@ -39,6 +42,9 @@ pub struct RunOptions {
     pub replicas: Replicas,
     /// Train only the runs of these names (`--runs`); `None` trains every missing run.
     pub only: Option<Vec<String>>,
+    /// The profile, `--set` and `--results` arguments of this command, as given, for the
+    /// commands that messages suggest (`repro run FILE <these> --restart RUN`).
+    pub command_flags: Vec<String>,
 }
 
 /// What happened to one run.
@@ -131,7 +137,7 @@ pub fn train_missing(
         if options.stop.requested() {
             break;
         }
-        let result = train_one(&planned, options).unwrap_or_else(RunResult::Failed);
+        let result = train_one(experiment, &planned, options).unwrap_or_else(RunResult::Failed);
         if let RunResult::Failed(f) = &result {
             tracing::error!("run {}: {}", planned.run.name, f.message);
         }
@@ -167,13 +173,13 @@ fn take_run(
             let guard = lock(&planned.dir, options.wait_for_lock).map_err(RunFailure::new)?;
             if options.force {
                 clear_run(&dir).map_err(RunFailure::new)?;
-            } else if dir.is_done() {
+            } else if dir.is_done()
+                && check_finished(&dir, &planned.run).map_err(RunFailure::new)?
+                    == FinishedCheck::Reuse
+            {
                 return Ok((Decision::Reuse, Some(guard)));
             }
-            let config_text =
-                serde_yaml::to_string(&planned.run.config).map_err(RunFailure::new)?;
-            crate::store::write_bytes(&dir.config_yaml(), config_text.as_bytes())
-                .map_err(RunFailure::new)?;
+            write_config(&dir, &planned.run).map_err(RunFailure::new)?;
             Ok((Decision::Train, Some(guard)))
         })();
         taken.unwrap_or_else(|f| (Decision::Fail(f), None))
@@ -203,7 +209,11 @@ fn take_run(
     Ok((decision, guard))
 }
 
-fn train_one(planned: &PlannedRun, options: &RunOptions) -> Result<RunResult, RunFailure> {
+fn train_one(
+    experiment: &Experiment,
+    planned: &PlannedRun,
+    options: &RunOptions,
+) -> Result<RunResult, RunFailure> {
     let dir = RunDir::new(&planned.dir);
     let writer = options.replicas.rank() == 0;
     let (decision, _lock) = take_run(planned, options)?;
@@ -231,19 +241,24 @@ fn train_one(planned: &PlannedRun, options: &RunOptions) -> Result<RunResult, Ru
         })
         .collect();
     let config_json = serde_json::to_value(&run.config).map_err(RunFailure::new)?;
-    let mut provenance = match Provenance::read(&dir.provenance_json()) {
-        Ok(p) => p,
-        Err(_) => Provenance::start(
+    if writer {
+        set_aside_damaged_files(&dir).map_err(RunFailure::new)?;
+    }
+    let stored = match writer {
+        true => stored_provenance(&dir).map_err(RunFailure::new)?,
+        false => None,
+    };
+    let mut provenance = stored.unwrap_or_else(|| {
+        Provenance::start(
             config_json,
             run.config.seed,
             options.device_name.clone(),
             manifest_hash(&manifest),
-        ),
-    };
+        )
+    });
     provenance.status = RunStatus::Running;
     if writer {
-        provenance
-            .write(&dir.provenance_json())
+        dir.write_provenance(&provenance)
             .map_err(RunFailure::new)?;
     }
 
@@ -272,7 +287,7 @@ fn train_one(planned: &PlannedRun, options: &RunOptions) -> Result<RunResult, Ru
                 message: e.to_string(),
             });
             if writer {
-                let _ = provenance.write(&dir.provenance_json());
+                let _ = dir.write_provenance(&provenance);
             }
             return Err(match e {
                 TrainError::Data(e @ (DataError::Decode { .. } | DataError::Io { .. })) => {
@@ -281,13 +296,21 @@ fn train_one(planned: &PlannedRun, options: &RunOptions) -> Result<RunResult, Ru
                     ))
                 }
                 TrainError::Data(e) => RunFailure::bad_input(e),
+                TrainError::Checkpoint(e @ CheckpointError::NoneIntact { .. }) => {
+                    RunFailure::new(format!(
+                        "{e}. Start the run over with `{}` (its files are moved to {}, not deleted)",
+                        restart_command(experiment, &run.name, options),
+                        options.results.join("set-aside").display()
+                    ))
+                }
                 e => RunFailure::new(e),
             });
         }
     };
     match &outcome {
         RunOutcome::Finished { skipped_images, .. } => {
-            provenance.skipped_images = skipped_images
+            // A run finished again from its last checkpoint reads no images: keep the list.
+            let skipped: Vec<SkippedImage> = skipped_images
                 .iter()
                 .map(|b| SkippedImage {
                     path: b
@@ -300,6 +323,11 @@ fn train_one(planned: &PlannedRun, options: &RunOptions) -> Result<RunResult, Ru
                     reason: b.reason.clone(),
                 })
                 .collect();
+            for s in skipped {
+                if !provenance.skipped_images.contains(&s) {
+                    provenance.skipped_images.push(s);
+                }
+            }
             provenance.finish(RunStatus::Done)
         }
         RunOutcome::Diverged { step, .. } => provenance.finish(RunStatus::Diverged { step: *step }),
@@ -308,16 +336,27 @@ fn train_one(planned: &PlannedRun, options: &RunOptions) -> Result<RunResult, Ru
     if !writer {
         return Ok(RunResult::Trained(outcome));
     }
-    provenance
-        .write(&dir.provenance_json())
+    dir.write_provenance(&provenance)
         .map_err(RunFailure::new)?;
     if !matches!(
         outcome,
         RunOutcome::Stopped { .. } | RunOutcome::Interrupted { .. }
     ) {
-        dir.mark_done().map_err(RunFailure::new)?;
+        dir.mark_done(&provenance).map_err(RunFailure::new)?;
     }
     Ok(RunResult::Trained(outcome))
+}
+
+/// `repro run FILE <flags> --restart RUN`, for a user to copy.
+fn restart_command(experiment: &Experiment, run: &str, options: &RunOptions) -> String {
+    let mut argv = vec![
+        "repro".to_string(),
+        "run".to_string(),
+        experiment.path.display().to_string(),
+    ];
+    argv.extend(options.command_flags.iter().cloned());
+    argv.extend(["--restart".to_string(), run.to_string()]);
+    crate::shell::shell_line(&argv)
 }
 
 fn lock(dir: &Path, wait: Option<Duration>) -> Result<RunLock, LockError> {
@@ -346,6 +385,7 @@ fn clear_run(dir: &RunDir) -> Result<(), String> {
     remove(dir.checkpoints())?;
     remove(dir.metrics_parquet())?;
     remove(dir.provenance_json())?;
+    remove(dir.root().join(crate::store::layout::CHECKSUMS_FILE))?;
     remove(crate::train::final_weights_path(dir.root()))?;
     dir.create().map_err(|e| e.to_string())
 }

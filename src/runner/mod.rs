@@ -6,6 +6,7 @@ mod datasets;
 mod execute;
 mod plan;
 mod preflight;
+mod repair;
 mod report;
 mod status;
 mod summary;
@@ -15,6 +16,7 @@ pub use datasets::{eval_dataset, prepare_datasets, train_holdout, RunData, HOLDO
 pub use execute::{selected_plan, train_missing, RunFailure, RunOptions, RunResult};
 pub use plan::{plan, progress_of, run_dir, training_macs, PlannedRun, RunProgress};
 pub use preflight::preflight;
+pub use repair::restart_runs;
 pub use report::write_report;
 pub use status::run_states;
 pub use summary::{run_line, smoke_notice};

@@ -8,7 +8,6 @@ use serde::Serialize;
 
 use crate::models::summarize;
 use crate::spec::{Experiment, ResolvedRun, RunConfig};
-use crate::store::checkpoint::read_checkpoint_state;
 use crate::store::provenance::{Provenance, RunStatus};
 use crate::store::RunDir;
 
@@ -91,7 +90,7 @@ pub fn progress_of(dir: &Path) -> RunProgress {
             _ => RunProgress::Done,
         };
     }
-    match read_checkpoint_state(&run_dir.latest_checkpoint()) {
+    match run_dir.checkpoint_store().newest_state() {
         Some(state) => RunProgress::Partial { step: state.step },
         None => RunProgress::Missing,
     }

@@ -247,10 +247,28 @@ fn run_info(p: &PlannedRun) -> RunInfo {
         hash: p.run.hash.clone(),
         config_yaml: std::fs::read_to_string(dir.config_yaml())
             .unwrap_or_else(|_| serde_yaml::to_string(&p.run.config).unwrap_or_default()),
-        provenance: Provenance::read(&dir.provenance_json()).ok(),
-        metrics: read_metrics(&dir.metrics_parquet()).unwrap_or_default(),
+        provenance: readable(&dir.provenance_json(), Provenance::read),
+        metrics: readable(&dir.metrics_parquet(), read_metrics).unwrap_or_default(),
         lr_schedule: lr_schedule(&p.run),
     }
+}
+
+/// `read(path)`, or `None` when the file does not exist (a run not started) or cannot be read;
+/// the second is said, with the repair, since the report then lacks what the file held.
+fn readable<T, E: std::fmt::Display>(
+    path: &Path,
+    read: impl FnOnce(&Path) -> Result<T, E>,
+) -> Option<T> {
+    if !path.exists() {
+        return None;
+    }
+    read(path)
+        .map_err(|e| {
+            tracing::warn!(
+                "{e}; the report leaves it out (`repro run` on the experiment repairs the run from its checkpoints)"
+            )
+        })
+        .ok()
 }
 
 /// The schedule's learning rate at 400 points over the run (steps show as near-vertical

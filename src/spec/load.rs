@@ -422,11 +422,15 @@ fn resolve_run(spec: RunSpec, world_size: usize) -> Result<RunConfig, String> {
         ema: t.ema.unwrap_or(d.ema),
         eval_every_epochs: t.eval_every_epochs.unwrap_or(d.eval_every_epochs),
         checkpoint_every_steps: t.checkpoint_every_steps.unwrap_or(d.checkpoint_every_steps),
+        keep_checkpoints: t.keep_checkpoints.unwrap_or(d.keep_checkpoints),
         precision: t.precision.unwrap_or(d.precision),
         diagnostics: t.diagnostics.unwrap_or(d.diagnostics),
         accumulate: t.accumulate.unwrap_or(d.accumulate),
         replicas: t.replicas.unwrap_or(world_size),
     };
+    if train.keep_checkpoints == 0 {
+        return Err("train.keep_checkpoints must be at least 1".into());
+    }
     if train.accumulate == 0 || train.replicas == 0 {
         return Err("train.accumulate and train.replicas must be at least 1".into());
     }

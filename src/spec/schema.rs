@@ -118,6 +118,7 @@ pub struct TrainSpec {
     pub ema: Option<EmaConfig>,
     pub eval_every_epochs: Option<f64>,
     pub checkpoint_every_steps: Option<u64>,
+    pub keep_checkpoints: Option<usize>,
     pub precision: Option<Precision>,
     pub diagnostics: Option<bool>,
     pub accumulate: Option<usize>,
@@ -245,6 +246,11 @@ pub struct TrainConfig {
     pub eval_every_epochs: f64,
     /// Save a checkpoint every this many steps (and at every evaluation).
     pub checkpoint_every_steps: u64,
+    /// Checkpoints kept in the run folder (the newest; at least 1). Loading falls back to an
+    /// older one when the newest is damaged. Changes nothing the run computes, so it is
+    /// neither hashed nor written to `config.yaml`.
+    #[serde(skip_serializing, default = "default_keep_checkpoints")]
+    pub keep_checkpoints: usize,
     /// f32 (the reference; the only mode on the CPU), tf32 or bf16 (CUDA only).
     pub precision: Precision,
     /// At each evaluation also measure the training top-1 error and the live weights with
@@ -291,6 +297,10 @@ fn one() -> usize {
     1
 }
 
+fn default_keep_checkpoints() -> usize {
+    crate::store::checkpoint::DEFAULT_KEEP
+}
+
 fn is_one(n: &usize) -> bool {
     *n == 1
 }
@@ -312,6 +322,7 @@ impl Default for TrainConfig {
             ema: EmaConfig::default(),
             eval_every_epochs: 1.0,
             checkpoint_every_steps: 1000,
+            keep_checkpoints: default_keep_checkpoints(),
             precision: Precision::F32,
             diagnostics: false,
             accumulate: 1,

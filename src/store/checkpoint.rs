@@ -1,18 +1,27 @@
-//! Training checkpoints that a crash can never leave half-written.
+//! Training checkpoints that survive crashes and damage.
 //!
-//! A checkpoint is a folder (a *slot*, e.g. `checkpoints/latest/`) holding
-//! `weights.safetensors` (the model's `VarMap`, timm names), `ema.safetensors`,
-//! `optim.safetensors` and `state.json`. Saving writes a complete new folder under a
-//! temporary name (with `state.json` last), then swaps it in:
+//! A run folder's `checkpoints/` keeps the last K checkpoints (`train.keep_checkpoints`), a
+//! folder each, named by step (`step-000001200/`):
 //!
-//! 1. `latest` → `latest.previous` (the old checkpoint is kept until the new one is in place)
-//! 2. temporary folder → `latest`
-//! 3. `latest.previous` is deleted.
+//! - `weights.safetensors` (the model's `VarMap`, timm names), `ema.safetensors`,
+//!   `optim.safetensors`;
+//! - `state.json`, the training position;
+//! - `metrics.parquet`, the run's metrics rows up to this step, so that a damaged
+//!   `metrics.parquet` of the run folder is rebuilt exactly from the checkpoint it resumes;
+//! - `manifest.json`, written last: the size and checksum of every other file
+//!   ([`FileManifest`]). A folder without a valid manifest is not a checkpoint.
 //!
-//! Loading takes `latest` if its `state.json` is valid, else `latest.previous` (a crash
-//! between steps 1 and 2), else nothing: a folder without a valid `state.json` is ignored.
+//! Saving fills a temporary folder, renames it into place and only then removes the oldest
+//! checkpoints beyond K, so a crash at any point leaves the previous checkpoints intact.
+//! Loading takes the newest checkpoint whose files match its manifest and parse. Each newer
+//! one that does not is moved to the run's `damaged/` folder (never deleted) and reported
+//! with what was wrong; when no checkpoint is intact, loading fails rather than start over.
+//!
+//! Run folders written before manifests existed have one slot, `checkpoints/latest/` (and
+//! `latest.previous` after a crash mid-swap); those still load, checked only by parsing.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -20,6 +29,8 @@ use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::atomic::{self, AtomicWriteError, TEMP_PREFIX};
+use super::integrity::{set_aside, Damage, FileManifest};
+use super::metrics::{read_metrics, write_metrics, MetricsError, MetricsRow};
 
 /// Version of the checkpoint layout and `state.json` schema written by this code.
 pub const CHECKPOINT_FORMAT_VERSION: u32 = 1;
@@ -29,12 +40,20 @@ pub const WEIGHTS_FILE: &str = "weights.safetensors";
 pub const EMA_FILE: &str = "ema.safetensors";
 /// Optimizer slots, named `<var>.<slot>`.
 pub const OPTIM_FILE: &str = "optim.safetensors";
-/// Training position; written last, its validity marks a complete checkpoint.
+/// Training position.
 pub const STATE_FILE: &str = "state.json";
-/// Suffix of the slot that holds the old checkpoint while a new one is swapped in.
-pub const PREVIOUS_SUFFIX: &str = ".previous";
+/// The run's metrics rows up to the checkpoint's step.
+pub const METRICS_FILE: &str = "metrics.parquet";
+/// Sizes and checksums of the other files; written last.
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// Checkpoints kept when the run does not say (`train.keep_checkpoints`).
+pub const DEFAULT_KEEP: usize = 2;
 
-/// Errors of saving or loading a checkpoint; each names the file or folder.
+const STEP_PREFIX: &str = "step-";
+/// The one slot of checkpoints written before manifests existed, and its swap partner.
+const LEGACY_SLOTS: [&str; 2] = ["latest", "latest.previous"];
+
+/// Errors of saving or loading checkpoints; each names the file or folder.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     /// A file-system step failed.
@@ -47,13 +66,9 @@ pub enum CheckpointError {
     /// Writing one of the files failed.
     #[error(transparent)]
     Write(#[from] AtomicWriteError),
-    /// A tensor file of a checkpoint with a valid `state.json` could not be read.
-    #[error("checkpoint {path}: {source}")]
-    Tensors {
-        path: PathBuf,
-        #[source]
-        source: candle_core::Error,
-    },
+    /// Writing the metrics copy failed.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
     /// The checkpoint was written by an incompatible version of this program.
     #[error("checkpoint {path}: format version {found}, this program reads {expected}")]
     Version {
@@ -73,6 +88,12 @@ pub enum CheckpointError {
         path: PathBuf,
         found: String,
         expected: String,
+    },
+    /// There were checkpoints, and none of them is intact.
+    #[error("no checkpoint in {dir} is intact: {}", list_rejected(rejected))]
+    NoneIntact {
+        dir: PathBuf,
+        rejected: Vec<Rejected>,
     },
 }
 
@@ -116,7 +137,7 @@ pub struct TrainingState {
     pub wall_s: f64,
 }
 
-/// A checkpoint in memory: the training position and the three tensor maps.
+/// A checkpoint in memory: the training position, the three tensor maps and the metrics.
 #[derive(Debug, Clone)]
 pub struct Checkpoint {
     /// Training position.
@@ -127,29 +148,234 @@ pub struct Checkpoint {
     pub ema: HashMap<String, Tensor>,
     /// Optimizer slots by name.
     pub optim: HashMap<String, Tensor>,
+    /// The run's metrics rows up to `state.step`; `None` in checkpoints written before they
+    /// carried them.
+    pub metrics: Option<Vec<MetricsRow>>,
 }
 
-/// The slot that keeps the old checkpoint during a swap: `<slot>.previous`.
-pub fn previous_slot(slot: &Path) -> PathBuf {
-    let mut name = slot.file_name().unwrap_or_default().to_os_string();
-    name.push(PREVIOUS_SUFFIX);
-    slot.with_file_name(name)
+/// A checkpoint passed over when loading, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejected {
+    /// Its step, when its folder name or `state.json` says.
+    pub step: Option<u64>,
+    /// The first problem found.
+    pub damage: Damage,
+    /// Where it was moved (`None` when it was left in place).
+    pub moved_to: Option<PathBuf>,
 }
 
-/// Saves `checkpoint` into the folder `slot` (e.g. `checkpoints/latest`), replacing the
-/// checkpoint there only once the new one is complete. The caller must hold the run lock.
-pub fn save_checkpoint(slot: &Path, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
-    let parent = atomic::parent_dir(slot);
-    fs::create_dir_all(parent).map_err(io_err(parent))?;
-    remove_stale_temp_dirs(slot)?;
-
-    let incoming = atomic::temp_sibling(slot);
-    fs::create_dir(&incoming).map_err(io_err(&incoming))?;
-    let result = fill(&incoming, checkpoint).and_then(|()| swap_in(&incoming, slot));
-    if result.is_err() {
-        let _ = fs::remove_dir_all(&incoming);
+impl fmt::Display for Rejected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.step {
+            Some(step) => write!(f, "the checkpoint at step {step} is damaged ({})", self.damage)?,
+            None => write!(f, "a checkpoint is damaged ({})", self.damage)?,
+        }
+        match &self.moved_to {
+            Some(p) => write!(f, "; moved to {}", p.display()),
+            None => Ok(()),
+        }
     }
-    result
+}
+
+fn list_rejected(rejected: &[Rejected]) -> String {
+    rejected
+        .iter()
+        .map(|r| r.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The checkpoint loading found, where it was, and the newer ones it passed over.
+#[derive(Debug)]
+pub struct Loaded {
+    pub checkpoint: Checkpoint,
+    pub path: PathBuf,
+    pub rejected: Vec<Rejected>,
+}
+
+/// What loading does with a damaged checkpoint.
+#[derive(Debug, Clone)]
+pub enum OnDamage {
+    /// Move it into this folder (the process that owns the run folder).
+    SetAside(PathBuf),
+    /// Leave it where it is (other replicas, which only read).
+    Skip,
+}
+
+/// The checkpoints of one run: the folder `checkpoints/` of its run folder.
+#[derive(Debug, Clone)]
+pub struct Checkpoints {
+    dir: PathBuf,
+}
+
+/// A folder that may hold a checkpoint, newest first after sorting.
+struct Candidate {
+    path: PathBuf,
+    step: Option<u64>,
+    legacy: bool,
+}
+
+/// `step-000001200`.
+fn step_folder_name(step: u64) -> String {
+    format!("{STEP_PREFIX}{step:09}")
+}
+
+impl Checkpoints {
+    /// The checkpoints in `dir` (the run folder's `checkpoints/`).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Saves `checkpoint` as a new folder, then removes all but the newest `keep` (at least
+    /// one). Returns the new folder. The caller must hold the run lock.
+    pub fn save(&self, checkpoint: &Checkpoint, keep: usize) -> Result<PathBuf, CheckpointError> {
+        fs::create_dir_all(&self.dir).map_err(io_err(&self.dir))?;
+        self.remove_stale_temp_dirs()?;
+        let target = self.dir.join(step_folder_name(checkpoint.state.step));
+        let incoming = atomic::temp_sibling(&target);
+        fs::create_dir(&incoming).map_err(io_err(&incoming))?;
+        let result = fill(&incoming, checkpoint).and_then(|()| self.commit(&incoming, &target));
+        if result.is_err() {
+            let _ = fs::remove_dir_all(&incoming);
+        }
+        result?;
+        self.prune(keep.max(1))?;
+        Ok(target)
+    }
+
+    /// Renames the filled folder into place (replacing a checkpoint of the same step).
+    fn commit(&self, incoming: &Path, target: &Path) -> Result<(), CheckpointError> {
+        let replaced = target.exists().then(|| atomic::temp_sibling(target));
+        if let Some(old) = &replaced {
+            fs::rename(target, old).map_err(io_err(target))?;
+        }
+        fs::rename(incoming, target).map_err(io_err(target))?;
+        atomic::sync_dir(&self.dir).map_err(io_err(&self.dir))?;
+        if let Some(old) = &replaced {
+            fs::remove_dir_all(old).map_err(io_err(old))?;
+        }
+        Ok(())
+    }
+
+    /// Removes every checkpoint but the newest `keep`.
+    fn prune(&self, keep: usize) -> Result<(), CheckpointError> {
+        for old in self.candidates()?.into_iter().skip(keep) {
+            fs::remove_dir_all(&old.path).map_err(io_err(&old.path))?;
+        }
+        Ok(())
+    }
+
+    /// Removes temporary folders left by a crashed save.
+    fn remove_stale_temp_dirs(&self) -> Result<(), CheckpointError> {
+        let prefix = format!("{TEMP_PREFIX}{STEP_PREFIX}");
+        for entry in fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
+            let entry = entry.map_err(io_err(&self.dir))?;
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let path = entry.path();
+                fs::remove_dir_all(&path).map_err(io_err(&path))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The folders that may hold checkpoints, newest first (legacy slots after the others
+    /// of the same step).
+    fn candidates(&self) -> Result<Vec<Candidate>, CheckpointError> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err(&self.dir)(e)),
+        };
+        let mut found = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io_err(&self.dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            if !path.is_dir() {
+                continue;
+            }
+            if let Some(step) = name.strip_prefix(STEP_PREFIX) {
+                if let Ok(step) = step.parse::<u64>() {
+                    found.push(Candidate {
+                        path,
+                        step: Some(step),
+                        legacy: false,
+                    });
+                }
+            } else if LEGACY_SLOTS.contains(&name.as_str()) {
+                let step = read_state(&path).ok().map(|s| s.step);
+                found.push(Candidate {
+                    path,
+                    step,
+                    legacy: true,
+                });
+            }
+        }
+        found.sort_by_key(|c| (std::cmp::Reverse(c.step), c.legacy, c.path.clone()));
+        Ok(found)
+    }
+
+    /// Loads the newest intact checkpoint onto `device`; `Ok(None)` when there is none at
+    /// all. Damaged ones newer than it are handled as `on_damage` says and listed in
+    /// [`Loaded::rejected`]; when every checkpoint is damaged, [`CheckpointError::NoneIntact`].
+    pub fn load(
+        &self,
+        device: &Device,
+        on_damage: &OnDamage,
+    ) -> Result<Option<Loaded>, CheckpointError> {
+        let mut rejected = Vec::new();
+        for candidate in self.candidates()? {
+            let opened = match candidate.legacy {
+                true => open_legacy(&candidate.path, device)?,
+                false => open(&candidate, device)?,
+            };
+            match opened {
+                Ok(checkpoint) => {
+                    return Ok(Some(Loaded {
+                        checkpoint,
+                        path: candidate.path,
+                        rejected,
+                    }))
+                }
+                Err(damage) => {
+                    let moved_to = match on_damage {
+                        OnDamage::SetAside(aside) => Some(
+                            set_aside(&candidate.path, aside).map_err(io_err(&candidate.path))?,
+                        ),
+                        OnDamage::Skip => None,
+                    };
+                    rejected.push(Rejected {
+                        step: candidate.step,
+                        damage,
+                        moved_to,
+                    });
+                }
+            }
+        }
+        match rejected.is_empty() {
+            true => Ok(None),
+            false => Err(CheckpointError::NoneIntact {
+                dir: self.dir.clone(),
+                rejected,
+            }),
+        }
+    }
+
+    /// Where the newest checkpoint with a readable manifest and state stands, without
+    /// checksums or tensors (for `repro plan` and `repro status`); `None` when there is none.
+    pub fn newest_state(&self) -> Option<TrainingState> {
+        self.candidates().ok()?.into_iter().find_map(|c| {
+            if !c.legacy {
+                FileManifest::read(&c.path.join(MANIFEST_FILE)).ok()?;
+            }
+            read_state(&c.path).ok()
+        })
+    }
 }
 
 fn fill(dir: &Path, c: &Checkpoint) -> Result<(), CheckpointError> {
@@ -157,83 +383,111 @@ fn fill(dir: &Path, c: &Checkpoint) -> Result<(), CheckpointError> {
     atomic::write_safetensors(&dir.join(EMA_FILE), &c.ema)?;
     atomic::write_safetensors(&dir.join(OPTIM_FILE), &c.optim)?;
     atomic::write_json(&dir.join(STATE_FILE), &c.state)?;
+    let mut files = vec![WEIGHTS_FILE, EMA_FILE, OPTIM_FILE, STATE_FILE];
+    if let Some(rows) = &c.metrics {
+        write_metrics(&dir.join(METRICS_FILE), rows)?;
+        files.push(METRICS_FILE);
+    }
+    let manifest = FileManifest::of_files(dir, &files).map_err(io_err(dir))?;
+    manifest.write(&dir.join(MANIFEST_FILE))?;
     atomic::sync_dir(dir).map_err(io_err(dir))
 }
 
-fn swap_in(incoming: &Path, slot: &Path) -> Result<(), CheckpointError> {
-    let previous = previous_slot(slot);
-    if slot.exists() {
-        if previous.exists() {
-            fs::remove_dir_all(&previous).map_err(io_err(&previous))?;
+/// Opens a checkpoint with a manifest: every file checked, then parsed. `Err(Damage)` for
+/// any problem of the files; an outer error only for an incompatible format.
+fn open(c: &Candidate, device: &Device) -> Result<Result<Checkpoint, Damage>, CheckpointError> {
+    let dir = &c.path;
+    let checked = (|| {
+        let manifest = FileManifest::read(&dir.join(MANIFEST_FILE))?;
+        for name in [WEIGHTS_FILE, EMA_FILE, OPTIM_FILE, STATE_FILE] {
+            if !manifest.files.contains_key(name) {
+                return Err(Damage::new(
+                    dir.join(MANIFEST_FILE),
+                    format!("does not list {name}"),
+                ));
+            }
         }
-        fs::rename(slot, &previous).map_err(io_err(slot))?;
+        manifest.verify(dir)?;
+        Ok(manifest)
+    })();
+    let manifest = match checked {
+        Ok(m) => m,
+        Err(d) => return Ok(Err(d)),
+    };
+    let state = match read_state(dir) {
+        Ok(s) => s,
+        Err(d) => return Ok(Err(d)),
+    };
+    check_version(dir, &state)?;
+    if c.step != Some(state.step) {
+        return Ok(Err(Damage::new(
+            dir.join(STATE_FILE),
+            format!("says step {}, the folder's name another", state.step),
+        )));
     }
-    fs::rename(incoming, slot).map_err(io_err(slot))?;
-    let parent = atomic::parent_dir(slot);
-    atomic::sync_dir(parent).map_err(io_err(parent))?;
-    if previous.exists() {
-        fs::remove_dir_all(&previous).map_err(io_err(&previous))?;
-    }
-    Ok(())
+    let metrics = match manifest.files.contains_key(METRICS_FILE) {
+        true => match read_metrics(&dir.join(METRICS_FILE)) {
+            Ok(rows) => Some(rows),
+            Err(e) => return Ok(Err(Damage::new(dir.join(METRICS_FILE), e))),
+        },
+        false => None,
+    };
+    Ok(load_tensors(dir, state, metrics, device))
 }
 
-/// Removes temporary folders of `slot` left by a crashed save.
-fn remove_stale_temp_dirs(slot: &Path) -> Result<(), CheckpointError> {
-    let parent = atomic::parent_dir(slot);
-    let name = slot.file_name().unwrap_or_default().to_string_lossy();
-    let prefix = format!("{TEMP_PREFIX}{name}-");
-    for entry in fs::read_dir(parent).map_err(io_err(parent))? {
-        let entry = entry.map_err(io_err(parent))?;
-        if entry.file_name().to_string_lossy().starts_with(&prefix) {
-            let path = entry.path();
-            fs::remove_dir_all(&path).map_err(io_err(&path))?;
-        }
-    }
-    Ok(())
-}
-
-/// Loads the checkpoint in `slot` (or, after a crash mid-swap, in `<slot>.previous`) onto
-/// `device`. Returns `Ok(None)` when neither holds a valid `state.json`.
-pub fn load_checkpoint(
-    slot: &Path,
+/// Opens a checkpoint written before manifests existed: checked by parsing only.
+fn open_legacy(
+    dir: &Path,
     device: &Device,
-) -> Result<Option<Checkpoint>, CheckpointError> {
-    for dir in [slot.to_path_buf(), previous_slot(slot)] {
-        let Some(state) = read_state(&dir) else {
-            continue;
-        };
-        if state.format_version != CHECKPOINT_FORMAT_VERSION {
-            return Err(CheckpointError::Version {
-                path: dir.join(STATE_FILE),
-                found: state.format_version,
-                expected: CHECKPOINT_FORMAT_VERSION,
-            });
-        }
-        let load = |file: &str| {
-            let path = dir.join(file);
-            candle_core::safetensors::load(&path, device)
-                .map_err(|source| CheckpointError::Tensors { path, source })
-        };
-        return Ok(Some(Checkpoint {
-            weights: load(WEIGHTS_FILE)?,
-            ema: load(EMA_FILE)?,
-            optim: load(OPTIM_FILE)?,
-            state,
-        }));
+) -> Result<Result<Checkpoint, Damage>, CheckpointError> {
+    let state = match read_state(dir) {
+        Ok(s) => s,
+        Err(d) => return Ok(Err(d)),
+    };
+    check_version(dir, &state)?;
+    Ok(load_tensors(dir, state, None, device))
+}
+
+fn check_version(dir: &Path, state: &TrainingState) -> Result<(), CheckpointError> {
+    match state.format_version == CHECKPOINT_FORMAT_VERSION {
+        true => Ok(()),
+        false => Err(CheckpointError::Version {
+            path: dir.join(STATE_FILE),
+            found: state.format_version,
+            expected: CHECKPOINT_FORMAT_VERSION,
+        }),
     }
-    Ok(None)
 }
 
-/// Where the checkpoint in `slot` (or its `.previous` after a crash mid-swap) stands,
-/// without loading its tensors; `None` when there is no valid checkpoint.
-pub fn read_checkpoint_state(slot: &Path) -> Option<TrainingState> {
-    read_state(slot).or_else(|| read_state(&previous_slot(slot)))
+fn load_tensors(
+    dir: &Path,
+    state: TrainingState,
+    metrics: Option<Vec<MetricsRow>>,
+    device: &Device,
+) -> Result<Checkpoint, Damage> {
+    let load = |file: &str| {
+        let path = dir.join(file);
+        candle_core::safetensors::load(&path, device)
+            .map_err(|e| Damage::new(path, format!("not a readable safetensors file ({e})")))
+    };
+    Ok(Checkpoint {
+        weights: load(WEIGHTS_FILE)?,
+        ema: load(EMA_FILE)?,
+        optim: load(OPTIM_FILE)?,
+        state,
+        metrics,
+    })
 }
 
-/// The `state.json` of `dir` if it exists and parses; anything else means "no checkpoint".
-fn read_state(dir: &Path) -> Option<TrainingState> {
-    let text = fs::read_to_string(dir.join(STATE_FILE)).ok()?;
-    serde_json::from_str(&text).ok()
+/// The `state.json` of `dir`; missing, unreadable or malformed is damage.
+fn read_state(dir: &Path) -> Result<TrainingState, Damage> {
+    let path = dir.join(STATE_FILE);
+    let text = fs::read(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Damage::new(&path, "missing"),
+        _ => Damage::new(&path, format!("unreadable ({e})")),
+    })?;
+    serde_json::from_slice(&text)
+        .map_err(|e| Damage::new(&path, format!("not a valid training state ({e})")))
 }
 
 impl Checkpoint {
@@ -298,11 +552,29 @@ fn shape_problems(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::integrity::sum_file;
     use candle_core::DType;
 
-    fn tensors(prefix: &str, value: f32) -> HashMap<String, Tensor> {
-        let t = Tensor::full(value, (2, 3), &Device::Cpu).unwrap();
-        HashMap::from([(format!("{prefix}fc.weight"), t)])
+    fn tensors(value: f32) -> HashMap<String, Tensor> {
+        let t = Tensor::full(value, (64, 3), &Device::Cpu).unwrap();
+        HashMap::from([("fc.weight".to_string(), t)])
+    }
+
+    fn row(step: u64) -> MetricsRow {
+        MetricsRow {
+            epoch: step as f64 / 10.0,
+            step,
+            images_seen: step * 32,
+            lr: 0.045,
+            train_loss: 2.5,
+            top1_err: Some(0.5),
+            top5_err: Some(0.25),
+            eval_images: 100,
+            images_per_s: 10.0,
+            wall_s: step as f64,
+            pre_pool_zero_frac: None,
+            pre_pool_dead_channel_frac: None,
+        }
     }
 
     fn checkpoint(step: u64) -> Checkpoint {
@@ -321,12 +593,13 @@ mod tests {
                 loss_count: 3,
                 wall_s: 12.0,
             },
-            weights: tensors("", step as f32),
-            ema: tensors("", 0.5),
-            optim: tensors("", 2.0)
+            weights: tensors(step as f32),
+            ema: tensors(0.5),
+            optim: tensors(2.0)
                 .into_iter()
                 .map(|(k, v)| (format!("{k}.ms"), v))
                 .collect(),
+            metrics: Some((1..=step / 10).map(|i| row(i * 10)).collect()),
         }
     }
 
@@ -334,105 +607,224 @@ mod tests {
         t[name].flatten_all().unwrap().to_vec1::<f32>().unwrap()[0]
     }
 
-    fn expected_shapes() -> HashMap<String, Vec<usize>> {
-        HashMap::from([("fc.weight".to_string(), vec![2, 3])])
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// `checkpoints/` with checkpoints at steps 10, 20 and 30, the last two kept.
+    fn three_saved(root: &Path) -> Checkpoints {
+        let store = Checkpoints::new(root.join("checkpoints"));
+        for step in [10, 20, 30] {
+            store.save(&checkpoint(step), 2).unwrap();
+        }
+        store
+    }
+
+    fn set_aside_into(root: &Path) -> OnDamage {
+        OnDamage::SetAside(root.join("damaged"))
     }
 
     #[test]
-    fn round_trip_and_replace() {
+    fn round_trip_keeps_the_newest_two() {
         let dir = tempfile::tempdir().unwrap();
-        let slot = dir.path().join("checkpoints/latest");
-        assert!(load_checkpoint(&slot, &Device::Cpu).unwrap().is_none());
-
-        save_checkpoint(&slot, &checkpoint(10)).unwrap();
-        save_checkpoint(&slot, &checkpoint(20)).unwrap();
-        let back = load_checkpoint(&slot, &Device::Cpu).unwrap().unwrap();
-        assert_eq!(back.state, checkpoint(20).state);
-        assert_eq!(first_value(&back.weights, "fc.weight"), 20.0);
+        let store = Checkpoints::new(dir.path().join("checkpoints"));
+        assert!(store.load(&Device::Cpu, &OnDamage::Skip).unwrap().is_none());
+        assert!(store.newest_state().is_none());
+        let store = three_saved(dir.path());
+        assert_eq!(
+            names_in(store.dir()),
+            ["step-000000020", "step-000000030"]
+        );
+        let loaded = store.load(&Device::Cpu, &OnDamage::Skip).unwrap().unwrap();
+        let back = loaded.checkpoint;
+        assert_eq!(back.state, checkpoint(30).state);
+        assert_eq!(back.metrics, checkpoint(30).metrics);
+        assert_eq!(first_value(&back.weights, "fc.weight"), 30.0);
         assert_eq!(first_value(&back.ema, "fc.weight"), 0.5);
         assert_eq!(first_value(&back.optim, "fc.weight.ms"), 2.0);
-        back.check_shapes(&slot, &expected_shapes()).unwrap();
-        back.check_config(&slot, "3f9a1c2e").unwrap();
-
-        // nothing but the slot is left in checkpoints/
-        let names: Vec<_> = fs::read_dir(dir.path().join("checkpoints"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names, ["latest"]);
-    }
-
-    #[test]
-    fn checkpoint_without_ema_round_trips() {
-        let dir = tempfile::tempdir().unwrap();
-        let slot = dir.path().join("latest");
-        let mut c = checkpoint(5);
-        c.ema.clear();
-        save_checkpoint(&slot, &c).unwrap();
-        let back = load_checkpoint(&slot, &Device::Cpu).unwrap().unwrap();
-        assert!(back.ema.is_empty());
-        assert_eq!(back.weights.len(), 1);
-        back.check_shapes(&slot, &expected_shapes()).unwrap();
-    }
-
-    #[test]
-    fn incomplete_checkpoint_is_ignored() {
-        let dir = tempfile::tempdir().unwrap();
-        let slot = dir.path().join("latest");
-        // tensors written, crash before state.json
-        fs::create_dir_all(&slot).unwrap();
-        atomic::write_safetensors(&slot.join(WEIGHTS_FILE), &tensors("", 1.0)).unwrap();
-        assert!(load_checkpoint(&slot, &Device::Cpu).unwrap().is_none());
-        // a torn state.json counts as absent too
-        fs::write(slot.join(STATE_FILE), "{\"format_version\": 1, \"st").unwrap();
-        assert!(load_checkpoint(&slot, &Device::Cpu).unwrap().is_none());
-    }
-
-    #[test]
-    fn crash_mid_swap_falls_back_to_the_previous_checkpoint() {
-        let dir = tempfile::tempdir().unwrap();
-        let slot = dir.path().join("latest");
-        save_checkpoint(&slot, &checkpoint(10)).unwrap();
-        // simulate: old moved aside, a half-filled temp folder never renamed into place
-        fs::rename(&slot, previous_slot(&slot)).unwrap();
-        let stale = dir.path().join(format!("{TEMP_PREFIX}latest-999-0"));
-        fs::create_dir(&stale).unwrap();
-        let back = load_checkpoint(&slot, &Device::Cpu).unwrap().unwrap();
-        assert_eq!(back.state.step, 10);
-        // the next save cleans up the leftovers
-        save_checkpoint(&slot, &checkpoint(30)).unwrap();
-        assert!(!stale.exists() && !previous_slot(&slot).exists());
+        assert!(loaded.rejected.is_empty());
+        assert_eq!(store.newest_state().unwrap().step, 30);
         assert_eq!(
-            load_checkpoint(&slot, &Device::Cpu)
-                .unwrap()
-                .unwrap()
-                .state
-                .step,
-            30
+            names_in(&loaded.path),
+            [EMA_FILE, MANIFEST_FILE, METRICS_FILE, OPTIM_FILE, STATE_FILE, WEIGHTS_FILE]
         );
+    }
+
+    type Fault = fn(&Path);
+
+    fn faults() -> [(&'static str, Fault); 4] {
+        [
+            ("truncated", |p| {
+                let len = fs::metadata(p).unwrap().len();
+                fs::OpenOptions::new()
+                    .write(true)
+                    .open(p)
+                    .unwrap()
+                    .set_len(len / 2)
+                    .unwrap();
+            }),
+            ("zeroed", |p| {
+                let len = fs::metadata(p).unwrap().len() as usize;
+                fs::write(p, vec![0u8; len]).unwrap();
+            }),
+            ("one byte flipped", |p| {
+                let mut bytes = fs::read(p).unwrap();
+                let mid = bytes.len() / 2;
+                bytes[mid] ^= 0x01;
+                fs::write(p, bytes).unwrap();
+            }),
+            ("deleted", |p| fs::remove_file(p).unwrap()),
+        ]
+    }
+
+    #[test]
+    fn any_fault_in_any_file_falls_back_to_the_previous_checkpoint() {
+        let files = [
+            WEIGHTS_FILE,
+            EMA_FILE,
+            OPTIM_FILE,
+            STATE_FILE,
+            METRICS_FILE,
+            MANIFEST_FILE,
+        ];
+        for file in files {
+            for (fault, apply) in faults() {
+                let dir = tempfile::tempdir().unwrap();
+                let store = three_saved(dir.path());
+                let newest = store.dir().join("step-000000030");
+                apply(&newest.join(file));
+                let loaded = store
+                    .load(&Device::Cpu, &set_aside_into(dir.path()))
+                    .unwrap_or_else(|e| panic!("{file} {fault}: {e}"))
+                    .unwrap();
+                assert_eq!(loaded.checkpoint.state.step, 20, "{file} {fault}");
+                assert_eq!(first_value(&loaded.checkpoint.weights, "fc.weight"), 20.0);
+                let [rejected] = &loaded.rejected[..] else {
+                    panic!("{file} {fault}: {:?}", loaded.rejected)
+                };
+                assert_eq!(rejected.step, Some(30));
+                assert_eq!(rejected.damage.path, newest.join(file), "{file} {fault}");
+                let moved = rejected.moved_to.as_ref().unwrap();
+                assert!(!newest.exists() && moved.is_dir(), "{file} {fault}");
+                assert!(moved.starts_with(dir.path().join("damaged")));
+                let text = rejected.to_string();
+                assert!(
+                    text.starts_with("the checkpoint at step 30 is damaged") && text.contains(file),
+                    "{text}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn when_every_checkpoint_is_damaged_loading_fails_and_names_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = three_saved(dir.path());
+        for step in ["step-000000020", "step-000000030"] {
+            fs::write(store.dir().join(step).join(WEIGHTS_FILE), b"").unwrap();
+        }
+        let err = store
+            .load(&Device::Cpu, &set_aside_into(dir.path()))
+            .unwrap_err();
+        let CheckpointError::NoneIntact { rejected, .. } = &err else {
+            panic!("{err}")
+        };
+        assert_eq!(
+            rejected.iter().map(|r| r.step).collect::<Vec<_>>(),
+            [Some(30), Some(20)]
+        );
+        let text = err.to_string();
+        assert!(text.contains("no checkpoint in") && text.contains("step 20"), "{text}");
+        assert_eq!(names_in(&dir.path().join("damaged")).len(), 2);
+        // Skip leaves them where they are
+        let store = three_saved(&dir.path().join("other"));
+        fs::write(store.dir().join("step-000000030").join(STATE_FILE), b"{").unwrap();
+        let loaded = store.load(&Device::Cpu, &OnDamage::Skip).unwrap().unwrap();
+        assert_eq!(loaded.rejected[0].moved_to, None);
+        assert!(store.dir().join("step-000000030").exists());
+    }
+
+    #[test]
+    fn a_crashed_save_leaves_the_older_checkpoints_and_is_cleaned_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = three_saved(dir.path());
+        // a save that died before its rename, and a folder a user copied without manifest
+        let stale = store.dir().join(format!("{TEMP_PREFIX}step-000000040-999-0"));
+        fs::create_dir(&stale).unwrap();
+        fs::write(stale.join(WEIGHTS_FILE), b"half").unwrap();
+        let loaded = store.load(&Device::Cpu, &OnDamage::Skip).unwrap().unwrap();
+        assert_eq!(loaded.checkpoint.state.step, 30);
+        store.save(&checkpoint(40), 2).unwrap();
+        assert_eq!(
+            names_in(store.dir()),
+            ["step-000000030", "step-000000040"]
+        );
+        // saving the same step again replaces it
+        store.save(&checkpoint(40), 2).unwrap();
+        assert_eq!(store.newest_state().unwrap().step, 40);
+    }
+
+    #[test]
+    fn checkpoints_of_the_old_single_slot_layout_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Checkpoints::new(dir.path().join("checkpoints"));
+        let slot = store.dir().join("latest");
+        fs::create_dir_all(&slot).unwrap();
+        let c = checkpoint(10);
+        atomic::write_safetensors(&slot.join(WEIGHTS_FILE), &c.weights).unwrap();
+        atomic::write_safetensors(&slot.join(EMA_FILE), &c.ema).unwrap();
+        atomic::write_safetensors(&slot.join(OPTIM_FILE), &c.optim).unwrap();
+        atomic::write_json(&slot.join(STATE_FILE), &c.state).unwrap();
+        assert_eq!(store.newest_state().unwrap().step, 10);
+        let loaded = store.load(&Device::Cpu, &OnDamage::Skip).unwrap().unwrap();
+        assert_eq!(loaded.checkpoint.state.step, 10);
+        assert_eq!(loaded.checkpoint.metrics, None);
+        // a new save comes first; the old slot goes once more than `keep` exist
+        store.save(&checkpoint(20), 1).unwrap();
+        assert_eq!(names_in(store.dir()), ["step-000000020"]);
+    }
+
+    #[test]
+    fn the_manifest_lists_every_file_with_its_checksum() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = three_saved(dir.path());
+        let newest = store.dir().join("step-000000030");
+        let manifest = FileManifest::read(&newest.join(MANIFEST_FILE)).unwrap();
+        assert_eq!(manifest.files.len(), 5);
+        for (name, sum) in &manifest.files {
+            assert_eq!(&sum_file(&newest.join(name)).unwrap(), sum, "{name}");
+        }
     }
 
     #[test]
     fn shape_and_config_problems_are_reported() {
         let dir = tempfile::tempdir().unwrap();
-        let slot = dir.path().join("latest");
+        let store = Checkpoints::new(dir.path());
         let mut c = checkpoint(1);
         c.weights.insert(
             "extra.bias".into(),
             Tensor::zeros(4, DType::F32, &Device::Cpu).unwrap(),
         );
-        save_checkpoint(&slot, &c).unwrap();
-        let back = load_checkpoint(&slot, &Device::Cpu).unwrap().unwrap();
-        let mut expected = expected_shapes();
-        expected.insert("fc.weight".into(), vec![3, 2]);
-        let err = back.check_shapes(&slot, &expected).unwrap_err().to_string();
+        let slot = store.save(&c, 2).unwrap();
+        let back = store.load(&Device::Cpu, &OnDamage::Skip).unwrap().unwrap();
+        let expected = HashMap::from([("fc.weight".to_string(), vec![3, 64])]);
+        let err = back
+            .checkpoint
+            .check_shapes(&slot, &expected)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unexpected `extra.bias`"), "{err}");
         assert!(
-            err.contains("`fc.weight` has shape [2, 3], expected [3, 2]"),
+            err.contains("`fc.weight` has shape [64, 3], expected [3, 64]"),
             "{err}"
         );
         assert!(matches!(
-            back.check_config(&slot, "other"),
+            back.checkpoint.check_config(&slot, "other"),
             Err(CheckpointError::ConfigMismatch { .. })
         ));
     }
@@ -440,12 +832,12 @@ mod tests {
     #[test]
     fn other_format_version_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        let slot = dir.path().join("latest");
+        let store = Checkpoints::new(dir.path());
         let mut c = checkpoint(1);
         c.state.format_version = CHECKPOINT_FORMAT_VERSION + 1;
-        save_checkpoint(&slot, &c).unwrap();
+        store.save(&c, 2).unwrap();
         assert!(matches!(
-            load_checkpoint(&slot, &Device::Cpu),
+            store.load(&Device::Cpu, &OnDamage::Skip),
             Err(CheckpointError::Version { .. })
         ));
     }

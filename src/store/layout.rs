@@ -3,7 +3,19 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::atomic::{self, AtomicWriteError};
+use super::atomic::AtomicWriteError;
+use super::provenance::Provenance;
+
+/// The resolved configuration.
+pub const CONFIG_FILE: &str = "config.yaml";
+/// Provenance of the run.
+pub const PROVENANCE_FILE: &str = "provenance.json";
+/// One row per evaluation point.
+pub const METRICS_FILE: &str = "metrics.parquet";
+/// The moving-average weights under timm's names, once the run has finished.
+pub const FINAL_WEIGHTS_FILE: &str = "final.safetensors";
+/// Sizes and checksums of the files above as last written (see [`RunDir::record_checksum`]).
+pub const CHECKSUMS_FILE: &str = "checksums.json";
 
 /// Names the files of a run folder; creates nothing unless asked.
 ///
@@ -11,8 +23,11 @@ use super::atomic::{self, AtomicWriteError};
 /// <root>/config.yaml        fully resolved configuration (the thing that was hashed)
 /// <root>/provenance.json    see `store::provenance`
 /// <root>/metrics.parquet    see `store::metrics`
-/// <root>/checkpoints/latest see `store::checkpoint`
-/// <root>/DONE               written last; its presence means the run is reusable
+/// <root>/final.safetensors  the moving-average weights (timm names), once finished
+/// <root>/checkpoints/       see `store::checkpoint`
+/// <root>/checksums.json    sizes and checksums of config, provenance and metrics as written
+/// <root>/damaged/           damaged files and checkpoints, moved aside (never deleted)
+/// <root>/DONE               written last; see `store::done`
 /// <root>/.lock              see `store::lock`
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,17 +48,17 @@ impl RunDir {
 
     /// The resolved configuration.
     pub fn config_yaml(&self) -> PathBuf {
-        self.root.join("config.yaml")
+        self.root.join(CONFIG_FILE)
     }
 
     /// Provenance of the run.
     pub fn provenance_json(&self) -> PathBuf {
-        self.root.join("provenance.json")
+        self.root.join(PROVENANCE_FILE)
     }
 
     /// One row per evaluation point.
     pub fn metrics_parquet(&self) -> PathBuf {
-        self.root.join("metrics.parquet")
+        self.root.join(METRICS_FILE)
     }
 
     /// Written only when `train.diagnostics` is on.
@@ -56,19 +71,54 @@ impl RunDir {
         self.root.join("checkpoints")
     }
 
-    /// A named checkpoint slot, e.g. `"latest"` or `"best"`.
-    pub fn checkpoint_slot(&self, name: &str) -> PathBuf {
-        self.checkpoints().join(name)
+    /// The run's checkpoints.
+    pub fn checkpoint_store(&self) -> super::checkpoint::Checkpoints {
+        super::checkpoint::Checkpoints::new(self.checkpoints())
     }
 
-    /// The slot training resumes from.
-    pub fn latest_checkpoint(&self) -> PathBuf {
-        self.checkpoint_slot("latest")
+    /// Where damaged files and checkpoints are moved.
+    pub fn damaged(&self) -> PathBuf {
+        self.root.join("damaged")
+    }
+
+    /// The moving-average weights of a finished run, under timm's names.
+    pub fn final_weights(&self) -> PathBuf {
+        self.root.join(FINAL_WEIGHTS_FILE)
     }
 
     /// The completion marker.
     pub fn done_marker(&self) -> PathBuf {
         self.root.join("DONE")
+    }
+
+    /// Records the size and checksum of the file `name` (e.g. [`METRICS_FILE`]) as it is now,
+    /// so that damage to it is found before it is used; call it after each write.
+    pub fn record_checksum(&self, name: &str) -> Result<(), AtomicWriteError> {
+        super::integrity::record_checksum(&self.root, CHECKSUMS_FILE, name)
+    }
+
+    /// The recorded files that are missing or differ from their record (and the record
+    /// itself when it is unreadable).
+    pub fn damaged_files(&self) -> Vec<super::integrity::Damage> {
+        super::integrity::recorded_damage(&self.root, CHECKSUMS_FILE)
+    }
+
+    /// Writes `provenance.json` and records its checksum.
+    pub fn write_provenance(
+        &self,
+        provenance: &Provenance,
+    ) -> Result<(), super::provenance::ProvenanceError> {
+        provenance.write(&self.provenance_json())?;
+        Ok(self.record_checksum(PROVENANCE_FILE)?)
+    }
+
+    /// Writes `metrics.parquet` with `rows` and records its checksum.
+    pub fn write_metrics(
+        &self,
+        rows: &[super::metrics::MetricsRow],
+    ) -> Result<(), super::metrics::MetricsError> {
+        super::metrics::write_metrics(&self.metrics_parquet(), rows)?;
+        Ok(self.record_checksum(METRICS_FILE)?)
     }
 
     /// Creates the folder and its `checkpoints/` subfolder.
@@ -81,10 +131,10 @@ impl RunDir {
         self.done_marker().is_file()
     }
 
-    /// Writes `DONE` (containing the completion time), atomically; call it last.
-    pub fn mark_done(&self) -> Result<(), AtomicWriteError> {
-        let stamp = format!("{}\n", super::clock::now_rfc3339());
-        atomic::write_bytes(&self.done_marker(), stamp.as_bytes())
+    /// Writes `DONE` with `provenance` and the checksums of the finished run's files,
+    /// atomically; call it last.
+    pub fn mark_done(&self, provenance: &Provenance) -> Result<(), AtomicWriteError> {
+        super::done::write_done(self, provenance)
     }
 }
 
@@ -97,17 +147,12 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let run = RunDir::new(tmp.path().join("inception-v4-3f9a1c2e"));
         assert_eq!(run.metrics_parquet(), run.root().join("metrics.parquet"));
-        assert_eq!(
-            run.latest_checkpoint(),
-            run.root().join("checkpoints/latest")
-        );
+        assert_eq!(run.damaged(), run.root().join("damaged"));
         run.create().unwrap();
         assert!(run.checkpoints().is_dir());
         assert!(!run.is_done());
-        run.mark_done().unwrap();
+        let p = Provenance::start(serde_json::json!({}), 0, "cpu".into(), "ab".into());
+        run.mark_done(&p).unwrap();
         assert!(run.is_done());
-        assert!(std::fs::read_to_string(run.done_marker())
-            .unwrap()
-            .ends_with("Z\n"));
     }
 }

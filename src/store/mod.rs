@@ -1,5 +1,6 @@
 //! The results store: the layout of a run folder, atomic writes, the folder lock,
-//! `metrics.parquet`, `provenance.json` and checkpoints.
+//! `metrics.parquet`, `provenance.json`, checkpoints, the `DONE` record and the checksums
+//! that tell intact files from damaged ones.
 //!
 //! Everything here is written whole and renamed into place, so a reader (or a resumed run)
 //! only ever sees complete files, and everything a user may open (Parquet, JSON,
@@ -9,6 +10,8 @@ pub mod atomic;
 pub mod checkpoint;
 pub mod clock;
 pub mod diagnostics;
+pub mod done;
+pub mod integrity;
 pub mod layout;
 pub mod lock;
 pub mod metrics;
@@ -16,9 +19,10 @@ pub mod provenance;
 
 pub use atomic::{write_bytes, write_json, write_safetensors, AtomicWriteError};
 pub use checkpoint::{
-    load_checkpoint, save_checkpoint, Checkpoint, CheckpointError, TrainingState,
+    Checkpoint, CheckpointError, Checkpoints, Loaded, OnDamage, Rejected, TrainingState,
     CHECKPOINT_FORMAT_VERSION,
 };
+pub use integrity::{Damage, FileManifest};
 pub use layout::RunDir;
 pub use lock::{recorded_holder, LockError, LockHolder, RunLock};
 pub use metrics::{append_metrics, read_metrics, write_metrics, MetricsError, MetricsRow};

@@ -26,10 +26,11 @@ use crate::interrupt::StopSignal;
 use crate::models::import;
 use crate::spec::{ColorMode, InterpolationMode, RunConfig};
 use crate::store::checkpoint::{
-    load_checkpoint, save_checkpoint, Checkpoint, TrainingState, CHECKPOINT_FORMAT_VERSION,
+    Checkpoint, CheckpointError, Loaded, OnDamage, TrainingState, CHECKPOINT_FORMAT_VERSION,
 };
 use crate::store::diagnostics::{append_diagnostics, DiagnosticsRow};
-use crate::store::metrics::{append_metrics, read_metrics, write_metrics, MetricsRow};
+use crate::store::integrity::set_aside;
+use crate::store::metrics::{read_metrics, MetricsRow};
 use crate::store::RunDir;
 
 /// Errors that stop a run (a diverging loss is an outcome, not an error).
@@ -42,6 +43,8 @@ pub enum TrainError {
     },
     #[error(transparent)]
     Data(#[from] crate::data::DataError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
     #[error("{0}")]
     Other(String),
 }
@@ -116,7 +119,7 @@ pub fn train_run(job: &TrainJob) -> Result<RunOutcome, TrainError> {
     let cfg = job.config;
     let writer = job.replicas.rank() == 0;
     let mut s = Session::new(job)?;
-    let mut state = resume(job, &mut s)?;
+    let (mut state, mut history) = resume(job, &mut s)?;
     check_same_weights(job, &s, &state)?;
     if writer && job.replicas.world_size() > 1 {
         tracing::info!(
@@ -124,10 +127,6 @@ pub fn train_run(job: &TrainJob) -> Result<RunOutcome, TrainError> {
             job.replicas.world_size(),
             cfg.train.replicas
         );
-    }
-    let metrics_path = job.dir.metrics_parquet();
-    if writer {
-        drop_rows_after(&metrics_path, state.step)?;
     }
 
     let eval_every =
@@ -226,24 +225,25 @@ pub fn train_run(job: &TrainJob) -> Result<RunOutcome, TrainError> {
                     append_diagnostics(&job.dir.diagnostics_parquet(), state.step - 1, diagnostics)
                         .map_err(other)?;
                 }
-                append_metrics(&metrics_path, &[row]).map_err(other)?;
+                history.push(row);
+                job.dir.write_metrics(&history).map_err(other)?;
                 state.loss_sum = 0.0;
                 state.loss_count = 0;
                 last_score = Some(score);
-                save(job, &s, &state)?;
+                save(job, &s, &state, &history)?;
                 interval_start = Instant::now();
                 interval_images = 0;
                 interval_correct = 0;
                 (interval_norm_sum, interval_steps) = (0.0, 0);
             } else if state.step % cfg.train.checkpoint_every_steps.max(1) == 0 && writer {
                 state.wall_s = wall_before + session_start.elapsed().as_secs_f64();
-                save(job, &s, &state)?;
+                save(job, &s, &state, &history)?;
             }
             // Every replica stops at the same step when any was asked to.
             if any_replica(job.replicas.as_ref(), job.stop.requested()).map_err(other)? {
                 state.wall_s = wall_before + session_start.elapsed().as_secs_f64();
                 if writer {
-                    save(job, &s, &state)?;
+                    save(job, &s, &state, &history)?;
                 }
                 job.progress.finish();
                 return Ok(RunOutcome::Interrupted { step: state.step });
@@ -411,9 +411,13 @@ fn diagnose(
     })
 }
 
-/// Restores the last checkpoint, if any, into the session; returns where training stands.
-fn resume(job: &TrainJob, s: &mut Session) -> Result<TrainingState, TrainError> {
-    let slot = job.dir.latest_checkpoint();
+/// Restores the newest intact checkpoint, if any, into the session; returns where training
+/// stands and the metrics rows up to there (also written to `metrics.parquet`).
+fn resume(
+    job: &TrainJob,
+    s: &mut Session,
+) -> Result<(TrainingState, Vec<MetricsRow>), TrainError> {
+    let writer = job.replicas.rank() == 0;
     let fresh = TrainingState {
         format_version: CHECKPOINT_FORMAT_VERSION,
         step: 0,
@@ -428,16 +432,38 @@ fn resume(job: &TrainJob, s: &mut Session) -> Result<TrainingState, TrainError> 
         loss_count: 0,
         wall_s: 0.0,
     };
-    let Some(ckpt) = load_checkpoint(&slot, job.device).map_err(other)? else {
-        return Ok(fresh);
+    let on_damage = match writer {
+        true => OnDamage::SetAside(job.dir.damaged()),
+        false => OnDamage::Skip,
     };
-    ckpt.check_config(&slot, job.config_hash).map_err(other)?;
+    let Some(Loaded {
+        checkpoint: ckpt,
+        path,
+        rejected,
+    }) = job.dir.checkpoint_store().load(job.device, &on_damage)?
+    else {
+        let history = resumed_metrics(job, None, 0)?;
+        return Ok((fresh, history));
+    };
+    if writer {
+        for r in &rejected {
+            tracing::warn!("{r}");
+        }
+        if let Some(newest) = rejected.iter().filter_map(|r| r.step).max() {
+            tracing::warn!(
+                "resuming from the checkpoint at step {} instead: {} steps to train again",
+                ckpt.state.step,
+                newest.saturating_sub(ckpt.state.step)
+            );
+        }
+    }
+    ckpt.check_config(&path, job.config_hash)?;
     let shapes: HashMap<String, Vec<usize>> = sorted_vars(&s.model.varmap)
         .into_iter()
         .map(|(k, v)| (k, v.dims().to_vec()))
         .collect();
-    ckpt.check_shapes(&slot, &shapes).map_err(other)?;
-    import::load_state_dict(&s.model.varmap, ckpt.weights, &slot.display().to_string())
+    ckpt.check_shapes(&path, &shapes)?;
+    import::load_state_dict(&s.model.varmap, ckpt.weights, &path.display().to_string())
         .map_err(other)?;
     s.model.optimizer.load_state(ckpt.optim).map_err(other)?;
     s.model
@@ -448,12 +474,70 @@ fn resume(job: &TrainJob, s: &mut Session) -> Result<TrainingState, TrainError> 
         step = ckpt.state.step,
         epoch = ckpt.state.epoch,
         "resuming from {}",
-        slot.display()
+        path.display()
     );
-    Ok(ckpt.state)
+    let history = resumed_metrics(job, ckpt.metrics, ckpt.state.step)?;
+    Ok((ckpt.state, history))
 }
 
-fn save(job: &TrainJob, s: &Session, state: &TrainingState) -> Result<(), TrainError> {
+/// The metrics rows a run resumed at `step` continues from, written to `metrics.parquet`
+/// (replica 0): the checkpoint's copy when it has one (a damaged or different
+/// `metrics.parquet` is moved aside with a warning), else the file's rows up to `step`
+/// (rows after it are computed again).
+fn resumed_metrics(
+    job: &TrainJob,
+    from_checkpoint: Option<Vec<MetricsRow>>,
+    step: u64,
+) -> Result<Vec<MetricsRow>, TrainError> {
+    if job.replicas.rank() != 0 {
+        return Ok(from_checkpoint.unwrap_or_default());
+    }
+    let path = job.dir.metrics_parquet();
+    let on_disk = path.exists().then(|| read_metrics(&path));
+    let set_aside_with = |why: String| -> Result<(), TrainError> {
+        let moved = set_aside(&path, &job.dir.damaged()).map_err(|e| {
+            TrainError::Other(format!("cannot move {} aside: {e}", path.display()))
+        })?;
+        tracing::warn!("{why}; moved to {}", moved.display());
+        Ok(())
+    };
+    let rows = match (from_checkpoint, on_disk) {
+        (Some(saved), Some(Ok(found))) => {
+            let kept: Vec<MetricsRow> = found.into_iter().filter(|r| r.step <= step).collect();
+            if kept != saved {
+                set_aside_with(format!(
+                    "{} differs from the copy in the checkpoint at step {step} and is rebuilt from it",
+                    path.display()
+                ))?;
+            }
+            saved
+        }
+        (Some(saved), Some(Err(e))) => {
+            set_aside_with(format!(
+                "{e}; rebuilt from the copy in the checkpoint at step {step}"
+            ))?;
+            saved
+        }
+        (Some(saved), None) => saved,
+        (None, Some(Ok(found))) => found.into_iter().filter(|r| r.step <= step).collect(),
+        (None, Some(Err(e))) => {
+            set_aside_with(format!(
+                "{e}; the checkpoint at step {step} holds no copy, so the evaluations before it are lost"
+            ))?;
+            Vec::new()
+        }
+        (None, None) => Vec::new(),
+    };
+    job.dir.write_metrics(&rows).map_err(other)?;
+    Ok(rows)
+}
+
+fn save(
+    job: &TrainJob,
+    s: &Session,
+    state: &TrainingState,
+    history: &[MetricsRow],
+) -> Result<(), TrainError> {
     let weights: HashMap<String, Tensor> = sorted_vars(&s.model.varmap)
         .into_iter()
         .map(|(k, v)| (k, v.as_tensor().clone()))
@@ -465,8 +549,12 @@ fn save(job: &TrainJob, s: &Session, state: &TrainingState) -> Result<(), TrainE
         weights,
         ema: s.model.ema.tensors(),
         optim: s.model.optimizer.state(),
+        metrics: Some(history.to_vec()),
     };
-    save_checkpoint(&job.dir.latest_checkpoint(), &ckpt).map_err(other)
+    job.dir
+        .checkpoint_store()
+        .save(&ckpt, job.config.train.keep_checkpoints)?;
+    Ok(())
 }
 
 /// The moving-average weights, as a timm state dict: what evaluation and users load.
@@ -480,7 +568,7 @@ fn export_final(job: &TrainJob, s: &Session) -> Result<(), TrainError> {
 
 /// `final.safetensors` in a run folder: the EMA weights under timm's names.
 pub fn final_weights_path(run_dir: &Path) -> std::path::PathBuf {
-    run_dir.join("final.safetensors")
+    RunDir::new(run_dir).final_weights()
 }
 
 fn diverge(job: &TrainJob, state: &TrainingState, value: f64) -> Result<RunOutcome, TrainError> {
@@ -526,19 +614,6 @@ fn check_same_weights(
             "replica {} starts from other weights than replica 0 (checksum@step {mine} against {first}): every replica must see the same run folder",
             job.replicas.rank()
         )));
-    }
-    Ok(())
-}
-
-/// Metrics rows written after the checkpoint a run resumes from are recomputed: drop them.
-fn drop_rows_after(path: &Path, step: u64) -> Result<(), TrainError> {
-    if !path.exists() {
-        return Ok(());
-    }
-    let rows = read_metrics(path).map_err(other)?;
-    let kept: Vec<MetricsRow> = rows.iter().filter(|r| r.step <= step).cloned().collect();
-    if kept.len() != rows.len() {
-        write_metrics(path, &kept).map_err(other)?;
     }
     Ok(())
 }

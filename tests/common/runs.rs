@@ -15,13 +15,11 @@ pub const SLOW_SMOKE: [&str; 6] = [
     "runs.inception_v4.train.epochs=1",
 ];
 
-/// The step of the first checkpoint found among the run folders under `runs`.
+/// The step of the newest checkpoint of the first run folder under `runs` that has one.
 pub fn checkpointed_step(runs: &Path) -> Option<u64> {
     std::fs::read_dir(runs).ok()?.find_map(|e| {
-        let state = e.ok()?.path().join("checkpoints/latest/state.json");
-        let v: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(state).ok()?).ok()?;
-        v["step"].as_u64()
+        let dir = repro::store::RunDir::new(e.ok()?.path());
+        dir.checkpoint_store().newest_state().map(|s| s.step)
     })
 }
 

@@ -89,6 +89,7 @@ fn setup_runs(tag: &str, names: &[&str]) -> (Tmp, Experiment, RunOptions) {
         stop: StopSignal::default(),
         replicas: crate::dist::single(),
         only: None,
+        command_flags: Vec::new(),
     };
     (Tmp(dir), experiment, options)
 }
