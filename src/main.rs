@@ -429,8 +429,15 @@ fn run(args: RunArgs) -> Result<(), Failure> {
         .iter()
         .flat_map(|e| plan(e, &options.results).into_iter().map(|p| p.run.name))
         .collect();
-    for (flag, names) in [("--runs", args.runs.as_deref()), ("--restart", Some(&args.restart[..]))] {
-        if let Some(unknown) = names.unwrap_or_default().iter().find(|n| !known.contains(n)) {
+    for (flag, names) in [
+        ("--runs", args.runs.as_deref()),
+        ("--restart", Some(&args.restart[..])),
+    ] {
+        if let Some(unknown) = names
+            .unwrap_or_default()
+            .iter()
+            .find(|n| !known.contains(n))
+        {
             return Err(bad_input(format!(
                 "{flag}: the files use no run `{unknown}`; they use: {}",
                 known.join(", ")
@@ -439,10 +446,13 @@ fn run(args: RunArgs) -> Result<(), Failure> {
     }
     if writer && !args.restart.is_empty() {
         for e in &experiments {
-            let moved = repro::runner::restart_runs(e, &options.results, &args.restart)
-                .map_err(failed)?;
+            let moved =
+                repro::runner::restart_runs(e, &options.results, &args.restart).map_err(failed)?;
             for (run, to) in moved {
-                println!("{run}: starts over; what it stored is now in {}", to.display());
+                println!(
+                    "{run}: starts over; what it stored is now in {}",
+                    to.display()
+                );
             }
         }
     }

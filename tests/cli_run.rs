@@ -208,6 +208,27 @@ fn a_killed_run_resumes_through_the_cli() {
     let killed_at = common::runs::wait_for_checkpoint(&runs, 3, || child.kill().is_ok());
     child.wait().unwrap();
     let killed_at = killed_at.expect("the run never checkpointed");
+    // ... and its newest checkpoint damaged as a full disk or a flaky file system leaves it.
+    let irv2 = run_folders(&tmp.0)
+        .into_iter()
+        .find(|f| f.starts_with("inception_resnet_v2"))
+        .unwrap();
+    let checkpoints = runs.join(&irv2).join("checkpoints");
+    let mut kept: Vec<String> = std::fs::read_dir(&checkpoints)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("step-"))
+        .collect();
+    kept.sort();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    let weights = checkpoints.join(&kept[1]).join("weights.safetensors");
+    let len = std::fs::metadata(&weights).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&weights)
+        .unwrap()
+        .set_len(len / 3)
+        .unwrap();
     let mut plan_args = vec!["plan"];
     plan_args.extend(&args[1..]);
     let plan = run(&tmp.0, &plan_args);
@@ -218,16 +239,24 @@ fn a_killed_run_resumes_through_the_cli() {
     );
     let resumed = run(&tmp.0, &args);
     assert!(resumed.status.success(), "{}", output_text(&resumed));
+    let text = output_text(&resumed);
+    let newest: u64 = kept[1].trim_start_matches("step-").parse().unwrap();
     assert!(
-        output_text(&resumed).contains("resuming from"),
-        "{}",
-        output_text(&resumed)
+        text.contains(&format!("the checkpoint at step {newest} is damaged"))
+            && text.contains("weights.safetensors")
+            && text.contains(&format!(
+                "resuming from the checkpoint at step {} instead: 1 step to train again",
+                newest - 1
+            )),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read_dir(runs.join(&irv2).join("damaged"))
+            .unwrap()
+            .count(),
+        1
     );
     // Every evaluation point of the 6 epochs is in the metrics, each once.
-    let irv2 = run_folders(&tmp.0)
-        .into_iter()
-        .find(|f| f.starts_with("inception_resnet_v2"))
-        .unwrap();
     let rows =
         repro::store::metrics::read_metrics(&runs.join(irv2).join("metrics.parquet")).unwrap();
     let epochs: Vec<f64> = rows.iter().map(|r| r.epoch).collect();

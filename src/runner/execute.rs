@@ -179,6 +179,7 @@ fn take_run(
             {
                 return Ok((Decision::Reuse, Some(guard)));
             }
+            set_aside_damaged_files(&dir).map_err(RunFailure::new)?;
             write_config(&dir, &planned.run).map_err(RunFailure::new)?;
             Ok((Decision::Train, Some(guard)))
         })();
@@ -241,9 +242,6 @@ fn train_one(
         })
         .collect();
     let config_json = serde_json::to_value(&run.config).map_err(RunFailure::new)?;
-    if writer {
-        set_aside_damaged_files(&dir).map_err(RunFailure::new)?;
-    }
     let stored = match writer {
         true => stored_provenance(&dir).map_err(RunFailure::new)?,
         false => None,
@@ -258,8 +256,7 @@ fn train_one(
     });
     provenance.status = RunStatus::Running;
     if writer {
-        dir.write_provenance(&provenance)
-            .map_err(RunFailure::new)?;
+        dir.write_provenance(&provenance).map_err(RunFailure::new)?;
     }
 
     let progress = if options.show_progress && writer {
@@ -296,7 +293,7 @@ fn train_one(
                     ))
                 }
                 TrainError::Data(e) => RunFailure::bad_input(e),
-                TrainError::Checkpoint(e @ CheckpointError::NoneIntact { .. }) => {
+                TrainError::Checkpoint(e) if matches!(*e, CheckpointError::NoneIntact { .. }) => {
                     RunFailure::new(format!(
                         "{e}. Start the run over with `{}` (its files are moved to {}, not deleted)",
                         restart_command(experiment, &run.name, options),
@@ -336,8 +333,7 @@ fn train_one(
     if !writer {
         return Ok(RunResult::Trained(outcome));
     }
-    dir.write_provenance(&provenance)
-        .map_err(RunFailure::new)?;
+    dir.write_provenance(&provenance).map_err(RunFailure::new)?;
     if !matches!(
         outcome,
         RunOutcome::Stopped { .. } | RunOutcome::Interrupted { .. }

@@ -48,16 +48,21 @@ pub(super) fn check_finished(dir: &RunDir, run: &ResolvedRun) -> Result<Finished
     for damage in record.damaged_files(dir) {
         let path = &damage.path;
         if needs_finishing_again(path) {
-            let moved = move_aside(dir, path)?;
+            let moved = match path.exists() {
+                true => format!("; moved to {},", move_aside(dir, path)?.display()),
+                false => ";".to_string(),
+            };
             tracing::warn!(
-                "{damage}; moved to {}, and the run is finished again from its newest intact checkpoint",
-                moved.display()
+                "{damage}{moved} and the run is finished again from its newest intact checkpoint"
             );
             finish_again = true;
         } else if *path == dir.provenance_json() {
             dir.write_provenance(&record.provenance)
                 .map_err(|e| format!("restoring {}: {e}", path.display()))?;
-            tracing::warn!("{damage}; restored from the copy in {}", dir.done_marker().display());
+            tracing::warn!(
+                "{damage}; restored from the copy in {}",
+                dir.done_marker().display()
+            );
         } else if *path == dir.config_yaml() {
             write_config(dir, run)?;
             tracing::warn!("{damage}; written again from the experiment's resolved run");

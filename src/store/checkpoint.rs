@@ -167,7 +167,11 @@ pub struct Rejected {
 impl fmt::Display for Rejected {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.step {
-            Some(step) => write!(f, "the checkpoint at step {step} is damaged ({})", self.damage)?,
+            Some(step) => write!(
+                f,
+                "the checkpoint at step {step} is damaged ({})",
+                self.damage
+            )?,
             None => write!(f, "a checkpoint is damaged ({})", self.damage)?,
         }
         match &self.moved_to {
@@ -436,10 +440,7 @@ fn open(c: &Candidate, device: &Device) -> Result<Result<Checkpoint, Damage>, Ch
 }
 
 /// Opens a checkpoint written before manifests existed: checked by parsing only.
-fn open_legacy(
-    dir: &Path,
-    device: &Device,
-) -> Result<Result<Checkpoint, Damage>, CheckpointError> {
+fn open_legacy(dir: &Path, device: &Device) -> Result<Result<Checkpoint, Damage>, CheckpointError> {
     let state = match read_state(dir) {
         Ok(s) => s,
         Err(d) => return Ok(Err(d)),
@@ -636,10 +637,7 @@ mod tests {
         assert!(store.load(&Device::Cpu, &OnDamage::Skip).unwrap().is_none());
         assert!(store.newest_state().is_none());
         let store = three_saved(dir.path());
-        assert_eq!(
-            names_in(store.dir()),
-            ["step-000000020", "step-000000030"]
-        );
+        assert_eq!(names_in(store.dir()), ["step-000000020", "step-000000030"]);
         let loaded = store.load(&Device::Cpu, &OnDamage::Skip).unwrap().unwrap();
         let back = loaded.checkpoint;
         assert_eq!(back.state, checkpoint(30).state);
@@ -651,7 +649,14 @@ mod tests {
         assert_eq!(store.newest_state().unwrap().step, 30);
         assert_eq!(
             names_in(&loaded.path),
-            [EMA_FILE, MANIFEST_FILE, METRICS_FILE, OPTIM_FILE, STATE_FILE, WEIGHTS_FILE]
+            [
+                EMA_FILE,
+                MANIFEST_FILE,
+                METRICS_FILE,
+                OPTIM_FILE,
+                STATE_FILE,
+                WEIGHTS_FILE
+            ]
         );
     }
 
@@ -739,7 +744,10 @@ mod tests {
             [Some(30), Some(20)]
         );
         let text = err.to_string();
-        assert!(text.contains("no checkpoint in") && text.contains("step 20"), "{text}");
+        assert!(
+            text.contains("no checkpoint in") && text.contains("step 20"),
+            "{text}"
+        );
         assert_eq!(names_in(&dir.path().join("damaged")).len(), 2);
         // Skip leaves them where they are
         let store = three_saved(&dir.path().join("other"));
@@ -754,16 +762,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = three_saved(dir.path());
         // a save that died before its rename, and a folder a user copied without manifest
-        let stale = store.dir().join(format!("{TEMP_PREFIX}step-000000040-999-0"));
+        let stale = store
+            .dir()
+            .join(format!("{TEMP_PREFIX}step-000000040-999-0"));
         fs::create_dir(&stale).unwrap();
         fs::write(stale.join(WEIGHTS_FILE), b"half").unwrap();
         let loaded = store.load(&Device::Cpu, &OnDamage::Skip).unwrap().unwrap();
         assert_eq!(loaded.checkpoint.state.step, 30);
         store.save(&checkpoint(40), 2).unwrap();
-        assert_eq!(
-            names_in(store.dir()),
-            ["step-000000030", "step-000000040"]
-        );
+        assert_eq!(names_in(store.dir()), ["step-000000030", "step-000000040"]);
         // saving the same step again replaces it
         store.save(&checkpoint(40), 2).unwrap();
         assert_eq!(store.newest_state().unwrap().step, 40);

@@ -66,12 +66,11 @@ pub fn write_done(dir: &RunDir, provenance: &Provenance) -> Result<(), AtomicWri
         .into_iter()
         .filter(|name| dir.root().join(name).is_file())
         .collect();
-    let files = FileManifest::of_files(dir.root(), &present).map_err(|source| {
-        AtomicWriteError::Io {
+    let files =
+        FileManifest::of_files(dir.root(), &present).map_err(|source| AtomicWriteError::Io {
             path: dir.done_marker(),
             source,
-        }
-    })?;
+        })?;
     let record = DoneRecord {
         finished_at: super::clock::now_rfc3339(),
         provenance: provenance.clone(),

@@ -129,10 +129,14 @@ impl FileManifest {
             Err(e) => return Err(Damage::new(path, format!("unreadable ({e})"))),
         };
         if found.bytes != want.bytes {
+            let how = match found.bytes < want.bytes {
+                true => "truncated",
+                false => "overwritten or extended",
+            };
             return Err(Damage::new(
                 path,
                 format!(
-                    "{} bytes where {} were written (truncated or overwritten)",
+                    "{} bytes where {} were written ({how})",
                     found.bytes, want.bytes
                 ),
             ));
@@ -269,7 +273,11 @@ mod tests {
         assert!(d.problem.contains("checksum mismatch"), "{d}");
 
         fs::write(&a, vec![7u8; 4_000]).unwrap();
-        assert!(check(&m).problem.contains("4000 bytes where 10000"), "{}", check(&m));
+        assert!(
+            check(&m).problem.contains("4000 bytes where 10000"),
+            "{}",
+            check(&m)
+        );
 
         fs::write(&a, vec![0u8; 10_000]).unwrap();
         assert!(check(&m).problem.contains("checksum mismatch"));

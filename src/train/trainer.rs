@@ -44,9 +44,15 @@ pub enum TrainError {
     #[error(transparent)]
     Data(#[from] crate::data::DataError),
     #[error(transparent)]
-    Checkpoint(#[from] CheckpointError),
+    Checkpoint(Box<CheckpointError>),
     #[error("{0}")]
     Other(String),
+}
+
+impl From<CheckpointError> for TrainError {
+    fn from(e: CheckpointError) -> Self {
+        TrainError::Checkpoint(Box::new(e))
+    }
 }
 
 pub(crate) fn tensor_err(
@@ -413,10 +419,7 @@ fn diagnose(
 
 /// Restores the newest intact checkpoint, if any, into the session; returns where training
 /// stands and the metrics rows up to there (also written to `metrics.parquet`).
-fn resume(
-    job: &TrainJob,
-    s: &mut Session,
-) -> Result<(TrainingState, Vec<MetricsRow>), TrainError> {
+fn resume(job: &TrainJob, s: &mut Session) -> Result<(TrainingState, Vec<MetricsRow>), TrainError> {
     let writer = job.replicas.rank() == 0;
     let fresh = TrainingState {
         format_version: CHECKPOINT_FORMAT_VERSION,
@@ -450,10 +453,11 @@ fn resume(
             tracing::warn!("{r}");
         }
         if let Some(newest) = rejected.iter().filter_map(|r| r.step).max() {
+            let lost = newest.saturating_sub(ckpt.state.step);
             tracing::warn!(
-                "resuming from the checkpoint at step {} instead: {} steps to train again",
+                "resuming from the checkpoint at step {} instead: {lost} {} to train again",
                 ckpt.state.step,
-                newest.saturating_sub(ckpt.state.step)
+                if lost == 1 { "step" } else { "steps" }
             );
         }
     }
@@ -495,9 +499,8 @@ fn resumed_metrics(
     let path = job.dir.metrics_parquet();
     let on_disk = path.exists().then(|| read_metrics(&path));
     let set_aside_with = |why: String| -> Result<(), TrainError> {
-        let moved = set_aside(&path, &job.dir.damaged()).map_err(|e| {
-            TrainError::Other(format!("cannot move {} aside: {e}", path.display()))
-        })?;
+        let moved = set_aside(&path, &job.dir.damaged())
+            .map_err(|e| TrainError::Other(format!("cannot move {} aside: {e}", path.display())))?;
         tracing::warn!("{why}; moved to {}", moved.display());
         Ok(())
     };

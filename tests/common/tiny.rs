@@ -57,4 +57,3 @@ pub fn train(
     };
     (outcome, rows)
 }
-
