@@ -19,20 +19,76 @@ pub fn parse_device(spec: &str) -> Result<(Device, String), String> {
     }
 }
 
+/// The CUDA device `ordinal`, made once per process and shared by everything that uses it
+/// (training, evaluation, uploads, read-backs, checkpoints, NCCL): one device, one stream.
+///
+/// candle 0.11's `Device::new_cuda` takes `context.per_thread_stream()`
+/// (candle-core `cuda_backend/device.rs`, `BackendDevice::new`), a handle meaning "the calling
+/// thread's stream". repro runs forward passes and training steps on a rayon worker
+/// (`fastops::on_worker`) and uploads, reads back and checkpoints on the main thread, so with
+/// that default the two would queue work on different streams with no order between them: a
+/// read could see a forward pass half done, a timing would measure only the queuing, and memory
+/// freed on one thread could be reused while the other stream still reads it.
+/// `Device::new_cuda_with_stream` gives the device one explicit stream that every thread uses.
 #[cfg(feature = "cuda")]
-fn cuda_device(ordinal: usize) -> Result<Device, String> {
+pub fn cuda_device(ordinal: usize) -> Result<Device, String> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static DEVICES: OnceLock<Mutex<HashMap<usize, Device>>> = OnceLock::new();
+    let mut devices = DEVICES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(d) = devices.get(&ordinal) {
+        return Ok(d.clone());
+    }
     // candle's error text can carry a backtrace: keep its first line.
-    Device::new_cuda(ordinal).map_err(|e| {
+    let no_gpu = |e: &dyn std::fmt::Display| {
         let e = e.to_string();
         format!(
             "--device cuda:{ordinal}: no usable GPU ({})",
             e.lines().next().unwrap_or_default().trim()
         )
-    })
+    };
+    let device = Device::new_cuda_with_stream(ordinal).map_err(|e| no_gpu(&e))?;
+    keep_freed_memory(&device).map_err(|e| no_gpu(&e))?;
+    devices.insert(ordinal, device.clone());
+    Ok(device)
+}
+
+/// Allocator settings for a device with one stream. cudarc allocates stream-ordered
+/// (`cuMemAllocAsync`) from the device's default memory pool, whose release threshold is 0: at
+/// every synchronisation the pool hands freed memory back to the driver, and the next step maps
+/// it again. The threshold is raised so freed memory stays in the pool for the next step (as
+/// PyTorch's caching allocator keeps it). cudarc also records an event on every allocation and
+/// use so that other streams can wait for it; with one stream that is pure overhead.
+#[cfg(feature = "cuda")]
+fn keep_freed_memory(device: &Device) -> Result<(), String> {
+    use candle_core::cuda::cudarc::driver::{result, sys};
+    let cuda = device.as_cuda_device().map_err(|e| e.to_string())?;
+    let context = cuda.cuda_stream().context().clone();
+    // SAFETY: every allocation of this context is made and used on the device's one stream
+    // (see `cuda_device`), so no cross-stream synchronisation is needed; the pool handle comes
+    // from the context's own device and the attribute's value is the u64 the driver expects.
+    unsafe {
+        context.disable_event_tracking();
+        if context.has_async_alloc() {
+            let pool = result::device::get_default_mem_pool(context.cu_device())
+                .map_err(|e| format!("default memory pool: {e}"))?;
+            let mut keep_all = u64::MAX;
+            result::mem_pool::set_attribute(
+                pool,
+                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+                (&mut keep_all as *mut u64).cast(),
+            )
+            .map_err(|e| format!("memory pool release threshold: {e}"))?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda_device(ordinal: usize) -> Result<Device, String> {
+pub fn cuda_device(ordinal: usize) -> Result<Device, String> {
     Err(format!(
         "--device cuda:{ordinal}: this binary was built without CUDA support; rebuild with `cargo build --release --features cuda` (see README)"
     ))

@@ -20,6 +20,9 @@ use super::{Collective, DistError, LaunchInfo};
 
 /// How long the other ranks wait for rank 0's id file.
 const ID_WAIT: Duration = Duration::from_secs(300);
+/// How much earlier than a rank's start rank 0 may have written the id file of the same launch
+/// (launchers start ranks within seconds; file systems shared by nodes differ in clock a little).
+const STALE_AFTER: Duration = Duration::from_secs(120);
 
 /// A communicator over the GPUs of the launched processes.
 pub struct NcclReplicas {
@@ -41,17 +44,15 @@ impl NcclReplicas {
     /// Joins the other ranks on this process's GPU (its local rank).
     pub fn init(info: &LaunchInfo) -> Result<Self, DistError> {
         let launch = |e: &dyn std::fmt::Display| DistError::Launch(e.to_string());
-        let device = candle_core::Device::new_cuda(info.local_rank).map_err(|e| {
-            launch(&format!(
-                "GPU {} for local rank {}: {e}",
-                info.local_rank, info.local_rank
-            ))
-        })?;
+        // The run's own device (one per process and ordinal): the communicator works on its
+        // one stream, so NCCL's calls are ordered with the training step's kernels.
+        let device = crate::device::cuda_device(info.local_rank)
+            .map_err(|e| launch(&format!("local rank {}: {e}", info.local_rank)))?;
         let stream = device
             .as_cuda_device()
             .map_err(|e| launch(&e))?
             .cuda_stream();
-        let id = exchange_id(info)?;
+        let (id, id_path) = exchange_id(info)?;
         let comm = Comm::from_rank(stream, info.rank, info.world_size, id).map_err(|e| {
             launch(&format!(
                 "NCCL could not join rank {} of {}: {}",
@@ -60,11 +61,17 @@ impl NcclReplicas {
                 nccl_text(&e)
             ))
         })?;
-        Ok(Self {
+        let replicas = Self {
             rank: info.rank,
             world: info.world_size,
             comm: Mutex::new(SendComm(comm)),
-        })
+        };
+        // Every rank has joined: the id file has served, and a later launch must not read it.
+        replicas.barrier()?;
+        if info.rank == 0 {
+            let _ = std::fs::remove_file(&id_path);
+        }
+        Ok(replicas)
     }
 
     fn comm(&self) -> std::sync::MutexGuard<'_, SendComm> {
@@ -135,9 +142,7 @@ impl Collective for NcclReplicas {
     }
 
     fn all_reduce_sum_device(&self, flat: &Tensor) -> Result<Tensor, DistError> {
-        flat.device()
-            .synchronize()
-            .and_then(|()| flat.apply_op1_no_bwd(&DeviceSum(&self.comm)))
+        flat.apply_op1_no_bwd(&DeviceSum(&self.comm))
             .map_err(|e| DistError::op("all-reduce", e))
     }
 }
@@ -194,13 +199,11 @@ where
     let device = storage.device().clone();
     let src = storage.as_cuda_slice::<T>()?.slice(range.clone());
     let mut dst = device.alloc_zeros::<T>(range.len())?;
-    // The tensor's stream and the communicator's may differ: finish the one, then the other.
-    device.synchronize()?;
+    // The communicator works on the device's one stream (`crate::device::cuda_device`): the
+    // all-reduce is queued after the kernels that made `src` and before those that read `dst`,
+    // with no host synchronisation.
     comm.all_reduce(&src, &mut dst, &ReduceOp::Sum)
         .map_err(|e| candle_core::Error::Cuda(format!("all-reduce: {}", nccl_text(&e)).into()))?;
-    comm.stream()
-        .synchronize()
-        .map_err(|e| candle_core::Error::Cuda(Box::new(e)))?;
     Ok(CudaStorage::wrap_cuda_slice(dst, device))
 }
 
@@ -211,26 +214,37 @@ fn nccl_text(e: &NcclError) -> String {
 }
 
 /// Rank 0 makes the NCCL unique id and writes it to the id file; the others wait for it.
-fn exchange_id(info: &LaunchInfo) -> Result<Id, DistError> {
+/// Returns the id and the file, which rank 0 removes once every rank has joined.
+///
+/// A file left by an earlier launch (one that failed before every rank joined, or the same
+/// `REPRO_NCCL_ID_FILE` reused) would make NCCL wait forever for ranks of that launch: rank 0
+/// removes any old file before writing, and the others take only a file written less than
+/// [`STALE_AFTER`] before they started waiting.
+fn exchange_id(info: &LaunchInfo) -> Result<(Id, PathBuf), DistError> {
     let path = id_file(info);
     let launch = |m: String| DistError::Launch(m);
     if info.rank == 0 {
+        let _ = std::fs::remove_file(&path);
         let id =
             Id::new().map_err(|e| launch(format!("making the unique id: {}", nccl_text(&e))))?;
         let bytes: Vec<u8> = id.internal().iter().map(|&c| c as u8).collect();
         crate::store::write_bytes(&path, &bytes)
             .map_err(|e| launch(format!("writing the NCCL id to {}: {e}", path.display())))?;
-        return Ok(id);
+        return Ok((id, path));
     }
     let start = Instant::now();
+    let not_before = std::time::SystemTime::now() - STALE_AFTER;
     loop {
-        if let Ok(bytes) = std::fs::read(&path) {
+        let fresh = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t >= not_before);
+        if let Some(bytes) = fresh.then(|| std::fs::read(&path).ok()).flatten() {
             if bytes.len() == 128 {
                 let mut internal = [0 as std::ffi::c_char; 128];
                 for (d, s) in internal.iter_mut().zip(bytes) {
                     *d = s as std::ffi::c_char;
                 }
-                return Ok(Id::uninit(internal));
+                return Ok((Id::uninit(internal), path));
             }
         }
         if start.elapsed() > ID_WAIT {

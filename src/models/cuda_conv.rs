@@ -38,6 +38,14 @@ use candle_core::{
     bail, CpuStorage, CudaStorage, CustomOp2, DType, Layout, Result, Shape, Storage, Tensor,
 };
 
+static BACKWARD_CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many backward passes of [`conv2d`] this process has run (tests check which path the
+/// convolutions of a network took).
+pub fn backward_calls() -> u64 {
+    BACKWARD_CALLS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// `x (b, ci, h, w)` convolved with `w (co, ci, kh, kw)`, zero padding `pad = (rows, columns)`
 /// on each side, `stride` on both axes, no dilation or groups. The same value as
 /// `x.pad_with_zeros(2, ph, ph)?.pad_with_zeros(3, pw, pw)?.conv2d(w, 0, stride, 1, 1)`, with the
@@ -186,6 +194,7 @@ impl CustomOp2 for FastConv2d {
         _y: &Tensor,
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        BACKWARD_CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (x, w, g) = (x.detach(), w.detach(), g.detach().contiguous()?);
         Ok((
             Some(input_grad(&x, &w, &g, self.stride, self.pad)?),

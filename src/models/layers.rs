@@ -201,8 +201,9 @@ impl Block for ConvBnAct {
             return self.normalize(&y, train);
         }
         let x = &self.crop_unused_border(x)?;
-        // candle pads both axes by one amount: asymmetric kernels are padded per axis instead.
-        let y = fastops::conv::stock_conv2d(x, &self.weight, self.pad, self.stride)?;
+        // On CUDA: repro's convolution, whose backward runs on cuBLAS GEMMs (candle's input
+        // gradient is a naive kernel); with the fast ops off, stock candle.
+        let y = fastops::conv2d(x, &self.weight, self.pad, self.stride)?;
         self.bn.forward_t(&y, train)?.relu()
     }
 

@@ -20,24 +20,25 @@ pub enum ClipError {
 }
 
 /// The global L2 norm of the gradients of `vars` in `grads` (variables without a gradient are
-/// ignored), reduced on the device with one scalar read back.
-pub fn global_norm<'a>(
+/// ignored), as a one-element tensor on their device: nothing is read back. On the CPU fast
+/// path the sum is taken in place, in f64.
+pub fn global_norm_tensor<'a>(
     grads: &GradStore,
     vars: impl IntoIterator<Item = &'a Var>,
-) -> Result<f64, ClipError> {
+) -> Result<Tensor, ClipError> {
     let gradients: Vec<Tensor> = vars
         .into_iter()
         .filter_map(|v| grads.get(v.as_tensor()).cloned())
         .collect();
-    if gradients.is_empty() {
-        return Ok(0.0);
-    }
+    let Some(first) = gradients.first() else {
+        return Ok(Tensor::new(0f64, &candle_core::Device::Cpu)?);
+    };
     if gradients.iter().all(|g| inplace::usable(g, &[])) {
         let mut sum = 0.0;
         for g in &gradients {
             sum += inplace::sum_of_squares(g)?;
         }
-        return Ok(sum.sqrt());
+        return Ok(Tensor::new(sum.sqrt(), first.device())?);
     }
     // Sums in f64 when the gradients are f64 (a lockstep check in f64 found the f32 sum's
     // rounding), else in f32 (bf16/f16 gradients are widened).
@@ -50,19 +51,47 @@ pub fn global_norm<'a>(
     for g in &gradients {
         squares.push(g.to_dtype(dtype)?.sqr()?.sum_all()?);
     }
-    let norm = Tensor::stack(&squares, 0)?.sum_all()?.sqrt()?;
-    norm.to_dtype(DType::F64)?
-        .to_scalar::<f64>()
-        .map_err(Into::into)
+    Ok(Tensor::stack(&squares, 0)?.sum_all()?.sqrt()?)
+}
+
+/// [`global_norm_tensor`] read back.
+pub fn global_norm<'a>(
+    grads: &GradStore,
+    vars: impl IntoIterator<Item = &'a Var>,
+) -> Result<f64, ClipError> {
+    let norm = global_norm_tensor(grads, vars)?;
+    Ok(super::readback::read_f64s(&[&norm])?[0])
+}
+
+/// Scales the gradients of `vars` in `grads` by `clip_norm / norm` when their global norm
+/// `norm` (computed by the caller) exceeds `clip_norm`. A norm that is not finite (a diverged
+/// step) leaves them as they are: the caller must skip the update (TF would turn every gradient
+/// into NaN).
+pub fn scale_to_norm<'a>(
+    grads: &mut GradStore,
+    vars: impl IntoIterator<Item = &'a Var>,
+    clip_norm: f64,
+    norm: f64,
+) -> Result<(), ClipError> {
+    if !(clip_norm.is_finite() && clip_norm > 0.0) {
+        return Err(ClipError::BadThreshold(clip_norm));
+    }
+    if norm.is_finite() && norm > clip_norm {
+        let scale = clip_norm / norm;
+        for v in vars {
+            if let Some(g) = grads.get(v.as_tensor()) {
+                let scaled = g.affine(scale, 0.0)?;
+                grads.insert(v.as_tensor(), scaled);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Scales the gradients of `vars` in `grads` by `clip_norm / max(norm, clip_norm)`, where
-/// `norm` is the global L2 norm over all of them, and returns that pre-clip norm.
-///
-/// The norm is reduced on the device and only one scalar is read back. Variables without a
-/// gradient are ignored. When the norm is not finite (NaN/∞: a diverged step) the gradients
-/// are left as they are and the caller must skip the update; TF would instead turn every
-/// gradient into NaN.
+/// `norm` is the global L2 norm over all of them, and returns that pre-clip norm (one scalar
+/// read back). Variables without a gradient are ignored; see [`scale_to_norm`] for a norm
+/// that is not finite.
 pub fn clip_by_global_norm<'a>(
     grads: &mut GradStore,
     vars: impl IntoIterator<Item = &'a Var>,
@@ -71,21 +100,9 @@ pub fn clip_by_global_norm<'a>(
     if !(clip_norm.is_finite() && clip_norm > 0.0) {
         return Err(ClipError::BadThreshold(clip_norm));
     }
-    let with_grad: Vec<&Var> = vars
-        .into_iter()
-        .filter(|v| grads.get(v.as_tensor()).is_some())
-        .collect();
-    let norm = global_norm(grads, with_grad.iter().copied())?;
-    if norm.is_finite() && norm > clip_norm {
-        let scale = clip_norm / norm;
-        for v in with_grad {
-            let scaled = grads
-                .get(v.as_tensor())
-                .expect("filtered above")
-                .affine(scale, 0.0)?;
-            grads.insert(v.as_tensor(), scaled);
-        }
-    }
+    let vars: Vec<&Var> = vars.into_iter().collect();
+    let norm = global_norm(grads, vars.iter().copied())?;
+    scale_to_norm(grads, vars, clip_norm, norm)?;
     Ok(norm)
 }
 

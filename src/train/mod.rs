@@ -14,12 +14,16 @@ pub mod inplace;
 pub mod loss;
 pub mod optim;
 pub mod progress;
+pub mod readback;
 pub mod schedule;
 pub mod step;
 pub mod trainer;
 pub mod vars;
 
-pub use clip::{clip_by_global_norm, global_norm, ClipError, DEFAULT_CLIP_NORM};
+pub use clip::{
+    clip_by_global_norm, global_norm, global_norm_tensor, scale_to_norm, ClipError,
+    DEFAULT_CLIP_NORM,
+};
 pub use ema::{Ema, EmaConfig, EmaError, LiveWeights};
 pub use evaluate::{evaluate_logits, evaluate_single_crop, EvalScore, PrePoolActivity};
 pub use loss::{

@@ -7,10 +7,11 @@ use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
 
+use super::readback::read_f64s;
 use super::trainer::{other, tensor_err, TrainError};
 use super::{
-    clip_by_global_norm, global_norm, smoothed_cross_entropy, sorted_vars, top_k_hits, Ema,
-    Optimizer, RmsProp, SgdMomentum, WeightDecay,
+    global_norm, global_norm_tensor, scale_to_norm, smoothed_cross_entropy, sorted_vars,
+    top_k_hits, Ema, Optimizer, RmsProp, SgdMomentum, WeightDecay,
 };
 use std::sync::Arc;
 
@@ -162,29 +163,42 @@ impl TrainStep {
         step: u64,
         keep_gradients: Option<&mut Vec<(String, Tensor)>>,
     ) -> Result<StepOutcome, TrainError> {
-        let local = self.backward_micro(micro, step)?;
-        // The loss and hits of every replica; a non-finite loss anywhere stops every replica
-        // at the same step (none waits for the others' gradients).
+        let mut grads = self.backward_micro(micro, step)?;
         let mut images = 0usize;
         for (_, labels) in micro {
             images += labels.dim(0).map_err(tensor_err("batch size"))?;
         }
-        let mut totals = match &local {
-            Ok(g) => [g.loss_sum, g.top1_correct as f64, images as f64],
-            Err(value) => [*value, 0.0, images as f64],
-        };
-        let exchange = std::time::Instant::now();
-        self.replicas
-            .all_reduce_sum_f64(&mut totals)
-            .map_err(other)?;
-        self.communication += exchange.elapsed();
         let world = self.replicas.world_size();
-        let value = totals[0] / (micro.len() * world) as f64;
-        let (top1_correct, images) = (totals[1] as u64, totals[2] as u64);
-        let mut grads = match local {
-            Ok(grads) if value.is_finite() => grads,
-            _ => return Ok(StepOutcome::Diverged { value }),
+        let read = |t: &[&Tensor]| read_f64s(t).map_err(tensor_err("reading the step's loss"));
+        let (value, top1_correct, norm) = if world == 1 {
+            // One read for the whole step: the loss, the hits and the gradient norm together.
+            let vars = self.trainable.iter().map(|(_, v)| v);
+            let norm = global_norm_tensor(&grads.store, vars).map_err(other)?;
+            let [loss_sum, hits, norm] = read(&[&grads.loss_sum, &grads.top1_correct, &norm])?[..]
+            else {
+                unreachable!("three values read")
+            };
+            (loss_sum / micro.len() as f64, hits as u64, Some(norm))
+        } else {
+            // The loss and hits of every replica; a non-finite loss anywhere stops every
+            // replica at the same step (none waits for the others' gradients).
+            let local = read(&[&grads.loss_sum, &grads.top1_correct])?;
+            let mut totals = [local[0], local[1], images as f64];
+            let exchange = std::time::Instant::now();
+            self.replicas
+                .all_reduce_sum_f64(&mut totals)
+                .map_err(other)?;
+            self.communication += exchange.elapsed();
+            images = totals[2] as usize;
+            (
+                totals[0] / (micro.len() * world) as f64,
+                totals[1] as u64,
+                None,
+            )
         };
+        if !value.is_finite() {
+            return Ok(StepOutcome::Diverged { value });
+        }
         if world > 1 {
             let exchange = std::time::Instant::now();
             self.average_over_replicas(&mut grads.store)?;
@@ -200,15 +214,16 @@ impl TrainStep {
                 }
             }
         }
-        let vars = self.trainable.iter().map(|(_, v)| v);
-        let norm = if self.train.clip_norm > 0.0 {
-            clip_by_global_norm(&mut grads.store, vars, self.train.clip_norm)
-        } else {
-            global_norm(&grads.store, vars)
-        }
-        .map_err(other)?;
+        let vars = || self.trainable.iter().map(|(_, v)| v);
+        let norm = match norm {
+            Some(n) => n,
+            None => global_norm(&grads.store, vars()).map_err(other)?,
+        };
         if !norm.is_finite() {
             return Ok(StepOutcome::Diverged { value: norm });
+        }
+        if self.train.clip_norm > 0.0 {
+            scale_to_norm(&mut grads.store, vars(), self.train.clip_norm, norm).map_err(other)?;
         }
         self.optimizer.step(&grads.store, lr).map_err(other)?;
         self.ema.update().map_err(other)?;
@@ -216,7 +231,7 @@ impl TrainStep {
             loss: value,
             grad_norm: norm,
             top1_correct,
-            images,
+            images: images as u64,
         })
     }
 
@@ -249,14 +264,14 @@ impl TrainStep {
     }
 
     /// Forward and backward of every micro-batch: the mean of their gradients, the sum of
-    /// their losses and hits. Every micro-batch starts from the same running statistics and
-    /// the statistics end at the mean of where each left them. `Err(loss)` when a loss is
-    /// not finite (nothing is changed then but the running statistics).
+    /// their losses and hits (on the device, in f64: nothing is read back). Every micro-batch
+    /// starts from the same running statistics and the statistics end at the mean of where
+    /// each left them.
     fn backward_micro(
         &self,
         micro: &[(&Tensor, &Tensor)],
         step: u64,
-    ) -> Result<Result<MicroGradients, f64>, TrainError> {
+    ) -> Result<MicroGradients, TrainError> {
         let k = micro.len();
         let before = match k {
             1 => Vec::new(),
@@ -264,7 +279,11 @@ impl TrainStep {
         };
         let mut after: Vec<Vec<Tensor>> = Vec::new();
         let mut total: Option<GradStore> = None;
-        let (mut loss_sum, mut top1_correct) = (0.0, 0u64);
+        let (mut loss_sum, mut top1_correct): (Option<Tensor>, Option<Tensor>) = (None, None);
+        let add = |sum: Option<Tensor>, t: Tensor| match sum {
+            None => Ok(t),
+            Some(s) => s + t,
+        };
         for (i, (images, labels)) in micro.iter().enumerate() {
             if k > 1 {
                 restore(&self.running, &before)?;
@@ -275,19 +294,19 @@ impl TrainStep {
             self.net
                 .set_dropout_seed(micro_seed(self.seed, step, index as u64));
             let (loss, logits) = self.loss(images, labels)?;
-            top1_correct += top_k_hits(&logits, labels, 1)
+            let hits = top_k_hits(&logits, labels, 1)
                 .map_err(other)?
                 .sum_all()
-                .and_then(|t| t.to_dtype(DType::F64)?.to_scalar::<f64>())
-                .map_err(tensor_err("training top-1"))? as u64;
-            let value = loss
-                .to_dtype(DType::F64)
-                .and_then(|l| l.to_scalar::<f64>())
-                .map_err(tensor_err("reading the loss"))?;
-            if !value.is_finite() {
-                return Ok(Err(value));
-            }
-            loss_sum += value;
+                .and_then(|t| t.to_dtype(DType::F64));
+            top1_correct = Some(
+                hits.and_then(|h| add(top1_correct, h))
+                    .map_err(tensor_err("training top-1"))?,
+            );
+            loss_sum = Some(
+                loss.to_dtype(DType::F64)
+                    .and_then(|l| add(loss_sum, l))
+                    .map_err(tensor_err("summing the loss"))?,
+            );
             let grads = loss.backward().map_err(tensor_err("backward pass"))?;
             total = Some(match total {
                 None => grads,
@@ -309,7 +328,8 @@ impl TrainStep {
                 after.push(snapshot(&self.running)?);
             }
         }
-        let Some(mut store) = total else {
+        let (Some(mut store), Some(loss_sum), Some(top1_correct)) = (total, loss_sum, top1_correct)
+        else {
             return Err(TrainError::Other(
                 "a step needs at least one micro-batch".into(),
             ));
@@ -331,11 +351,11 @@ impl TrainStep {
                     .map_err(tensor_err("setting running statistics"))?;
             }
         }
-        Ok(Ok(MicroGradients {
+        Ok(MicroGradients {
             store,
             loss_sum,
             top1_correct,
-        }))
+        })
     }
 
     /// Smoothed cross-entropy of the logits, plus the weighted auxiliary loss when the head is
@@ -356,11 +376,12 @@ impl TrainStep {
     }
 }
 
-/// The averaged gradients of a step's micro-batches, with their summed losses and hits.
+/// The averaged gradients of a step's micro-batches, with their summed losses and hits (f64
+/// scalars on the device).
 struct MicroGradients {
     store: GradStore,
-    loss_sum: f64,
-    top1_correct: u64,
+    loss_sum: Tensor,
+    top1_correct: Tensor,
 }
 
 /// Copies of the variables' current values.
@@ -438,13 +459,12 @@ mod tests {
         let together = tiny();
         let grads = together
             .backward_micro(&[(&a.0, &a.1), (&b.0, &b.1)], 0)
-            .unwrap()
             .unwrap();
         let alone: Vec<(TrainStep, MicroGradients)> = [&a, &b]
             .iter()
             .map(|(x, y)| {
                 let model = tiny();
-                let g = model.backward_micro(&[(x, y)], 0).unwrap().unwrap();
+                let g = model.backward_micro(&[(x, y)], 0).unwrap();
                 (model, g)
             })
             .collect();
@@ -472,7 +492,10 @@ mod tests {
             let err = max_rel(var.as_tensor(), &want);
             assert!(err < 1e-12, "{name}: {err:e}");
         }
-        let loss_sum: f64 = alone.iter().map(|(_, g)| g.loss_sum).sum();
-        assert!((grads.loss_sum - loss_sum).abs() < 1e-12 * loss_sum);
+        let scalar = |t: &Tensor| t.to_scalar::<f64>().unwrap();
+        let loss_sum: f64 = alone.iter().map(|(_, g)| scalar(&g.loss_sum)).sum();
+        assert!((scalar(&grads.loss_sum) - loss_sum).abs() < 1e-12 * loss_sum);
+        let hits: f64 = alone.iter().map(|(_, g)| scalar(&g.top1_correct)).sum();
+        assert_eq!(scalar(&grads.top1_correct), hits);
     }
 }

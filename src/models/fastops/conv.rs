@@ -784,7 +784,7 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, pad: (usize, usize), stride: usize) -
         let w = weight.contiguous()?;
         return x.apply_op2(&w, Conv2dOp { pad, stride });
     }
-    if super::enabled() && x.device().is_cuda() {
+    if super::device_paths(x) {
         return crate::models::cuda_conv::conv2d(
             x,
             weight,
@@ -796,6 +796,14 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, pad: (usize, usize), stride: usize) -
     stock_conv2d(x, weight, pad, stride)
 }
 
+static STOCK_CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many convolutions this process has run through [`stock_conv2d`] (tests check which
+/// path the convolutions of a network took).
+pub fn stock_conv_calls() -> u64 {
+    STOCK_CALLS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Stock candle's convolution with per-axis padding (candle pads both axes by one amount).
 pub fn stock_conv2d(
     x: &Tensor,
@@ -803,6 +811,7 @@ pub fn stock_conv2d(
     pad: (usize, usize),
     stride: usize,
 ) -> Result<Tensor> {
+    STOCK_CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (ph, pw) = pad;
     if ph == pw {
         x.conv2d(weight, ph, stride, 1, 1)

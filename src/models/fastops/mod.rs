@@ -71,9 +71,32 @@ pub fn set_enabled(on: bool) {
     MODE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
 }
 
-/// Whether a fast op can take `x`: fast ops on, CPU device, f32 or f64.
+/// Whether a fast op can take `x`: fast ops on, CPU device (and the device paths not forced
+/// onto it), f32 or f64.
 pub fn usable(x: &Tensor) -> bool {
-    enabled() && x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
+    enabled()
+        && x.device().is_cpu()
+        && !DEVICE_PATHS_ON_CPU.load(Ordering::Relaxed)
+        && matches!(x.dtype(), DType::F32 | DType::F64)
+}
+
+static DEVICE_PATHS_ON_CPU: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Runs on the CPU the ops a CUDA device runs instead of the fast ops: stock candle, and the
+/// convolutions through [`crate::models::cuda_conv`] with repro's own backward. For tests of
+/// that path on a machine without a GPU; process-wide, like [`set_enabled`].
+pub fn force_device_paths_on_cpu(on: bool) {
+    DEVICE_PATHS_ON_CPU.store(on, Ordering::Relaxed);
+}
+
+/// Whether the convolution of `x` goes through [`crate::models::cuda_conv`]: on a CUDA device
+/// (unless the stock ops are forced), or on the CPU under [`force_device_paths_on_cpu`].
+pub(crate) fn device_paths(x: &Tensor) -> bool {
+    match x.device().is_cpu() {
+        true => DEVICE_PATHS_ON_CPU.load(Ordering::Relaxed),
+        false => enabled() && x.device().is_cuda(),
+    }
 }
 
 /// The float types the fast ops run on.
