@@ -9,7 +9,7 @@
 #   --cudnn    also enable candle's cuDNN convolutions (feature `cudnn`; installs nvidia-cudnn-cu13)
 #   --nccl     also data-parallel training over NCCL (feature `nccl`; installs nvidia-nccl-cu13)
 #   --check    only `cargo check --features cuda` (what CI can afford): no binary
-#   --out DIR  copy the stripped binary to DIR/repro (default: carry/, git-ignored)
+#   --out DIR  write the compressed binary to DIR/repro.gz (default: carry/, git-ignored)
 #   --env      print the environment (export lines) and stop; `eval "$(scripts/build-cuda.sh --env)"`
 #
 # Environment: REPRO_CUDA_CACHE (default ~/.cache/repro/cuda), CARGO_TARGET_DIR (default
@@ -127,16 +127,21 @@ log "built in $(( $(date +%s) - start )) s"
 
 BIN=$TARGET/release/repro
 mkdir -p "$OUTDIR"
-cp "$BIN" "$OUTDIR/repro.tmp" && strip "$OUTDIR/repro.tmp" && mv "$OUTDIR/repro.tmp" "$OUTDIR/repro"
 # The stripped binary is ~80 MiB (candle's kernels for sm_90a are ~33 MiB of it): over what a
-# GPU session carries (64 MiB), so a gzip copy (~21 MiB) goes beside it; scripts/gpu-check.sh
-# unpacks it when carry/repro is absent.
-gzip -6 -c "$OUTDIR/repro" >"$OUTDIR/repro.gz.tmp" && mv "$OUTDIR/repro.gz.tmp" "$OUTDIR/repro.gz"
-size=$(du -m "$OUTDIR/repro" | cut -f1)
-echo "binary: $OUTDIR/repro (stripped, ${size} MiB; compute capability $CUDA_COMPUTE_CAP)"
-echo "        $OUTDIR/repro.gz ($(du -m "$OUTDIR/repro.gz" | cut -f1) MiB): carry this one to a GPU session"
+# GPU session carries (64 MiB in all), so only a gzip copy (~21 MiB) goes to carry/;
+# scripts/gpu-check.sh unpacks it. The stripped binary stays in the target folder.
+cp "$BIN" "$BIN.stripped.tmp" && strip "$BIN.stripped.tmp" && mv "$BIN.stripped.tmp" "$BIN.stripped"
+gzip -6 -c "$BIN.stripped" >"$OUTDIR/repro.gz.tmp" && mv "$OUTDIR/repro.gz.tmp" "$OUTDIR/repro.gz"
+rm -f "$OUTDIR/repro"
+gz=$(du -m "$OUTDIR/repro.gz" | cut -f1)
+echo "binary: $BIN.stripped ($(du -m "$BIN.stripped" | cut -f1) MiB; compute capability $CUDA_COMPUTE_CAP)"
+echo "        $OUTDIR/repro.gz (${gz} MiB): carry this one to a GPU session"
+if [ "$gz" -ge 60 ]; then
+  echo "build-cuda: $OUTDIR/repro.gz is ${gz} MiB, too large to carry (64 MiB in all with the tree)" >&2
+  exit 1
+fi
 echo "shared libraries it needs at run time (readelf -d NEEDED; libcublas.so.13 loads libcublasLt.so.13):"
-readelf -d "$OUTDIR/repro" | sed -n 's/.*Shared library: \[\(.*\)\]/  \1/p'
+readelf -d "$BIN.stripped" | sed -n 's/.*Shared library: \[\(.*\)\]/  \1/p'
 cat <<'NOTE'
 libcuda.so.1 is the GPU driver's own library (installed with the driver). The others come
 from a CUDA 13 toolkit or from NVIDIA's wheels (nvidia-cublas, nvidia-cuda-runtime,

@@ -5,20 +5,28 @@
 #   bash scripts/gpu-check.sh              # on the GPU machine, with the binary at carry/repro
 #   bash scripts/gpu-check.sh --dry-run    # anywhere: the same steps on the CPU at toy sizes
 #
-# It runs, each step under its own time limit and all within BUDGET (7.5 minutes):
+# It runs, each step under its own time limit and all within BUDGET (7.5 minutes), in order of
+# importance (later steps are skipped, and recorded as skipped, once the budget runs out):
+#   0. stream: one device and one stream (work queued on a worker thread, read on the main one);
 #   1. parity: the same seeded weights and input on the CPU and the GPU (logits in inference and
-#      training mode, every gradient), the four networks at 139 px, f32 (and Inception-v4 in tf32);
-#   2. repro training images/s of the four networks at 299 px, batch 32 (f32, then tf32);
+#      training mode, every gradient as a relative L2 difference, the five worst), the four
+#      networks at 139 px, f32, then Inception-v4 in tf32;
+#   2. repro training images/s of the four networks at 299 px, batch 32, in each of repro's
+#      precisions (f32, tf32), with the time of each phase of the step;
 #   3. the same with PyTorch + timm on the same GPU (tools/gpu_check.py), f32, tf32, bf16
 #      autocast, training and evaluation;
 #   4. repro evaluation crops/s at 299 px, batch 128;
-#   5. `repro run experiments/fig23.yaml --smoke` on the GPU, end to end; then data-parallel
-#      training through NCCL under torchrun (two GPUs: against one process accumulating two);
-# and writes under $OUT (default ./gpu-check-out): results.jsonl (every number), summary.md
-# (parity verdicts, the repro/PyTorch ratios), log.txt, env.txt, smoke.tar.gz.
+#   5. `repro run experiments/fig23.yaml --smoke` on the GPU, end to end; then, on two or more
+#      GPUs, data-parallel training through NCCL under torchrun against one process accumulating
+#      two micro-batches (one GPU: recorded as not run, since NCCL is never called by one rank);
+# and writes under $OUT (default ./gpu-check-out) as it goes: results.jsonl (every number, a line
+# per timed iteration, one per step with its exit status), summary.md (parity verdicts, the
+# repro/PyTorch ratios, the phases, GPU utilisation), log.txt, env.txt, dmon.txt (nvidia-smi
+# dmon: utilisation and memory every second), smoke.tar.gz. A step that fails or runs out of
+# time is recorded and the next one runs.
 #
 # Environment: REPRO_BIN (default carry/repro, unpacked from carry/repro.gz if absent; both
-# written by scripts/build-cuda.sh), OUT,
+# written by scripts/build-cuda.sh), OUT, BUDGET (seconds, default 450),
 # REPRO_PRECISIONS (repro's training precisions, default "f32 tf32"; add bf16 once convolutions
 # honour it), STEPS (timed steps, default 5).
 set -uo pipefail
@@ -36,6 +44,7 @@ fi
 RESULTS=$OUT/results.jsonl
 LOG=$OUT/log.txt
 WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
 : >"$RESULTS"
 : >"$LOG"
 export PYTHONUNBUFFERED=1
@@ -101,13 +110,18 @@ step() {
   printf '{"kind":"step","name":"%s","rc":%d,"seconds":%d}\n' "$name" "$rc" $((SECONDS - t0)) >>"$RESULTS"
   log "$name: exit $rc after $((SECONDS - t0)) s"
 }
+# skipped NAME WHY: records a step that cannot run here.
+skipped() {
+  log "$1: not run ($2)"
+  "$PY" -c 'import json,sys; print(json.dumps({"kind":"step","name":sys.argv[1],"rc":-2,"seconds":0,"note":"not run: "+sys.argv[2]}))' "$1" "$2" >>"$RESULTS"
+}
 envline() { "$PY" -c 'import json,sys; print(json.dumps({"kind":"env","what":sys.argv[1],"value":sys.argv[2]}))' "$1" "$2" >>"$RESULTS"; }
 
 {
   echo "date: $(date -Is)"; echo "host: $(uname -a)"; echo "binary: $BIN"
   nvidia-smi 2>&1 || echo "nvidia-smi: not available"
   echo "--- ldd $BIN"; ldd "$BIN" 2>&1
-  echo "--- LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+  echo "--- LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
   "$PY" -c 'import torch, timm; print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version(), "timm", timm.__version__, "gpu", torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)' 2>&1
 } >"$OUT/env.txt"
 envline mode "$([ "$DRY" = 1 ] && echo 'dry run on the CPU at toy sizes (repro at width 0.125, timm at width 1: ratios mean nothing)' || echo "GPU check, device $DEV")"
@@ -118,19 +132,34 @@ if ldd "$BIN" | grep -q 'not found'; then
   log "missing shared libraries:"; ldd "$BIN" | grep 'not found' | tee -a "$LOG"
 fi
 
+# GPU utilisation and memory, every second, for the whole check.
+DMON_PID=
+if command -v nvidia-smi >/dev/null 2>&1 && [ "$DRY" != 1 ]; then
+  nvidia-smi dmon -s um -o T >"$OUT/dmon.txt" 2>&1 &
+  DMON_PID=$!
+fi
+trap '[ -n "$DMON_PID" ] && kill "$DMON_PID" 2>/dev/null; rm -rf "$WORK"' EXIT
+
 # In order of importance, since later steps are skipped if time runs out.
-# 1. Parity (f32).
+# 0. One device, one stream: everything after relies on it.
+step stream 30 "$BIN" bench stream --device "$PARITY_DEV"
+
+# 1. Parity (f32, then tf32).
 step parity-f32 90 "$BIN" bench parity --device "$PARITY_DEV" --models "$MODELS" --size "$PSIZE" --batch 2 --width "$WIDTH"
+if [ "$DRY" = 1 ]; then
+  skipped parity-tf32 "tf32 is CUDA only"
+else
+  step parity-tf32 40 "$BIN" bench parity --device "$PARITY_DEV" --precision tf32 --models inception_v4 --size "$PSIZE" --batch 2
+fi
 
 # 2. repro training images/s, one process per network (a failure or an out-of-memory in one
-# does not hide the others), in the first precision; the others come after the smoke run.
+# does not hide the others), in each precision, before PyTorch's long step.
 train() {
   for m in ${MODELS//,/ }; do
     step "train-$m-$1" 45 "$BIN" bench train --device "$DEV" --precision "$1" --models "$m" --size "$SIZE" --batch "$BATCH" --steps "$STEPS" --warmup "$WARM" --width "$WIDTH"
   done
 }
-set -- $PREC
-train "$1"
+for p in $PREC; do train "$p"; done
 
 # 3. PyTorch + timm on the same device: training and evaluation, each precision.
 step torch 150 "$PY" tools/gpu_check.py torch --device "$TDEV" --size "$SIZE" --batch "$BATCH" --eval-batch "$EBATCH" \
@@ -146,30 +175,25 @@ step smoke 90 "$BIN" run experiments/fig23.yaml --smoke --device "$DEV" --result
 # The reports, metrics and provenance (not the generated images or the weights).
 tar -czf "$OUT/smoke.tar.gz" -C "$WORK" --exclude=data --exclude=checkpoints --exclude='*.safetensors' results reports 2>>"$LOG" || log "smoke: nothing to pack"
 
-# 5b. Data parallel through NCCL (a build with --nccl), processes started by torchrun. On two
-# GPUs: two processes train the smoke run as two replicas, and one process accumulating two
-# micro-batches trains the same run; their final weights are compared (GPU reductions round
-# differently, so this reports the difference rather than asking for equality). On one GPU,
-# NCCL cannot put two ranks on it: torchrun starts one process, which checks the launcher.
+# 5b. Data parallel through NCCL (a build with --nccl), processes started by torchrun: two
+# processes train the smoke run as two replicas, and one process accumulating two micro-batches
+# trains the same run; their final weights are compared (GPU reductions round differently, so
+# this reports the difference rather than asking for equality). It needs two GPUs: NCCL is
+# never called by a single rank, so one GPU tests nothing.
 NGPU=$(nvidia-smi -L 2>/dev/null | wc -l)
-if [ "$DRY" != 1 ] && "$BIN" --version >/dev/null 2>&1; then
+if [ "$DRY" = 1 ]; then
+  skipped dp-nccl-2 "needs two GPUs and a build with --nccl"
+elif [ "$NGPU" -lt 2 ]; then
+  skipped dp-nccl-2 "one GPU: NCCL is never called by a single rank"
+else
   DP="run experiments/fig23.yaml --smoke --device cuda --runs inception_resnet_v2"
-  if [ "$NGPU" -ge 2 ]; then
-    step dp-accumulate 60 "$BIN" $DP --set train.replicas=2 --results "$WORK/dp1" --reports "$WORK/dp1r"
-    step dp-nccl-2 90 "$PY" -m torch.distributed.run --standalone --nproc_per_node 2 "$BIN" $DP --results "$WORK/dp2" --reports "$WORK/dp2r"
-    A=$(ls "$WORK"/dp1/runs/*/final.safetensors 2>/dev/null | head -n1)
-    B=$(ls "$WORK"/dp2/runs/*/final.safetensors 2>/dev/null | head -n1)
-    [ -n "$A" ] && [ -n "$B" ] && step dp-compare 30 "$PY" tools/gpu_check.py compare-weights "two GPUs vs one accumulating two" "$B" "$A"
-  else
-    step dp-torchrun-1 60 "$PY" -m torch.distributed.run --standalone --nproc_per_node 1 "$BIN" $DP --results "$WORK/dp1" --reports "$WORK/dp1r"
-  fi
+  step dp-accumulate 60 "$BIN" $DP --set train.replicas=2 --results "$WORK/dp1" --reports "$WORK/dp1r"
+  step dp-nccl-2 90 "$PY" -m torch.distributed.run --standalone --nproc_per_node 2 "$BIN" $DP --results "$WORK/dp2" --reports "$WORK/dp2r"
+  A=$(ls "$WORK"/dp1/runs/*/final.safetensors 2>/dev/null | head -n1)
+  B=$(ls "$WORK"/dp2/runs/*/final.safetensors 2>/dev/null | head -n1)
+  [ -n "$A" ] && [ -n "$B" ] && step dp-compare 30 "$PY" tools/gpu_check.py compare-weights "two GPUs vs one accumulating two" "$B" "$A"
 fi
 
-# 6. The other precisions.
-shift
-for p in "$@"; do train "$p"; done
-[ "$DRY" = 1 ] || step parity-tf32 40 "$BIN" bench parity --device "$PARITY_DEV" --precision tf32 --models inception_v4 --size "$PSIZE" --batch 2
-
-"$PY" tools/gpu_check.py summarize "$RESULTS" >"$OUT/summary.md" 2>>"$LOG"
+[ -n "$DMON_PID" ] && kill "$DMON_PID" 2>/dev/null
+"$PY" tools/gpu_check.py summarize "$RESULTS" --dmon "$OUT/dmon.txt" >"$OUT/summary.md" 2>>"$LOG"
 cat "$OUT/summary.md"
-rm -rf "$WORK"

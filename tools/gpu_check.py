@@ -9,7 +9,7 @@
   gpu_check.py compare-weights NAME A.safetensors B.safetensors
       One JSON line: the largest relative L2 difference over the tensors of two weight files
       (the data-parallel check: two GPUs against one process accumulating two micro-batches).
-  gpu_check.py summarize results.jsonl > summary.md
+  gpu_check.py summarize results.jsonl [--dmon dmon.txt] > summary.md
       A Markdown report: parity, repro vs PyTorch images/s and their ratio, the smoke run.
 
 Precisions: f32 (TF32 off), tf32 (TF32 matmuls and convolutions), bf16 (torch.autocast bf16,
@@ -123,27 +123,34 @@ def summarize(args):
     env = [r for r in recs if r.get("kind") == "env"]
     for r in env:
         out.append(f"- {r.get('what')}: {r.get('value')}")
+    for r in recs:
+        if r.get("kind") == "stream":
+            verdict = "one device, one stream, ordered" if r.get("ordered") else "NOT ORDERED"
+            out.append(f"- stream check on {r.get('device')}: {verdict} (same device: {r.get('same_device')}, "
+                       f"worker-thread products read on the main thread: relative difference {r.get('worker_read_rel_diff', float('nan')):.1e})")
     parity = [r for r in recs if r.get("kind") == "parity"]
     if parity:
         out += ["", "## CPU/GPU parity (same seeded weights, same input)", "",
-                "| model | precision | size | eval logits max abs diff (max abs) | train logits max abs diff (max abs) | grads max rel diff (worst var) | verdict |",
+                "Gradients: relative L2 difference per variable, ‖g_gpu − g_cpu‖ / max(‖g_cpu‖, 1e-4 ‖all g_cpu‖).", "",
+                "| model | precision | size | eval logits max abs diff (max abs) | train logits max abs diff (max abs) | grads: worst relative L2 (the five worst) | verdict |",
                 "|---|---|---:|---|---|---|---|"]
         for r in parity:
             if "error" in r:
-                out.append(f"| {r.get('model')} | {r.get('precision')} | | error: {r['error']} | | | FAIL |")
+                out.append(f"| {r.get('model')} | {r.get('precision')} | | error: {r['error'][:200]} | | | FAIL |")
                 continue
             # f32 on cuBLAS vs the CPU's GEMMs: ~1e-4 relative through ~100 layers is normal.
             tol = 2e-3 if r["precision"] == "f32" else 5e-2
             ok = (r["eval_logits_max_abs_diff"] <= tol * max(1.0, r["eval_logits_max_abs"])
                   and r["train_logits_max_abs_diff"] <= tol * max(1.0, r["train_logits_max_abs"])
-                  and r["grad_max_rel_diff"] <= 10 * tol)
+                  and r["grad_max_rel_l2"] <= 10 * tol)
+            worst = ", ".join(f"{w['name']} {w['rel_l2']:.1e}" for w in r.get("grad_worst", []))
             out.append(
                 f"| {r['model']} | {r['precision']} | {r['size']} | {r['eval_logits_max_abs_diff']:.2e} ({r['eval_logits_max_abs']:.3g}) "
-                f"| {r['train_logits_max_abs_diff']:.2e} ({r['train_logits_max_abs']:.3g}) | {r['grad_max_rel_diff']:.2e} ({r['grad_worst_var']}) "
+                f"| {r['train_logits_max_abs_diff']:.2e} ({r['train_logits_max_abs']:.3g}) | {r['grad_max_rel_l2']:.2e} ({worst}) "
                 f"| {'ok' if ok else 'CHECK'} |")
     for kind, unit in (("train", "images/s"), ("eval", "crops/s")):
-        ours = {(r["model"], r["precision"]): r for r in recs if r.get("kind") == kind and r.get("framework") != "torch"}
-        theirs = {(r["model"], r["precision"]): r for r in recs if r.get("kind") == kind and r.get("framework") == "torch"}
+        ours = {(r.get("model"), r.get("precision")): r for r in recs if r.get("kind") == kind and r.get("framework") != "torch"}
+        theirs = {(r.get("model"), r.get("precision")): r for r in recs if r.get("kind") == kind and r.get("framework") == "torch"}
         if not ours and not theirs:
             continue
         out += ["", f"## {kind}: {unit}", "",
@@ -161,12 +168,52 @@ def summarize(args):
             size = a.get("size") or b.get("size", "")
             batch = a.get("batch") or b.get("batch", "")
             out.append(f"| {key[0]} | {key[1]} | {size} | {batch} | {fa} | {fb} | {ratio} | {'' if med is None else f'{med:.0f}'} | {mem} |")
+    phases = [r for r in recs if r.get("kind") == "train" and r.get("phase_ms") and r.get("framework") != "torch"]
+    if phases:
+        names = [p["phase"] for p in phases[0]["phase_ms"]]
+        out += ["", "## repro training step by phase (ms, median of the phase steps; each phase waited for)", "",
+                "| model | precision | " + " | ".join(names) + " | step |", "|---|---|" + "---:|" * (len(names) + 1)]
+        for r in phases:
+            ms = {p["phase"]: p["ms"] for p in r["phase_ms"]}
+            med = sorted(r["step_ms"])[len(r["step_ms"]) // 2] if r.get("step_ms") else float("nan")
+            out.append(f"| {r['model']} | {r['precision']} | " + " | ".join(f"{ms.get(n, 0):.1f}" for n in names) + f" | {med:.1f} |")
+    dmon = utilisation(args.dmon) if getattr(args, "dmon", None) else None
+    if dmon:
+        out += ["", f"GPU utilisation while the check ran (nvidia-smi dmon, {dmon['samples']} samples): "
+                f"SM {dmon['sm_mean']:.0f} % on average, {dmon['sm_max']:.0f} % at most; memory used at most {dmon['fb_max']:.0f} MiB"]
     steps = [r for r in recs if r.get("kind") == "step"]
     if steps:
-        out += ["", "## Script steps", "", "| step | exit status | seconds |", "|---|---:|---:|"]
+        out += ["", "## Script steps", "", "| step | exit status | seconds | note |", "|---|---:|---:|---|"]
         for r in steps:
-            out.append(f"| {r['name']} | {r['rc']} | {r['seconds']} |")
+            out.append(f"| {r['name']} | {r['rc']} | {r['seconds']} | {r.get('note', '')} |")
     print("\n".join(out))
+
+
+def utilisation(path):
+    """Mean and peak SM utilisation and peak memory from `nvidia-smi dmon -s um` output."""
+    try:
+        lines = open(path).read().splitlines()
+    except OSError:
+        return None
+    header = next((l.lstrip("#").split() for l in lines if l.startswith("#") and "sm" in l.split()), None)
+    if not header:
+        return None
+    sm, fb = [], []
+    for l in lines:
+        if l.startswith("#"):
+            continue
+        cols = l.split()
+        if len(cols) != len(header):
+            continue
+        try:
+            sm.append(float(cols[header.index("sm")]))
+            if "fb" in header:
+                fb.append(float(cols[header.index("fb")]))
+        except ValueError:
+            continue
+    if not sm:
+        return None
+    return {"samples": len(sm), "sm_mean": sum(sm) / len(sm), "sm_max": max(sm), "fb_max": max(fb) if fb else float("nan")}
 
 
 def compare_weights(args):
@@ -206,6 +253,7 @@ def main():
     c.add_argument("b")
     s = sub.add_parser("summarize")
     s.add_argument("files", nargs="+")
+    s.add_argument("--dmon", help="nvidia-smi dmon -s um output to summarise")
     args = ap.parse_args()
     if args.cmd == "torch":
         torch_bench(args)

@@ -13,6 +13,7 @@ pub mod evaluate;
 pub mod inplace;
 pub mod loss;
 pub mod optim;
+pub mod phases;
 pub mod progress;
 pub mod readback;
 pub mod schedule;

@@ -7,6 +7,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
 
+use super::phases::PhaseClock;
 use super::readback::read_f64s;
 use super::trainer::{other, tensor_err, TrainError};
 use super::{
@@ -54,6 +55,8 @@ pub struct TrainStep {
     replicas: Replicas,
     /// Time spent waiting for and exchanging with the other replicas.
     communication: std::time::Duration,
+    /// Times each phase of a step (benchmarks; `None` in training).
+    phases: Option<std::cell::RefCell<PhaseClock>>,
 }
 
 impl TrainStep {
@@ -103,12 +106,30 @@ impl TrainStep {
             seed,
             replicas: Arc::new(Single),
             communication: std::time::Duration::ZERO,
+            phases: None,
         })
     }
 
     /// Averages every update over `replicas` (one process each), from the next step on.
     pub fn set_replicas(&mut self, replicas: Replicas) {
         self.replicas = replicas;
+    }
+
+    /// Times the phases of every following step (each waits for the device: benchmarks only).
+    pub fn time_phases(&mut self, device: &Device) {
+        self.phases = Some(std::cell::RefCell::new(PhaseClock::new(device)));
+    }
+
+    /// Milliseconds per phase of the last step, when [`TrainStep::time_phases`] is on.
+    pub fn phase_milliseconds(&self) -> Option<Vec<(&'static str, f64)>> {
+        self.phases.as_ref().map(|c| c.borrow().milliseconds())
+    }
+
+    /// Ends phase `name` of the step when phases are timed.
+    fn mark(&self, name: &str) {
+        if let Some(c) = &self.phases {
+            c.borrow_mut().mark(name);
+        }
     }
 
     /// Seconds spent in exchanges with the other replicas so far (0 for one process).
@@ -163,6 +184,9 @@ impl TrainStep {
         step: u64,
         keep_gradients: Option<&mut Vec<(String, Tensor)>>,
     ) -> Result<StepOutcome, TrainError> {
+        if let Some(c) = &self.phases {
+            c.borrow_mut().start();
+        }
         let mut grads = self.backward_micro(micro, step)?;
         let mut images = 0usize;
         for (_, labels) in micro {
@@ -178,11 +202,13 @@ impl TrainStep {
             else {
                 unreachable!("three values read")
             };
+            self.mark("read");
             (loss_sum / micro.len() as f64, hits as u64, Some(norm))
         } else {
             // The loss and hits of every replica; a non-finite loss anywhere stops every
             // replica at the same step (none waits for the others' gradients).
             let local = read(&[&grads.loss_sum, &grads.top1_correct])?;
+            self.mark("read");
             let mut totals = [local[0], local[1], images as f64];
             let exchange = std::time::Instant::now();
             self.replicas
@@ -203,6 +229,7 @@ impl TrainStep {
             let exchange = std::time::Instant::now();
             self.average_over_replicas(&mut grads.store)?;
             self.communication += exchange.elapsed();
+            self.mark("exchange");
         }
         if let Some(kept) = keep_gradients {
             for (name, var) in &self.trainable {
@@ -225,8 +252,11 @@ impl TrainStep {
         if self.train.clip_norm > 0.0 {
             scale_to_norm(&mut grads.store, vars(), self.train.clip_norm, norm).map_err(other)?;
         }
+        self.mark("clip");
         self.optimizer.step(&grads.store, lr).map_err(other)?;
+        self.mark("optimizer");
         self.ema.update().map_err(other)?;
+        self.mark("ema");
         Ok(StepOutcome::Updated {
             loss: value,
             grad_norm: norm,
@@ -294,6 +324,7 @@ impl TrainStep {
             self.net
                 .set_dropout_seed(micro_seed(self.seed, step, index as u64));
             let (loss, logits) = self.loss(images, labels)?;
+            self.mark("forward");
             let hits = top_k_hits(&logits, labels, 1)
                 .map_err(other)?
                 .sum_all()
@@ -308,6 +339,7 @@ impl TrainStep {
                     .map_err(tensor_err("summing the loss"))?,
             );
             let grads = loss.backward().map_err(tensor_err("backward pass"))?;
+            self.mark("backward");
             total = Some(match total {
                 None => grads,
                 Some(mut sum) => {
