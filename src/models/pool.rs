@@ -9,7 +9,7 @@
 use candle_core::{bail, Device, Result, Tensor};
 
 /// What a pooling window computes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PoolKind {
     /// Maximum over the window. Only used without padding (VALID) in these networks.
     Max,
@@ -22,7 +22,7 @@ pub enum PoolKind {
 }
 
 /// A square pooling window with symmetric padding.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Pool2d {
     pub kind: PoolKind,
     pub kernel: usize,
@@ -118,7 +118,15 @@ impl Pool2d {
             PoolKind::Max => Ok(acc),
             PoolKind::AvgIncludePad => acc / (self.kernel * self.kernel) as f64,
             PoolKind::AvgExcludePad => {
-                let counts = self.valid_counts(h, w, x.device())?.to_dtype(x.dtype())?;
+                let key = Constant::Counts {
+                    pool: *self,
+                    h,
+                    w,
+                    dtype: x.dtype(),
+                };
+                let counts = constant(x.device(), key, || {
+                    self.valid_counts(h, w, x.device())?.to_dtype(x.dtype())
+                })?;
                 acc.broadcast_div(&counts)
             }
         }
@@ -151,9 +159,55 @@ fn subsample(x: &Tensor, dim: usize, start: usize, stride: usize, n: usize) -> R
     if stride == 1 {
         return x.narrow(dim, start, n);
     }
-    let idx: Vec<u32> = (0..n).map(|i| (start + i * stride) as u32).collect();
-    let idx = Tensor::from_vec(idx, n, x.device())?;
+    let key = Constant::Indices { start, stride, n };
+    let idx = constant(x.device(), key, || {
+        let idx: Vec<u32> = (0..n).map(|i| (start + i * stride) as u32).collect();
+        Tensor::from_vec(idx, n, x.device())
+    })?;
     x.index_select(&idx, dim)
+}
+
+/// The small constant tensors a pooling needs on its device: index grids and divisor maps.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Constant {
+    Indices {
+        start: usize,
+        stride: usize,
+        n: usize,
+    },
+    Counts {
+        pool: Pool2d,
+        h: usize,
+        w: usize,
+        dtype: candle_core::DType,
+    },
+}
+
+/// `key`'s tensor on `device`, made by `make` the first time and kept for the process: on a
+/// GPU each would otherwise be an upload from the host at every call (a dozen per strided max
+/// pool, every step).
+fn constant(
+    device: &Device,
+    key: Constant,
+    make: impl FnOnce() -> Result<Tensor>,
+) -> Result<Tensor> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    type Cache = Mutex<HashMap<(candle_core::DeviceLocation, Constant), Tensor>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let slot = (device.location(), key);
+    if let Some(t) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&slot) {
+        if t.device().same_device(device) {
+            return Ok(t.clone());
+        }
+    }
+    let t = make()?;
+    cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(slot, t.clone());
+    Ok(t)
 }
 
 #[cfg(test)]
