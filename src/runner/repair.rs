@@ -187,6 +187,7 @@ fn set_aside_contents(dir: &Path, aside: &Path) -> std::io::Result<Option<PathBu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::test_files::names_in;
 
     #[test]
     fn restart_moves_everything_but_the_locks() {
@@ -205,12 +206,7 @@ mod tests {
             .starts_with("r-0123abcd.20"));
         assert!(target.join("DONE").is_file());
         assert!(target.join("checkpoints/step-000000010").is_dir());
-        let mut left: Vec<String> = fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        left.sort();
-        assert_eq!(left, [".lock", ".submit.lock"]);
+        assert_eq!(names_in(&dir), [".lock", ".submit.lock"]);
         assert_eq!(set_aside_contents(&dir, &aside).unwrap(), None);
     }
 }

@@ -175,15 +175,7 @@ pub fn write_safetensors(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn names_in(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
+    use crate::store::test_files::names_in;
 
     #[test]
     fn write_replaces_content_and_leaves_no_temp_file() {

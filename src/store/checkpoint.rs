@@ -554,6 +554,7 @@ fn shape_problems(
 mod tests {
     use super::*;
     use crate::store::integrity::sum_file;
+    use crate::store::test_files::names_in;
     use candle_core::DType;
 
     fn tensors(value: f32) -> HashMap<String, Tensor> {
@@ -606,15 +607,6 @@ mod tests {
 
     fn first_value(t: &HashMap<String, Tensor>, name: &str) -> f32 {
         t[name].flatten_all().unwrap().to_vec1::<f32>().unwrap()[0]
-    }
-
-    fn names_in(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
     }
 
     /// `checkpoints/` with checkpoints at steps 10, 20 and 30, the last two kept.
