@@ -77,14 +77,16 @@ EOF
 )
 [ -n "$NV" ] && export LD_LIBRARY_PATH=$NV${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 # On the build machine, the wheels scripts/build-cuda.sh installed fill any gap (after the above).
-CACHE_LIB=${REPRO_CUDA_CACHE:-$HOME/.cache/repro/cuda}/py/nvidia/cu13/lib
-[ -d "$CACHE_LIB" ] && export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$CACHE_LIB
-if [ "$DRY" = 1 ] && ldd "$BIN" 2>/dev/null | grep -q 'libcuda.so.1 => not found'; then
+for CACHE_LIB in "${REPRO_CUDA_CACHE:-$HOME/.cache/repro/cuda}"/py/nvidia/*/lib; do
+  [ -d "$CACHE_LIB" ] && export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$CACHE_LIB
+done
+# (ldd's output is read whole: `ldd | grep -q` fails under pipefail when grep stops early.)
+if [ "$DRY" = 1 ] && grep -q 'libcuda.so.1 => not found' <<<"$(ldd "$BIN" 2>/dev/null)"; then
   # Dry run of a CUDA build on a machine without a driver: the link stub stands in for
   # libcuda.so.1 so the binary starts; it is never used for GPU work.
   STUB=${REPRO_CUDA_CACHE:-$HOME/.cache/repro/cuda}/link/lib/libcuda.so
   mkdir -p "$WORK/stub" && ln -sf "$STUB" "$WORK/stub/libcuda.so.1"
-  export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$WORK/stub
+  export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$WORK/stub
 fi
 
 log() { echo "== $(date +%T) $*" | tee -a "$LOG" >&2; }
@@ -128,7 +130,7 @@ envline mode "$([ "$DRY" = 1 ] && echo 'dry run on the CPU at toy sizes (repro a
 envline binary "$("$BIN" --version 2>&1 | head -n1)"
 envline gpu "$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -n1 || echo none)"
 envline torch "$("$PY" -c 'import torch, timm; print(torch.__version__, "timm", timm.__version__)' 2>&1 | tail -n1)"
-if ldd "$BIN" | grep -q 'not found'; then
+if grep -q 'not found' <<<"$(ldd "$BIN" 2>&1)"; then
   log "missing shared libraries:"; ldd "$BIN" | grep 'not found' | tee -a "$LOG"
 fi
 
