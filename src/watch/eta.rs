@@ -13,8 +13,12 @@ pub struct ProgressPoint {
     pub train_s: f64,
 }
 
-/// Training seconds over which the step rate is measured: several evaluation intervals of
-/// a small run (smoothing out the evaluations), the last interval or two of a long one.
+/// The step rate is measured over the last [`RATE_WINDOW_SHARE`] of the training time
+/// recorded, at most [`RATE_WINDOW_S`] (and at least the last interval between two
+/// points): recent enough to follow a change of load or machine, long enough to average
+/// over several evaluations of a small run.
+pub const RATE_WINDOW_SHARE: f64 = 0.25;
+/// See [`RATE_WINDOW_SHARE`].
 pub const RATE_WINDOW_S: f64 = 600.0;
 
 /// Where a run stands and when it finishes.
@@ -49,8 +53,8 @@ pub fn estimate(
     })
 }
 
-/// Steps per second between the newest point and the oldest one within [`RATE_WINDOW_S`]
-/// training seconds of it (the one before, when none other is that close); a run starts
+/// Steps per second between the newest point and the oldest one within the window (see
+/// [`RATE_WINDOW_SHARE`]) or, when none other is that recent, the one before; a run starts
 /// at step 0 after 0 seconds.
 pub fn step_rate(points: &[ProgressPoint]) -> Option<f64> {
     let mut sorted: Vec<ProgressPoint> = points.to_vec();
@@ -63,9 +67,10 @@ pub fn step_rate(points: &[ProgressPoint]) -> Option<f64> {
     sorted.dedup_by_key(|p| p.step);
     let last = *sorted.last()?;
     let earlier = &sorted[..sorted.len() - 1];
+    let window = (RATE_WINDOW_SHARE * last.train_s).min(RATE_WINDOW_S);
     let in_window = earlier
         .iter()
-        .position(|p| p.train_s >= last.train_s - RATE_WINDOW_S)
+        .position(|p| p.train_s >= last.train_s - window)
         .unwrap_or(earlier.len());
     let first = earlier.get(in_window.min(earlier.len().saturating_sub(1)))?;
     let (steps, seconds) = (
@@ -97,11 +102,11 @@ mod tests {
     #[test]
     fn a_steady_run_finishes_at_its_rate() {
         // 10 steps/s, evaluated every 100 steps.
-        let p = points(&[(100, 10.0), (200, 20.0), (300, 30.0)]);
+        let p = points(&[(100, 10.0), (200, 20.0), (300, 30.0), (400, 40.0)]);
         let e = estimate(&p, 1200, None).unwrap();
         assert!((e.steps_per_s - 10.0).abs() < 1e-9);
-        assert_eq!(e.step, 300);
-        assert!((e.remaining_s - 90.0).abs() < 1e-9);
+        assert_eq!(e.step, 400);
+        assert!((e.remaining_s - 80.0).abs() < 1e-9);
     }
 
     #[test]
@@ -117,7 +122,12 @@ mod tests {
 
     #[test]
     fn the_rate_follows_the_recent_window() {
-        // 1 step/s for an hour, then 4 steps/s: the window sees only the second pace.
+        // A short run that speeds up: its last quarter, 30 of 120 s, at 4 steps/s.
+        let mut list: Vec<(u64, f64)> = (1..=9).map(|i| (i * 10, i as f64 * 10.0)).collect();
+        list.extend((1..=3).map(|i| (90 + i * 40, 90.0 + i as f64 * 10.0)));
+        let rate = step_rate(&points(&list)).unwrap();
+        assert!((rate - 4.0).abs() < 1e-9, "{rate}");
+        // A long one: 1 step/s for an hour, then 4 steps/s for the last 10 minutes.
         let mut list: Vec<(u64, f64)> = (1..=6).map(|i| (i * 600, i as f64 * 600.0)).collect();
         list.extend((1..=4).map(|i| (3600 + i * 600, 3600.0 + i as f64 * 150.0)));
         let rate = step_rate(&points(&list)).unwrap();
