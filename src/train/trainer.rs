@@ -1,6 +1,7 @@
 //! The training loop of one run: the paper's recipe (section 4), periodic single-crop
 //! evaluation with the moving-average weights, metrics in Parquet, checkpoints that resume
-//! exactly, and a clean stop when the loss diverges.
+//! exactly, and a clean stop when the loss diverges. Its observer (a [`RunObserver`]: the
+//! runner's TensorBoard events and report) hears of every step and evaluation.
 //!
 //! Determinism: the batch order and every augmentation depend only on (seed, epoch, index),
 //! dropout masks on (seed, step), and the checkpoint carries the loss accumulator, so a run
