@@ -348,6 +348,31 @@ fn a_report_rendered_while_a_run_trains_marks_it_and_reloads() {
 }
 
 #[test]
+fn two_processes_rendering_one_report_at_once_never_fail_or_tear_it() {
+    // Jobs of an executor render the experiment's report while their runs train.
+    let dir = tempfile::tempdir().unwrap();
+    let input = smoke_input(dir.path());
+    let out = dir.path().join("shared");
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| {
+                for _ in 0..10 {
+                    render_experiment(&input, &out).unwrap();
+                }
+            });
+        }
+    });
+    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert!(html.ends_with("</html>\n"));
+    let leftovers = walkdir::WalkDir::new(&out)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+        .count();
+    assert_eq!(leftovers, 0);
+}
+
+#[test]
 fn rerendering_overwrites_in_place_without_leftovers() {
     let dir = tempfile::tempdir().unwrap();
     let input = smoke_input(dir.path());
