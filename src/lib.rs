@@ -16,6 +16,8 @@
 //! - [`dist`]: replicas of a run across processes (MPI), behind the `Collective` trait.
 //! - [`executor`]: who trains the missing runs (this process, local jobs, Slurm).
 //! - [`shell`]: command lines quoted for a POSIX shell.
+//! - [`watch`]: runs watched while they train: the observer the trainer calls, TensorBoard
+//!   event files, the estimate of when a run finishes.
 
 pub mod bench;
 pub mod check;
@@ -34,3 +36,4 @@ pub mod shell;
 pub mod spec;
 pub mod store;
 pub mod train;
+pub mod watch;

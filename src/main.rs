@@ -16,7 +16,7 @@ use repro::interrupt::StopSignal;
 use repro::models::{render_table, summarize, Arch, ModelConfig};
 use repro::runner::{
     evaluate_tables, plan, preflight, row_results, run_line, smoke_notice, training_macs,
-    write_report, RunFailure, RunOptions, RunProgress, RunResult,
+    write_report, LiveReport, RunFailure, RunOptions, RunProgress, RunResult,
 };
 use repro::spec::{
     load_experiment, ExecutorKind, ExecutorSpec, Experiment, LoadOptions, SlurmSpec, TableSpec,
@@ -40,11 +40,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Train what is missing, evaluate and write the report of one or more experiment files.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Show what `run` would do: each run, whether it is cached, and the work left. Runs nothing.
     Plan(ExperimentArgs),
-    /// Show where each run stands: running (and which process), stopped at a step, done, failed.
-    Status(ExperimentArgs),
+    /// Show where each run stands (running, stopped at a step, done, failed), its step rate, the
+    /// time it needs to finish and its last evaluation.
+    Status(StatusArgs),
     /// Re-render the figures, tables and HTML report of experiment files from stored results.
     Report(ReportArgs),
     /// Evaluate one model or an ensemble of weight files (ours or timm's) with 1, 10, 12 or 144 crops.
@@ -106,8 +107,13 @@ struct RunArgs {
     #[arg(long, default_value = "reports")]
     reports: PathBuf,
     /// Train only: no table evaluations and no report (what each job of an executor runs).
+    /// The report is still rendered while runs train (see --report-every).
     #[arg(long)]
     no_report: bool,
+    /// While runs train, render the report again after an evaluation at most once every
+    /// SECONDS (and at most 5 % of the time); 0: after every evaluation; `off`: only at the end.
+    #[arg(long, value_name = "SECONDS|off", default_value = "10", value_parser = parse_report_every)]
+    report_every: ReportEvery,
     #[command(flatten)]
     executor: ExecutorArgs,
 }
@@ -192,6 +198,29 @@ impl ExecutorArgs {
                 ..Default::default()
             },
         }
+    }
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    experiment: ExperimentArgs,
+    /// Print the status again every N seconds until interrupted (Ctrl-C).
+    #[arg(long, value_name = "N")]
+    watch: Option<u64>,
+}
+
+/// `--report-every`: seconds, or `None` for `off`.
+#[derive(Clone, Copy)]
+struct ReportEvery(Option<u64>);
+
+fn parse_report_every(text: &str) -> Result<ReportEvery, String> {
+    match text {
+        "off" => Ok(ReportEvery(None)),
+        n => n
+            .parse()
+            .map(|s| ReportEvery(Some(s)))
+            .map_err(|_| format!("expected a number of seconds or `off`, found `{n}`")),
     }
 }
 
@@ -345,7 +374,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         Command::Plan(args) => show_plan(args),
         Command::Status(args) => show_status(args),
         Command::Report(args) => report(args),
@@ -424,6 +453,11 @@ fn run(args: RunArgs) -> Result<(), Failure> {
         replicas,
         only: args.runs.clone(),
         command_flags: command_flags(&args.experiment),
+        live_report: args.report_every.0.map(|seconds| LiveReport {
+            reports: args.reports.clone(),
+            every: Duration::from_secs(seconds),
+            command: command_line(),
+        }),
     };
     let known: Vec<String> = experiments
         .iter()
@@ -459,13 +493,14 @@ fn run(args: RunArgs) -> Result<(), Failure> {
     for e in &experiments {
         preflight(e, &options.results, options.force, &options.device).map_err(bad_input)?;
     }
-    let job_command = JobCommand::current(
+    let mut job_command = JobCommand::current(
         profile_of(&args.experiment),
         args.experiment.overrides.clone(),
         &options.results,
         &args.reports,
     )
     .map_err(failed)?;
+    job_command.report_every = Some(args.report_every.0.map_or("off".into(), |s| s.to_string()));
     let flags = args.executor.spec();
     let executors = experiments
         .iter()
@@ -753,26 +788,52 @@ fn command_line() -> String {
     format!("repro {}", args.join(" "))
 }
 
-fn show_status(args: ExperimentArgs) -> Result<(), Failure> {
-    for e in load_all(&args)?
+fn show_status(args: StatusArgs) -> Result<(), Failure> {
+    let experiments: Vec<Experiment> = load_all(&args.experiment)?
         .into_iter()
         .filter(|e| !e.defines_runs_only())
-    {
-        println!("{}", experiment_heading(&e));
-        let states = repro::runner::run_states(&e, &args.results);
-        let planned: Vec<_> = states.iter().map(|(p, _)| p).collect();
+        .collect();
+    let Some(every) = args.watch else {
+        print!("{}", status_text(&experiments, &args.experiment.results));
+        return Ok(());
+    };
+    use std::io::{IsTerminal, Write};
+    let terminal = std::io::stdout().is_terminal();
+    loop {
+        let text = status_text(&experiments, &args.experiment.results);
+        let heading = format!(
+            "repro status at {} (every {every} s; Ctrl-C ends)",
+            repro::store::clock::now_rfc3339()
+        );
+        // On a terminal the screen is redrawn; in a pipe or a file each report follows the last.
+        let clear = if terminal { "\x1b[2J\x1b[H" } else { "\n" };
+        print!("{clear}{heading}\n{text}");
+        let _ = std::io::stdout().flush();
+        std::thread::sleep(Duration::from_secs(every.max(1)));
+    }
+}
+
+/// The status of every run of `experiments`, one line each, and the time left per experiment.
+fn status_text(experiments: &[Experiment], results: &Path) -> String {
+    let mut out = String::new();
+    for e in experiments {
+        out.push_str(&format!("{}\n", experiment_heading(e)));
+        let status = repro::runner::experiment_status(e, results, std::time::SystemTime::now());
+        let planned: Vec<_> = status.runs.iter().map(|(p, _)| p).collect();
         let jobs = repro::executor::job_state_lines(&planned);
-        let width = states
+        let width = status
+            .runs
             .iter()
             .map(|(p, _)| p.run.name.len())
             .max()
             .unwrap_or(0);
-        for ((planned, state), job) in states.into_iter().zip(jobs) {
+        for ((planned, state), job) in status.runs.iter().zip(jobs) {
             let job = job.map(|j| format!("; {j}")).unwrap_or_default();
-            println!("  {:<width$}  {state}{job}", planned.run.name);
+            out.push_str(&format!("  {:<width$}  {state}{job}\n", planned.run.name));
         }
+        out.push_str(&format!("  {}\n", status.remaining));
     }
-    Ok(())
+    out
 }
 
 fn show_plan(args: ExperimentArgs) -> Result<(), Failure> {

@@ -51,6 +51,7 @@ fn options(results: &Path) -> RunOptions {
         replicas: repro::dist::single(),
         only: None,
         command_flags: vec!["--set".into(), "train.epochs=2".into()],
+        live_report: None,
     }
 }
 

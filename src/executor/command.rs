@@ -20,6 +20,9 @@ pub struct JobCommand {
     pub reports: PathBuf,
     /// The working folder, where relative paths in the experiment files resolve.
     pub cwd: PathBuf,
+    /// `--report-every` as given (seconds or `off`): how often a job renders the report
+    /// while its run trains.
+    pub report_every: Option<String>,
 }
 
 /// How long a job waits for its run folder's lock (the job it replaces may still be
@@ -45,6 +48,7 @@ impl JobCommand {
             results: absolute(results)?,
             reports: absolute(reports)?,
             cwd,
+            report_every: None,
         })
     }
 
@@ -101,7 +105,12 @@ impl JobCommand {
             LOCK_WAIT_S.to_string(),
             "--device".into(),
             device.into(),
+            "--reports".into(),
+            self.reports.display().to_string(),
         ]);
+        if let Some(every) = &self.report_every {
+            argv.extend(["--report-every".into(), every.clone()]);
+        }
         if let Some(t) = threads {
             argv.extend(["--threads".into(), t.to_string()]);
         }
@@ -126,12 +135,14 @@ mod tests {
             results: "/r".into(),
             reports: "/p".into(),
             cwd: "/w".into(),
+            report_every: Some("30".into()),
         };
         let argv = c.argv(Path::new("/x/fig23.yaml"), "inception_v4", "cuda", Some(8));
         assert_eq!(
             argv.join(" "),
             "/bin/repro run /x/fig23.yaml --profile smoke --set train.epochs=2 --results /r \
-             --runs inception_v4 --executor inline --no-report --wait 120 --device cuda --threads 8"
+             --runs inception_v4 --executor inline --no-report --wait 120 --device cuda \
+             --reports /p --report-every 30 --threads 8"
         );
     }
 }

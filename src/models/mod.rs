@@ -28,7 +28,7 @@ mod table;
 
 pub use config::{Arch, AvgPoolPadding, ModelConfig, MIN_IMAGE_SIZE};
 pub use network::{summarize, Network, NetworkOutput, StageSummary, Summary, STAGE_NAMES};
-pub use table::render_table;
+pub use table::{group_digits, render_table};
 
 #[cfg(test)]
 mod tests;

@@ -52,7 +52,7 @@ pub fn render_table(summaries: &[Summary]) -> String {
 }
 
 /// 23834568 → "23,834,568".
-fn group_digits(n: u64) -> String {
+pub fn group_digits(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, ch) in digits.chars().enumerate() {

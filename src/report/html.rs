@@ -68,6 +68,7 @@ pre { background: #f6f6f6; padding: 0.7em; overflow-x: auto; font-size: 0.85em; 
 code { background: #f6f6f6; padding: 0 0.2em; }
 .meta { color: #555; font-size: 0.92em; }
 .notice { background: #fff4d6; border-left: 4px solid #d9a400; padding: 0.5em 0.8em; }
+.live { background: #e3effc; border-left: 4px solid #1f6fc5; padding: 0.5em 0.8em; }
 .verdict { font-weight: bold; padding: 0.1em 0.4em; border-radius: 3px; white-space: nowrap; }
 .verdict.supported { background: #d9f2d9; color: #14591b; }
 .verdict.not-supported { background: #f8d7d7; color: #7a1212; }
@@ -79,9 +80,18 @@ nav ul { columns: 2; }
 
 /// A complete static HTML page with `title` and the (already escaped) `body`.
 pub fn page(title: &str, body: &str) -> String {
+    reloading_page(title, body, None)
+}
+
+/// [`page`], which the browser reloads every `reload_s` seconds when given (a page
+/// rendered again while runs train; still no script).
+pub fn reloading_page(title: &str, body: &str, reload_s: Option<u32>) -> String {
+    let reload = reload_s
+        .map(|s| format!("<meta http-equiv=\"refresh\" content=\"{s}\">\n"))
+        .unwrap_or_default();
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n{reload}\
          <title>{}</title>\n<style>{CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n",
         escape(title)
     )

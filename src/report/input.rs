@@ -36,6 +36,10 @@ pub struct ReportInput {
     pub generated_at: String,
     /// The code version the report was generated from.
     pub commit: String,
+    /// The runs a process was training when the report was generated, each with where it
+    /// stood (`inception_v4: training, step 340 of 1,200`); empty once all have stopped.
+    /// The page then says so and reloads itself.
+    pub training: Vec<String>,
 }
 
 /// Which quantity a figure shows.
@@ -128,7 +132,8 @@ pub struct Series {
     pub seed: u64,
     /// The run's metrics; rows without the figure's metric are skipped.
     pub rows: Vec<MetricsRow>,
-    /// How the run stands: `"done"`, `"diverged at step 1234"`, `"running"`.
+    /// How the run stands: `"done"`, `"diverged at step 1234"`, `"training, step 340 of
+    /// 1,200"`, `"not started"`; anything but `"done"` is said in the legend.
     pub status: String,
 }
 
@@ -194,6 +199,9 @@ pub struct RunInfo {
     pub config_yaml: String,
     /// Its provenance, if the file was found.
     pub provenance: Option<Provenance>,
+    /// How it stands when the report is rendered (`"training, step 340 of 1,200"`); empty
+    /// to show the status its provenance records.
+    pub status: String,
     /// Its metrics rows (for the learning-rate and throughput plots and the duration).
     pub metrics: Vec<MetricsRow>,
     /// The learning rate the schedule prescribes, as (epoch, rate) points over the whole run;

@@ -2,7 +2,7 @@
 //! tables, what was run, and the known deviations from the paper.
 
 use super::curves::{error_curve, shows_paper};
-use super::html::{escape, file_stem, page};
+use super::html::{escape, file_stem, reloading_page};
 use super::input::{Claim, FigureInput, ReportInput};
 use super::paper::paper_figure_caption;
 use super::runs_section::runs_section;
@@ -154,6 +154,30 @@ fn deviations_section(deviations: &[String]) -> String {
     html
 }
 
+/// Seconds after which a browser reloads a page rendered while runs train.
+pub const RELOAD_SECONDS: u32 = 30;
+
+/// What a page rendered while runs train says first: when it was rendered, which runs
+/// were training and how far they had got.
+fn training_notice(input: &ReportInput) -> String {
+    if input.training.is_empty() {
+        return String::new();
+    }
+    let runs: Vec<String> = input
+        .training
+        .iter()
+        .map(|r| format!("<li>{}</li>", escape(r)))
+        .collect();
+    format!(
+        "<div class=\"live\"><p><b>Runs are training.</b> Rendered {} from the evaluations \
+         stored so far; the figures, tables and verdicts are provisional, and unfinished runs \
+         are marked in the legends and tables. repro renders this page again after \
+         evaluations, and the browser reloads it every {RELOAD_SECONDS} s.</p>\n<ul>{}</ul></div>\n",
+        escape(&input.generated_at),
+        runs.join("")
+    )
+}
+
 /// The experiment page; `tables` are (file stem, HTML fragment) in display order.
 pub fn experiment_page(input: &ReportInput, tables: &[(String, String)]) -> String {
     let scale = if input.paper_scale {
@@ -163,7 +187,7 @@ pub fn experiment_page(input: &ReportInput, tables: &[(String, String)]) -> Stri
     };
     let body = format!(
         "<p class=\"meta\"><a href=\"../index.html\">All experiments</a></p>\n\
-         <h1>{title}</h1>\n<p>{description}</p>\n{notice}\
+         <h1>{title}</h1>\n<p>{description}</p>\n{training}{notice}\
          <p class=\"meta\">Experiment <code>{experiment}</code>, {scale}. Report generated \
          {generated} from commit <code>{commit}</code>; it re-renders from stored results \
          with <code>repro report</code>.</p>\n\
@@ -174,6 +198,7 @@ pub fn experiment_page(input: &ReportInput, tables: &[(String, String)]) -> Stri
          {claims}{figures}{tables}{runs}{deviations}",
         title = escape(&input.title),
         description = escape(&input.description),
+        training = training_notice(input),
         notice = input
             .notice
             .as_deref()
@@ -188,5 +213,6 @@ pub fn experiment_page(input: &ReportInput, tables: &[(String, String)]) -> Stri
         runs = runs_section(&input.command, &input.runs),
         deviations = deviations_section(&input.deviations),
     );
-    page(&input.title, &body)
+    let reload = (!input.training.is_empty()).then_some(RELOAD_SECONDS);
+    reloading_page(&input.title, &body, reload)
 }

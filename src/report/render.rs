@@ -93,7 +93,8 @@ pub fn render_experiment(
 
 /// Deletes what an earlier rendering left in the report's own folders and this one did
 /// not write (a figure or run since removed from the experiment), so that a committed
-/// report holds only what its page shows.
+/// report holds only what its page shows. Another process's file being written (several
+/// jobs render one report while their runs train) is left alone.
 fn remove_stale(dirs: &[&Path], written: &[PathBuf]) -> Result<(), ReportError> {
     for dir in dirs {
         let entries = std::fs::read_dir(dir).map_err(|source| ReportError::Clean {
@@ -102,7 +103,7 @@ fn remove_stale(dirs: &[&Path], written: &[PathBuf]) -> Result<(), ReportError> 
         })?;
         for entry in entries.flatten() {
             let path = entry.path();
-            if path.is_file() && !written.contains(&path) {
+            if path.is_file() && !written.contains(&path) && !in_flight(&path) {
                 std::fs::remove_file(&path).map_err(|source| ReportError::Clean {
                     path: path.clone(),
                     source,
@@ -111,4 +112,18 @@ fn remove_stale(dirs: &[&Path], written: &[PathBuf]) -> Result<(), ReportError> 
         }
     }
     Ok(())
+}
+
+/// A temporary file of an atomic write that may still be in progress: a minute old at most
+/// (one left by a killed process is older, and removed).
+fn in_flight(path: &Path) -> bool {
+    let temporary = path
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with(atomic::TEMP_PREFIX));
+    let young = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_none_or(|age| age.as_secs() < 60);
+    temporary && young
 }

@@ -156,6 +156,7 @@ mod tests {
             hash: "abc".to_string(),
             config_yaml: String::new(),
             provenance: None,
+            status: String::new(),
             lr_schedule: Vec::new(),
             metrics: wall
                 .iter()

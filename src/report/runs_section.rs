@@ -42,7 +42,10 @@ fn runs_table(runs: &[RunInfo]) -> String {
                 };
                 vec![
                     p.seed.to_string(),
-                    status_text(&p.status),
+                    match run.status.is_empty() {
+                        true => status_text(&p.status),
+                        false => run.status.clone(),
+                    },
                     p.device.clone(),
                     format!("{}{dirty}", short(&p.git.commit)),
                     short(&p.dataset_manifest_hash),
@@ -55,7 +58,10 @@ fn runs_table(runs: &[RunInfo]) -> String {
             }
             None => {
                 let mut cells = vec!["—".to_string(); 6];
-                cells[1] = "no provenance.json".to_string();
+                cells[1] = match run.status.as_str() {
+                    "" => "no provenance.json".to_string(),
+                    status => status.to_string(),
+                };
                 cells
             }
         };
@@ -151,6 +157,7 @@ mod tests {
             hash: "h".to_string(),
             config_yaml: "model: <v4>".to_string(),
             provenance: None,
+            status: String::new(),
             metrics: vec![],
             lr_schedule: Vec::new(),
         };

@@ -79,6 +79,7 @@ fn smoke_input(dir: &Path) -> ReportInput {
         hash: "3f2a9c".to_string(),
         config_yaml: "model: inception_v4\nbatch_size: 32\n".to_string(),
         provenance: Some(provenance(seed, RunStatus::Done)),
+        status: String::new(),
         metrics: rows.clone(),
         lr_schedule: Vec::new(),
     };
@@ -145,6 +146,7 @@ fn smoke_input(dir: &Path) -> ReportInput {
         command: "repro run experiments/smoke.yaml".to_string(),
         generated_at: "2024-05-01T11:00:00Z".to_string(),
         commit: "0123456789ab".to_string(),
+        training: vec![],
     }
 }
 
@@ -316,6 +318,61 @@ fn a_smoke_experiment_renders_to_a_static_report() {
 }
 
 #[test]
+fn a_report_rendered_while_a_run_trains_marks_it_and_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut input = smoke_input(dir.path());
+    input.figures[0].series[2].status = "training, step 340 of 1,200".to_string();
+    input.runs[2].status = "training, step 340 of 1,200".to_string();
+    input.training = vec!["inception_resnet_v2-seed1: training, step 340 of 1,200".to_string()];
+    let out = dir.path().join("live");
+    // Another process's write in progress is left alone; one a killed process left is not.
+    std::fs::create_dir_all(out.join("figures")).unwrap();
+    let in_flight = out.join("figures/.tmp-fig23.png-999-0");
+    std::fs::write(&in_flight, b"half").unwrap();
+    let rendered = render_experiment(&input, &out).unwrap();
+    assert!(in_flight.exists());
+    let html = std::fs::read_to_string(&rendered.index_html).unwrap();
+    assert!(
+        html.contains("<meta http-equiv=\"refresh\" content=\"30\">"),
+        "{html}"
+    );
+    assert!(html.contains("<b>Runs are training.</b> Rendered 2024-05-01T11:00:00Z"));
+    assert!(html.contains("<li>inception_resnet_v2-seed1: training, step 340 of 1,200</li>"));
+    assert!(html.contains("<td>training, step 340 of 1,200</td>"));
+    let svg = std::fs::read_to_string(out.join("figures/fig23.svg")).unwrap();
+    assert!(svg.contains("Inception-ResNet-v2 (seed 1: training, step 340 of 1,200)"));
+    // Once nothing trains: no notice and no reloading.
+    let finished = render_experiment(&smoke_input(dir.path()), &out).unwrap();
+    let html = std::fs::read_to_string(&finished.index_html).unwrap();
+    assert!(!html.contains("refresh") && !html.contains("Runs are training"));
+}
+
+#[test]
+fn two_processes_rendering_one_report_at_once_never_fail_or_tear_it() {
+    // Jobs of an executor render the experiment's report while their runs train.
+    let dir = tempfile::tempdir().unwrap();
+    let input = smoke_input(dir.path());
+    let out = dir.path().join("shared");
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| {
+                for _ in 0..10 {
+                    render_experiment(&input, &out).unwrap();
+                }
+            });
+        }
+    });
+    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert!(html.ends_with("</html>\n"));
+    let leftovers = walkdir::WalkDir::new(&out)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+        .count();
+    assert_eq!(leftovers, 0);
+}
+
+#[test]
 fn rerendering_overwrites_in_place_without_leftovers() {
     let dir = tempfile::tempdir().unwrap();
     let input = smoke_input(dir.path());
@@ -355,6 +412,7 @@ fn an_experiment_without_data_still_renders() {
             hash: String::new(),
             config_yaml: String::new(),
             provenance: None,
+            status: String::new(),
             metrics: vec![],
             lr_schedule: Vec::new(),
         }],
@@ -363,6 +421,7 @@ fn an_experiment_without_data_still_renders() {
         command: String::new(),
         generated_at: String::new(),
         commit: String::new(),
+        training: vec![],
     };
     let out = dir.path().join("empty");
     let rendered = render_experiment(&input, &out).unwrap();

@@ -8,6 +8,7 @@ use std::time::Duration;
 use candle_core::Device;
 
 use super::datasets::prepare_datasets;
+use super::live_report::{LiveReport, ReportRefresher};
 use super::plan::{plan, PlannedRun, RunProgress};
 use super::repair::{
     check_finished, set_aside_damaged_files, stored_provenance, write_config, FinishedCheck,
@@ -19,6 +20,7 @@ use crate::spec::Experiment;
 use crate::store::provenance::{manifest_hash, Provenance, RunStatus, SkippedImage};
 use crate::store::{CheckpointError, LockError, RunDir, RunLock};
 use crate::train::{train_run, Progress, RunOutcome, TrainError, TrainJob};
+use crate::watch::{Observers, TensorBoardSink};
 
 /// How to carry out an experiment.
 #[derive(Clone, Debug)]
@@ -45,6 +47,8 @@ pub struct RunOptions {
     /// The profile, `--set` and `--results` arguments of this command, as given, for the
     /// commands that messages suggest (`repro run FILE <these> --restart RUN`).
     pub command_flags: Vec<String>,
+    /// Render the experiment's report after evaluations while runs train (replica 0).
+    pub live_report: Option<LiveReport>,
 }
 
 /// What happened to one run.
@@ -264,6 +268,19 @@ fn train_one(
     } else {
         Progress::quiet()
     };
+    let tensorboard = writer.then(|| tensorboard_sink(&dir, run)).flatten();
+    let refresher = options
+        .live_report
+        .as_ref()
+        .filter(|_| writer)
+        .map(|live| ReportRefresher::new(experiment, &options.results, live));
+    let mut observers = Observers::default();
+    if let Some(t) = &tensorboard {
+        observers.0.push(t);
+    }
+    if let Some(r) = &refresher {
+        observers.0.push(r);
+    }
     let job = TrainJob {
         config: &run.config,
         config_hash: &run.hash,
@@ -276,6 +293,7 @@ fn train_one(
         stop: options.stop,
         progress,
         replicas: options.replicas.clone(),
+        observer: &observers,
     };
     let outcome = match train_run(&job) {
         Ok(outcome) => outcome,
@@ -339,8 +357,25 @@ fn train_one(
         RunOutcome::Stopped { .. } | RunOutcome::Interrupted { .. }
     ) {
         dir.mark_done(&provenance).map_err(RunFailure::new)?;
+        // The page shows the run finished, not training, until the next rendering.
+        if let Some(r) = &refresher {
+            r.refresh();
+        }
     }
     Ok(RunResult::Trained(outcome))
+}
+
+/// A new TensorBoard events file for this session of `run`, or a warning and none.
+fn tensorboard_sink(dir: &RunDir, run: &crate::spec::ResolvedRun) -> Option<TensorBoardSink> {
+    let config = serde_yaml::to_string(&run.config).unwrap_or_default();
+    TensorBoardSink::create(dir.root(), &run.name, &config)
+        .map_err(|e| {
+            tracing::warn!(
+                "cannot create a TensorBoard events file in {}: {e}; training goes on without it",
+                dir.root().display()
+            )
+        })
+        .ok()
 }
 
 /// `repro run FILE <flags> --restart RUN`, for a user to copy.
@@ -383,5 +418,8 @@ fn clear_run(dir: &RunDir) -> Result<(), String> {
     remove(dir.provenance_json())?;
     remove(dir.root().join(crate::store::layout::CHECKSUMS_FILE))?;
     remove(crate::train::final_weights_path(dir.root()))?;
+    for events in dir.tensorboard_files() {
+        remove(events)?;
+    }
     dir.create().map_err(|e| e.to_string())
 }

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::claims::check_claim;
-use super::plan::{plan, PlannedRun, RunProgress};
+use super::plan::{plan, PlannedRun};
+use super::run_state::RunState;
 use crate::report::{
     paper_table_values, render_experiment, render_index, Claim, EvalResult, FigureInput,
     IndexEntry, Metric, ReportInput, RunInfo, Series, TableInput, TableRow, Verdict,
@@ -34,7 +35,9 @@ pub fn write_report(
         None => reports.to_path_buf(),
     };
     let planned = plan(experiment, results);
-    let runs: Vec<RunInfo> = planned.iter().map(run_info).collect();
+    let now = std::time::SystemTime::now();
+    let (runs, states): (Vec<RunInfo>, Vec<RunState>) =
+        planned.iter().map(|p| run_info(p, now)).unzip();
     // Every row's stored evaluations, read once for the tables and the claims.
     let stored: Vec<Vec<RowResults>> = experiment
         .tables
@@ -71,10 +74,10 @@ pub fn write_report(
                         label: f.labels.get(name).cloned().unwrap_or_default(),
                         seed: run.config.seed,
                         rows: metrics_of(&runs, name),
-                        status: planned
+                        status: runs
                             .iter()
-                            .find(|p| &p.run.name == name)
-                            .map(|p| status(&p.progress))
+                            .find(|r| &r.name == name)
+                            .map(|r| r.status.clone())
                             .unwrap_or_default(),
                     }
                 })
@@ -137,6 +140,12 @@ pub fn write_report(
         })
         .collect();
 
+    let training = runs
+        .iter()
+        .zip(&states)
+        .filter(|(_, state)| state.is_training())
+        .map(|(run, _)| format!("{}: {}", run.name, run.status))
+        .collect();
     let input = ReportInput {
         experiment: experiment.name.clone(),
         title: if experiment.title.is_empty() {
@@ -153,8 +162,9 @@ pub fn write_report(
         deviations: deviations(experiment),
         claims: claims.clone(),
         command: command.to_string(),
-        generated_at: crate::store::clock::now_rfc3339(),
+        generated_at: crate::store::clock::rfc3339_utc(now),
         commit: crate::store::provenance::GitInfo::of_work_tree(Path::new(".")).describe(),
+        training,
     };
     let out_dir = reports.join(&experiment.name);
     let rendered = render_experiment(&input, &out_dir).map_err(|e| e.to_string())?;
@@ -239,18 +249,23 @@ pub(super) fn metrics_of(runs: &[RunInfo], name: &str) -> Vec<MetricsRow> {
         .unwrap_or_default()
 }
 
-fn run_info(p: &PlannedRun) -> RunInfo {
+/// What the report shows of a run, and how it stands at `now`.
+fn run_info(p: &PlannedRun, now: std::time::SystemTime) -> (RunInfo, RunState) {
     let dir = RunDir::new(&p.dir);
-    RunInfo {
+    let metrics = readable(&dir.metrics_parquet(), read_metrics).unwrap_or_default();
+    let state = RunState::read(p, &metrics, now);
+    let info = RunInfo {
         name: p.run.name.clone(),
         network: p.run.config.model.arch.name().to_string(),
         hash: p.run.hash.clone(),
         config_yaml: std::fs::read_to_string(dir.config_yaml())
             .unwrap_or_else(|_| serde_yaml::to_string(&p.run.config).unwrap_or_default()),
         provenance: readable(&dir.provenance_json(), Provenance::read),
-        metrics: readable(&dir.metrics_parquet(), read_metrics).unwrap_or_default(),
+        status: state.words(),
+        metrics,
         lr_schedule: lr_schedule(&p.run),
-    }
+    };
+    (info, state)
 }
 
 /// `read(path)`, or `None` when the file does not exist (a run not started) or cannot be read;
@@ -281,15 +296,6 @@ fn lr_schedule(run: &ResolvedRun) -> Vec<(f64, f64)> {
         .collect();
     points.push((epochs, lr.lr_at(epochs * (1.0 - 1e-9))));
     points
-}
-
-fn status(progress: &RunProgress) -> String {
-    match progress {
-        RunProgress::Done => "done".into(),
-        RunProgress::Diverged { step } => format!("diverged at step {step}"),
-        RunProgress::Partial { step } => format!("interrupted at step {step}"),
-        RunProgress::Missing => "not run".into(),
-    }
 }
 
 fn figure_metric(m: crate::spec::FigureMetric) -> Metric {

@@ -1,29 +1,111 @@
 //! `repro status`: where each run of an experiment stands, read from its folder without
 //! taking any lock — running (and by which process), stopped at a step, done, diverged or
-//! failed, with its last evaluation.
+//! failed, with its step rate, the time it needs to finish and its last evaluation — and
+//! the time the experiment's unfinished runs need in all.
 
-use super::plan::{plan, PlannedRun, RunProgress};
-use super::summary::last_evaluation;
+use std::path::Path;
+use std::time::SystemTime;
+
+use super::plan::{plan, training_macs, PlannedRun, RunProgress};
+use super::run_state::{rate_text, RunState};
+use crate::models::group_digits;
 use crate::spec::Experiment;
 use crate::store::clock::duration_text;
+use crate::store::metrics::{read_metrics, MetricsRow};
 use crate::store::provenance::{Provenance, RunStatus};
-use crate::store::{recorded_holder, RunDir};
-use std::path::Path;
+use crate::store::RunDir;
+use crate::watch::eta::seconds_for_work;
 
-/// Each planned run of `experiment` with one plain line saying where it stands.
-pub fn run_states(experiment: &Experiment, results: &Path) -> Vec<(PlannedRun, String)> {
-    plan(experiment, results)
-        .into_iter()
-        .map(|p| {
-            let line = state_line(&p);
-            (p, line)
-        })
-        .collect()
+/// How runs not started are estimated.
+const UNSTARTED: &str = "estimated from training MACs at the pace measured so far";
+
+/// What `repro status` shows of one experiment.
+pub struct ExperimentStatus {
+    /// Each planned run with one plain line saying where it stands.
+    pub runs: Vec<(PlannedRun, String)>,
+    /// The time the unfinished runs need in all, as a line.
+    pub remaining: String,
 }
 
-fn state_line(planned: &PlannedRun) -> String {
+/// Reads where every run of `experiment` stands at `now`.
+pub fn experiment_status(
+    experiment: &Experiment,
+    results: &Path,
+    now: SystemTime,
+) -> ExperimentStatus {
+    let runs: Vec<(PlannedRun, Vec<MetricsRow>, RunState)> = plan(experiment, results)
+        .into_iter()
+        .map(|p| {
+            let metrics = read_metrics(&RunDir::new(&p.dir).metrics_parquet()).unwrap_or_default();
+            let state = RunState::read(&p, &metrics, now);
+            (p, metrics, state)
+        })
+        .collect();
+    // (MACs trained, training seconds) of every run that has recorded any.
+    let measured: Vec<(f64, f64)> = runs
+        .iter()
+        .filter_map(|(p, _, s)| {
+            let done = s.step? as f64 / s.total_steps? as f64;
+            Some((training_macs(&p.run.config)? * done, s.train_s))
+        })
+        .filter(|&(macs, seconds)| macs > 0.0 && seconds > 0.0)
+        .collect();
+    let unstarted_s = |p: &PlannedRun| seconds_for_work(training_macs(&p.run.config)?, &measured);
+
+    let mut known_s = 0.0;
+    let (mut unfinished, mut unknown) = (0, 0);
+    let lines = runs
+        .into_iter()
+        .map(|(p, metrics, state)| {
+            let finished = matches!(p.progress, RunProgress::Done | RunProgress::Diverged { .. });
+            unfinished += usize::from(!finished);
+            let left = match (&state.estimate, state.step) {
+                _ if finished => Some(0.0),
+                (Some(e), _) => Some(e.remaining_s),
+                (None, None) => unstarted_s(&p),
+                (None, Some(_)) => None,
+            };
+            match left {
+                Some(s) => known_s += s,
+                None => unknown += 1,
+            }
+            let line = state_line(&p, &metrics, &state, unstarted_s(&p));
+            (p, line)
+        })
+        .collect();
+    let remaining =
+        match unknown {
+            _ if unfinished == 0 => "all runs: nothing left to train".to_string(),
+            0 => format!(
+            "all runs: about {} left, trained one after another (runs not started: {UNSTARTED})",
+            duration_text(known_s)
+        ),
+            n => {
+                format!(
+            "all runs: at least {} left; {n} {} no pace to estimate from until {} evaluated",
+            duration_text(known_s),
+            if n == 1 { "run has" } else { "runs have" },
+            if measured.is_empty() { "a run has" } else { "it has" }
+        )
+            }
+        };
+    ExperimentStatus {
+        runs: lines,
+        remaining,
+    }
+}
+
+fn state_line(
+    planned: &PlannedRun,
+    metrics: &[MetricsRow],
+    state: &RunState,
+    unstarted_s: Option<f64>,
+) -> String {
     let epochs = planned.run.config.train.epochs;
-    let evaluated = last_evaluation(planned)
+    let evaluated = metrics
+        .iter()
+        .rev()
+        .find(|r| r.top1_err.is_some())
         .map(|r| {
             format!(
                 "; last evaluation at epoch {:.2} of {epochs}: top-1 error {:.2} % after {}",
@@ -34,11 +116,12 @@ fn state_line(planned: &PlannedRun) -> String {
         })
         .unwrap_or_default();
     let checkpoint = match planned.progress {
-        RunProgress::Partial { step } => format!(", checkpoint at step {step}"),
+        RunProgress::Partial { step } => format!(", checkpoint at step {}", group_digits(step)),
         _ => String::new(),
     };
-    if let Some(holder) = recorded_holder(&planned.dir).filter(|h| h.alive() != Some(false)) {
-        return format!("running: {holder}{checkpoint}{evaluated}");
+    let pace = pace(state);
+    if let Some(holder) = state.trainer.as_ref().filter(|_| state.is_training()) {
+        return format!("running: {holder}{pace}{checkpoint}{evaluated}");
     }
     let failed = || match Provenance::read(&RunDir::new(&planned.dir).provenance_json()) {
         Ok(Provenance {
@@ -47,13 +130,42 @@ fn state_line(planned: &PlannedRun) -> String {
         }) => Some(format!("failed: {message}")),
         _ => None,
     };
-    let state = match planned.progress {
+    let state_text = match planned.progress {
         RunProgress::Diverged { step } => format!("diverged at step {step}"),
         RunProgress::Done => "done".to_string(),
         RunProgress::Partial { step } => failed().unwrap_or_else(|| {
-            format!("stopped at step {step}; `repro run` resumes it from its checkpoint")
+            format!("stopped at step {step}; `repro run` resumes it from its checkpoint{pace}")
         }),
-        RunProgress::Missing => failed().unwrap_or_else(|| "not started".to_string()),
+        RunProgress::Missing => failed().unwrap_or_else(|| match unstarted_s {
+            Some(s) => format!(
+                "not started; about {} to train ({UNSTARTED})",
+                duration_text(s)
+            ),
+            None => "not started".to_string(),
+        }),
     };
-    format!("{state}{evaluated}")
+    format!("{state_text}{evaluated}")
+}
+
+/// `; step 340 of 1,200 (28 %), 5.10 steps/s, about 2 min 46 s left`, or as much of it as
+/// is known.
+fn pace(state: &RunState) -> String {
+    let (Some(step), Some(e)) = (state.step, &state.estimate) else {
+        return match state.step {
+            Some(step) => format!(
+                "; step {}, pace known after the first evaluation",
+                group_digits(step)
+            ),
+            None => String::new(),
+        };
+    };
+    let total = state.total_steps.unwrap_or(step).max(1);
+    format!(
+        "; step {} of {} ({:.0} %), {}, about {} left",
+        group_digits(step),
+        group_digits(total),
+        100.0 * step as f64 / total as f64,
+        rate_text(e.steps_per_s),
+        duration_text(e.remaining_s)
+    )
 }

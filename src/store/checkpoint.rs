@@ -373,11 +373,18 @@ impl Checkpoints {
     /// Where the newest checkpoint with a readable manifest and state stands, without
     /// checksums or tensors (for `repro plan` and `repro status`); `None` when there is none.
     pub fn newest_state(&self) -> Option<TrainingState> {
+        self.newest().map(|(_, state)| state)
+    }
+
+    /// [`Self::newest_state`] with the checkpoint's `state.json` (whose time says when the
+    /// checkpoint was saved).
+    pub fn newest(&self) -> Option<(PathBuf, TrainingState)> {
         self.candidates().ok()?.into_iter().find_map(|c| {
             if !c.legacy {
                 FileManifest::read(&c.path.join(MANIFEST_FILE)).ok()?;
             }
-            read_state(&c.path).ok()
+            let state = read_state(&c.path).ok()?;
+            Some((c.path.join(STATE_FILE), state))
         })
     }
 }

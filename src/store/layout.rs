@@ -27,6 +27,7 @@ pub const CHECKSUMS_FILE: &str = "checksums.json";
 /// <root>/checkpoints/       see `store::checkpoint`
 /// <root>/checksums.json    sizes and checksums of config, provenance and metrics as written
 /// <root>/damaged/           damaged files and checkpoints, moved aside (never deleted)
+/// <root>/events.out.tfevents.*  TensorBoard events, one file per session (see `watch`)
 /// <root>/DONE               written last; see `store::done`
 /// <root>/.lock              see `store::lock`
 /// ```
@@ -84,6 +85,25 @@ impl RunDir {
     /// The moving-average weights of a finished run, under timm's names.
     pub fn final_weights(&self) -> PathBuf {
         self.root.join(FINAL_WEIGHTS_FILE)
+    }
+
+    /// The TensorBoard events files of the run's sessions, in name (= time) order.
+    pub fn tensorboard_files(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.root)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| {
+                        p.file_name().is_some_and(|n| {
+                            n.to_string_lossy()
+                                .starts_with(crate::watch::events::FILE_PREFIX)
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        files
     }
 
     /// The completion marker.

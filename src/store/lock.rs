@@ -64,7 +64,8 @@ impl std::fmt::Display for LockHolder {
     }
 }
 
-fn host_name() -> String {
+/// This machine's name, or "unknown".
+pub fn host_name() -> String {
     fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| fs::read_to_string("/etc/hostname"))
         .ok()

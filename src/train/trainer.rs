@@ -1,6 +1,7 @@
 //! The training loop of one run: the paper's recipe (section 4), periodic single-crop
 //! evaluation with the moving-average weights, metrics in Parquet, checkpoints that resume
-//! exactly, and a clean stop when the loss diverges.
+//! exactly, and a clean stop when the loss diverges. Its observer (a [`RunObserver`]: the
+//! runner's TensorBoard events and report) hears of every step and evaluation.
 //!
 //! Determinism: the batch order and every augmentation depend only on (seed, epoch, index),
 //! dropout masks on (seed, step), and the checkpoint carries the loss accumulator, so a run
@@ -32,6 +33,7 @@ use crate::store::diagnostics::{append_diagnostics, DiagnosticsRow};
 use crate::store::integrity::set_aside;
 use crate::store::metrics::{read_metrics, MetricsRow};
 use crate::store::RunDir;
+use crate::watch::{EvalPoint, RunObserver, RunStart, StepPoint};
 
 /// Errors that stop a run (a diverging loss is an outcome, not an error).
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +105,8 @@ pub struct TrainJob<'a> {
     pub progress: Progress,
     /// The processes training this run together; only rank 0 evaluates and writes.
     pub replicas: Replicas,
+    /// Told of the start, every step and every evaluation (replica 0 only).
+    pub observer: &'a dyn RunObserver,
 }
 
 /// Everything that lives for the duration of the run.
@@ -145,6 +149,13 @@ pub fn train_run(job: &TrainJob) -> Result<RunOutcome, TrainError> {
     let (mut interval_norm_sum, mut interval_steps) = (0.0f64, 0u64);
     let mut last_score = None;
     job.progress.start(s.total_steps, state.step);
+    if writer {
+        job.observer.started(&RunStart {
+            step: state.step,
+            total_steps: s.total_steps,
+            eval_every_steps: eval_every,
+        });
+    }
     let lr_scale = cfg
         .train
         .lr
@@ -168,7 +179,7 @@ pub fn train_run(job: &TrainJob) -> Result<RunOutcome, TrainError> {
                 * lr_scale;
             let pairs: Vec<(&Tensor, &Tensor)> =
                 batches.iter().map(|b| (&b.images, &b.labels)).collect();
-            let (loss_value, n) = match s.model.step_micro(&pairs, lr, state.step)? {
+            let (loss_value, n, grad_norm) = match s.model.step_micro(&pairs, lr, state.step)? {
                 StepOutcome::Updated {
                     loss,
                     top1_correct,
@@ -178,7 +189,7 @@ pub fn train_run(job: &TrainJob) -> Result<RunOutcome, TrainError> {
                     interval_correct += top1_correct;
                     interval_norm_sum += grad_norm;
                     interval_steps += 1;
-                    (loss, images)
+                    (loss, images, grad_norm)
                 }
                 StepOutcome::Diverged { value } => return diverge(job, &state, value),
             };
@@ -198,6 +209,15 @@ pub fn train_run(job: &TrainJob) -> Result<RunOutcome, TrainError> {
                 loss_value,
                 lr,
             );
+            if writer {
+                job.observer.stepped(&StepPoint {
+                    step: state.step,
+                    epoch: epoch_f(&state, s.steps_per_epoch),
+                    loss: loss_value,
+                    lr,
+                    grad_norm,
+                });
+            }
 
             if job.stop_after_steps == Some(state.step) {
                 job.progress.finish();
@@ -223,16 +243,30 @@ pub fn train_run(job: &TrainJob) -> Result<RunOutcome, TrainError> {
                     pre_pool_dead_channel_frac: score.pre_pool.map(|a| a.dead_channel_frac),
                 };
                 job.progress.eval(&row);
-                if cfg.train.diagnostics {
-                    let train_top1_err =
-                        1.0 - interval_correct as f64 / interval_images.max(1) as f64;
-                    let grad_norm = interval_norm_sum / interval_steps.max(1) as f64;
-                    let diagnostics = diagnose(&s, &row, train_top1_err, grad_norm)?;
-                    append_diagnostics(&job.dir.diagnostics_parquet(), state.step - 1, diagnostics)
+                let diagnostics = match cfg.train.diagnostics {
+                    true => {
+                        let train_top1_err =
+                            1.0 - interval_correct as f64 / interval_images.max(1) as f64;
+                        let grad_norm = interval_norm_sum / interval_steps.max(1) as f64;
+                        let diagnostics = diagnose(&s, &row, train_top1_err, grad_norm)?;
+                        append_diagnostics(
+                            &job.dir.diagnostics_parquet(),
+                            state.step - 1,
+                            diagnostics.clone(),
+                        )
                         .map_err(other)?;
-                }
+                        Some(diagnostics)
+                    }
+                    false => None,
+                };
                 history.push(row);
                 job.dir.write_metrics(&history).map_err(other)?;
+                // Before the checkpoint: a run killed in between resumes from an earlier
+                // one and tells the observers so, and they drop this evaluation then.
+                job.observer.evaluated(&EvalPoint {
+                    row: history.last().expect("just pushed"),
+                    diagnostics: diagnostics.as_ref(),
+                });
                 state.loss_sum = 0.0;
                 state.loss_count = 0;
                 last_score = Some(score);

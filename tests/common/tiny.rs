@@ -48,6 +48,7 @@ pub fn train(
         replicas: std::sync::Arc::new(repro::dist::Single),
         stop_after_steps,
         progress: Progress::quiet(),
+        observer: &repro::watch::Unwatched,
     };
     let outcome = train_run(&job).unwrap();
     let rows = if dir.metrics_parquet().exists() {

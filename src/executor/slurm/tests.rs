@@ -90,6 +90,7 @@ fn setup_runs(tag: &str, names: &[&str]) -> (Tmp, Experiment, RunOptions) {
         replicas: crate::dist::single(),
         only: None,
         command_flags: Vec::new(),
+        live_report: None,
     };
     (Tmp(dir), experiment, options)
 }
@@ -103,6 +104,7 @@ fn executor(options: &RunOptions, exit: Option<i32>) -> (SlurmExecutor, Rc<RefCe
         results: options.results.clone(),
         reports: options.results.join("reports"),
         cwd: std::env::temp_dir(),
+        report_every: None,
     };
     let spec = SlurmSpec {
         poll_seconds: Some(1),
