@@ -393,9 +393,17 @@ fn main() -> ExitCode {
             )),
             Err(f) => Err(f),
         },
-        Command::Curves(args) => repro::check::curves::run(&args)
-            .map(|_| ())
-            .map_err(bad_input),
+        Command::Curves(args) => {
+            use repro::check::curves::{CurvesError, CurvesVerdict};
+            match repro::check::curves::run(&args) {
+                Ok(CurvesVerdict::OutsideSpread) => Err(failed(
+                    "repro does NOT lie within the reference's seed spread (see the table above)",
+                )),
+                Ok(CurvesVerdict::WithinSpread | CurvesVerdict::NoSpread) => Ok(()),
+                Err(e @ CurvesError::Input(_)) => Err(bad_input(e)),
+                Err(e @ CurvesError::Write(_)) => Err(failed(e)),
+            }
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -36,6 +36,29 @@ pub struct CurvesArgs {
     pub stem: String,
 }
 
+/// Why `repro curves` could not give a verdict.
+#[derive(Debug, thiserror::Error)]
+pub enum CurvesError {
+    /// A run folder cannot be read (bad input).
+    #[error("{0}")]
+    Input(String),
+    /// A figure or the summary could not be written.
+    #[error("{0}")]
+    Write(String),
+}
+
+/// What `repro curves` concluded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CurvesVerdict {
+    /// repro's mean curve lies within the reference's seed spread (at ≥ 80 % of the shared
+    /// evaluations).
+    WithinSpread,
+    /// It does not.
+    OutsideSpread,
+    /// One run on each side: no seed spread to judge by.
+    NoSpread,
+}
+
 struct Run {
     name: String,
     metrics: Vec<MetricsRow>,
@@ -129,19 +152,15 @@ fn curves(runs: &[Run], y: impl Fn(&MetricsRow) -> Option<f64>) -> Vec<Vec<(f64,
         .collect()
 }
 
-/// Draws the figures, prints and writes the summary; returns whether repro lies within the
-/// reference's seed spread at 80 % of the shared evaluations or more.
-pub fn run(args: &CurvesArgs) -> Result<bool, String> {
-    let ours: Vec<Run> = args
-        .ours
-        .iter()
-        .map(|d| read_run(d))
-        .collect::<Result<_, _>>()?;
-    let reference: Vec<Run> = args
-        .reference
-        .iter()
-        .map(|d| read_run(d))
-        .collect::<Result<_, _>>()?;
+/// Draws the figures, prints and writes the summary; returns the verdict: whether repro lies
+/// within the reference's seed spread at 80 % of the shared evaluations or more.
+pub fn run(args: &CurvesArgs) -> Result<CurvesVerdict, CurvesError> {
+    let read_all = |dirs: &[PathBuf]| -> Result<Vec<Run>, CurvesError> {
+        dirs.iter()
+            .map(|d| read_run(d).map_err(CurvesError::Input))
+            .collect()
+    };
+    let (ours, reference) = (read_all(&args.ours)?, read_all(&args.reference)?);
     let chart =
         |what: &str, y_desc: &str, y: &dyn Fn(&MetricsRow) -> Option<f64>| ComparisonChart {
             title: format!("{}: {what}", args.title),
@@ -159,7 +178,7 @@ pub fn run(args: &CurvesArgs) -> Result<bool, String> {
             ],
         };
     let draw = |stem: String, c: &ComparisonChart| {
-        write_comparison(&args.out, &stem, c).map_err(|e| e.to_string())
+        write_comparison(&args.out, &stem, c).map_err(|e| CurvesError::Write(e.to_string()))
     };
     let top1 = draw(
         format!("{}_top1", args.stem),
@@ -298,7 +317,8 @@ pub fn run(args: &CurvesArgs) -> Result<bool, String> {
             .collect::<Vec<_>>()
             .join(", "),
     );
-    let _ = if ours.len() < 2 && reference.len() < 2 {
+    let no_spread = ours.len() < 2 && reference.len() < 2;
+    let _ = if no_spread {
         let largest = points
             .iter()
             .map(|p| (mean(&p.ours) - mean(&p.reference)).abs())
@@ -318,8 +338,13 @@ pub fn run(args: &CurvesArgs) -> Result<bool, String> {
     };
     print!("{md}");
     let path = args.out.join(format!("{}.md", args.stem));
-    std::fs::write(&path, md).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(holds)
+    crate::store::write_bytes(&path, md.as_bytes())
+        .map_err(|e| CurvesError::Write(e.to_string()))?;
+    Ok(match (no_spread, holds) {
+        (true, _) => CurvesVerdict::NoSpread,
+        (false, true) => CurvesVerdict::WithinSpread,
+        (false, false) => CurvesVerdict::OutsideSpread,
+    })
 }
 
 fn file_name(p: &Path) -> String {
