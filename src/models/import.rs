@@ -204,13 +204,8 @@ pub fn save_timm_weights(
     };
     let tensors =
         state_dict(varmap, num_batches_tracked).map_err(|e| write_err(std::io::Error::other(e)))?;
-    let tmp = path.with_extension("safetensors.partial");
-    candle_core::safetensors::save(&tensors, &tmp)
-        .map_err(|e| write_err(std::io::Error::other(e)))?;
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(write_err)?;
-    std::fs::rename(&tmp, path).map_err(write_err)
+    // Atomic: a crash or a full disk leaves the old file (or none), never a torn one.
+    crate::store::write_safetensors(path, &tensors).map_err(|e| write_err(std::io::Error::other(e)))
 }
 
 #[cfg(test)]
@@ -237,7 +232,11 @@ mod tests {
         save_timm_weights(&a, &path, 5).unwrap();
         let raw = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
         assert_eq!(raw["conv2d_1a.bn.num_batches_tracked"].dtype(), DType::I64);
-        assert!(!dir.join("w.safetensors.partial").exists());
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            1,
+            "only the file itself"
+        );
         load_timm_weights(&b, &path).unwrap();
         let x = Tensor::randn(0f32, 1., (1, 3, 75, 75), &Device::Cpu).unwrap();
         let ya = net_a.forward_t(&x, false).unwrap().logits;
