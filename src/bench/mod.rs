@@ -28,7 +28,8 @@ use crate::models::{Arch, ModelConfig};
 pub use parity::{parity, Parity, TensorDifference};
 pub use stream::{stream_check, StreamCheck};
 pub use timing::{
-    eval_crops_per_s, eval_timing, train_images_per_s, train_timing, Iteration, PhaseTime, Timing,
+    eval_crops_per_s, eval_timing, train_images_per_s, train_timing, Iteration, PhaseTime,
+    ProfileEntry, Timing,
 };
 
 #[derive(Args, Debug)]
@@ -75,6 +76,12 @@ pub struct BenchOptions {
     /// device, so they are not part of the images/s).
     #[arg(long, default_value_t = 2)]
     pub phase_steps: usize,
+    /// Train: over the phase steps, also the time of each kind of the CPU's fast ops
+    /// (convolution forward and gradients, BatchNorm+ReLU, pooling, residual sums) and of the
+    /// rest of the forward and backward passes (candle's own ops, autograd), printed as a table
+    /// on stderr and in the summary line.
+    #[arg(long)]
+    pub profile: bool,
     #[arg(long, default_value_t = 1.0)]
     pub width: f64,
     #[arg(long, default_value_t = 1000)]
@@ -95,6 +102,7 @@ impl Default for BenchOptions {
             steps: 10,
             warmup: 2,
             phase_steps: 2,
+            profile: false,
             width: 1.0,
             classes: 1000,
             seed: 0,
@@ -192,7 +200,12 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
             }
         };
         let result = match &args.what {
-            BenchKind::Train(_) => train_timing(arch, o, &replicas, &mut each).map(|t| emit(&t)),
+            BenchKind::Train(_) => train_timing(arch, o, &replicas, &mut each).map(|t| {
+                if o.profile && writer {
+                    eprint!("{}", profile_table(&t));
+                }
+                emit(&t)
+            }),
             BenchKind::Eval(_) => eval_timing(arch, o, &mut each).map(|t| emit(&t)),
             _ => parity(arch, o).map(|p| emit(&p)),
         };
@@ -213,6 +226,28 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         true => Ok(()),
         false => Err(format!("bench {kind} failed for {}", failed.join(", "))),
     }
+}
+
+/// The profile of a training step as a table for people.
+fn profile_table(t: &Timing) -> String {
+    let total: f64 = t.profile.iter().map(|p| p.ms).sum();
+    let mut s = format!(
+        "{} at {} px, batch {}, width {} on {}: {:.1} ms per profiled step\n",
+        t.model, t.size, t.batch, t.width, t.device, total
+    );
+    for p in &t.profile {
+        let calls = match p.calls > 0.0 {
+            true => format!("{:>6.0} calls", p.calls),
+            false => String::new(),
+        };
+        s += &format!(
+            "  {:<66} {:>9.1} ms {:>5.1} % {calls}\n",
+            p.what,
+            p.ms,
+            100.0 * p.ms / total.max(f64::MIN_POSITIVE)
+        );
+    }
+    s
 }
 
 /// The median of `v` (the mean of the middle two for an even count); NaN when empty.
@@ -237,6 +272,7 @@ fn tiny(models: &str) -> BenchOptions {
         steps: 1,
         warmup: 1,
         phase_steps: 1,
+        profile: false,
         width: 0.125,
         classes: 10,
         seed: 0,

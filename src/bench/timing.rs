@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::{err, median, model_config, setup, BenchOptions};
 use crate::device::Precision;
+use crate::models::fastops::profile::{self, Kind};
 use crate::models::Arch;
 use crate::spec::TrainConfig;
 use crate::train::TrainStep;
@@ -20,6 +21,8 @@ pub struct Timing {
     pub precision: String,
     pub size: usize,
     pub batch: usize,
+    /// The networks' width multiplier (1 = the paper's).
+    pub width: f64,
     pub steps: usize,
     /// Images (train) or crops (eval) per second over the timed steps.
     pub per_s: f64,
@@ -36,6 +39,17 @@ pub struct Timing {
     /// Training only: the median time of each phase of the step over the phase steps (each
     /// phase waited for, so their sum exceeds a timed step a little).
     pub phase_ms: Vec<PhaseTime>,
+    /// Training with `--profile`: milliseconds per step by kind of work, over the phase steps.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub profile: Vec<ProfileEntry>,
+}
+
+/// One kind of work in a training step: its milliseconds and calls per step.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProfileEntry {
+    pub what: String,
+    pub ms: f64,
+    pub calls: f64,
 }
 
 /// The time of one phase of a training step.
@@ -105,6 +119,7 @@ fn timed(
         precision: precision.name().into(),
         size: o.size,
         batch: o.batch,
+        width: o.width,
         steps: o.steps,
         per_s: (o.steps * o.batch) as f64 / secs,
         median_per_s: o.batch as f64 * 1e3 / median(&step_ms),
@@ -112,6 +127,7 @@ fn timed(
         processes: 1,
         comm_ms_per_step: 0.0,
         phase_ms: Vec::new(),
+        profile: Vec::new(),
     })
 }
 
@@ -174,6 +190,8 @@ pub fn train_timing(
     timing.comm_ms_per_step = comm * 1e3 / o.steps.max(1) as f64;
 
     step.borrow_mut().time_phases(&device);
+    profile::enable(o.profile);
+    let _ = profile::take();
     let mut phases: Vec<Vec<PhaseTime>> = Vec::new();
     for k in 0..o.phase_steps {
         let i = o.warmup + o.steps + k;
@@ -197,6 +215,8 @@ pub fn train_timing(
         });
         phases.push(phase_ms);
     }
+    profile::enable(false);
+    let ops = profile::take();
     if let Some(first) = phases.first() {
         timing.phase_ms = (0..first.len())
             .map(|p| PhaseTime {
@@ -205,7 +225,66 @@ pub fn train_timing(
             })
             .collect();
     }
+    if o.profile && !phases.is_empty() {
+        let steps = phases.len() as f64;
+        let mean_phase = |name: &str| {
+            phases
+                .iter()
+                .flatten()
+                .filter(|p| p.phase == name)
+                .map(|p| p.ms)
+                .sum::<f64>()
+                / steps
+        };
+        timing.profile = step_profile(&ops, steps, &mean_phase);
+    }
     Ok(timing)
+}
+
+/// The fast ops' time per step by kind, what else the forward and backward passes took, and
+/// the other phases of the step.
+fn step_profile(
+    ops: &[(Kind, f64, u64)],
+    steps: f64,
+    mean_phase: &dyn Fn(&str) -> f64,
+) -> Vec<ProfileEntry> {
+    let is_forward = |k: Kind| {
+        matches!(
+            k,
+            Kind::ConvForward | Kind::BnReluForward | Kind::PoolForward | Kind::ResidualForward
+        )
+    };
+    let mut out: Vec<ProfileEntry> = ops
+        .iter()
+        .map(|&(k, ms, calls)| ProfileEntry {
+            what: k.name().to_string(),
+            ms: ms / steps,
+            calls: calls as f64 / steps,
+        })
+        .collect();
+    let counted = |forward: bool| {
+        ops.iter()
+            .filter(|(k, ..)| is_forward(*k) == forward)
+            .map(|(_, ms, _)| ms / steps)
+            .sum::<f64>()
+    };
+    let rest = |what: &str, ms: f64| ProfileEntry {
+        what: what.to_string(),
+        ms: ms.max(0.0),
+        calls: 0.0,
+    };
+    out.push(rest(
+        "rest of the forward pass (candle ops: concatenation, loss, ...)",
+        mean_phase("forward") - counted(true),
+    ));
+    out.push(rest(
+        "rest of the backward pass (candle ops, autograd bookkeeping)",
+        mean_phase("backward") - counted(false),
+    ));
+    for phase in ["read", "exchange", "clip", "optimizer", "ema"] {
+        out.push(rest(phase, mean_phase(phase)));
+    }
+    out
 }
 
 /// [`eval_timing`] without the per-iteration lines.
@@ -270,6 +349,14 @@ mod tests {
         assert_eq!(phases, crate::train::phases::PHASES);
         let forward = t.phase_ms[0].ms;
         assert!(forward > 0.0 && t.phase_ms[1].ms > 0.0, "{:?}", t.phase_ms);
+        let mut profiled = o.clone();
+        profiled.profile = true;
+        let p =
+            train_images_per_s(Arch::InceptionResnetV2, &profiled, &crate::dist::single()).unwrap();
+        let entry = |what: &str| p.profile.iter().find(|e| e.what == what).unwrap();
+        assert!(entry("convolution forward").calls > 10.0, "{:?}", p.profile);
+        assert!(entry("convolution weight gradient").ms > 0.0);
+        assert!(entry("residual sum backward").calls > 0.0);
         let e = eval_crops_per_s(Arch::InceptionResnetV2, &o).unwrap();
         assert!(e.per_s > 0.0);
         assert!(serde_json::to_string(&e)

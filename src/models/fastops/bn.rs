@@ -210,6 +210,7 @@ impl CustomOp3 for BnReluOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        let _span = super::profile::span(super::profile::Kind::BnReluForward);
         match (s1, s2, s3) {
             (CpuStorage::F32(x), CpuStorage::F32(g), CpuStorage::F32(b)) => {
                 self.run(x, l1, &vec_slice(g, l2)?, &vec_slice(b, l3)?)
@@ -229,6 +230,7 @@ impl CustomOp3 for BnReluOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let _span = super::profile::span(super::profile::Kind::BnReluBackward);
         let (dx, dg, db) = match x.dtype() {
             DType::F32 => self.backward::<f32>(x, gamma, beta, grad)?,
             DType::F64 => self.backward::<f64>(x, gamma, beta, grad)?,

@@ -726,8 +726,13 @@ impl Conv2dOp {
                     let xb = image_blocks(lx).expect("checked in the forward pass");
                     let db = image_blocks(lg).expect("made blocked above");
                     let ws = weight_slice(ws, lw)?;
-                    let (dx, dw) = (grad_input(gs, db, ws, &g), grad_weight(xs, xb, gs, db, &g));
-                    Ok((dx, dw))
+                    use super::profile::{span, Kind};
+                    let dx = {
+                        let _span = span(Kind::ConvInputGradient);
+                        grad_input(gs, db, ws, &g)
+                    };
+                    let _span = span(Kind::ConvWeightGradient);
+                    Ok((dx, grad_weight(xs, xb, gs, db, &g)))
                 })
             })
         })?;
@@ -751,6 +756,7 @@ impl CustomOp2 for Conv2dOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        let _span = super::profile::span(super::profile::Kind::ConvForward);
         match (s1, s2) {
             (CpuStorage::F32(_), CpuStorage::F32(_)) => self.run::<f32>(s1, l1, s2, l2),
             (CpuStorage::F64(_), CpuStorage::F64(_)) => self.run::<f64>(s1, l1, s2, l2),

@@ -28,6 +28,7 @@
 mod bn;
 pub mod conv;
 mod pool;
+pub mod profile;
 mod residual;
 #[cfg(test)]
 mod tests;

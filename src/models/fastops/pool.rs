@@ -102,6 +102,7 @@ impl CustomOp1 for MaxPoolOp {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _span = super::profile::span(super::profile::Kind::PoolForward);
         match s {
             CpuStorage::F32(x) => self.run(x, l),
             CpuStorage::F64(x) => self.run(x, l),
@@ -110,6 +111,7 @@ impl CustomOp1 for MaxPoolOp {
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let _span = super::profile::span(super::profile::Kind::PoolBackward);
         Ok(Some(match x.dtype() {
             DType::F32 => self.backward::<f32>(x, grad)?,
             DType::F64 => self.backward::<f64>(x, grad)?,
@@ -216,6 +218,7 @@ impl CustomOp1 for AvgPoolOp {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _span = super::profile::span(super::profile::Kind::PoolForward);
         match s {
             CpuStorage::F32(x) => self.run(x, l),
             CpuStorage::F64(x) => self.run(x, l),
@@ -224,6 +227,7 @@ impl CustomOp1 for AvgPoolOp {
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let _span = super::profile::span(super::profile::Kind::PoolBackward);
         Ok(Some(match x.dtype() {
             DType::F32 => self.backward::<f32>(x, grad)?,
             DType::F64 => self.backward::<f64>(x, grad)?,

@@ -136,6 +136,7 @@ impl CustomOp3 for ScaledResidualOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        let _span = super::profile::span(super::profile::Kind::ResidualForward);
         match (s1, s2, s3) {
             (CpuStorage::F32(x), CpuStorage::F32(u), CpuStorage::F32(b)) => {
                 self.run(x, l1, u, l2, &vec_slice(b, l3)?)
@@ -155,6 +156,7 @@ impl CustomOp3 for ScaledResidualOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let _span = super::profile::span(super::profile::Kind::ResidualBackward);
         let (dx, du, db) = match x.dtype() {
             DType::F32 => self.backward::<f32>(x, u, bias, grad)?,
             DType::F64 => self.backward::<f64>(x, u, bias, grad)?,
