@@ -417,6 +417,7 @@ fn resolve_run(spec: RunSpec, world_size: usize) -> Result<RunConfig, String> {
         lr: t.lr.unwrap_or(d.lr),
         weight_decay: t.weight_decay.unwrap_or(d.weight_decay),
         clip_norm: t.clip_norm.unwrap_or(d.clip_norm),
+        clip_mode: t.clip_mode.unwrap_or(d.clip_mode),
         label_smoothing: t.label_smoothing.unwrap_or(d.label_smoothing),
         aux_weight: t.aux_weight.unwrap_or(d.aux_weight),
         ema: t.ema.unwrap_or(d.ema),

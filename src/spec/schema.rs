@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 pub use super::executor::{ExecutorKind, ExecutorSpec, SlurmSpec};
 use crate::device::Precision;
 use crate::models::{Arch, AvgPoolPadding};
-use crate::train::{EmaConfig, LrSchedule, RmsPropConfig, SgdMomentumConfig};
+use crate::train::{ClipMode, EmaConfig, LrSchedule, RmsPropConfig, SgdMomentumConfig};
 
 /// One experiment file as written (before includes are merged).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -113,6 +113,7 @@ pub struct TrainSpec {
     pub lr: Option<LrSchedule>,
     pub weight_decay: Option<f64>,
     pub clip_norm: Option<f64>,
+    pub clip_mode: Option<ClipMode>,
     pub label_smoothing: Option<f64>,
     pub aux_weight: Option<f64>,
     pub ema: Option<EmaConfig>,
@@ -236,8 +237,12 @@ pub struct TrainConfig {
     pub lr: LrSchedule,
     /// L2 weight decay on conv and linear weights.
     pub weight_decay: f64,
-    /// Gradient clipping by global norm; 0 disables it.
+    /// Gradient clipping threshold; 0 disables it.
     pub clip_norm: f64,
+    /// What the threshold bounds: the global norm (default) or each variable's (TF-slim's
+    /// `clip_gradient_norms`). Left out of the hash when it is the default.
+    #[serde(default, skip_serializing_if = "ClipMode::is_global_norm")]
+    pub clip_mode: ClipMode,
     pub label_smoothing: f64,
     /// Weight of the auxiliary head's loss when the model has one.
     pub aux_weight: f64,
@@ -317,6 +322,7 @@ impl Default for TrainConfig {
             lr: LrSchedule::default(),
             weight_decay: 4e-5,
             clip_norm: 2.0,
+            clip_mode: ClipMode::GlobalNorm,
             label_smoothing: 0.1,
             aux_weight: 0.4,
             ema: EmaConfig::default(),

@@ -107,6 +107,31 @@ fn the_hash_is_stable_and_follows_the_config() {
 }
 
 #[test]
+fn per_variable_clipping_is_hashed_and_the_default_is_not_written() {
+    let d = Dir::new("clip-mode");
+    d.write("runs.yaml", RUNS);
+    let fig = d.write("fig23.yaml", FIG);
+    let a = load(&fig, None, &[]).unwrap();
+    let b = load(&fig, None, &["train.clip_mode=global_norm"]).unwrap();
+    assert_eq!(a.runs["v4"].hash, b.runs["v4"].hash);
+    let config = serde_yaml::to_string(&a.runs["v4"].config).unwrap();
+    assert!(!config.contains("clip_mode"), "{config}");
+    let c = load(&fig, None, &["train.clip_mode=per_variable"]).unwrap();
+    assert_ne!(a.runs["v4"].hash, c.runs["v4"].hash);
+    assert_eq!(
+        c.runs["v4"].config.train.clip_mode,
+        crate::train::ClipMode::PerVariable
+    );
+    let err = load(&fig, None, &["train.clip_mode=per_layer"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("per_layer") && err.contains("per_variable"),
+        "{err}"
+    );
+}
+
+#[test]
 fn unknown_key_names_file_line_and_column() {
     let d = Dir::new("unknown");
     d.write("runs.yaml", RUNS);

@@ -8,6 +8,25 @@ use super::inplace;
 /// The paper's clipping threshold ("gradient clipping with threshold 2.0").
 pub const DEFAULT_CLIP_NORM: f64 = 2.0;
 
+/// What the clipping threshold bounds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClipMode {
+    /// The norm of all gradients together (TF's `clip_by_global_norm`; repro's default).
+    #[default]
+    GlobalNorm,
+    /// Each variable's gradient on its own (TF-slim's `clip_gradient_norms`, i.e.
+    /// `tf.clip_by_norm` per variable).
+    PerVariable,
+}
+
+impl ClipMode {
+    /// Whether this is the default (left out of a run's configuration and hash).
+    pub fn is_global_norm(&self) -> bool {
+        *self == ClipMode::GlobalNorm
+    }
+}
+
 /// Errors of gradient clipping.
 #[derive(Debug, thiserror::Error)]
 pub enum ClipError {
@@ -83,6 +102,27 @@ pub fn scale_to_norm<'a>(
                 let scaled = g.affine(scale, 0.0)?;
                 grads.insert(v.as_tensor(), scaled);
             }
+        }
+    }
+    Ok(())
+}
+
+/// Scales the gradient `g` of each of `vars` in `grads` by `clip_norm / max(‖g‖, clip_norm)`
+/// (TF's `clip_by_norm` per variable), computed on the device: nothing is read back.
+pub fn scale_each_to_norm<'a>(
+    grads: &mut GradStore,
+    vars: impl IntoIterator<Item = &'a Var>,
+    clip_norm: f64,
+) -> Result<(), ClipError> {
+    if !(clip_norm.is_finite() && clip_norm > 0.0) {
+        return Err(ClipError::BadThreshold(clip_norm));
+    }
+    for v in vars {
+        if let Some(g) = grads.get(v.as_tensor()) {
+            let norm = g.sqr()?.sum_all()?.sqrt()?;
+            let factor = (norm.maximum(clip_norm)?.recip()? * clip_norm)?;
+            let scaled = g.broadcast_mul(&factor)?;
+            grads.insert(v.as_tensor(), scaled);
         }
     }
     Ok(())
@@ -165,6 +205,20 @@ mod tests {
         let (vars, mut grads) = setup(&[1.0], &[1.0]);
         assert!(matches!(
             clip_by_global_norm(&mut grads, &vars, 0.0),
+            Err(ClipError::BadThreshold(_))
+        ));
+    }
+
+    #[test]
+    fn per_variable_clipping_bounds_each_gradient_on_its_own() {
+        // |ga| = 5 is cut to 2; |gb| = 1 is left as it is.
+        let (vars, mut grads) = setup(&[3.0, 4.0], &[0.6, 0.8]);
+        scale_each_to_norm(&mut grads, &vars, 2.0).unwrap();
+        assert_grad(&grads, &vars[0], &[1.2, 1.6]);
+        assert_grad(&grads, &vars[1], &[0.6, 0.8]);
+        assert!(grads.get(vars[2].as_tensor()).is_none());
+        assert!(matches!(
+            scale_each_to_norm(&mut grads, &vars, 0.0),
             Err(ClipError::BadThreshold(_))
         ));
     }

@@ -22,8 +22,8 @@ pub mod trainer;
 pub mod vars;
 
 pub use clip::{
-    clip_by_global_norm, global_norm, global_norm_tensor, scale_to_norm, ClipError,
-    DEFAULT_CLIP_NORM,
+    clip_by_global_norm, global_norm, global_norm_tensor, scale_each_to_norm, scale_to_norm,
+    ClipError, ClipMode, DEFAULT_CLIP_NORM,
 };
 pub use ema::{Ema, EmaConfig, EmaError, LiveWeights};
 pub use evaluate::{evaluate_logits, evaluate_single_crop, EvalScore, PrePoolActivity};

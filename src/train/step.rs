@@ -11,8 +11,8 @@ use super::phases::PhaseClock;
 use super::readback::read_f64s;
 use super::trainer::{other, tensor_err, TrainError};
 use super::{
-    global_norm, global_norm_tensor, scale_to_norm, smoothed_cross_entropy, sorted_vars,
-    top_k_hits, Ema, Optimizer, RmsProp, SgdMomentum, WeightDecay,
+    global_norm, global_norm_tensor, scale_each_to_norm, scale_to_norm, smoothed_cross_entropy,
+    sorted_vars, top_k_hits, ClipMode, Ema, Optimizer, RmsProp, SgdMomentum, WeightDecay,
 };
 use std::sync::Arc;
 
@@ -250,7 +250,15 @@ impl TrainStep {
             return Ok(StepOutcome::Diverged { value: norm });
         }
         if self.train.clip_norm > 0.0 {
-            scale_to_norm(&mut grads.store, vars(), self.train.clip_norm, norm).map_err(other)?;
+            match self.train.clip_mode {
+                ClipMode::GlobalNorm => {
+                    scale_to_norm(&mut grads.store, vars(), self.train.clip_norm, norm)
+                }
+                ClipMode::PerVariable => {
+                    scale_each_to_norm(&mut grads.store, vars(), self.train.clip_norm)
+                }
+            }
+            .map_err(other)?;
         }
         self.mark("clip");
         self.optimizer.step(&grads.store, lr).map_err(other)?;
