@@ -82,6 +82,13 @@ pub fn global_norm<'a>(
     Ok(super::readback::read_f64s(&[&norm])?[0])
 }
 
+fn check_threshold(clip_norm: f64) -> Result<(), ClipError> {
+    match clip_norm.is_finite() && clip_norm > 0.0 {
+        true => Ok(()),
+        false => Err(ClipError::BadThreshold(clip_norm)),
+    }
+}
+
 /// Scales the gradients of `vars` in `grads` by `clip_norm / norm` when their global norm
 /// `norm` (computed by the caller) exceeds `clip_norm`. A norm that is not finite (a diverged
 /// step) leaves them as they are: the caller must skip the update (TF would turn every gradient
@@ -92,9 +99,7 @@ pub fn scale_to_norm<'a>(
     clip_norm: f64,
     norm: f64,
 ) -> Result<(), ClipError> {
-    if !(clip_norm.is_finite() && clip_norm > 0.0) {
-        return Err(ClipError::BadThreshold(clip_norm));
-    }
+    check_threshold(clip_norm)?;
     if norm.is_finite() && norm > clip_norm {
         let scale = clip_norm / norm;
         for v in vars {
@@ -114,9 +119,7 @@ pub fn scale_each_to_norm<'a>(
     vars: impl IntoIterator<Item = &'a Var>,
     clip_norm: f64,
 ) -> Result<(), ClipError> {
-    if !(clip_norm.is_finite() && clip_norm > 0.0) {
-        return Err(ClipError::BadThreshold(clip_norm));
-    }
+    check_threshold(clip_norm)?;
     for v in vars {
         if let Some(g) = grads.get(v.as_tensor()) {
             let norm = g.sqr()?.sum_all()?.sqrt()?;
@@ -137,9 +140,7 @@ pub fn clip_by_global_norm<'a>(
     vars: impl IntoIterator<Item = &'a Var>,
     clip_norm: f64,
 ) -> Result<f64, ClipError> {
-    if !(clip_norm.is_finite() && clip_norm > 0.0) {
-        return Err(ClipError::BadThreshold(clip_norm));
-    }
+    check_threshold(clip_norm)?;
     let vars: Vec<&Var> = vars.into_iter().collect();
     let norm = global_norm(grads, vars.iter().copied())?;
     scale_to_norm(grads, vars, clip_norm, norm)?;
