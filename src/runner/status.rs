@@ -8,6 +8,7 @@ use std::time::SystemTime;
 
 use super::plan::{plan, training_macs, PlannedRun, RunProgress};
 use super::run_state::{rate_text, RunState};
+use super::summary::last_evaluated;
 use crate::models::group_digits;
 use crate::spec::Experiment;
 use crate::store::clock::duration_text;
@@ -59,17 +60,18 @@ pub fn experiment_status(
         .map(|(p, metrics, state)| {
             let finished = matches!(p.progress, RunProgress::Done | RunProgress::Diverged { .. });
             unfinished += usize::from(!finished);
+            let unstarted = unstarted_s(&p);
             let left = match (&state.estimate, state.step) {
                 _ if finished => Some(0.0),
                 (Some(e), _) => Some(e.remaining_s),
-                (None, None) => unstarted_s(&p),
+                (None, None) => unstarted,
                 (None, Some(_)) => None,
             };
             match left {
                 Some(s) => known_s += s,
                 None => unknown += 1,
             }
-            let line = state_line(&p, &metrics, &state, unstarted_s(&p));
+            let line = state_line(&p, &metrics, &state, unstarted);
             (p, line)
         })
         .collect();
@@ -102,10 +104,7 @@ fn state_line(
     unstarted_s: Option<f64>,
 ) -> String {
     let epochs = planned.run.config.train.epochs;
-    let evaluated = metrics
-        .iter()
-        .rev()
-        .find(|r| r.top1_err.is_some())
+    let evaluated = last_evaluated(metrics)
         .map(|r| {
             format!(
                 "; last evaluation at epoch {:.2} of {epochs}: top-1 error {:.2} % after {}",

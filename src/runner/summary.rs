@@ -78,11 +78,13 @@ fn steps_and_errors(last: Option<&MetricsRow>) -> String {
 
 /// The last evaluated row of the run's metrics, if any.
 pub(super) fn last_evaluation(planned: &PlannedRun) -> Option<MetricsRow> {
-    read_metrics(&RunDir::new(&planned.dir).metrics_parquet())
-        .ok()?
-        .into_iter()
-        .rev()
-        .find(|r| r.top1_err.is_some())
+    let rows = read_metrics(&RunDir::new(&planned.dir).metrics_parquet()).ok()?;
+    last_evaluated(&rows).cloned()
+}
+
+/// The last row of `rows` with an evaluation.
+pub(super) fn last_evaluated(rows: &[MetricsRow]) -> Option<&MetricsRow> {
+    rows.iter().rev().find(|r| r.top1_err.is_some())
 }
 
 /// The note shown under the runs and in the report when any run trains on generated data.
