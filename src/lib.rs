@@ -21,6 +21,7 @@
 
 pub mod bench;
 pub mod check;
+pub mod commands;
 pub mod data;
 pub mod device;
 pub mod dist;

@@ -8,16 +8,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use repro::commands::{plan_text, run_experiments, status_text, CommandError, RunRequest};
 use repro::executor::JobCommand;
 use repro::interrupt::StopSignal;
 use repro::models::{render_table, summarize, Arch, ModelConfig};
-use repro::runner::{
-    evaluate_tables, plan, preflight, row_results, run_line, smoke_notice, training_macs,
-    write_report, LiveReport, RunFailure, RunOptions, RunProgress, RunResult,
-};
+use repro::runner::{row_results, write_report, LiveReport, RunOptions};
 use repro::spec::{
     load_experiment, ExecutorKind, ExecutorSpec, Experiment, LoadOptions, SlurmSpec, TableSpec,
 };
@@ -330,31 +328,14 @@ enum Format {
     Json,
 }
 
-/// An error and the exit status it maps to.
-struct Failure {
-    code: u8,
-    message: String,
-}
-
-/// Exit status of a failed run, evaluation or check.
-const FAILED: u8 = 1;
-/// Exit status of bad input.
-const BAD_INPUT: u8 = 2;
-/// Exit status after Ctrl-C, SIGTERM or SIGUSR1.
-const INTERRUPTED: u8 = 3;
+type Failure = CommandError;
 
 fn bad_input(message: impl ToString) -> Failure {
-    Failure {
-        code: BAD_INPUT,
-        message: message.to_string(),
-    }
+    CommandError::bad_input(message)
 }
 
 fn failed(message: impl ToString) -> Failure {
-    Failure {
-        code: FAILED,
-        message: message.to_string(),
-    }
+    CommandError::failed(message)
 }
 
 fn main() -> ExitCode {
@@ -409,7 +390,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             eprintln!("error: {}", f.message);
-            ExitCode::from(f.code)
+            ExitCode::from(f.class.code())
         }
     }
 }
@@ -442,7 +423,6 @@ fn load_all(args: &ExperimentArgs) -> Result<Vec<Experiment>, Failure> {
 fn run(args: RunArgs) -> Result<(), Failure> {
     let experiments = load_all(&args.experiment)?;
     let (replicas, launch) = repro::dist::from_environment().map_err(bad_input)?;
-    let writer = replicas.rank() == 0;
     let device_arg = match (args.device.as_str(), launch.world_size) {
         // One GPU per process: the node-local rank picks it.
         ("cuda", w) if w > 1 => format!("cuda:{}", launch.local_rank),
@@ -467,40 +447,6 @@ fn run(args: RunArgs) -> Result<(), Failure> {
             command: command_line(),
         }),
     };
-    let known: Vec<String> = experiments
-        .iter()
-        .flat_map(|e| plan(e, &options.results).into_iter().map(|p| p.run.name))
-        .collect();
-    for (flag, names) in [
-        ("--runs", args.runs.as_deref()),
-        ("--restart", Some(&args.restart[..])),
-    ] {
-        if let Some(unknown) = names
-            .unwrap_or_default()
-            .iter()
-            .find(|n| !known.contains(n))
-        {
-            return Err(bad_input(format!(
-                "{flag}: the files use no run `{unknown}`; they use: {}",
-                known.join(", ")
-            )));
-        }
-    }
-    if writer && !args.restart.is_empty() {
-        for e in &experiments {
-            let moved =
-                repro::runner::restart_runs(e, &options.results, &args.restart).map_err(failed)?;
-            for (run, to) in moved {
-                println!(
-                    "{run}: starts over; what it stored is now in {}",
-                    to.display()
-                );
-            }
-        }
-    }
-    for e in &experiments {
-        preflight(e, &options.results, options.force, &options.device).map_err(bad_input)?;
-    }
     let mut job_command = JobCommand::current(
         profile_of(&args.experiment),
         args.experiment.overrides.clone(),
@@ -509,160 +455,21 @@ fn run(args: RunArgs) -> Result<(), Failure> {
     )
     .map_err(failed)?;
     job_command.report_every = Some(args.report_every.0.map_or("off".into(), |s| s.to_string()));
-    let flags = args.executor.spec();
-    let executors = experiments
-        .iter()
-        .map(|e| {
-            let spec = repro::executor::merge_specs(&e.executor, &flags);
-            repro::executor::build(&spec, &options, &job_command, !args.executor.no_wait)
-                .map_err(|m| bad_input(format!("{}: {m}", e.path.display())))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut failures: Vec<RunFailure> = Vec::new();
-    for (e, executor) in experiments.iter().zip(&executors) {
-        if e.defines_runs_only() {
-            println!(
-                "{}: defines runs for other files to include; nothing to run",
-                e.path.display()
-            );
-            continue;
-        }
-        if writer {
-            println!("{}", experiment_heading(e));
-        }
-        let results = executor.train(e);
-        let queued = results
-            .iter()
-            .any(|(_, r)| matches!(r, RunResult::Queued { .. }));
-        let stopped = options.stop.requested() || results.iter().any(|(_, r)| r.is_interrupted());
-        if !writer {
-            // Replica 0 reports, evaluates the tables and renders the report.
-            match stopped {
-                true => return Err(interrupted(&results)),
-                false => continue,
-            }
-        }
-        let name_width = results
-            .iter()
-            .map(|(p, _)| p.run.name.len())
-            .max()
-            .unwrap_or(0);
-        for (planned, result) in &results {
-            println!(
-                "  {:<name_width$}  {}",
-                planned.run.name,
-                run_line(planned, result)
-            );
-            if let RunResult::Failed(f) = result {
-                failures.push(RunFailure {
-                    message: format!("{}: run `{}`: {}", e.name, planned.run.name, f.message),
-                    bad_input: f.bad_input,
-                });
-            } else if result.is_failure() {
-                failures.push(RunFailure {
-                    message: format!("{}: run `{}` diverged", e.name, planned.run.name),
-                    bad_input: false,
-                });
-            }
-        }
-        if stopped && queued {
-            return Err(Failure {
-                code: INTERRUPTED,
-                message: format!(
-                    "stopped waiting; the Slurm jobs go on: `repro status {}` shows them and \
-                     `{}` waits for them again",
-                    e.path.display(),
-                    command_line()
-                ),
-            });
-        }
-        if stopped {
-            return Err(interrupted(&results));
-        }
-        if queued {
-            println!(
-                "  tables and report: made by their own job once the runs' jobs succeed, or by \
-                 `repro run {}` once the runs are done",
-                e.path.display()
-            );
-            continue;
-        }
-        if args.no_report {
-            continue;
-        }
-        let (evaluated, problems) = evaluate_tables(
-            e,
-            &options.results,
-            &options.device,
-            options.threads,
-            options.stop,
-        );
-        if options.stop.requested() {
-            return Err(Failure {
-                code: INTERRUPTED,
-                message: "interrupted during the table evaluations; the evaluations already \
-                          stored are kept and the same command runs the rest"
-                    .into(),
-            });
-        }
-        if evaluated > 0 {
-            println!("  table evaluations run: {evaluated}");
-        }
-        failures.extend(problems.into_iter().map(|p| RunFailure {
-            message: format!("{}: {}", e.name, p.message),
-            bad_input: p.bad_input,
-        }));
-        if let Some(notice) = smoke_notice(e) {
-            println!("  note: {notice}");
-        }
-        let tables = |t: &TableSpec, row: usize| row_results(e, &options.results, t, row);
-        let index = write_report(e, &options.results, &args.reports, &command_line(), &tables)
-            .map_err(failed)?;
-        println!("  report: {}", index.display());
-    }
-    match failures.is_empty() {
-        true => Ok(()),
-        false => Err(Failure {
-            code: match failures.iter().any(|f| f.bad_input) {
-                true => BAD_INPUT,
-                false => FAILED,
-            },
-            message: format!(
-                "{} run(s) or evaluation(s) failed or diverged:\n  {}",
-                failures.len(),
-                failures
-                    .iter()
-                    .map(|f| f.message.as_str())
-                    .collect::<Vec<_>>()
-                    .join("\n  ")
-            ),
-        }),
-    }
-}
-
-/// `fig23 (experiments/fig23.yaml, profile smoke)`.
-fn experiment_heading(e: &Experiment) -> String {
-    let profile = e
-        .profile
-        .as_deref()
-        .map(|p| format!(", profile {p}"))
-        .unwrap_or_default();
-    format!("{} ({}{profile})", e.name, e.path.display())
-}
-
-/// The failure for a run stopped by Ctrl-C, SIGTERM or SIGUSR1.
-fn interrupted(results: &[(repro::runner::PlannedRun, repro::runner::RunResult)]) -> Failure {
-    let which = results
-        .iter()
-        .find(|(_, r)| r.is_interrupted())
-        .map(|(p, _)| format!(" in run `{}`", p.run.name))
-        .unwrap_or_default();
-    Failure {
-        code: INTERRUPTED,
-        message: format!(
-            "interrupted{which}; its checkpoint is saved and `{}` resumes it",
-            command_line()
-        ),
+    let request = RunRequest {
+        experiments: &experiments,
+        options,
+        restart: args.restart.clone(),
+        executor: args.executor.spec(),
+        wait: !args.executor.no_wait,
+        job_command,
+        reports: args.reports.clone(),
+        no_report: args.no_report,
+        command_line: command_line(),
+    };
+    let end = run_experiments(&request, &mut |line| println!("{line}"))?;
+    match (end.exit_class(), end.message()) {
+        (Some(class), Some(message)) => Err(CommandError { class, message }),
+        _ => Ok(()),
     }
 }
 
@@ -758,10 +565,7 @@ fn eval(args: EvalArgs) -> Result<(), Failure> {
         EvalError::Image(e) => bad_input(format!(
             "{e}\n(--skip-bad-images leaves unreadable images out and lists them)"
         )),
-        e @ EvalError::Interrupted { .. } => Failure {
-            code: INTERRUPTED,
-            message: e.to_string(),
-        },
+        e @ EvalError::Interrupted { .. } => CommandError::interrupted(e),
         e if e.is_bad_input() => bad_input(e),
         e => failed(e),
     })?;
@@ -801,14 +605,15 @@ fn show_status(args: StatusArgs) -> Result<(), Failure> {
         .into_iter()
         .filter(|e| !e.defines_runs_only())
         .collect();
+    let results = &args.experiment.results;
     let Some(every) = args.watch else {
-        print!("{}", status_text(&experiments, &args.experiment.results));
+        print!("{}", status_text(&experiments, results, SystemTime::now()));
         return Ok(());
     };
     use std::io::{IsTerminal, Write};
     let terminal = std::io::stdout().is_terminal();
     loop {
-        let text = status_text(&experiments, &args.experiment.results);
+        let text = status_text(&experiments, results, SystemTime::now());
         let heading = format!(
             "repro status at {} (every {every} s; Ctrl-C ends)",
             repro::store::clock::now_rfc3339()
@@ -821,86 +626,14 @@ fn show_status(args: StatusArgs) -> Result<(), Failure> {
     }
 }
 
-/// The status of every run of `experiments`, one line each, and the time left per experiment.
-fn status_text(experiments: &[Experiment], results: &Path) -> String {
-    let mut out = String::new();
-    for e in experiments {
-        out.push_str(&format!("{}\n", experiment_heading(e)));
-        let status = repro::runner::experiment_status(e, results, std::time::SystemTime::now());
-        let planned: Vec<_> = status.runs.iter().map(|(p, _)| p).collect();
-        let jobs = repro::executor::job_state_lines(&planned);
-        let width = status
-            .runs
-            .iter()
-            .map(|(p, _)| p.run.name.len())
-            .max()
-            .unwrap_or(0);
-        for ((planned, state), job) in status.runs.iter().zip(jobs) {
-            let job = job.map(|j| format!("; {j}")).unwrap_or_default();
-            out.push_str(&format!("  {:<width$}  {state}{job}\n", planned.run.name));
-        }
-        out.push_str(&format!("  {}\n", status.remaining));
-    }
-    out
-}
-
 fn show_plan(args: ExperimentArgs) -> Result<(), Failure> {
     for e in load_all(&args)?
         .into_iter()
         .filter(|e| !e.defines_runs_only())
     {
-        println!("{}", experiment_heading(&e));
-        let planned = plan(&e, &args.results);
-        let name_width = planned
-            .iter()
-            .map(|p| p.run.name.len())
-            .max()
-            .unwrap_or(0)
-            .max(3);
-        let folder_width = name_width + 9; // `<name>-<hash8>`
-        println!(
-            "  {:<name_width$} {:<folder_width$} {:<16} {:>7} {:>12}  used by",
-            "run", "folder", "state", "epochs", "train MACs"
-        );
-        for p in planned {
-            let c = &p.run.config;
-            let state = match &p.progress {
-                RunProgress::Done => "done (cached)".to_string(),
-                RunProgress::Diverged { step } => format!("diverged @{step}"),
-                RunProgress::Partial { step } => format!("resume @{step}"),
-                RunProgress::Missing => "to train".to_string(),
-            };
-            let work = training_macs(c)
-                .map(engineering)
-                .unwrap_or_else(|| "?".into());
-            println!(
-                "  {:<name_width$} {:<folder_width$} {:<16} {:>7} {:>12}  {}",
-                p.run.name,
-                p.dir.file_name().unwrap_or_default().to_string_lossy(),
-                state,
-                c.train.epochs,
-                work,
-                p.used_by.join(", ")
-            );
-        }
+        print!("{}", plan_text(&e, &args.results));
     }
     Ok(())
-}
-
-/// 8.1e18 → "8.1 E".
-fn engineering(x: f64) -> String {
-    let units = [
-        (1e18, "E"),
-        (1e15, "P"),
-        (1e12, "T"),
-        (1e9, "G"),
-        (1e6, "M"),
-    ];
-    units
-        .iter()
-        .find(|(scale, _)| x >= *scale)
-        .map(|(scale, u)| format!("{:.1} {u}", x / scale))
-        .unwrap_or_else(|| format!("{x:.0}"))
 }
 
 fn models(args: ModelsArgs) -> Result<(), Failure> {

@@ -62,7 +62,7 @@ fn run_and_plan_print_plain_lines_and_say_that_smoke_numbers_mean_nothing() {
         stdout(&plan)
     );
     assert_eq!(
-        stdout(&plan).matches("to train").count(),
+        stdout(&plan).matches(" not started ").count(),
         2,
         "{}",
         stdout(&plan)
@@ -287,7 +287,7 @@ fn interrupted_by(signal: libc::c_int, tag: &str) {
     let running = status();
     assert!(
         running.contains(&format!(
-            "inception_resnet_v2  running: pid {} on ",
+            "inception_resnet_v2  training: pid {} on ",
             child.id()
         )) && running.contains(", checkpoint at step "),
         "{running}"
@@ -323,7 +323,7 @@ fn interrupted_by(signal: libc::c_int, tag: &str) {
 
     let stopped = status();
     assert!(
-        stopped.contains("inception_resnet_v2  stopped at step ")
+        stopped.contains("inception_resnet_v2  interrupted at step ")
             && stopped.contains("`repro run` resumes it"),
         "{stopped}"
     );

@@ -148,7 +148,7 @@ fn smoke_run_writes_metrics_figures_and_report_and_a_second_run_trains_nothing()
         ],
     );
     assert_eq!(
-        output_text(&plan).matches("done (cached)").count(),
+        output_text(&plan).matches(" done ").count(),
         2,
         "{}",
         output_text(&plan)
@@ -241,7 +241,7 @@ fn a_killed_run_resumes_through_the_cli() {
     plan_args.extend(&args[1..]);
     let plan = run(&tmp.0, &plan_args);
     assert!(
-        output_text(&plan).contains("resume @"),
+        output_text(&plan).contains(" interrupted at step "),
         "{}",
         output_text(&plan)
     );

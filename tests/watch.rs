@@ -274,7 +274,7 @@ fn a_run_shows_its_evaluations_while_it_trains_in_the_report_tensorboard_and_sta
     assert!(status.status.success(), "{text}");
     let line = text.lines().find(|l| l.contains("inception_v4 ")).unwrap();
     assert!(
-        line.contains("running: pid ")
+        line.contains("training: pid ")
             && line.contains(" of 320 (")
             && line.contains("steps/s, about "),
         "{text}"

@@ -32,7 +32,7 @@ def seconds(text):
 
 
 RUNNING = re.compile(
-    r"(\S+)\s+running: .*; step ([\d,]+) of ([\d,]+) \(\d+ %\), ([\d.]+) steps/s, about (.+?) left"
+    r"(\S+)\s+training: .*; step ([\d,]+) of ([\d,]+) \(\d+ %\), ([\d.]+) steps/s, about (.+?) left"
 )
 ALL = re.compile(r"all runs: about (.+?) left")
 

@@ -259,8 +259,8 @@ impl CropProtocol {
                 googlenet_scales(input)[scale_index]
             ),
             CropProtocol::Crops144 => format!(
-                "144 crops (shorter sides {:?} for a {input} input, x 3 squares, x 4 corners + centre of {input} + whole square, x mirror)",
-                googlenet_scales(input)
+                "144 crops (shorter sides [{}] for a {input} input, x 3 squares, x 4 corners + centre of {input} + whole square, x mirror)",
+                googlenet_scales(input).map(|s| s.to_string()).join(", ")
             ),
         }
     }

@@ -11,6 +11,7 @@
 
 pub mod augment;
 mod color;
+mod config;
 pub mod crops;
 pub mod decode;
 pub mod error;
@@ -22,6 +23,7 @@ pub mod source;
 pub mod synthetic;
 
 pub use augment::{render_crop, ColorDistortion, EvalTransform, Preprocess, TrainAugment};
+pub use config::{ColorMode, DataConfig, EvalSet, InterpolationMode, SyntheticSpec, ValLayout};
 pub use crops::{
     central_crop, crops_12, crops_144, googlenet_scales, ten_crops, Crop, CropBox, CropOrder,
     CropProtocol,

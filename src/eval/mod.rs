@@ -19,15 +19,15 @@ mod progress;
 pub mod protocol;
 pub mod record;
 pub mod render;
+mod report;
 pub mod scores;
 
 pub use error::EvalError;
-pub use evaluate::{evaluate, EvalReport, EvalRequest, ModelSpec};
-pub use predictions::{
-    read_predictions, write_predictions, Prediction, PredictionsFile, SkippedImage,
-};
+pub use evaluate::{evaluate, EvalRequest, ModelSpec};
+pub use predictions::{read_predictions, write_predictions, PredictionsFile};
 pub use protocol::protocol_for;
 pub use record::{read_eval_parquet, write_eval_parquet, EvalRecord};
+pub use report::{EvalReport, Prediction, SkippedImage};
 
 #[cfg(test)]
 mod tests;

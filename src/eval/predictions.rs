@@ -10,35 +10,11 @@ use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
 
-use super::evaluate::EvalReport;
 use super::parquet::{
     list_column, lists, polars_error, read_frame, strings, u32s, values, write_frame,
 };
+use super::report::{EvalReport, Prediction, SkippedImage};
 use super::EvalError;
-
-/// One image's result.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Prediction {
-    /// The image file.
-    pub path: PathBuf,
-    /// Its class index.
-    pub label: u32,
-    /// The most probable classes (at most 5) with their averaged probabilities, most
-    /// probable first; equal probabilities by ascending class.
-    pub top5: Vec<(u32, f32)>,
-}
-
-/// An image left out of an evaluation because it could not be read or decoded
-/// (`--skip-bad-images`).
-#[derive(Clone, Debug, PartialEq)]
-pub struct SkippedImage {
-    /// The image file.
-    pub path: PathBuf,
-    /// Its class index.
-    pub label: u32,
-    /// What the reader or decoder said.
-    pub reason: String,
-}
 
 fn columns() -> [(&'static str, DataType); 6] {
     [

@@ -9,26 +9,20 @@
 
 mod command;
 mod inline;
+mod interface;
 mod local;
 mod outcome;
 pub mod slurm;
 
 pub use command::JobCommand;
 pub use inline::InlineExecutor;
+pub(crate) use interface::finished_and_missing;
+pub use interface::Executor;
 pub use local::LocalExecutor;
 pub use slurm::{job_state_lines, SlurmExecutor};
 
-use crate::runner::{PlannedRun, RunOptions, RunResult};
-use crate::spec::{ExecutorKind, ExecutorSpec, Experiment};
-
-/// Trains the missing runs of an experiment.
-pub trait Executor {
-    /// Trains (or hands out) the selected runs that are not finished; returns each selected
-    /// run with what happened to it. After a stop request no further run starts.
-    /// Runs handed to a scheduler and not waited for (`--no-wait`) come back as
-    /// [`RunResult::Queued`].
-    fn train(&self, experiment: &Experiment) -> Vec<(PlannedRun, RunResult)>;
-}
+use crate::runner::RunOptions;
+use crate::spec::{ExecutorKind, ExecutorSpec};
 
 /// The executor `spec` (the file's `executor:` with the command line's flags merged over
 /// it) asks for.
@@ -61,27 +55,6 @@ pub fn build(
             wait,
         )?),
     })
-}
-
-/// The selected runs of `experiment` split into the finished ones (reused as they are, with
-/// their result) and those to train.
-pub(crate) fn finished_and_missing(
-    experiment: &Experiment,
-    results: &std::path::Path,
-    only: Option<&[String]>,
-) -> (Vec<(PlannedRun, RunResult)>, Vec<PlannedRun>) {
-    let mut finished = Vec::new();
-    let mut missing = Vec::new();
-    for planned in crate::runner::selected_plan(experiment, results, only) {
-        match planned.progress {
-            crate::runner::RunProgress::Done | crate::runner::RunProgress::Diverged { .. } => {
-                let progress = planned.progress.clone();
-                finished.push((planned, RunResult::Reused(progress)));
-            }
-            _ => missing.push(planned),
-        }
-    }
-    (finished, missing)
 }
 
 /// `over` merged over `base`: every field `over` sets wins.

@@ -11,8 +11,8 @@ use super::blocks::{
     inception_resnet_stages, v3_stem_to_71, Block35Filters, FactorisedFilters,
     InceptionResnetFilters,
 };
+use super::body::Body;
 use super::layers::{Chain, Ctx, Mixed, K1, K3, K5};
-use super::network::Body;
 use super::ModelConfig;
 
 const FILTERS: InceptionResnetFilters = InceptionResnetFilters {

@@ -5,8 +5,8 @@
 use candle_core::Result;
 
 use super::blocks::v3_stem_to_71;
+use super::body::{stage_letter, Body};
 use super::layers::{Chain, Ctx, Mixed, K1, K1X3, K1X7, K3, K3X1, K5, K7X1};
-use super::network::{stage_letter, Body};
 use super::ModelConfig;
 
 pub(super) fn body(ctx: &Ctx, cfg: &ModelConfig) -> Result<Body> {

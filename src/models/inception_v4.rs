@@ -5,8 +5,8 @@
 use candle_core::Result;
 
 use super::blocks::reduction_a;
+use super::body::Body;
 use super::layers::{Chain, Ctx, Mixed, K1, K1X3, K1X7, K3, K3X1, K7X1};
-use super::network::Body;
 use super::ModelConfig;
 
 /// Reduction-A filter counts k, l, m, n (paper Table 1).

@@ -11,6 +11,7 @@
 //! ([`import`]).
 
 mod blocks;
+mod body;
 mod config;
 pub mod cuda_conv;
 mod dropout;
@@ -26,8 +27,9 @@ mod network;
 pub mod pool;
 mod table;
 
+pub use body::STAGE_NAMES;
 pub use config::{Arch, AvgPoolPadding, ModelConfig, MIN_IMAGE_SIZE};
-pub use network::{summarize, Network, NetworkOutput, StageSummary, Summary, STAGE_NAMES};
+pub use network::{summarize, Network, NetworkOutput, StageSummary, Summary};
 pub use table::{group_digits, render_table};
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use candle_core::{bail, DType, Result, Tensor};
 use candle_nn::{BatchNormConfig, Linear, Module, ModuleT, VarBuilder};
 use serde::Serialize;
 
+use super::body::STAGE_NAMES;
 use super::config::{Arch, ModelConfig, MIN_IMAGE_SIZE};
 use super::dropout::seeded_dropout;
 use super::fastops;
@@ -14,36 +15,8 @@ use super::layers::{Block, Chain, ConvBnAct, Cost, Ctx, FeatureShape, Padding, K
 use super::pool::{Pool2d, PoolKind};
 use super::{inception_resnet_v1, inception_resnet_v2, inception_v3, inception_v4};
 
-/// Names of the six stages every network has.
-pub const STAGE_NAMES: [&str; 6] = [
-    "stem",
-    "stage_a",
-    "reduction_a",
-    "stage_b",
-    "reduction_b",
-    "stage_c",
-];
 /// The auxiliary head reads the output of this stage (the last 17x17 block).
 const AUX_STAGE: usize = 3;
-
-/// The trunk of a network as the architecture files build it.
-pub struct Body {
-    stages: Vec<Chain>,
-}
-
-impl Body {
-    /// Stem, 35x35 blocks, Reduction-A, 17x17 blocks, Reduction-B, 8x8 blocks.
-    pub fn standard(stages: [Chain; 6]) -> Self {
-        Self {
-            stages: stages.into(),
-        }
-    }
-}
-
-/// The letter of the i-th block of a stage in TF scope names (`Mixed_5b`, `Mixed_5c`, ...).
-pub fn stage_letter(i: usize) -> char {
-    (b'b' + i as u8) as char
-}
 
 /// The auxiliary classifier (TF-slim `AuxLogits`, timm `AuxLogits`): avg 5/3 V → 1x1 128 →
 /// 5x5 V 768 → global average → linear. On inputs smaller than 299 px the pooling and conv

@@ -4,6 +4,7 @@
 //! [`MetricsRow`](crate::store::MetricsRow); the report shows them in percent, like the
 //! paper. The paper's own values (`paper_top1`, `paper_top5`) are in percent, as printed.
 
+pub use crate::store::metrics::Metric;
 use crate::store::{MetricsRow, Provenance};
 
 /// Everything one experiment's report shows.
@@ -40,66 +41,6 @@ pub struct ReportInput {
     /// stood (`inception_v4: training, step 340 of 1,200`); empty once all have stopped.
     /// The page then says so and reloads itself.
     pub training: Vec<String>,
-}
-
-/// Which quantity a figure shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Metric {
-    /// Top-1 error.
-    Top1,
-    /// Top-5 error.
-    Top5,
-    /// The share of zero activations before the average pooling (section 3.3's "died").
-    PrePoolZeros,
-}
-
-impl Metric {
-    /// The value of this metric in a metrics row (a fraction), if that row was evaluated.
-    pub fn of(self, row: &MetricsRow) -> Option<f64> {
-        match self {
-            Metric::Top1 => row.top1_err,
-            Metric::Top5 => row.top5_err,
-            Metric::PrePoolZeros => row.pre_pool_zero_frac,
-        }
-    }
-
-    /// A run's error curve: (epoch, error in %) of its evaluated rows, in epoch order.
-    pub fn curve(self, rows: &[MetricsRow]) -> Vec<(f64, f64)> {
-        let mut curve: Vec<(f64, f64)> = rows
-            .iter()
-            .filter_map(|r| Some((r.epoch, self.of(r)? * 100.0)))
-            .collect();
-        curve.sort_by(|a, b| a.0.total_cmp(&b.0));
-        curve
-    }
-
-    /// `"top1"`, `"top5"` or `"pre_pool_zeros"`, as in `figure_curves.csv`.
-    pub fn key(self) -> &'static str {
-        match self {
-            Metric::Top1 => "top1",
-            Metric::Top5 => "top5",
-            Metric::PrePoolZeros => "pre_pool_zeros",
-        }
-    }
-
-    /// `"top-1"` or `"top-5"`, for prose about errors.
-    pub fn label(self) -> &'static str {
-        match self {
-            Metric::Top1 => "top-1",
-            Metric::Top5 => "top-5",
-            Metric::PrePoolZeros => "pre-pooling zeros",
-        }
-    }
-
-    /// What is plotted, for titles and axes: `"top-1 error"`, `"zero activations before
-    /// the pooling"`.
-    pub fn quantity(self) -> &'static str {
-        match self {
-            Metric::Top1 => "top-1 error",
-            Metric::Top5 => "top-5 error",
-            Metric::PrePoolZeros => "zero activations before the pooling",
-        }
-    }
 }
 
 /// One error-against-epoch figure.
@@ -207,6 +148,16 @@ pub struct RunInfo {
     /// The learning rate the schedule prescribes, as (epoch, rate) points over the whole run;
     /// empty to draw the rates recorded in `metrics` instead.
     pub lr_schedule: Vec<(f64, f64)>,
+}
+
+impl RunInfo {
+    /// The metrics rows of the run called `name` among `runs` (none when it has not started).
+    pub fn metrics_of(runs: &[RunInfo], name: &str) -> Vec<MetricsRow> {
+        runs.iter()
+            .find(|r| r.name == name)
+            .map(|r| r.metrics.clone())
+            .unwrap_or_default()
+    }
 }
 
 /// A claim of the paper and what the experiment's data says about it.

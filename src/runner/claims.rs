@@ -2,7 +2,7 @@
 //! from the runs' metrics and the tables' stored evaluations, and judged by `report::claims`.
 
 use super::plan::{PlannedRun, RunProgress};
-use super::report::{metric, metrics_of, RowResults};
+use super::tables::RowResults;
 use crate::report::{
     ensembles_lower_error, more_crops_lower_error, residual_scaling_prevents_death,
     residual_speeds_up_training, size_over_residual, Claim, EnsembleRow, EvalResult, Network,
@@ -20,7 +20,11 @@ pub fn check_claim(
     table_results: &dyn Fn(&TableSpec, usize) -> RowResults,
 ) -> Claim {
     let metrics = |names: &RunNames| -> Vec<Vec<MetricsRow>> {
-        names.names().iter().map(|n| metrics_of(runs, n)).collect()
+        names
+            .names()
+            .iter()
+            .map(|n| RunInfo::metrics_of(runs, n))
+            .collect()
     };
     let diverged = |names: &RunNames| -> Vec<bool> {
         names
@@ -57,7 +61,7 @@ pub fn check_claim(
             &metrics(residual),
             arch(plain),
             &metrics(plain),
-            metric(*m),
+            *m,
         ),
         ClaimCheck::SizeOverResidual {
             small,
@@ -72,7 +76,7 @@ pub fn check_claim(
                 runs: &rows[i],
                 diverged: &flags[i],
             };
-            size_over_residual([net(0), net(1)], [net(2), net(3)], metric(*m))
+            size_over_residual([net(0), net(1)], [net(2), net(3)], *m)
         }
         ClaimCheck::ResidualScaling { scaled, unscaled } => {
             let (rows_s, rows_u) = (metrics(scaled), metrics(unscaled));
@@ -118,7 +122,7 @@ pub fn check_claim(
             more_crops_lower_error(
                 &errors(table(fewer), table_results),
                 &errors(table(more), table_results),
-                metric(*m),
+                *m,
             )
         }
         ClaimCheck::EnsembleLowersError {
@@ -148,7 +152,7 @@ pub fn check_claim(
                     members: row.runs.iter().map(|r| (r.clone(), alone(r))).collect(),
                 })
                 .collect();
-            ensembles_lower_error(&rows, metric(*m))
+            ensembles_lower_error(&rows, *m)
         }
     }
 }

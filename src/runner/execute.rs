@@ -9,7 +9,8 @@ use candle_core::Device;
 
 use super::datasets::prepare_datasets;
 use super::live_report::{LiveReport, ReportRefresher};
-use super::plan::{plan, PlannedRun, RunProgress};
+use super::outcome::{RunFailure, RunResult};
+use super::plan::{plan, PlannedRun};
 use super::repair::{
     check_finished, set_aside_damaged_files, stored_provenance, write_config, FinishedCheck,
 };
@@ -17,6 +18,7 @@ use crate::data::DataError;
 use crate::dist::Replicas;
 use crate::interrupt::StopSignal;
 use crate::spec::Experiment;
+use crate::store::done::write_done;
 use crate::store::provenance::{manifest_hash, Provenance, RunStatus, SkippedImage};
 use crate::store::{CheckpointError, LockError, RunDir, RunLock};
 use crate::train::{train_run, Progress, RunOutcome, TrainError, TrainJob};
@@ -49,72 +51,6 @@ pub struct RunOptions {
     pub command_flags: Vec<String>,
     /// Render the experiment's report after evaluations while runs train (replica 0).
     pub live_report: Option<LiveReport>,
-}
-
-/// What happened to one run.
-#[derive(Clone, Debug, PartialEq)]
-pub enum RunResult {
-    Reused(RunProgress),
-    Trained(RunOutcome),
-    Failed(RunFailure),
-    /// Trained by another process (`by`: "Slurm job 1234", "a local job on cuda:1"); its
-    /// state as read from the run folder afterwards.
-    Delegated {
-        progress: RunProgress,
-        by: String,
-    },
-    /// Handed to a scheduler and not waited for (`--no-wait`): `state` is `submitted`,
-    /// `queued` or `running`.
-    Queued {
-        state: String,
-        by: String,
-    },
-}
-
-/// Why a run could not be trained.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RunFailure {
-    /// For users: what went wrong, naming the file or setting.
-    pub message: String,
-    /// Caused by the input (unreadable or missing data), not by the run itself.
-    pub bad_input: bool,
-}
-
-impl RunFailure {
-    pub(crate) fn new(message: impl ToString) -> Self {
-        Self {
-            message: message.to_string(),
-            bad_input: false,
-        }
-    }
-
-    pub(crate) fn bad_input(message: impl ToString) -> Self {
-        Self {
-            message: message.to_string(),
-            bad_input: true,
-        }
-    }
-}
-
-impl RunResult {
-    /// Whether the run was stopped by a signal (it resumes from its checkpoint).
-    pub fn is_interrupted(&self) -> bool {
-        matches!(self, RunResult::Trained(RunOutcome::Interrupted { .. }))
-    }
-
-    /// Whether the run counts against the exit status (failed or diverged).
-    pub fn is_failure(&self) -> bool {
-        matches!(
-            self,
-            RunResult::Failed(_)
-                | RunResult::Trained(RunOutcome::Diverged { .. })
-                | RunResult::Reused(RunProgress::Diverged { .. })
-                | RunResult::Delegated {
-                    progress: RunProgress::Diverged { .. },
-                    ..
-                }
-        )
-    }
 }
 
 /// The planned runs of `experiment`, or only those named in `only` (`--runs`).
@@ -356,7 +292,7 @@ fn train_one(
         outcome,
         RunOutcome::Stopped { .. } | RunOutcome::Interrupted { .. }
     ) {
-        dir.mark_done(&provenance).map_err(RunFailure::new)?;
+        write_done(&dir, &provenance).map_err(RunFailure::new)?;
         // The page shows the run finished, not training, until the next rendering.
         if let Some(r) = &refresher {
             r.refresh();

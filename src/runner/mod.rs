@@ -6,6 +6,7 @@ mod claims;
 mod datasets;
 mod execute;
 mod live_report;
+mod outcome;
 mod plan;
 mod preflight;
 mod repair;
@@ -16,8 +17,9 @@ mod summary;
 mod tables;
 
 pub use datasets::{eval_dataset, prepare_datasets, train_holdout, RunData, HOLDOUT_PER_CLASS};
-pub use execute::{selected_plan, train_missing, RunFailure, RunOptions, RunResult};
+pub use execute::{selected_plan, train_missing, RunOptions};
 pub use live_report::LiveReport;
+pub use outcome::{RunFailure, RunResult};
 pub use plan::{plan, progress_of, run_dir, training_macs, PlannedRun, RunProgress};
 pub use preflight::preflight;
 pub use repair::restart_runs;

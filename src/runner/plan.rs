@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::models::summarize;
+use crate::models::{group_digits, summarize};
 use crate::spec::{Experiment, ResolvedRun, RunConfig};
 use crate::store::provenance::{Provenance, RunStatus};
 use crate::store::RunDir;
@@ -23,6 +23,21 @@ pub enum RunProgress {
     Partial { step: u64 },
     /// Never started.
     Missing,
+}
+
+impl std::fmt::Display for RunProgress {
+    /// The words every command and the report use for a run's state: `done`, `diverged at
+    /// step 12`, `interrupted at step 1,200` (it resumes from its checkpoint), `not started`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunProgress::Done => f.write_str("done"),
+            RunProgress::Diverged { step } => write!(f, "diverged at step {}", group_digits(*step)),
+            RunProgress::Partial { step } => {
+                write!(f, "interrupted at step {}", group_digits(*step))
+            }
+            RunProgress::Missing => f.write_str("not started"),
+        }
+    }
 }
 
 /// One training run of the plan.

@@ -8,17 +8,15 @@ use serde::{Deserialize, Serialize};
 use super::claims::check_claim;
 use super::plan::{plan, PlannedRun};
 use super::run_state::RunState;
+use super::tables::RowResults;
 use crate::report::{
-    paper_table_values, render_experiment, render_index, Claim, EvalResult, FigureInput,
-    IndexEntry, Metric, ReportInput, RunInfo, Series, TableInput, TableRow, Verdict,
+    paper_table_values, render_experiment, render_index, Claim, FigureInput, IndexEntry,
+    ReportInput, RunInfo, Series, TableInput, TableRow, Verdict,
 };
 use crate::spec::{Experiment, Overlay, ResolvedRun, TableSpec};
-use crate::store::metrics::{read_metrics, MetricsRow};
+use crate::store::metrics::read_metrics;
 use crate::store::provenance::Provenance;
 use crate::store::RunDir;
-
-/// Evaluation results of one table row, as the runner stored them.
-pub type RowResults = Vec<EvalResult>;
 
 /// Renders `reports/[<group>/]<experiment>/` and refreshes that folder's `index.html`.
 /// `table_results` gives, per table and row index, the evaluations that exist; each is read
@@ -61,7 +59,7 @@ pub fn write_report(
             id: f.id.clone(),
             paper_figure: f.paper_figure,
             title: f.title.clone(),
-            metric: figure_metric(f.metric),
+            metric: f.metric,
             overlay_paper: f.paper_overlay == Overlay::Always
                 || (f.paper_overlay == Overlay::Auto && paper_scale),
             series: f
@@ -73,7 +71,7 @@ pub fn write_report(
                         network: run.config.model.arch.name().to_string(),
                         label: f.labels.get(name).cloned().unwrap_or_default(),
                         seed: run.config.seed,
-                        rows: metrics_of(&runs, name),
+                        rows: RunInfo::metrics_of(&runs, name),
                         status: runs
                             .iter()
                             .find(|r| &r.name == name)
@@ -241,14 +239,6 @@ fn refresh_index(reports: &Path) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-/// A run's metrics rows among the experiment's runs (none when it has not started).
-pub(super) fn metrics_of(runs: &[RunInfo], name: &str) -> Vec<MetricsRow> {
-    runs.iter()
-        .find(|r| r.name == name)
-        .map(|r| r.metrics.clone())
-        .unwrap_or_default()
-}
-
 /// What the report shows of a run, and how it stands at `now`.
 fn run_info(p: &PlannedRun, now: std::time::SystemTime) -> (RunInfo, RunState) {
     let dir = RunDir::new(&p.dir);
@@ -296,21 +286,6 @@ fn lr_schedule(run: &ResolvedRun) -> Vec<(f64, f64)> {
         .collect();
     points.push((epochs, lr.lr_at(epochs * (1.0 - 1e-9))));
     points
-}
-
-fn figure_metric(m: crate::spec::FigureMetric) -> Metric {
-    match m {
-        crate::spec::FigureMetric::Top1 => Metric::Top1,
-        crate::spec::FigureMetric::Top5 => Metric::Top5,
-        crate::spec::FigureMetric::PrePoolZeros => Metric::PrePoolZeros,
-    }
-}
-
-pub(super) fn metric(m: crate::spec::Metric) -> Metric {
-    match m {
-        crate::spec::Metric::Top1 => Metric::Top1,
-        crate::spec::Metric::Top5 => Metric::Top5,
-    }
 }
 
 /// Full ImageNet at the paper's resolution and width.

@@ -101,12 +101,11 @@ impl RunState {
             (None, _) => "no step recorded yet".to_string(),
         };
         match &self.progress {
-            RunProgress::Done => "done".to_string(),
-            RunProgress::Diverged { step } => format!("diverged at step {}", group_digits(*step)),
+            p @ (RunProgress::Done | RunProgress::Diverged { .. }) => p.to_string(),
             _ if self.is_training() => format!("training, {}", at()),
             RunProgress::Partial { .. } => format!("interrupted at {}", at()),
             RunProgress::Missing if self.step.is_some() => format!("interrupted at {}", at()),
-            RunProgress::Missing => "not started".to_string(),
+            p @ RunProgress::Missing => p.to_string(),
         }
     }
 }

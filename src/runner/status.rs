@@ -120,7 +120,7 @@ fn state_line(
     };
     let pace = pace(state);
     if let Some(holder) = state.trainer.as_ref().filter(|_| state.is_training()) {
-        return format!("running: {holder}{pace}{checkpoint}{evaluated}");
+        return format!("training: {holder}{pace}{checkpoint}{evaluated}");
     }
     let failed = || match Provenance::read(&RunDir::new(&planned.dir).provenance_json()) {
         Ok(Provenance {
@@ -129,18 +129,18 @@ fn state_line(
         }) => Some(format!("failed: {message}")),
         _ => None,
     };
-    let state_text = match planned.progress {
-        RunProgress::Diverged { step } => format!("diverged at step {step}"),
-        RunProgress::Done => "done".to_string(),
-        RunProgress::Partial { step } => failed().unwrap_or_else(|| {
-            format!("stopped at step {step}; `repro run` resumes it from its checkpoint{pace}")
+    let progress = &planned.progress;
+    let state_text = match progress {
+        RunProgress::Diverged { .. } | RunProgress::Done => progress.to_string(),
+        RunProgress::Partial { .. } => failed().unwrap_or_else(|| {
+            format!("{progress}; `repro run` resumes it from its checkpoint{pace}")
         }),
         RunProgress::Missing => failed().unwrap_or_else(|| match unstarted_s {
             Some(s) => format!(
-                "not started; about {} to train ({UNSTARTED})",
+                "{progress}; about {} to train ({UNSTARTED})",
                 duration_text(s)
             ),
-            None => "not started".to_string(),
+            None => progress.to_string(),
         }),
     };
     format!("{state_text}{evaluated}")

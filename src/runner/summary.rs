@@ -1,7 +1,7 @@
 //! What `repro run` tells its user: one plain line per run, and a note when the numbers come
 //! from generated smoke data and mean nothing about the networks.
 
-use super::execute::RunResult;
+use super::outcome::RunResult;
 use super::plan::{PlannedRun, RunProgress};
 use crate::spec::Experiment;
 use crate::store::clock::duration_text;
@@ -26,29 +26,31 @@ pub fn run_line(planned: &PlannedRun, result: &RunResult) -> String {
         RunResult::Reused(RunProgress::Done) => {
             format!("already trained: {}", steps_and_errors(last.as_ref()))
         }
-        RunResult::Trained(RunOutcome::Diverged { step, loss }) => {
-            format!("diverged at step {step} (loss {loss}); kept as it is for the figures")
+        RunResult::Trained(RunOutcome::Diverged { step, loss }) => format!(
+            "{} (loss {loss}); kept as it is for the figures",
+            RunProgress::Diverged { step: *step }
+        ),
+        RunResult::Reused(progress @ RunProgress::Diverged { .. }) => {
+            format!("{progress} in an earlier run; kept as it is for the figures")
         }
-        RunResult::Reused(RunProgress::Diverged { step }) => {
-            format!("diverged at step {step} in an earlier run; kept as it is for the figures")
-        }
-        RunResult::Trained(RunOutcome::Interrupted { step }) => {
-            format!("interrupted at step {step}; checkpoint saved, the same command resumes it")
-        }
-        RunResult::Trained(RunOutcome::Stopped { step }) => {
-            format!("stopped at step {step} without a checkpoint")
-        }
-        RunResult::Reused(RunProgress::Partial { step }) => format!("unfinished at step {step}"),
-        RunResult::Reused(RunProgress::Missing) => "not trained".to_string(),
+        RunResult::Trained(RunOutcome::Interrupted { step }) => format!(
+            "{}; checkpoint saved, the same command resumes it",
+            RunProgress::Partial { step: *step }
+        ),
+        RunResult::Trained(RunOutcome::Stopped { step }) => format!(
+            "{} without a checkpoint",
+            RunProgress::Partial { step: *step }
+        ),
+        RunResult::Reused(progress) => progress.to_string(),
         RunResult::Delegated { progress, by } => match progress {
             RunProgress::Done => format!("trained by {by}: {}", steps_and_errors(last.as_ref())),
-            RunProgress::Diverged { step } => {
-                format!("diverged at step {step} ({by}); kept as it is for the figures")
+            RunProgress::Diverged { .. } => {
+                format!("{progress} ({by}); kept as it is for the figures")
             }
-            RunProgress::Partial { step } => format!(
-                "stopped at step {step} ({by}); checkpoint saved, the same command resumes it"
-            ),
-            RunProgress::Missing => format!("not trained ({by})"),
+            RunProgress::Partial { .. } => {
+                format!("{progress} ({by}); checkpoint saved, the same command resumes it")
+            }
+            RunProgress::Missing => format!("{progress} ({by})"),
         },
         RunResult::Queued { state, by } => format!("{state}: {by}"),
     };

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 
 use super::datasets::{prepare_datasets, train_holdout, HOLDOUT_PER_CLASS};
-use super::execute::RunFailure;
+use super::outcome::RunFailure;
 use super::plan::run_dir;
 use crate::data::Dataset;
 use crate::eval::{
@@ -17,7 +17,7 @@ use crate::eval::{
 };
 use crate::interrupt::StopSignal;
 use crate::report::EvalResult;
-use crate::spec::{EvalSplit, Experiment, ResolvedRun, RunConfig, TableSpec};
+use crate::spec::{EvalSet, EvalSplit, Experiment, ResolvedRun, RunConfig, TableSpec};
 use crate::store::RunLock;
 use crate::train::final_weights_path;
 
@@ -54,14 +54,14 @@ impl EvalJob<'_> {
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
             .collect();
         let mut key = format!(
-            "{}|{}|{:?}|{}",
+            "{}|{}|{}|{}",
             self.table.crops,
             self.members
                 .iter()
                 .map(|m| m.key.as_str())
                 .collect::<Vec<_>>()
                 .join(","),
-            self.table.eval_set,
+            eval_set_key(self.table.eval_set),
             self.members[0].config.data.eval_crop_fraction
         );
         if let Some(n) = self.table.images_per_class {
@@ -75,6 +75,16 @@ impl EvalJob<'_> {
         }
         let hash = crate::hashing::fnv1a64(key.as_bytes());
         format!("{}-{}-{:08x}", self.table.id, label, hash as u32)
+    }
+}
+
+/// How a table's `eval_set` enters its evaluations' folder names. These strings are frozen:
+/// they name the evaluations already stored (they were once the sets' Rust names).
+fn eval_set_key(set: Option<EvalSet>) -> &'static str {
+    match set {
+        None => "None",
+        Some(EvalSet::All) => "Some(All)",
+        Some(EvalSet::Nonblacklisted) => "Some(Nonblacklisted)",
     }
 }
 
@@ -206,9 +216,9 @@ fn evaluate_job(
         data_cfg.val_images_per_class = Some(n);
     }
     let key = format!(
-        "{}|{:?}",
+        "{}|{}",
         serde_json::to_string(&data_cfg).map_err(RunFailure::new)?,
-        job.table.split
+        serde_json::to_string(&job.table.split).map_err(RunFailure::new)?
     );
     let val = match val_sets.entry(key) {
         Entry::Occupied(e) => e.into_mut(),
@@ -281,6 +291,9 @@ fn evaluate_job(
     Ok(true)
 }
 
+/// Evaluation results of one table row, as the runner stored them.
+pub type RowResults = Vec<EvalResult>;
+
 /// The stored evaluations of one table row, for the report.
 pub fn row_results(
     experiment: &Experiment,
@@ -303,4 +316,26 @@ pub fn row_results(
             skipped: r.skipped.len() as u64,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod folder_tests {
+    /// Every evaluation folder of the CIFAR-10 reproduction's tables, as its results store
+    /// names them: renaming a variant or a field must not orphan a cached evaluation.
+    #[test]
+    fn the_mini_tables_keep_their_evaluation_folders() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let want =
+            std::fs::read_to_string(root.join("tests/fixtures/mini_eval_folders.txt")).unwrap();
+        let mut got = String::new();
+        for t in ["table2", "table3", "table4", "table5"] {
+            let path = root.join(format!("experiments/mini/{t}.yaml"));
+            let e = crate::spec::load_experiment(&path, &Default::default()).unwrap();
+            for j in super::eval_jobs(&e, std::path::Path::new("results")) {
+                got.push_str(&format!("{t} {}\n", j.folder()));
+            }
+        }
+        assert_eq!(got.lines().count(), 119);
+        assert_eq!(got, want);
+    }
 }

@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
 use serde_yaml::Value;
 
 use super::error::SpecError;
@@ -24,27 +23,6 @@ pub struct LoadOptions {
     /// Processes this command runs as (`mpirun -np N`): the runs' `train.replicas` when the
     /// file does not set it. 0 counts as 1.
     pub world_size: usize,
-}
-
-/// Everything that determines what a training run computes. Its hash names the run.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RunConfig {
-    pub model: ModelConfig,
-    pub data: DataConfig,
-    pub train: TrainConfig,
-    pub seed: u64,
-}
-
-impl RunConfig {
-    /// 16 hex digits of a 64-bit FNV-1a hash of the canonical JSON (sorted keys).
-    pub fn hash(&self) -> String {
-        let json = serde_json::to_value(self).expect("a run config serialises");
-        format!(
-            "{:016x}",
-            crate::hashing::fnv1a64(canonical_json(&json).as_bytes())
-        )
-    }
 }
 
 /// A run of the experiment, ready to train.
@@ -98,6 +76,16 @@ impl Experiment {
     /// Whether the file only defines runs for others to include (no figure, table or claim).
     pub fn defines_runs_only(&self) -> bool {
         self.figures.is_empty() && self.tables.is_empty() && self.claims.is_empty()
+    }
+
+    /// `fig23 (experiments/fig23.yaml, profile smoke)`: how commands introduce it.
+    pub fn heading(&self) -> String {
+        let profile = self
+            .profile
+            .as_deref()
+            .map(|p| format!(", profile {p}"))
+            .unwrap_or_default();
+        format!("{} ({}{profile})", self.name, self.path.display())
     }
 }
 
@@ -567,6 +555,15 @@ fn check_references(
         }
     }
     for c in &file.claims {
+        if let Some(m) = c.check.metric().filter(|m| !m.is_error()) {
+            return Err(SpecError::Invalid {
+                path: path.into(),
+                message: format!(
+                    "a claim compares `{}`; claims compare errors: `top1` or `top5`",
+                    m.key()
+                ),
+            });
+        }
         if let Some(r) = c.check.runs().into_iter().find(|r| !known(r)) {
             return Err(unknown("a claim".into(), r));
         }
@@ -592,34 +589,4 @@ fn check_references(
 fn typed<T: serde::de::DeserializeOwned>(value: &Value) -> Result<T, String> {
     let text = serde_yaml::to_string(value).map_err(|e| e.to_string())?;
     serde_yaml::from_str(&text).map_err(|e| super::error::strip_position(&e.to_string()))
-}
-
-/// JSON with object keys sorted at every level, whatever serde_json's map type is.
-fn canonical_json(v: &serde_json::Value) -> String {
-    match v {
-        serde_json::Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            let parts: Vec<String> = keys
-                .iter()
-                .map(|k| {
-                    format!(
-                        "{}:{}",
-                        serde_json::Value::String((*k).clone()),
-                        canonical_json(&map[*k])
-                    )
-                })
-                .collect();
-            format!("{{{}}}", parts.join(","))
-        }
-        serde_json::Value::Array(items) => format!(
-            "[{}]",
-            items
-                .iter()
-                .map(canonical_json)
-                .collect::<Vec<_>>()
-                .join(",")
-        ),
-        other => other.to_string(),
-    }
 }

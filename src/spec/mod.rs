@@ -9,7 +9,7 @@ pub mod schema;
 mod yaml;
 
 pub use error::SpecError;
-pub use load::{load_experiment, Experiment, LoadOptions, ReleasedRow, ResolvedRun, RunConfig};
+pub use load::{load_experiment, Experiment, LoadOptions, ReleasedRow, ResolvedRun};
 pub use schema::*;
 
 #[cfg(test)]

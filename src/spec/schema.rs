@@ -7,9 +7,14 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use super::executor::{ExecutorKind, ExecutorSpec, SlurmSpec};
+pub use crate::data::{
+    ColorMode, DataConfig, EvalSet, InterpolationMode, SyntheticSpec, ValLayout,
+};
 use crate::device::Precision;
 use crate::models::{Arch, AvgPoolPadding};
-use crate::train::{ClipMode, EmaConfig, LrSchedule, RmsPropConfig, SgdMomentumConfig};
+pub use crate::store::metrics::Metric;
+use crate::train::{ClipMode, EmaConfig, LrSchedule};
+pub use crate::train::{OptimizerConfig, RunConfig, TrainConfig};
 
 /// One experiment file as written (before includes are merged).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -126,217 +131,6 @@ pub struct TrainSpec {
     pub replicas: Option<usize>,
 }
 
-/// Which validation layout `val` has.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ValLayout {
-    /// `val/<class>/<image>`, like the training set.
-    ImageFolder,
-    /// ILSVRC-2012 as distributed: a flat folder of `ILSVRC2012_val_%08d.JPEG` with the
-    /// devkit's ground truth (`val_ground_truth`) or per-image WNIDs (`val_wnids`).
-    IlsvrcFlat,
-}
-
-/// Which validation images an evaluation uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EvalSet {
-    All,
-    /// The 48,238 images left after removing the devkit's blacklist (the paper's Table 2).
-    Nonblacklisted,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ColorMode {
-    Off,
-    Fast,
-    Full,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum InterpolationMode {
-    Bilinear,
-    Bicubic,
-}
-
-/// Class-dependent synthetic JPEGs generated into `<results>/data/` (smoke runs).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SyntheticSpec {
-    pub classes: usize,
-    pub train_per_class: usize,
-    pub val_per_class: usize,
-    /// Side of the generated images in pixels.
-    pub image_size: u32,
-    pub seed: u64,
-}
-
-impl Default for SyntheticSpec {
-    fn default() -> Self {
-        Self {
-            classes: 4,
-            train_per_class: 24,
-            val_per_class: 8,
-            image_size: 64,
-            seed: 0,
-        }
-    }
-}
-
-/// The optimizer and its hyper-parameters.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum OptimizerConfig {
-    /// RMSProp with TensorFlow's semantics (the paper's).
-    Rmsprop(RmsPropConfig),
-    /// SGD with momentum (the paper's earlier runs).
-    Sgd(SgdMomentumConfig),
-}
-
-/// The data of a resolved run.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DataConfig {
-    /// ImageFolder root of the training images (`train/<class>/<image>`).
-    pub train: Option<String>,
-    /// Validation images, in `val_layout`.
-    pub val: Option<String>,
-    pub val_layout: ValLayout,
-    pub val_ground_truth: Option<String>,
-    pub val_wnids: Option<String>,
-    pub blacklist: Option<String>,
-    pub eval_set: EvalSet,
-    /// Use only the first N classes (sorted by folder name).
-    pub classes: Option<usize>,
-    pub train_images_per_class: Option<usize>,
-    pub val_images_per_class: Option<usize>,
-    pub subset_seed: u64,
-    pub skip_bad_images: bool,
-    /// When set, `train` and `val` are generated instead of read.
-    pub synthetic: Option<SyntheticSpec>,
-    pub color_distortion: ColorMode,
-    /// Area range of the random training crop, as fractions of the image: TF-slim's
-    /// [0.05, 1.0] by default. Small or low-resolution datasets train better with less.
-    pub train_crop_area: [f64; 2],
-    /// Central crop of single-crop evaluation: the fraction of each side kept.
-    pub eval_crop_fraction: f64,
-    pub interpolation: InterpolationMode,
-}
-
-/// The training recipe of a resolved run (the paper's section 4 by default).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrainConfig {
-    pub epochs: f64,
-    /// Images per step on one replica. The paper used 20 replicas (batch not stated).
-    pub batch_size: usize,
-    pub eval_batch_size: usize,
-    pub optimizer: OptimizerConfig,
-    pub lr: LrSchedule,
-    /// L2 weight decay on conv and linear weights.
-    pub weight_decay: f64,
-    /// Gradient clipping threshold; 0 disables it.
-    pub clip_norm: f64,
-    /// What the threshold bounds: the global norm (default) or each variable's (TF-slim's
-    /// `clip_gradient_norms`). Left out of the hash when it is the default.
-    #[serde(default, skip_serializing_if = "ClipMode::is_global_norm")]
-    pub clip_mode: ClipMode,
-    pub label_smoothing: f64,
-    /// Weight of the auxiliary head's loss when the model has one.
-    pub aux_weight: f64,
-    pub ema: EmaConfig,
-    /// Evaluate (single central crop, EMA weights) every this many epochs; fractions allowed.
-    pub eval_every_epochs: f64,
-    /// Save a checkpoint every this many steps (and at every evaluation).
-    pub checkpoint_every_steps: u64,
-    /// Checkpoints kept in the run folder (the newest; at least 1). Loading falls back to an
-    /// older one when the newest is damaged. Changes nothing the run computes, so it is
-    /// neither hashed nor written to `config.yaml`.
-    #[serde(skip_serializing, default = "default_keep_checkpoints")]
-    pub keep_checkpoints: usize,
-    /// f32 (the reference; the only mode on the CPU), tf32 or bf16 (CUDA only).
-    pub precision: Precision,
-    /// At each evaluation also measure the training top-1 error and the live weights with
-    /// running and with batch statistics, into `diagnostics.parquet` (two more evaluations
-    /// each time). Left out of the configuration's hash when off.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub diagnostics: bool,
-    /// Micro-batches of `batch_size` per update: their gradients are averaged, as those of
-    /// as many replicas would be (BatchNorm normalises each micro-batch on its own, and the
-    /// running statistics move by the mean of the micro-batches' statistics). The global
-    /// batch is `batch_size x accumulate x replicas`. Left out of the hash when 1.
-    #[serde(default = "one", skip_serializing_if = "is_one")]
-    pub accumulate: usize,
-    /// Replicas of the global batch (the paper: 20). Default: the number of processes the
-    /// run was started as (`mpirun -np N`). Each of the W processes runs `replicas x
-    /// accumulate / W` micro-batches per update, so a run resumes at any W that divides
-    /// that. BatchNorm normalises each micro-batch on its own (TF-slim's replicas, no
-    /// synchronised statistics). Left out of the hash when 1.
-    #[serde(default = "one", skip_serializing_if = "is_one")]
-    pub replicas: usize,
-}
-
-impl TrainConfig {
-    /// Micro-batches of `batch_size` in one update, over all replicas.
-    pub fn micro_batches(&self) -> usize {
-        self.accumulate.max(1) * self.replicas.max(1)
-    }
-
-    /// Micro-batches each of `world_size` processes runs per update, or why the run cannot
-    /// be split that way.
-    pub fn micro_batches_per_process(&self, world_size: usize) -> Result<usize, String> {
-        let total = self.micro_batches();
-        match world_size > 0 && total.is_multiple_of(world_size) {
-            true => Ok(total / world_size),
-            false => Err(format!(
-                "an update of this run is {total} micro-batches (train.replicas {} x train.accumulate {}), which {world_size} processes cannot share evenly",
-                self.replicas, self.accumulate
-            )),
-        }
-    }
-}
-
-fn one() -> usize {
-    1
-}
-
-fn default_keep_checkpoints() -> usize {
-    crate::store::checkpoint::DEFAULT_KEEP
-}
-
-fn is_one(n: &usize) -> bool {
-    *n == 1
-}
-
-impl Default for TrainConfig {
-    /// The paper's recipe (section 4) with the Inception-v3 paper's label smoothing and
-    /// clipping, and TF-slim's batch size, weight decay and moving-average decay.
-    fn default() -> Self {
-        Self {
-            epochs: 160.0,
-            batch_size: 32,
-            eval_batch_size: 64,
-            optimizer: OptimizerConfig::Rmsprop(RmsPropConfig::default()),
-            lr: LrSchedule::default(),
-            weight_decay: 4e-5,
-            clip_norm: 2.0,
-            clip_mode: ClipMode::GlobalNorm,
-            label_smoothing: 0.1,
-            aux_weight: 0.4,
-            ema: EmaConfig::default(),
-            eval_every_epochs: 1.0,
-            checkpoint_every_steps: 1000,
-            keep_checkpoints: default_keep_checkpoints(),
-            precision: Precision::F32,
-            diagnostics: false,
-            accumulate: 1,
-            replicas: 1,
-        }
-    }
-}
-
 /// A figure of the paper: error against epoch for some runs.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -349,7 +143,7 @@ pub struct FigureSpec {
     /// The chart's title (default: "Figure N reproduced: top-1 error", or the id's).
     #[serde(default)]
     pub title: Option<String>,
-    pub metric: FigureMetric,
+    pub metric: Metric,
     /// Runs drawn, one line (or one band of seeds) per network.
     pub runs: Vec<String>,
     /// Draw the paper's digitised curves: `auto` = when the runs are at paper scale.
@@ -359,23 +153,6 @@ pub struct FigureSpec {
     /// seed (e.g. with and without residual scaling); runs with the same label share a band.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Metric {
-    Top1,
-    Top5,
-}
-
-/// What a figure draws against epoch: an error, or the share of zero activations before
-/// the average pooling (section 3.3's sign of a network that died).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FigureMetric {
-    Top1,
-    Top5,
-    PrePoolZeros,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -502,6 +279,17 @@ pub enum ClaimCheck {
 }
 
 impl ClaimCheck {
+    /// The quantity the check compares, if it compares one.
+    pub fn metric(&self) -> Option<Metric> {
+        match self {
+            ClaimCheck::ResidualFaster { metric, .. }
+            | ClaimCheck::SizeOverResidual { metric, .. }
+            | ClaimCheck::MoreCropsLowerError { metric, .. }
+            | ClaimCheck::EnsembleLowersError { metric, .. } => Some(*metric),
+            ClaimCheck::ResidualScaling { .. } => None,
+        }
+    }
+
     /// The training runs the check reads.
     pub fn runs(&self) -> Vec<&String> {
         match self {

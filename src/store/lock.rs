@@ -22,7 +22,7 @@ pub enum LockError {
     #[error("results folder {dir} is in use by {holder}")]
     Held { dir: PathBuf, holder: String },
     /// Waiting for the lock gave up.
-    #[error("results folder {dir} still in use by {holder} after waiting {waited:?}")]
+    #[error("results folder {dir} still in use by {holder} after waiting {}", super::clock::duration_text(waited.as_secs_f64()))]
     Timeout {
         dir: PathBuf,
         holder: String,

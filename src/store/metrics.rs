@@ -12,6 +12,73 @@ use polars::prelude::*;
 
 use super::atomic::{self, AtomicWriteError};
 
+/// A quantity recorded at each evaluation of a run: what figures draw against epoch and
+/// claims compare (`top1`, `top5` or `pre_pool_zeros` in experiment files).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// Top-1 error.
+    Top1,
+    /// Top-5 error.
+    Top5,
+    /// The share of zero activations before the average pooling (section 3.3's "died").
+    PrePoolZeros,
+}
+
+impl Metric {
+    /// Whether it is an error rate (what tables hold and claims about errors compare).
+    pub fn is_error(self) -> bool {
+        matches!(self, Metric::Top1 | Metric::Top5)
+    }
+
+    /// The value of this metric in a metrics row (a fraction), if that row was evaluated.
+    pub fn of(self, row: &MetricsRow) -> Option<f64> {
+        match self {
+            Metric::Top1 => row.top1_err,
+            Metric::Top5 => row.top5_err,
+            Metric::PrePoolZeros => row.pre_pool_zero_frac,
+        }
+    }
+
+    /// A run's error curve: (epoch, error in %) of its evaluated rows, in epoch order.
+    pub fn curve(self, rows: &[MetricsRow]) -> Vec<(f64, f64)> {
+        let mut curve: Vec<(f64, f64)> = rows
+            .iter()
+            .filter_map(|r| Some((r.epoch, self.of(r)? * 100.0)))
+            .collect();
+        curve.sort_by(|a, b| a.0.total_cmp(&b.0));
+        curve
+    }
+
+    /// `"top1"`, `"top5"` or `"pre_pool_zeros"`, as in `figure_curves.csv`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Metric::Top1 => "top1",
+            Metric::Top5 => "top5",
+            Metric::PrePoolZeros => "pre_pool_zeros",
+        }
+    }
+
+    /// `"top-1"` or `"top-5"`, for prose about errors.
+    pub fn label(self) -> &'static str {
+        match self {
+            Metric::Top1 => "top-1",
+            Metric::Top5 => "top-5",
+            Metric::PrePoolZeros => "pre-pooling zeros",
+        }
+    }
+
+    /// What is plotted, for titles and axes: `"top-1 error"`, `"zero activations before
+    /// the pooling"`.
+    pub fn quantity(self) -> &'static str {
+        match self {
+            Metric::Top1 => "top-1 error",
+            Metric::Top5 => "top-5 error",
+            Metric::PrePoolZeros => "zero activations before the pooling",
+        }
+    }
+}
+
 /// Errors of reading or writing a metrics file; each names the file (and column).
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {

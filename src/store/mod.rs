@@ -16,6 +16,8 @@ pub mod layout;
 pub mod lock;
 pub mod metrics;
 pub mod provenance;
+#[cfg(test)]
+pub(crate) mod test_files;
 
 pub use atomic::{write_bytes, write_json, write_safetensors, AtomicWriteError};
 pub use checkpoint::{
@@ -29,16 +31,3 @@ pub use metrics::{append_metrics, read_metrics, write_metrics, MetricsError, Met
 pub use provenance::{
     manifest_hash, GitInfo, Provenance, ProvenanceError, RunStatus, SkippedImage,
 };
-
-/// The sorted names of the entries of a folder, for tests of what a write leaves behind.
-#[cfg(test)]
-pub(crate) mod test_files {
-    pub fn names_in(dir: &std::path::Path) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
-}

@@ -4,7 +4,7 @@ use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 use super::top_k_hits;
-use super::trainer::TrainError;
+use super::TrainError;
 use crate::data::Loader;
 use crate::models::Network;
 

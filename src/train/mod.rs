@@ -8,7 +8,9 @@
 //! live here, each in its own file, operating on named `candle_core::Var`s.
 
 pub mod clip;
+mod config;
 pub mod ema;
+mod error;
 pub mod evaluate;
 pub mod inplace;
 pub mod loss;
@@ -25,7 +27,10 @@ pub use clip::{
     clip_by_global_norm, global_norm, global_norm_tensor, scale_each_to_norm, scale_to_norm,
     ClipError, ClipMode, DEFAULT_CLIP_NORM,
 };
+pub use config::{OptimizerConfig, RunConfig, TrainConfig};
 pub use ema::{Ema, EmaConfig, EmaError, LiveWeights};
+pub use error::TrainError;
+pub(crate) use error::{other, tensor_err};
 pub use evaluate::{evaluate_logits, evaluate_single_crop, EvalScore, PrePoolActivity};
 pub use loss::{
     smoothed_cross_entropy, top_k_error, top_k_hits, LossError, DEFAULT_LABEL_SMOOTHING,
@@ -36,5 +41,5 @@ pub use optim::{
 pub use progress::Progress;
 pub use schedule::{LrSchedule, ScheduleError};
 pub use step::{StepOutcome, TrainStep};
-pub use trainer::{final_weights_path, train_run, RunOutcome, TrainError, TrainJob};
+pub use trainer::{final_weights_path, train_run, RunOutcome, TrainJob};
 pub use vars::sorted_vars;

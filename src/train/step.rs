@@ -9,19 +9,19 @@ use candle_nn::VarMap;
 
 use super::phases::PhaseClock;
 use super::readback::read_f64s;
-use super::trainer::{other, tensor_err, TrainError};
 use super::{
     global_norm, global_norm_tensor, scale_each_to_norm, scale_to_norm, smoothed_cross_entropy,
     sorted_vars, top_k_hits, ClipMode, Ema, Optimizer, RmsProp, SgdMomentum, WeightDecay,
 };
+use super::{other, tensor_err, TrainError};
 use std::sync::Arc;
 
+use super::{OptimizerConfig, TrainConfig};
 use crate::dist::{all_reduce_mean, Replicas, Single};
 use crate::hashing::{mix64, GOLDEN_GAMMA};
 use crate::models::fastops;
 use crate::models::init::{initialize, zeroed_var_builder};
 use crate::models::{ModelConfig, Network};
-use crate::spec::{OptimizerConfig, TrainConfig};
 
 /// The result of a step.
 #[derive(Clone, Copy, Debug, PartialEq)]

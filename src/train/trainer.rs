@@ -18,55 +18,23 @@ use super::evaluate::{evaluate_logits, evaluate_single_crop, EvalScore};
 use super::progress::Progress;
 use super::step::{StepOutcome, TrainStep};
 use super::vars::sorted_vars;
+use super::{other, tensor_err, RunConfig, TrainError};
 use crate::data::{
     BadImage, ColorDistortion, Dataset, EvalTransform, Interpolation, Loader, LoaderConfig,
     Preprocess, TrainAugment,
 };
+use crate::data::{ColorMode, InterpolationMode};
 use crate::dist::{any_replica, Replicas};
 use crate::interrupt::StopSignal;
 use crate::models::import;
-use crate::spec::{ColorMode, InterpolationMode, RunConfig};
 use crate::store::checkpoint::{
-    Checkpoint, CheckpointError, Loaded, OnDamage, TrainingState, CHECKPOINT_FORMAT_VERSION,
+    Checkpoint, Loaded, OnDamage, TrainingState, CHECKPOINT_FORMAT_VERSION,
 };
 use crate::store::diagnostics::{append_diagnostics, DiagnosticsRow};
 use crate::store::integrity::set_aside;
 use crate::store::metrics::{read_metrics, MetricsRow};
 use crate::store::RunDir;
 use crate::watch::{EvalPoint, RunObserver, RunStart, StepPoint};
-
-/// Errors that stop a run (a diverging loss is an outcome, not an error).
-#[derive(Debug, thiserror::Error)]
-pub enum TrainError {
-    #[error("{context}: {source}")]
-    Tensor {
-        context: String,
-        source: candle_core::Error,
-    },
-    #[error(transparent)]
-    Data(#[from] crate::data::DataError),
-    #[error(transparent)]
-    Checkpoint(Box<CheckpointError>),
-    #[error("{0}")]
-    Other(String),
-}
-
-impl From<CheckpointError> for TrainError {
-    fn from(e: CheckpointError) -> Self {
-        TrainError::Checkpoint(Box::new(e))
-    }
-}
-
-pub(crate) fn tensor_err(
-    context: impl Into<String>,
-) -> impl FnOnce(candle_core::Error) -> TrainError {
-    let context = context.into();
-    move |source| TrainError::Tensor { context, source }
-}
-
-pub(crate) fn other(e: impl std::fmt::Display) -> TrainError {
-    TrainError::Other(e.to_string())
-}
 
 /// How a run ended.
 #[derive(Clone, Debug, PartialEq)]

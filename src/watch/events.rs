@@ -20,9 +20,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::crc32c::masked_crc32c;
 use super::protobuf::Message;
 
-/// How every events file name starts; TensorBoard reads the files whose names contain
-/// `tfevents`, in name order.
-pub const FILE_PREFIX: &str = "events.out.tfevents.";
+use crate::store::layout::TENSORBOARD_FILE_PREFIX as FILE_PREFIX;
 
 /// The format the first event of every file declares.
 const FILE_VERSION: &str = "brain.Event:2";

@@ -13,7 +13,7 @@
 //! status there as `slurm-<array id>_<task>.out` / `.exit`, the id `squeue` shows for it.
 
 use super::super::command::{shell_line, shell_quote};
-use super::Settings;
+use super::settings::Settings;
 
 /// What the script runs, and where.
 pub struct ScriptInput<'a> {

@@ -302,7 +302,7 @@ pub fn residual_scaling_prevents_death(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::claims::test_rows as run;
+    use crate::report::claims::test_rows::test_rows as run;
 
     fn net<'a>(name: &'a str, runs: &'a [Vec<MetricsRow>]) -> Network<'a> {
         const NO: &[bool] = &[false, false, false, false];

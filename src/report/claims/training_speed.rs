@@ -95,7 +95,7 @@ pub fn residual_speeds_up_training(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::claims::test_rows as run;
+    use crate::report::claims::test_rows::test_rows as run;
 
     #[test]
     fn lower_residual_curve_supports_the_claim() {

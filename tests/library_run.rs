@@ -1,0 +1,189 @@
+//! `repro run` through the library, as main.rs calls it: `commands::run_experiments` on the
+//! smoke profile of experiments/fig23.yaml trains both runs, evaluates and writes the report;
+//! with one run's DONE gone, plan, status and the run lines put its state in the same words;
+//! the next call finishes that run again from its checkpoint and reuses the other.
+
+mod common;
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use repro::commands::{plan_text, run_experiments, status_text, RunEnd, RunRequest};
+use repro::executor::JobCommand;
+use repro::runner::{plan, run_line, RunOptions, RunResult};
+use repro::spec::{load_experiment, ExecutorSpec, Experiment, LoadOptions};
+
+use common::TempDir;
+
+fn smoke_experiment() -> Experiment {
+    let options = LoadOptions {
+        profile: Some("smoke".into()),
+        ..LoadOptions::default()
+    };
+    load_experiment(&common::cli::repo("experiments/fig23.yaml"), &options).unwrap()
+}
+
+fn request<'a>(experiments: &'a [Experiment], root: &Path) -> RunRequest<'a> {
+    let results = root.join("results");
+    let reports = root.join("reports");
+    RunRequest {
+        experiments,
+        options: RunOptions {
+            results: results.clone(),
+            device: candle_core::Device::Cpu,
+            device_name: "cpu".into(),
+            force: false,
+            threads: 1,
+            wait_for_lock: None,
+            show_progress: false,
+            stop: repro::interrupt::StopSignal::default(),
+            replicas: repro::dist::single(),
+            only: None,
+            command_flags: vec!["--smoke".into()],
+            live_report: None,
+        },
+        restart: Vec::new(),
+        executor: ExecutorSpec::default(),
+        wait: true,
+        job_command: JobCommand::current(Some("smoke".into()), Vec::new(), &results, &reports)
+            .unwrap(),
+        reports,
+        no_report: false,
+        command_line: "repro run experiments/fig23.yaml --smoke".into(),
+    }
+}
+
+fn run(request: &RunRequest) -> (RunEnd, Vec<String>) {
+    let mut lines = Vec::new();
+    let end = run_experiments(request, &mut |line| lines.push(line)).unwrap();
+    (end, lines)
+}
+
+/// Words the commands used for the same states before they shared one vocabulary.
+const OLD_WORDS: [&str; 6] = [
+    "resume @",
+    "unfinished at",
+    "stopped at step",
+    "done (cached)",
+    "to train ",
+    "not trained",
+];
+
+#[test]
+fn the_library_runs_an_experiment_and_every_command_names_its_states_alike() {
+    let tmp = TempDir::new("library-run");
+    let experiments = vec![smoke_experiment()];
+    let request = request(&experiments, &tmp.0);
+
+    let (end, lines) = run(&request);
+    assert!(matches!(end, RunEnd::Finished), "{end:?}\n{lines:#?}");
+    assert_eq!(end.exit_class(), None);
+    assert_eq!(lines[0], experiments[0].heading());
+    assert!(
+        lines[0].ends_with("fig23.yaml, profile smoke)"),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(
+        lines.iter().filter(|l| l.contains("  trained: ")).count(),
+        2,
+        "{lines:#?}"
+    );
+    let index = lines
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("report: "))
+        .expect("a report line");
+    assert!(Path::new(index).is_file(), "{index}");
+    assert_no_debug_text(&lines.join("\n"), "the run's output");
+    for root in [&request.options.results, &request.reports] {
+        for entry in walkdir::WalkDir::new(root) {
+            let path = entry.unwrap().into_path();
+            let text_file = ["json", "yaml", "html", "svg", "csv", "txt"]
+                .contains(&path.extension().and_then(|e| e.to_str()).unwrap_or(""));
+            if text_file && path.is_file() {
+                let text = std::fs::read_to_string(&path).unwrap();
+                assert_no_debug_text(&text, &path.display().to_string());
+            }
+        }
+    }
+
+    // One run loses its DONE record: it is unfinished, at its last checkpoint.
+    let results = &request.options.results;
+    let planned = plan(&experiments[0], results);
+    let victim = &planned[0];
+    std::fs::remove_file(victim.dir.join("DONE")).unwrap();
+    let planned = plan(&experiments[0], results);
+    let victim = &planned[0];
+    let words = victim.progress.to_string();
+    assert!(words.starts_with("interrupted at step "), "{words}");
+
+    let plan_lines = plan_text(&experiments[0], results);
+    let status = status_text(&experiments, results, SystemTime::now());
+    let reused = run_line(victim, &RunResult::Reused(victim.progress.clone()));
+    let delegated = run_line(
+        victim,
+        &RunResult::Delegated {
+            progress: victim.progress.clone(),
+            by: "a local job on cpu".into(),
+        },
+    );
+    for text in [&plan_lines, &status, &reused, &delegated] {
+        assert!(text.contains(&words), "`{words}` missing from:\n{text}");
+        for old in OLD_WORDS {
+            assert!(!text.contains(old), "`{old}` in:\n{text}");
+        }
+    }
+    let done_words = planned[1].progress.to_string();
+    assert_eq!(done_words, "done");
+    assert!(plan_lines.contains(" done "), "{plan_lines}");
+
+    // The next call finishes the run again from its checkpoint and reuses the other.
+    let (end, lines) = run(&request);
+    assert!(matches!(end, RunEnd::Finished), "{end:?}\n{lines:#?}");
+    let line_of = |name: &str| {
+        lines
+            .iter()
+            .find(|l| l.trim_start().starts_with(&format!("{name} ")))
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert!(
+        line_of(&victim.run.name).contains("trained: "),
+        "{lines:#?}"
+    );
+    assert!(
+        line_of(&planned[1].run.name).contains("already trained: "),
+        "{lines:#?}"
+    );
+}
+
+/// Fails on what Rust's `{:?}` leaves in text: `Some(..)`, `None`, `Ok(..)`, struct braces.
+fn assert_no_debug_text(text: &str, what: &str) {
+    for pattern in [
+        "Some(", ": None", "(None", "Ok(", "Err(", "PathBuf", " { secs:", "\\\"",
+    ] {
+        assert!(
+            !text.contains(pattern),
+            "{what} holds `{pattern}`, the Debug form of an internal value"
+        );
+    }
+}
+
+#[test]
+fn unknown_run_names_are_bad_input_before_anything_runs() {
+    let tmp = TempDir::new("library-run-names");
+    let experiments = vec![smoke_experiment()];
+    let mut request = request(&experiments, &tmp.0);
+    request.restart = vec!["inception_v9".into()];
+    let mut lines = Vec::new();
+    let err = run_experiments(&request, &mut |line| lines.push(line)).unwrap_err();
+    assert_eq!(err.class, repro::commands::ExitClass::BadInput);
+    assert!(
+        err.message
+            .contains("--restart: the files use no run `inception_v9`"),
+        "{}",
+        err.message
+    );
+    assert!(lines.is_empty(), "{lines:#?}");
+    assert!(!request.options.results.join("runs").exists());
+}
