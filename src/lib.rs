@@ -15,6 +15,8 @@
 //! - [`interrupt`]: Ctrl-C/SIGTERM as a request to checkpoint and stop.
 //! - [`dist`]: replicas of a run across processes (MPI), behind the `Collective` trait.
 //! - [`executor`]: who trains the missing runs (this process, local jobs, Slurm).
+//! - [`commands`]: what each `repro` command does, as library functions, and their exit classes.
+//! - [`hashing`]: FNV-1a, SplitMix64 and canonical JSON; [`numeric`]: tensors compared in f64.
 //! - [`shell`]: command lines quoted for a POSIX shell.
 //! - [`watch`]: runs watched while they train: the observer the trainer calls, TensorBoard
 //!   event files, the estimate of when a run finishes.

@@ -10,15 +10,15 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use repro::commands::{plan_text, run_experiments, status_text, CommandError, RunRequest};
+use clap::{Args, Parser, Subcommand};
+use repro::commands::{
+    evaluate_weights, models_text, plan_text, run_experiments, status_text, CommandError, EvalArgs,
+    ModelsArgs, RunRequest,
+};
 use repro::executor::JobCommand;
 use repro::interrupt::StopSignal;
-use repro::models::{render_table, summarize, Arch, ModelConfig};
 use repro::runner::{row_results, write_report, LiveReport, RunOptions};
-use repro::spec::{
-    load_experiment, ExecutorKind, ExecutorSpec, Experiment, LoadOptions, SlurmSpec, TableSpec,
-};
+use repro::spec::{load_experiment, ExecutorSpec, Experiment, LoadOptions, TableSpec};
 
 #[derive(Parser)]
 #[command(
@@ -119,84 +119,12 @@ struct RunArgs {
 /// Who trains the missing runs; each flag wins over the file's `executor:` section.
 #[derive(Args)]
 struct ExecutorArgs {
-    /// inline: this process, one run after another (default); local: several `repro`
-    /// processes at once on this machine; slurm: one Slurm job per run.
-    #[arg(long, value_enum, help_heading = "Executor")]
-    executor: Option<ExecutorKind>,
-    /// local: how many runs train at once (default: one per device of --devices; 2 on the CPU).
-    #[arg(long, help_heading = "Executor")]
-    jobs: Option<usize>,
-    /// local: the jobs' devices, one each (cuda:0,cuda:1); default: --device for every job.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        value_name = "DEVICE,...",
-        help_heading = "Executor"
-    )]
-    devices: Option<Vec<String>>,
+    #[command(flatten)]
+    spec: ExecutorSpec,
     /// slurm: submit the jobs and return; `repro status` shows them and a later `repro run`
     /// picks up what finished.
-    #[arg(long, help_heading = "Executor")]
+    #[arg(long, help_heading = "Executor (slurm)")]
     no_wait: bool,
-    /// slurm: the partition of the jobs.
-    #[arg(long, help_heading = "Executor")]
-    partition: Option<String>,
-    /// slurm: the account charged.
-    #[arg(long, help_heading = "Executor")]
-    account: Option<String>,
-    /// slurm: the quality of service.
-    #[arg(long, help_heading = "Executor")]
-    qos: Option<String>,
-    /// slurm: time limit per job (2-00:00:00); the run checkpoints ahead of it and the job
-    /// requeues itself.
-    #[arg(long, help_heading = "Executor")]
-    time: Option<String>,
-    /// slurm: GPUs per node (--gres=gpu:N); the runs then train on cuda.
-    #[arg(long, help_heading = "Executor")]
-    gpus_per_node: Option<u32>,
-    /// slurm: CPUs per task.
-    #[arg(long, help_heading = "Executor")]
-    cpus_per_task: Option<u32>,
-    /// slurm: memory per node (64G).
-    #[arg(long, help_heading = "Executor")]
-    mem: Option<String>,
-    /// slurm: nodes per job (data-parallel replicas started with srun).
-    #[arg(long, help_heading = "Executor")]
-    nodes: Option<u32>,
-    /// slurm: ranks per node (data-parallel replicas started with srun).
-    #[arg(long, help_heading = "Executor")]
-    tasks_per_node: Option<u32>,
-    /// slurm: submit the missing runs as one job array, at most N running at once.
-    #[arg(long, value_name = "N", help_heading = "Executor")]
-    array_parallelism: Option<u32>,
-    /// slurm: a further #SBATCH option, as given (--constraint=a100); repeatable.
-    #[arg(long = "sbatch", value_name = "OPTION", help_heading = "Executor")]
-    sbatch: Vec<String>,
-}
-
-impl ExecutorArgs {
-    /// The flags as an `executor:` section, to merge over the file's.
-    fn spec(&self) -> ExecutorSpec {
-        ExecutorSpec {
-            kind: self.executor,
-            jobs: self.jobs,
-            devices: self.devices.clone(),
-            slurm: SlurmSpec {
-                partition: self.partition.clone(),
-                account: self.account.clone(),
-                qos: self.qos.clone(),
-                time: self.time.clone(),
-                gpus_per_node: self.gpus_per_node,
-                cpus_per_task: self.cpus_per_task,
-                mem: self.mem.clone(),
-                nodes: self.nodes,
-                tasks_per_node: self.tasks_per_node,
-                sbatch: (!self.sbatch.is_empty()).then(|| self.sbatch.clone()),
-                array_parallelism: self.array_parallelism,
-                ..Default::default()
-            },
-        }
-    }
 }
 
 #[derive(Args)]
@@ -229,103 +157,6 @@ struct ReportArgs {
     /// Where reports are written (`<reports>/<experiment>/index.html`).
     #[arg(long, default_value = "reports")]
     reports: PathBuf,
-}
-
-#[derive(Args)]
-struct EvalArgs {
-    /// inception_v3, inception_v4, inception_resnet_v1 or inception_resnet_v2.
-    #[arg(long)]
-    model: String,
-    /// Weight files (safetensors with timm's names: a run's final.safetensors or a timm state
-    /// dict). Several make an ensemble: probabilities are averaged over crops, then models.
-    #[arg(long = "weights", required = true)]
-    weights: Vec<PathBuf>,
-    /// Validation images: `<class>/<image>` folders, or the flat ILSVRC-2012 folder with --val-labels.
-    #[arg(long)]
-    data: PathBuf,
-    /// The devkit's ILSVRC2012_validation_ground_truth.txt, for the flat layout.
-    #[arg(long)]
-    val_labels: Option<PathBuf>,
-    /// 1, 10, 12 or 144.
-    #[arg(long, default_value_t = 1)]
-    crops: u32,
-    /// Central crop fraction of each side (default: the model's, 0.875 or 0.8975 for IR-v2).
-    #[arg(long)]
-    crop_pct: Option<f64>,
-    #[arg(long, value_enum, default_value_t = EvalSetArg::All)]
-    eval_set: EvalSetArg,
-    /// The devkit's blacklist, for --eval-set nonblacklisted.
-    #[arg(long)]
-    blacklist: Option<PathBuf>,
-    /// Write one row per image (path, label, top-5 classes and probabilities) to this Parquet file.
-    #[arg(long)]
-    predictions: Option<PathBuf>,
-    /// Input size in pixels.
-    #[arg(long, default_value_t = 299)]
-    size: usize,
-    /// Width multiplier the weights were trained with.
-    #[arg(long, default_value_t = 1.0)]
-    width: f64,
-    /// Classes of the classifier (default: read from the weights).
-    #[arg(long)]
-    classes: Option<usize>,
-    /// Blocks per stage the weights were trained with (default: the paper's), e.g. 1,1,1.
-    #[arg(long, value_delimiter = ',')]
-    blocks: Option<Vec<usize>>,
-    /// Average-pool padding: exclude (TF, default) or include (to match timm's inception_v3 exactly).
-    #[arg(long, value_enum, default_value_t = PadArg::Exclude)]
-    avg_pool_padding: PadArg,
-    /// Crops per forward pass.
-    #[arg(long, default_value_t = 144)]
-    batch: usize,
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    /// Decoding threads (0 = all cores).
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
-    /// Leave out images that cannot be read or decoded instead of stopping at the first:
-    /// they are counted, listed in the output and in --predictions, and not scored.
-    #[arg(long)]
-    skip_bad_images: bool,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum EvalSetArg {
-    All,
-    Nonblacklisted,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum PadArg {
-    Exclude,
-    Include,
-}
-
-#[derive(Args)]
-struct ModelsArgs {
-    /// Input height and width in pixels (at least 75; 75, 107, ..., 299 tile exactly).
-    #[arg(long, default_value_t = 299)]
-    size: usize,
-    /// Width multiplier applied to every filter count.
-    #[arg(long, default_value_t = 1.0)]
-    width: f64,
-    /// Number of classes of the classifier.
-    #[arg(long, default_value_t = 1000)]
-    classes: usize,
-    /// Include the auxiliary head.
-    #[arg(long)]
-    aux: bool,
-    /// Only this network (inception_v3, inception_v4, inception_resnet_v1, inception_resnet_v2).
-    #[arg(long)]
-    model: Option<String>,
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    format: Format,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Format {
-    Table,
-    Json,
 }
 
 type Failure = CommandError;
@@ -459,7 +290,7 @@ fn run(args: RunArgs) -> Result<(), Failure> {
         experiments: &experiments,
         options,
         restart: args.restart.clone(),
-        executor: args.executor.spec(),
+        executor: args.executor.spec.clone(),
         wait: !args.executor.no_wait,
         job_command,
         reports: args.reports.clone(),
@@ -493,85 +324,9 @@ fn report(args: ReportArgs) -> Result<(), Failure> {
 }
 
 fn eval(args: EvalArgs) -> Result<(), Failure> {
-    use repro::eval::{
-        evaluate, protocol_for, write_predictions, EvalError, EvalRequest, ModelSpec,
-    };
-    use repro::models::AvgPoolPadding;
-    let arch = Arch::from_name(&args.model)
-        .ok_or_else(|| bad_input(format!("unknown model `{}`", args.model)))?;
-    for w in &args.weights {
-        if !w.is_file() {
-            return Err(bad_input(format!(
-                "--weights: {} does not exist",
-                w.display()
-            )));
-        }
-    }
-    let classes = match args.classes {
-        Some(n) => n,
-        None => {
-            repro::models::import::classifier_outputs(&args.weights[0], arch).map_err(bad_input)?
-        }
-    };
-    let mut config = ModelConfig::new(arch);
-    config.num_classes = classes;
-    config.width = args.width;
-    config.image_size = args.size;
-    config.blocks = match args.blocks.as_deref() {
-        None => None,
-        Some(&[a, b, c]) => Some([a, b, c]),
-        Some(_) => return Err(bad_input("--blocks takes three numbers, e.g. 1,1,1")),
-    };
-    config.avg_pool_padding = Some(match args.avg_pool_padding {
-        PadArg::Exclude => AvgPoolPadding::Exclude,
-        PadArg::Include => AvgPoolPadding::Include,
-    });
-    let labels = args
-        .val_labels
-        .clone()
-        .map(repro::data::ValLabels::GroundTruth);
-    let nonblacklisted = matches!(args.eval_set, EvalSetArg::Nonblacklisted);
-    let dataset = repro::runner::eval_dataset(
-        &args.data,
-        nonblacklisted,
-        args.blacklist.as_deref(),
-        labels,
-    )
-    .map_err(bad_input)?;
-    let crop_pct = args.crop_pct.unwrap_or(arch.eval_defaults().1);
-    let protocol = protocol_for(args.crops, crop_pct, args.size as u32).map_err(bad_input)?;
-    let (device, _) = repro::device::parse_device(&args.device).map_err(bad_input)?;
-    let stop = StopSignal::on_signals();
-    let request = EvalRequest {
-        models: args
-            .weights
-            .iter()
-            .map(|w| ModelSpec {
-                config: config.clone(),
-                weights: w.clone(),
-            })
-            .collect(),
-        dataset: &dataset,
-        protocol,
-        input_size: args.size as u32,
-        batch_size: args.batch,
-        threads: args.threads,
-        device,
-        skip_bad_images: args.skip_bad_images,
-        show_progress: true,
-        stop,
-    };
-    let report = evaluate(&request).map_err(|e| match e {
-        EvalError::Image(e) => bad_input(format!(
-            "{e}\n(--skip-bad-images leaves unreadable images out and lists them)"
-        )),
-        e @ EvalError::Interrupted { .. } => CommandError::interrupted(e),
-        e if e.is_bad_input() => bad_input(e),
-        e => failed(e),
-    })?;
-    println!("{report}");
-    if let Some(path) = &args.predictions {
-        write_predictions(path, &report).map_err(failed)?;
+    let outcome = evaluate_weights(&args, StopSignal::on_signals())?;
+    println!("{}", outcome.report);
+    if let Some(path) = &outcome.predictions {
         println!("predictions: {}", path.display());
     }
     Ok(())
@@ -637,32 +392,6 @@ fn show_plan(args: ExperimentArgs) -> Result<(), Failure> {
 }
 
 fn models(args: ModelsArgs) -> Result<(), Failure> {
-    let archs = match &args.model {
-        Some(name) => vec![Arch::from_name(name).ok_or_else(|| {
-            bad_input(format!(
-                "unknown model `{name}`; known: {}",
-                Arch::ALL.map(|a| a.name()).join(", ")
-            ))
-        })?],
-        None => Arch::ALL.to_vec(),
-    };
-    let summaries = archs
-        .into_iter()
-        .map(|arch| {
-            let mut cfg = ModelConfig::new(arch);
-            cfg.width = args.width;
-            cfg.num_classes = args.classes;
-            cfg.aux_head = args.aux;
-            cfg.image_size = args.size;
-            summarize(&cfg, args.size).map_err(|e| bad_input(format!("{arch}: {e}")))
-        })
-        .collect::<Result<Vec<_>, Failure>>()?;
-    match args.format {
-        Format::Table => print!("{}", render_table(&summaries)),
-        Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&summaries).map_err(bad_input)?
-        ),
-    }
+    print!("{}", models_text(&args)?);
     Ok(())
 }

@@ -424,6 +424,22 @@ fn corrupt_images_fail_the_run_by_name_or_are_skipped_and_listed() {
     let listed = v["skipped_images"].as_array().unwrap();
     assert_eq!(listed.len(), 1, "{provenance}");
     assert_eq!(listed[0]["path"], "class_000/zz_corrupt.jpg");
+
+    // Training and validation images from one folder: the bad file they share counts once.
+    let shared = tmp.0.join("shared.yaml");
+    let yaml = format!(
+        "runs:\n  r:\n    model: {{arch: inception_v4, width: 0.125, image_size: 75, blocks: [1, 1, 1], num_classes: 2}}\n    \
+         data: {{train: {0}/train, val: {0}/train, skip_bad_images: true}}\n    train: {{epochs: 1, batch_size: 17}}\nfigures: [{{id: f, metric: top1, runs: [r]}}]\n",
+        data.display()
+    );
+    std::fs::write(&shared, yaml).unwrap();
+    let once = run(&tmp.0, &["run", shared.to_str().unwrap()]);
+    assert!(once.status.success(), "{}", output_text(&once));
+    assert!(
+        output_text(&once).contains("(1 unreadable images skipped"),
+        "{}",
+        output_text(&once)
+    );
 }
 
 #[test]
@@ -564,10 +580,27 @@ fn the_cifar10_reproduction_runs_end_to_end_on_smoke_data_with_every_claim_check
     assert!(table4.contains("12 images"), "{table4}");
     let evals = std::fs::read_dir(tmp.0.join("results/evals"))
         .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name() != "probabilities")
         .count();
     // 13 runs x (1 + 12 + 144 crops on the subset, 1, 10 and 12 crops on all images, 1 crop
     // on the held-out split) + 2 ensembles.
     assert_eq!(evals, 13 * 7 + 2);
+    // Each single-model evaluation keeps its probabilities (the ensembles averaged theirs).
+    let stored: Vec<String> = std::fs::read_dir(tmp.0.join("results/evals/probabilities"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        stored.iter().filter(|n| n.ends_with(".json")).count(),
+        13 * 7
+    );
+    assert_eq!(
+        stored
+            .iter()
+            .filter(|n| n.ends_with(".safetensors"))
+            .count(),
+        13 * 7
+    );
     // The held-out split: the 4 training images per class the 12-per-class subset left out.
     let holdout =
         std::fs::read_to_string(tmp.0.join("reports/mini/table2/tables/table2_holdout.md"))

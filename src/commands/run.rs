@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use super::outcome::{CommandError, ExitClass};
-use crate::executor::{build, merge_specs, JobCommand};
+use crate::executor::{build, JobCommand};
 use crate::runner::{
     evaluate_tables, plan, preflight, restart_runs, row_results, run_line, smoke_notice,
     write_report, RunFailure, RunOptions, RunResult,
@@ -103,7 +103,7 @@ pub fn run_experiments(
         .experiments
         .iter()
         .map(|e| {
-            let spec = merge_specs(&e.executor, &request.executor);
+            let spec = request.executor.merged_over(&e.executor);
             build(&spec, options, &request.job_command, request.wait)
                 .map_err(|m| CommandError::bad_input(format!("{}: {m}", e.path.display())))
         })

@@ -54,6 +54,7 @@ pub fn decode_image_bytes(bytes: &[u8], path: &Path) -> Result<RgbImage> {
             }
         }
         Some(ImageFormat::Png) => {}
+        _ if bytes.is_empty() => return Err(fail("empty file (0 bytes)".into())),
         _ => return Err(fail("not a JPEG or PNG file".into())),
     }
     let decoded = reader.decode().map_err(|e| fail(e.to_string()))?;
@@ -269,6 +270,9 @@ pub(crate) mod tests {
             let err = decode_image_file(&path).expect_err(name);
             assert!(matches!(err, DataError::Decode { .. }), "{name}: {err}");
             assert!(err.to_string().contains(name), "{err}");
+            if name == "empty.jpg" {
+                assert!(err.to_string().contains("empty file"), "{err}");
+            }
         }
         let err = decode_image_file(&dir.path().join("absent.jpg")).unwrap_err();
         assert!(err.to_string().contains("absent.jpg"));

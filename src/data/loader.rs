@@ -71,12 +71,13 @@ impl LoaderConfig {
     }
 }
 
-/// An image skipped because it could not be decoded.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BadImage {
+/// An image left out because it could not be read or decoded: the loader's report, and
+/// what a run's `provenance.json` lists (there with the path relative to the dataset root).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SkippedImage {
     /// The file.
     pub path: PathBuf,
-    /// The decoder's message.
+    /// What the reader or decoder said.
     pub reason: String,
 }
 
@@ -205,10 +206,10 @@ impl Loader {
 
     /// Images skipped so far because they could not be decoded (with
     /// `skip_bad_images`), sorted by path.
-    pub fn bad_images(&self) -> Vec<BadImage> {
+    pub fn bad_images(&self) -> Vec<SkippedImage> {
         let bad = self.shared.bad.lock().expect("bad-image list poisoned");
         bad.iter()
-            .map(|(path, reason)| BadImage {
+            .map(|(path, reason)| SkippedImage {
                 path: path.clone(),
                 reason: reason.clone(),
             })

@@ -31,7 +31,7 @@ pub use crops::{
 pub use decode::{decode_image_bytes, decode_image_file, RgbImage};
 pub use error::DataError;
 pub use ilsvrc::{ilsvrc_val_flat, ilsvrc_val_folders, ValLabels};
-pub use loader::{BadImage, Batch, EpochIter, Loader, LoaderConfig};
+pub use loader::{Batch, EpochIter, Loader, LoaderConfig, SkippedImage};
 pub use resize::Interpolation;
 pub use source::{ClassSelection, Dataset, ImageSet, Sample, SkippedFiles, Subset};
 pub use synthetic::write_synthetic_dataset;

@@ -15,6 +15,7 @@ use std::sync::mpsc::sync_channel;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 
+use super::probabilities::StoredProbabilities;
 use super::progress::EvalProgress;
 use super::protocol::check_protocol;
 use super::render::render_chunk;
@@ -156,8 +157,77 @@ pub fn evaluate(req: &EvalRequest) -> Result<EvalReport, EvalError> {
         eval_set: req.dataset.set,
         models: req.models.iter().map(ModelSpec::name).collect(),
         predictions: tally.predictions,
+        probabilities: tally.probabilities,
         skipped: tally.skipped,
     })
+}
+
+/// The evaluation of the ensemble of `members`, each a stored single-model evaluation of
+/// `dataset` under the same crops, without running a network: their probabilities are
+/// averaged as [`evaluate`] averages its models'. `Ok(None)` when the members do not cover
+/// exactly the images of `dataset` with the same crops (the caller evaluates instead).
+pub fn ensemble_of_stored(
+    members: &[StoredProbabilities],
+    dataset: &Dataset,
+    crops: usize,
+) -> Result<Option<EvalReport>, EvalError> {
+    let Some(first) = members.first() else {
+        return Err(EvalError::Config(
+            "an ensemble needs at least one model".into(),
+        ));
+    };
+    let same = |m: &StoredProbabilities| {
+        m.images == first.images
+            && m.crop_definition == first.crop_definition
+            && m.eval_set == dataset.set.as_str()
+            && m.probabilities.dims() == first.probabilities.dims()
+            && m.skipped
+                .iter()
+                .map(|s| &s.path)
+                .eq(first.skipped.iter().map(|s| &s.path))
+    };
+    let mut covered: Vec<(&std::path::Path, u32)> = first
+        .images
+        .iter()
+        .map(|(p, l)| (p.as_path(), *l))
+        .chain(first.skipped.iter().map(|s| (s.path.as_path(), s.label)))
+        .collect();
+    covered.sort();
+    let mut wanted: Vec<(&std::path::Path, u32)> = dataset
+        .samples
+        .iter()
+        .map(|s| (s.path.as_path(), s.label))
+        .collect();
+    wanted.sort();
+    if !members.iter().all(same) || covered != wanted || first.images.is_empty() {
+        return Ok(None);
+    }
+    let fail = |e: candle_core::Error| EvalError::Scores(e.to_string());
+    let per_model: Vec<Tensor> = members.iter().map(|m| m.probabilities.clone()).collect();
+    let probs = average_over_models(&per_model).map_err(fail)?;
+    let samples: Vec<Sample> = first
+        .images
+        .iter()
+        .map(|(path, label)| Sample {
+            path: path.clone(),
+            label: *label,
+        })
+        .collect();
+    let mut tally = Tally::default();
+    tally.add(&samples, &probs, &Device::Cpu)?;
+    let images = tally.images as f64;
+    Ok(Some(EvalReport {
+        top1_err: 1.0 - tally.hits1 / images,
+        top5_err: 1.0 - tally.hits5 / images,
+        images: tally.images,
+        crops,
+        protocol_description: first.crop_definition.clone(),
+        eval_set: dataset.set,
+        models: members.iter().map(|m| m.model.clone()).collect(),
+        predictions: tally.predictions,
+        probabilities: tally.probabilities,
+        skipped: first.skipped.clone(),
+    }))
 }
 
 /// `inception_v4 (144 crops)`, `ensemble of 4 (12 crops)`.
@@ -284,6 +354,8 @@ struct Tally {
     hits1: f64,
     hits5: f64,
     predictions: Vec<Prediction>,
+    /// Each image's class probabilities, in prediction order.
+    probabilities: Vec<f32>,
     skipped: Vec<SkippedImage>,
 }
 
@@ -302,12 +374,14 @@ impl Tally {
         self.hits1 += hits(1)?;
         self.hits5 += hits(TOP)?;
         let rows = probs.to_vec2::<f32>().map_err(|e| fail(&e))?;
-        self.predictions
-            .extend(chunk.iter().zip(rows).map(|(sample, row)| Prediction {
+        for (sample, row) in chunk.iter().zip(rows) {
+            self.predictions.push(Prediction {
                 path: sample.path.clone(),
                 label: sample.label,
                 top5: top_k(&row, TOP),
-            }));
+            });
+            self.probabilities.extend_from_slice(&row);
+        }
         self.images += chunk.len() as u64;
         Ok(())
     }

@@ -15,6 +15,7 @@ mod error;
 pub mod evaluate;
 mod parquet;
 pub mod predictions;
+mod probabilities;
 mod progress;
 pub mod protocol;
 pub mod record;
@@ -23,8 +24,9 @@ mod report;
 pub mod scores;
 
 pub use error::EvalError;
-pub use evaluate::{evaluate, EvalRequest, ModelSpec};
+pub use evaluate::{ensemble_of_stored, evaluate, EvalRequest, ModelSpec};
 pub use predictions::{read_predictions, write_predictions, PredictionsFile};
+pub use probabilities::{read_probabilities, write_probabilities, StoredProbabilities};
 pub use protocol::protocol_for;
 pub use record::{read_eval_parquet, write_eval_parquet, EvalRecord};
 pub use report::{EvalReport, Prediction, SkippedImage};

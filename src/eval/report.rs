@@ -25,6 +25,9 @@ pub struct EvalReport {
     pub models: Vec<String>,
     /// One entry per evaluated image, in dataset order.
     pub predictions: Vec<Prediction>,
+    /// Each evaluated image's class probabilities (averaged over crops, then models), in the
+    /// order of `predictions`: images x classes.
+    pub probabilities: Vec<f32>,
     /// The images left out because they could not be read or decoded, in dataset order.
     pub skipped: Vec<SkippedImage>,
 }

@@ -337,6 +337,7 @@ fn report_with(predictions: Vec<Prediction>) -> EvalReport {
         eval_set: ImageSet::IlsvrcVal,
         models: vec!["inception_v4:w.safetensors".into()],
         predictions,
+        probabilities: vec![],
         skipped: vec![],
     }
 }
@@ -599,6 +600,50 @@ fn an_ensemble_averages_the_members_probabilities() {
             "{va:?} {vb:?} {vab:?}"
         );
     }
+}
+
+#[test]
+fn an_ensemble_of_stored_members_equals_running_the_ensemble() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synthetic(dir.path());
+    let (a, b) = (
+        tiny_model(dir.path(), 3, "a.safetensors"),
+        tiny_model(dir.path(), 3, "b.safetensors"),
+    );
+    let p = protocol_for(10, 0.875, INPUT).unwrap();
+    let mut stored = Vec::new();
+    for (m, stem) in [(&a, "pa"), (&b, "pb")] {
+        let report = evaluate(&request(vec![m.clone()], &data, p.clone(), 30)).unwrap();
+        assert_eq!(report.probabilities.len(), 9 * 3);
+        write_probabilities(&dir.path().join(stem), &report).unwrap();
+        stored.push(read_probabilities(&dir.path().join(stem)).unwrap().unwrap());
+    }
+    let run = evaluate(&request(vec![a, b], &data, p, 30)).unwrap();
+    let reused = ensemble_of_stored(&stored, &data, 10).unwrap().unwrap();
+    assert_eq!(reused.top1_err, run.top1_err);
+    assert_eq!(reused.top5_err, run.top5_err);
+    assert_eq!(reused.models, run.models);
+    assert_eq!(reused.protocol_description, run.protocol_description);
+    assert_eq!(reused.predictions.len(), run.predictions.len());
+    for (x, y) in reused.probabilities.iter().zip(&run.probabilities) {
+        assert!((x - y).abs() < 1e-6, "{x} vs {y}");
+    }
+    for (x, y) in reused.predictions.iter().zip(&run.predictions) {
+        assert_eq!((&x.path, x.label), (&y.path, y.label));
+        assert_eq!(
+            x.top5.iter().map(|t| t.0).collect::<Vec<_>>(),
+            y.top5.iter().map(|t| t.0).collect::<Vec<_>>()
+        );
+    }
+    // Members of another image list are not reused.
+    let mut fewer = data.clone();
+    fewer.samples.pop();
+    assert!(ensemble_of_stored(&stored, &fewer, 10).unwrap().is_none());
+    // Half a stored pair is no pair.
+    std::fs::remove_file(dir.path().join("pb.json")).unwrap();
+    assert!(read_probabilities(&dir.path().join("pb"))
+        .unwrap()
+        .is_none());
 }
 
 #[test]

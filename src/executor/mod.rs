@@ -56,32 +56,3 @@ pub fn build(
         )?),
     })
 }
-
-/// `over` merged over `base`: every field `over` sets wins.
-pub fn merge_specs(base: &ExecutorSpec, over: &ExecutorSpec) -> ExecutorSpec {
-    let s = &over.slurm;
-    let b = &base.slurm;
-    ExecutorSpec {
-        kind: over.kind.or(base.kind),
-        jobs: over.jobs.or(base.jobs),
-        devices: over.devices.clone().or_else(|| base.devices.clone()),
-        slurm: crate::spec::SlurmSpec {
-            partition: s.partition.clone().or_else(|| b.partition.clone()),
-            account: s.account.clone().or_else(|| b.account.clone()),
-            qos: s.qos.clone().or_else(|| b.qos.clone()),
-            time: s.time.clone().or_else(|| b.time.clone()),
-            gpus_per_node: s.gpus_per_node.or(b.gpus_per_node),
-            cpus_per_task: s.cpus_per_task.or(b.cpus_per_task),
-            mem: s.mem.clone().or_else(|| b.mem.clone()),
-            nodes: s.nodes.or(b.nodes),
-            tasks_per_node: s.tasks_per_node.or(b.tasks_per_node),
-            srun: s.srun.clone().or_else(|| b.srun.clone()),
-            signal_seconds: s.signal_seconds.or(b.signal_seconds),
-            poll_seconds: s.poll_seconds.or(b.poll_seconds),
-            max_resubmits: s.max_resubmits.or(b.max_resubmits),
-            array_parallelism: s.array_parallelism.or(b.array_parallelism),
-            sbatch: s.sbatch.clone().or_else(|| b.sbatch.clone()),
-            setup: s.setup.clone().or_else(|| b.setup.clone()),
-        },
-    }
-}

@@ -57,10 +57,6 @@ impl Arch {
         }
     }
 
-    pub fn is_residual(self) -> bool {
-        matches!(self, Arch::InceptionResnetV1 | Arch::InceptionResnetV2)
-    }
-
     /// Name of the final linear layer (the timm state-dict prefix).
     pub fn classifier_name(self) -> &'static str {
         match self {

@@ -172,13 +172,16 @@ pub struct Claim {
 }
 
 /// The outcome of testing a claim.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Verdict {
     /// The data agrees with the claim.
+    #[serde(rename = "supported")]
     Supported,
     /// The data contradicts the claim.
+    #[serde(rename = "not supported")]
     NotSupported,
     /// The data is too thin or too mixed to say.
+    #[serde(rename = "inconclusive")]
     Inconclusive,
 }
 

@@ -269,8 +269,7 @@ fn train_one(
                         .strip_prefix(&data.train.root)
                         .or_else(|_| b.path.strip_prefix(&data.val.root))
                         .unwrap_or(&b.path)
-                        .display()
-                        .to_string(),
+                        .to_path_buf(),
                     reason: b.reason.clone(),
                 })
                 .collect();

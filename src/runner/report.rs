@@ -173,13 +173,7 @@ pub fn write_report(
         generated_at: input.generated_at.clone(),
         claims: claims
             .iter()
-            .map(|c| {
-                (
-                    c.statement.clone(),
-                    c.verdict.as_str().to_string(),
-                    c.evidence.clone(),
-                )
-            })
+            .map(|c| StoredClaim(c.statement.clone(), c.verdict, c.evidence.clone()))
             .collect(),
     };
     crate::store::write_json(&out_dir.join("entry.json"), &entry).map_err(|e| e.to_string())?;
@@ -194,9 +188,12 @@ struct StoredEntry {
     title: String,
     description: String,
     generated_at: String,
-    /// (statement, verdict, evidence)
-    claims: Vec<(String, String, String)>,
+    claims: Vec<StoredClaim>,
 }
+
+/// A claim as `entry.json` holds it: `[statement, verdict, evidence]`.
+#[derive(Serialize, Deserialize)]
+struct StoredClaim(String, Verdict, String);
 
 /// Rewrites `reports/index.html` from the `entry.json` of every rendered experiment.
 fn refresh_index(reports: &Path) -> Result<(), String> {
@@ -210,19 +207,23 @@ fn refresh_index(reports: &Path) -> Result<(), String> {
         let Ok(text) = std::fs::read_to_string(dir.join("entry.json")) else {
             continue;
         };
-        let Ok(e) = serde_json::from_str::<StoredEntry>(&text) else {
-            continue;
+        let e = match serde_json::from_str::<StoredEntry>(&text) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(
+                    "{}: {e}; left out of {} until its report is rendered again",
+                    dir.join("entry.json").display(),
+                    reports.join("index.html").display()
+                );
+                continue;
+            }
         };
         let claims = e
             .claims
             .into_iter()
-            .map(|(statement, verdict, evidence)| Claim {
+            .map(|StoredClaim(statement, verdict, evidence)| Claim {
                 statement,
-                verdict: match verdict.as_str() {
-                    "supported" => Verdict::Supported,
-                    "not supported" => Verdict::NotSupported,
-                    _ => Verdict::Inconclusive,
-                },
+                verdict,
                 evidence,
             })
             .collect();
@@ -321,4 +322,31 @@ fn deviations(experiment: &Experiment) -> Vec<String> {
     out.push("Inception-ResNet-v2 is the released TF-slim/timm layout (v3 stem + mixed_5b, 320/1088/2080 channels, 10/20/10 blocks), not the paper's drawings.".into());
     out.push("The paper never defines its 12 crops; here: one scale, the centre square, 4 corners + centre + the whole square, and their mirrors.".into());
     out
+}
+
+#[cfg(test)]
+mod index_tests {
+    use super::refresh_index;
+
+    #[test]
+    fn the_index_reads_committed_entries_and_leaves_out_an_unknown_verdict() {
+        let tmp = tempfile::tempdir().unwrap();
+        let committed =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("reports/mini/fig23/entry.json");
+        std::fs::create_dir_all(tmp.path().join("fig23")).unwrap();
+        std::fs::copy(&committed, tmp.path().join("fig23/entry.json")).unwrap();
+        let text = std::fs::read_to_string(&committed).unwrap();
+        let bad = text
+            .replace("\"fig23\"", "\"figbad\"")
+            .replace("\"supported\"", "\"maybe\"")
+            .replace("Figure 23", "Figure bad");
+        assert_ne!(bad, text);
+        std::fs::create_dir_all(tmp.path().join("figbad")).unwrap();
+        std::fs::write(tmp.path().join("figbad/entry.json"), bad).unwrap();
+        refresh_index(tmp.path()).unwrap();
+        let index = std::fs::read_to_string(tmp.path().join("index.html")).unwrap();
+        assert!(index.contains("Figure 23"), "{index}");
+        assert!(index.contains("supported"), "{index}");
+        assert!(!index.contains("Figure bad"), "{index}");
+    }
 }

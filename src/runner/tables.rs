@@ -12,8 +12,9 @@ use super::outcome::RunFailure;
 use super::plan::run_dir;
 use crate::data::Dataset;
 use crate::eval::{
-    evaluate, protocol_for, read_eval_parquet, write_eval_parquet, EvalError, EvalRecord,
-    EvalRequest, ModelSpec,
+    ensemble_of_stored, evaluate, protocol_for, read_eval_parquet, read_probabilities,
+    write_eval_parquet, write_probabilities, EvalError, EvalRecord, EvalReport, EvalRequest,
+    ModelSpec,
 };
 use crate::interrupt::StopSignal;
 use crate::report::EvalResult;
@@ -53,16 +54,34 @@ impl EvalJob<'_> {
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
             .collect();
+        let members: Vec<&Member> = self.members.iter().collect();
+        let key = self.settings_key(&members);
+        let hash = crate::hashing::fnv1a64(key.as_bytes());
+        format!("{}-{}-{:08x}", self.table.id, label, hash as u32)
+    }
+
+    /// Where the probabilities of `member` evaluated alone under this job's settings are kept
+    /// (`<stem>.safetensors` and `<stem>.json`), whichever table the evaluation was for.
+    pub fn member_probabilities(&self, results: &Path, member: &Member) -> PathBuf {
+        let hash = crate::hashing::fnv1a64(self.settings_key(&[member]).as_bytes());
+        results
+            .join("evals")
+            .join("probabilities")
+            .join(format!("{hash:016x}"))
+    }
+
+    /// Everything that sets the result of evaluating `members` as this job does.
+    fn settings_key(&self, members: &[&Member]) -> String {
         let mut key = format!(
             "{}|{}|{}|{}",
             self.table.crops,
-            self.members
+            members
                 .iter()
                 .map(|m| m.key.as_str())
                 .collect::<Vec<_>>()
                 .join(","),
             eval_set_key(self.table.eval_set),
-            self.members[0].config.data.eval_crop_fraction
+            members[0].config.data.eval_crop_fraction
         );
         if let Some(n) = self.table.images_per_class {
             key.push_str(&format!("|{n} per class"));
@@ -73,8 +92,7 @@ impl EvalJob<'_> {
         if self.table.split == EvalSplit::TrainHoldout {
             key.push_str("|train holdout");
         }
-        let hash = crate::hashing::fnv1a64(key.as_bytes());
-        format!("{}-{}-{:08x}", self.table.id, label, hash as u32)
+        key
     }
 }
 
@@ -163,7 +181,10 @@ pub fn evaluate_tables(
     let (mut done, mut problems) = (0, Vec::new());
     // Rows of one table share their validation set: scan the folders once per data setting.
     let mut val_sets: HashMap<String, Dataset> = HashMap::new();
-    for job in eval_jobs(experiment, results) {
+    let mut jobs = eval_jobs(experiment, results);
+    // Single models first: an ensemble then averages its members' stored probabilities.
+    jobs.sort_by_key(|job| job.members.len() > 1);
+    for job in jobs {
         let path = eval_path(results, &job);
         if stop.requested() {
             break;
@@ -257,13 +278,28 @@ fn evaluate_job(
         show_progress: true,
         stop,
     };
-    let report = evaluate(&request).map_err(|e| match e {
-        EvalError::Image(e) => RunFailure::bad_input(format!(
-            "{e} (set `skip_bad_images: true` on the table to leave unreadable images out)"
-        )),
-        e if e.is_bad_input() => RunFailure::bad_input(e),
-        e => RunFailure::new(e),
-    })?;
+    let report = match from_stored_members(job, results, &request)? {
+        Some(report) => report,
+        None => evaluate(&request).map_err(|e| match e {
+            EvalError::Image(e) => RunFailure::bad_input(format!(
+                "{e} (set `skip_bad_images: true` on the table to leave unreadable images out)"
+            )),
+            e if e.is_bad_input() => RunFailure::bad_input(e),
+            e => RunFailure::new(e),
+        })?,
+    };
+    if let [member] = job.members.as_slice() {
+        let stem = job.member_probabilities(results, member);
+        let stored = std::fs::create_dir_all(stem.parent().expect("a folder"))
+            .map_err(|e| e.to_string())
+            .and_then(|_| write_probabilities(&stem, &report).map_err(|e| e.to_string()));
+        if let Err(e) = stored {
+            tracing::warn!(
+                "{}: {e}; ensembles with this model will evaluate it again",
+                stem.display()
+            );
+        }
+    }
     let mut record = report.record();
     record.models = job.members.iter().map(|m| m.name.clone()).collect();
     write_eval_parquet(path, std::slice::from_ref(&record)).map_err(RunFailure::new)?;
@@ -289,6 +325,45 @@ fn evaluate_job(
         );
     }
     Ok(true)
+}
+
+/// The evaluation of an ensemble job from its members' stored single-model probabilities,
+/// when every member has them for exactly this data and these crops; `None` otherwise.
+fn from_stored_members(
+    job: &EvalJob,
+    results: &Path,
+    request: &EvalRequest,
+) -> Result<Option<EvalReport>, RunFailure> {
+    if job.members.len() < 2 {
+        return Ok(None);
+    }
+    let mut stored = Vec::new();
+    for member in &job.members {
+        let stem = job.member_probabilities(results, member);
+        match read_probabilities(&stem) {
+            Ok(Some(p)) => stored.push(p),
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                tracing::warn!("{e}; the ensemble runs its members again");
+                return Ok(None);
+            }
+        }
+    }
+    let description = request.protocol.describe(request.input_size);
+    if stored.iter().any(|p| p.crop_definition != description) {
+        return Ok(None);
+    }
+    let report = ensemble_of_stored(&stored, request.dataset, request.protocol.num_crops())
+        .map_err(RunFailure::new)?;
+    if report.is_some() {
+        tracing::info!(
+            "{} row `{}`: averaged from its {} members' stored probabilities",
+            job.table.id,
+            job.table.rows[job.row].label,
+            job.members.len()
+        );
+    }
+    Ok(report)
 }
 
 /// Evaluation results of one table row, as the runner stored them.

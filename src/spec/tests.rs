@@ -352,3 +352,22 @@ fn the_executor_section_merges_file_profile_and_overrides_and_leaves_hashes_alon
     assert!(message.contains("bad.yaml:"), "{message}");
     assert!(message.contains("unknown field `partiton`"), "{message}");
 }
+
+#[test]
+fn executor_flags_merge_over_the_file_field_by_field() {
+    let base: ExecutorSpec = serde_yaml::from_str(
+        "kind: slurm\nslurm: {partition: a, time: '1:00:00', sbatch: [--x], setup: [module load cuda]}",
+    )
+    .unwrap();
+    let over: ExecutorSpec =
+        serde_yaml::from_str("jobs: 3\nslurm: {partition: b, sbatch: [--y, --z]}").unwrap();
+    let merged = over.merged_over(&base);
+    assert_eq!(merged.kind, Some(ExecutorKind::Slurm));
+    assert_eq!(merged.jobs, Some(3));
+    assert_eq!(merged.slurm.partition.as_deref(), Some("b"));
+    assert_eq!(merged.slurm.time.as_deref(), Some("1:00:00"));
+    assert_eq!(merged.slurm.sbatch, Some(vec!["--y".into(), "--z".into()]));
+    assert_eq!(merged.slurm.setup, Some(vec!["module load cuda".into()]));
+    assert_eq!(ExecutorSpec::default().merged_over(&base), base);
+    assert_eq!(base.merged_over(&ExecutorSpec::default()), base);
+}

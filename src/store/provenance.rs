@@ -103,14 +103,7 @@ impl GitInfo {
     }
 }
 
-/// An image the loader could not decode and left out.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SkippedImage {
-    /// Path relative to the dataset root.
-    pub path: String,
-    /// Why it was skipped.
-    pub reason: String,
-}
+pub use crate::data::SkippedImage;
 
 /// Everything needed to say what a results folder contains and how it was produced.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

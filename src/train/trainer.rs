@@ -20,8 +20,8 @@ use super::step::{StepOutcome, TrainStep};
 use super::vars::sorted_vars;
 use super::{other, tensor_err, RunConfig, TrainError};
 use crate::data::{
-    BadImage, ColorDistortion, Dataset, EvalTransform, Interpolation, Loader, LoaderConfig,
-    Preprocess, TrainAugment,
+    ColorDistortion, Dataset, EvalTransform, Interpolation, Loader, LoaderConfig, Preprocess,
+    SkippedImage, TrainAugment,
 };
 use crate::data::{ColorMode, InterpolationMode};
 use crate::dist::{any_replica, Replicas};
@@ -44,7 +44,7 @@ pub enum RunOutcome {
     Finished {
         steps: u64,
         last: Option<EvalScore>,
-        skipped_images: Vec<BadImage>,
+        skipped_images: Vec<SkippedImage>,
     },
     /// The loss (or the gradient norm) became NaN or infinite at `step`.
     Diverged { step: u64, loss: f64 },
@@ -272,6 +272,9 @@ pub fn train_run(job: &TrainJob) -> Result<RunOutcome, TrainError> {
     }
     let mut skipped_images = s.train_loader.bad_images();
     skipped_images.extend(s.val_loader.bad_images());
+    // A file the training and the validation images share is one file skipped, not two.
+    let mut seen = std::collections::HashSet::new();
+    skipped_images.retain(|b| seen.insert(b.path.clone()));
     Ok(RunOutcome::Finished {
         steps: state.step,
         last: last_score,
