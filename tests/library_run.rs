@@ -187,3 +187,27 @@ fn unknown_run_names_are_bad_input_before_anything_runs() {
     assert!(lines.is_empty(), "{lines:#?}");
     assert!(!request.options.results.join("runs").exists());
 }
+
+#[test]
+fn settings_that_do_not_fit_the_data_are_bad_input_whoever_catches_them() {
+    let tmp = TempDir::new("library-run-setup");
+    let yaml = "runs:\n  r:\n    model: {arch: inception_v4, width: 0.125, image_size: 75, blocks: [1, 1, 1]}\n    \
+                data: {synthetic: {classes: 4, train_per_class: 8, val_per_class: 2, image_size: 48}}\n    \
+                train: {epochs: 1, batch_size: 64}\nfigures: [{id: f, metric: top1, runs: [r]}]\n";
+    let path = tmp.0.join("exp.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let experiments = vec![load_experiment(&path, &LoadOptions::default()).unwrap()];
+    let request = request(&experiments, &tmp.0);
+    let (end, lines) = run(&request);
+    let RunEnd::Failed(failures) = &end else {
+        panic!("{end:?}\n{lines:#?}");
+    };
+    assert!(failures[0].bad_input, "{failures:?}");
+    assert!(
+        failures[0]
+            .message
+            .contains("the training set (32 images) is smaller than one update"),
+        "{failures:?}"
+    );
+    assert_eq!(end.exit_class(), Some(repro::commands::ExitClass::BadInput));
+}

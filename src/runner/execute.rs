@@ -246,7 +246,7 @@ fn train_one(
                         "{e} (set `data.skip_bad_images: true` to leave unreadable images out)"
                     ))
                 }
-                TrainError::Data(e) => RunFailure::bad_input(e),
+                e if e.is_bad_input() => RunFailure::bad_input(e),
                 TrainError::Checkpoint(e) if matches!(*e, CheckpointError::NoneIntact { .. }) => {
                     RunFailure::new(format!(
                         "{e}. Start the run over with `{}` (its files are moved to {}, not deleted)",

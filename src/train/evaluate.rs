@@ -95,8 +95,7 @@ pub fn evaluate_logits(
         let batch = batch?;
         let logits = forward(&batch.images).map_err(err("forward pass"))?;
         let count = |k: usize| -> Result<f64, TrainError> {
-            let hits: Tensor = top_k_hits(&logits, &batch.labels, k)
-                .map_err(|e| TrainError::Other(e.to_string()))?;
+            let hits: Tensor = top_k_hits(&logits, &batch.labels, k).map_err(TrainError::Loss)?;
             Ok(hits
                 .sum_all()
                 .and_then(|t| t.to_scalar::<f32>())
@@ -107,7 +106,7 @@ pub fn evaluate_logits(
         images += batch.labels.dim(0).map_err(err("labels"))? as u64;
     }
     if images == 0 {
-        return Err(TrainError::Other(
+        return Err(TrainError::Setup(
             "the validation set yielded no images".into(),
         ));
     }

@@ -29,8 +29,8 @@ pub use clip::{
 };
 pub use config::{OptimizerConfig, RunConfig, TrainConfig};
 pub use ema::{Ema, EmaConfig, EmaError, LiveWeights};
+pub(crate) use error::tensor_err;
 pub use error::TrainError;
-pub(crate) use error::{other, tensor_err};
 pub use evaluate::{evaluate_logits, evaluate_single_crop, EvalScore, PrePoolActivity};
 pub use loss::{
     smoothed_cross_entropy, top_k_error, top_k_hits, LossError, DEFAULT_LABEL_SMOOTHING,

@@ -13,7 +13,7 @@ use super::{
     global_norm, global_norm_tensor, scale_each_to_norm, scale_to_norm, smoothed_cross_entropy,
     sorted_vars, top_k_hits, ClipMode, Ema, Optimizer, RmsProp, SgdMomentum, WeightDecay,
 };
-use super::{other, tensor_err, TrainError};
+use super::{tensor_err, TrainError};
 use std::sync::Arc;
 
 use super::{OptimizerConfig, TrainConfig};
@@ -87,14 +87,10 @@ impl TrainStep {
         let (running, trainable) = vars.iter().cloned().partition(|(n, _)| is_running_stat(n));
         let decay = WeightDecay::weights_only(train.weight_decay);
         let optimizer: Box<dyn Optimizer + Send> = match &train.optimizer {
-            OptimizerConfig::Rmsprop(c) => {
-                Box::new(RmsProp::new(vars.clone(), *c, decay).map_err(other)?)
-            }
-            OptimizerConfig::Sgd(c) => {
-                Box::new(SgdMomentum::new(vars.clone(), *c, decay).map_err(other)?)
-            }
+            OptimizerConfig::Rmsprop(c) => Box::new(RmsProp::new(vars.clone(), *c, decay)?),
+            OptimizerConfig::Sgd(c) => Box::new(SgdMomentum::new(vars.clone(), *c, decay)?),
         };
-        let ema = Ema::new(vars, train.ema).map_err(other)?;
+        let ema = Ema::new(vars, train.ema)?;
         Ok(Self {
             varmap,
             net,
@@ -197,7 +193,7 @@ impl TrainStep {
         let (value, top1_correct, norm) = if world == 1 {
             // One read for the whole step: the loss, the hits and the gradient norm together.
             let vars = self.trainable.iter().map(|(_, v)| v);
-            let norm = global_norm_tensor(&grads.store, vars).map_err(other)?;
+            let norm = global_norm_tensor(&grads.store, vars)?;
             let [loss_sum, hits, norm] = read(&[&grads.loss_sum, &grads.top1_correct, &norm])?[..]
             else {
                 unreachable!("three values read")
@@ -211,9 +207,7 @@ impl TrainStep {
             self.mark("read");
             let mut totals = [local[0], local[1], images as f64];
             let exchange = std::time::Instant::now();
-            self.replicas
-                .all_reduce_sum_f64(&mut totals)
-                .map_err(other)?;
+            self.replicas.all_reduce_sum_f64(&mut totals)?;
             self.communication += exchange.elapsed();
             images = totals[2] as usize;
             (
@@ -244,7 +238,7 @@ impl TrainStep {
         let vars = || self.trainable.iter().map(|(_, v)| v);
         let norm = match norm {
             Some(n) => n,
-            None => global_norm(&grads.store, vars()).map_err(other)?,
+            None => global_norm(&grads.store, vars())?,
         };
         if !norm.is_finite() {
             return Ok(StepOutcome::Diverged { value: norm });
@@ -257,13 +251,12 @@ impl TrainStep {
                 ClipMode::PerVariable => {
                     scale_each_to_norm(&mut grads.store, vars(), self.train.clip_norm)
                 }
-            }
-            .map_err(other)?;
+            }?;
         }
         self.mark("clip");
-        self.optimizer.step(&grads.store, lr).map_err(other)?;
+        self.optimizer.step(&grads.store, lr)?;
         self.mark("optimizer");
-        self.ema.update().map_err(other)?;
+        self.ema.update()?;
         self.mark("ema");
         Ok(StepOutcome::Updated {
             loss: value,
@@ -290,7 +283,7 @@ impl TrainStep {
             .collect();
         let n_grads = tensors.len();
         tensors.extend(stats);
-        let reduced = all_reduce_mean(self.replicas.as_ref(), &tensors).map_err(other)?;
+        let reduced = all_reduce_mean(self.replicas.as_ref(), &tensors)?;
         for (var, mean) in keys.iter().zip(&reduced[..n_grads]) {
             store.insert(var.as_tensor(), mean.clone());
         }
@@ -333,8 +326,7 @@ impl TrainStep {
                 .set_dropout_seed(micro_seed(self.seed, step, index as u64));
             let (loss, logits) = self.loss(images, labels)?;
             self.mark("forward");
-            let hits = top_k_hits(&logits, labels, 1)
-                .map_err(other)?
+            let hits = top_k_hits(&logits, labels, 1)?
                 .sum_all()
                 .and_then(|t| t.to_dtype(DType::F64));
             top1_correct = Some(
@@ -370,7 +362,7 @@ impl TrainStep {
         }
         let (Some(mut store), Some(loss_sum), Some(top1_correct)) = (total, loss_sum, top1_correct)
         else {
-            return Err(TrainError::Other(
+            return Err(TrainError::Setup(
                 "a step needs at least one micro-batch".into(),
             ));
         };
@@ -406,9 +398,9 @@ impl TrainStep {
             .forward_t(images, true)
             .map_err(tensor_err("forward pass"))?;
         let eps = self.train.label_smoothing;
-        let mut loss = smoothed_cross_entropy(&out.logits, labels, eps).map_err(other)?;
+        let mut loss = smoothed_cross_entropy(&out.logits, labels, eps)?;
         if let Some(aux) = &out.aux_logits {
-            let aux_loss = smoothed_cross_entropy(aux, labels, eps).map_err(other)?;
+            let aux_loss = smoothed_cross_entropy(aux, labels, eps)?;
             loss = (loss + (aux_loss * self.train.aux_weight).map_err(tensor_err("aux loss"))?)
                 .map_err(tensor_err("aux loss"))?;
         }

@@ -18,7 +18,7 @@ use super::evaluate::{evaluate_logits, evaluate_single_crop, EvalScore};
 use super::progress::Progress;
 use super::step::{StepOutcome, TrainStep};
 use super::vars::sorted_vars;
-use super::{other, tensor_err, RunConfig, TrainError};
+use super::{tensor_err, RunConfig, TrainError};
 use crate::data::{
     ColorDistortion, Dataset, EvalTransform, Interpolation, Loader, LoaderConfig, Preprocess,
     SkippedImage, TrainAugment,
@@ -221,14 +221,13 @@ pub fn train_run(job: &TrainJob) -> Result<RunOutcome, TrainError> {
                             &job.dir.diagnostics_parquet(),
                             state.step - 1,
                             diagnostics.clone(),
-                        )
-                        .map_err(other)?;
+                        )?;
                         Some(diagnostics)
                     }
                     false => None,
                 };
                 history.push(row);
-                job.dir.write_metrics(&history).map_err(other)?;
+                job.dir.write_metrics(&history)?;
                 // Before the checkpoint: a run killed in between resumes from an earlier
                 // one and tells the observers so, and they drop this evaluation then.
                 job.observer.evaluated(&EvalPoint {
@@ -248,7 +247,7 @@ pub fn train_run(job: &TrainJob) -> Result<RunOutcome, TrainError> {
                 save(job, &s, &state, &history)?;
             }
             // Every replica stops at the same step when any was asked to.
-            if any_replica(job.replicas.as_ref(), job.stop.requested()).map_err(other)? {
+            if any_replica(job.replicas.as_ref(), job.stop.requested())? {
                 state.wall_s = wall_before + session_start.elapsed().as_secs_f64();
                 if writer {
                     save(job, &s, &state, &history)?;
@@ -286,7 +285,7 @@ impl Session {
     fn new(job: &TrainJob) -> Result<Self, TrainError> {
         let cfg = job.config;
         if job.train_set.num_classes() != cfg.model.num_classes {
-            return Err(TrainError::Other(format!(
+            return Err(TrainError::Setup(format!(
                 "the training set has {} classes but model.num_classes is {}",
                 job.train_set.num_classes(),
                 cfg.model.num_classes
@@ -298,7 +297,7 @@ impl Session {
         let micro_per_process = cfg
             .train
             .micro_batches_per_process(world)
-            .map_err(TrainError::Other)?;
+            .map_err(TrainError::Setup)?;
 
         let size = cfg.model.image_size as u32;
         let [lo, hi] = cfg.data.train_crop_area;
@@ -317,7 +316,7 @@ impl Session {
         let train_loader = Loader::new(job.train_set, train_cfg, job.device)?;
         let steps_per_epoch = (train_loader.len() / micro_per_process) as u64;
         if steps_per_epoch == 0 {
-            return Err(TrainError::Other(format!(
+            return Err(TrainError::Setup(format!(
                 "the training set ({} images) is smaller than one update of {} x {} images",
                 job.train_set.len(),
                 cfg.train.micro_batches(),
@@ -381,9 +380,9 @@ fn interpolation(mode: InterpolationMode) -> Interpolation {
 }
 
 fn evaluate_with_ema(s: &Session) -> Result<EvalScore, TrainError> {
-    let live = s.model.ema.swap_in().map_err(other)?;
+    let live = s.model.ema.swap_in()?;
     let score = evaluate_single_crop(&s.model.net, &s.val_loader);
-    live.restore().map_err(other)?;
+    live.restore()?;
     score
 }
 
@@ -472,13 +471,11 @@ fn resume(job: &TrainJob, s: &mut Session) -> Result<(TrainingState, Vec<Metrics
         .map(|(k, v)| (k, v.dims().to_vec()))
         .collect();
     ckpt.check_shapes(&path, &shapes)?;
-    import::load_state_dict(&s.model.varmap, ckpt.weights, &path.display().to_string())
-        .map_err(other)?;
-    s.model.optimizer.load_state(ckpt.optim).map_err(other)?;
+    import::load_state_dict(&s.model.varmap, ckpt.weights, &path.display().to_string())?;
+    s.model.optimizer.load_state(ckpt.optim)?;
     s.model
         .ema
-        .load_state(ckpt.ema, ckpt.state.ema_num_updates)
-        .map_err(other)?;
+        .load_state(ckpt.ema, ckpt.state.ema_num_updates)?;
     tracing::info!(
         step = ckpt.state.step,
         epoch = ckpt.state.epoch,
@@ -504,8 +501,11 @@ fn resumed_metrics(
     let path = job.dir.metrics_parquet();
     let on_disk = path.exists().then(|| read_metrics(&path));
     let set_aside_with = |why: String| -> Result<(), TrainError> {
-        let moved = set_aside(&path, &job.dir.damaged())
-            .map_err(|e| TrainError::Other(format!("cannot move {} aside: {e}", path.display())))?;
+        let moved =
+            set_aside(&path, &job.dir.damaged()).map_err(|source| TrainError::SetAside {
+                path: path.clone(),
+                source,
+            })?;
         tracing::warn!("{why}; moved to {}", moved.display());
         Ok(())
     };
@@ -536,7 +536,7 @@ fn resumed_metrics(
         }
         (None, None) => Vec::new(),
     };
-    job.dir.write_metrics(&rows).map_err(other)?;
+    job.dir.write_metrics(&rows)?;
     Ok(rows)
 }
 
@@ -567,10 +567,10 @@ fn save(
 
 /// The moving-average weights, as a timm state dict: what evaluation and users load.
 fn export_final(job: &TrainJob, s: &Session) -> Result<(), TrainError> {
-    let live = s.model.ema.swap_in().map_err(other)?;
+    let live = s.model.ema.swap_in()?;
     let result = import::save_timm_weights(&s.model.varmap, &final_weights_path(job.dir.root()), 0)
-        .map_err(other);
-    live.restore().map_err(other)?;
+        .map_err(TrainError::from);
+    live.restore()?;
     result
 }
 
@@ -615,10 +615,10 @@ fn check_same_weights(
     }
     let mine = format!("{sum:016x}@{}", state.step);
     let mut first = mine.clone().into_bytes();
-    job.replicas.broadcast(&mut first).map_err(other)?;
+    job.replicas.broadcast(&mut first)?;
     let first = String::from_utf8_lossy(&first);
     if first != mine {
-        return Err(TrainError::Other(format!(
+        return Err(TrainError::Setup(format!(
             "replica {} starts from other weights than replica 0 (checksum@step {mine} against {first}): every replica must see the same run folder",
             job.replicas.rank()
         )));
