@@ -35,11 +35,14 @@ pub enum SpecError {
     },
     #[error("--set {arg}: {message}")]
     Override { arg: String, message: String },
-    #[error("{}: run `{run}`: {message}", path.display())]
+    /// A run's settings are wrong; `at` is the file and line that set the value, when it is
+    /// not the experiment file itself (an included file).
+    #[error("{}", run_error_text(path, run, message, at.as_ref()))]
     Run {
         path: PathBuf,
         run: String,
         message: String,
+        at: Option<(PathBuf, usize)>,
     },
 }
 
@@ -69,4 +72,69 @@ pub(crate) fn strip_position(message: &str) -> String {
         Some(i) if message[i..].contains(" column ") => message[..i].to_string(),
         _ => message.to_string(),
     }
+}
+
+fn run_error_text(
+    path: &std::path::Path,
+    run: &str,
+    message: &str,
+    at: Option<&(PathBuf, usize)>,
+) -> String {
+    match at {
+        Some((file, line)) => format!(
+            "{}:{line}: run `{run}`: {message} (read by {})",
+            file.display(),
+            path.display()
+        ),
+        None => format!("{}: run `{run}`: {message}", path.display()),
+    }
+}
+
+/// Where the setting an error message starts with (`train.epochs must be positive, got -1`)
+/// is written among `sources`: the one line that sets its last key (to the value after `got`,
+/// when the message gives one). `None` when no line or several lines could be it.
+pub(crate) fn locate_setting(sources: &[PathBuf], message: &str) -> Option<(PathBuf, usize)> {
+    let key: String = message
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.')
+        .collect();
+    let last = key.rsplit('.').next().filter(|_| key.contains('.'))?;
+    let value = message
+        .rsplit_once("got ")
+        .map(|(_, v)| v.trim_end_matches(|c: char| c == ')' || c == '.').trim());
+    let mut found = Vec::new();
+    for file in sources {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        for (i, line) in text.lines().enumerate() {
+            let code = line.split(" #").next().unwrap_or(line);
+            if sets(code, last, value) {
+                found.push((file.clone(), i + 1));
+            }
+        }
+    }
+    match found.as_slice() {
+        [one] => Some(one.clone()),
+        _ => None,
+    }
+}
+
+/// Whether a YAML line sets `key` (block or flow style), to `value` when one is given.
+fn sets(line: &str, key: &str, value: Option<&str>) -> bool {
+    line.match_indices(key).any(|(i, _)| {
+        let before = line[..i].chars().next_back();
+        let starts = before.is_none_or(|c| c.is_whitespace() || c == '{' || c == ',');
+        let rest = line[i + key.len()..].trim_start();
+        let Some(after) = rest.strip_prefix(':') else {
+            return false;
+        };
+        let after = after.trim_start();
+        starts
+            && value.is_none_or(|v| {
+                after.starts_with(v)
+                    && !after[v.len()..]
+                        .starts_with(|c: char| c.is_ascii_alphanumeric() || c == '.')
+            })
+    })
 }

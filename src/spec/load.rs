@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_yaml::Value;
 
-use super::error::SpecError;
+use super::error::{locate_setting, SpecError};
 use super::schema::*;
 use super::yaml::{deep_merge, set_path, substitute_env};
 use crate::models::ModelConfig;
@@ -135,16 +135,14 @@ pub fn load_experiment(path: &Path, options: &LoadOptions) -> Result<Experiment,
     let mut runs = BTreeMap::new();
     for name in file.runs.keys() {
         let merged = merged_run(&doc, name, profile.as_deref(), &every_run, path)?;
-        let spec: RunSpec = typed(&merged).map_err(|message| SpecError::Run {
+        let run_error = |message: String| SpecError::Run {
             path: path.into(),
             run: name.clone(),
+            at: locate_setting(&sources, &message).filter(|(file, _)| file != path),
             message,
-        })?;
-        let config = resolve_run(spec, options.world_size).map_err(|message| SpecError::Run {
-            path: path.into(),
-            run: name.clone(),
-            message,
-        })?;
+        };
+        let spec: RunSpec = typed(&merged).map_err(run_error)?;
+        let config = resolve_run(spec, options.world_size).map_err(run_error)?;
         let hash = config.hash();
         runs.insert(
             name.clone(),
@@ -308,12 +306,14 @@ fn merged_run(
                 path: path.into(),
                 run: name.into(),
                 message,
+                at: None,
             });
         }
         if runs[parent].is_null() {
             return Err(SpecError::Run {
                 path: path.into(),
                 run: name.into(),
+                at: None,
                 message: format!("extends unknown run `{parent}`"),
             });
         }

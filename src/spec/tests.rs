@@ -371,3 +371,38 @@ fn executor_flags_merge_over_the_file_field_by_field() {
     assert_eq!(ExecutorSpec::default().merged_over(&base), base);
     assert_eq!(base.merged_over(&ExecutorSpec::default()), base);
 }
+
+#[test]
+fn a_bad_value_in_an_included_file_names_that_file_and_line() {
+    let d = Dir::new("included-value");
+    d.write(
+        "runs.yaml",
+        "defaults:\n  data: {train: x, val: y}\nruns:\n  a:\n    model: {arch: inception_v4}\n    train: {batch_size: 8, epochs: -1}\n",
+    );
+    let f = d.write(
+        "f.yaml",
+        "include: [runs.yaml]\nfigures: [{id: f, metric: top1, runs: [a]}]\n",
+    );
+    let err = load(&f, None, &[]).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        format!(
+            "{}:6: run `a`: train.epochs must be positive, got -1 (read by {})",
+            d.0.join("runs.yaml").display(),
+            f.display()
+        )
+    );
+    // Set in the experiment file itself: that file, as before.
+    let g = d.write(
+        "g.yaml",
+        "defaults: {data: {train: x, val: y}}\nruns: {a: {model: {arch: inception_v4}, train: {epochs: -2}}}\n",
+    );
+    let err = load(&g, None, &[]).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        format!(
+            "{}: run `a`: train.epochs must be positive, got -2",
+            g.display()
+        )
+    );
+}
