@@ -101,7 +101,7 @@ pub(crate) fn locate_setting(sources: &[PathBuf], message: &str) -> Option<(Path
     let last = key.rsplit('.').next().filter(|_| key.contains('.'))?;
     let value = message
         .rsplit_once("got ")
-        .map(|(_, v)| v.trim_end_matches(|c: char| c == ')' || c == '.').trim());
+        .map(|(_, v)| v.trim_end_matches([')', '.']).trim());
     let mut found = Vec::new();
     for file in sources {
         let Ok(text) = std::fs::read_to_string(file) else {
