@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
+use repro::experiment::TrainConfig;
 use repro::models::{Arch, ModelConfig};
-use repro::spec::TrainConfig;
 use repro::store::checkpoint::{EMA_FILE, OPTIM_FILE, STATE_FILE, WEIGHTS_FILE};
 use repro::store::{atomic, Checkpoint, Checkpoints, FileManifest, TrainingState};
 use repro::train::{sorted_vars, TrainStep};

@@ -18,7 +18,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use repro::data::{write_synthetic_dataset, CropProtocol, Dataset};
 use repro::eval::render::{crop_len, render_chunk};
-use repro::eval::{evaluate, protocol_for, EvalRequest, ModelSpec};
+use repro::eval::{evaluate, protocol_for, EvalRequest, ModelWeights};
 use repro::models::import::save_timm_weights;
 use repro::models::{Arch, ModelConfig, Network};
 
@@ -115,7 +115,7 @@ fn main() {
         let mut subset = data.clone();
         subset.samples.truncate(e2e_images);
         let request = EvalRequest {
-            models: vec![ModelSpec { config, weights }],
+            models: vec![ModelWeights { config, weights }],
             dataset: &subset,
             protocol: protocol_for(12, 0.875, INPUT).expect("protocol"),
             input_size: INPUT,

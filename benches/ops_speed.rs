@@ -329,7 +329,7 @@ fn candle_rates(arch: Arch, size: usize, batch: usize, steps: usize) -> (f64, f6
         warmup: 1,
         ..BenchOptions::default()
     };
-    let train = train_images_per_s(arch, &o, &repro::dist::single())
+    let train = train_images_per_s(arch, &o, &repro::replicas::single())
         .expect("training step")
         .median_per_s;
     let infer = eval_crops_per_s(arch, &o).expect("inference").median_per_s;

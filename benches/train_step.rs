@@ -63,7 +63,7 @@ fn candle_images_per_s(arch: Arch, o: &Options) -> f64 {
         width: o.width,
         ..BenchOptions::default()
     };
-    train_images_per_s(arch, &options, &repro::dist::single())
+    train_images_per_s(arch, &options, &repro::replicas::single())
         .expect("training step")
         .median_per_s
 }

@@ -7,13 +7,13 @@
 //! - [`train`]: optimizers (RMSProp with TF semantics, SGD-momentum), schedules, EMA, the loop.
 //! - [`eval`]: 1/10/12/144-crop and ensemble evaluation.
 //! - [`store`]: results layout, Parquet, provenance, checkpoints, atomic writes, locks.
-//! - [`spec`]: experiment files: schema, includes, profiles, overrides, run hashing.
+//! - [`experiment`]: experiment files: schema, includes, profiles, overrides, run hashing.
 //! - [`runner`]: plans, datasets of a run, training what is missing, table evaluations, reports.
 //! - [`report`]: figures, tables and the HTML report.
-//! - [`check`]: training compared step by step with PyTorch + timm (`repro lockstep`).
+//! - [`crosscheck`]: training compared with PyTorch + timm (`repro lockstep`, `repro curves`).
 //! - [`device`], [`bench`]: `--device`/precision, and the `repro bench` measurements.
 //! - [`interrupt`]: Ctrl-C/SIGTERM as a request to checkpoint and stop.
-//! - [`dist`]: replicas of a run across processes (MPI), behind the `Collective` trait.
+//! - [`replicas`]: replicas of a run across processes (MPI, NCCL), behind the `Collective` trait.
 //! - [`executor`]: who trains the missing runs (this process, local jobs, Slurm).
 //! - [`commands`]: what each `repro` command does, as library functions, and their exit classes.
 //! - [`hashing`]: FNV-1a, SplitMix64 and canonical JSON; [`numeric`]: tensors compared in f64.
@@ -22,21 +22,21 @@
 //!   event files, the estimate of when a run finishes.
 
 pub mod bench;
-pub mod check;
 pub mod commands;
+pub mod crosscheck;
 pub mod data;
 pub mod device;
-pub mod dist;
 pub mod eval;
 pub mod executor;
+pub mod experiment;
 pub mod hashing;
 pub mod interrupt;
 pub mod models;
 pub mod numeric;
+pub mod replicas;
 pub mod report;
 pub mod runner;
 pub mod shell;
-pub mod spec;
 pub mod store;
 pub mod train;
 pub mod watch;

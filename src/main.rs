@@ -16,9 +16,9 @@ use repro::commands::{
     ModelsArgs, RunRequest,
 };
 use repro::executor::JobCommand;
+use repro::experiment::{load_experiment, ExecutorSpec, Experiment, LoadOptions, TableSpec};
 use repro::interrupt::StopSignal;
 use repro::runner::{row_results, write_report, LiveReport, RunOptions};
-use repro::spec::{load_experiment, ExecutorSpec, Experiment, LoadOptions, TableSpec};
 
 #[derive(Parser)]
 #[command(
@@ -53,9 +53,9 @@ enum Command {
     /// List the four networks with their parameters, MACs and feature-map sizes per stage.
     Models(ModelsArgs),
     /// Train repro and PyTorch + timm from the same weights on the same batches; compare step by step.
-    Lockstep(repro::check::command::LockstepArgs),
+    Lockstep(repro::crosscheck::command::LockstepArgs),
     /// Draw repro's runs and a reference trainer's runs of one recipe together; verdict on the seed spread.
-    Curves(repro::check::curves::CurvesArgs),
+    Curves(repro::crosscheck::curves::CurvesArgs),
 }
 
 #[derive(Args)]
@@ -195,9 +195,9 @@ fn main() -> ExitCode {
             .map_err(bad_input)
             .and_then(|_| repro::bench::run(args).map_err(failed)),
         Command::Models(args) => models(args),
-        Command::Lockstep(args) => match repro::check::command::models(&args)
+        Command::Lockstep(args) => match repro::crosscheck::command::models(&args)
             .map_err(bad_input)
-            .and_then(|_| repro::check::command::run(&args).map_err(failed))
+            .and_then(|_| repro::crosscheck::command::run(&args).map_err(failed))
         {
             Ok(true) => Ok(()),
             Ok(false) => Err(failed(
@@ -206,8 +206,8 @@ fn main() -> ExitCode {
             Err(f) => Err(f),
         },
         Command::Curves(args) => {
-            use repro::check::curves::{CurvesError, CurvesVerdict};
-            match repro::check::curves::run(&args) {
+            use repro::crosscheck::curves::{CurvesError, CurvesVerdict};
+            match repro::crosscheck::curves::run(&args) {
                 Ok(CurvesVerdict::OutsideSpread) => Err(failed(
                     "repro does NOT lie within the reference's seed spread (see the table above)",
                 )),
@@ -237,7 +237,7 @@ fn profile_of(args: &ExperimentArgs) -> Option<String> {
 fn load_all(args: &ExperimentArgs) -> Result<Vec<Experiment>, Failure> {
     let profile = profile_of(args);
     // Under `mpirun -np N` the runs are N replicas unless the file says otherwise.
-    let world_size = repro::dist::LaunchInfo::detect(|name| std::env::var(name).ok())
+    let world_size = repro::replicas::LaunchInfo::detect(|name| std::env::var(name).ok())
         .map_err(bad_input)?
         .world_size;
     let options = LoadOptions {
@@ -253,7 +253,7 @@ fn load_all(args: &ExperimentArgs) -> Result<Vec<Experiment>, Failure> {
 
 fn run(args: RunArgs) -> Result<(), Failure> {
     let experiments = load_all(&args.experiment)?;
-    let (replicas, launch) = repro::dist::from_environment().map_err(bad_input)?;
+    let (replicas, launch) = repro::replicas::from_environment().map_err(bad_input)?;
     let device_arg = match (args.device.as_str(), launch.world_size) {
         // One GPU per process: the node-local rank picks it.
         ("cuda", w) if w > 1 => format!("cuda:{}", launch.local_rank),

@@ -14,8 +14,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use repro::experiment::Experiment;
 use repro::runner::{restart_runs, train_missing, RunOptions, RunResult};
-use repro::spec::Experiment;
 use repro::store::metrics::{read_metrics, MetricsRow};
 use repro::store::RunDir;
 use repro::train::RunOutcome;
@@ -48,7 +48,7 @@ fn options(results: &Path) -> RunOptions {
         wait_for_lock: None,
         show_progress: false,
         stop: repro::interrupt::StopSignal::default(),
-        replicas: repro::dist::single(),
+        replicas: repro::replicas::single(),
         only: None,
         command_flags: vec!["--set".into(), "train.epochs=2".into()],
         live_report: None,

@@ -430,7 +430,8 @@ fn a_table_on_the_train_holdout_split_uses_only_images_training_left_out() {
     std::fs::write(&exp, yaml).unwrap();
 
     let experiment =
-        repro::spec::load_experiment(&exp, &repro::spec::LoadOptions::default()).unwrap();
+        repro::experiment::load_experiment(&exp, &repro::experiment::LoadOptions::default())
+            .unwrap();
     let data = &experiment.released.values().next().unwrap().config.data;
     let results = tmp.0.join("results");
     let trained = repro::runner::prepare_datasets(data, &results)

@@ -9,9 +9,9 @@
 use std::sync::Mutex;
 
 use candle_core::{DType, Device, Tensor};
+use repro::experiment::TrainConfig;
 use repro::hashing::mix64;
 use repro::models::{cuda_conv, fastops, Arch, ModelConfig};
-use repro::spec::TrainConfig;
 use repro::train::readback::host_reads;
 use repro::train::TrainStep;
 

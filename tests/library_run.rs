@@ -10,8 +10,8 @@ use std::time::SystemTime;
 
 use repro::commands::{plan_text, run_experiments, status_text, RunEnd, RunRequest};
 use repro::executor::JobCommand;
+use repro::experiment::{load_experiment, ExecutorSpec, Experiment, LoadOptions};
 use repro::runner::{plan, run_line, RunOptions, RunResult};
-use repro::spec::{load_experiment, ExecutorSpec, Experiment, LoadOptions};
 
 use common::TempDir;
 
@@ -37,7 +37,7 @@ fn request<'a>(experiments: &'a [Experiment], root: &Path) -> RunRequest<'a> {
             wait_for_lock: None,
             show_progress: false,
             stop: repro::interrupt::StopSignal::default(),
-            replicas: repro::dist::single(),
+            replicas: repro::replicas::single(),
             only: None,
             command_flags: vec!["--smoke".into()],
             live_report: None,

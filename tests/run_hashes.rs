@@ -5,7 +5,7 @@
 
 mod common;
 
-use repro::spec::{load_experiment, LoadOptions};
+use repro::experiment::{load_experiment, LoadOptions};
 
 #[test]
 fn the_mini_runs_keep_the_hashes_of_the_committed_report() {

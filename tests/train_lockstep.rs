@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
-use repro::check::lockstep::{make_batches, train_repro, LockstepData, LockstepRecipe};
+use repro::crosscheck::lockstep::{make_batches, train_repro, LockstepData, LockstepRecipe};
 
 fn fixture_dir(model: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

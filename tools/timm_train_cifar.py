@@ -55,7 +55,7 @@ Scale (experiments/mini/runs.yaml, `defaults:`): width 0.25 (timm_scaled: every 
   script sets `head_drop.p`). Residual scales of Inception-ResNet-v2: 0.17 / 0.10 / 0.20 in
   both (src/models/config.rs `default_residual_scales`, timm's Block35/17/8).
 
-Data (src/runner/datasets.rs, src/data/source.rs, src/spec/load.rs):
+Data (src/runner/datasets.rs, src/data/source.rs, src/experiment/load.rs):
   - train = ${REPRO_CIFAR10}/train, ImageFolder: classes = sorted folder names, files of a
     class in sorted order (walkdir sorted by file name; .jpg/.jpeg/.png, hidden skipped).
   - 2,000 images per class: repro's seeded subset, reproduced exactly. For each class with
@@ -79,7 +79,7 @@ Data (src/runner/datasets.rs, src/data/source.rs, src/spec/load.rs):
       with TF-1 legacy bilinear (align_corners=False, half_pixel_centers=False: output
       pixel o samples x0 + o*w/75, taps clamped to the crop's own pixels, no antialias;
       src/data/resize.rs); colour distortion "fast" (data.color_distortion default,
-      src/spec/load.rs): brightness +-32/255 and saturation x[0.5, 1.5] in one of the 2
+      src/experiment/load.rs): brightness +-32/255 and saturation x[0.5, 1.5] in one of the 2
       orders, on the resized image, no clamping in between (src/data/color.rs); clamp to
       [0, 1]; scale to [-1, 1] as (v - 0.5) * 2.
   - Evaluation preprocessing: TF central_crop keeping 0.875 of each side (32 px -> the

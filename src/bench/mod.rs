@@ -190,7 +190,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
             };
         }
     };
-    let (replicas, _) = crate::dist::from_environment().map_err(|e| e.to_string())?;
+    let (replicas, _) = crate::replicas::from_environment().map_err(|e| e.to_string())?;
     let writer = replicas.rank() == 0;
     let mut failed = Vec::new();
     for arch in archs(o)? {
@@ -294,7 +294,7 @@ mod tests {
     fn without_cuda_the_device_error_says_so() {
         let mut o = tiny("inception_v3");
         o.device = "cuda:0".into();
-        let e = train_images_per_s(Arch::InceptionV3, &o, &crate::dist::single()).unwrap_err();
+        let e = train_images_per_s(Arch::InceptionV3, &o, &crate::replicas::single()).unwrap_err();
         #[cfg(not(feature = "cuda"))]
         assert!(e.contains("built without CUDA support"), "{e}");
         let _ = e;

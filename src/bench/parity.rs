@@ -7,9 +7,9 @@ use candle_core::{Device, Tensor};
 use serde::Serialize;
 
 use super::{err, model_config, setup, BenchOptions};
+use crate::experiment::TrainConfig;
 use crate::models::Arch;
 use crate::numeric::{max_abs, max_abs_diff};
-use crate::spec::TrainConfig;
 use crate::train::{sorted_vars, TrainStep};
 
 /// Tensors listed in [`Parity::grad_worst`].

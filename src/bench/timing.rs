@@ -7,9 +7,9 @@ use serde::Serialize;
 
 use super::{err, median, model_config, setup, BenchOptions};
 use crate::device::Precision;
+use crate::experiment::TrainConfig;
 use crate::models::fastops::profile::{self, Kind};
 use crate::models::Arch;
-use crate::spec::TrainConfig;
 use crate::train::TrainStep;
 
 /// One line of `repro bench train|eval`: the summary of a network.
@@ -135,7 +135,7 @@ fn timed(
 pub fn train_images_per_s(
     arch: Arch,
     o: &BenchOptions,
-    replicas: &crate::dist::Replicas,
+    replicas: &crate::replicas::Replicas,
 ) -> Result<Timing, String> {
     train_timing(arch, o, replicas, &mut |_| {})
 }
@@ -145,7 +145,7 @@ pub fn train_images_per_s(
 pub fn train_timing(
     arch: Arch,
     o: &BenchOptions,
-    replicas: &crate::dist::Replicas,
+    replicas: &crate::replicas::Replicas,
     each: &mut dyn FnMut(&Iteration),
 ) -> Result<Timing, String> {
     let (device, device_name, precision) = setup(o)?;
@@ -335,7 +335,7 @@ mod tests {
         let t = train_timing(
             Arch::InceptionResnetV2,
             &o,
-            &crate::dist::single(),
+            &crate::replicas::single(),
             &mut |l| lines.push(serde_json::to_value(l).unwrap()),
         )
         .unwrap();
@@ -351,8 +351,12 @@ mod tests {
         assert!(forward > 0.0 && t.phase_ms[1].ms > 0.0, "{:?}", t.phase_ms);
         let mut profiled = o.clone();
         profiled.profile = true;
-        let p =
-            train_images_per_s(Arch::InceptionResnetV2, &profiled, &crate::dist::single()).unwrap();
+        let p = train_images_per_s(
+            Arch::InceptionResnetV2,
+            &profiled,
+            &crate::replicas::single(),
+        )
+        .unwrap();
         let entry = |what: &str| p.profile.iter().find(|e| e.what == what).unwrap();
         assert!(entry("convolution forward").calls > 10.0, "{:?}", p.profile);
         assert!(entry("convolution weight gradient").ms > 0.0);

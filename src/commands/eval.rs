@@ -7,7 +7,7 @@ use clap::{Args, ValueEnum};
 
 use super::outcome::CommandError;
 use crate::eval::{
-    evaluate, protocol_for, write_predictions, EvalError, EvalReport, EvalRequest, ModelSpec,
+    evaluate, protocol_for, write_predictions, EvalError, EvalReport, EvalRequest, ModelWeights,
 };
 use crate::interrupt::StopSignal;
 use crate::models::{Arch, AvgPoolPadding, ModelConfig};
@@ -143,7 +143,7 @@ pub fn evaluate_weights(args: &EvalArgs, stop: StopSignal) -> Result<EvalOutcome
         models: args
             .weights
             .iter()
-            .map(|w| ModelSpec {
+            .map(|w| ModelWeights {
                 config: config.clone(),
                 weights: w.clone(),
             })

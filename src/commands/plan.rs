@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
+use crate::experiment::Experiment;
 use crate::runner::{plan, training_macs};
-use crate::spec::Experiment;
 
 /// The plan of `experiment` as a table, one line per run under the experiment's heading.
 pub fn plan_text(experiment: &Experiment, results: &Path) -> String {

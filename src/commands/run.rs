@@ -5,11 +5,11 @@ use std::path::PathBuf;
 
 use super::outcome::{CommandError, ExitClass};
 use crate::executor::{build, JobCommand};
+use crate::experiment::{ExecutorSpec, Experiment, TableSpec};
 use crate::runner::{
     evaluate_tables, plan, preflight, restart_runs, row_results, run_line, smoke_notice,
     write_report, RunFailure, RunOptions, RunResult,
 };
-use crate::spec::{ExecutorSpec, Experiment, TableSpec};
 
 /// Everything `repro run` was asked to do.
 pub struct RunRequest<'a> {

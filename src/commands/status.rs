@@ -4,8 +4,8 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use crate::executor::job_state_lines;
+use crate::experiment::Experiment;
 use crate::runner::experiment_status;
-use crate::spec::Experiment;
 
 /// The status of every run of `experiments` at `now`, one line each, and the time left per
 /// experiment.

@@ -35,14 +35,14 @@ const TOP: usize = 5;
 /// One member of an evaluated ensemble: a network and its timm-format weights (our
 /// `final.safetensors` or imported timm weights).
 #[derive(Clone, Debug, PartialEq)]
-pub struct ModelSpec {
+pub struct ModelWeights {
     /// The network's structure; must match the checkpoint.
     pub config: ModelConfig,
     /// The safetensors checkpoint.
     pub weights: PathBuf,
 }
 
-impl ModelSpec {
+impl ModelWeights {
     /// `arch:weights`, as results name the model.
     pub fn name(&self) -> String {
         format!("{}:{}", self.config.arch, self.weights.display())
@@ -53,7 +53,7 @@ impl ModelSpec {
 #[derive(Clone, Debug)]
 pub struct EvalRequest<'a> {
     /// The ensemble (one entry for a single model); all must have the same classes.
-    pub models: Vec<ModelSpec>,
+    pub models: Vec<ModelWeights>,
     /// The images and labels; `dataset.set` says which evaluation set they are.
     pub dataset: &'a Dataset,
     /// Which crops of each image are scored (see [`super::protocol_for`]).
@@ -155,7 +155,7 @@ pub fn evaluate(req: &EvalRequest) -> Result<EvalReport, EvalError> {
         crops,
         protocol_description: req.protocol.describe(req.input_size),
         eval_set: req.dataset.set,
-        models: req.models.iter().map(ModelSpec::name).collect(),
+        models: req.models.iter().map(ModelWeights::name).collect(),
         predictions: tally.predictions,
         probabilities: tally.probabilities,
         skipped: tally.skipped,
@@ -299,7 +299,7 @@ fn check_request(req: &EvalRequest) -> Result<(), EvalError> {
 }
 
 /// Builds the network of `spec` on `device` and loads its checkpoint.
-fn load_network(spec: &ModelSpec, device: &Device) -> Result<Network, EvalError> {
+fn load_network(spec: &ModelWeights, device: &Device) -> Result<Network, EvalError> {
     let varmap = VarMap::new();
     let vb = zeroed_var_builder(&varmap, DType::F32, device);
     let net = Network::new(&spec.config, vb).map_err(|source| EvalError::Build {

@@ -24,7 +24,7 @@ mod report;
 pub mod scores;
 
 pub use error::EvalError;
-pub use evaluate::{ensemble_of_stored, evaluate, EvalRequest, ModelSpec};
+pub use evaluate::{ensemble_of_stored, evaluate, EvalRequest, ModelWeights};
 pub use predictions::{read_predictions, write_predictions, PredictionsFile};
 pub use probabilities::{read_probabilities, write_probabilities, StoredProbabilities};
 pub use protocol::protocol_for;

@@ -21,7 +21,7 @@ pub struct EvalReport {
     pub protocol_description: String,
     /// Which images were evaluated.
     pub eval_set: ImageSet,
-    /// [`ModelSpec::name`] of every model, in ensemble order.
+    /// [`ModelWeights::name`] of every model, in ensemble order.
     pub models: Vec<String>,
     /// One entry per evaluated image, in dataset order.
     pub predictions: Vec<Prediction>,

@@ -388,7 +388,7 @@ fn predictions_round_trip_with_the_protocol_on_every_row() {
 const INPUT: u32 = 75;
 
 /// A tiny Inception-v4 for `classes` classes, with random weights saved under `dir`.
-fn tiny_model(dir: &Path, classes: usize, name: &str) -> ModelSpec {
+fn tiny_model(dir: &Path, classes: usize, name: &str) -> ModelWeights {
     let mut config = ModelConfig::new(Arch::InceptionV4);
     config.width = 0.125;
     config.image_size = INPUT as usize;
@@ -402,7 +402,7 @@ fn tiny_model(dir: &Path, classes: usize, name: &str) -> ModelSpec {
     .unwrap();
     let weights = dir.join(name);
     save_timm_weights(&varmap, &weights, 0).unwrap();
-    ModelSpec { config, weights }
+    ModelWeights { config, weights }
 }
 
 fn synthetic(dir: &Path) -> Dataset {
@@ -411,7 +411,7 @@ fn synthetic(dir: &Path) -> Dataset {
 }
 
 fn request<'a>(
-    models: Vec<ModelSpec>,
+    models: Vec<ModelWeights>,
     dataset: &'a Dataset,
     protocol: CropProtocol,
     batch_size: usize,
@@ -682,13 +682,13 @@ fn bad_requests_name_the_problem() {
     let data = synthetic(dir.path());
     let spec = tiny_model(dir.path(), 3, "w.safetensors");
     let p = CropProtocol::default();
-    let err = |models: Vec<ModelSpec>| {
+    let err = |models: Vec<ModelWeights>| {
         evaluate(&request(models, &data, p.clone(), 8))
             .unwrap_err()
             .to_string()
     };
     assert!(err(vec![]).contains("no model"));
-    let missing = ModelSpec {
+    let missing = ModelWeights {
         weights: PathBuf::from("/nonexistent/final.safetensors"),
         ..spec.clone()
     };
@@ -696,7 +696,7 @@ fn bad_requests_name_the_problem() {
     let two_classes = tiny_model(dir.path(), 2, "two.safetensors");
     assert!(err(vec![two_classes.clone()]).contains("has label 2"));
     assert!(err(vec![spec.clone(), two_classes]).contains("disagree"));
-    let wrong_size = ModelSpec {
+    let wrong_size = ModelWeights {
         config: ModelConfig {
             image_size: 107,
             ..spec.config.clone()

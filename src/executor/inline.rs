@@ -1,8 +1,8 @@
 //! The `inline` executor: this process trains the runs one after another.
 
 use super::Executor;
+use crate::experiment::Experiment;
 use crate::runner::{train_missing, PlannedRun, RunOptions, RunResult};
-use crate::spec::Experiment;
 
 pub struct InlineExecutor {
     options: RunOptions,

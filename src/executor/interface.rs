@@ -1,7 +1,7 @@
 //! What every executor does, and the split of an experiment's runs into finished and missing.
 
+use crate::experiment::Experiment;
 use crate::runner::{PlannedRun, RunResult};
-use crate::spec::Experiment;
 
 /// Trains the missing runs of an experiment.
 pub trait Executor {

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use super::outcome::folder_outcome;
 use super::{finished_and_missing, Executor, JobCommand};
+use crate::experiment::{ExecutorSpec, Experiment};
 use crate::interrupt::StopSignal;
 use crate::runner::{progress_of, PlannedRun, RunFailure, RunOptions, RunProgress, RunResult};
-use crate::spec::{ExecutorSpec, Experiment};
 use crate::store::RunDir;
 use crate::train::RunOutcome;
 

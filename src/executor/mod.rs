@@ -21,8 +21,8 @@ pub use interface::Executor;
 pub use local::LocalExecutor;
 pub use slurm::{job_state_lines, SlurmExecutor};
 
+use crate::experiment::{ExecutorKind, ExecutorSpec};
 use crate::runner::RunOptions;
-use crate::spec::{ExecutorKind, ExecutorSpec};
 
 /// The executor `spec` (the file's `executor:` with the command line's flags merged over
 /// it) asks for.

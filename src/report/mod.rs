@@ -35,7 +35,7 @@ mod tests;
 
 pub use claims::{
     ensembles_lower_error, more_crops_lower_error, residual_scaling_prevents_death,
-    residual_speeds_up_training, size_over_residual, EnsembleRow, Network, TableErrors,
+    residual_speeds_up_training, size_over_residual, EnsembleRow, NetworkRuns, TableErrors,
 };
 pub use error::ReportError;
 pub use index::render_index;

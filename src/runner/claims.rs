@@ -3,12 +3,12 @@
 
 use super::plan::{PlannedRun, RunProgress};
 use super::tables::RowResults;
+use crate::experiment::{ClaimCheck, Experiment, RunNames, TableSpec};
 use crate::report::{
     ensembles_lower_error, more_crops_lower_error, residual_scaling_prevents_death,
-    residual_speeds_up_training, size_over_residual, Claim, EnsembleRow, EvalResult, Network,
+    residual_speeds_up_training, size_over_residual, Claim, EnsembleRow, EvalResult, NetworkRuns,
     RunInfo, TableErrors,
 };
-use crate::spec::{ClaimCheck, Experiment, RunNames, TableSpec};
 use crate::store::MetricsRow;
 
 /// The verdict of one claim from the runs' metrics and the tables' evaluations.
@@ -71,7 +71,7 @@ pub fn check_claim(
             let names = [&small.plain, &small.residual, &large.plain, &large.residual];
             let rows: Vec<Vec<Vec<MetricsRow>>> = names.iter().map(|n| metrics(n)).collect();
             let flags: Vec<Vec<bool>> = names.iter().map(|n| diverged(n)).collect();
-            let net = |i: usize| Network {
+            let net = |i: usize| NetworkRuns {
                 name: arch(names[i]),
                 runs: &rows[i],
                 diverged: &flags[i],
@@ -87,12 +87,12 @@ pub fn check_claim(
                 .map(|n| experiment.runs[n].config.model.num_classes)
                 .unwrap_or(1000);
             residual_scaling_prevents_death(
-                Network {
+                NetworkRuns {
                     name: arch(scaled),
                     runs: &rows_s,
                     diverged: &div_s,
                 },
-                Network {
+                NetworkRuns {
                     name: arch(unscaled),
                     runs: &rows_u,
                     diverged: &div_u,

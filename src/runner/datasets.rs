@@ -8,7 +8,7 @@ use crate::data::{
     ilsvrc_val_flat, ilsvrc_val_folders, write_synthetic_dataset, ClassSelection, DataError,
     Dataset, Subset, ValLabels,
 };
-use crate::spec::{DataConfig, EvalSet, SyntheticSpec, ValLayout};
+use crate::experiment::{DataConfig, EvalSet, SyntheticSpec, ValLayout};
 use crate::store::RunLock;
 
 /// The datasets of a run.

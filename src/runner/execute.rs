@@ -15,9 +15,9 @@ use super::repair::{
     check_finished, set_aside_damaged_files, stored_provenance, write_config, FinishedCheck,
 };
 use crate::data::DataError;
-use crate::dist::Replicas;
+use crate::experiment::Experiment;
 use crate::interrupt::StopSignal;
-use crate::spec::Experiment;
+use crate::replicas::Replicas;
 use crate::store::done::write_done;
 use crate::store::provenance::{manifest_hash, Provenance, RunStatus, SkippedImage};
 use crate::store::{CheckpointError, LockError, RunDir, RunLock};
@@ -301,7 +301,7 @@ fn train_one(
 }
 
 /// A new TensorBoard events file for this session of `run`, or a warning and none.
-fn tensorboard_sink(dir: &RunDir, run: &crate::spec::ResolvedRun) -> Option<TensorBoardSink> {
+fn tensorboard_sink(dir: &RunDir, run: &crate::experiment::ResolvedRun) -> Option<TensorBoardSink> {
     let config = serde_yaml::to_string(&run.config).unwrap_or_default();
     TensorBoardSink::create(dir.root(), &run.name, &config)
         .map_err(|e| {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::report::write_report;
 use super::tables::row_results;
-use crate::spec::{Experiment, TableSpec};
+use crate::experiment::{Experiment, TableSpec};
 use crate::watch::{EvalPoint, RunObserver};
 
 /// Renderings are at least this many times their own duration apart.

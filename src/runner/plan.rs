@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::experiment::{Experiment, ResolvedRun, RunConfig};
 use crate::models::{group_digits, summarize};
-use crate::spec::{Experiment, ResolvedRun, RunConfig};
 use crate::store::provenance::{Provenance, RunStatus};
 use crate::store::RunDir;
 

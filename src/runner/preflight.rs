@@ -7,7 +7,7 @@ use super::plan::{plan, RunProgress};
 use candle_core::Device;
 
 use crate::device::Precision;
-use crate::spec::{EvalSet, Experiment};
+use crate::experiment::{EvalSet, Experiment};
 
 /// Checks, before anything trains, that every run that needs training has its data, and
 /// that released weights and their validation images exist.

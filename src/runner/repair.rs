@@ -10,7 +10,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::plan::plan;
-use crate::spec::{Experiment, ResolvedRun};
+use crate::experiment::{Experiment, ResolvedRun};
 use crate::store::done::{needs_finishing_again, read_done, DoneState};
 use crate::store::integrity::{free_aside_name, set_aside};
 use crate::store::layout::{CONFIG_FILE, METRICS_FILE, PROVENANCE_FILE};

@@ -9,11 +9,11 @@ use super::claims::check_claim;
 use super::plan::{plan, PlannedRun};
 use super::run_state::RunState;
 use super::tables::RowResults;
+use crate::experiment::{Experiment, Overlay, ResolvedRun, TableSpec};
 use crate::report::{
     paper_table_values, render_experiment, render_index, Claim, FigureInput, IndexEntry,
     ReportInput, RunInfo, Series, TableInput, TableRow, Verdict,
 };
-use crate::spec::{Experiment, Overlay, ResolvedRun, TableSpec};
 use crate::store::metrics::read_metrics;
 use crate::store::provenance::Provenance;
 use crate::store::RunDir;

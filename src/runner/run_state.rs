@@ -6,8 +6,8 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use super::plan::{PlannedRun, RunProgress};
+use crate::experiment::RunConfig;
 use crate::models::group_digits;
-use crate::spec::RunConfig;
 use crate::store::lock::LOCK_FILE;
 use crate::store::metrics::MetricsRow;
 use crate::store::{recorded_holder, LockHolder, RunDir};

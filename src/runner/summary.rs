@@ -3,7 +3,7 @@
 
 use super::outcome::RunResult;
 use super::plan::{PlannedRun, RunProgress};
-use crate::spec::Experiment;
+use crate::experiment::Experiment;
 use crate::store::clock::duration_text;
 use crate::store::metrics::{read_metrics, MetricsRow};
 use crate::store::RunDir;

@@ -14,11 +14,11 @@ use crate::data::Dataset;
 use crate::eval::{
     ensemble_of_stored, evaluate, protocol_for, read_eval_parquet, read_probabilities,
     write_eval_parquet, write_probabilities, EvalError, EvalRecord, EvalReport, EvalRequest,
-    ModelSpec,
+    ModelWeights,
 };
+use crate::experiment::{EvalSet, EvalSplit, Experiment, ResolvedRun, RunConfig, TableSpec};
 use crate::interrupt::StopSignal;
 use crate::report::EvalResult;
-use crate::spec::{EvalSet, EvalSplit, Experiment, ResolvedRun, RunConfig, TableSpec};
 use crate::store::RunLock;
 use crate::train::final_weights_path;
 
@@ -261,7 +261,7 @@ fn evaluate_job(
     let models = job
         .members
         .iter()
-        .map(|m| ModelSpec {
+        .map(|m| ModelWeights {
             config: m.config.model.clone(),
             weights: m.weights.clone(),
         })
@@ -405,7 +405,7 @@ mod folder_tests {
         let mut got = String::new();
         for t in ["table2", "table3", "table4", "table5"] {
             let path = root.join(format!("experiments/mini/{t}.yaml"));
-            let e = crate::spec::load_experiment(&path, &Default::default()).unwrap();
+            let e = crate::experiment::load_experiment(&path, &Default::default()).unwrap();
             for j in super::eval_jobs(&e, std::path::Path::new("results")) {
                 got.push_str(&format!("{t} {}\n", j.folder()));
             }

@@ -2,8 +2,8 @@
 //! and whether that is the input's fault ([`TrainError::is_bad_input`]).
 
 use super::{ClipError, EmaError, LossError, OptimError};
-use crate::dist::DistError;
 use crate::models::import::ImportError;
+use crate::replicas::DistError;
 use crate::store::{CheckpointError, MetricsError};
 
 /// Errors that stop a run.

@@ -17,11 +17,11 @@ use super::{tensor_err, TrainError};
 use std::sync::Arc;
 
 use super::{OptimizerConfig, TrainConfig};
-use crate::dist::{all_reduce_mean, Replicas, Single};
 use crate::hashing::{mix64, GOLDEN_GAMMA};
 use crate::models::fastops;
 use crate::models::init::{initialize, zeroed_var_builder};
 use crate::models::{ModelConfig, Network};
+use crate::replicas::{all_reduce_mean, Replicas, Single};
 
 /// The result of a step.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -24,9 +24,9 @@ use crate::data::{
     SkippedImage, TrainAugment,
 };
 use crate::data::{ColorMode, InterpolationMode};
-use crate::dist::{any_replica, Replicas};
 use crate::interrupt::StopSignal;
 use crate::models::import;
+use crate::replicas::{any_replica, Replicas};
 use crate::store::checkpoint::{
     Checkpoint, Loaded, OnDamage, TrainingState, CHECKPOINT_FORMAT_VERSION,
 };

@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use candle_core::Device;
+use repro::experiment::{load_experiment, Experiment, LoadOptions, ResolvedRun};
 use repro::runner::prepare_datasets;
-use repro::spec::{load_experiment, Experiment, LoadOptions, ResolvedRun};
 use repro::store::metrics::{read_metrics, MetricsRow};
 use repro::store::RunDir;
 use repro::train::{train_run, Progress, RunOutcome, TrainJob};
@@ -45,7 +45,7 @@ pub fn train(
         device: &Device::Cpu,
         threads: 2,
         stop: repro::interrupt::StopSignal::default(),
-        replicas: std::sync::Arc::new(repro::dist::Single),
+        replicas: std::sync::Arc::new(repro::replicas::Single),
         stop_after_steps,
         progress: Progress::quiet(),
         observer: &repro::watch::Unwatched,

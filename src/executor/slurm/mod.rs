@@ -22,9 +22,9 @@ pub use record::{JobRecord, JOB_JSON, SCRIPT};
 
 use super::outcome::{folder_outcome, log_tail};
 use super::{finished_and_missing, Executor, JobCommand};
+use crate::experiment::{Experiment, SlurmSpec};
 use crate::interrupt::StopSignal;
 use crate::runner::{progress_of, PlannedRun, RunFailure, RunOptions, RunProgress, RunResult};
-use crate::spec::{Experiment, SlurmSpec};
 use crate::store::{RunDir, RunLock};
 use record::SubmitLock;
 use script::{batch_script, ScriptInput};

@@ -168,7 +168,7 @@ exit "$rc"
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::SlurmSpec;
+    use crate::experiment::SlurmSpec;
 
     fn settings(spec: SlurmSpec) -> Settings {
         Settings::from_spec(spec)

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::spec::SlurmSpec;
+use crate::experiment::SlurmSpec;
 
 /// `executor.slurm` with its defaults filled in.
 #[derive(Clone, Debug)]

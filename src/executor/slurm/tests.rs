@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use super::*;
-use crate::spec::{load_experiment, LoadOptions};
+use crate::experiment::{load_experiment, LoadOptions};
 
 /// Every job leaves the queue at once, as a cancelled job would; `exit` is what each job's
 /// script "wrote" as repro's exit status (none: killed before repro ended).
@@ -87,7 +87,7 @@ fn setup_runs(tag: &str, names: &[&str]) -> (Tmp, Experiment, RunOptions) {
         wait_for_lock: None,
         show_progress: false,
         stop: StopSignal::default(),
-        replicas: crate::dist::single(),
+        replicas: crate::replicas::single(),
         only: None,
         command_flags: Vec::new(),
         live_report: None,

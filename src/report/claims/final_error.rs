@@ -8,7 +8,7 @@ use crate::store::MetricsRow;
 
 /// A network's runs (its seeds) as the claims read them.
 #[derive(Debug, Clone, Copy)]
-pub struct Network<'a> {
+pub struct NetworkRuns<'a> {
     /// The network as the paper's data names it (`inception_v4`), or a label.
     pub name: &'a str,
     /// Each run's metrics rows.
@@ -23,7 +23,7 @@ fn final_error(rows: &[MetricsRow], metric: Metric) -> Option<f64> {
 }
 
 /// The final errors of the runs that were evaluated.
-fn final_errors(network: &Network, metric: Metric) -> Vec<f64> {
+fn final_errors(network: &NetworkRuns, metric: Metric) -> Vec<f64> {
     network
         .runs
         .iter()
@@ -32,7 +32,7 @@ fn final_errors(network: &Network, metric: Metric) -> Vec<f64> {
 }
 
 /// "Inception-v4 21.30 % (sd 0.40, 3 runs)".
-fn describe(network: &Network, errors: &[f64]) -> String {
+fn describe(network: &NetworkRuns, errors: &[f64]) -> String {
     let name = network_name(network.name);
     match (mean(errors), sample_sd(errors)) {
         (Some(m), Some(sd)) => format!("{name} {m:.2} % (sd {sd:.2}, {} runs)", errors.len()),
@@ -56,7 +56,7 @@ enum Flattening {
 /// Compares the change of the mean error between the runs' last two evaluations with the
 /// spread of their final errors: a curve has flattened when the last step moves the mean
 /// less than the seeds differ.
-fn flattening(network: &Network, metric: Metric) -> Flattening {
+fn flattening(network: &NetworkRuns, metric: Metric) -> Flattening {
     let ends: Option<Vec<(f64, f64)>> = network
         .runs
         .iter()
@@ -83,7 +83,7 @@ fn flattening(network: &Network, metric: Metric) -> Flattening {
 }
 
 /// "Inception-v4 flat (−0.10 against a seed range of 1.20)".
-fn describe_flattening(network: &Network, flattening: Flattening) -> String {
+fn describe_flattening(network: &NetworkRuns, flattening: Flattening) -> String {
     let name = network_name(network.name);
     match flattening {
         Flattening::Flat { change, spread } => {
@@ -105,7 +105,11 @@ fn describe_flattening(network: &Network, flattening: Flattening) -> String {
 /// supported when a within-pair gap (plain against residual) is at least as wide as the
 /// gap between sizes; inconclusive otherwise, when a network has no evaluation, or while
 /// a network's curve still moves by more than its seed spread (the errors are not final).
-pub fn size_over_residual(small: [Network; 2], large: [Network; 2], metric: Metric) -> Claim {
+pub fn size_over_residual(
+    small: [NetworkRuns; 2],
+    large: [NetworkRuns; 2],
+    metric: Metric,
+) -> Claim {
     let statement = format!(
         "Final {} error is set mainly by model size: {} and {} end lower than {} and {}, with or without residual connections.",
         metric.label(),
@@ -114,7 +118,7 @@ pub fn size_over_residual(small: [Network; 2], large: [Network; 2], metric: Metr
         network_name(small[0].name),
         network_name(small[1].name)
     );
-    let networks: Vec<&Network> = small.iter().chain(&large).collect();
+    let networks: Vec<&NetworkRuns> = small.iter().chain(&large).collect();
     let errors: Vec<Vec<f64>> = networks.iter().map(|n| final_errors(n, metric)).collect();
     let described: Vec<String> = networks
         .iter()
@@ -209,8 +213,8 @@ fn death(rows: &[MetricsRow], diverged: bool, chance: f64) -> Option<Option<Deat
 /// scaled run did; not supported when no unscaled run died; inconclusive otherwise or
 /// without evaluations.
 pub fn residual_scaling_prevents_death(
-    scaled: Network,
-    unscaled: Network,
+    scaled: NetworkRuns,
+    unscaled: NetworkRuns,
     classes: usize,
 ) -> Claim {
     let statement = format!(
@@ -218,7 +222,7 @@ pub fn residual_scaling_prevents_death(
         network_name(unscaled.name)
     );
     let chance = 100.0 * (1.0 - 1.0 / classes.max(1) as f64);
-    let deaths = |n: &Network| -> Option<Vec<Option<Death>>> {
+    let deaths = |n: &NetworkRuns| -> Option<Vec<Option<Death>>> {
         n.runs
             .iter()
             .zip(n.diverged)
@@ -248,7 +252,7 @@ pub fn residual_scaling_prevents_death(
     } else {
         Verdict::Inconclusive
     };
-    let side = |label: &str, n: &Network, deaths: &[Option<Death>]| {
+    let side = |label: &str, n: &NetworkRuns, deaths: &[Option<Death>]| {
         let errors = final_errors(n, Metric::Top1);
         let how: Vec<String> = deaths
             .iter()
@@ -304,9 +308,9 @@ mod tests {
     use super::*;
     use crate::report::claims::test_rows::test_rows as run;
 
-    fn net<'a>(name: &'a str, runs: &'a [Vec<MetricsRow>]) -> Network<'a> {
+    fn net<'a>(name: &'a str, runs: &'a [Vec<MetricsRow>]) -> NetworkRuns<'a> {
         const NO: &[bool] = &[false, false, false, false];
-        Network {
+        NetworkRuns {
             name,
             runs,
             diverged: &NO[..runs.len()],
@@ -414,7 +418,7 @@ mod tests {
         );
         assert_eq!(claim.verdict, Verdict::Supported, "{}", claim.evidence);
         // A diverged run is dead whatever its last evaluation said.
-        let diverged = Network {
+        let diverged = NetworkRuns {
             name: "x",
             runs: &scaled,
             diverged: &[true],

@@ -8,5 +8,5 @@ mod test_rows;
 mod training_speed;
 
 pub use evaluation::{ensembles_lower_error, more_crops_lower_error, EnsembleRow, TableErrors};
-pub use final_error::{residual_scaling_prevents_death, size_over_residual, Network};
+pub use final_error::{residual_scaling_prevents_death, size_over_residual, NetworkRuns};
 pub use training_speed::residual_speeds_up_training;

@@ -16,9 +16,9 @@ use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Dataset, Loader, LoaderConfig, Preprocess, TrainAugment};
+use crate::experiment::{OptimizerConfig, TrainConfig};
 use crate::hashing::{fnv1a64, mix64, splitmix64};
 use crate::models::{import, Arch, AvgPoolPadding, ModelConfig};
-use crate::spec::{OptimizerConfig, TrainConfig};
 use crate::train::{EmaConfig, LrSchedule, RmsPropConfig, StepOutcome, TrainStep};
 
 /// Errors of the lockstep check; each names the file or step involved.
