@@ -4,6 +4,7 @@
 //! [`MetricsRow`](crate::store::MetricsRow); the report shows them in percent, like the
 //! paper. The paper's own values (`paper_top1`, `paper_top5`) are in percent, as printed.
 
+pub use crate::eval::EvalRecord;
 pub use crate::store::metrics::Metric;
 use crate::store::{MetricsRow, Provenance};
 
@@ -103,28 +104,9 @@ pub struct TableRow {
     /// The paper's evaluation set for this row: `"nonblacklisted"` or `"all"`.
     pub paper_eval_set: String,
     /// Our evaluations, one per seed (or per ensemble draw); empty when not run.
-    pub results: Vec<EvalResult>,
+    pub results: Vec<EvalRecord>,
     /// Anything a reader should know about this row; may be empty.
     pub note: String,
-}
-
-/// One evaluation of a trained model (or ensemble) on a validation set.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EvalResult {
-    /// Top-1 error, a fraction in [0, 1].
-    pub top1_err: f64,
-    /// Top-5 error, a fraction in [0, 1].
-    pub top5_err: f64,
-    /// Images evaluated.
-    pub images: u64,
-    /// The crop protocol as implemented, e.g. the `describe()` text of the data module.
-    pub crops: String,
-    /// The evaluation set, e.g. `"nonblacklisted"` or `"all"` (or a smoke set's name).
-    pub eval_set: String,
-    /// The evaluated models (run folders or weight files; several for an ensemble).
-    pub models: Vec<String>,
-    /// Images left out as unreadable (not counted in `images`).
-    pub skipped: u64,
 }
 
 /// One training run, for the "what was run" and provenance sections.

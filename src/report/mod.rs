@@ -40,7 +40,7 @@ pub use claims::{
 pub use error::ReportError;
 pub use index::render_index;
 pub use input::{
-    Claim, EvalResult, FigureInput, IndexEntry, Metric, ReportInput, RunInfo, Series, TableInput,
+    Claim, EvalRecord, FigureInput, IndexEntry, Metric, ReportInput, RunInfo, Series, TableInput,
     TableRow, Verdict,
 };
 pub use paper::{paper_curves, paper_table_values, PaperPoint, PaperTableValue, PaperTables};

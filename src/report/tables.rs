@@ -2,7 +2,7 @@
 //! ours was measured, as Markdown and as an HTML fragment. Rows that were not run say so.
 
 use super::html::escape;
-use super::input::{EvalResult, TableInput, TableRow};
+use super::input::{EvalRecord, TableInput, TableRow};
 use super::paper::PaperTables;
 use super::stats::{mean, sample_sd};
 use super::style::network_name;
@@ -80,8 +80,8 @@ fn count(n: u64) -> String {
 
 /// The distinct non-empty values of `get` over `results`, in order of appearance.
 fn distinct<'a>(
-    results: &'a [EvalResult],
-    get: impl Fn(&'a EvalResult) -> &'a str,
+    results: &'a [EvalRecord],
+    get: impl Fn(&'a EvalRecord) -> &'a str,
 ) -> Vec<&'a str> {
     distinct_strings(results.iter().map(get))
 }
@@ -98,8 +98,8 @@ fn distinct_strings<'a>(values: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
 }
 
 /// The images evaluated, and how many were left out as unreadable when any were.
-fn images(results: &[EvalResult]) -> String {
-    let range = |get: fn(&EvalResult) -> u64| {
+fn images(results: &[EvalRecord]) -> String {
+    let range = |get: fn(&EvalRecord) -> u64| {
         let min = results.iter().map(get).min();
         let max = results.iter().map(get).max();
         match (min, max) {
@@ -108,11 +108,11 @@ fn images(results: &[EvalResult]) -> String {
             _ => "—".to_string(),
         }
     };
-    match results.iter().any(|r| r.skipped > 0) {
+    match results.iter().any(|r| !r.skipped.is_empty()) {
         true => format!(
             "{} ({} unreadable skipped)",
             range(|r| r.images),
-            range(|r| r.skipped)
+            range(|r| r.skipped.len() as u64)
         ),
         false => range(|r| r.images),
     }
@@ -220,7 +220,7 @@ fn row_crops<'a>(
     if !row.paper_crops.is_empty() && !paper_crops.contains(&row.paper_crops.as_str()) {
         paper_crops.push(&row.paper_crops);
     }
-    let refs: Vec<String> = distinct(&row.results, |r| &r.crops)
+    let refs: Vec<String> = distinct(&row.results, |r| &r.crop_definition)
         .into_iter()
         .map(|d| {
             let n = match our_crops.iter().position(|c| *c == d) {
@@ -314,15 +314,16 @@ mod tests {
     use super::*;
     use crate::report::paper::paper_table_values;
 
-    fn result(top1: f64, top5: f64) -> EvalResult {
-        EvalResult {
+    fn result(top1: f64, top5: f64) -> EvalRecord {
+        EvalRecord {
             top1_err: top1,
             top5_err: top5,
             images: 50_000,
-            crops: "12 crops (shorter side 320)".to_string(),
+            crops: 12,
+            crop_definition: "12 crops (shorter side 320)".to_string(),
             eval_set: "all".to_string(),
             models: Vec::new(),
-            skipped: 0,
+            skipped: Vec::new(),
         }
     }
 
@@ -431,7 +432,7 @@ mod tests {
     fn the_images_cell_says_how_many_unreadable_images_were_left_out() {
         let mut t = table();
         t.rows[0].results[0].images = 49_996;
-        t.rows[0].results[0].skipped = 4;
+        t.rows[0].results[0].skipped = vec!["a.jpg".into(); 4];
         let cells = table_cells(&t, &paper_table_values());
         assert_eq!(cells.rows[0].0[8], "49,996–50,000 (0–4 unreadable skipped)");
         t.rows[0].results[1] = t.rows[0].results[0].clone();

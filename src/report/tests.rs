@@ -83,17 +83,18 @@ fn smoke_input(dir: &Path) -> ReportInput {
         metrics: rows.clone(),
         lr_schedule: Vec::new(),
     };
-    let eval = |top1: f64| EvalResult {
+    let eval = |top1: f64| EvalRecord {
         top1_err: top1,
         top5_err: top1 / 4.0,
         images: 500,
-        crops: "12 crops (shorter side 320, centre square)".to_string(),
+        crops: 12,
+        crop_definition: "12 crops (shorter side 320, centre square)".to_string(),
         eval_set: "smoke-val".to_string(),
         models: vec!["run".to_string()],
-        skipped: 0,
+        skipped: Vec::new(),
     };
     let paper = paper_table_values();
-    let row = |label: &str, results: Vec<EvalResult>| TableRow {
+    let row = |label: &str, results: Vec<EvalRecord>| TableRow {
         results,
         ..paper.table_row("table3", label).unwrap()
     };

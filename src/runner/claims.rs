@@ -6,7 +6,7 @@ use super::tables::RowResults;
 use crate::experiment::{ClaimCheck, Experiment, RunNames, TableSpec};
 use crate::report::{
     ensembles_lower_error, more_crops_lower_error, residual_scaling_prevents_death,
-    residual_speeds_up_training, size_over_residual, Claim, EnsembleRow, EvalResult, NetworkRuns,
+    residual_speeds_up_training, size_over_residual, Claim, EnsembleRow, EvalRecord, NetworkRuns,
     RunInfo, TableErrors,
 };
 use crate::store::MetricsRow;
@@ -131,7 +131,7 @@ pub fn check_claim(
             metric: m,
         } => {
             let (ens, single) = (table(ensembles), table(singles));
-            let single_results: Vec<EvalResult> = (0..single.rows.len())
+            let single_results: Vec<EvalRecord> = (0..single.rows.len())
                 .flat_map(|i| table_results(single, i))
                 .collect();
             let alone = |run: &String| {

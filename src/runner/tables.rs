@@ -18,7 +18,6 @@ use crate::eval::{
 };
 use crate::experiment::{EvalSet, EvalSplit, Experiment, ResolvedRun, RunConfig, TableSpec};
 use crate::interrupt::StopSignal;
-use crate::report::EvalResult;
 use crate::store::RunLock;
 use crate::train::final_weights_path;
 
@@ -367,7 +366,7 @@ fn from_stored_members(
 }
 
 /// Evaluation results of one table row, as the runner stored them.
-pub type RowResults = Vec<EvalResult>;
+pub type RowResults = Vec<EvalRecord>;
 
 /// The stored evaluations of one table row, for the report.
 pub fn row_results(
@@ -375,21 +374,12 @@ pub fn row_results(
     results: &Path,
     table: &TableSpec,
     row: usize,
-) -> Vec<EvalResult> {
+) -> Vec<EvalRecord> {
     eval_jobs(experiment, results)
         .into_iter()
         .filter(|j| j.table.id == table.id && j.row == row)
         .filter_map(|j| read_eval_parquet(&eval_path(results, &j)).ok())
         .flatten()
-        .map(|r: EvalRecord| EvalResult {
-            top1_err: r.top1_err,
-            top5_err: r.top5_err,
-            images: r.images,
-            crops: r.crop_definition,
-            eval_set: r.eval_set,
-            models: r.models,
-            skipped: r.skipped.len() as u64,
-        })
         .collect()
 }
 

@@ -1,13 +1,13 @@
 //! Claims about evaluation (Tables 3–5): more crops lower the error, and ensembles lower it
 //! further than their best member.
 
-use crate::report::input::{Claim, EvalResult, Metric, Verdict};
+use crate::report::input::{Claim, EvalRecord, Metric, Verdict};
 use crate::report::stats::mean;
 
 /// Share of rows that must agree for a clear verdict.
 const CLEAR_SHARE: f64 = 0.75;
 
-fn error_of(result: &EvalResult, metric: Metric) -> f64 {
+fn error_of(result: &EvalRecord, metric: Metric) -> f64 {
     100.0
         * match metric {
             Metric::Top1 => result.top1_err,
@@ -21,7 +21,7 @@ fn error_of(result: &EvalResult, metric: Metric) -> f64 {
 #[derive(Debug, Clone)]
 pub struct TableErrors<'a> {
     pub crops: u32,
-    pub rows: Vec<(&'a str, Vec<EvalResult>)>,
+    pub rows: Vec<(&'a str, Vec<EvalRecord>)>,
 }
 
 impl TableErrors<'_> {
@@ -102,9 +102,9 @@ pub fn more_crops_lower_error(fewer: &TableErrors, more: &TableErrors, metric: M
 #[derive(Debug, Clone)]
 pub struct EnsembleRow {
     pub label: String,
-    pub ensemble: Option<EvalResult>,
+    pub ensemble: Option<EvalRecord>,
     /// Each member run's name and its single-model evaluation, if stored.
-    pub members: Vec<(String, Option<EvalResult>)>,
+    pub members: Vec<(String, Option<EvalRecord>)>,
 }
 
 /// Tests "an ensemble is better than its members". Supported when every evaluated ensemble
@@ -161,15 +161,16 @@ pub fn ensembles_lower_error(rows: &[EnsembleRow], metric: Metric) -> Claim {
 mod tests {
     use super::*;
 
-    fn result(top1: f64, images: u64) -> EvalResult {
-        EvalResult {
+    fn result(top1: f64, images: u64) -> EvalRecord {
+        EvalRecord {
             top1_err: top1,
             top5_err: top1 / 4.0,
             images,
-            crops: String::new(),
+            crops: 1,
+            crop_definition: String::new(),
             eval_set: "all".into(),
             models: vec![],
-            skipped: 0,
+            skipped: vec![],
         }
     }
 
