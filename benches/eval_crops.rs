@@ -128,7 +128,7 @@ fn main() {
         };
         let start = Instant::now();
         let report = evaluate(&request).expect("evaluate");
-        let crops = report.images as f64 * report.crops as f64;
+        let crops = report.record.images as f64 * report.record.crops as f64;
         row(
             &format!("evaluate, 12 crops ({e2e_images} images, incl. loading)"),
             crops / start.elapsed().as_secs_f64(),

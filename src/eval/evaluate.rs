@@ -18,11 +18,12 @@ use candle_nn::VarMap;
 use super::probabilities::StoredProbabilities;
 use super::progress::EvalProgress;
 use super::protocol::check_protocol;
+use super::record::EvalRecord;
 use super::render::render_chunk;
 use super::report::{EvalReport, Prediction, SkippedImage};
 use super::scores::{average_over_crops, average_over_models, top_k};
 use super::EvalError;
-use crate::data::{CropProtocol, Dataset, Sample};
+use crate::data::{CropProtocol, Dataset, ImageSet, Sample};
 use crate::interrupt::StopSignal;
 use crate::models::import::load_timm_weights;
 use crate::models::init::zeroed_var_builder;
@@ -147,19 +148,12 @@ pub fn evaluate(req: &EvalRequest) -> Result<EvalReport, EvalError> {
             req.dataset.describe()
         )));
     }
-    let images = tally.images as f64;
-    Ok(EvalReport {
-        top1_err: 1.0 - tally.hits1 / images,
-        top5_err: 1.0 - tally.hits5 / images,
-        images: tally.images,
+    Ok(tally.report(
         crops,
-        protocol_description: req.protocol.describe(req.input_size),
-        eval_set: req.dataset.set,
-        models: req.models.iter().map(ModelWeights::name).collect(),
-        predictions: tally.predictions,
-        probabilities: tally.probabilities,
-        skipped: tally.skipped,
-    })
+        req.protocol.describe(req.input_size),
+        req.dataset.set,
+        req.models.iter().map(ModelWeights::name).collect(),
+    ))
 }
 
 /// The evaluation of the ensemble of `members`, each a stored single-model evaluation of
@@ -213,21 +207,17 @@ pub fn ensemble_of_stored(
             label: *label,
         })
         .collect();
-    let mut tally = Tally::default();
-    tally.add(&samples, &probs, &Device::Cpu)?;
-    let images = tally.images as f64;
-    Ok(Some(EvalReport {
-        top1_err: 1.0 - tally.hits1 / images,
-        top5_err: 1.0 - tally.hits5 / images,
-        images: tally.images,
-        crops,
-        protocol_description: first.crop_definition.clone(),
-        eval_set: dataset.set,
-        models: members.iter().map(|m| m.model.clone()).collect(),
-        predictions: tally.predictions,
-        probabilities: tally.probabilities,
+    let mut tally = Tally {
         skipped: first.skipped.clone(),
-    }))
+        ..Tally::default()
+    };
+    tally.add(&samples, &probs, &Device::Cpu)?;
+    Ok(Some(tally.report(
+        crops,
+        first.crop_definition.clone(),
+        dataset.set,
+        members.iter().map(|m| m.model.clone()).collect(),
+    )))
 }
 
 /// `inception_v4 (144 crops)`, `ensemble of 4 (12 crops)`.
@@ -360,6 +350,36 @@ struct Tally {
 }
 
 impl Tally {
+    /// The report of the images tallied.
+    fn report(
+        self,
+        crops: usize,
+        crop_definition: String,
+        eval_set: ImageSet,
+        models: Vec<String>,
+    ) -> EvalReport {
+        let images = self.images as f64;
+        EvalReport {
+            record: EvalRecord {
+                crops: crops as u64,
+                crop_definition,
+                eval_set: eval_set.as_str().to_string(),
+                models,
+                images: self.images,
+                top1_err: 1.0 - self.hits1 / images,
+                top5_err: 1.0 - self.hits5 / images,
+                skipped: self
+                    .skipped
+                    .iter()
+                    .map(|b| b.path.display().to_string())
+                    .collect(),
+            },
+            predictions: self.predictions,
+            probabilities: self.probabilities,
+            skipped: self.skipped,
+        }
+    }
+
     /// Counts the top-1 and top-5 hits of one chunk's averaged probabilities and keeps
     /// each image's top 5.
     fn add(&mut self, chunk: &[Sample], probs: &Tensor, device: &Device) -> Result<(), EvalError> {

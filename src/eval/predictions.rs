@@ -72,9 +72,9 @@ pub fn write_predictions(path: &Path, report: &EvalReport) -> Result<(), EvalErr
             list_column("top5_probs", probs),
             Column::new(
                 "crop_definition".into(),
-                repeat(report.protocol_description.clone()),
+                repeat(report.record.crop_definition.clone()),
             ),
-            Column::new("eval_set".into(), repeat(report.eval_set.to_string())),
+            Column::new("eval_set".into(), repeat(report.record.eval_set.clone())),
             Column::new("skipped".into(), reasons),
         ],
     )

@@ -52,7 +52,7 @@ fn pair(stem: &Path) -> (PathBuf, PathBuf) {
 
 /// Stores the probabilities of a single-model `report` under `stem` (`.safetensors` + `.json`).
 pub fn write_probabilities(stem: &Path, report: &EvalReport) -> Result<(), EvalError> {
-    let [model] = report.models.as_slice() else {
+    let [model] = report.record.models.as_slice() else {
         return Err(EvalError::Config(
             "only a single model's probabilities are stored".into(),
         ));
@@ -77,8 +77,8 @@ pub fn write_probabilities(stem: &Path, report: &EvalReport) -> Result<(), EvalE
     )?;
     let index_data = Index {
         model: model.clone(),
-        crop_definition: report.protocol_description.clone(),
-        eval_set: report.eval_set.as_str().to_string(),
+        crop_definition: report.record.crop_definition.clone(),
+        eval_set: report.record.eval_set.clone(),
         classes,
         images: report
             .predictions

@@ -4,25 +4,13 @@ use std::fmt;
 use std::path::PathBuf;
 
 use super::record::EvalRecord;
-use crate::data::ImageSet;
 
-/// The result of one evaluation. Errors are fractions in [0, 1]; `Display` shows percent.
+/// The result of one evaluation: what `eval.parquet` stores of it, and each image's result.
+/// Errors are fractions in [0, 1]; `Display` shows percent.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EvalReport {
-    /// Top-1 error in [0, 1].
-    pub top1_err: f64,
-    /// Top-5 error in [0, 1].
-    pub top5_err: f64,
-    /// Images evaluated.
-    pub images: u64,
-    /// Crops per image.
-    pub crops: usize,
-    /// [`CropProtocol::describe`] at the input size.
-    pub protocol_description: String,
-    /// Which images were evaluated.
-    pub eval_set: ImageSet,
-    /// [`ModelWeights::name`] of every model, in ensemble order.
-    pub models: Vec<String>,
+    /// The errors, the crops, the images and models evaluated (`eval.parquet`'s row).
+    pub record: EvalRecord,
     /// One entry per evaluated image, in dataset order.
     pub predictions: Vec<Prediction>,
     /// Each evaluated image's class probabilities (averaged over crops, then models), in the
@@ -32,38 +20,19 @@ pub struct EvalReport {
     pub skipped: Vec<SkippedImage>,
 }
 
-impl EvalReport {
-    /// The `eval.parquet` row of this evaluation.
-    pub fn record(&self) -> EvalRecord {
-        EvalRecord {
-            crops: self.crops as u64,
-            crop_definition: self.protocol_description.clone(),
-            eval_set: self.eval_set.as_str().to_string(),
-            models: self.models.clone(),
-            images: self.images,
-            top1_err: self.top1_err,
-            top5_err: self.top5_err,
-            skipped: self
-                .skipped
-                .iter()
-                .map(|b| b.path.display().to_string())
-                .collect(),
-        }
-    }
-}
-
 impl fmt::Display for EvalReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let r = &self.record;
         writeln!(
             f,
             "top-1 error {:.2}%  top-5 error {:.2}%  ({} images, {})",
-            100.0 * self.top1_err,
-            100.0 * self.top5_err,
-            self.images,
-            self.eval_set
+            100.0 * r.top1_err,
+            100.0 * r.top5_err,
+            r.images,
+            r.eval_set
         )?;
-        writeln!(f, "protocol: {}", self.protocol_description)?;
-        write!(f, "models: {}", self.models.join(", "))?;
+        writeln!(f, "protocol: {}", r.crop_definition)?;
+        write!(f, "models: {}", r.models.join(", "))?;
         if !self.skipped.is_empty() {
             write!(
                 f,

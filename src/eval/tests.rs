@@ -329,13 +329,16 @@ fn eval_parquet_round_trips_and_rejects_other_files() {
 
 fn report_with(predictions: Vec<Prediction>) -> EvalReport {
     EvalReport {
-        top1_err: 0.5,
-        top5_err: 0.0,
-        images: predictions.len() as u64,
-        crops: 12,
-        protocol_description: protocol_for(12, 0.875, 299).unwrap().describe(299),
-        eval_set: ImageSet::IlsvrcVal,
-        models: vec!["inception_v4:w.safetensors".into()],
+        record: EvalRecord {
+            top1_err: 0.5,
+            top5_err: 0.0,
+            images: predictions.len() as u64,
+            crops: 12,
+            crop_definition: protocol_for(12, 0.875, 299).unwrap().describe(299),
+            eval_set: ImageSet::IlsvrcVal.as_str().to_string(),
+            models: vec!["inception_v4:w.safetensors".into()],
+            skipped: vec![],
+        },
         predictions,
         probabilities: vec![],
         skipped: vec![],
@@ -372,7 +375,7 @@ fn predictions_round_trip_with_the_protocol_on_every_row() {
         .unwrap()
         .iter()
         .collect();
-    assert_eq!(defs, vec![Some(report.protocol_description.as_str()); 2]);
+    assert_eq!(defs, vec![Some(report.record.crop_definition.as_str()); 2]);
     let sets: Vec<Option<&str>> = df
         .column("eval_set")
         .unwrap()
@@ -492,14 +495,14 @@ fn single_crop_eval_equals_a_direct_forward_pass_on_central_crops() {
             .unwrap() as f64
     };
 
-    assert_eq!(report.images, 9);
+    assert_eq!(report.record.images, 9);
     let (e1, e5) = (err(1), err(5));
     assert!(
-        (report.top1_err - e1).abs() < 1e-6 && (report.top5_err - e5).abs() < 1e-6,
+        (report.record.top1_err - e1).abs() < 1e-6 && (report.record.top5_err - e5).abs() < 1e-6,
         "{report} vs {e1} {e5}"
     );
     assert_eq!(
-        report.top5_err, 0.0,
+        report.record.top5_err, 0.0,
         "3 classes are always within the top 5"
     );
     for (p, row) in report
@@ -525,11 +528,12 @@ fn single_crop_eval_equals_a_direct_forward_pass_on_central_crops() {
             .collect::<Vec<_>>(),
         data.samples.iter().map(|s| &s.path).collect::<Vec<_>>()
     );
-    assert_eq!(report.eval_set, ImageSet::Folder);
+    assert_eq!(report.record.eval_set, ImageSet::Folder.as_str());
     assert!(report
-        .protocol_description
+        .record
+        .crop_definition
         .starts_with("1 central crop keeping 0.875"));
-    assert_eq!(report.record().crops, 1);
+    assert_eq!(report.record.crops, 1);
     assert!(
         report.to_string().contains("protocol: 1 central crop"),
         "{report}"
@@ -550,9 +554,12 @@ fn an_ensemble_of_two_copies_equals_the_model_and_batching_does_not_matter() {
         24,
     ))
     .unwrap();
-    assert_eq!((one.top1_err, one.top5_err), (two.top1_err, two.top5_err));
+    assert_eq!(
+        (one.record.top1_err, one.record.top5_err),
+        (two.record.top1_err, two.record.top5_err)
+    );
     assert_eq!(one.predictions, two.predictions);
-    assert_eq!(two.models.len(), 2);
+    assert_eq!(two.record.models.len(), 2);
     // Batches of 5 crops split images across forward passes; chunks of one image each.
     let small = evaluate(&request(vec![spec], &data, p12, 5)).unwrap();
     for (a, b) in one.predictions.iter().zip(&small.predictions) {
@@ -565,9 +572,9 @@ fn an_ensemble_of_two_copies_equals_the_model_and_batching_does_not_matter() {
         );
     }
     assert!(
-        one.protocol_description.contains("12 crops"),
+        one.record.crop_definition.contains("12 crops"),
         "{}",
-        one.protocol_description
+        one.record.crop_definition
     );
 }
 
@@ -620,10 +627,10 @@ fn an_ensemble_of_stored_members_equals_running_the_ensemble() {
     }
     let run = evaluate(&request(vec![a, b], &data, p, 30)).unwrap();
     let reused = ensemble_of_stored(&stored, &data, 10).unwrap().unwrap();
-    assert_eq!(reused.top1_err, run.top1_err);
-    assert_eq!(reused.top5_err, run.top5_err);
-    assert_eq!(reused.models, run.models);
-    assert_eq!(reused.protocol_description, run.protocol_description);
+    assert_eq!(reused.record.top1_err, run.record.top1_err);
+    assert_eq!(reused.record.top5_err, run.record.top5_err);
+    assert_eq!(reused.record.models, run.record.models);
+    assert_eq!(reused.record.crop_definition, run.record.crop_definition);
     assert_eq!(reused.predictions.len(), run.predictions.len());
     for (x, y) in reused.probabilities.iter().zip(&run.probabilities) {
         assert!((x - y).abs() < 1e-6, "{x} vs {y}");
@@ -653,7 +660,11 @@ fn crops_144_evaluate_every_image() {
     let spec = tiny_model(dir.path(), 2, "w.safetensors");
     let report = evaluate(&request(vec![spec], &data, CropProtocol::Crops144, 64)).unwrap();
     assert_eq!(
-        (report.images, report.crops, report.predictions.len()),
+        (
+            report.record.images,
+            report.record.crops,
+            report.predictions.len()
+        ),
         (2, 144, 2)
     );
     for p in &report.predictions {
@@ -664,7 +675,7 @@ fn crops_144_evaluate_every_image() {
         );
     }
     let path = dir.path().join("eval.parquet");
-    write_eval_parquet(&path, &[report.record()]).unwrap();
+    write_eval_parquet(&path, &[report.record]).unwrap();
     let back = read_eval_parquet(&path).unwrap();
     assert!(
         back[0]
@@ -731,17 +742,14 @@ fn an_unreadable_image_fails_the_evaluation_naming_it_unless_skipped() {
     let mut skipping = request(vec![spec.clone()], &data, protocol(), 20);
     skipping.skip_bad_images = true;
     let report = evaluate(&skipping).unwrap();
-    assert_eq!(report.images, data.len() as u64 - 1);
+    assert_eq!(report.record.images, data.len() as u64 - 1);
     assert_eq!(report.skipped.len(), 1);
     assert_eq!(
         (&report.skipped[0].path, report.skipped[0].label),
         (&bad.path, bad.label)
     );
     assert!(report.to_string().contains("skipped 1 unreadable image"));
-    assert_eq!(
-        report.record().skipped,
-        vec![bad.path.display().to_string()]
-    );
+    assert_eq!(report.record.skipped, vec![bad.path.display().to_string()]);
 
     // The errors are those of the readable images alone (forward batches are composed
     // differently, so probabilities agree to rounding, not bit for bit).
@@ -757,8 +765,8 @@ fn an_unreadable_image_fails_the_evaluation_naming_it_unless_skipped() {
         }
     }
     assert_eq!(
-        (report.top1_err, report.top5_err),
-        (reference.top1_err, reference.top5_err)
+        (report.record.top1_err, report.record.top5_err),
+        (reference.record.top1_err, reference.record.top5_err)
     );
 
     // The predictions file lists the skipped image after the evaluated ones, with the reason.

@@ -299,7 +299,7 @@ fn evaluate_job(
             );
         }
     }
-    let mut record = report.record();
+    let mut record = report.record.clone();
     record.models = job.members.iter().map(|m| m.name.clone()).collect();
     write_eval_parquet(path, std::slice::from_ref(&record)).map_err(RunFailure::new)?;
     // One line per evaluation (a set of tables makes dozens); the crop protocol is stated
@@ -309,10 +309,10 @@ fn evaluate_job(
         job.table.id,
         job.table.rows[job.row].label,
         record.models.join(" + "),
-        report.crops,
-        100.0 * report.top1_err,
-        100.0 * report.top5_err,
-        report.images
+        report.record.crops,
+        100.0 * report.record.top1_err,
+        100.0 * report.record.top5_err,
+        report.record.images
     );
     if !report.skipped.is_empty() {
         tracing::warn!(
