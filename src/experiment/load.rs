@@ -358,6 +358,7 @@ fn resolve_run(spec: RunSpec, world_size: usize) -> Result<RunConfig, String> {
     model.avg_pool_padding = m.avg_pool_padding.or(model.avg_pool_padding);
     model.bn_eps = m.bn_eps.unwrap_or(model.bn_eps);
     model.bn_momentum = m.bn_momentum.unwrap_or(model.bn_momentum);
+    model.init = m.init.unwrap_or(model.init);
 
     let d = spec.data;
     if let Some(s) = &d.synthetic {

@@ -11,7 +11,7 @@ pub use crate::data::{
     ColorMode, DataConfig, EvalSet, InterpolationMode, SyntheticSpec, ValLayout,
 };
 use crate::device::Precision;
-use crate::models::{Arch, AvgPoolPadding};
+use crate::models::{Arch, AvgPoolPadding, InitScheme};
 pub use crate::store::metrics::Metric;
 use crate::train::{ClipMode, EmaConfig, LrSchedule};
 pub use crate::train::{OptimizerConfig, RunConfig, TrainConfig};
@@ -82,6 +82,8 @@ pub struct ModelSpec {
     pub avg_pool_padding: Option<AvgPoolPadding>,
     pub bn_eps: Option<f64>,
     pub bn_momentum: Option<f64>,
+    /// `tf_slim` (default) or `pytorch`.
+    pub init: Option<InitScheme>,
 }
 
 /// Data settings as written; see [`DataConfig`] for the meaning of each.

@@ -142,6 +142,32 @@ pub struct ModelConfig {
     /// Running-statistics update weight, PyTorch convention. TF-slim's decay 0.9997 is 0.0003.
     #[serde(default = "defaults::bn_momentum")]
     pub bn_momentum: f64,
+    /// How the weights start: TF-slim's schemes (the paper's; default, left out of the
+    /// hash) or PyTorch's, as timm's ports get them.
+    #[serde(default, skip_serializing_if = "InitScheme::is_tf_slim")]
+    pub init: InitScheme,
+}
+
+/// The initial weights' distributions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InitScheme {
+    /// TF-slim's: convolutions variance scaling (factor 2, fan-in, normal truncated at 2
+    /// sigma), classifiers Glorot-uniform, biases 0.
+    #[default]
+    TfSlim,
+    /// PyTorch's defaults as timm's models get them: convolutions and linear layers uniform
+    /// in ±1/sqrt(fan-in) (`kaiming_uniform_(a=sqrt(5))`), their biases likewise; timm's
+    /// Inception-v3 instead draws its convolution and linear weights from a normal of
+    /// standard deviation 0.1 (0.01 for the auxiliary head's first convolution, 0.001 for its
+    /// classifier).
+    Pytorch,
+}
+
+impl InitScheme {
+    pub fn is_tf_slim(&self) -> bool {
+        *self == InitScheme::TfSlim
+    }
 }
 
 mod defaults {
@@ -183,6 +209,7 @@ impl ModelConfig {
             avg_pool_padding: None,
             bn_eps: defaults::bn_eps(),
             bn_momentum: defaults::bn_momentum(),
+            init: InitScheme::TfSlim,
         }
     }
 

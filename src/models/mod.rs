@@ -28,7 +28,7 @@ pub mod pool;
 mod table;
 
 pub use body::STAGE_NAMES;
-pub use config::{Arch, AvgPoolPadding, ModelConfig, MIN_IMAGE_SIZE};
+pub use config::{Arch, AvgPoolPadding, InitScheme, ModelConfig, MIN_IMAGE_SIZE};
 pub use network::{summarize, Network, NetworkOutput, StageSummary, Summary};
 pub use table::{group_digits, render_table};
 

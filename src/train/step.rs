@@ -82,7 +82,8 @@ impl TrainStep {
         let varmap = VarMap::new();
         let net = Network::new(model, zeroed_var_builder(&varmap, dtype, device))
             .map_err(tensor_err("building the network"))?;
-        initialize(&varmap, seed).map_err(tensor_err("initialising the weights"))?;
+        initialize(&varmap, seed, model.init, model.arch)
+            .map_err(tensor_err("initialising the weights"))?;
         let vars = sorted_vars(&varmap);
         let (running, trainable) = vars.iter().cloned().partition(|(n, _)| is_running_stat(n));
         let decay = WeightDecay::weights_only(train.weight_decay);
