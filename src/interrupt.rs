@@ -29,7 +29,7 @@ impl StopSignal {
         Self(Some(&REQUESTED))
     }
 
-    /// Stops when `flag` is set (tests).
+    /// Stops when `flag` is set: a library caller's own stop switch (and the tests').
     pub fn from_flag(flag: &'static AtomicBool) -> Self {
         Self(Some(flag))
     }

@@ -20,7 +20,7 @@ use super::progress::EvalProgress;
 use super::protocol::check_protocol;
 use super::record::EvalRecord;
 use super::render::render_chunk;
-use super::report::{EvalReport, Prediction, SkippedImage};
+use super::report::{EvalReport, Prediction, SkippedSample};
 use super::scores::{average_over_crops, average_over_models, top_k};
 use super::EvalError;
 use crate::data::{CropProtocol, Dataset, ImageSet, Sample};
@@ -129,7 +129,7 @@ pub fn evaluate(req: &EvalRequest) -> Result<EvalReport, EvalError> {
                 rendered
                     .skipped
                     .into_iter()
-                    .map(|(i, reason)| SkippedImage {
+                    .map(|(i, reason)| SkippedSample {
                         path: chunk[i].path.clone(),
                         label: chunk[i].label,
                         reason,
@@ -346,7 +346,7 @@ struct Tally {
     predictions: Vec<Prediction>,
     /// Each image's class probabilities, in prediction order.
     probabilities: Vec<f32>,
-    skipped: Vec<SkippedImage>,
+    skipped: Vec<SkippedSample>,
 }
 
 impl Tally {

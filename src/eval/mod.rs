@@ -29,7 +29,7 @@ pub use predictions::{read_predictions, write_predictions, PredictionsFile};
 pub use probabilities::{read_probabilities, write_probabilities, StoredProbabilities};
 pub use protocol::protocol_for;
 pub use record::{read_eval_parquet, write_eval_parquet, EvalRecord};
-pub use report::{EvalReport, Prediction, SkippedImage};
+pub use report::{EvalReport, Prediction, SkippedSample};
 
 #[cfg(test)]
 mod tests;

@@ -13,7 +13,7 @@ use polars::prelude::*;
 use super::parquet::{
     list_column, lists, polars_error, read_frame, strings, u32s, values, write_frame,
 };
-use super::report::{EvalReport, Prediction, SkippedImage};
+use super::report::{EvalReport, Prediction, SkippedSample};
 use super::EvalError;
 
 fn columns() -> [(&'static str, DataType); 6] {
@@ -88,7 +88,7 @@ pub struct PredictionsFile {
     /// The evaluated images, in file order.
     pub predictions: Vec<Prediction>,
     /// The images left out as unreadable, in file order.
-    pub skipped: Vec<SkippedImage>,
+    pub skipped: Vec<SkippedSample>,
 }
 
 /// Reads the rows of a predictions file, checking its schema.
@@ -141,7 +141,7 @@ pub fn read_predictions(path: &Path) -> Result<PredictionsFile, EvalError> {
             });
         }
         match reason {
-            Some(reason) => file.skipped.push(SkippedImage {
+            Some(reason) => file.skipped.push(SkippedSample {
                 path: PathBuf::from(p),
                 label,
                 reason,

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::report::{EvalReport, SkippedImage};
+use super::report::{EvalReport, SkippedSample};
 use super::EvalError;
 use crate::store::atomic::{write_json, write_safetensors};
 
@@ -40,7 +40,7 @@ pub struct StoredProbabilities {
     pub probabilities: Tensor,
     /// The evaluated images with their labels, in row order.
     pub images: Vec<(PathBuf, u32)>,
-    pub skipped: Vec<SkippedImage>,
+    pub skipped: Vec<SkippedSample>,
 }
 
 fn pair(stem: &Path) -> (PathBuf, PathBuf) {
@@ -130,7 +130,7 @@ pub fn read_probabilities(stem: &Path) -> Result<Option<StoredProbabilities>, Ev
         skipped: data
             .skipped
             .into_iter()
-            .map(|(path, label, reason)| SkippedImage {
+            .map(|(path, label, reason)| SkippedSample {
                 path,
                 label,
                 reason,

@@ -17,7 +17,7 @@ pub struct EvalReport {
     /// order of `predictions`: images x classes.
     pub probabilities: Vec<f32>,
     /// The images left out because they could not be read or decoded, in dataset order.
-    pub skipped: Vec<SkippedImage>,
+    pub skipped: Vec<SkippedSample>,
 }
 
 impl fmt::Display for EvalReport {
@@ -67,10 +67,10 @@ pub struct Prediction {
     pub top5: Vec<(u32, f32)>,
 }
 
-/// An image left out of an evaluation because it could not be read or decoded
-/// (`--skip-bad-images`).
+/// An image of the evaluated set left out because it could not be read or decoded
+/// (`--skip-bad-images`), with the class the predictions file lists it under.
 #[derive(Clone, Debug, PartialEq)]
-pub struct SkippedImage {
+pub struct SkippedSample {
     /// The image file.
     pub path: PathBuf,
     /// Its class index.

@@ -9,7 +9,6 @@
 use std::collections::HashMap;
 
 use candle_core::{Tensor, Var};
-use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 
 use super::inplace;
@@ -17,7 +16,7 @@ use super::inplace;
 /// Errors of the moving average; each names the variable involved.
 #[derive(Debug, thiserror::Error)]
 pub enum EmaError {
-    /// A variable in the EMA has no counterpart (in a loaded state or a target `VarMap`).
+    /// A variable in the EMA has no counterpart in a loaded state.
     #[error("EMA: no value for variable `{name}` in {place}")]
     Missing { name: String, place: &'static str },
     /// A loaded EMA state has a tensor for a variable the EMA does not track.
@@ -182,26 +181,6 @@ impl Ema {
         Ok(LiveWeights { saved })
     }
 
-    /// Writes the averages into another `VarMap` (e.g. a separate evaluation model) by name.
-    /// Every averaged variable must exist there with the same shape.
-    pub fn write_into(&self, varmap: &VarMap) -> Result<(), EmaError> {
-        let data = varmap.data().lock().expect("VarMap mutex poisoned");
-        for e in &self.entries {
-            let target = data.get(&e.name).ok_or_else(|| EmaError::Missing {
-                name: e.name.clone(),
-                place: "the target VarMap",
-            })?;
-            check_shape(&e.name, target.as_tensor(), &e.shadow)?;
-            let value = e
-                .shadow
-                .to_device(target.device())
-                .and_then(|t| t.to_dtype(target.dtype()))
-                .map_err(tensor_err(&e.name))?;
-            target.set(&value).map_err(tensor_err(&e.name))?;
-        }
-        Ok(())
-    }
-
     /// Restores averages saved by [`Ema::tensors`] and the update count. Every tracked
     /// variable must be present with its shape; unknown names are rejected.
     pub fn load_state(
@@ -258,6 +237,7 @@ impl LiveWeights {
 mod tests {
     use super::*;
     use candle_core::{DType, Device};
+    use candle_nn::VarMap;
 
     fn values(t: &Tensor) -> Vec<f64> {
         t.to_vec1::<f64>().unwrap()
@@ -324,7 +304,7 @@ mod tests {
     }
 
     #[test]
-    fn averages_batchnorm_running_stats_from_a_varmap_and_writes_into_another() {
+    fn averages_batchnorm_running_stats_from_a_varmap() {
         let dev = Device::Cpu;
         let model = VarMap::new();
         let mean = model
@@ -352,28 +332,8 @@ mod tests {
         ema.update().unwrap(); // 0.75·0 + 0.25·[4, 8] = [1, 2]
         assert_eq!(mean.to_vec1::<f32>().unwrap(), [4.0, 8.0]);
 
-        let eval_model = VarMap::new();
-        eval_model
-            .get(
-                2,
-                "bn.running_mean",
-                candle_nn::Init::Const(9.0),
-                DType::F32,
-                &dev,
-            )
-            .unwrap();
-        ema.write_into(&eval_model).unwrap();
-        let written = eval_model.data().lock().unwrap()["bn.running_mean"]
-            .as_tensor()
-            .to_vec1::<f32>()
-            .unwrap();
-        assert_eq!(written, [1.0, 2.0]);
-
-        let empty = VarMap::new();
-        assert!(matches!(
-            ema.write_into(&empty),
-            Err(EmaError::Missing { .. })
-        ));
+        let average = ema.tensors()["bn.running_mean"].to_vec1::<f32>().unwrap();
+        assert_eq!(average, [1.0, 2.0]);
     }
 
     #[test]

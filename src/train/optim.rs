@@ -79,14 +79,6 @@ impl WeightDecay {
         Self::custom(rate, is_conv_or_fc_weight)
     }
 
-    /// Decays conv/fc weights and biases, as TF-slim's Inception-ResNet-v2 does; BatchNorm
-    /// parameters (`bn.weight`, `bn.bias`) are still exempt (slim does not regularize β).
-    pub fn weights_and_biases(rate: f64) -> Self {
-        Self::custom(rate, |name| {
-            is_conv_or_fc_weight(name) || (name.ends_with(".bias") && !name.ends_with("bn.bias"))
-        })
-    }
-
     /// Decays the variables whose name satisfies `applies`.
     pub fn custom(rate: f64, applies: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
         Self {
@@ -573,10 +565,6 @@ mod tests {
         assert!(w.applies_to("last_linear.weight"));
         assert!(!w.applies_to("features.0.bn.weight"));
         assert!(!w.applies_to("last_linear.bias"));
-        let wb = WeightDecay::weights_and_biases(4e-5);
-        assert!(wb.applies_to("last_linear.bias"));
-        assert!(!wb.applies_to("features.0.bn.bias"));
-        assert!(!wb.applies_to("features.0.bn.weight"));
         assert!(!WeightDecay::weights_only(0.0).applies_to("conv.weight"));
     }
 
