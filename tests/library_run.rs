@@ -211,3 +211,40 @@ fn settings_that_do_not_fit_the_data_are_bad_input_whoever_catches_them() {
     );
     assert_eq!(end.exit_class(), Some(repro::commands::ExitClass::BadInput));
 }
+
+#[test]
+fn a_run_two_sweeps_share_trains_once() {
+    let tmp = TempDir::new("library-run-sweeps");
+    let yaml = "defaults:\n  model: {arch: inception_v4, width: 0.125, image_size: 75, blocks: [1, 1, 1], bn_momentum: 0.1}\n  \
+                data: {synthetic: {classes: 4, train_per_class: 8, val_per_class: 2, image_size: 48}}\n  \
+                train: {epochs: 1, batch_size: 8, ema: {decay: 0.9}}\n\
+                runs:\n  a: {sweep: {model.init: [tf_slim, pytorch]}}\n  b: {sweep: {train.clip_mode: [global_norm, per_variable]}}\n\
+                figures: [{id: f, metric: top1, runs: [a, b]}]\n";
+    let path = tmp.0.join("sweeps.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let experiments = vec![load_experiment(&path, &LoadOptions::default()).unwrap()];
+    let e = &experiments[0];
+    let (same_a, same_b) = ("a/init=tf_slim", "b/clip_mode=global_norm");
+    assert_eq!(e.runs[same_a].hash, e.runs[same_b].hash);
+    let request = request(&experiments, &tmp.0);
+    let (end, lines) = run(&request);
+    assert!(matches!(end, RunEnd::Finished), "{end:?}\n{lines:#?}");
+    let trained = lines.iter().filter(|l| l.contains("  trained: ")).count();
+    assert_eq!(trained, 3, "{lines:#?}");
+    let folders = std::fs::read_dir(request.options.results.join("runs"))
+        .unwrap()
+        .count();
+    assert_eq!(folders, 3);
+    let planned = plan(e, &request.options.results);
+    assert_eq!(planned.len(), 4);
+    let dir_of = |name: &str| {
+        planned
+            .iter()
+            .find(|p| p.run.name == name)
+            .unwrap()
+            .dir
+            .clone()
+    };
+    assert_eq!(dir_of(same_a), dir_of(same_b));
+    assert!(planned.iter().all(|p| p.progress.to_string() == "done"));
+}

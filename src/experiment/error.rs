@@ -138,3 +138,24 @@ fn sets(line: &str, key: &str, value: Option<&str>) -> bool {
             })
     })
 }
+
+/// The one line among `sources` that contains `needle` (outside comments): file, line and
+/// column, counted from 1.
+pub(crate) fn locate_text(sources: &[PathBuf], needle: &str) -> Option<(PathBuf, usize, usize)> {
+    let mut found = Vec::new();
+    for file in sources {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        for (i, line) in text.lines().enumerate() {
+            let code = line.split(" #").next().unwrap_or(line);
+            if let Some(col) = code.find(needle) {
+                found.push((file.clone(), i + 1, col + 1));
+            }
+        }
+    }
+    match found.as_slice() {
+        [one] => Some(one.clone()),
+        _ => None,
+    }
+}

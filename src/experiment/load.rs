@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 
 use serde_yaml::Value;
 
-use super::error::{locate_setting, SpecError};
+use super::error::{locate_setting, locate_text, SpecError};
 use super::schema::*;
+use super::sweep::{cells, take_sweep, Cell, SweepError};
 use super::yaml::{deep_merge, set_path, substitute_env};
 use crate::models::ModelConfig;
 
@@ -35,8 +36,9 @@ pub struct ResolvedRun {
 
 impl ResolvedRun {
     /// `<name>-<first 8 hex digits>`: the run's folder under `results/runs/`.
+    /// A sweep's run names hold `/`, which a folder name cannot: it becomes `~`.
     pub fn folder_name(&self) -> String {
-        format!("{}-{}", self.name, &self.hash[..8])
+        format!("{}-{}", self.name.replace('/', "~"), &self.hash[..8])
     }
 }
 
@@ -125,6 +127,7 @@ pub fn load_experiment(path: &Path, options: &LoadOptions) -> Result<Experiment,
         None => None,
     };
 
+    let fixed: Vec<String> = every_run_sets.iter().map(|(k, _)| k.clone()).collect();
     let mut every_run = Value::Mapping(Default::default());
     for (key, value) in every_run_sets {
         set_path(&mut every_run, &key, value).map_err(|message| SpecError::Override {
@@ -133,27 +136,63 @@ pub fn load_experiment(path: &Path, options: &LoadOptions) -> Result<Experiment,
         })?;
     }
     let mut runs = BTreeMap::new();
+    let mut sweeps: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
     for name in file.runs.keys() {
-        let merged = merged_run(&doc, name, profile.as_deref(), &every_run, path)?;
-        let run_error = |message: String| SpecError::Run {
-            path: path.into(),
-            run: name.clone(),
-            at: locate_setting(&sources, &message).filter(|(file, _)| file != path),
-            message,
-        };
-        let spec: RunSpec = typed(&merged).map_err(run_error)?;
-        let config = resolve_run(spec, options.world_size).map_err(run_error)?;
-        let hash = config.hash();
-        runs.insert(
-            name.clone(),
-            ResolvedRun {
+        let mut merged = merged_run(&doc, name, profile.as_deref(), &every_run, path)?;
+        let sweep_error = |e: SweepError| sweep_error(&sources, path, name, e);
+        let mut swept: Vec<String> = Vec::new();
+        let cells = match take_sweep(&mut merged, &fixed).map_err(sweep_error)? {
+            None => vec![Cell {
                 name: name.clone(),
-                config,
-                hash,
-            },
-        );
+                label: name.clone(),
+                settings: merged,
+            }],
+            Some(sweep) => {
+                swept = sweep.axes.keys().cloned().collect();
+                let cells = cells(name, &merged, &sweep).map_err(sweep_error)?;
+                let names = cells
+                    .iter()
+                    .map(|c| (c.name.clone(), c.label.clone()))
+                    .collect();
+                sweeps.insert(name.clone(), names);
+                cells
+            }
+        };
+        for cell in cells {
+            let run_error = |message: String| SpecError::Run {
+                path: path.into(),
+                run: cell.name.clone(),
+                at: locate_setting(&sources, &message).filter(|(file, _)| file != path),
+                message,
+            };
+            let spec: RunSpec = typed(&cell.settings).map_err(|message| {
+                // A swept path the schema does not know: point at the sweep's line.
+                match swept.iter().find(|k| {
+                    let last = k.rsplit('.').next().unwrap_or(k);
+                    message.contains(&format!("unknown field `{last}`"))
+                }) {
+                    Some(key) => sweep_error(SweepError {
+                        key: key.clone(),
+                        message: format!("sweep `{key}`: {message}"),
+                    }),
+                    None => run_error(message),
+                }
+            })?;
+            let config = resolve_run(spec, options.world_size).map_err(run_error)?;
+            let hash = config.hash();
+            runs.insert(
+                cell.name.clone(),
+                ResolvedRun {
+                    name: cell.name,
+                    config,
+                    hash,
+                },
+            );
+        }
     }
-    check_references(&file, &runs, path)?;
+    let mut file = file;
+    expand_sweeps_in_figures(&mut file, &sweeps);
+    check_references(&file, &runs, &sweeps, path)?;
     let executor = resolve_executor(&doc, profile.as_deref(), path)?;
     let released = resolve_released(&doc, &file, path)?;
 
@@ -284,6 +323,49 @@ fn parse_overrides(
         }
     }
     Ok((every_run, document))
+}
+
+/// A figure that names a sweep draws each of its runs, the seeds of one grid cell as one band
+/// (labelled by the cell unless the figure's `labels` says otherwise).
+fn expand_sweeps_in_figures(
+    file: &mut ExperimentFile,
+    sweeps: &BTreeMap<String, Vec<(String, String)>>,
+) {
+    for figure in &mut file.figures {
+        let mut expanded = Vec::new();
+        for run in std::mem::take(&mut figure.runs) {
+            match sweeps.get(&run) {
+                None => expanded.push(run),
+                Some(cells) => {
+                    let given = figure.labels.remove(&run);
+                    for (cell, label) in cells {
+                        let label = given.clone().unwrap_or_else(|| label.clone());
+                        figure.labels.entry(cell.clone()).or_insert(label);
+                        expanded.push(cell.clone());
+                    }
+                }
+            }
+        }
+        figure.runs = expanded;
+    }
+}
+
+/// A sweep's error at the line of the path it is about.
+fn sweep_error(sources: &[PathBuf], path: &Path, run: &str, e: SweepError) -> SpecError {
+    match locate_text(sources, &format!("{}:", e.key)) {
+        Some((file, line, column)) => SpecError::Parse {
+            path: file,
+            line,
+            column,
+            message: format!("run `{run}`: {}", e.message),
+        },
+        None => SpecError::Run {
+            path: path.into(),
+            run: run.into(),
+            message: e.message,
+            at: None,
+        },
+    }
 }
 
 /// defaults ⊕ extended runs ⊕ the run ⊕ profile (every run, then this run) ⊕ every-run overrides.
@@ -506,15 +588,30 @@ fn resolve_released(
 fn check_references(
     file: &ExperimentFile,
     runs: &BTreeMap<String, ResolvedRun>,
+    sweeps: &BTreeMap<String, Vec<(String, String)>>,
     path: &Path,
 ) -> Result<(), SpecError> {
     let known = |r: &String| runs.contains_key(r);
-    let unknown = |what: String, r: &String| SpecError::Invalid {
-        path: path.into(),
-        message: format!(
-            "{what} names run `{r}`, which is not defined (runs: {})",
-            runs.keys().cloned().collect::<Vec<_>>().join(", ")
-        ),
+    let unknown = |what: String, r: &String| match sweeps.get(r) {
+        Some(cells) => SpecError::Invalid {
+            path: path.into(),
+            message: format!(
+                "{what} names the sweep `{r}`; only figures draw whole sweeps, here name its runs \
+                 ({})",
+                cells
+                    .iter()
+                    .map(|(c, _)| c.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        },
+        None => SpecError::Invalid {
+            path: path.into(),
+            message: format!(
+                "{what} names run `{r}`, which is not defined (runs: {})",
+                runs.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        },
     };
     for f in &file.figures {
         if let Some(r) = f.runs.iter().find(|r| !known(r)) {

@@ -54,6 +54,11 @@ pub struct RunSpec {
     pub data: DataSpec,
     pub train: TrainSpec,
     pub seed: Option<u64>,
+    /// Setting paths (`train.clip_mode`) mapped to lists of values: the run stands for the
+    /// grid of runs they span (see `experiment::sweep`).
+    pub sweep: Option<BTreeMap<String, Vec<serde_yaml::Value>>>,
+    /// A count (seeds 0 to N-1) or a list of seeds: one run per seed (and per grid cell).
+    pub seeds: Option<super::sweep::Seeds>,
 }
 
 /// An overlay applied on top of every resolved run, and of named runs.

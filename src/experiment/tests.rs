@@ -141,7 +141,7 @@ fn unknown_key_names_file_line_and_column() {
     );
     let err = load(&fig, None, &[]).unwrap_err().to_string();
     let expected = format!(
-        "{}:4:33: runs.v4.model: unknown field `widht`, expected one of `arch`, `num_classes`, `width`, `blocks`, `residual_scales`, `dropout`, `aux_head`, `image_size`, `avg_pool_padding`, `bn_eps`, `bn_momentum`",
+        "{}:4:33: runs.v4.model: unknown field `widht`, expected one of `arch`, `num_classes`, `width`, `blocks`, `residual_scales`, `dropout`, `aux_head`, `image_size`, `avg_pool_padding`, `bn_eps`, `bn_momentum`, `init`",
         fig.display()
     );
     assert_eq!(err, expected);
@@ -405,4 +405,107 @@ fn a_bad_value_in_an_included_file_names_that_file_and_line() {
             g.display()
         )
     );
+}
+
+const SWEPT: &str = "defaults: {data: {train: x, val: y}}\nruns:\n  v4:\n    model: {arch: inception_v4}\n    sweep:\n      model.init: [tf_slim, pytorch]\n      train.clip_mode: [global_norm, per_variable]\n    seeds: 2\nfigures: [{id: f, metric: top1, runs: [v4]}]\n";
+
+#[test]
+fn a_sweep_expands_to_named_runs_whose_hashes_ignore_the_writing_order() {
+    let d = Dir::new("sweep");
+    let f = d.write("f.yaml", SWEPT);
+    let e = load(&f, None, &[]).unwrap();
+    let names: Vec<&String> = e.runs.keys().collect();
+    assert_eq!(names.len(), 8, "{names:?}");
+    assert!(e
+        .runs
+        .contains_key("v4/init=pytorch,clip_mode=per_variable/seed=1"));
+    let run = &e.runs["v4/init=pytorch,clip_mode=per_variable/seed=1"];
+    assert_eq!(run.config.model.init, crate::models::InitScheme::Pytorch);
+    assert_eq!(run.config.seed, 1);
+    assert_eq!(
+        run.folder_name(),
+        format!(
+            "v4~init=pytorch,clip_mode=per_variable~seed=1-{}",
+            &run.hash[..8]
+        )
+    );
+    // The figure draws every run, each cell's seeds as one band.
+    assert_eq!(e.figures[0].runs.len(), 8);
+    assert_eq!(
+        e.figures[0].labels["v4/init=pytorch,clip_mode=per_variable/seed=0"],
+        "v4/init=pytorch,clip_mode=per_variable"
+    );
+    // Lists written in another order: the same runs with the same hashes.
+    let g = d.write(
+        "g.yaml",
+        &SWEPT
+            .replace(
+                "      model.init: [tf_slim, pytorch]\n      train.clip_mode: [global_norm, per_variable]\n",
+                "      train.clip_mode: [per_variable, global_norm]\n      model.init: [pytorch, tf_slim]\n",
+            )
+            .replace("seeds: 2", "seeds: [1, 0]"),
+    );
+    let reordered = load(&g, None, &[]).unwrap();
+    let hashes = |e: &Experiment| {
+        e.runs
+            .iter()
+            .map(|(n, r)| (n.clone(), r.hash.clone()))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    assert_eq!(hashes(&e), hashes(&reordered));
+    // The default cell is the run without a sweep: the same hash.
+    let plain = d.write(
+        "plain.yaml",
+        "defaults: {data: {train: x, val: y}}\nruns: {v4: {model: {arch: inception_v4}, seed: 0}}\nfigures: [{id: f, metric: top1, runs: [v4]}]\n",
+    );
+    let plain = load(&plain, None, &[]).unwrap();
+    assert_eq!(
+        plain.runs["v4"].hash,
+        e.runs["v4/init=tf_slim,clip_mode=global_norm/seed=0"].hash
+    );
+}
+
+#[test]
+fn set_overrides_a_swept_value_and_bad_sweeps_name_their_line() {
+    let d = Dir::new("sweep-errors");
+    let f = d.write("f.yaml", SWEPT);
+    let e = load(&f, None, &["train.clip_mode=per_variable"]).unwrap();
+    let names: Vec<&String> = e.runs.keys().collect();
+    assert_eq!(names.len(), 4, "{names:?}");
+    assert!(e.runs.contains_key("v4/init=pytorch/seed=0"), "{names:?}");
+    assert!(e
+        .runs
+        .values()
+        .all(|r| r.config.train.clip_mode == crate::train::ClipMode::PerVariable));
+
+    let bad = d.write(
+        "bad.yaml",
+        &SWEPT.replace("train.clip_mode:", "train.clip_mod:"),
+    );
+    let err = load(&bad, None, &[]).unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!(
+            "{}:7:7: run `v4`: sweep `train.clip_mod`: train: unknown field `clip_mod`",
+            bad.display()
+        )),
+        "{err}"
+    );
+    let empty = d.write(
+        "empty.yaml",
+        &SWEPT.replace("[global_norm, per_variable]", "[]"),
+    );
+    let err = load(&empty, None, &[]).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        format!(
+            "{}:7:7: run `v4`: sweep `train.clip_mode` lists no values",
+            empty.display()
+        )
+    );
+    let table = d.write(
+        "table.yaml",
+        &format!("{SWEPT}tables: [{{id: t, crops: 1, rows: [{{label: a, runs: [v4]}}]}}]\n"),
+    );
+    let err = load(&table, None, &[]).unwrap_err().to_string();
+    assert!(err.contains("names the sweep `v4`"), "{err}");
 }

@@ -59,9 +59,12 @@ pub fn selected_plan(
     results: &Path,
     only: Option<&[String]>,
 ) -> Vec<PlannedRun> {
+    let mut folders = std::collections::HashSet::new();
     plan(experiment, results)
         .into_iter()
         .filter(|p| only.is_none_or(|names| names.contains(&p.run.name)))
+        // A folder two names share is trained once.
+        .filter(|p| folders.insert(p.dir.clone()))
         .collect()
 }
 

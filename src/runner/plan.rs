@@ -52,7 +52,30 @@ pub struct PlannedRun {
 
 /// `results/runs/<name>-<hash>`.
 pub fn run_dir(results: &Path, run: &ResolvedRun) -> PathBuf {
-    results.join("runs").join(run.folder_name())
+    let own = results.join("runs").join(run.folder_name());
+    if own.exists() {
+        return own;
+    }
+    same_run_elsewhere(results, run).unwrap_or(own)
+}
+
+/// A folder of another name holding this very run (same configuration): a run two sweeps or
+/// two experiment files share trains once.
+fn same_run_elsewhere(results: &Path, run: &ResolvedRun) -> Option<PathBuf> {
+    let suffix = format!("-{}", &run.hash[..8]);
+    let config = serde_yaml::to_string(&run.config).ok()?;
+    let mut candidates: Vec<PathBuf> = std::fs::read_dir(results.join("runs"))
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().ends_with(&suffix))
+        })
+        .collect();
+    candidates.sort();
+    candidates.into_iter().find(|dir| {
+        std::fs::read_to_string(RunDir::new(dir).config_yaml()).is_ok_and(|text| text == config)
+    })
 }
 
 /// The runs the experiment uses, in name order, with their state on disk.
@@ -75,11 +98,16 @@ pub fn plan(experiment: &Experiment, results: &Path) -> Vec<PlannedRun> {
         );
     }
     let names: BTreeSet<&String> = used.iter().map(|(r, _)| r).collect();
+    // Runs of the same configuration under two names share the first one's folder.
+    let mut folders: std::collections::HashMap<String, PathBuf> = Default::default();
     names
         .into_iter()
         .map(|name| {
             let run = experiment.runs[name].clone();
-            let dir = run_dir(results, &run);
+            let dir = folders
+                .entry(run.hash.clone())
+                .or_insert_with(|| run_dir(results, &run))
+                .clone();
             let mut used_by: Vec<String> = used
                 .iter()
                 .filter(|(r, _)| r == name)
