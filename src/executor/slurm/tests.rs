@@ -60,11 +60,13 @@ fn setup_runs(tag: &str, names: &[&str]) -> (Tmp, Experiment, RunOptions) {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("exp.yaml");
+    // A seed each: runs of one configuration would share one folder.
     let runs: String = names
         .iter()
-        .map(|n| {
+        .enumerate()
+        .map(|(seed, n)| {
             format!(
-                "  {n}: {{model: {{arch: inception_v4, width: 0.125, image_size: 75}}, \
+                "  {n}: {{model: {{arch: inception_v4, width: 0.125, image_size: 75}}, seed: {seed}, \
                  data: {{synthetic: {{classes: 3}}}}, train: {{epochs: 1, batch_size: 4}}}}\n"
             )
         })
