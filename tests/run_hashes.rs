@@ -32,3 +32,38 @@ fn the_mini_runs_keep_the_hashes_of_the_committed_report() {
     }
     assert!(checked >= 20, "only {checked} runs checked");
 }
+
+#[test]
+fn the_ablation_shares_its_default_cells_with_the_mini_runs() {
+    let load = |f: &str| load_experiment(&common::repo(f), &LoadOptions::default()).unwrap();
+    let (ablation, fig23) = (
+        load("experiments/mini/ablation.yaml"),
+        load("experiments/mini/fig23.yaml"),
+    );
+    assert_eq!(
+        ablation
+            .runs
+            .keys()
+            .filter(|n| n.contains("_ablation/"))
+            .count(),
+        16
+    );
+    for (cell, run) in [
+        (
+            "inception_v4_ablation/init=tf_slim,clip_mode=global_norm/seed=0",
+            "inception_v4",
+        ),
+        (
+            "inception_v4_ablation/init=tf_slim,clip_mode=global_norm/seed=1",
+            "inception_v4_seed1",
+        ),
+        (
+            "inception_resnet_v2_ablation/init=tf_slim,clip_mode=global_norm/seed=1",
+            "inception_resnet_v2_seed1",
+        ),
+    ] {
+        assert_eq!(ablation.runs[cell].hash, fig23.runs[run].hash, "{cell}");
+    }
+    let pytorch = &ablation.runs["inception_v4_ablation/init=pytorch,clip_mode=global_norm/seed=0"];
+    assert_ne!(pytorch.hash, fig23.runs["inception_v4"].hash);
+}
