@@ -3,9 +3,10 @@
 
 use super::curves::{error_curve, shows_paper};
 use super::html::{escape, file_stem, reloading_page};
-use super::input::{Claim, FigureInput, ReportInput};
+use super::input::{Claim, FigureInput, ReportInput, Series};
 use super::paper::paper_figure_caption;
 use super::runs_section::runs_section;
+use super::stats::{mean, sample_sd};
 use super::style::network_name;
 
 /// A verdict badge: `<span class="verdict supported">supported</span>`.
@@ -71,7 +72,7 @@ fn figure_caption(figure: &FigureInput, paper_scale: bool, stem: &str) -> String
 fn series_table(figure: &FigureInput) -> String {
     let metric = figure.metric.quantity();
     let mut html = format!(
-        "<div class=\"wide\"><table>\n<tr><th>Network</th><th>Seed</th><th>Status</th><th>Evaluations</th>\
+        "<div class=\"wide\"><table>\n<tr><th>Curve</th><th>Seed</th><th>Status</th><th>Evaluations</th>\
          <th>Last epoch</th><th>Last {metric} %</th><th>Lowest {metric} %</th></tr>\n"
     );
     for series in &figure.series {
@@ -79,7 +80,7 @@ fn series_table(figure: &FigureInput) -> String {
         let last = curve.last();
         let best = curve.iter().map(|p| p.1).min_by(f64::total_cmp);
         let cells = [
-            network_name(&series.network),
+            curve_name(series),
             series.seed.to_string(),
             series.status.clone(),
             curve.len().to_string(),
@@ -97,6 +98,52 @@ fn series_table(figure: &FigureInput) -> String {
             html.push_str(&format!("<td{class}>{}</td>", escape(cell)));
         }
         html.push_str("</tr>\n");
+    }
+    html.push_str("</table></div>\n");
+    html
+}
+
+/// A series' curve as the legend names it: its label, else its network.
+fn curve_name(series: &Series) -> String {
+    match series.label.is_empty() {
+        true => network_name(&series.network),
+        false => series.label.clone(),
+    }
+}
+
+/// Each curve's last error over its runs (mean ± sd, n), when some curve averages several
+/// runs (seeds, or a sweep's cells).
+fn final_error_table(figure: &FigureInput) -> String {
+    let mut curves: Vec<(String, Vec<f64>, usize)> = Vec::new();
+    for series in &figure.series {
+        let name = curve_name(series);
+        let last = error_curve(figure, series).last().map(|p| p.1);
+        match curves.iter_mut().find(|(n, _, _)| *n == name) {
+            Some((_, values, runs)) => {
+                values.extend(last);
+                *runs += 1;
+            }
+            None => curves.push((name, last.into_iter().collect(), 1)),
+        }
+    }
+    if curves.iter().all(|(_, _, runs)| *runs < 2) {
+        return String::new();
+    }
+    let metric = figure.metric.quantity();
+    let mut html = format!(
+        "<div class=\"wide\"><table>\n<tr><th>Curve</th><th>Runs</th><th>Last {metric} % (mean ± sd over the runs evaluated)</th></tr>\n"
+    );
+    for (name, values, runs) in &curves {
+        let cell = match (mean(values), sample_sd(values)) {
+            (Some(m), Some(sd)) => format!("{m:.2} ± {sd:.2} (n = {})", values.len()),
+            (Some(m), None) => format!("{m:.2} (n = 1)"),
+            _ => "—".to_string(),
+        };
+        html.push_str(&format!(
+            "<tr><td>{}</td><td class=\"num\">{runs}</td><td class=\"num\">{}</td></tr>\n",
+            escape(name),
+            escape(&cell)
+        ));
     }
     html.push_str("</table></div>\n");
     html
@@ -120,6 +167,7 @@ fn figures_section(input: &ReportInput) -> String {
             escape(&format!("{heading}: error against epoch")),
             figure_caption(figure, input.paper_scale, &stem)
         ));
+        html.push_str(&final_error_table(figure));
         html.push_str(&series_table(figure));
     }
     html
@@ -215,4 +263,65 @@ pub fn experiment_page(input: &ReportInput, tables: &[(String, String)]) -> Stri
     );
     let reload = (!input.training.is_empty()).then_some(RELOAD_SECONDS);
     reloading_page(&input.title, &body, reload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Metric;
+    use crate::store::MetricsRow;
+
+    fn ending_at(top1: f64) -> Vec<MetricsRow> {
+        vec![MetricsRow {
+            epoch: 10.0,
+            step: 100,
+            images_seen: 3200,
+            lr: 0.01,
+            train_loss: 1.0,
+            top1_err: Some(top1),
+            top5_err: None,
+            eval_images: 100,
+            images_per_s: 1.0,
+            wall_s: 1.0,
+            pre_pool_zero_frac: None,
+            pre_pool_dead_channel_frac: None,
+        }]
+    }
+
+    #[test]
+    fn each_curve_of_a_sweep_gets_its_final_error_over_its_seeds() {
+        let series = |label: &str, seed, top1| Series {
+            network: "inception_v4".into(),
+            label: label.into(),
+            seed,
+            rows: ending_at(top1),
+            status: "done".into(),
+        };
+        let figure = FigureInput {
+            id: "ablation".into(),
+            paper_figure: None,
+            title: None,
+            metric: Metric::Top1,
+            overlay_paper: false,
+            series: vec![
+                series("v4/init=tf_slim", 0, 0.60),
+                series("v4/init=tf_slim", 1, 0.64),
+                series("v4/init=pytorch", 0, 0.50),
+                series("v4/init=pytorch", 1, 0.50),
+            ],
+        };
+        let html = final_error_table(&figure);
+        assert!(
+            html.contains("<td>v4/init=tf_slim</td><td class=\"num\">2</td><td class=\"num\">62.00 ± 2.83 (n = 2)</td>"),
+            "{html}"
+        );
+        assert!(html.contains("50.00 ± 0.00 (n = 2)"), "{html}");
+        assert!(series_table(&figure).contains("<td>v4/init=pytorch</td>"));
+        // One run per curve: nothing to average, no table.
+        let single = FigureInput {
+            series: figure.series[..1].to_vec(),
+            ..figure
+        };
+        assert_eq!(final_error_table(&single), "");
+    }
 }
