@@ -12,13 +12,13 @@ use std::time::{Duration, SystemTime};
 
 use clap::{Args, Parser, Subcommand};
 use repro::commands::{
-    evaluate_weights, models_text, plan_text, run_experiments, status_text, CommandError, EvalArgs,
-    ModelsArgs, RunRequest,
+    evaluate_weights, models_text, plan_text, render_report, run_experiments, status_text,
+    CommandError, EvalArgs, ModelsArgs, RunRequest,
 };
 use repro::executor::JobCommand;
-use repro::experiment::{load_experiment, ExecutorSpec, Experiment, LoadOptions, TableSpec};
+use repro::experiment::{load_experiment, ExecutorSpec, Experiment, LoadOptions};
 use repro::interrupt::StopSignal;
-use repro::runner::{row_results, write_report, LiveReport, RunOptions};
+use repro::runner::{LiveReport, RunOptions};
 
 #[derive(Parser)]
 #[command(
@@ -309,15 +309,7 @@ fn report(args: ReportArgs) -> Result<(), Failure> {
         .into_iter()
         .filter(|e| !e.defines_runs_only())
     {
-        let tables = |t: &TableSpec, row: usize| row_results(&e, &args.experiment.results, t, row);
-        let index = write_report(
-            &e,
-            &args.experiment.results,
-            &args.reports,
-            &command_line(),
-            &tables,
-        )
-        .map_err(failed)?;
+        let index = render_report(&e, &args.experiment.results, &args.reports, &command_line())?;
         println!("{}", index.display());
     }
     Ok(())

@@ -5,6 +5,7 @@ mod eval;
 mod models;
 mod outcome;
 mod plan;
+mod report;
 mod run;
 mod status;
 
@@ -12,5 +13,6 @@ pub use eval::{evaluate_weights, EvalArgs, EvalOutcome, EvalSetArg, PadArg};
 pub use models::{models_text, Format, ModelsArgs};
 pub use outcome::{CommandError, ExitClass};
 pub use plan::plan_text;
+pub use report::render_report;
 pub use run::{run_experiments, RunEnd, RunRequest};
 pub use status::status_text;

@@ -4,11 +4,12 @@
 use std::path::PathBuf;
 
 use super::outcome::{CommandError, ExitClass};
+use super::report::render_report;
 use crate::executor::{build, JobCommand};
-use crate::experiment::{ExecutorSpec, Experiment, TableSpec};
+use crate::experiment::{ExecutorSpec, Experiment};
 use crate::runner::{
-    evaluate_tables, plan, preflight, restart_runs, row_results, run_line, smoke_notice,
-    write_report, RunFailure, RunOptions, RunResult,
+    evaluate_tables, plan, preflight, restart_runs, run_line, smoke_notice, RunFailure, RunOptions,
+    RunResult,
 };
 
 /// Everything `repro run` was asked to do.
@@ -193,15 +194,7 @@ pub fn run_experiments(
         if let Some(notice) = smoke_notice(e) {
             say(format!("  note: {notice}"));
         }
-        let tables = |t: &TableSpec, row: usize| row_results(e, &options.results, t, row);
-        let index = write_report(
-            e,
-            &options.results,
-            &request.reports,
-            &request.command_line,
-            &tables,
-        )
-        .map_err(CommandError::failed)?;
+        let index = render_report(e, &options.results, &request.reports, &request.command_line)?;
         say(format!("  report: {}", index.display()));
     }
     Ok(match failures.is_empty() {
