@@ -1,8 +1,11 @@
 //! Convolution through per-band im2col + GEMM (1×1 convolutions as plain matrix products), with
 //! its own backward pass.
 
+mod crop;
+
 use super::{blocked, image_blocks, par_chunks, par_map, threads, with_slice, zero, Elem};
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use crop::Crop;
 use gemm::Parallelism;
 
 /// Entries of one im2col band (K × band columns): about 1 MiB of f32, so the band stays in L2.
@@ -708,12 +711,11 @@ impl Conv2dOp {
         let Some(xb) = image_blocks(lx) else {
             bail!("conv2d: input images are not contiguous")
         };
-        let y = forward::<T>(
-            x.as_slice::<T>()?,
-            xb,
-            weight_slice(w.as_slice::<T>()?, lw)?,
-            &g,
-        );
+        let (x, wt) = (x.as_slice::<T>()?, weight_slice(w.as_slice::<T>()?, lw)?);
+        let y = match Crop::of(&g) {
+            Some(crop) => forward::<T>(x, xb, &crop.weight(wt), &crop.live),
+            None => forward::<T>(x, xb, wt, &g),
+        };
         Ok((T::to_cpu_storage_owned(y), Shape::from(g.out_dims())))
     }
 
@@ -727,12 +729,20 @@ impl Conv2dOp {
                     let db = image_blocks(lg).expect("made blocked above");
                     let ws = weight_slice(ws, lw)?;
                     use super::profile::{span, Kind};
+                    let crop = Crop::of(&g);
                     let dx = {
                         let _span = span(Kind::ConvInputGradient);
-                        grad_input(gs, db, ws, &g)
+                        match &crop {
+                            Some(c) => grad_input(gs, db, &c.weight(ws), &c.live),
+                            None => grad_input(gs, db, ws, &g),
+                        }
                     };
                     let _span = span(Kind::ConvWeightGradient);
-                    Ok((dx, grad_weight(xs, xb, gs, db, &g)))
+                    let dw = match &crop {
+                        Some(c) => c.weight_grad(&grad_weight(xs, xb, gs, db, &c.live)),
+                        None => grad_weight(xs, xb, gs, db, &g),
+                    };
+                    Ok((dx, dw))
                 })
             })
         })?;
