@@ -23,8 +23,9 @@ pub struct CompareOptions {
     /// Timed steps of each side per round.
     #[arg(long, default_value_t = 5)]
     pub steps: usize,
-    /// Untimed steps before each side's timed ones, every round.
-    #[arg(long, default_value_t = 1)]
+    /// Untimed steps before each side's timed ones, every round (repro's first steps after
+    /// building a network are slower while its memory is first touched).
+    #[arg(long, default_value_t = 2)]
     pub warmup: usize,
     /// Rounds: each times repro, then PyTorch in each precision; the medians are over all rounds.
     #[arg(long, default_value_t = 2)]

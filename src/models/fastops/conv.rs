@@ -380,9 +380,10 @@ fn forward_batched<T: Elem>(x: &[T], xb: (usize, usize), wt: &[T], g: &Geom) -> 
     y
 }
 
-fn grad_input_batched<T: Elem>(dy: &[T], db: (usize, usize), wt: &[T], g: &Geom) -> Vec<T> {
+/// The input gradient for the whole batch from `dyt`, the output gradient gathered as
+/// O × (N·P) (shared with [`grad_weight_batched`]).
+fn grad_input_batched<T: Elem>(dyt: &[T], wt: &[T], g: &Geom) -> Vec<T> {
     let (k, p, o, np) = (g.k(), g.p(), g.o, g.n * g.p());
-    let dyt = gather_batch(dy, db, o, g);
     let mut dcol = super::uninit::<T>(k * np);
     unsafe {
         mm(
@@ -416,20 +417,15 @@ fn grad_input_batched<T: Elem>(dy: &[T], db: (usize, usize), wt: &[T], g: &Geom)
     dx
 }
 
-fn grad_weight_batched<T: Elem>(
-    x: &[T],
-    xb: (usize, usize),
-    dy: &[T],
-    db: (usize, usize),
-    g: &Geom,
-) -> Vec<T> {
+/// The weight gradient for the whole batch from `dyt`, the output gradient gathered as
+/// O × (N·P).
+fn grad_weight_batched<T: Elem>(x: &[T], xb: (usize, usize), dyt: &[T], g: &Geom) -> Vec<T> {
     let (k, o, np) = (g.k(), g.o, g.n * g.p());
     let col = if g.pointwise() {
         gather_batch(x, xb, g.c, g)
     } else {
         im2col_batch(x, xb, g)
     };
-    let dyt = gather_batch(dy, db, o, g);
     let mut dw = vec![zero::<T>(); o * k];
     // dY (o × NP) · colᵀ (NP × k), colᵀ element (t, r) at col[r·NP + t].
     unsafe {
@@ -507,10 +503,8 @@ fn forward<T: Elem>(x: &[T], xb: (usize, usize), wt: &[T], g: &Geom) -> Vec<T> {
     y
 }
 
+/// The input gradient image by image (maps too large for the whole-batch GEMM).
 fn grad_input<T: Elem>(dy: &[T], db: (usize, usize), wt: &[T], g: &Geom) -> Vec<T> {
-    if batched(g) {
-        return grad_input_batched(dy, db, wt, g);
-    }
     if g.s == 1 && !g.pointwise() && g.kh > g.ph && g.kw > g.pw {
         return grad_input_as_conv(dy, db, wt, g);
     }
@@ -599,6 +593,7 @@ fn grad_input_as_conv<T: Elem>(dy: &[T], db: (usize, usize), wt: &[T], g: &Geom)
     forward(dy, db, &flipped, &t)
 }
 
+/// The weight gradient image by image (maps too large for the whole-batch GEMM).
 fn grad_weight<T: Elem>(
     x: &[T],
     xb: (usize, usize),
@@ -606,9 +601,6 @@ fn grad_weight<T: Elem>(
     db: (usize, usize),
     g: &Geom,
 ) -> Vec<T> {
-    if batched(g) {
-        return grad_weight_batched(x, xb, dy, db, g);
-    }
     let (k, p, o) = (g.k(), g.p(), g.o);
     // A fixed partition of the images into groups (one per thread), summed in order afterwards:
     // the result depends on the thread count only.
@@ -730,17 +722,29 @@ impl Conv2dOp {
                     let ws = weight_slice(ws, lw)?;
                     use super::profile::{span, Kind};
                     let crop = Crop::of(&g);
+                    let live = crop.as_ref().map_or(&g, |c| &c.live);
+                    let cropped = crop.as_ref().map(|c| c.weight(ws));
+                    let wl = cropped.as_deref().unwrap_or(ws);
+                    // Small maps: the output gradient gathered once, for both gradients.
+                    let dyt = {
+                        let _span = span(Kind::ConvInputGradient);
+                        batched(live).then(|| gather_batch(gs, db, live.o, live))
+                    };
                     let dx = {
                         let _span = span(Kind::ConvInputGradient);
-                        match &crop {
-                            Some(c) => grad_input(gs, db, &c.weight(ws), &c.live),
-                            None => grad_input(gs, db, ws, &g),
+                        match &dyt {
+                            Some(dyt) => grad_input_batched(dyt, wl, live),
+                            None => grad_input(gs, db, wl, live),
                         }
                     };
                     let _span = span(Kind::ConvWeightGradient);
+                    let dw = match &dyt {
+                        Some(dyt) => grad_weight_batched(xs, xb, dyt, live),
+                        None => grad_weight(xs, xb, gs, db, live),
+                    };
                     let dw = match &crop {
-                        Some(c) => c.weight_grad(&grad_weight(xs, xb, gs, db, &c.live)),
-                        None => grad_weight(xs, xb, gs, db, &g),
+                        Some(c) => c.weight_grad(&dw),
+                        None => dw,
                     };
                     Ok((dx, dw))
                 })
