@@ -302,6 +302,71 @@ unsafe fn mm<T: Elem>(
     )
 }
 
+/// [`mm`] over all threads, each computing its own range of the `n` output columns with a
+/// single-threaded GEMM. The `gemm` crate runs a GEMM on one thread when each of its blocks is
+/// under 48·48·256 multiply-adds, which most whole-batch GEMMs of small maps are; split by
+/// columns they keep every core busy. The result depends on the thread count only.
+#[allow(clippy::too_many_arguments)]
+unsafe fn mm_split<T: Elem>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut T,
+    dst_rs: usize,
+    lhs: (*const T, usize, usize),
+    rhs: (*const T, usize, usize),
+) {
+    let t = threads();
+    // Column ranges in whole 16-column strips (the micro-kernels' width for f32).
+    let strips = n.div_ceil(16);
+    if t <= 1 || strips < 2 || !split_columns() {
+        let par = if t <= 1 {
+            Parallelism::None
+        } else {
+            Parallelism::Rayon(t)
+        };
+        return mm(
+            m, n, k, dst, dst_rs, false, lhs.0, lhs.1, lhs.2, rhs.0, rhs.1, rhs.2, par,
+        );
+    }
+    let parts = t.min(strips);
+    let (dst, l, r) = (
+        super::SyncPtr(dst),
+        super::SyncPtr(lhs.0 as *mut T),
+        super::SyncPtr(rhs.0 as *mut T),
+    );
+    super::par_items(parts, |i| {
+        let (c0, c1) = (
+            (strips * i / parts * 16).min(n),
+            (strips * (i + 1) / parts * 16).min(n),
+        );
+        let (d, l, r) = (&dst, &l, &r);
+        // Disjoint column ranges of dst; lhs and rhs are only read.
+        mm(
+            m,
+            c1 - c0,
+            k,
+            d.0.add(c0),
+            dst_rs,
+            false,
+            l.0,
+            lhs.1,
+            lhs.2,
+            r.0.add(c0 * rhs.2),
+            rhs.1,
+            rhs.2,
+            Parallelism::None,
+        )
+    });
+}
+
+/// Whether [`mm_split`] splits (`REPRO_GEMM_SPLIT=0` leaves the split to the `gemm` crate, for
+/// comparison).
+fn split_columns() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("REPRO_GEMM_SPLIT").map_or(true, |v| v != "0"))
+}
+
 /// Parallelism inside one GEMM: none when the images alone keep every thread busy.
 fn inner_par(images: usize) -> Parallelism {
     let t = threads();
@@ -355,20 +420,14 @@ fn forward_batched<T: Elem>(x: &[T], xb: (usize, usize), wt: &[T], g: &Geom) -> 
     };
     let mut yt = super::uninit::<T>(o * np);
     unsafe {
-        mm(
+        mm_split(
             o,
             np,
             k,
             yt.as_mut_ptr(),
             np,
-            false,
-            wt.as_ptr(),
-            k,
-            1,
-            col.as_ptr(),
-            np,
-            1,
-            Parallelism::Rayon(threads()),
+            (wt.as_ptr(), k, 1),
+            (col.as_ptr(), np, 1),
         )
     };
     let mut y = super::uninit::<T>(g.n * o * p);
@@ -386,20 +445,14 @@ fn grad_input_batched<T: Elem>(dyt: &[T], wt: &[T], g: &Geom) -> Vec<T> {
     let (k, p, o, np) = (g.k(), g.p(), g.o, g.n * g.p());
     let mut dcol = super::uninit::<T>(k * np);
     unsafe {
-        mm(
+        mm_split(
             k,
             np,
             o,
             dcol.as_mut_ptr(),
             np,
-            false,
-            wt.as_ptr(),
-            1,
-            k,
-            dyt.as_ptr(),
-            np,
-            1,
-            Parallelism::Rayon(threads()),
+            (wt.as_ptr(), 1, k),
+            (dyt.as_ptr(), np, 1),
         )
     };
     let (plane, taps, chw) = (g.h * g.w, g.kh * g.kw, g.image_in());
@@ -429,20 +482,14 @@ fn grad_weight_batched<T: Elem>(x: &[T], xb: (usize, usize), dyt: &[T], g: &Geom
     let mut dw = vec![zero::<T>(); o * k];
     // dY (o × NP) · colᵀ (NP × k), colᵀ element (t, r) at col[r·NP + t].
     unsafe {
-        mm(
+        mm_split(
             o,
             k,
             np,
             dw.as_mut_ptr(),
             k,
-            false,
-            dyt.as_ptr(),
-            np,
-            1,
-            col.as_ptr(),
-            1,
-            np,
-            Parallelism::Rayon(threads()),
+            (dyt.as_ptr(), np, 1),
+            (col.as_ptr(), 1, np),
         )
     };
     dw
@@ -726,16 +773,14 @@ impl Conv2dOp {
                     let cropped = crop.as_ref().map(|c| c.weight(ws));
                     let wl = cropped.as_deref().unwrap_or(ws);
                     // Small maps: the output gradient gathered once, for both gradients.
-                    let dyt = {
+                    let (dyt, dx) = {
                         let _span = span(Kind::ConvInputGradient);
-                        batched(live).then(|| gather_batch(gs, db, live.o, live))
-                    };
-                    let dx = {
-                        let _span = span(Kind::ConvInputGradient);
-                        match &dyt {
+                        let dyt = batched(live).then(|| gather_batch(gs, db, live.o, live));
+                        let dx = match &dyt {
                             Some(dyt) => grad_input_batched(dyt, wl, live),
                             None => grad_input(gs, db, wl, live),
-                        }
+                        };
+                        (dyt, dx)
                     };
                     let _span = span(Kind::ConvWeightGradient);
                     let dw = match &dyt {
