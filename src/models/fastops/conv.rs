@@ -128,8 +128,8 @@ fn im2col_channel<T: Elem>(
                 if g.s == 1 {
                     d[lo..hi].copy_from_slice(&xrow[start..start + hi - lo]);
                 } else {
-                    for (o, v) in d[lo..hi].iter_mut().enumerate() {
-                        *v = xrow[start + o * g.s];
+                    for (v, x) in d[lo..hi].iter_mut().zip(xrow[start..].iter().step_by(g.s)) {
+                        *v = *x;
                     }
                 }
             }

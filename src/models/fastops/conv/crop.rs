@@ -56,8 +56,14 @@ impl Crop {
         let (f, l) = (&self.full, &self.live);
         let mut out = Vec::with_capacity(f.o * f.c * l.kh * l.kw);
         for oc in 0..f.o * f.c {
+            let first = (oc * f.kh + self.at.0) * f.kw;
+            if l.kw == f.kw {
+                // Whole kernel rows: one block per (output, input) channel pair.
+                out.extend_from_slice(&wt[first..first + l.kh * f.kw]);
+                continue;
+            }
             for i in 0..l.kh {
-                let row = (oc * f.kh + self.at.0 + i) * f.kw + self.at.1;
+                let row = first + i * f.kw + self.at.1;
                 out.extend_from_slice(&wt[row..row + l.kw]);
             }
         }
@@ -69,9 +75,15 @@ impl Crop {
         let (f, l) = (&self.full, &self.live);
         let mut out = vec![super::zero::<T>(); f.o * f.c * f.kh * f.kw];
         for oc in 0..f.o * f.c {
+            let first = (oc * f.kh + self.at.0) * f.kw;
+            let live = &dw[oc * l.kh * l.kw..][..l.kh * l.kw];
+            if l.kw == f.kw {
+                out[first..first + l.kh * f.kw].copy_from_slice(live);
+                continue;
+            }
             for i in 0..l.kh {
-                let row = (oc * f.kh + self.at.0 + i) * f.kw + self.at.1;
-                out[row..row + l.kw].copy_from_slice(&dw[(oc * l.kh + i) * l.kw..][..l.kw]);
+                let row = first + i * f.kw + self.at.1;
+                out[row..row + l.kw].copy_from_slice(&live[i * l.kw..][..l.kw]);
             }
         }
         out
