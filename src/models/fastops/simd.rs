@@ -2,10 +2,11 @@
 //! x86-64 baseline (SSE2: two f64 or four f32 per instruction); the BatchNorm reductions
 //! accumulate in f64, where SSE2 halves or quarters the throughput the CPU has. [`wide_fn!`]
 //! compiles a function twice, once with AVX2 + FMA enabled, and calls that copy when the CPU has
-//! them. The arithmetic is the same instructions on wider registers: Rust never contracts `a·b
-//! + c` into an FMA on its own and the vectoriser does not reorder floating-point sums, so both
-//! copies give bit-identical results. Where the compiler still leaves a loop scalar, the f32
-//! case is written with AVX2 intrinsics that compute exactly what the generic loop does.
+//! them. The arithmetic is the same instructions on wider registers: Rust never contracts a
+//! product and a sum into an FMA on its own and the vectoriser does not reorder floating-point
+//! sums, so both copies give bit-identical results. Where the compiler still leaves a loop
+//! scalar, the f32 case is written with AVX2 intrinsics that compute exactly what the generic
+//! loop does.
 
 use super::Elem;
 
