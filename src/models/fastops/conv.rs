@@ -2,6 +2,7 @@
 //! its own backward pass.
 
 mod crop;
+mod points;
 
 use super::{blocked, image_blocks, par_chunks, par_map, threads, with_slice, zero, Elem};
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
@@ -302,6 +303,38 @@ unsafe fn mm<T: Elem>(
     )
 }
 
+/// `dst = lhs (m×k) · rhs (k×n)`, every operand given as (pointer, row stride, column stride).
+#[inline]
+unsafe fn mm_general<T: Elem>(
+    (m, n, k): (usize, usize, usize),
+    dst: (*mut T, usize, usize),
+    lhs: (*const T, usize, usize),
+    rhs: (*const T, usize, usize),
+    par: Parallelism,
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst.0,
+        dst.2 as isize,
+        dst.1 as isize,
+        false,
+        lhs.0,
+        lhs.2 as isize,
+        lhs.1 as isize,
+        rhs.0,
+        rhs.2 as isize,
+        rhs.1 as isize,
+        T::from_f64(1.0),
+        T::from_f64(1.0),
+        false,
+        false,
+        false,
+        par,
+    )
+}
+
 /// [`mm`] over all threads, each computing its own range of the `n` output columns with a
 /// single-threaded GEMM. The `gemm` crate runs a GEMM on one thread when each of its blocks is
 /// under 48·48·256 multiply-adds, which most whole-batch GEMMs of small maps are; split by
@@ -311,8 +344,7 @@ unsafe fn mm_split<T: Elem>(
     m: usize,
     n: usize,
     k: usize,
-    dst: *mut T,
-    dst_rs: usize,
+    dst: (*mut T, usize, usize),
     lhs: (*const T, usize, usize),
     rhs: (*const T, usize, usize),
 ) {
@@ -325,13 +357,11 @@ unsafe fn mm_split<T: Elem>(
         } else {
             Parallelism::Rayon(t)
         };
-        return mm(
-            m, n, k, dst, dst_rs, false, lhs.0, lhs.1, lhs.2, rhs.0, rhs.1, rhs.2, par,
-        );
+        return mm_general((m, n, k), dst, lhs, rhs, par);
     }
     let parts = t.min(strips);
-    let (dst, l, r) = (
-        super::SyncPtr(dst),
+    let (d, l, r) = (
+        super::SyncPtr(dst.0),
         super::SyncPtr(lhs.0 as *mut T),
         super::SyncPtr(rhs.0 as *mut T),
     );
@@ -340,21 +370,13 @@ unsafe fn mm_split<T: Elem>(
             (strips * i / parts * 16).min(n),
             (strips * (i + 1) / parts * 16).min(n),
         );
-        let (d, l, r) = (&dst, &l, &r);
+        let (d, l, r) = (&d, &l, &r);
         // Disjoint column ranges of dst; lhs and rhs are only read.
-        mm(
-            m,
-            c1 - c0,
-            k,
-            d.0.add(c0),
-            dst_rs,
-            false,
-            l.0,
-            lhs.1,
-            lhs.2,
-            r.0.add(c0 * rhs.2),
-            rhs.1,
-            rhs.2,
+        mm_general(
+            (m, c1 - c0, k),
+            (d.0.add(c0 * dst.2), dst.1, dst.2),
+            (l.0, lhs.1, lhs.2),
+            (r.0.add(c0 * rhs.2), rhs.1, rhs.2),
             Parallelism::None,
         )
     });
@@ -424,8 +446,7 @@ fn forward_batched<T: Elem>(x: &[T], xb: (usize, usize), wt: &[T], g: &Geom) -> 
             o,
             np,
             k,
-            yt.as_mut_ptr(),
-            np,
+            (yt.as_mut_ptr(), np, 1),
             (wt.as_ptr(), k, 1),
             (col.as_ptr(), np, 1),
         )
@@ -449,8 +470,7 @@ fn grad_input_batched<T: Elem>(dyt: &[T], wt: &[T], g: &Geom) -> Vec<T> {
             k,
             np,
             o,
-            dcol.as_mut_ptr(),
-            np,
+            (dcol.as_mut_ptr(), np, 1),
             (wt.as_ptr(), 1, k),
             (dyt.as_ptr(), np, 1),
         )
@@ -486,8 +506,7 @@ fn grad_weight_batched<T: Elem>(x: &[T], xb: (usize, usize), dyt: &[T], g: &Geom
             o,
             k,
             np,
-            dw.as_mut_ptr(),
-            k,
+            (dw.as_mut_ptr(), k, 1),
             (dyt.as_ptr(), np, 1),
             (col.as_ptr(), 1, np),
         )
@@ -496,6 +515,9 @@ fn grad_weight_batched<T: Elem>(x: &[T], xb: (usize, usize), dyt: &[T], g: &Geom
 }
 
 fn forward<T: Elem>(x: &[T], xb: (usize, usize), wt: &[T], g: &Geom) -> Vec<T> {
+    if points::applies(g) {
+        return points::forward(x, xb, wt, g);
+    }
     if batched(g) {
         return forward_batched(x, xb, wt, g);
     }
@@ -550,8 +572,12 @@ fn forward<T: Elem>(x: &[T], xb: (usize, usize), wt: &[T], g: &Geom) -> Vec<T> {
     y
 }
 
-/// The input gradient image by image (maps too large for the whole-batch GEMM).
+/// The input gradient image by image (maps too large for the whole-batch GEMM), or of a
+/// pointwise convolution of 1×1 maps.
 fn grad_input<T: Elem>(dy: &[T], db: (usize, usize), wt: &[T], g: &Geom) -> Vec<T> {
+    if points::applies(g) {
+        return points::grad_input(dy, db, wt, g);
+    }
     if g.s == 1 && !g.pointwise() && g.kh > g.ph && g.kw > g.pw {
         return grad_input_as_conv(dy, db, wt, g);
     }
@@ -640,7 +666,8 @@ fn grad_input_as_conv<T: Elem>(dy: &[T], db: (usize, usize), wt: &[T], g: &Geom)
     forward(dy, db, &flipped, &t)
 }
 
-/// The weight gradient image by image (maps too large for the whole-batch GEMM).
+/// The weight gradient image by image (maps too large for the whole-batch GEMM), or of a
+/// pointwise convolution of 1×1 maps.
 fn grad_weight<T: Elem>(
     x: &[T],
     xb: (usize, usize),
@@ -648,6 +675,9 @@ fn grad_weight<T: Elem>(
     db: (usize, usize),
     g: &Geom,
 ) -> Vec<T> {
+    if points::applies(g) {
+        return points::grad_weight(x, xb, dy, db, g);
+    }
     let (k, p, o) = (g.k(), g.p(), g.o);
     // A fixed partition of the images into groups (one per thread), summed in order afterwards:
     // the result depends on the thread count only.
@@ -775,7 +805,8 @@ impl Conv2dOp {
                     // Small maps: the output gradient gathered once, for both gradients.
                     let (dyt, dx) = {
                         let _span = span(Kind::ConvInputGradient);
-                        let dyt = batched(live).then(|| gather_batch(gs, db, live.o, live));
+                        let dyt = (batched(live) && !points::applies(live))
+                            .then(|| gather_batch(gs, db, live.o, live));
                         let dx = match &dyt {
                             Some(dyt) => grad_input_batched(dyt, wl, live),
                             None => grad_input(gs, db, wl, live),

@@ -221,6 +221,31 @@ fn conv_on_maps_smaller_than_the_kernel_matches_stock() {
     }
 }
 
+/// Pointwise convolutions of 1×1 maps read a channel slice where it lies (image stride larger
+/// than its channels) and hand back gradients of the same values.
+#[test]
+fn pointwise_on_1x1_maps_takes_channel_slices() {
+    let dev = Device::Cpu;
+    for n in [1, 5, 40] {
+        let big = Var::from_tensor(&Tensor::randn(0f64, 1., (n, 9, 1, 1), &dev).unwrap()).unwrap();
+        let x = big.as_tensor().narrow(1, 3, 4).unwrap();
+        let wt = Var::from_tensor(&Tensor::randn(0f64, 1., (70, 4, 1, 1), &dev).unwrap()).unwrap();
+        let fast = conv2d(&x, wt.as_tensor(), (0, 0), 1).unwrap();
+        let stock = stock_conv2d(&x, wt.as_tensor(), (0, 0), 1).unwrap();
+        close(&format!("n {n} forward"), &fast, &stock, 1e-12);
+        let r = Tensor::randn(0f64, 1., stock.shape(), &dev).unwrap();
+        let (gf, gs) = (grads_of(&fast, &r), grads_of(&stock, &r));
+        for (name, v) in [("dx", &big), ("dw", &wt)] {
+            close(
+                &format!("n {n} {name}"),
+                gf.get(v.as_tensor()).unwrap(),
+                gs.get(v.as_tensor()).unwrap(),
+                1e-12,
+            );
+        }
+    }
+}
+
 /// The input may be a channel slice of a larger tensor (as a branch of a concatenation is), and
 /// the gradient arriving may be one too.
 #[test]
