@@ -434,7 +434,7 @@ fn gather_batch<T: Elem>(src: &[T], sb: (usize, usize), rows: usize, g: &Geom) -
 }
 
 fn forward_batched<T: Elem>(x: &[T], xb: (usize, usize), wt: &[T], g: &Geom) -> Vec<T> {
-    let (k, p, o, np) = (g.k(), g.p(), g.o, g.n * g.p());
+    let (k, o, np) = (g.k(), g.o, g.n * g.p());
     let col = if g.pointwise() {
         gather_batch(x, xb, g.c, g)
     } else {
@@ -451,13 +451,20 @@ fn forward_batched<T: Elem>(x: &[T], xb: (usize, usize), wt: &[T], g: &Geom) -> 
             (col.as_ptr(), np, 1),
         )
     };
-    let mut y = super::uninit::<T>(g.n * o * p);
-    par_chunks(&mut y, o * p, |i, yn| {
-        for q in 0..o {
-            yn[q * p..(q + 1) * p].copy_from_slice(&yt[q * np + i * p..][..p]);
+    scatter_batch(&yt, o, g)
+}
+
+/// Per-image `rows × P` blocks, contiguous, from `rows × (N·P)` (the inverse of
+/// [`gather_batch`]).
+fn scatter_batch<T: Elem>(src: &[T], rows: usize, g: &Geom) -> Vec<T> {
+    let (p, np) = (g.p(), g.n * g.p());
+    let mut out = super::uninit::<T>(g.n * rows * p);
+    par_chunks(&mut out, rows * p, |i, block| {
+        for r in 0..rows {
+            block[r * p..(r + 1) * p].copy_from_slice(&src[r * np + i * p..][..p]);
         }
     });
-    y
+    out
 }
 
 /// The input gradient for the whole batch from `dyt`, the output gradient gathered as
@@ -475,6 +482,10 @@ fn grad_input_batched<T: Elem>(dyt: &[T], wt: &[T], g: &Geom) -> Vec<T> {
             (dyt.as_ptr(), np, 1),
         )
     };
+    if g.pointwise() {
+        // Each input entry has one column entry: a scatter, no col2im sum.
+        return scatter_batch(&dcol, g.c, g);
+    }
     let (plane, taps, chw) = (g.h * g.w, g.kh * g.kw, g.image_in());
     let mut dx = vec![zero::<T>(); g.n * chw];
     let base = super::SyncPtr(dx.as_mut_ptr());
