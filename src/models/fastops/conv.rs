@@ -339,7 +339,6 @@ unsafe fn mm_general<T: Elem>(
 /// single-threaded GEMM. The `gemm` crate runs a GEMM on one thread when each of its blocks is
 /// under 48·48·256 multiply-adds, which most whole-batch GEMMs of small maps are; split by
 /// columns they keep every core busy. The result depends on the thread count only.
-#[allow(clippy::too_many_arguments)]
 unsafe fn mm_split<T: Elem>(
     m: usize,
     n: usize,
