@@ -6,9 +6,9 @@
 //!
 //! Threads: rayon's global pool (set `RAYON_NUM_THREADS`); PyTorch is given the same count.
 //! The PyTorch side is `tools/bench_torch_ops.py` (ops, inference) and `tools/bench_timm_train.py`
-//! (training step), run with `python3`; skipped with a message when torch/timm are missing. Each
-//! network is timed on the PyTorch side right before repro's, so that both sides of a ratio see
-//! the same machine load.
+//! (training step), run with `$REPRO_PYTHON`, else `python3`; skipped with a message when
+//! torch/timm are missing. Each network is timed on the PyTorch side right before repro's, so
+//! that both sides of a ratio see the same machine load.
 //! Stock-candle networks (`--stock-nets`) are slow: off by default.
 
 use std::process::Command;
@@ -214,10 +214,10 @@ fn pool_case(n: usize, c: usize, hw: usize, pool: Pool2d) -> OpCase {
 }
 
 fn python(args: &[String]) -> Result<Vec<Vec<String>>, String> {
-    let out = Command::new("python3")
+    let out = Command::new(python_command())
         .args(args)
         .output()
-        .map_err(|e| format!("cannot run python3: {e}"))?;
+        .map_err(|e| format!("cannot run {}: {e}", python_command()))?;
     if !out.status.success() {
         return Err(String::from_utf8_lossy(&out.stderr)
             .lines()
@@ -442,4 +442,9 @@ fn main() {
     if o.nets {
         bench_nets(&o, threads);
     }
+}
+
+/// The Python with torch and timm: `$REPRO_PYTHON`, else `python3`.
+fn python_command() -> String {
+    std::env::var("REPRO_PYTHON").unwrap_or_else(|_| "python3".into())
 }

@@ -3,8 +3,9 @@
 //!
 //! cargo bench --bench train_step -- [--size 107] [--batch 16] [--steps 3] [--width 1.0] [--models inception_v4,...]
 //!
-//! The PyTorch side runs `tools/bench_timm_train.py` with `python3` (torch and timm from PyPI);
-//! it is skipped with a message when they are missing. Inception-ResNet-v1 has no timm model.
+//! The PyTorch side runs `tools/bench_timm_train.py` with `$REPRO_PYTHON`, else `python3` (torch
+//! and timm from PyPI); it is skipped with a message when they are missing. Inception-ResNet-v1
+//! has no timm model. `repro bench compare` measures the same both ways at three scales.
 
 use std::process::Command;
 
@@ -80,7 +81,7 @@ fn torch_images_per_s(o: &Options) -> Result<Vec<(String, f64)>, String> {
     if models.is_empty() {
         return Ok(Vec::new());
     }
-    let out = Command::new("python3")
+    let out = Command::new(python_command())
         .arg(script)
         .args([
             "--size",
@@ -99,7 +100,7 @@ fn torch_images_per_s(o: &Options) -> Result<Vec<(String, f64)>, String> {
             &models.join(","),
         ])
         .output()
-        .map_err(|e| format!("cannot run python3: {e}"))?;
+        .map_err(|e| format!("cannot run {}: {e}", python_command()))?;
     if !out.status.success() {
         return Err(String::from_utf8_lossy(&out.stderr)
             .lines()
@@ -153,4 +154,9 @@ fn main() {
 /// given as many.
 fn rayon_threads() -> usize {
     rayon::current_num_threads()
+}
+
+/// The Python with torch and timm: `$REPRO_PYTHON`, else `python3`.
+fn python_command() -> String {
+    std::env::var("REPRO_PYTHON").unwrap_or_else(|_| "python3".into())
 }

@@ -14,18 +14,26 @@
 //!   one input on the CPU and on the device: logits in inference and training mode (batch
 //!   statistics) and every gradient, relative L2 differences per tensor;
 //! - `repro bench stream --device cuda:0`: that the process uses one device and one stream, and
-//!   that work queued on a worker thread is complete when the main thread reads it.
+//!   that work queued on a worker thread is complete when the main thread reads it;
+//! - `repro bench compare`: training images/s of repro and of PyTorch + timm (f32 and bf16
+//!   autocast) alternately in one command, with the ratios and each side's share of the CPU's
+//!   f32 peak.
 
+mod compare;
 mod parity;
+mod peak;
 mod stream;
 mod timing;
+mod torch_side;
 
 use clap::{Args, Subcommand};
 
 use crate::device::{apply_precision, parse_device, Precision};
 use crate::models::{Arch, ModelConfig};
 
+pub use compare::{CompareOptions, Comparison, Scale};
 pub use parity::{parity, Parity, TensorDifference};
+pub use peak::{CpuInfo, Peak};
 pub use stream::{stream_check, StreamCheck};
 pub use timing::{
     eval_crops_per_s, eval_timing, train_images_per_s, train_timing, Iteration, PhaseTime,
@@ -49,6 +57,10 @@ pub enum BenchKind {
     Parity(BenchOptions),
     /// One device and one stream: work queued on a worker thread, read on the main thread.
     Stream(BenchOptions),
+    /// Training images/s of repro and PyTorch + timm (f32, bf16 autocast) alternately on this
+    /// CPU: the three networks at the mini scale, 107 px and 299 px, the ratios, and each
+    /// side's share of the CPU's f32 peak.
+    Compare(CompareOptions),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -142,17 +154,14 @@ fn err(context: &'static str) -> impl Fn(candle_core::Error) -> String {
 /// Checks what the user asked for (networks, device, precision) before anything runs, so
 /// that bad input is told apart from a measurement that fails.
 pub fn validate(args: &BenchArgs) -> Result<(), String> {
-    let o = options(args);
+    let o = match &args.what {
+        BenchKind::Train(o) | BenchKind::Eval(o) | BenchKind::Parity(o) | BenchKind::Stream(o) => o,
+        BenchKind::Compare(c) => return compare::validate(c),
+    };
     archs(o)?;
     parse_device(&o.device)?;
     Precision::parse(&o.precision)?;
     Ok(())
-}
-
-fn options(args: &BenchArgs) -> &BenchOptions {
-    match &args.what {
-        BenchKind::Train(o) | BenchKind::Eval(o) | BenchKind::Parity(o) | BenchKind::Stream(o) => o,
-    }
 }
 
 fn emit(v: &impl serde::Serialize) {
@@ -189,6 +198,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
                 false => Err("work queued on a worker thread was not complete when read".into()),
             };
         }
+        BenchKind::Compare(c) => return compare::run(c),
     };
     let (replicas, _) = crate::replicas::from_environment().map_err(|e| e.to_string())?;
     let writer = replicas.rank() == 0;

@@ -1,5 +1,6 @@
 //! BatchNorm followed by ReLU, fused, forward and backward, on N×C×H×W.
 
+use super::simd::wide_fn;
 use super::{blocked, image_blocks, par_chunks, par_map, vec_slice, with_slice, zero, Elem};
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, Var};
 use candle_nn::BatchNorm;
@@ -9,7 +10,7 @@ use candle_nn::BatchNorm;
 const LANES: usize = 8;
 
 /// `Σ f(x[i])` in f64 over `LANES` accumulators.
-#[inline]
+#[inline(always)]
 fn lane_sum<T: Elem>(x: &[T], f: impl Fn(f64) -> f64) -> f64 {
     let mut acc = [0f64; LANES];
     let mut chunks = x.chunks_exact(LANES);
@@ -30,7 +31,12 @@ fn batch_stats<T: Elem>(
     c: usize,
     hw: usize,
 ) -> Vec<(f64, f64)> {
-    par_map(c, |ch| {
+    par_map(c, |ch| channel_stats(x, xb, n, ch, hw))
+}
+
+wide_fn! {
+    /// Mean and biased variance of channel `ch` over (N, H, W).
+    fn channel_stats<T: Elem>(x: &[T], xb: (usize, usize), n: usize, ch: usize, hw: usize) -> (f64, f64) {
         let plane = |i: usize| &x[xb.0 + i * xb.1 + ch * hw..][..hw];
         let m = (n * hw) as f64;
         let mean = (0..n).map(|i| lane_sum(plane(i), |v| v)).sum::<f64>() / m;
@@ -38,13 +44,16 @@ fn batch_stats<T: Elem>(
             .map(|i| lane_sum(plane(i), |v| (v - mean) * (v - mean)))
             .sum();
         (mean, sq / m)
-    })
+    }
 }
 
 /// `(Σ g, Σ g·(x − mean))` over one plane, `g` taken where the pre-activation `x·a + b` is ≥ 0
 /// (candle's ReLU passes the gradient at 0), in f64 over `LANES` accumulators.
-#[inline]
+#[inline(always)]
 fn masked_grad_sums<T: Elem>(xp: &[T], gp: &[T], a: T, b: T, mean: f64) -> (f64, f64) {
+    if let Some(sums) = super::simd::masked_grad_sums_f32(xp, gp, a, b, mean) {
+        return sums;
+    }
     let z = zero::<T>();
     let (mut sg, mut sgx) = ([0f64; LANES], [0f64; LANES]);
     let mut xs = xp.chunks_exact(LANES);
@@ -65,6 +74,65 @@ fn masked_grad_sums<T: Elem>(xp: &[T], gp: &[T], a: T, b: T, mean: f64) -> (f64,
         }
     }
     (tg, tgx)
+}
+
+wide_fn! {
+    /// [`masked_grad_sums`] of channel `ch` summed over the images, in image order.
+    #[allow(clippy::too_many_arguments)]
+    fn channel_grad_sums<T: Elem>(
+        xs: &[T],
+        xb: (usize, usize),
+        gs: &[T],
+        gb: (usize, usize),
+        n: usize,
+        ch: usize,
+        hw: usize,
+        ab: (T, T),
+        mean: f64,
+    ) -> (f64, f64) {
+        let (mut sg, mut sgx) = (0f64, 0f64);
+        for i in 0..n {
+            let xp = &xs[xb.0 + i * xb.1 + ch * hw..][..hw];
+            let gp = &gs[gb.0 + i * gb.1 + ch * hw..][..hw];
+            let (g, gx) = masked_grad_sums(xp, gp, ab.0, ab.1, mean);
+            sg += g;
+            sgx += gx;
+        }
+        (sg, sgx)
+    }
+}
+
+wide_fn! {
+    /// `y = max(0, x·a + b)` over one plane.
+    fn relu_affine_plane<T: Elem>(yp: &mut [T], xp: &[T], a: T, b: T) -> () {
+        let z = zero::<T>();
+        for (o, &v) in yp.iter_mut().zip(xp) {
+            let t = v * a + b;
+            *o = if t > z { t } else { z };
+        }
+    }
+}
+
+wide_fn! {
+    /// The input gradient over one plane in training, `g·sc + x·k_x + k_0` where the
+    /// pre-activation `x·a + b` is ≥ 0 (else `x·k_x + k_0`).
+    fn train_grad_plane<T: Elem>(dp: &mut [T], xp: &[T], gp: &[T], ab: (T, T), k: (T, T, T)) -> () {
+        let (z, (a, b), (sc, k_x, k_0)) = (zero::<T>(), ab, k);
+        for ((d, &v), &gv) in dp.iter_mut().zip(xp).zip(gp) {
+            let gv = if v * a + b >= z { gv } else { z };
+            *d = gv * sc + v * k_x + k_0;
+        }
+    }
+}
+
+wide_fn! {
+    /// The input gradient over one plane in evaluation: `g·sc` where `x·a + b` is ≥ 0.
+    fn eval_grad_plane<T: Elem>(dp: &mut [T], xp: &[T], gp: &[T], ab: (T, T), sc: T) -> () {
+        let (z, (a, b)) = (zero::<T>(), ab);
+        for ((d, &v), &gv) in dp.iter_mut().zip(xp).zip(gp) {
+            *d = if v * a + b >= z { gv * sc } else { z };
+        }
+    }
 }
 
 /// The fused op on (x, gamma, beta); `mean` and `invstd` are the statistics it normalises with
@@ -110,11 +178,7 @@ impl BnReluOp {
             let (i, ch) = (p / c, p % c);
             let (a, b) = ab[ch];
             let xp = &x[xb.0 + i * xb.1 + ch * hw..][..hw];
-            let z = zero::<T>();
-            for (o, &v) in yp.iter_mut().zip(xp) {
-                let t = v * a + b;
-                *o = if t > z { t } else { z };
-            }
+            relu_affine_plane(yp, xp, a, b);
         });
         Ok((T::to_cpu_storage_owned(y), Shape::from((n, c, h, w))))
     }
@@ -141,28 +205,20 @@ impl BnReluOp {
                     .iter()
                     .map(|&(a, b)| (T::from_f64(a), T::from_f64(b)))
                     .collect();
-                let z = zero::<T>();
                 // Σ g and Σ g·x̂ per channel, g the gradient where the pre-activation is ≥ 0
                 // (candle's ReLU passes the gradient at 0).
                 let sums: Vec<(f64, f64)> = par_map(c, |ch| {
-                    let (a, b) = ab_t[ch];
-                    let (mut sg, mut sgx) = (0f64, 0f64);
-                    for i in 0..n {
-                        let xp = &xs[xb.0 + i * xb.1 + ch * hw..][..hw];
-                        let gp = &gs[gb.0 + i * gb.1 + ch * hw..][..hw];
-                        let (g, gx) = masked_grad_sums(xp, gp, a, b, self.mean[ch]);
-                        sg += g;
-                        sgx += gx;
-                    }
+                    let (sg, sgx) =
+                        channel_grad_sums(xs, xb, gs, gb, n, ch, hw, ab_t[ch], self.mean[ch]);
                     (sg, sgx * self.invstd[ch])
                 });
                 let mut dx = super::uninit::<T>(n * c * hw);
                 par_chunks(&mut dx, hw, |p, dp| {
                     let (i, ch) = (p / c, p % c);
-                    let (a, b) = ab_t[ch];
                     let xp = &xs[xb.0 + i * xb.1 + ch * hw..][..hw];
                     let gp = &gs[gb.0 + i * gb.1 + ch * hw..][..hw];
                     let scale = gamma_v[ch] * self.invstd[ch];
+                    let sc = T::from_f64(scale);
                     if self.train {
                         // dx = γ·σ⁻¹·(g − Σg/M − x̂·Σg·x̂/M), with x̂ = (x − μ)·σ⁻¹
                         let (sg, sgx) = sums[ch];
@@ -170,16 +226,9 @@ impl BnReluOp {
                         let k_0 = T::from_f64(
                             -scale * sg / m + scale * self.invstd[ch] * sgx / m * self.mean[ch],
                         );
-                        let sc = T::from_f64(scale);
-                        for ((d, &v), &gv) in dp.iter_mut().zip(xp).zip(gp) {
-                            let gv = if v * a + b >= z { gv } else { z };
-                            *d = gv * sc + v * k_x + k_0;
-                        }
+                        train_grad_plane(dp, xp, gp, ab_t[ch], (sc, k_x, k_0));
                     } else {
-                        let sc = T::from_f64(scale);
-                        for ((d, &v), &gv) in dp.iter_mut().zip(xp).zip(gp) {
-                            *d = if v * a + b >= z { gv * sc } else { z };
-                        }
+                        eval_grad_plane(dp, xp, gp, ab_t[ch], sc);
                     }
                 });
                 Ok((dx, sums))

@@ -1,8 +1,12 @@
 //! Convolution through per-band im2col + GEMM (1×1 convolutions as plain matrix products), with
 //! its own backward pass.
 
+mod crop;
+mod points;
+
 use super::{blocked, image_blocks, par_chunks, par_map, threads, with_slice, zero, Elem};
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use crop::Crop;
 use gemm::Parallelism;
 
 /// Entries of one im2col band (K × band columns): about 1 MiB of f32, so the band stays in L2.
@@ -125,8 +129,8 @@ fn im2col_channel<T: Elem>(
                 if g.s == 1 {
                     d[lo..hi].copy_from_slice(&xrow[start..start + hi - lo]);
                 } else {
-                    for (o, v) in d[lo..hi].iter_mut().enumerate() {
-                        *v = xrow[start + o * g.s];
+                    for (v, x) in d[lo..hi].iter_mut().zip(xrow[start..].iter().step_by(g.s)) {
+                        *v = *x;
                     }
                 }
             }
@@ -299,6 +303,91 @@ unsafe fn mm<T: Elem>(
     )
 }
 
+/// `dst = lhs (m×k) · rhs (k×n)`, every operand given as (pointer, row stride, column stride).
+#[inline]
+unsafe fn mm_general<T: Elem>(
+    (m, n, k): (usize, usize, usize),
+    dst: (*mut T, usize, usize),
+    lhs: (*const T, usize, usize),
+    rhs: (*const T, usize, usize),
+    par: Parallelism,
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst.0,
+        dst.2 as isize,
+        dst.1 as isize,
+        false,
+        lhs.0,
+        lhs.2 as isize,
+        lhs.1 as isize,
+        rhs.0,
+        rhs.2 as isize,
+        rhs.1 as isize,
+        T::from_f64(1.0),
+        T::from_f64(1.0),
+        false,
+        false,
+        false,
+        par,
+    )
+}
+
+/// [`mm`] over all threads, each computing its own range of the `n` output columns with a
+/// single-threaded GEMM. The `gemm` crate runs a GEMM on one thread when each of its blocks is
+/// under 48·48·256 multiply-adds, which most whole-batch GEMMs of small maps are; split by
+/// columns they keep every core busy. The result depends on the thread count only.
+unsafe fn mm_split<T: Elem>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: (*mut T, usize, usize),
+    lhs: (*const T, usize, usize),
+    rhs: (*const T, usize, usize),
+) {
+    let t = threads();
+    // Column ranges in whole 16-column strips (the micro-kernels' width for f32).
+    let strips = n.div_ceil(16);
+    if t <= 1 || strips < 2 || !split_columns() {
+        let par = if t <= 1 {
+            Parallelism::None
+        } else {
+            Parallelism::Rayon(t)
+        };
+        return mm_general((m, n, k), dst, lhs, rhs, par);
+    }
+    let parts = t.min(strips);
+    let (d, l, r) = (
+        super::SyncPtr(dst.0),
+        super::SyncPtr(lhs.0 as *mut T),
+        super::SyncPtr(rhs.0 as *mut T),
+    );
+    super::par_items(parts, |i| {
+        let (c0, c1) = (
+            (strips * i / parts * 16).min(n),
+            (strips * (i + 1) / parts * 16).min(n),
+        );
+        let (d, l, r) = (&d, &l, &r);
+        // Disjoint column ranges of dst; lhs and rhs are only read.
+        mm_general(
+            (m, c1 - c0, k),
+            (d.0.add(c0 * dst.2), dst.1, dst.2),
+            (l.0, lhs.1, lhs.2),
+            (r.0.add(c0 * rhs.2), rhs.1, rhs.2),
+            Parallelism::None,
+        )
+    });
+}
+
+/// Whether [`mm_split`] splits (`REPRO_GEMM_SPLIT=0` leaves the split to the `gemm` crate, for
+/// comparison).
+fn split_columns() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("REPRO_GEMM_SPLIT").map_or(true, |v| v != "0"))
+}
+
 /// Parallelism inside one GEMM: none when the images alone keep every thread busy.
 fn inner_par(images: usize) -> Parallelism {
     let t = threads();
@@ -344,7 +433,7 @@ fn gather_batch<T: Elem>(src: &[T], sb: (usize, usize), rows: usize, g: &Geom) -
 }
 
 fn forward_batched<T: Elem>(x: &[T], xb: (usize, usize), wt: &[T], g: &Geom) -> Vec<T> {
-    let (k, p, o, np) = (g.k(), g.p(), g.o, g.n * g.p());
+    let (k, o, np) = (g.k(), g.o, g.n * g.p());
     let col = if g.pointwise() {
         gather_batch(x, xb, g.c, g)
     } else {
@@ -352,52 +441,50 @@ fn forward_batched<T: Elem>(x: &[T], xb: (usize, usize), wt: &[T], g: &Geom) -> 
     };
     let mut yt = super::uninit::<T>(o * np);
     unsafe {
-        mm(
+        mm_split(
             o,
             np,
             k,
-            yt.as_mut_ptr(),
-            np,
-            false,
-            wt.as_ptr(),
-            k,
-            1,
-            col.as_ptr(),
-            np,
-            1,
-            Parallelism::Rayon(threads()),
+            (yt.as_mut_ptr(), np, 1),
+            (wt.as_ptr(), k, 1),
+            (col.as_ptr(), np, 1),
         )
     };
-    let mut y = super::uninit::<T>(g.n * o * p);
-    par_chunks(&mut y, o * p, |i, yn| {
-        for q in 0..o {
-            yn[q * p..(q + 1) * p].copy_from_slice(&yt[q * np + i * p..][..p]);
-        }
-    });
-    y
+    scatter_batch(&yt, o, g)
 }
 
-fn grad_input_batched<T: Elem>(dy: &[T], db: (usize, usize), wt: &[T], g: &Geom) -> Vec<T> {
+/// Per-image `rows × P` blocks, contiguous, from `rows × (N·P)` (the inverse of
+/// [`gather_batch`]).
+fn scatter_batch<T: Elem>(src: &[T], rows: usize, g: &Geom) -> Vec<T> {
+    let (p, np) = (g.p(), g.n * g.p());
+    let mut out = super::uninit::<T>(g.n * rows * p);
+    par_chunks(&mut out, rows * p, |i, block| {
+        for r in 0..rows {
+            block[r * p..(r + 1) * p].copy_from_slice(&src[r * np + i * p..][..p]);
+        }
+    });
+    out
+}
+
+/// The input gradient for the whole batch from `dyt`, the output gradient gathered as
+/// O × (N·P) (shared with [`grad_weight_batched`]).
+fn grad_input_batched<T: Elem>(dyt: &[T], wt: &[T], g: &Geom) -> Vec<T> {
     let (k, p, o, np) = (g.k(), g.p(), g.o, g.n * g.p());
-    let dyt = gather_batch(dy, db, o, g);
     let mut dcol = super::uninit::<T>(k * np);
     unsafe {
-        mm(
+        mm_split(
             k,
             np,
             o,
-            dcol.as_mut_ptr(),
-            np,
-            false,
-            wt.as_ptr(),
-            1,
-            k,
-            dyt.as_ptr(),
-            np,
-            1,
-            Parallelism::Rayon(threads()),
+            (dcol.as_mut_ptr(), np, 1),
+            (wt.as_ptr(), 1, k),
+            (dyt.as_ptr(), np, 1),
         )
     };
+    if g.pointwise() {
+        // Each input entry has one column entry: a scatter, no col2im sum.
+        return scatter_batch(&dcol, g.c, g);
+    }
     let (plane, taps, chw) = (g.h * g.w, g.kh * g.kw, g.image_in());
     let mut dx = vec![zero::<T>(); g.n * chw];
     let base = super::SyncPtr(dx.as_mut_ptr());
@@ -413,43 +500,34 @@ fn grad_input_batched<T: Elem>(dy: &[T], db: (usize, usize), wt: &[T], g: &Geom)
     dx
 }
 
-fn grad_weight_batched<T: Elem>(
-    x: &[T],
-    xb: (usize, usize),
-    dy: &[T],
-    db: (usize, usize),
-    g: &Geom,
-) -> Vec<T> {
+/// The weight gradient for the whole batch from `dyt`, the output gradient gathered as
+/// O × (N·P).
+fn grad_weight_batched<T: Elem>(x: &[T], xb: (usize, usize), dyt: &[T], g: &Geom) -> Vec<T> {
     let (k, o, np) = (g.k(), g.o, g.n * g.p());
     let col = if g.pointwise() {
         gather_batch(x, xb, g.c, g)
     } else {
         im2col_batch(x, xb, g)
     };
-    let dyt = gather_batch(dy, db, o, g);
     let mut dw = vec![zero::<T>(); o * k];
     // dY (o × NP) · colᵀ (NP × k), colᵀ element (t, r) at col[r·NP + t].
     unsafe {
-        mm(
+        mm_split(
             o,
             k,
             np,
-            dw.as_mut_ptr(),
-            k,
-            false,
-            dyt.as_ptr(),
-            np,
-            1,
-            col.as_ptr(),
-            1,
-            np,
-            Parallelism::Rayon(threads()),
+            (dw.as_mut_ptr(), k, 1),
+            (dyt.as_ptr(), np, 1),
+            (col.as_ptr(), 1, np),
         )
     };
     dw
 }
 
 fn forward<T: Elem>(x: &[T], xb: (usize, usize), wt: &[T], g: &Geom) -> Vec<T> {
+    if points::applies(g) {
+        return points::forward(x, xb, wt, g);
+    }
     if batched(g) {
         return forward_batched(x, xb, wt, g);
     }
@@ -504,9 +582,11 @@ fn forward<T: Elem>(x: &[T], xb: (usize, usize), wt: &[T], g: &Geom) -> Vec<T> {
     y
 }
 
+/// The input gradient image by image (maps too large for the whole-batch GEMM), or of a
+/// pointwise convolution of 1×1 maps.
 fn grad_input<T: Elem>(dy: &[T], db: (usize, usize), wt: &[T], g: &Geom) -> Vec<T> {
-    if batched(g) {
-        return grad_input_batched(dy, db, wt, g);
+    if points::applies(g) {
+        return points::grad_input(dy, db, wt, g);
     }
     if g.s == 1 && !g.pointwise() && g.kh > g.ph && g.kw > g.pw {
         return grad_input_as_conv(dy, db, wt, g);
@@ -596,6 +676,8 @@ fn grad_input_as_conv<T: Elem>(dy: &[T], db: (usize, usize), wt: &[T], g: &Geom)
     forward(dy, db, &flipped, &t)
 }
 
+/// The weight gradient image by image (maps too large for the whole-batch GEMM), or of a
+/// pointwise convolution of 1×1 maps.
 fn grad_weight<T: Elem>(
     x: &[T],
     xb: (usize, usize),
@@ -603,8 +685,8 @@ fn grad_weight<T: Elem>(
     db: (usize, usize),
     g: &Geom,
 ) -> Vec<T> {
-    if batched(g) {
-        return grad_weight_batched(x, xb, dy, db, g);
+    if points::applies(g) {
+        return points::grad_weight(x, xb, dy, db, g);
     }
     let (k, p, o) = (g.k(), g.p(), g.o);
     // A fixed partition of the images into groups (one per thread), summed in order afterwards:
@@ -708,12 +790,11 @@ impl Conv2dOp {
         let Some(xb) = image_blocks(lx) else {
             bail!("conv2d: input images are not contiguous")
         };
-        let y = forward::<T>(
-            x.as_slice::<T>()?,
-            xb,
-            weight_slice(w.as_slice::<T>()?, lw)?,
-            &g,
-        );
+        let (x, wt) = (x.as_slice::<T>()?, weight_slice(w.as_slice::<T>()?, lw)?);
+        let y = match Crop::of(&g) {
+            Some(crop) => forward::<T>(x, xb, &crop.weight(wt), &crop.live),
+            None => forward::<T>(x, xb, wt, &g),
+        };
         Ok((T::to_cpu_storage_owned(y), Shape::from(g.out_dims())))
     }
 
@@ -727,12 +808,31 @@ impl Conv2dOp {
                     let db = image_blocks(lg).expect("made blocked above");
                     let ws = weight_slice(ws, lw)?;
                     use super::profile::{span, Kind};
-                    let dx = {
+                    let crop = Crop::of(&g);
+                    let live = crop.as_ref().map_or(&g, |c| &c.live);
+                    let cropped = crop.as_ref().map(|c| c.weight(ws));
+                    let wl = cropped.as_deref().unwrap_or(ws);
+                    // Small maps: the output gradient gathered once, for both gradients.
+                    let (dyt, dx) = {
                         let _span = span(Kind::ConvInputGradient);
-                        grad_input(gs, db, ws, &g)
+                        let dyt = (batched(live) && !points::applies(live))
+                            .then(|| gather_batch(gs, db, live.o, live));
+                        let dx = match &dyt {
+                            Some(dyt) => grad_input_batched(dyt, wl, live),
+                            None => grad_input(gs, db, wl, live),
+                        };
+                        (dyt, dx)
                     };
                     let _span = span(Kind::ConvWeightGradient);
-                    Ok((dx, grad_weight(xs, xb, gs, db, &g)))
+                    let dw = match &dyt {
+                        Some(dyt) => grad_weight_batched(xs, xb, dyt, live),
+                        None => grad_weight(xs, xb, gs, db, live),
+                    };
+                    let dw = match &crop {
+                        Some(c) => c.weight_grad(&dw),
+                        None => dw,
+                    };
+                    Ok((dx, dw))
                 })
             })
         })?;

@@ -30,6 +30,7 @@ pub mod conv;
 mod pool;
 pub mod profile;
 mod residual;
+mod simd;
 #[cfg(test)]
 mod tests;
 

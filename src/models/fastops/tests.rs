@@ -182,6 +182,70 @@ fn conv_large_maps_match_stock() {
     }
 }
 
+/// Maps smaller than the kernel's reach (the CIFAR-10-scale networks' 3×3 and 1×1 grids): the
+/// taps that only read padding are cropped from the kernel, and their weight gradient is zero.
+#[test]
+fn conv_on_maps_smaller_than_the_kernel_matches_stock() {
+    for (n, c, h, w, o, k, stride, pad) in [
+        (3, 5, 3, 3, 4, (1, 7), 1, (0, 3)),
+        (3, 5, 3, 3, 4, (7, 1), 1, (3, 0)),
+        (4, 6, 1, 1, 3, (1, 3), 1, (0, 1)),
+        (4, 6, 1, 1, 3, (3, 1), 1, (1, 0)),
+        (2, 3, 1, 1, 5, (3, 3), 1, (1, 1)),
+        (1, 3, 2, 2, 2, (5, 5), 1, (2, 2)),
+        (2, 4, 3, 2, 3, (5, 5), 2, (2, 2)),
+        (1, 2, 410, 1, 3, (3, 3), 1, (1, 1)),
+    ] {
+        for dtype in [DType::F64, DType::F32] {
+            let x = Var::from_tensor(&randn(&[n, c, h, w], dtype)).unwrap();
+            let wt = Var::from_tensor(&randn(&[o, c, k.0, k.1], dtype)).unwrap();
+            let what = format!(
+                "x {:?} w {:?} stride {stride} pad {pad:?} {dtype:?}",
+                x.dims(),
+                wt.dims()
+            );
+            let fast = conv2d(x.as_tensor(), wt.as_tensor(), pad, stride).unwrap();
+            let stock = stock_conv2d(x.as_tensor(), wt.as_tensor(), pad, stride).unwrap();
+            close(&format!("{what} forward"), &fast, &stock, tol(dtype));
+            let r = randn(stock.dims(), dtype);
+            let (gf, gs) = (grads_of(&fast, &r), grads_of(&stock, &r));
+            for (name, v) in [("dx", &x), ("dw", &wt)] {
+                close(
+                    &format!("{what} {name}"),
+                    gf.get(v.as_tensor()).unwrap(),
+                    gs.get(v.as_tensor()).unwrap(),
+                    tol(dtype),
+                );
+            }
+        }
+    }
+}
+
+/// Pointwise convolutions of 1×1 maps read a channel slice where it lies (image stride larger
+/// than its channels) and hand back gradients of the same values.
+#[test]
+fn pointwise_on_1x1_maps_takes_channel_slices() {
+    let dev = Device::Cpu;
+    for n in [1, 5, 40] {
+        let big = Var::from_tensor(&Tensor::randn(0f64, 1., (n, 9, 1, 1), &dev).unwrap()).unwrap();
+        let x = big.as_tensor().narrow(1, 3, 4).unwrap();
+        let wt = Var::from_tensor(&Tensor::randn(0f64, 1., (70, 4, 1, 1), &dev).unwrap()).unwrap();
+        let fast = conv2d(&x, wt.as_tensor(), (0, 0), 1).unwrap();
+        let stock = stock_conv2d(&x, wt.as_tensor(), (0, 0), 1).unwrap();
+        close(&format!("n {n} forward"), &fast, &stock, 1e-12);
+        let r = Tensor::randn(0f64, 1., stock.shape(), &dev).unwrap();
+        let (gf, gs) = (grads_of(&fast, &r), grads_of(&stock, &r));
+        for (name, v) in [("dx", &big), ("dw", &wt)] {
+            close(
+                &format!("n {n} {name}"),
+                gf.get(v.as_tensor()).unwrap(),
+                gs.get(v.as_tensor()).unwrap(),
+                1e-12,
+            );
+        }
+    }
+}
+
 /// The input may be a channel slice of a larger tensor (as a branch of a concatenation is), and
 /// the gradient arriving may be one too.
 #[test]

@@ -1,0 +1,181 @@
+//! The CPU's f32 peak, from what /proc/cpuinfo says of it: the yardstick `repro bench compare`
+//! divides each side's arithmetic rate by.
+//!
+//! peak = threads used × clock × f32 lanes per vector × 2 (an FMA is two operations) × FMA
+//! issues per cycle. The lanes come from the widest vector extension in the flags (AVX-512: 16,
+//! AVX2 with FMA: 8, otherwise SSE: 4 and no FMA); the FMA issues per cycle from the vendor and
+//! family, which the flags alone do not tell: AMD Zen 4 (family 25 with AVX-512) splits each
+//! 512-bit FMA over its two 256-bit pipes (one per cycle), Zen 1 (family 23, before model 0x30)
+//! has two 128-bit pipes (one 256-bit FMA per cycle); every other AVX2/AVX-512 CPU is counted
+//! with two FMA units, as Intel's server parts and AMD Zen 2/3/5 have (some Intel parts have
+//! one AVX-512 unit: then the share shown is half the true one). The clock is the nominal
+//! one: cpufreq's maximum where the kernel exposes it, else `cpu MHz` of /proc/cpuinfo (under
+//! a hypervisor, the host's nominal clock).
+
+use serde::Serialize;
+
+/// What the peak is computed from.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CpuInfo {
+    pub model_name: String,
+    pub vendor: String,
+    pub family: u32,
+    pub model: u32,
+    pub flags: Vec<String>,
+    pub mhz: f64,
+    /// Where the clock was read.
+    pub clock_source: String,
+}
+
+/// The f32 peak of `threads` cores and how it was computed.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Peak {
+    pub gflops: f64,
+    pub threads: usize,
+    pub ghz: f64,
+    pub lanes: usize,
+    pub fma_per_cycle: usize,
+    /// One sentence for people: the formula with its numbers.
+    pub how: String,
+}
+
+impl CpuInfo {
+    fn has(&self, flag: &str) -> bool {
+        self.flags.iter().any(|f| f == flag)
+    }
+
+    /// This machine's, from /proc/cpuinfo (first processor) and cpufreq.
+    pub fn read() -> Result<Self, String> {
+        let text = std::fs::read_to_string("/proc/cpuinfo")
+            .map_err(|e| format!("cannot read /proc/cpuinfo: {e}"))?;
+        let mut info = Self::parse(&text)?;
+        let max_khz =
+            std::fs::read_to_string("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
+                .ok()
+                .and_then(|s| s.trim().parse::<f64>().ok());
+        if let Some(khz) = max_khz {
+            info.mhz = khz / 1e3;
+            info.clock_source = "cpufreq's maximum clock".into();
+        }
+        Ok(info)
+    }
+
+    /// The fields of the first processor in a /proc/cpuinfo text.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let first = text.split("\n\n").next().unwrap_or("");
+        let field = |name: &str| {
+            first.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                (k.trim() == name).then(|| v.trim().to_string())
+            })
+        };
+        let mhz = field("cpu MHz")
+            .and_then(|v| v.parse::<f64>().ok())
+            .ok_or("/proc/cpuinfo has no `cpu MHz`")?;
+        Ok(Self {
+            model_name: field("model name").unwrap_or_else(|| "unknown CPU".into()),
+            vendor: field("vendor_id").unwrap_or_default(),
+            family: field("cpu family")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            model: field("model").and_then(|v| v.parse().ok()).unwrap_or(0),
+            flags: field("flags")
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(String::from)
+                .collect(),
+            mhz,
+            clock_source: "`cpu MHz` of /proc/cpuinfo".into(),
+        })
+    }
+
+    /// f32 lanes of the widest vector FMA the flags show, and FMA issues per cycle.
+    fn vector_units(&self) -> (usize, usize) {
+        let amd = self.vendor == "AuthenticAMD";
+        if self.has("avx512f") {
+            let zen4 = amd && self.family == 25;
+            (16, if zen4 { 1 } else { 2 })
+        } else if self.has("avx2") && self.has("fma") {
+            let zen1 = amd && self.family == 23 && self.model < 0x30;
+            (8, if zen1 { 1 } else { 2 })
+        } else {
+            // SSE: a multiply and an add per cycle, counted as one FMA-equivalent of 4 lanes.
+            (4, 1)
+        }
+    }
+
+    /// The f32 peak of `threads` of these cores.
+    pub fn peak(&self, threads: usize) -> Peak {
+        let (lanes, fma) = self.vector_units();
+        let ghz = self.mhz / 1e3;
+        let gflops = threads as f64 * ghz * (lanes * 2 * fma) as f64;
+        Peak {
+            gflops,
+            threads,
+            ghz,
+            lanes,
+            fma_per_cycle: fma,
+            how: format!(
+                "f32 peak {gflops:.0} GFLOP/s = {threads} threads × {ghz:.2} GHz ({}) × {lanes} \
+                 lanes × 2 (FMA) × {fma} FMA per cycle ({}; from the flags and the CPU family)",
+                self.clock_source,
+                self.vector_name()
+            ),
+        }
+    }
+
+    fn vector_name(&self) -> &'static str {
+        if self.has("avx512f") {
+            "AVX-512"
+        } else if self.has("avx2") && self.has("fma") {
+            "AVX2 + FMA"
+        } else {
+            "SSE"
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cpu(vendor: &str, family: u32, model: u32, flags: &str, mhz: f64) -> CpuInfo {
+        let text = format!(
+            "processor\t: 0\nvendor_id\t: {vendor}\ncpu family\t: {family}\nmodel\t\t: {model}\n\
+             model name\t: Test CPU\ncpu MHz\t\t: {mhz}\nflags\t\t: {flags}\n\nprocessor\t: 1\n"
+        );
+        CpuInfo::parse(&text).unwrap()
+    }
+
+    #[test]
+    fn parses_the_first_processor() {
+        let c = cpu("AuthenticAMD", 25, 17, "fpu avx2 fma avx512f", 2596.1);
+        assert_eq!(c.model_name, "Test CPU");
+        assert_eq!((c.family, c.model), (25, 17));
+        assert!(c.has("avx512f") && !c.has("avx512"));
+        assert_eq!(c.mhz, 2596.1);
+        assert!(CpuInfo::parse("processor : 0\n").is_err());
+    }
+
+    #[test]
+    fn peak_follows_vector_width_and_fma_units() {
+        // An Intel Xeon with AVX-512 at 2.1 GHz, 2 cores: 2 × 2.1 × 16 × 2 × 2 = 268.8.
+        let xeon = cpu(
+            "GenuineIntel",
+            6,
+            143,
+            "avx2 fma avx512f avx512_bf16",
+            2100.0,
+        );
+        assert!((xeon.peak(2).gflops - 268.8).abs() < 1e-9);
+        // AMD Zen 4: one 512-bit FMA per cycle.
+        let zen4 = cpu("AuthenticAMD", 25, 17, "avx2 fma avx512f", 2600.0);
+        assert!((zen4.peak(2).gflops - 166.4).abs() < 1e-9);
+        assert!(zen4.peak(2).how.contains("× 1 FMA per cycle (AVX-512"));
+        // AVX2 only: 8 lanes, two units.
+        let zen3 = cpu("AuthenticAMD", 25, 1, "avx2 fma", 3000.0);
+        assert!((zen3.peak(1).gflops - 96.0).abs() < 1e-9);
+        let old = cpu("GenuineIntel", 6, 15, "sse2", 2000.0);
+        assert!((old.peak(1).gflops - 16.0).abs() < 1e-9);
+    }
+}
