@@ -324,8 +324,8 @@ fn compare_one(
     };
     for round in 0..o.rounds.max(1) {
         if let Ok(all) = &mut ours {
-            let r =
-                train_timing(arch, &bench, &crate::dist::single(), &mut |_| {}).map(|t| t.step_ms);
+            let r = train_timing(arch, &bench, &crate::replicas::single(), &mut |_| {})
+                .map(|t| t.step_ms);
             announce(round, "repro", "f32", &r);
             match r {
                 Ok(ms) => all.extend(ms),

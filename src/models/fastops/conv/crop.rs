@@ -5,7 +5,8 @@
 //! that do (a 1×3 convolution of a 1×1 map becomes a matrix product), and the weight gradient of
 //! the others is exactly zero.
 
-use super::{Elem, Geom};
+use super::geom::Geom;
+use crate::models::fastops::Elem;
 
 /// The taps `lo..hi` of a kernel of length `k` along one axis that read inside an input of
 /// length `len` for at least one of the `out` outputs of a stride-1 convolution (input index
@@ -73,7 +74,7 @@ impl Crop {
     /// The full weight gradient from the live taps' (zero at the others).
     pub(super) fn weight_grad<T: Elem>(&self, dw: &[T]) -> Vec<T> {
         let (f, l) = (&self.full, &self.live);
-        let mut out = vec![super::zero::<T>(); f.o * f.c * f.kh * f.kw];
+        let mut out = vec![crate::models::fastops::zero::<T>(); f.o * f.c * f.kh * f.kw];
         for oc in 0..f.o * f.c {
             let first = (oc * f.kh + self.at.0) * f.kw;
             let live = &dw[oc * l.kh * l.kw..][..l.kh * l.kw];

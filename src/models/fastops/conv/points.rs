@@ -3,7 +3,9 @@
 //! matrix, image `n`'s channels one column `n` strided by the image stride, so the three GEMMs
 //! read and write the tensors where they are, with no gather or scatter.
 
-use super::{mm_split, Elem, Geom};
+use super::geom::Geom;
+use super::matmul::mm_split;
+use crate::models::fastops::Elem;
 
 /// Whether `g` is a pointwise convolution of 1×1 maps over more than one image.
 pub(super) fn applies(g: &Geom) -> bool {
