@@ -39,20 +39,7 @@ struct Reference {
 }
 
 fn options(results: &Path) -> RunOptions {
-    RunOptions {
-        results: results.to_path_buf(),
-        device: candle_core::Device::Cpu,
-        device_name: "cpu".into(),
-        force: false,
-        threads: 1,
-        wait_for_lock: None,
-        show_progress: false,
-        stop: repro::interrupt::StopSignal::default(),
-        replicas: repro::replicas::single(),
-        only: None,
-        command_flags: vec!["--set".into(), "train.epochs=2".into()],
-        live_report: None,
-    }
+    common::tiny::cpu_options(results, &["--set", "train.epochs=2"])
 }
 
 fn experiment(dir: &Path) -> Experiment {

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use repro::commands::{plan_text, run_experiments, status_text, RunEnd, RunRequest};
 use repro::executor::JobCommand;
 use repro::experiment::{load_experiment, ExecutorSpec, Experiment, LoadOptions};
-use repro::runner::{plan, run_line, RunOptions, RunResult};
+use repro::runner::{plan, run_line, RunResult};
 
 use common::TempDir;
 
@@ -28,20 +28,7 @@ fn request<'a>(experiments: &'a [Experiment], root: &Path) -> RunRequest<'a> {
     let reports = root.join("reports");
     RunRequest {
         experiments,
-        options: RunOptions {
-            results: results.clone(),
-            device: candle_core::Device::Cpu,
-            device_name: "cpu".into(),
-            force: false,
-            threads: 1,
-            wait_for_lock: None,
-            show_progress: false,
-            stop: repro::interrupt::StopSignal::default(),
-            replicas: repro::replicas::single(),
-            only: None,
-            command_flags: vec!["--smoke".into()],
-            live_report: None,
-        },
+        options: common::tiny::cpu_options(&results, &["--smoke"]),
         restart: Vec::new(),
         executor: ExecutorSpec::default(),
         wait: true,

@@ -102,22 +102,8 @@ pub(crate) fn locate_setting(sources: &[PathBuf], message: &str) -> Option<(Path
     let value = message
         .rsplit_once("got ")
         .map(|(_, v)| v.trim_end_matches([')', '.']).trim());
-    let mut found = Vec::new();
-    for file in sources {
-        let Ok(text) = std::fs::read_to_string(file) else {
-            continue;
-        };
-        for (i, line) in text.lines().enumerate() {
-            let code = line.split(" #").next().unwrap_or(line);
-            if sets(code, last, value) {
-                found.push((file.clone(), i + 1));
-            }
-        }
-    }
-    match found.as_slice() {
-        [one] => Some(one.clone()),
-        _ => None,
-    }
+    unique_line(sources, |code| sets(code, last, value).then_some(0))
+        .map(|(file, line, _)| (file, line))
 }
 
 /// Whether a YAML line sets `key` (block or flow style), to `value` when one is given.
@@ -142,6 +128,15 @@ fn sets(line: &str, key: &str, value: Option<&str>) -> bool {
 /// The one line among `sources` that contains `needle` (outside comments): file, line and
 /// column, counted from 1.
 pub(crate) fn locate_text(sources: &[PathBuf], needle: &str) -> Option<(PathBuf, usize, usize)> {
+    unique_line(sources, |code| code.find(needle))
+}
+
+/// The one line among `sources` whose code (the text before a ` #` comment) `matches`, with
+/// the column it gives (from 0; reported from 1); `None` when no line or several do.
+fn unique_line(
+    sources: &[PathBuf],
+    matches: impl Fn(&str) -> Option<usize>,
+) -> Option<(PathBuf, usize, usize)> {
     let mut found = Vec::new();
     for file in sources {
         let Ok(text) = std::fs::read_to_string(file) else {
@@ -149,7 +144,7 @@ pub(crate) fn locate_text(sources: &[PathBuf], needle: &str) -> Option<(PathBuf,
         };
         for (i, line) in text.lines().enumerate() {
             let code = line.split(" #").next().unwrap_or(line);
-            if let Some(col) = code.find(needle) {
+            if let Some(col) = matches(code) {
                 found.push((file.clone(), i + 1, col + 1));
             }
         }
