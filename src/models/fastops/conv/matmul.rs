@@ -23,25 +23,12 @@ pub(super) unsafe fn mm<T: Elem>(
     rhs_cs: usize,
     par: Parallelism,
 ) {
-    gemm::gemm(
-        m,
-        n,
-        k,
-        dst,
-        1,
-        dst_rs as isize,
+    strided(
+        (m, n, k),
+        (dst, dst_rs, 1),
         accumulate,
-        lhs,
-        lhs_cs as isize,
-        lhs_rs as isize,
-        rhs,
-        rhs_cs as isize,
-        rhs_rs as isize,
-        T::from_f64(1.0),
-        T::from_f64(1.0),
-        false,
-        false,
-        false,
+        (lhs, lhs_rs, lhs_cs),
+        (rhs, rhs_rs, rhs_cs),
         par,
     )
 }
@@ -49,8 +36,22 @@ pub(super) unsafe fn mm<T: Elem>(
 /// `dst = lhs (m×k) · rhs (k×n)`, every operand given as (pointer, row stride, column stride).
 #[inline]
 pub(super) unsafe fn mm_general<T: Elem>(
+    shape: (usize, usize, usize),
+    dst: (*mut T, usize, usize),
+    lhs: (*const T, usize, usize),
+    rhs: (*const T, usize, usize),
+    par: Parallelism,
+) {
+    strided(shape, dst, false, lhs, rhs, par)
+}
+
+/// `dst [+]= lhs · rhs` through the `gemm` crate, every operand as (pointer, row stride, column
+/// stride).
+#[inline]
+unsafe fn strided<T: Elem>(
     (m, n, k): (usize, usize, usize),
     dst: (*mut T, usize, usize),
+    accumulate: bool,
     lhs: (*const T, usize, usize),
     rhs: (*const T, usize, usize),
     par: Parallelism,
@@ -62,7 +63,7 @@ pub(super) unsafe fn mm_general<T: Elem>(
         dst.0,
         dst.2 as isize,
         dst.1 as isize,
-        false,
+        accumulate,
         lhs.0,
         lhs.2 as isize,
         lhs.1 as isize,
