@@ -53,6 +53,27 @@ pub struct RunOptions {
     pub live_report: Option<LiveReport>,
 }
 
+impl RunOptions {
+    /// One process on the CPU, one decoding thread, no progress output, no lock waiting, no
+    /// live report: how the tests (and a library caller that wants nothing else) run.
+    pub fn on_cpu(results: PathBuf) -> Self {
+        Self {
+            results,
+            device: Device::Cpu,
+            device_name: "cpu".into(),
+            force: false,
+            threads: 1,
+            wait_for_lock: None,
+            show_progress: false,
+            stop: StopSignal::default(),
+            replicas: crate::replicas::single(),
+            only: None,
+            command_flags: Vec::new(),
+            live_report: None,
+        }
+    }
+}
+
 /// The planned runs of `experiment`, or only those named in `only` (`--runs`).
 pub fn selected_plan(
     experiment: &Experiment,

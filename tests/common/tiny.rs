@@ -59,21 +59,11 @@ pub fn train(
     (outcome, rows)
 }
 
-/// How the tests run experiments: on the CPU, one decoding thread, one process, no live
-/// report; `command_flags` as the command line would have given them.
+/// How the tests run experiments ([`repro::runner::RunOptions::on_cpu`]), with
+/// `command_flags` as the command line would have given them.
 pub fn cpu_options(results: &Path, command_flags: &[&str]) -> repro::runner::RunOptions {
     repro::runner::RunOptions {
-        results: results.to_path_buf(),
-        device: candle_core::Device::Cpu,
-        device_name: "cpu".into(),
-        force: false,
-        threads: 1,
-        wait_for_lock: None,
-        show_progress: false,
-        stop: repro::interrupt::StopSignal::default(),
-        replicas: repro::replicas::single(),
-        only: None,
         command_flags: command_flags.iter().map(|f| f.to_string()).collect(),
-        live_report: None,
+        ..repro::runner::RunOptions::on_cpu(results.to_path_buf())
     }
 }

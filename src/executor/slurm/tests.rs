@@ -80,20 +80,7 @@ fn setup_runs(tag: &str, names: &[&str]) -> (Tmp, Experiment, RunOptions) {
     )
     .unwrap();
     let experiment = load_experiment(&file, &LoadOptions::default()).unwrap();
-    let options = RunOptions {
-        results: dir.join("results"),
-        device: candle_core::Device::Cpu,
-        device_name: "cpu".into(),
-        force: false,
-        threads: 1,
-        wait_for_lock: None,
-        show_progress: false,
-        stop: StopSignal::default(),
-        replicas: crate::replicas::single(),
-        only: None,
-        command_flags: Vec::new(),
-        live_report: None,
-    };
+    let options = RunOptions::on_cpu(dir.join("results"));
     (Tmp(dir), experiment, options)
 }
 
