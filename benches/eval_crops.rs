@@ -124,6 +124,7 @@ fn main() {
             device: Device::Cpu,
             skip_bad_images: false,
             show_progress: false,
+            keep_probabilities: false,
             stop: Default::default(),
         };
         let start = Instant::now();

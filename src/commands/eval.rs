@@ -156,6 +156,7 @@ pub fn evaluate_weights(args: &EvalArgs, stop: StopSignal) -> Result<EvalOutcome
         device,
         skip_bad_images: args.skip_bad_images,
         show_progress: true,
+        keep_probabilities: false,
         stop,
     };
     let report = evaluate(&request).map_err(|e| match e {

@@ -73,6 +73,9 @@ pub struct EvalRequest<'a> {
     pub skip_bad_images: bool,
     /// A progress bar on a terminal, log lines otherwise.
     pub show_progress: bool,
+    /// Keep each image's class probabilities in the report (`EvalReport::probabilities`), for
+    /// storing a single model's so that ensembles can reuse them; otherwise left empty.
+    pub keep_probabilities: bool,
     /// Checked between chunks: when set, the evaluation ends with [`EvalError::Interrupted`].
     pub stop: StopSignal,
 }
@@ -92,7 +95,10 @@ pub fn evaluate(req: &EvalRequest) -> Result<EvalReport, EvalError> {
         .build()
         .map_err(|e| EvalError::Config(format!("cannot start {} threads: {e}", req.threads)))?;
     let (samples, pool) = (&req.dataset.samples, &pool);
-    let mut tally = Tally::default();
+    let mut tally = Tally {
+        keep_probabilities: req.keep_probabilities,
+        ..Tally::default()
+    };
     let mut progress = EvalProgress::new(
         progress_label(req),
         samples.len() as u64,
@@ -209,6 +215,7 @@ pub fn ensemble_of_stored(
         .collect();
     let mut tally = Tally {
         skipped: first.skipped.clone(),
+        keep_probabilities: true,
         ..Tally::default()
     };
     tally.add(&samples, &probs, &Device::Cpu)?;
@@ -344,8 +351,9 @@ struct Tally {
     hits1: f64,
     hits5: f64,
     predictions: Vec<Prediction>,
-    /// Each image's class probabilities, in prediction order.
+    /// Each image's class probabilities, in prediction order (when `keep_probabilities`).
     probabilities: Vec<f32>,
+    keep_probabilities: bool,
     skipped: Vec<SkippedSample>,
 }
 
@@ -400,7 +408,9 @@ impl Tally {
                 label: sample.label,
                 top5: top_k(&row, TOP),
             });
-            self.probabilities.extend_from_slice(&row);
+            if self.keep_probabilities {
+                self.probabilities.extend_from_slice(&row);
+            }
         }
         self.images += chunk.len() as u64;
         Ok(())

@@ -14,7 +14,7 @@ pub struct EvalReport {
     /// One entry per evaluated image, in dataset order.
     pub predictions: Vec<Prediction>,
     /// Each evaluated image's class probabilities (averaged over crops, then models), in the
-    /// order of `predictions`: images x classes.
+    /// order of `predictions`: images x classes; empty unless the request kept them.
     pub probabilities: Vec<f32>,
     /// The images left out because they could not be read or decoded, in dataset order.
     pub skipped: Vec<SkippedSample>,

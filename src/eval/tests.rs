@@ -429,6 +429,7 @@ fn request<'a>(
         device: Device::Cpu,
         skip_bad_images: false,
         show_progress: false,
+        keep_probabilities: true,
         stop: Default::default(),
     }
 }

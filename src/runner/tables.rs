@@ -275,6 +275,7 @@ fn evaluate_job(
         device: device.clone(),
         skip_bad_images: job.skips_bad_images(),
         show_progress: true,
+        keep_probabilities: job.members.len() == 1,
         stop,
     };
     let report = match from_stored_members(job, results, &request)? {
