@@ -117,10 +117,10 @@ pub fn load_experiment(path: &Path, options: &LoadOptions) -> Result<Experiment,
         Some(name) => match file.profiles.contains_key(name) {
             true => Some(name.clone()),
             false => {
-                let known: Vec<&String> = file.profiles.keys().collect();
+                let known: Vec<&str> = file.profiles.keys().map(String::as_str).collect();
                 return Err(SpecError::Invalid {
                     path: path.into(),
-                    message: format!("no profile `{name}` (profiles: {known:?})"),
+                    message: format!("no profile `{name}` (profiles: {})", known.join(", ")),
                 });
             }
         },

@@ -244,7 +244,7 @@ fn figures_must_name_defined_runs_and_profiles_must_exist() {
     );
     let fig = d.write("fig.yaml", FIG);
     let err = load(&fig, Some("fast"), &[]).unwrap_err().to_string();
-    assert!(err.contains("no profile `fast`"), "{err}");
+    assert!(err.contains("no profile `fast` (profiles: smoke)"), "{err}");
 }
 
 #[test]
