@@ -73,7 +73,7 @@ fn hours_for_144_crops(crops_per_s: f64) -> f64 {
 }
 
 fn main() {
-    repro::models::fastops::configure_thread_pools();
+    repro::models::fastops::configure_cpu();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let batch = env_usize("REPRO_BENCH_BATCH", 8);
     let batches = env_usize("REPRO_BENCH_BATCHES", 3);

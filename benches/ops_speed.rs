@@ -425,7 +425,7 @@ fn bench_nets(o: &Options, threads: usize) {
 }
 
 fn main() {
-    repro::models::fastops::configure_thread_pools();
+    repro::models::fastops::configure_cpu();
     let o = options();
     let threads = rayon::current_num_threads();
     println!(

@@ -118,7 +118,7 @@ fn torch_images_per_s(o: &Options) -> Result<Vec<(String, f64)>, String> {
 }
 
 fn main() {
-    repro::models::fastops::configure_thread_pools();
+    repro::models::fastops::configure_cpu();
     let o = options();
     println!(
         "training step, {} px, batch {}, width {}, {} timed steps, {} threads",

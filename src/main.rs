@@ -178,7 +178,7 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    repro::models::fastops::configure_thread_pools();
+    repro::models::fastops::configure_cpu();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(false)

@@ -27,6 +27,7 @@
 
 mod bn;
 pub mod conv;
+mod heap;
 mod parallel;
 mod pool;
 pub mod profile;
@@ -39,10 +40,17 @@ mod tests;
 
 pub use bn::bn_relu;
 pub use conv::conv2d;
-pub use parallel::{configure_thread_pools, on_worker};
+pub use parallel::on_worker;
 pub(crate) use parallel::{par_chunks, par_items, par_map, threads, SyncPtr};
 pub use pool::{avg_pool_same, max_pool};
 pub use residual::scaled_residual;
 pub(crate) use storage::{blocked, image_blocks, uninit, vec_slice, with_slice, zero, Elem};
 pub(crate) use switch::device_paths;
 pub use switch::{enabled, force_device_paths_on_cpu, set_enabled, usable};
+
+/// Sets up the process for the fast ops: the thread pools and the C allocator. Call at the start
+/// of `main`, before any thread exists.
+pub fn configure_cpu() {
+    parallel::configure_thread_pools();
+    heap::configure_heap();
+}

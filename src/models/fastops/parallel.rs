@@ -26,7 +26,7 @@ const CANDLE_SPIN_LIMIT: &str = "500";
 /// element-wise pool (see [`CANDLE_SPIN_LIMIT`]) unless the user set it. Call at the start of
 /// `main`, before any thread exists (it sets an environment variable, which candle reads when its
 /// pool starts).
-pub fn configure_thread_pools() {
+pub(super) fn configure_thread_pools() {
     const VAR: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
     if std::env::var_os(VAR).is_none() {
         std::env::set_var(VAR, CANDLE_SPIN_LIMIT);
