@@ -81,9 +81,10 @@ struct ExperimentArgs {
 struct RunArgs {
     #[command(flatten)]
     experiment: ExperimentArgs,
-    /// Train only these runs (comma-separated names of the file's runs); the tables and the
-    /// report are still made from whatever is stored.
-    #[arg(long, value_delimiter = ',', value_name = "RUN,...")]
+    /// Train only these runs (comma-separated names of the file's runs; a sweep's name or one
+    /// of its cells selects the runs under it); the tables and the report are still made from
+    /// whatever is stored.
+    #[arg(long, value_name = "RUN,...")]
     runs: Option<Vec<String>>,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
@@ -93,7 +94,7 @@ struct RunArgs {
     force: bool,
     /// Start these runs over (comma-separated names): what they stored is moved to
     /// `<results>/set-aside/`, not deleted. For a run whose checkpoints are all damaged.
-    #[arg(long, value_delimiter = ',', value_name = "RUN,...")]
+    #[arg(long, value_name = "RUN,...")]
     restart: Vec<String>,
     /// Image decoding threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
@@ -270,7 +271,7 @@ fn run(args: RunArgs) -> Result<(), Failure> {
         show_progress: true,
         stop: StopSignal::on_signals(),
         replicas,
-        only: args.runs.clone(),
+        only: args.runs.as_deref().map(run_names),
         command_flags: command_flags(&args.experiment),
         live_report: args.report_every.0.map(|seconds| LiveReport {
             reports: args.reports.clone(),
@@ -289,7 +290,7 @@ fn run(args: RunArgs) -> Result<(), Failure> {
     let request = RunRequest {
         experiments: &experiments,
         options,
-        restart: args.restart.clone(),
+        restart: run_names(&args.restart),
         executor: args.executor.spec.clone(),
         wait: !args.executor.no_wait,
         job_command,
@@ -386,4 +387,12 @@ fn show_plan(args: ExperimentArgs) -> Result<(), Failure> {
 fn models(args: ModelsArgs) -> Result<(), Failure> {
     print!("{}", models_text(&args)?);
     Ok(())
+}
+
+/// The run names of repeated, comma-separated `--runs`/`--restart` arguments (sweep cells keep
+/// their commas).
+fn run_names(args: &[String]) -> Vec<String> {
+    args.iter()
+        .flat_map(|a| repro::experiment::selection::split_run_list(a))
+        .collect()
 }

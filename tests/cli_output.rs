@@ -516,7 +516,7 @@ fn runs_selects_what_is_trained_and_unknown_names_are_bad_input() {
     let unknown = run(&["--runs", "inception_v9"]);
     assert_eq!(unknown.status.code(), Some(2), "{}", output_text(&unknown));
     assert!(
-        stderr(&unknown).contains("--runs: the files use no run `inception_v9`; they use: inception_resnet_v2, inception_v4"),
+        stderr(&unknown).contains("--runs: the files use no run `inception_v9` (nor runs under `inception_v9/`); they use: inception_resnet_v2, inception_v4"),
         "{}",
         output_text(&unknown)
     );

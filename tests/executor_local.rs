@@ -108,3 +108,55 @@ fn executor_settings_that_cannot_work_are_bad_input_before_anything_runs() {
     assert!(text.contains("needs Slurm's sbatch on PATH"), "{text}");
     assert!(!tmp.0.join("results/runs").exists());
 }
+
+#[test]
+fn local_jobs_train_sweep_cells_whose_names_hold_commas() {
+    // `--runs` names one cell of the sweep (its two seeds); each job is handed its run's full
+    // name, `inception_v4_ablation/init=pytorch,clip_mode=per_variable/seed=N`, on its own
+    // command line.
+    let dir = TempDir::new("local-sweep");
+    let o = Command::new(env!("CARGO_BIN_EXE_repro"))
+        .env("RAYON_NUM_THREADS", "1")
+        .arg("run")
+        .arg(repo("experiments/mini/ablation.yaml"))
+        .args([
+            "--smoke",
+            "--threads",
+            "1",
+            "--executor",
+            "local",
+            "--jobs",
+            "2",
+        ])
+        .args([
+            "--runs",
+            "inception_v4_ablation/init=pytorch,clip_mode=per_variable",
+        ])
+        .arg("--results")
+        .arg(dir.0.join("results"))
+        .arg("--reports")
+        .arg(dir.0.join("reports"))
+        .output()
+        .unwrap();
+    let text = output_text(&o);
+    assert!(o.status.success(), "{text}");
+    assert_eq!(
+        text.matches("trained by a local job on cpu").count(),
+        2,
+        "{text}"
+    );
+    let mut folders: Vec<String> = run_dirs(&dir.0.join("results"))
+        .iter()
+        .map(|d| d.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    folders.sort();
+    assert_eq!(folders.len(), 2, "{folders:?}");
+    for (folder, seed) in folders.iter().zip(["seed=0", "seed=1"]) {
+        assert!(
+            folder.starts_with(&format!(
+                "inception_v4_ablation~init=pytorch,clip_mode=per_variable~{seed}-"
+            )),
+            "{folders:?}"
+        );
+    }
+}

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use super::outcome::{CommandError, ExitClass};
 use super::report::render_report;
 use crate::executor::{build, JobCommand};
+use crate::experiment::selection::select_runs;
 use crate::experiment::{ExecutorSpec, Experiment};
 use crate::runner::{
     evaluate_tables, plan, preflight, restart_runs, run_line, smoke_notice, RunFailure, RunOptions,
@@ -81,13 +82,16 @@ pub fn run_experiments(
     request: &RunRequest,
     say: &mut dyn FnMut(String),
 ) -> Result<RunEnd, CommandError> {
-    let options = &request.options;
+    let (only, restart) = selected_runs(request)?;
+    let options = &RunOptions {
+        only,
+        ..request.options.clone()
+    };
     let writer = options.replicas.rank() == 0;
-    check_run_names(request)?;
-    if writer && !request.restart.is_empty() {
+    if writer && !restart.is_empty() {
         for e in request.experiments {
-            let moved = restart_runs(e, &options.results, &request.restart)
-                .map_err(CommandError::failed)?;
+            let moved =
+                restart_runs(e, &options.results, &restart).map_err(CommandError::failed)?;
             for (run, to) in moved {
                 say(format!(
                     "{run}: starts over; what it stored is now in {}",
@@ -203,8 +207,10 @@ pub fn run_experiments(
     })
 }
 
-/// `--runs` and `--restart` name runs the files define.
-fn check_run_names(request: &RunRequest) -> Result<(), CommandError> {
+/// The runs `--runs` and `--restart` name, as the files name them: each name given selects that
+/// run and the runs under it (a sweep, a sweep cell's seeds); a name that selects nothing is bad
+/// input.
+fn selected_runs(request: &RunRequest) -> Result<(Option<Vec<String>>, Vec<String>), CommandError> {
     let known: Vec<String> = request
         .experiments
         .iter()
@@ -214,22 +220,18 @@ fn check_run_names(request: &RunRequest) -> Result<(), CommandError> {
                 .map(|p| p.run.name)
         })
         .collect();
-    for (flag, names) in [
-        ("--runs", request.options.only.as_deref()),
-        ("--restart", Some(&request.restart[..])),
-    ] {
-        if let Some(unknown) = names
-            .unwrap_or_default()
-            .iter()
-            .find(|n| !known.contains(n))
-        {
-            return Err(CommandError::bad_input(format!(
-                "{flag}: the files use no run `{unknown}`; they use: {}",
-                known.join(", ")
-            )));
-        }
-    }
-    Ok(())
+    let select = |flag: &str, names: &[String]| {
+        select_runs(names, &known).map_err(|m| CommandError::bad_input(format!("{flag}: {m}")))
+    };
+    let only = match &request.options.only {
+        Some(names) => Some(select("--runs", names)?),
+        None => None,
+    };
+    let restart = match request.restart.is_empty() {
+        true => Vec::new(),
+        false => select("--restart", &request.restart)?,
+    };
+    Ok((only, restart))
 }
 
 /// The end of a run stopped by Ctrl-C, SIGTERM or SIGUSR1.

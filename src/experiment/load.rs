@@ -138,6 +138,7 @@ pub fn load_experiment(path: &Path, options: &LoadOptions) -> Result<Experiment,
     let mut runs = BTreeMap::new();
     let mut sweeps: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
     for name in file.runs.keys() {
+        check_run_name(name, &sources, path)?;
         let mut merged = merged_run(&doc, name, profile.as_deref(), &every_run, path)?;
         let sweep_error = |e: SweepError| sweep_error(&sources, path, name, e);
         let mut swept: Vec<String> = Vec::new();
@@ -366,6 +367,31 @@ fn sweep_error(sources: &[PathBuf], path: &Path, run: &str, e: SweepError) -> Sp
             at: None,
         },
     }
+}
+
+/// A run's name as the file declares it holds none of the characters the names of a sweep's runs
+/// and run folders are made of, so those names cannot collide with it and `--runs` can tell them
+/// apart.
+fn check_run_name(name: &str, sources: &[PathBuf], path: &Path) -> Result<(), SpecError> {
+    let Some(c) = name.chars().find(|c| "/,=~".contains(*c)) else {
+        return Ok(());
+    };
+    let message = format!(
+        "run `{name}`: a run's name cannot hold `{c}` (a sweep names its runs with `/`, `,` and \
+         `=`, and a run folder writes `/` as `~`)"
+    );
+    Err(match locate_text(sources, &format!("{name}:")) {
+        Some((file, line, column)) => SpecError::Parse {
+            path: file,
+            line,
+            column,
+            message,
+        },
+        None => SpecError::Invalid {
+            path: path.into(),
+            message,
+        },
+    })
 }
 
 /// defaults ⊕ extended runs ⊕ the run ⊕ profile (every run, then this run) ⊕ every-run overrides.

@@ -6,6 +6,7 @@ mod error;
 mod executor;
 mod load;
 pub mod schema;
+pub mod selection;
 pub mod sweep;
 mod yaml;
 

@@ -509,3 +509,24 @@ fn set_overrides_a_swept_value_and_bad_sweeps_name_their_line() {
     let err = load(&table, None, &[]).unwrap_err().to_string();
     assert!(err.contains("names the sweep `v4`"), "{err}");
 }
+
+#[test]
+fn a_run_name_with_a_sweep_separator_is_refused_at_its_line() {
+    let d = Dir::new("runname");
+    d.write("runs.yaml", RUNS);
+    for bad in ["v4=1", "v4,b", "v4/b", "v4~b"] {
+        let f = d.write(
+            "f.yaml",
+            &format!("include: [runs.yaml]\nruns:\n  {bad}: {{extends: v4}}\n"),
+        );
+        let err = load(&f, None, &[]).unwrap_err().to_string();
+        let c = bad.chars().nth(2).unwrap();
+        assert!(
+            err.starts_with(&format!(
+                "{}:3:3: run `{bad}`: a run's name cannot hold `{c}`",
+                f.display()
+            )),
+            "{err}"
+        );
+    }
+}
