@@ -193,6 +193,7 @@ pub fn load_experiment(path: &Path, options: &LoadOptions) -> Result<Experiment,
     }
     let mut file = file;
     expand_sweeps_in_figures(&mut file, &sweeps);
+    expand_seed_groups(&mut file, &sweeps);
     check_references(&file, &runs, &sweeps, path)?;
     let executor = resolve_executor(&doc, profile.as_deref(), path)?;
     let released = resolve_released(&doc, &file, path)?;
@@ -348,6 +349,41 @@ fn expand_sweeps_in_figures(
             }
         }
         figure.runs = expanded;
+    }
+}
+
+/// Table rows and claims read seeds of one configuration: where they name one cell of a sweep
+/// (`v4/init=pytorch`, its seeds), or a sweep of seeds alone, the name becomes its runs. A
+/// sweep of several cells stays as written, for [`check_references`] to refuse.
+fn expand_seed_groups(file: &mut ExperimentFile, sweeps: &BTreeMap<String, Vec<(String, String)>>) {
+    let seeds_of = |name: &String| -> Option<Vec<String>> {
+        let cells: Vec<&(String, String)> = match sweeps.get(name) {
+            Some(cells) if cells.iter().all(|(_, label)| label == &cells[0].1) => {
+                cells.iter().collect()
+            }
+            Some(_) => return None,
+            None => sweeps
+                .values()
+                .flatten()
+                .filter(|(_, label)| label == name)
+                .collect(),
+        };
+        (!cells.is_empty()).then(|| cells.iter().map(|(cell, _)| cell.clone()).collect())
+    };
+    let expand = |names: &[String]| -> Vec<String> {
+        names
+            .iter()
+            .flat_map(|n| seeds_of(n).unwrap_or_else(|| vec![n.clone()]))
+            .collect()
+    };
+    for row in file.tables.iter_mut().flat_map(|t| t.rows.iter_mut()) {
+        row.runs = expand(&row.runs);
+    }
+    for list in file.claims.iter_mut().flat_map(|c| c.check.run_lists_mut()) {
+        *list = match expand(list.names()).as_slice() {
+            [one] => RunNames::One(one.clone()),
+            many => RunNames::Many(many.to_vec()),
+        };
     }
 }
 
@@ -622,11 +658,13 @@ fn check_references(
         Some(cells) => SpecError::Invalid {
             path: path.into(),
             message: format!(
-                "{what} names the sweep `{r}`; only figures draw whole sweeps, here name its runs \
-                 ({})",
+                "{what} names the sweep `{r}`, whose runs differ in more than their seeds; only \
+                 figures draw whole sweeps, here name one of its cells ({})",
                 cells
                     .iter()
-                    .map(|(c, _)| c.as_str())
+                    .map(|(_, label)| label.as_str())
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
                     .collect::<Vec<_>>()
                     .join(", ")
             ),

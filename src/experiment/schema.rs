@@ -316,6 +316,25 @@ impl ClaimCheck {
         }
     }
 
+    /// The run lists the check reads, to rewrite (a sweep cell's name into its seeds).
+    pub fn run_lists_mut(&mut self) -> Vec<&mut RunNames> {
+        match self {
+            ClaimCheck::ResidualFaster {
+                residual, plain, ..
+            } => vec![residual, plain],
+            ClaimCheck::SizeOverResidual { small, large, .. } => vec![
+                &mut small.plain,
+                &mut small.residual,
+                &mut large.plain,
+                &mut large.residual,
+            ],
+            ClaimCheck::ResidualScaling { scaled, unscaled } => vec![scaled, unscaled],
+            ClaimCheck::MoreCropsLowerError { .. } | ClaimCheck::EnsembleLowersError { .. } => {
+                Vec::new()
+            }
+        }
+    }
+
     /// The tables (by id) the check reads.
     pub fn tables(&self) -> Vec<&String> {
         match self {

@@ -507,7 +507,82 @@ fn set_overrides_a_swept_value_and_bad_sweeps_name_their_line() {
         &format!("{SWEPT}tables: [{{id: t, crops: 1, rows: [{{label: a, runs: [v4]}}]}}]\n"),
     );
     let err = load(&table, None, &[]).unwrap_err().to_string();
-    assert!(err.contains("names the sweep `v4`"), "{err}");
+    assert!(
+        err.contains("names the sweep `v4`, whose runs differ in more than their seeds; only figures draw whole sweeps, here name one of its cells (v4/init=pytorch,clip_mode=global_norm, v4/init=pytorch,clip_mode=per_variable, v4/init=tf_slim,clip_mode=global_norm, v4/init=tf_slim,clip_mode=per_variable)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn tables_and_claims_read_a_sweep_cell_or_a_seeds_sweep_as_its_seeds() {
+    let d = Dir::new("sweep-cells");
+    let text = format!(
+        "{}tables: [{{id: t, crops: 1, rows: [{{label: a, runs: ['v4/init=pytorch,clip_mode=per_variable']}}]}}]\n\
+         claims:\n  - statement: s\n    check: {{kind: residual_faster, metric: top1, residual: irv2, plain: 'v4/init=tf_slim,clip_mode=global_norm'}}\n",
+        SWEPT.replace(
+            "figures:",
+            "  irv2: {model: {arch: inception_resnet_v2}, seeds: [3, 5]}\nfigures:"
+        )
+    );
+    let e = load(&d.write("f.yaml", &text), None, &[]).unwrap();
+    assert_eq!(
+        e.tables[0].rows[0].runs,
+        [
+            "v4/init=pytorch,clip_mode=per_variable/seed=0",
+            "v4/init=pytorch,clip_mode=per_variable/seed=1"
+        ]
+    );
+    let ClaimCheck::ResidualFaster {
+        residual, plain, ..
+    } = &e.claims[0].check
+    else {
+        panic!("the claim's kind changed");
+    };
+    assert_eq!(residual.names(), ["irv2/seed=3", "irv2/seed=5"]);
+    assert_eq!(
+        plain.names(),
+        [
+            "v4/init=tf_slim,clip_mode=global_norm/seed=0",
+            "v4/init=tf_slim,clip_mode=global_norm/seed=1"
+        ]
+    );
+    // A cell that is not there is an unknown run.
+    let err = load(
+        &d.write(
+            "g.yaml",
+            &text.replace("clip_mode=per_variable']", "clip_mode=none']"),
+        ),
+        None,
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("names run `v4/init=pytorch,clip_mode=none`, which is not defined"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_sweep_in_defaults_sweeps_every_run() {
+    let d = Dir::new("sweep-defaults");
+    let f = d.write(
+        "f.yaml",
+        "defaults:\n  data: {train: x, val: y}\n  sweep: {train.clip_mode: [global_norm, per_variable]}\n  seeds: 2\n\
+         runs:\n  v4: {model: {arch: inception_v4}}\n  irv2: {model: {arch: inception_resnet_v2}, sweep: {model.init: [tf_slim, pytorch]}}\n",
+    );
+    let e = load(&f, None, &[]).unwrap();
+    let names: Vec<&str> = e.runs.keys().map(String::as_str).collect();
+    assert_eq!(names.len(), 4 + 8, "{names:?}");
+    assert!(
+        names.contains(&"v4/clip_mode=per_variable/seed=1"),
+        "{names:?}"
+    );
+    // A run's own axes join the defaults' axes.
+    assert!(
+        names.contains(&"irv2/init=pytorch,clip_mode=global_norm/seed=0"),
+        "{names:?}"
+    );
 }
 
 #[test]
