@@ -99,7 +99,7 @@ pub fn cuda_device(ordinal: usize) -> Result<Device, String> {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
-    /// Plain f32 everywhere (the reference, and the only mode on the CPU).
+    /// Plain f32 everywhere (the reference).
     #[default]
     F32,
     /// f32 tensors, with cuBLAS allowed to use TF32 tensor cores for f32 matrix products
@@ -108,7 +108,9 @@ pub enum Precision {
     Tf32,
     /// Autocast-style mixed precision: convolutions (forward and both gradients) compute in
     /// bf16 from f32 weights and activations and return f32; BatchNorm, the loss, the optimizer
-    /// and the remaining f32 matrix products (classifier) stay f32, the latter with TF32.
+    /// and the remaining f32 matrix products (classifier) stay f32, the latter with TF32 on
+    /// CUDA. On the CPU, with AVX512-BF16 dot products (products of bf16 operands summed in
+    /// f32).
     Bf16,
 }
 
@@ -153,34 +155,60 @@ impl std::fmt::Display for Precision {
     }
 }
 
-/// Sets the process-wide switches `precision` needs on `device` (candle's cuBLAS TF32 flag is a
-/// global: call this once, before building the model). Both reduced precisions are CUDA-only:
-/// TF32 has no meaning on the CPU, and candle 0.11's CPU matmul (hence its CPU convolution)
-/// has no bf16.
-pub fn apply_precision(precision: Precision, device: &Device) -> Result<(), String> {
-    if precision != Precision::F32 && !device.is_cuda() {
-        return Err(format!("--precision {precision}: only on CUDA devices (candle's CPU backend has no TF32 and no bf16 matmul); use f32 on the CPU"));
+/// Whether `precision` can run on `device` (else why not, for a message that names the flag or
+/// setting), without setting anything: TF32 has no meaning on
+/// the CPU; bf16 on the CPU runs repro's convolutions with AVX512-BF16 dot products, which the
+/// CPU must have (and the fast ops must be on: candle's own CPU convolution has no bf16).
+pub fn check_precision(precision: Precision, device: &Device) -> Result<(), String> {
+    if device.is_cuda() {
+        return Ok(());
     }
+    match precision {
+        Precision::F32 => Ok(()),
+        Precision::Tf32 => Err(
+            "tf32 exists only on CUDA devices (the CPU has no TF32); use f32 or bf16 on the CPU"
+                .into(),
+        ),
+        Precision::Bf16 => {
+            if let Some(missing) = crate::models::fastops::bf16_missing_cpu_features() {
+                return Err(format!("bf16 on the CPU: {missing}; use f32"));
+            }
+            if !crate::models::fastops::enabled() {
+                return Err("bf16 on the CPU needs repro's fast CPU ops, which \
+                            REPRO_STOCK_OPS turned off (candle's CPU convolution has no bf16)"
+                    .into());
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Sets the process-wide switches `precision` needs on `device` (candle's cuBLAS TF32 flag is a
+/// global; call this before building the model) until the returned scope is dropped, which
+/// sets f32 back: evaluations after a bf16 run compute in f32 again.
+pub fn apply_precision(precision: Precision, device: &Device) -> Result<PrecisionScope, String> {
+    check_precision(precision, device)?;
+    set_switches(precision);
+    Ok(PrecisionScope(()))
+}
+
+/// While alive, the precision [`apply_precision`] set; f32 again once dropped.
+#[must_use = "the precision goes back to f32 when this is dropped"]
+pub struct PrecisionScope(());
+
+impl Drop for PrecisionScope {
+    fn drop(&mut self) {
+        set_switches(Precision::F32);
+    }
+}
+
+fn set_switches(precision: Precision) {
     // A no-op in builds without CUDA (candle's dummy backend).
     candle_core::cuda::set_gemm_reduced_precision_f32(matches!(
         precision,
         Precision::Tf32 | Precision::Bf16
     ));
-    CONV_BF16.store(
-        precision == Precision::Bf16,
-        std::sync::atomic::Ordering::Relaxed,
-    );
-    Ok(())
-}
-
-static CONV_BF16: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// The compute dtype [`apply_precision`] set for convolutions (process-wide, like candle's TF32
-/// switch): `Some(BF16)` under `--precision bf16`, else `None` (the tensors' own dtype).
-pub fn conv_compute_dtype() -> Option<DType> {
-    CONV_BF16
-        .load(std::sync::atomic::Ordering::Relaxed)
-        .then_some(DType::BF16)
+    crate::models::fastops::set_conv_bf16(precision == Precision::Bf16);
 }
 
 #[cfg(test)]
@@ -211,13 +239,21 @@ mod tests {
             .unwrap_err()
             .contains("expected f32, tf32 or bf16"));
         assert_eq!(Precision::Bf16.conv_compute_dtype(), Some(DType::BF16));
-        assert!(apply_precision(Precision::F32, &Device::Cpu).is_ok());
-        assert!(apply_precision(Precision::Tf32, &Device::Cpu)
+        // Checked only: applying bf16 here would switch the convolutions of every test of this
+        // process that runs at the same time.
+        assert!(check_precision(Precision::F32, &Device::Cpu).is_ok());
+        assert!(check_precision(Precision::Tf32, &Device::Cpu)
             .unwrap_err()
-            .contains("only on CUDA"));
-        assert!(apply_precision(Precision::Bf16, &Device::Cpu)
-            .unwrap_err()
-            .contains("only on CUDA"));
-        assert_eq!(conv_compute_dtype(), None);
+            .contains("tf32 exists only on CUDA devices (the CPU has no TF32)"));
+        match crate::models::fastops::bf16_missing_cpu_features() {
+            None => assert!(check_precision(Precision::Bf16, &Device::Cpu).is_ok()),
+            Some(missing) => assert_eq!(
+                check_precision(Precision::Bf16, &Device::Cpu).unwrap_err(),
+                format!("bf16 on the CPU: {missing}; use f32")
+            ),
+        }
+        let scope = apply_precision(Precision::F32, &Device::Cpu).unwrap();
+        assert_eq!(crate::models::fastops::conv_compute_dtype(), None);
+        drop(scope);
     }
 }

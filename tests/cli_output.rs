@@ -521,3 +521,49 @@ fn runs_selects_what_is_trained_and_unknown_names_are_bad_input() {
         output_text(&unknown)
     );
 }
+
+#[test]
+fn bf16_runs_on_a_cpu_without_avx512_bf16_are_bad_input_naming_what_is_missing() {
+    let tmp = TempDir::new("bf16-refused");
+    let file = repo("experiments/mini/bf16.yaml");
+    let out = repro(&["run", file.to_str().unwrap(), "--smoke"])
+        .env("REPRO_CPU_BF16", "off")
+        .arg("--results")
+        .arg(tmp.0.join("results"))
+        .arg("--reports")
+        .arg(tmp.0.join("reports"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("bf16.yaml: run `inception_resnet_v2_precision/precision=bf16/seed=0`: train.precision: bf16 on the CPU: AVX512-BF16 is turned off (REPRO_CPU_BF16=off); use f32"),
+        "{}",
+        output_text(&out)
+    );
+    // Refused before anything trained.
+    assert!(!tmp.0.join("results/runs").exists() || run_count(&tmp.0) == 0);
+    let bench = repro(&[
+        "bench",
+        "train",
+        "--precision",
+        "bf16",
+        "--size",
+        "75",
+        "--width",
+        "0.125",
+    ])
+    .env("REPRO_CPU_BF16", "off")
+    .output()
+    .unwrap();
+    assert_eq!(bench.status.code(), Some(2), "{}", output_text(&bench));
+    assert!(
+        stderr(&bench).contains("--precision: bf16 on the CPU: AVX512-BF16 is turned off"),
+        "{}",
+        output_text(&bench)
+    );
+}
+
+fn run_count(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir.join("results/runs")).map_or(0, |d| d.count())
+}

@@ -500,6 +500,11 @@ fn the_cifar10_reproduction_runs_end_to_end_on_smoke_data_with_every_claim_check
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
         .collect();
+    if let Some(missing) = repro::models::fastops::bf16_missing_cpu_features() {
+        // Its bf16 runs are refused on such a CPU (tested in cli_output).
+        eprintln!("experiments/mini/bf16.yaml left out: {missing}");
+        files.retain(|p| !p.ends_with("bf16.yaml"));
+    }
     files.sort();
     let mut args: Vec<&str> = vec!["run"];
     args.extend(files.iter().map(|f| f.to_str().unwrap()));

@@ -36,6 +36,10 @@ pub struct CompareOptions {
     /// PyTorch's precisions: f32, bf16 (autocast: convolutions and matrix products in bf16).
     #[arg(long, value_delimiter = ',', default_value = "f32,bf16")]
     pub torch_precisions: Vec<String>,
+    /// repro's precision: f32, or bf16 (convolutions with bf16 operands and f32 sums; on the
+    /// CPU it needs AVX512-BF16).
+    #[arg(long, default_value = "f32")]
+    pub precision: String,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }
@@ -190,6 +194,15 @@ pub fn validate(o: &CompareOptions) -> Result<(), String> {
             return Err(format!("--torch-precisions: `{p}` is not f32 or bf16"));
         }
     }
+    match o.precision.as_str() {
+        "f32" => {}
+        "bf16" => crate::device::check_precision(
+            crate::device::Precision::Bf16,
+            &candle_core::Device::Cpu,
+        )
+        .map_err(|e| format!("--precision: {e}"))?,
+        other => return Err(format!("--precision: `{other}` is not f32 or bf16")),
+    }
     match o.steps {
         0 => Err("--steps must be at least 1".into()),
         _ => Ok(()),
@@ -302,6 +315,7 @@ fn compare_one(
         warmup: o.warmup,
         phase_steps: 0,
         seed: o.seed,
+        precision: o.precision.clone(),
         ..BenchOptions::default()
     };
     let mut ours: Result<Vec<f64>, String> = Ok(Vec::new());
@@ -326,7 +340,7 @@ fn compare_one(
         if let Ok(all) = &mut ours {
             let r = train_timing(arch, &bench, &crate::replicas::single(), &mut |_| {})
                 .map(|t| t.step_ms);
-            announce(round, "repro", "f32", &r);
+            announce(round, "repro", &o.precision, &r);
             match r {
                 Ok(ms) => all.extend(ms),
                 Err(e) => ours = Err(e),
@@ -364,8 +378,8 @@ fn compare_one(
         s
     };
     let repro = with_share(match ours {
-        Ok(ms) => side("repro", "f32", ms, scale, flop),
-        Err(e) => failed("repro", "f32", e),
+        Ok(ms) => side("repro", &o.precision, ms, scale, flop),
+        Err(e) => failed("repro", &o.precision, e),
     });
     let pytorch: Vec<Side> = match torch {
         None => Vec::new(),
@@ -471,7 +485,10 @@ pub fn table(
             s += &format!("  {} {} failed: {}\n", e.0.side, e.0.precision, e.1);
         }
     }
-    s += "ratio: repro's images/s ÷ PyTorch's in that precision (repro trains in f32)\n";
+    let ours = rows.first().map_or("f32", |r| r.repro.precision.as_str());
+    s += &format!(
+        "ratio: repro's images/s ÷ PyTorch's in that precision (repro trains in {ours})\n"
+    );
     s
 }
 
@@ -508,6 +525,7 @@ mod tests {
             rounds: 2,
             python: Some("/nonexistent/python".into()),
             torch_precisions: vec!["f32".into(), "bf16".into()],
+            precision: "f32".into(),
             seed: 0,
         };
         let err = TorchSide::start("/nonexistent/python", 1).err().unwrap();
@@ -535,11 +553,23 @@ mod tests {
             rounds: 1,
             python: None,
             torch_precisions: vec!["f16".into()],
+            precision: "f32".into(),
             seed: 0,
         };
         assert!(validate(&o).unwrap_err().contains("f16"));
         o.torch_precisions = vec!["bf16".into()];
         assert!(validate(&o).is_ok());
+        o.precision = "tf32".into();
+        assert_eq!(
+            validate(&o).unwrap_err(),
+            "--precision: `tf32` is not f32 or bf16"
+        );
+        o.precision = "bf16".into();
+        assert_eq!(
+            validate(&o).err(),
+            crate::models::fastops::bf16_missing_cpu_features()
+                .map(|m| format!("--precision: bf16 on the CPU: {m}; use f32"))
+        );
         assert_eq!(archs(&o).unwrap().len(), 3);
         o.models = Some(vec!["resnet".into()]);
         assert!(validate(&o).is_err());

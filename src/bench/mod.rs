@@ -77,9 +77,9 @@ pub fn validate(args: &BenchArgs) -> Result<(), String> {
         BenchKind::Compare(c) => return compare::validate(c),
     };
     archs(o)?;
-    parse_device(&o.device)?;
-    Precision::parse(&o.precision)?;
-    Ok(())
+    let (device, _) = parse_device(&o.device)?;
+    let precision = Precision::parse(&o.precision)?;
+    crate::device::check_precision(precision, &device).map_err(|e| format!("--precision: {e}"))
 }
 
 /// The line of a network whose measurement failed.

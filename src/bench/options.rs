@@ -3,7 +3,7 @@
 
 use clap::Args;
 
-use crate::device::{apply_precision, parse_device, Precision};
+use crate::device::{apply_precision, parse_device, Precision, PrecisionScope};
 use crate::models::{Arch, ModelConfig};
 
 #[derive(Args, Debug, Clone)]
@@ -83,11 +83,14 @@ pub(crate) fn model_config(arch: Arch, o: &BenchOptions) -> ModelConfig {
     m
 }
 
-pub(crate) fn setup(o: &BenchOptions) -> Result<(candle_core::Device, String, Precision), String> {
+/// The device and precision of a benchmark; the precision holds while the scope lives.
+pub(crate) fn setup(
+    o: &BenchOptions,
+) -> Result<(candle_core::Device, String, Precision, PrecisionScope), String> {
     let (device, name) = parse_device(&o.device)?;
     let precision = Precision::parse(&o.precision)?;
-    apply_precision(precision, &device)?;
-    Ok((device, name, precision))
+    let scope = apply_precision(precision, &device).map_err(|e| format!("--precision: {e}"))?;
+    Ok((device, name, precision, scope))
 }
 
 pub(crate) fn err(context: &'static str) -> impl Fn(candle_core::Error) -> String {

@@ -53,7 +53,7 @@ pub struct TensorDifference {
 /// logits, and the gradients of a smoothed cross-entropy.
 pub fn parity(arch: Arch, o: &BenchOptions) -> Result<Parity, String> {
     let start = Instant::now();
-    let (device, device_name, precision) = setup(o)?;
+    let (device, device_name, precision, _precision) = setup(o)?;
     let model = model_config(arch, o);
     let train = TrainConfig::default();
     let named = |e: crate::train::TrainError| format!("{}: {e}", arch.name());

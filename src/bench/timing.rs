@@ -148,7 +148,7 @@ pub fn train_timing(
     replicas: &crate::replicas::Replicas,
     each: &mut dyn FnMut(&Iteration),
 ) -> Result<Timing, String> {
-    let (device, device_name, precision) = setup(o)?;
+    let (device, device_name, precision, _precision) = setup(o)?;
     let model = model_config(arch, o);
     let mut step = TrainStep::new(&model, &TrainConfig::default(), o.seed, &device)
         .map_err(|e| format!("{}: {e}", arch.name()))?;
@@ -298,7 +298,7 @@ pub fn eval_timing(
     o: &BenchOptions,
     each: &mut dyn FnMut(&Iteration),
 ) -> Result<Timing, String> {
-    let (device, device_name, precision) = setup(o)?;
+    let (device, device_name, precision, _precision) = setup(o)?;
     let model = model_config(arch, o);
     let step = TrainStep::new(&model, &TrainConfig::default(), o.seed, &device)
         .map_err(|e| format!("{}: {e}", arch.name()))?;

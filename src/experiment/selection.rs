@@ -10,8 +10,7 @@ pub fn split_run_list(arg: &str) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     let mut current = String::new();
     let mut depth = 0usize;
-    let mut chars = arg.char_indices().peekable();
-    while let Some((i, c)) = chars.next() {
+    for (i, c) in arg.char_indices() {
         match c {
             '[' => depth += 1,
             ']' => depth = depth.saturating_sub(1),

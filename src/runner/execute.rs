@@ -189,8 +189,9 @@ fn train_one(
     }
     let run = &planned.run;
 
-    crate::device::apply_precision(run.config.train.precision, &options.device)
-        .map_err(RunFailure::bad_input)?;
+    // The run's precision holds until it returns; table evaluations after it compute in f32.
+    let _precision = crate::device::apply_precision(run.config.train.precision, &options.device)
+        .map_err(|why| RunFailure::bad_input(format!("train.precision: {why}")))?;
     let data =
         prepare_datasets(&run.config.data, &options.results).map_err(RunFailure::bad_input)?;
     let manifest: Vec<(String, u64)> = data

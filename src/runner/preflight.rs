@@ -6,7 +6,7 @@ use std::path::Path;
 use super::plan::{plan, RunProgress};
 use candle_core::Device;
 
-use crate::device::Precision;
+use crate::device::check_precision;
 use crate::experiment::{EvalSet, Experiment};
 
 /// Checks, before anything trains, that every run that needs training has its data, and
@@ -39,13 +39,14 @@ pub fn preflight(
                 RunProgress::Missing | RunProgress::Partial { .. }
             );
         let data = &p.run.config.data;
-        if needs_training && !device.is_cuda() && p.run.config.train.precision != Precision::F32 {
-            return Err(format!(
-                "{}: run `{}`: train.precision {} needs a CUDA device (the CPU computes in f32)",
-                e.path.display(),
-                p.run.name,
-                p.run.config.train.precision
-            ));
+        if needs_training {
+            if let Err(why) = check_precision(p.run.config.train.precision, device) {
+                return Err(format!(
+                    "{}: run `{}`: train.precision: {why}",
+                    e.path.display(),
+                    p.run.name,
+                ));
+            }
         }
         if !needs_training || data.synthetic.is_some() {
             continue;

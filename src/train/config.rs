@@ -70,7 +70,7 @@ pub struct TrainConfig {
     /// neither hashed nor written to `config.yaml`.
     #[serde(skip_serializing, default = "default_keep_checkpoints")]
     pub keep_checkpoints: usize,
-    /// f32 (the reference; the only mode on the CPU), tf32 or bf16 (CUDA only).
+    /// f32 (the reference), tf32 (CUDA only) or bf16 (CUDA, and CPUs with AVX512-BF16).
     pub precision: Precision,
     /// At each evaluation also measure the training top-1 error and the live weights with
     /// running and with batch statistics, into `diagnostics.parquet` (two more evaluations

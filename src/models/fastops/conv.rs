@@ -9,6 +9,7 @@ mod points;
 use super::{blocked, image_blocks, par_chunks, par_map, threads, with_slice, zero, Elem};
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use crop::Crop;
+pub(crate) use geom::Arith;
 use geom::{valid_range, Geom};
 use matmul::{inner_par, mm, mm_split};
 
@@ -230,6 +231,7 @@ fn forward_batched<T: Elem>(x: &[T], xb: (usize, usize), wt: &[T], g: &Geom) -> 
             (yt.as_mut_ptr(), np, 1),
             (wt.as_ptr(), k, 1),
             (col.as_ptr(), np, 1),
+            g.arith,
         )
     };
     scatter_batch(&yt, o, g)
@@ -261,6 +263,7 @@ fn grad_input_batched<T: Elem>(dyt: &[T], wt: &[T], g: &Geom) -> Vec<T> {
             (dcol.as_mut_ptr(), np, 1),
             (wt.as_ptr(), 1, k),
             (dyt.as_ptr(), np, 1),
+            g.arith,
         )
     };
     if g.pointwise() {
@@ -301,6 +304,7 @@ fn grad_weight_batched<T: Elem>(x: &[T], xb: (usize, usize), dyt: &[T], g: &Geom
             (dw.as_mut_ptr(), k, 1),
             (dyt.as_ptr(), np, 1),
             (col.as_ptr(), 1, np),
+            g.arith,
         )
     };
     dw
@@ -334,6 +338,7 @@ fn forward<T: Elem>(x: &[T], xb: (usize, usize), wt: &[T], g: &Geom) -> Vec<T> {
                     p,
                     1,
                     par,
+                    g.arith,
                 );
                 return;
             }
@@ -357,6 +362,7 @@ fn forward<T: Elem>(x: &[T], xb: (usize, usize), wt: &[T], g: &Geom) -> Vec<T> {
                     cols,
                     1,
                     par,
+                    g.arith,
                 );
             }
         }
@@ -395,6 +401,7 @@ fn grad_input<T: Elem>(dy: &[T], db: (usize, usize), wt: &[T], g: &Geom) -> Vec<
                     p,
                     1,
                     par,
+                    g.arith,
                 );
                 return;
             }
@@ -417,6 +424,7 @@ fn grad_input<T: Elem>(dy: &[T], db: (usize, usize), wt: &[T], g: &Geom) -> Vec<
                     p,
                     1,
                     par,
+                    g.arith,
                 );
                 col2im_add(&col[..k * cols], g, oh0, rows, dxn);
             }
@@ -454,6 +462,7 @@ fn grad_input_as_conv<T: Elem>(dy: &[T], db: (usize, usize), wt: &[T], g: &Geom)
         pw: kw - 1 - g.pw,
         oh: g.h,
         ow: g.w,
+        arith: g.arith,
     };
     forward(dy, db, &flipped, &t)
 }
@@ -504,6 +513,7 @@ fn grad_weight<T: Elem>(
                         1,
                         p,
                         par,
+                        g.arith,
                     );
                 } else {
                     for oh0 in (0..g.oh).step_by(band) {
@@ -524,6 +534,7 @@ fn grad_weight<T: Elem>(
                             1,
                             cols,
                             par,
+                            g.arith,
                         );
                         first = false;
                     }
@@ -558,6 +569,7 @@ fn weight_slice<'a, T: Elem>(s: &'a [T], l: &Layout) -> Result<&'a [T]> {
 struct Conv2dOp {
     pad: (usize, usize),
     stride: usize,
+    arith: Arith,
 }
 
 impl Conv2dOp {
@@ -568,7 +580,10 @@ impl Conv2dOp {
         w: &CpuStorage,
         lw: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let g = Geom::new(dims_of(lx), dims_of(lw), self.pad, self.stride)?;
+        let g = Geom {
+            arith: self.arith,
+            ..Geom::new(dims_of(lx), dims_of(lw), self.pad, self.stride)?
+        };
         let Some(xb) = image_blocks(lx) else {
             bail!("conv2d: input images are not contiguous")
         };
@@ -581,7 +596,10 @@ impl Conv2dOp {
     }
 
     fn backward<T: Elem>(&self, x: &Tensor, w: &Tensor, grad: &Tensor) -> Result<(Tensor, Tensor)> {
-        let g = Geom::new(x.dims(), w.dims(), self.pad, self.stride)?;
+        let g = Geom {
+            arith: self.arith,
+            ..Geom::new(x.dims(), w.dims(), self.pad, self.stride)?
+        };
         let grad = blocked(grad)?;
         let (dx, dw) = with_slice::<T, _>(x, |xs, lx| {
             with_slice::<T, _>(w, |ws, lw| {
@@ -668,9 +686,13 @@ impl CustomOp2 for Conv2dOp {
 /// `--precision` set); with the fast ops off, or elsewhere, stock candle.
 pub fn conv2d(x: &Tensor, weight: &Tensor, pad: (usize, usize), stride: usize) -> Result<Tensor> {
     if super::usable(x) && x.dtype() == weight.dtype() {
-        let x = blocked(x)?;
-        let w = weight.contiguous()?;
-        return x.apply_op2(&w, Conv2dOp { pad, stride });
+        let bf16 = x.dtype() == candle_core::DType::F32
+            && super::conv_compute_dtype() == Some(candle_core::DType::BF16);
+        let arith = match bf16 {
+            true => Arith::Bf16,
+            false => Arith::Native,
+        };
+        return conv2d_in(x, weight, pad, stride, arith);
     }
     if super::device_paths(x) {
         return crate::models::cuda_conv::conv2d(
@@ -678,10 +700,24 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, pad: (usize, usize), stride: usize) -
             weight,
             stride,
             pad,
-            crate::device::conv_compute_dtype(),
+            super::conv_compute_dtype(),
         );
     }
     stock_conv2d(x, weight, pad, stride)
+}
+
+/// [`conv2d`] on the CPU with the products' arithmetic given (the tests run both without
+/// switching the whole process to bf16).
+pub(crate) fn conv2d_in(
+    x: &Tensor,
+    weight: &Tensor,
+    pad: (usize, usize),
+    stride: usize,
+    arith: Arith,
+) -> Result<Tensor> {
+    let x = blocked(x)?;
+    let w = weight.contiguous()?;
+    x.apply_op2(&w, Conv2dOp { pad, stride, arith })
 }
 
 static STOCK_CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

@@ -25,6 +25,7 @@
 //! environment variable `REPRO_STOCK_OPS=1` (read once, at the first use) or [`set_enabled`], so
 //! the two can be compared; `tests.rs` checks every fast op against the stock one.
 
+pub mod bf16;
 mod bn;
 pub mod conv;
 mod heap;
@@ -46,11 +47,23 @@ pub use pool::{avg_pool_same, max_pool};
 pub use residual::scaled_residual;
 pub(crate) use storage::{blocked, image_blocks, uninit, vec_slice, with_slice, zero, Elem};
 pub(crate) use switch::device_paths;
-pub use switch::{enabled, force_device_paths_on_cpu, set_enabled, usable};
+pub use switch::{
+    conv_compute_dtype, enabled, force_device_paths_on_cpu, set_conv_bf16, set_enabled, usable,
+};
 
 /// Sets up the process for the fast ops: the thread pools and the C allocator. Call at the start
 /// of `main`, before any thread exists.
 pub fn configure_cpu() {
     parallel::configure_thread_pools();
     heap::configure_heap();
+}
+
+/// What this CPU lacks for bf16 convolutions (`None`: it has it all), in words for users.
+/// `REPRO_CPU_BF16=off` makes a CPU that has it answer as one without (to see and test the
+/// refusal).
+pub fn bf16_missing_cpu_features() -> Option<String> {
+    match std::env::var("REPRO_CPU_BF16").as_deref() {
+        Ok("off") => Some("AVX512-BF16 is turned off (REPRO_CPU_BF16=off)".into()),
+        _ => bf16::missing_cpu_features(),
+    }
 }

@@ -62,3 +62,20 @@ pub(crate) fn device_paths(x: &Tensor) -> bool {
         false => enabled() && x.device().is_cuda(),
     }
 }
+
+static CONV_BF16: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes every convolution compute in bf16 (`--precision bf16`, set by
+/// [`crate::device::apply_precision`]), or in the tensors' own dtype again. Process-wide, like
+/// candle's TF32 switch.
+pub fn set_conv_bf16(on: bool) {
+    CONV_BF16.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The dtype convolutions compute in: `Some(BF16)` under `--precision bf16`, else `None` (the
+/// tensors' own).
+pub fn conv_compute_dtype() -> Option<candle_core::DType> {
+    CONV_BF16
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .then_some(candle_core::DType::BF16)
+}

@@ -497,3 +497,68 @@ fn on_worker_runs_on_a_pool_thread_and_nests_inline() {
     });
     assert_eq!(outer, (true, true));
 }
+
+/// `t` rounded to bf16 (candle's conversion: to nearest, ties to even) and back to f32.
+fn bf16_rounded(t: &Tensor) -> Tensor {
+    t.to_dtype(DType::BF16)
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap()
+}
+
+#[test]
+fn bf16_convolution_is_the_f32_convolution_of_bf16_rounded_operands() {
+    use super::conv::{conv2d_in, Arith};
+    let mut rng = Lcg(11);
+    // (n, c, o, h, w, kh, kw, stride, pad): the whole-batch path on small maps, the per-image
+    // banded path on large ones (and its input gradient as a convolution), 1×1 maps of several
+    // images (pointwise, read in place), kernels cropped to a map smaller than them, stride 2.
+    let mut cases = vec![
+        (4, 6, 10, 8, 8, 3, 3, 1, (1, 1)),
+        (2, 5, 7, 40, 33, 3, 3, 1, (1, 1)),
+        (3, 9, 4, 30, 30, 1, 7, 1, (0, 3)),
+        (5, 12, 9, 1, 1, 1, 1, 1, (0, 0)),
+        (3, 7, 6, 1, 1, 3, 3, 1, (1, 1)),
+        (2, 4, 5, 17, 17, 3, 3, 2, (0, 0)),
+        (1, 3, 8, 35, 35, 3, 3, 2, (1, 1)),
+    ];
+    for _ in 0..10 {
+        let (kh, kw) = rng.pick(&[(1, 1), (3, 3), (1, 7), (7, 1), (3, 1)]);
+        let stride = rng.pick(&[1, 2]);
+        let pad = match stride {
+            1 => (kh / 2, kw / 2),
+            _ => (rng.below(2), rng.below(2)),
+        };
+        let (h, w) = (kh + rng.below(12), kw + rng.below(12));
+        let (n, c, o) = (1 + rng.below(4), 1 + rng.below(20), 1 + rng.below(20));
+        cases.push((n, c, o, h, w, kh, kw, stride, pad));
+    }
+    let mut largest_f32_gap = 0f64;
+    for (n, c, o, h, w, kh, kw, stride, pad) in cases {
+        let what = format!("x {n}x{c}x{h}x{w} w {o}x{c}x{kh}x{kw} stride {stride} pad {pad:?}");
+        let x = Var::from_tensor(&randn(&[n, c, h, w], DType::F32)).unwrap();
+        let wt = Var::from_tensor(&randn(&[o, c, kh, kw], DType::F32)).unwrap();
+        let y = conv2d_in(x.as_tensor(), wt.as_tensor(), pad, stride, Arith::Bf16).unwrap();
+        let r = randn(y.dims(), DType::F32);
+        let g = grads_of(&y, &r);
+        // The reference: the f32 convolution of the rounded operands (the output gradient
+        // rounded too), whose products are exact; only the order of the sums differs.
+        let xr = Var::from_tensor(&bf16_rounded(x.as_tensor())).unwrap();
+        let wr = Var::from_tensor(&bf16_rounded(wt.as_tensor())).unwrap();
+        let yr = conv2d_in(xr.as_tensor(), wr.as_tensor(), pad, stride, Arith::Native).unwrap();
+        let gr = grads_of(&yr, &bf16_rounded(&r));
+        close(&format!("{what} forward"), &y, &yr, 1e-5);
+        for (name, v, vr) in [("dx", &x, &xr), ("dw", &wt, &wr)] {
+            close(
+                &format!("{what} {name}"),
+                g.get(v.as_tensor()).unwrap(),
+                gr.get(vr.as_tensor()).unwrap(),
+                1e-5,
+            );
+        }
+        let y32 = conv2d_in(x.as_tensor(), wt.as_tensor(), pad, stride, Arith::Native).unwrap();
+        largest_f32_gap = largest_f32_gap.max(max_abs_diff(&y, &y32) / scale(&y32));
+    }
+    // Rounding to bf16 (8 bits of mantissa) shows against f32 products: the bf16 path is taken.
+    assert!(largest_f32_gap > 1e-4, "{largest_f32_gap}");
+}

@@ -5,7 +5,19 @@ use candle_core::{bail, Result};
 /// Entries of one im2col band (K × band columns): about 1 MiB of f32, so the band stays in L2.
 const BAND_ELEMS: usize = 1 << 18;
 
-/// Shapes of one convolution: input N×C×H×W, weight O×C×KH×KW, output N×O×OH×OW.
+/// How a convolution's matrix products multiply.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Arith {
+    /// In the tensors' own type (f32 or f64).
+    #[default]
+    Native,
+    /// f32 tensors whose operands are rounded to bf16, the products summed in f32
+    /// (`--precision bf16`).
+    Bf16,
+}
+
+/// Shapes of one convolution: input N×C×H×W, weight O×C×KH×KW, output N×O×OH×OW, and how its
+/// products multiply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Geom {
     pub(super) n: usize,
@@ -20,6 +32,7 @@ pub(super) struct Geom {
     pub(super) pw: usize,
     pub(super) oh: usize,
     pub(super) ow: usize,
+    pub(super) arith: Arith,
 }
 
 impl Geom {
@@ -48,6 +61,7 @@ impl Geom {
             pw: pad.1,
             oh,
             ow,
+            arith: Arith::Native,
         })
     }
     /// Rows of the im2col matrix (= columns of the flattened weight).

@@ -25,6 +25,7 @@ pub(super) fn forward<T: Elem>(x: &[T], xb: (usize, usize), wt: &[T], g: &Geom) 
             (y.as_mut_ptr(), 1, g.o),
             (wt.as_ptr(), g.c, 1),
             (x[xb.0..].as_ptr(), 1, xb.1),
+            g.arith,
         )
     };
     y
@@ -42,6 +43,7 @@ pub(super) fn grad_input<T: Elem>(dy: &[T], db: (usize, usize), wt: &[T], g: &Ge
             (dx.as_mut_ptr(), 1, g.c),
             (wt.as_ptr(), 1, g.c),
             (dy[db.0..].as_ptr(), 1, db.1),
+            g.arith,
         )
     };
     dx
@@ -65,6 +67,7 @@ pub(super) fn grad_weight<T: Elem>(
             (dw.as_mut_ptr(), g.c, 1),
             (dy[db.0..].as_ptr(), 1, db.1),
             (x[xb.0..].as_ptr(), xb.1, 1),
+            g.arith,
         )
     };
     dw

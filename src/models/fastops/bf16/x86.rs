@@ -1,0 +1,252 @@
+//! The AVX-512 + AVX512-BF16 kernels (`vdpbf16ps`) and the conversions that pack operands for
+//! them (`vcvtne2ps2bf16`). Every function here needs a CPU with AVX-512F, AVX-512BW and
+//! AVX512-BF16, which is what their `# Safety` sections mean by "the CPU has the features".
+
+use std::arch::x86_64::*;
+
+use super::scheme::{DstTile, Scheme};
+
+/// Broadcast tile: MR rows × NR columns, 2·MR zmm accumulators.
+const MR: usize = 12;
+const NR: usize = 32;
+/// Dot tile: R rows × C columns, R·C zmm accumulators (dot products along k).
+const R: usize = 4;
+const C: usize = 4;
+/// k-pairs per zmm.
+const LANES: usize = 16;
+
+pub(super) static BROADCAST: Scheme = Scheme {
+    tile_rows: MR,
+    tile_cols: NR,
+    lhs_width: MR,
+    rhs_width: NR,
+    pair_align: 1,
+    kc_max: 384,
+    mc_max: 384,
+    nc_max: 2048,
+    simd_pack: true,
+    tile: broadcast_tile,
+};
+
+pub(super) static DOT: Scheme = Scheme {
+    tile_rows: R,
+    tile_cols: C,
+    lhs_width: 1,
+    rhs_width: 1,
+    pair_align: LANES,
+    kc_max: 1024,
+    mc_max: 192,
+    nc_max: 512,
+    simd_pack: true,
+    tile: dot_tile,
+};
+
+/// Lanes `0..n` of a 16-lane mask (all for n ≥ 16).
+fn first_lanes(n: usize) -> __mmask16 {
+    if n >= 16 {
+        !0
+    } else {
+        ((1u32 << n) - 1) as __mmask16
+    }
+}
+
+#[inline]
+fn as_bf16(v: __m512i) -> __m512bh {
+    // SAFETY: both are 512 bits of plain data.
+    unsafe { std::mem::transmute::<__m512i, __m512bh>(v) }
+}
+
+#[inline]
+fn as_words(v: __m512bh) -> __m512i {
+    // SAFETY: both are 512 bits of plain data.
+    unsafe { std::mem::transmute::<__m512bh, __m512i>(v) }
+}
+
+/// 16 packed pairs from `src` (64 bytes; no alignment needed).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn load_pairs(src: *const u32) -> __m512bh {
+    as_bf16(_mm512_loadu_si512(src.cast()))
+}
+
+/// Stores the first `dst.len()` (at most 16) words of `v`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn store_words(dst: &mut [u32], v: __m512i) {
+    if dst.len() >= 16 {
+        _mm512_storeu_si512(dst.as_mut_ptr().cast(), v)
+    } else {
+        _mm512_mask_storeu_epi32(dst.as_mut_ptr().cast(), first_lanes(dst.len()), v)
+    }
+}
+
+/// `dst[j]` = the pair (row0[j], row1[j]) (`row1` absent: zero) for `j < len`, zero after.
+///
+/// # Safety
+/// `row0` and `row1` are valid for reads of `len` floats; the CPU has the features.
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+pub(super) unsafe fn interleave_pairs(
+    row0: *const f32,
+    row1: Option<*const f32>,
+    len: usize,
+    dst: &mut [u32],
+) {
+    // u16 lane 2j takes lane j (row0, the low half of the conversion), 2j + 1 lane 16 + j.
+    const INTERLEAVE: [u16; 32] = {
+        let mut t = [0; 32];
+        let mut j = 0;
+        while j < 16 {
+            t[2 * j] = j as u16;
+            t[2 * j + 1] = 16 + j as u16;
+            j += 1;
+        }
+        t
+    };
+    let order = _mm512_loadu_si512(INTERLEAVE.as_ptr().cast());
+    for (c, chunk) in dst.chunks_mut(16).enumerate() {
+        let j = 16 * c;
+        let mask = first_lanes(len.saturating_sub(j));
+        // Masked-off lanes are not read, so the addresses may lie past the rows.
+        let even = _mm512_maskz_loadu_ps(mask, row0.wrapping_add(j));
+        let odd = match row1 {
+            Some(r) => _mm512_maskz_loadu_ps(mask, r.wrapping_add(j)),
+            None => _mm512_setzero_ps(),
+        };
+        let halves = as_words(_mm512_cvtne2ps_pbh(odd, even));
+        store_words(chunk, _mm512_permutexvar_epi16(order, halves));
+    }
+}
+
+/// `dst[p]` = the pair (line[2p], line[2p + 1]), zero past `len` values.
+///
+/// # Safety
+/// `line` is valid for reads of `len` floats; the CPU has the features.
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+pub(super) unsafe fn pairs_along_line(line: *const f32, len: usize, dst: &mut [u32]) {
+    for (c, chunk) in dst.chunks_mut(16).enumerate() {
+        let k = 32 * c;
+        let left = len.saturating_sub(k);
+        let lo = _mm512_maskz_loadu_ps(first_lanes(left), line.wrapping_add(k));
+        let hi = _mm512_maskz_loadu_ps(
+            first_lanes(left.saturating_sub(16)),
+            line.wrapping_add(k + 16),
+        );
+        store_words(chunk, as_words(_mm512_cvtne2ps_pbh(hi, lo)));
+    }
+}
+
+/// The broadcast micro-kernel: per k-pair, two zmm of rhs pairs (32 columns) and each lhs
+/// row's pair broadcast, 24 `vdpbf16ps`.
+///
+/// # Safety
+/// As for [`super::driver::TileFn`].
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn broadcast_tile(kp: usize, a: &[u32], b: &[u32], out: &DstTile) {
+    assert!(a.len() >= kp * MR && b.len() >= kp * NR);
+    let (a, b) = (a.as_ptr(), b.as_ptr());
+    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    for p in 0..kp {
+        let b0 = load_pairs(b.add(p * NR));
+        let b1 = load_pairs(b.add(p * NR + 16));
+        for (i, row) in acc.iter_mut().enumerate() {
+            let ai = as_bf16(_mm512_set1_epi32(*a.add(p * MR + i) as i32));
+            row[0] = _mm512_dpbf16_ps(row[0], b0, ai);
+            row[1] = _mm512_dpbf16_ps(row[1], b1, ai);
+        }
+    }
+    if out.cs == 1 {
+        store_rows(&acc, out)
+    } else {
+        // SAFETY: a zmm is 16 f32 lanes, so the accumulators are the tile's rows in order.
+        let rows = std::mem::transmute::<[[__m512; 2]; MR], [[f32; NR]; MR]>(acc);
+        out.store(&rows)
+    }
+}
+
+/// Stores tile rows of two zmm each into a dst with unit column stride (masked at the edge).
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn store_rows(acc: &[[__m512; 2]; MR], out: &DstTile) {
+    let masks = [
+        first_lanes(out.cols),
+        first_lanes(out.cols.saturating_sub(16)),
+    ];
+    for (i, row) in acc.iter().enumerate().take(out.rows) {
+        let d = out.ptr.add(i * out.rs);
+        for (h, (&v, &mask)) in row.iter().zip(&masks).enumerate() {
+            // Past the last column the mask is empty and nothing is accessed.
+            let d = d.wrapping_add(16 * h);
+            let v = if out.accumulate {
+                _mm512_add_ps(_mm512_maskz_loadu_ps(mask, d), v)
+            } else {
+                v
+            };
+            _mm512_mask_storeu_ps(d, mask, v);
+        }
+    }
+}
+
+/// The dot micro-kernel: R lhs lines and C rhs lines (`kp` pairs each, a multiple of 16), all
+/// R·C dot products accumulated 16 pairs per `vdpbf16ps`, then summed across lanes.
+///
+/// # Safety
+/// As for [`super::driver::TileFn`].
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn dot_tile(kp: usize, a: &[u32], b: &[u32], out: &DstTile) {
+    assert!(kp.is_multiple_of(LANES) && a.len() >= kp * R && b.len() >= kp * C);
+    let (a, b) = (a.as_ptr(), b.as_ptr());
+    let mut acc = [_mm512_setzero_ps(); R * C];
+    for s in (0..kp).step_by(LANES) {
+        let mut rows = [as_bf16(_mm512_setzero_si512()); R];
+        for (r, row) in rows.iter_mut().enumerate() {
+            *row = load_pairs(a.add(r * kp + s));
+        }
+        for c in 0..C {
+            let col = load_pairs(b.add(c * kp + s));
+            for (r, &row) in rows.iter().enumerate() {
+                acc[r * C + c] = _mm512_dpbf16_ps(acc[r * C + c], row, col);
+            }
+        }
+    }
+    let mut sums = [[0f32; C]; R];
+    _mm512_storeu_ps(sums.as_mut_ptr().cast(), lane_sums(&acc));
+    out.store(&sums)
+}
+
+/// Lane j of the result = the sum of the 16 lanes of `v[j]`: a transpose-and-add tree
+/// (halving the partial sums per vector while doubling the vectors per register).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn lane_sums(v: &[__m512; 16]) -> __m512 {
+    // 256-bit halves: vector k holds 8 partial sums of v[2k], then 8 of v[2k + 1].
+    let mut h8 = [_mm512_setzero_ps(); 8];
+    for (h, pair) in h8.iter_mut().zip(v.chunks_exact(2)) {
+        *h = _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0b01_00_01_00>(pair[0], pair[1]),
+            _mm512_shuffle_f32x4::<0b11_10_11_10>(pair[0], pair[1]),
+        );
+    }
+    // 128-bit lanes: 128-bit lane l of vector k holds 4 partial sums of v[4k + l].
+    let mut h4 = [_mm512_setzero_ps(); 4];
+    for (h, pair) in h4.iter_mut().zip(h8.chunks_exact(2)) {
+        *h = _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0b10_00_10_00>(pair[0], pair[1]),
+            _mm512_shuffle_f32x4::<0b11_01_11_01>(pair[0], pair[1]),
+        );
+    }
+    // Within 128-bit lanes: element q of 128-bit lane l = the sum of v[4q + l].
+    let t0 = _mm512_add_ps(
+        _mm512_unpacklo_ps(h4[0], h4[1]),
+        _mm512_unpackhi_ps(h4[0], h4[1]),
+    );
+    let t1 = _mm512_add_ps(
+        _mm512_unpacklo_ps(h4[2], h4[3]),
+        _mm512_unpackhi_ps(h4[2], h4[3]),
+    );
+    let sums = _mm512_add_ps(
+        _mm512_shuffle_ps::<0b01_00_01_00>(t0, t1),
+        _mm512_shuffle_ps::<0b11_10_11_10>(t0, t1),
+    );
+    // Lane j = 4q + l comes from lane 4l + q.
+    let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    _mm512_permutexvar_ps(order, sums)
+}
