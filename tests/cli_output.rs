@@ -567,3 +567,57 @@ fn bf16_runs_on_a_cpu_without_avx512_bf16_are_bad_input_naming_what_is_missing()
 fn run_count(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir.join("results/runs")).map_or(0, |d| d.count())
 }
+
+#[test]
+fn eval_in_bf16_matches_f32_where_the_cpu_has_it_and_is_refused_where_not() {
+    let tmp = TempDir::new("eval-bf16");
+    let (weights, _) = weights_and_images(&tmp.0);
+    let refused = {
+        let mut c = repro(&["eval", "--model", "inception_v4", "--precision", "bf16"]);
+        c.env("REPRO_CPU_BF16", "off")
+            .arg("--weights")
+            .arg(&weights)
+            .arg("--data")
+            .arg(tmp.0.join("val"));
+        c.output().unwrap()
+    };
+    assert_eq!(refused.status.code(), Some(2), "{}", output_text(&refused));
+    assert!(
+        stderr(&refused).contains("--precision: bf16 on the CPU: AVX512-BF16 is turned off"),
+        "{}",
+        output_text(&refused)
+    );
+    if let Some(missing) = repro::models::fastops::bf16_missing_cpu_features() {
+        eprintln!("bf16 evaluation not run: {missing}");
+        return;
+    }
+    let predictions = |precision: &str| {
+        let file = tmp.0.join(format!("{precision}.parquet"));
+        let out = eval(
+            &tmp.0,
+            &weights,
+            &[
+                "--precision",
+                precision,
+                "--predictions",
+                file.to_str().unwrap(),
+            ],
+        );
+        assert!(out.status.success(), "{}", output_text(&out));
+        repro::eval::read_predictions(&file)
+            .unwrap()
+            .predictions
+            .iter()
+            .map(|p| p.top5[0].0)
+            .collect::<Vec<_>>()
+    };
+    let (f32_top1, bf16_top1) = (predictions("f32"), predictions("bf16"));
+    assert_eq!(f32_top1.len(), 9);
+    // Random weights give close logits; bf16 may flip a near tie, not most images.
+    let same = f32_top1
+        .iter()
+        .zip(&bf16_top1)
+        .filter(|(a, b)| a == b)
+        .count();
+    assert!(same >= 7, "{f32_top1:?} vs {bf16_top1:?}");
+}

@@ -61,6 +61,10 @@ pub struct EvalArgs {
     pub batch: usize,
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// f32 (the reference), tf32 (CUDA) or bf16: convolutions with bf16 operands and f32 sums
+    /// (CUDA, and CPUs with AVX512-BF16), about 1.5x the crops/s of f32 on such a CPU.
+    #[arg(long, default_value = "f32")]
+    pub precision: String,
     /// Decoding threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -139,6 +143,10 @@ pub fn evaluate_weights(args: &EvalArgs, stop: StopSignal) -> Result<EvalOutcome
     let protocol =
         protocol_for(args.crops, crop_pct, args.size as u32).map_err(CommandError::bad_input)?;
     let (device, _) = crate::device::parse_device(&args.device).map_err(CommandError::bad_input)?;
+    let precision =
+        crate::device::Precision::parse(&args.precision).map_err(CommandError::bad_input)?;
+    let _precision = crate::device::apply_precision(precision, &device)
+        .map_err(|e| CommandError::bad_input(format!("--precision: {e}")))?;
     let request = EvalRequest {
         models: args
             .weights
