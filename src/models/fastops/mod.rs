@@ -19,7 +19,11 @@
 //!   (average).
 //! - [`scaled_residual`]: the tail of an Inception-ResNet unit, `act(x + scale·(u + bias))`, in
 //!   one pass (four candle ops otherwise).
+//! - [`bf16`]: the convolutions' matrix products with bf16 operands and f32 sums
+//!   (`--precision bf16`, AVX512-BF16), chosen per convolution by its `Arith`.
 //!
+//! [`configure_cpu`] sets up the process for them: the thread pools, and the C allocator's
+//! thresholds so that freed buffers stay in the heap from one step to the next (`heap.rs`).
 //! The fast ops run only on the CPU device with f32/f64 tensors; everywhere else (CUDA, other
 //! dtypes) callers fall back to the stock candle ops. The stock path can also be forced with the
 //! environment variable `REPRO_STOCK_OPS=1` (read once, at the first use) or [`set_enabled`], so
