@@ -8,8 +8,8 @@ use serde::Serialize;
 
 use super::peak::{CpuInfo, Peak};
 use super::torch_side::{TorchRequest, TorchSide, TorchVersion};
-use super::{emit, median, train_timing, BenchOptions};
-use crate::models::{summarize, Arch, ModelConfig};
+use super::{emit, median, model_config, train_timing, BenchOptions};
+use crate::models::{summarize, Arch};
 
 #[derive(Args, Debug, Clone)]
 pub struct CompareOptions {
@@ -298,13 +298,6 @@ fn compare_one(
     mut torch: Option<&mut TorchSide>,
     peak: Option<&Peak>,
 ) -> Comparison {
-    let mut config = ModelConfig::new(arch);
-    config.image_size = scale.size;
-    config.width = scale.width;
-    config.num_classes = scale.classes;
-    let flop = summarize(&config, scale.size)
-        .map(|s| 6.0 * s.macs as f64 / 1e9)
-        .unwrap_or(f64::NAN);
     let bench = BenchOptions {
         models: Some(vec![arch.name().into()]),
         size: scale.size,
@@ -318,6 +311,9 @@ fn compare_one(
         precision: o.precision.clone(),
         ..BenchOptions::default()
     };
+    let flop = summarize(&model_config(arch, &bench), scale.size)
+        .map(|s| 6.0 * s.macs as f64 / 1e9)
+        .unwrap_or(f64::NAN);
     let mut ours: Result<Vec<f64>, String> = Ok(Vec::new());
     let mut theirs: Vec<(String, Result<Vec<f64>, String>)> = o
         .torch_precisions

@@ -294,8 +294,8 @@ fn grad_weight_batched<T: Elem>(x: &[T], xb: (usize, usize), dyt: &[T], g: &Geom
     } else {
         im2col_batch(x, xb, g)
     };
-    let mut dw = vec![zero::<T>(); o * k];
-    // dY (o × NP) · colᵀ (NP × k), colᵀ element (t, r) at col[r·NP + t].
+    let mut dw = super::uninit::<T>(o * k);
+    // dY (o × NP) · colᵀ (NP × k), colᵀ element (t, r) at col[r·NP + t]; overwrites all of dw.
     unsafe {
         mm_split(
             o,

@@ -83,6 +83,24 @@ fn stock_conv2d(
         .conv2d(w, 0, stride, 1, 1)
 }
 
+/// The fast convolution of `x` and `wt` against stock candle's: the forward values, and the
+/// input and weight gradients of `Σ y·r` for a random `r`, within `tol` (relative to scale).
+fn conv_matches_stock(what: &str, x: &Var, wt: &Var, pad: (usize, usize), stride: usize, tol: f64) {
+    let fast = conv2d(x.as_tensor(), wt.as_tensor(), pad, stride).unwrap();
+    let stock = stock_conv2d(x.as_tensor(), wt.as_tensor(), pad, stride).unwrap();
+    close(&format!("{what} forward"), &fast, &stock, tol);
+    let r = randn(stock.dims(), x.dtype());
+    let (gf, gs) = (grads_of(&fast, &r), grads_of(&stock, &r));
+    for (name, v) in [("dx", x), ("dw", wt)] {
+        close(
+            &format!("{what} {name}"),
+            gf.get(v.as_tensor()).unwrap(),
+            gs.get(v.as_tensor()).unwrap(),
+            tol,
+        );
+    }
+}
+
 #[test]
 fn conv_matches_stock_forward_and_gradients() {
     let dev = Device::Cpu;
@@ -133,19 +151,7 @@ fn conv_matches_stock_forward_and_gradients() {
             x.dims(),
             wt.dims()
         );
-        let fast = conv2d(x.as_tensor(), wt.as_tensor(), pad, stride).unwrap();
-        let stock = stock_conv2d(x.as_tensor(), wt.as_tensor(), pad, stride).unwrap();
-        close(&format!("{what} forward"), &fast, &stock, tol(dtype));
-        let r = randn(stock.dims(), dtype);
-        let (gf, gs) = (grads_of(&fast, &r), grads_of(&stock, &r));
-        for (name, v) in [("dx", &x), ("dw", &wt)] {
-            close(
-                &format!("{what} {name}"),
-                gf.get(v.as_tensor()).unwrap(),
-                gs.get(v.as_tensor()).unwrap(),
-                tol(dtype),
-            );
-        }
+        conv_matches_stock(&what, &x, &wt, pad, stride, tol(dtype));
     }
 }
 
@@ -166,19 +172,7 @@ fn conv_large_maps_match_stock() {
         let wt =
             Var::from_tensor(&Tensor::randn(0f64, 1., (o, c, k.0, k.1), &dev).unwrap()).unwrap();
         let what = format!("x {:?} w {:?} stride {stride}", x.dims(), wt.dims());
-        let fast = conv2d(x.as_tensor(), wt.as_tensor(), pad, stride).unwrap();
-        let stock = stock_conv2d(x.as_tensor(), wt.as_tensor(), pad, stride).unwrap();
-        close(&format!("{what} forward"), &fast, &stock, 1e-10);
-        let r = Tensor::randn(0f64, 1., stock.shape(), &dev).unwrap();
-        let (gf, gs) = (grads_of(&fast, &r), grads_of(&stock, &r));
-        for (name, v) in [("dx", &x), ("dw", &wt)] {
-            close(
-                &format!("{what} {name}"),
-                gf.get(v.as_tensor()).unwrap(),
-                gs.get(v.as_tensor()).unwrap(),
-                1e-10,
-            );
-        }
+        conv_matches_stock(&what, &x, &wt, pad, stride, 1e-10);
     }
 }
 
@@ -204,19 +198,7 @@ fn conv_on_maps_smaller_than_the_kernel_matches_stock() {
                 x.dims(),
                 wt.dims()
             );
-            let fast = conv2d(x.as_tensor(), wt.as_tensor(), pad, stride).unwrap();
-            let stock = stock_conv2d(x.as_tensor(), wt.as_tensor(), pad, stride).unwrap();
-            close(&format!("{what} forward"), &fast, &stock, tol(dtype));
-            let r = randn(stock.dims(), dtype);
-            let (gf, gs) = (grads_of(&fast, &r), grads_of(&stock, &r));
-            for (name, v) in [("dx", &x), ("dw", &wt)] {
-                close(
-                    &format!("{what} {name}"),
-                    gf.get(v.as_tensor()).unwrap(),
-                    gs.get(v.as_tensor()).unwrap(),
-                    tol(dtype),
-                );
-            }
+            conv_matches_stock(&what, &x, &wt, pad, stride, tol(dtype));
         }
     }
 }
