@@ -58,8 +58,8 @@ pub use switch::{
 /// Sets up the process for the fast ops: the thread pools and the C allocator. Call at the start
 /// of `main`, before any thread exists.
 pub fn configure_cpu() {
-    parallel::configure_thread_pools();
     heap::configure_heap();
+    parallel::configure_thread_pools();
 }
 
 /// What this CPU lacks for bf16 convolutions (`None`: it has it all), in words for users.
