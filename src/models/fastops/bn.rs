@@ -1,27 +1,9 @@
 //! BatchNorm followed by ReLU, fused, forward and backward, on N×C×H×W.
 
-use super::simd::wide_fn;
+use super::simd::{lane_sum, wide_fn, LANES};
 use super::{blocked, image_blocks, par_chunks, par_map, vec_slice, with_slice, zero, Elem};
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, Var};
 use candle_nn::BatchNorm;
-
-/// Lanes of independent f64 accumulators in the reductions: a single running sum would wait on
-/// the latency of every add (4 cycles) instead of streaming.
-const LANES: usize = 8;
-
-/// `Σ f(x[i])` in f64 over `LANES` accumulators.
-#[inline(always)]
-fn lane_sum<T: Elem>(x: &[T], f: impl Fn(f64) -> f64) -> f64 {
-    let mut acc = [0f64; LANES];
-    let mut chunks = x.chunks_exact(LANES);
-    for c in &mut chunks {
-        for (a, v) in acc.iter_mut().zip(c) {
-            *a += f(v.to_f64());
-        }
-    }
-    let rest: f64 = chunks.remainder().iter().map(|v| f(v.to_f64())).sum();
-    acc.iter().sum::<f64>() + rest
-}
 
 /// Per-channel mean and biased variance over (N, H, W), accumulated in f64, channel-parallel.
 fn batch_stats<T: Elem>(

@@ -2,8 +2,35 @@
 //! projection's convolution output and `bias` its per-channel bias, forward and backward in one
 //! pass each instead of four element-wise candle ops (bias, scale, add, ReLU).
 
+use super::simd::{lane_sum, wide_fn};
 use super::{par_chunks, par_map, vec_slice, with_slice, zero, Elem};
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
+
+wide_fn! {
+    /// `g` where the pre-activation `x + scale·(u + b)` is ≥ 0, else 0, over one plane.
+    fn relu_passed_plane<T: Elem>(op: &mut [T], xp: &[T], up: &[T], gp: &[T], b: T, s: T) -> () {
+        let z = zero::<T>();
+        for (((o, &xv), &uv), &gv) in op.iter_mut().zip(xp).zip(up).zip(gp) {
+            *o = if xv + (uv + b) * s >= z { gv } else { z };
+        }
+    }
+}
+
+wide_fn! {
+    /// `s·g` over one plane.
+    fn scale_plane<T: Elem>(dp: &mut [T], gp: &[T], s: T) -> () {
+        for (d, &v) in dp.iter_mut().zip(gp) {
+            *d = v * s;
+        }
+    }
+}
+
+wide_fn! {
+    /// Σ of channel `ch` of an N×C×(hw) tensor, in f64, image by image.
+    fn channel_sum<T: Elem>(gs: &[T], n: usize, c: usize, ch: usize, hw: usize) -> f64 {
+        (0..n).map(|i| lane_sum(&gs[(i * c + ch) * hw..][..hw], |v| v)).sum()
+    }
+}
 
 /// The fused op on (x, u, bias).
 struct ScaledResidualOp {
@@ -77,13 +104,9 @@ impl ScaledResidualOp {
                             let bs = vec_slice(bs, lb)?;
                             let mut out = super::uninit::<T>(n * c * hw);
                             par_chunks(&mut out, hw, |p, op| {
-                                let b = bs[p % c];
-                                let z = zero::<T>();
-                                let at = p * hw;
-                                for (i, o) in op.iter_mut().enumerate() {
-                                    let t = xs[at + i] + (us[at + i] + b) * s;
-                                    *o = if t >= z { gs[at + i] } else { z };
-                                }
+                                let at = p * hw..(p + 1) * hw;
+                                let (xp, up, gp) = (&xs[at.clone()], &us[at.clone()], &gs[at]);
+                                relu_passed_plane(op, xp, up, gp, bs[p % c], s);
                             });
                             Ok(out)
                         })
@@ -95,21 +118,9 @@ impl ScaledResidualOp {
         let (du, dbias) = with_slice::<T, _>(&g, |gs, lg| {
             let gs = dense(gs, lg)?;
             let mut du = super::uninit::<T>(gs.len());
-            par_chunks(&mut du, hw, |p, dp| {
-                for (d, &v) in dp.iter_mut().zip(&gs[p * hw..][..hw]) {
-                    *d = v * s;
-                }
-            });
+            par_chunks(&mut du, hw, |p, dp| scale_plane(dp, &gs[p * hw..][..hw], s));
             let dbias: Vec<T> = par_map(c, |ch| {
-                let sum: f64 = (0..n)
-                    .map(|i| {
-                        gs[(i * c + ch) * hw..][..hw]
-                            .iter()
-                            .map(|v| v.to_f64())
-                            .sum::<f64>()
-                    })
-                    .sum();
-                T::from_f64(sum * self.scale)
+                T::from_f64(channel_sum(gs, n, c, ch, hw) * self.scale)
             });
             Ok((du, dbias))
         })?;

@@ -42,6 +42,24 @@ macro_rules! wide_fn {
 }
 pub(crate) use wide_fn;
 
+/// Lanes of independent f64 accumulators in the reductions: a single running sum would wait on
+/// the latency of every add (4 cycles) instead of streaming.
+pub(crate) const LANES: usize = 8;
+
+/// `Σ f(x[i])` in f64 over `LANES` accumulators.
+#[inline(always)]
+pub(crate) fn lane_sum<T: Elem>(x: &[T], f: impl Fn(f64) -> f64) -> f64 {
+    let mut acc = [0f64; LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a += f(v.to_f64());
+        }
+    }
+    let rest: f64 = chunks.remainder().iter().map(|v| f(v.to_f64())).sum();
+    acc.iter().sum::<f64>() + rest
+}
+
 /// `xp` as f32 when `T` is f32.
 fn as_f32<T: Elem>(xp: &[T]) -> Option<&[f32]> {
     (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
