@@ -11,10 +11,10 @@
 //! The trim threshold alone is not enough: when memory is returned, glibc keeps only its top pad
 //! (128 KiB) at the end of a heap, and a per-thread arena's heap that empties is unmapped whole
 //! unless the pad would be left. At full width a step's buffers come and go in blocks far above
-//! 128 KiB, so Inception-v4 at 299 px (batch 8, bf16) still faulted in about 91,000 pages a step
-//! (an eighth of its CPU time in the kernel), 13,000 with a 64 MiB pad; with the pad, 107 px
-//! trains 4–6 % faster and 299 px at batch 32 29 % faster, at the same peak resident set (within
-//! the ±2 % it moves from run to run).
+//! 128 KiB, so Inception-v4 at 299 px (batch 8, bf16) still faulted in 91,000–160,000 pages a
+//! step (an eighth of its CPU time in the kernel), 13,000–40,000 with a 64 MiB pad; with the pad,
+//! 107 px trains 4–6 % faster and 299 px at batch 32 29 % faster, at the same peak resident set
+//! (within the ±2 % it moves from run to run).
 
 /// glibc's largest mmap threshold (32 MiB on 64-bit): smaller buffers come from the heap.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
