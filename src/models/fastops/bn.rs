@@ -1,6 +1,6 @@
 //! BatchNorm followed by ReLU, fused, forward and backward, on N×C×H×W.
 
-use super::simd::{lane_sum, wide_fn, LANES};
+use super::simd::{channel_lane_sum, wide_fn, LANES};
 use super::{blocked, image_blocks, par_chunks, par_map, vec_slice, with_slice, zero, Elem};
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, Var};
 use candle_nn::BatchNorm;
@@ -19,12 +19,9 @@ fn batch_stats<T: Elem>(
 wide_fn! {
     /// Mean and biased variance of channel `ch` over (N, H, W).
     fn channel_stats<T: Elem>(x: &[T], xb: (usize, usize), n: usize, ch: usize, hw: usize) -> (f64, f64) {
-        let plane = |i: usize| &x[xb.0 + i * xb.1 + ch * hw..][..hw];
         let m = (n * hw) as f64;
-        let mean = (0..n).map(|i| lane_sum(plane(i), |v| v)).sum::<f64>() / m;
-        let sq: f64 = (0..n)
-            .map(|i| lane_sum(plane(i), |v| (v - mean) * (v - mean)))
-            .sum();
+        let mean = channel_lane_sum(x, xb, n, ch, hw, |v| v) / m;
+        let sq = channel_lane_sum(x, xb, n, ch, hw, |v| (v - mean) * (v - mean));
         (mean, sq / m)
     }
 }

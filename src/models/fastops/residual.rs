@@ -2,7 +2,7 @@
 //! projection's convolution output and `bias` its per-channel bias, forward and backward in one
 //! pass each instead of four element-wise candle ops (bias, scale, add, ReLU).
 
-use super::simd::{lane_sum, wide_fn};
+use super::simd::{channel_lane_sum, wide_fn};
 use super::{par_chunks, par_map, vec_slice, with_slice, zero, Elem};
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
@@ -28,7 +28,7 @@ wide_fn! {
 wide_fn! {
     /// Σ of channel `ch` of an N×C×(hw) tensor, in f64, image by image.
     fn channel_sum<T: Elem>(gs: &[T], n: usize, c: usize, ch: usize, hw: usize) -> f64 {
-        (0..n).map(|i| lane_sum(&gs[(i * c + ch) * hw..][..hw], |v| v)).sum()
+        channel_lane_sum(gs, (0, c * hw), n, ch, hw, |v| v)
     }
 }
 

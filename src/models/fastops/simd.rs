@@ -48,7 +48,7 @@ pub(crate) const LANES: usize = 8;
 
 /// `Σ f(x[i])` in f64 over `LANES` accumulators.
 #[inline(always)]
-pub(crate) fn lane_sum<T: Elem>(x: &[T], f: impl Fn(f64) -> f64) -> f64 {
+fn lane_sum<T: Elem>(x: &[T], f: impl Fn(f64) -> f64) -> f64 {
     let mut acc = [0f64; LANES];
     let mut chunks = x.chunks_exact(LANES);
     for c in &mut chunks {
@@ -58,6 +58,22 @@ pub(crate) fn lane_sum<T: Elem>(x: &[T], f: impl Fn(f64) -> f64) -> f64 {
     }
     let rest: f64 = chunks.remainder().iter().map(|v| f(v.to_f64())).sum();
     acc.iter().sum::<f64>() + rest
+}
+
+/// `Σ f(x)` over channel `ch` of N images of C×`hw` (image `i` starts at `xb.0 + i·xb.1`): a
+/// [`lane_sum`] per image, added in image order.
+#[inline(always)]
+pub(crate) fn channel_lane_sum<T: Elem>(
+    x: &[T],
+    xb: (usize, usize),
+    n: usize,
+    ch: usize,
+    hw: usize,
+    f: impl Fn(f64) -> f64,
+) -> f64 {
+    (0..n)
+        .map(|i| lane_sum(&x[xb.0 + i * xb.1 + ch * hw..][..hw], &f))
+        .sum()
 }
 
 /// `xp` as f32 when `T` is f32.
