@@ -5,6 +5,7 @@ mod crop;
 mod geom;
 mod matmul;
 mod points;
+mod shift;
 
 use super::{blocked, image_blocks, par_chunks, par_map, threads, with_slice, zero, Elem};
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
@@ -12,6 +13,7 @@ use crop::Crop;
 pub(crate) use geom::Arith;
 use geom::{valid_range, Geom};
 use matmul::{inner_par, mm, mm_split};
+use shift::Shifted;
 
 /// im2col of output rows `oh0..oh0+rows` of one input channel plane `xc`: the `KH·KW` rows of
 /// that channel, row `i·KW+j` at `dst[(i·KW+j)·ld + off..][..rows·OW]`, zeros where the tap
@@ -26,9 +28,6 @@ fn im2col_channel<T: Elem>(
     off: usize,
 ) {
     let cols = rows * g.ow;
-    if g.s == 1 && g.ow == g.w {
-        return im2col_channel_shifted(xc, g, oh0, rows, dst, ld, off);
-    }
     for ki in 0..g.kh {
         for kj in 0..g.kw {
             let r = ki * g.kw + kj;
@@ -57,11 +56,11 @@ fn im2col_channel<T: Elem>(
     }
 }
 
-/// [`im2col_channel`] when the output rows are as wide as the input rows (stride 1, SAME in
-/// width): each tap's rows are then the input plane shifted by a constant flat offset, so one
-/// copy moves all of them; the entries that wrapped around a row end are zeroed afterwards. Small
-/// maps would otherwise spend more time in per-row copy calls than in copying.
-fn im2col_channel_shifted<T: Elem>(
+/// im2col of output rows `oh0..oh0+rows` of one channel plane, by the shift table `sh` where
+/// the convolution has one ([`Shifted::of`]), else row by row.
+#[allow(clippy::too_many_arguments)]
+fn plane_im2col<T: Elem>(
+    sh: Option<&Shifted>,
     xc: &[T],
     g: &Geom,
     oh0: usize,
@@ -70,47 +69,27 @@ fn im2col_channel_shifted<T: Elem>(
     ld: usize,
     off: usize,
 ) {
-    let (w, cols, plane) = (g.w, rows * g.ow, g.h * g.w);
-    for ki in 0..g.kh {
-        // Output rows t whose input row oh0 + t + ki - ph lies inside the plane.
-        let (t_lo, t_hi) = valid_range(oh0 + rows, 1, ki, g.ph, g.h);
-        let (t_lo, t_hi) = (t_lo.max(oh0) - oh0, t_hi.max(oh0) - oh0);
-        for kj in 0..g.kw {
-            let r = ki * g.kw + kj;
-            let dst = &mut dst[r * ld + off..r * ld + off + cols];
-            if t_lo >= t_hi {
-                dst.fill(zero());
-                continue;
-            }
-            dst[..t_lo * w].fill(zero());
-            dst[t_hi * w..].fill(zero());
-            // Flat input index of output entry (t, u): (oh0 + t + ki - ph)·W + u + kj - pw.
-            let shift = (ki * w + kj) as isize - (g.ph * w + g.pw) as isize;
-            let first = ((oh0 + t_lo) * w) as isize + shift;
-            let last = ((oh0 + t_hi) * w) as isize + shift;
-            // Entries whose source falls outside the plane are wrapped ones, zeroed below.
-            let (a, b) = (first.max(0), last.min(plane as isize));
-            if a < b {
-                let d0 = t_lo * w + (a - first) as usize;
-                dst[d0..d0 + (b - a) as usize].copy_from_slice(&xc[a as usize..b as usize]);
-            }
-            let (lo, hi) = valid_range(g.ow, 1, kj, g.pw, w);
-            for u in (0..lo).chain(hi..w) {
-                for t in t_lo..t_hi {
-                    dst[t * w + u] = zero();
-                }
-            }
-        }
+    match sh {
+        Some(sh) => sh.im2col(xc, (oh0 * g.ow, (oh0 + rows) * g.ow), dst, ld, off),
+        None => im2col_channel(xc, g, oh0, rows, dst, ld, off),
     }
 }
 
 /// im2col of output rows `oh0..oh0+rows` of one image: `col[(c·KH+i)·KW+j][t]`.
-fn im2col<T: Elem>(x: &[T], g: &Geom, oh0: usize, rows: usize, col: &mut [T]) {
+fn im2col<T: Elem>(
+    x: &[T],
+    g: &Geom,
+    sh: Option<&Shifted>,
+    oh0: usize,
+    rows: usize,
+    col: &mut [T],
+) {
     let cols = rows * g.ow;
     let plane = g.h * g.w;
     let taps = g.kh * g.kw;
     for c in 0..g.c {
-        im2col_channel(
+        plane_im2col(
+            sh,
             &x[c * plane..(c + 1) * plane],
             g,
             oh0,
@@ -163,13 +142,39 @@ fn col2im_channel<T: Elem>(
     }
 }
 
+/// [`col2im_channel`] by the shift table `sh` where the convolution has one.
+#[allow(clippy::too_many_arguments)]
+fn plane_col2im<T: Elem>(
+    sh: Option<&Shifted>,
+    src: &[T],
+    g: &Geom,
+    oh0: usize,
+    rows: usize,
+    ld: usize,
+    off: usize,
+    dxc: &mut [T],
+) {
+    match sh {
+        Some(sh) => sh.col2im_add(src, (oh0 * g.ow, (oh0 + rows) * g.ow), ld, off, dxc),
+        None => col2im_channel(src, g, oh0, rows, ld, off, dxc),
+    }
+}
+
 /// Adds a band's column gradients back onto the input gradient of one image (col2im).
-fn col2im_add<T: Elem>(col: &[T], g: &Geom, oh0: usize, rows: usize, dx: &mut [T]) {
+fn col2im_add<T: Elem>(
+    col: &[T],
+    g: &Geom,
+    sh: Option<&Shifted>,
+    oh0: usize,
+    rows: usize,
+    dx: &mut [T],
+) {
     let cols = rows * g.ow;
     let plane = g.h * g.w;
     let taps = g.kh * g.kw;
     for c in 0..g.c {
-        col2im_channel(
+        plane_col2im(
+            sh,
             &col[c * taps * cols..],
             g,
             oh0,
@@ -193,11 +198,15 @@ fn batched(g: &Geom) -> bool {
 /// im2col of the whole batch: `K × (N·P)`, column `n·P + t`; channel-parallel.
 fn im2col_batch<T: Elem>(x: &[T], xb: (usize, usize), g: &Geom) -> Vec<T> {
     let (np, taps, plane) = (g.n * g.p(), g.kh * g.kw, g.h * g.w);
+    let sh = Shifted::of(g);
     let mut col = super::uninit::<T>(g.k() * np);
-    par_chunks(&mut col, taps * np, |c, block| {
-        for i in 0..g.n {
-            let xc = &x[xb.0 + i * xb.1 + c * plane..][..plane];
-            im2col_channel(xc, g, 0, g.oh, block, np, i * g.p());
+    par_chunks(&mut col, taps * np, |c, block| match &sh {
+        Some(sh) => sh.im2col_images(x, xb.0 + c * plane, xb.1, g.n, g.p(), block, np),
+        None => {
+            for i in 0..g.n {
+                let xc = &x[xb.0 + i * xb.1 + c * plane..][..plane];
+                im2col_channel(xc, g, 0, g.oh, block, np, i * g.p());
+            }
         }
     });
     col
@@ -272,6 +281,12 @@ fn grad_input_batched<T: Elem>(dyt: &[T], wt: &[T], g: &Geom) -> Vec<T> {
     }
     let (plane, taps, chw) = (g.h * g.w, g.kh * g.kw, g.image_in());
     let mut dx = vec![zero::<T>(); g.n * chw];
+    if let Some(sh) = Shifted::of(g) {
+        par_chunks(&mut dx, chw, |i, dxi| {
+            sh.col2im_channels(&dcol, np, i * p, p, g.c, plane, dxi)
+        });
+        return dx;
+    }
     let base = super::SyncPtr(dx.as_mut_ptr());
     super::par_items(g.c, |c| {
         let b = &base;
@@ -320,6 +335,7 @@ fn forward<T: Elem>(x: &[T], xb: (usize, usize), wt: &[T], g: &Geom) -> Vec<T> {
     let (k, p, o) = (g.k(), g.p(), g.o);
     let mut y = super::uninit::<T>(g.n * o * p);
     let par = inner_par(g.n);
+    let sh = Shifted::of(g);
     par_chunks(&mut y, o * p, |i, yn| {
         let xn = &x[xb.0 + i * xb.1..][..g.image_in()];
         unsafe {
@@ -347,7 +363,7 @@ fn forward<T: Elem>(x: &[T], xb: (usize, usize), wt: &[T], g: &Geom) -> Vec<T> {
             for oh0 in (0..g.oh).step_by(band) {
                 let rows = band.min(g.oh - oh0);
                 let cols = rows * g.ow;
-                im2col(xn, g, oh0, rows, &mut col[..k * cols]);
+                im2col(xn, g, sh.as_ref(), oh0, rows, &mut col[..k * cols]);
                 mm(
                     o,
                     cols,
@@ -382,6 +398,7 @@ fn grad_input<T: Elem>(dy: &[T], db: (usize, usize), wt: &[T], g: &Geom) -> Vec<
     let (k, p, o) = (g.k(), g.p(), g.o);
     let mut dx = vec![zero::<T>(); g.n * g.image_in()];
     let par = inner_par(g.n);
+    let sh = Shifted::of(g);
     par_chunks(&mut dx, g.image_in(), |i, dxn| {
         let dyn_ = &dy[db.0 + i * db.1..][..o * p];
         unsafe {
@@ -426,7 +443,7 @@ fn grad_input<T: Elem>(dy: &[T], db: (usize, usize), wt: &[T], g: &Geom) -> Vec<
                     par,
                     g.arith,
                 );
-                col2im_add(&col[..k * cols], g, oh0, rows, dxn);
+                col2im_add(&col[..k * cols], g, sh.as_ref(), oh0, rows, dxn);
             }
         }
     });
@@ -484,6 +501,7 @@ fn grad_weight<T: Elem>(
     // the result depends on the thread count only.
     let groups = threads().min(g.n).max(1);
     let par = inner_par(groups);
+    let sh = Shifted::of(g);
     let partials: Vec<Vec<T>> = par_map(groups, |gi| {
         let mut acc = vec![zero::<T>(); o * k];
         let mut first = true;
@@ -519,7 +537,7 @@ fn grad_weight<T: Elem>(
                     for oh0 in (0..g.oh).step_by(band) {
                         let rows = band.min(g.oh - oh0);
                         let cols = rows * g.ow;
-                        im2col(xn, g, oh0, rows, &mut col[..k * cols]);
+                        im2col(xn, g, sh.as_ref(), oh0, rows, &mut col[..k * cols]);
                         mm(
                             o,
                             k,
@@ -750,10 +768,11 @@ pub fn stock_conv2d(
 mod unit {
     use super::*;
 
-    /// Both im2col paths (row by row, and shifted planes) against the definition, on bands of
-    /// rows placed at an offset inside a wider matrix.
+    /// Both im2col paths (row by row, and by the shift table) against the definition, on bands
+    /// of rows placed at an offset inside a wider matrix; and both col2im paths as its exact
+    /// transpose: `⟨im2col(x), c⟩ = ⟨x, col2im(c)⟩` for every basis vector `x` of the plane.
     #[test]
-    fn im2col_matches_its_definition() {
+    fn im2col_matches_its_definition_and_col2im_its_transpose() {
         let mut seed = 11u64;
         let mut next = |n: usize| {
             seed = seed
@@ -778,8 +797,25 @@ mod unit {
             let rows = 1 + next(g.oh - oh0);
             let (cols, off) = (rows * g.ow, next(3));
             let ld = cols + off + next(3);
+            let sh = Shifted::of(&g);
+            assert_eq!(sh.is_some(), s == 1 && g.ow == w, "{g:?}");
+            for table in [sh.as_ref(), None] {
+                check_band(&g, table, &x, (oh0, rows), (ld, off));
+            }
+        }
+    }
+
+    fn check_band(
+        g: &Geom,
+        sh: Option<&Shifted>,
+        x: &[f64],
+        (oh0, rows): (usize, usize),
+        (ld, off): (usize, usize),
+    ) {
+        let (h, w, kh, kw, s, ph, pw) = (g.h, g.w, g.kh, g.kw, g.s, g.ph, g.pw);
+        {
             let mut got = vec![f64::NAN; kh * kw * ld];
-            im2col_channel(&x, &g, oh0, rows, &mut got, ld, off);
+            plane_im2col(sh, x, g, oh0, rows, &mut got, ld, off);
             for i in 0..kh {
                 for j in 0..kw {
                     for t in 0..rows {
@@ -795,13 +831,32 @@ mod unit {
                             };
                             let at = (i * kw + j) * ld + off + t * g.ow + u;
                             assert_eq!(
-                                got[at], want,
-                                "{g:?} oh0 {oh0} rows {rows} tap ({i},{j}) at ({t},{u})"
+                                got[at],
+                                want,
+                                "{g:?} table {} oh0 {oh0} rows {rows} tap ({i},{j}) at ({t},{u})",
+                                sh.is_some()
                             );
                         }
                     }
                 }
             }
+        }
+        // col2im: the column entries are distinct integers, so every sum is exact.
+        let c: Vec<f64> = (0..kh * kw * ld).map(|v| (v % 97) as f64 - 40.0).collect();
+        let mut back = vec![0.0; h * w];
+        plane_col2im(sh, &c, g, oh0, rows, ld, off, &mut back);
+        for (e, &got) in back.iter().enumerate() {
+            let mut basis = vec![0.0; h * w];
+            basis[e] = 1.0;
+            let mut col = vec![0.0; kh * kw * ld];
+            plane_im2col(sh, &basis, g, oh0, rows, &mut col, ld, off);
+            let mut want = 0.0;
+            for r in 0..kh * kw {
+                for q in 0..rows * g.ow {
+                    want += col[r * ld + off + q] * c[r * ld + off + q];
+                }
+            }
+            assert_eq!(got, want, "{g:?} table {} col2im at {e}", sh.is_some());
         }
     }
 
