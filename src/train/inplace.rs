@@ -4,15 +4,20 @@
 //! Written with candle's element-wise ops, one RMSProp update of a variable is a dozen passes
 //! over it, each allocating a fresh tensor: for 43 M parameters (Inception-v4) RMSProp, EMA and
 //! clipping took about 125 ms of every CPU training step on 2 cores, 75 ms with these kernels.
-//! Here each update is one pass that rewrites its destination in place (candle's
-//! `InplaceOp2`/`InplaceOp3`), split over the fast ops' threads. The formulas and their order of operations are those of the candle
-//! versions, which remain the path on CUDA and with the fast ops off (`REPRO_STOCK_OPS=1`).
+//! Here each update is one pass that rewrites its destinations in place (candle's in-place
+//! ops), split over the fast ops' threads; RMSProp's four passes (weight decay, mean square,
+//! momentum, weight) are one. The formulas and their order of operations are those of the
+//! candle versions, which remain the path on CUDA and with the fast ops off
+//! (`REPRO_STOCK_OPS=1`).
 //!
 //! In place means the state tensors must not share storage with anything else: callers copy
 //! state they load from outside.
 
-use candle_core::{bail, CpuStorage, DType, InplaceOp2, InplaceOp3, Layout, Result, Tensor};
+use std::cell::RefCell;
 
+use candle_core::{bail, CpuStorage, DType, InplaceOp1, InplaceOp2, Layout, Result, Tensor};
+
+use crate::models::fastops::simd::wide_fn;
 use crate::models::fastops::{self, Elem};
 
 /// Whether the in-place kernels can update `dst` from `srcs`: fast ops on, every tensor on the
@@ -62,29 +67,13 @@ trait Kernel1: Sync {
     fn apply<T: Elem>(&self, d: T, s: T) -> T;
 }
 
-/// A destination-rewriting element-wise kernel with two sources: `d = f(d, s, t)`.
-trait Kernel2: Sync {
-    fn name(&self) -> &'static str;
-    fn apply<T: Elem>(&self, d: T, s: T, t: T) -> T;
-}
-
 struct Op1<K>(K);
-struct Op2<K>(K);
 
 fn run1<T: Elem, K: Kernel1>(k: &K, d: &mut [T], s: &[T]) {
     chunked(d, |dc, off| {
         let s = &s[off..off + dc.len()];
         for (x, &y) in dc.iter_mut().zip(s) {
             *x = k.apply(*x, y);
-        }
-    });
-}
-
-fn run2<T: Elem, K: Kernel2>(k: &K, d: &mut [T], s: &[T], t: &[T]) {
-    chunked(d, |dc, off| {
-        let (s, t) = (&s[off..off + dc.len()], &t[off..off + dc.len()]);
-        for ((x, &y), &z) in dc.iter_mut().zip(s).zip(t) {
-            *x = k.apply(*x, y, z);
         }
     });
 }
@@ -101,33 +90,6 @@ impl<K: Kernel1> InplaceOp2 for Op1<K> {
             }
             (CpuStorage::F64(d), CpuStorage::F64(s)) => {
                 run1(&self.0, dense_mut(d, ld)?, dense(s, ls)?)
-            }
-            _ => bail!("{}: f32 or f64 tensors of one dtype only", self.0.name()),
-        }
-        Ok(())
-    }
-}
-
-impl<K: Kernel2> InplaceOp3 for Op2<K> {
-    fn name(&self) -> &'static str {
-        self.0.name()
-    }
-
-    fn cpu_fwd(
-        &self,
-        d: &mut CpuStorage,
-        ld: &Layout,
-        s: &CpuStorage,
-        ls: &Layout,
-        t: &CpuStorage,
-        lt: &Layout,
-    ) -> Result<()> {
-        match (d, s, t) {
-            (CpuStorage::F32(d), CpuStorage::F32(s), CpuStorage::F32(t)) => {
-                run2(&self.0, dense_mut(d, ld)?, dense(s, ls)?, dense(t, lt)?)
-            }
-            (CpuStorage::F64(d), CpuStorage::F64(s), CpuStorage::F64(t)) => {
-                run2(&self.0, dense_mut(d, ld)?, dense(s, ls)?, dense(t, lt)?)
             }
             _ => bail!("{}: f32 or f64 tensors of one dtype only", self.0.name()),
         }
@@ -173,10 +135,7 @@ struct RmsMomentum {
     epsilon: f64,
 }
 
-impl Kernel2 for RmsMomentum {
-    fn name(&self) -> &'static str {
-        "inplace-rmsprop-momentum"
-    }
+impl RmsMomentum {
     #[inline]
     fn apply<T: Elem>(&self, mom: T, g: T, ms: T) -> T {
         let denom = (ms + T::from_f64(self.epsilon)).to_f64().sqrt();
@@ -189,29 +148,142 @@ pub fn axpby(dst: &Tensor, a: f64, b: f64, src: &Tensor) -> Result<()> {
     dst.inplace_op2(src, &Op1(Axpby { a, b }))
 }
 
-/// RMSProp's mean-square slot update in place.
-pub fn mean_square(ms: &Tensor, g: &Tensor, decay: f64) -> Result<()> {
-    ms.inplace_op2(g, &Op1(MeanSquare { decay }))
-}
-
-/// RMSProp's momentum slot update in place, from the gradient and the updated mean square.
-pub fn rms_momentum(
-    mom: &Tensor,
+/// One RMSProp step of a variable, the four passes of the update written with candle's ops
+/// fused into one: with `decay = Some(rate)` the gradient first takes weight decay (`g + rate·w`, as
+/// [`axpby`] computes it into a copy), then the mean square, the momentum and
+/// `w = w − mom` ([`axpby`]), each element through the same kernels in the same order, so the
+/// results are those of the four passes, bit for bit. One read of `g`, one read and write of
+/// `w`, `ms` and `mom`, no allocation: a third of the memory traffic of the passes.
+#[allow(clippy::too_many_arguments)]
+pub fn rmsprop_step(
+    w: &Tensor,
     g: &Tensor,
     ms: &Tensor,
-    momentum: f64,
+    mom: &Tensor,
+    decay: Option<f64>,
+    (ms_decay, momentum, epsilon): (f64, f64, f64),
     lr: f64,
-    epsilon: f64,
 ) -> Result<()> {
-    mom.inplace_op3(
-        g,
-        ms,
-        &Op2(RmsMomentum {
+    let k = RmsPropKernels {
+        decay: decay.map(|rate| Axpby { a: 1.0, b: rate }),
+        ms: MeanSquare { decay: ms_decay },
+        mom: RmsMomentum {
             momentum,
             lr,
             epsilon,
-        }),
-    )
+        },
+        w: Axpby { a: 1.0, b: -1.0 },
+    };
+    with_mut(w, |ws, wl| {
+        with_mut(ms, |mss, msl| {
+            with_mut(mom, |moms, moml| {
+                let n = wl.shape().elem_count();
+                fastops::with_storage(g, |gs, gl| match (&mut *ws, &mut *mss, &mut *moms, gs) {
+                    (
+                        CpuStorage::F32(w),
+                        CpuStorage::F32(ms),
+                        CpuStorage::F32(mom),
+                        CpuStorage::F32(g),
+                    ) => rmsprop_chunks(
+                        &k,
+                        dense_mut(w, wl)?,
+                        dense_mut(ms, msl)?,
+                        dense_mut(mom, moml)?,
+                        dense(g, gl)?,
+                        n,
+                    ),
+                    (
+                        CpuStorage::F64(w),
+                        CpuStorage::F64(ms),
+                        CpuStorage::F64(mom),
+                        CpuStorage::F64(g),
+                    ) => rmsprop_chunks(
+                        &k,
+                        dense_mut(w, wl)?,
+                        dense_mut(ms, msl)?,
+                        dense_mut(mom, moml)?,
+                        dense(g, gl)?,
+                        n,
+                    ),
+                    _ => bail!("rmsprop step: f32 or f64 tensors of one dtype only"),
+                })
+            })
+        })
+    })
+}
+
+/// The kernels of one fused RMSProp step.
+struct RmsPropKernels {
+    decay: Option<Axpby>,
+    ms: MeanSquare,
+    mom: RmsMomentum,
+    w: Axpby,
+}
+
+fn rmsprop_chunks<T: Elem>(
+    k: &RmsPropKernels,
+    w: &mut [T],
+    ms: &mut [T],
+    mom: &mut [T],
+    g: &[T],
+    n: usize,
+) -> Result<()> {
+    if [w.len(), ms.len(), mom.len(), g.len()] != [n; 4] {
+        bail!("rmsprop step: the variable, its slots and its gradient differ in size");
+    }
+    let (ms_p, mom_p) = (
+        fastops::SyncPtr(ms.as_mut_ptr()),
+        fastops::SyncPtr(mom.as_mut_ptr()),
+    );
+    chunked(w, |wc, off| {
+        let (ms_p, mom_p) = (&ms_p, &mom_p);
+        // SAFETY: the chunks `off..off + len` are disjoint, and `ms` and `mom` are as long as
+        // `w` (checked above) and no other tensor's storage (the optimizer's own slots).
+        let (msc, momc) = unsafe {
+            (
+                std::slice::from_raw_parts_mut(ms_p.0.add(off), wc.len()),
+                std::slice::from_raw_parts_mut(mom_p.0.add(off), wc.len()),
+            )
+        };
+        rmsprop_elements(k, wc, msc, momc, &g[off..off + wc.len()]);
+    });
+    Ok(())
+}
+
+wide_fn! {
+    /// The fused step over one chunk.
+    fn rmsprop_elements<T: Elem>(
+        k: &RmsPropKernels,
+        w: &mut [T],
+        ms: &mut [T],
+        mom: &mut [T],
+        g: &[T],
+    ) -> () {
+        for (((w, ms), mom), &g) in w.iter_mut().zip(ms.iter_mut()).zip(mom.iter_mut()).zip(g) {
+            let g = match &k.decay {
+                Some(d) => d.apply(g, *w),
+                None => g,
+            };
+            *ms = k.ms.apply(*ms, g);
+            *mom = k.mom.apply(*mom, g, *ms);
+            *w = k.w.apply(*w, *mom);
+        }
+    }
+}
+
+/// Mutable access to the CPU storage of `t` for `f`, as an in-place op (several tensors can be
+/// opened at once by nesting: each has its own lock).
+fn with_mut(t: &Tensor, f: impl FnMut(&mut CpuStorage, &Layout) -> Result<()>) -> Result<()> {
+    struct Access<F>(RefCell<F>);
+    impl<F: FnMut(&mut CpuStorage, &Layout) -> Result<()>> InplaceOp1 for Access<F> {
+        fn name(&self) -> &'static str {
+            "inplace-access"
+        }
+        fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout) -> Result<()> {
+            (self.0.borrow_mut())(s, l)
+        }
+    }
+    t.inplace_op1(&Access(RefCell::new(f)))
 }
 
 /// `Σ t²` in f64, in parallel and in a fixed order of chunks (deterministic for a given size).
@@ -275,20 +347,28 @@ mod tests {
                 axpby(&got, 0.9, -0.3, &s).unwrap();
                 assert_eq!(values(&got), values(&want), "axpby {dtype:?} {n}");
 
-                let want = (d.affine(0.9, 0.0).unwrap()
-                    + s.sqr().unwrap().affine(1.0 - 0.9, 0.0).unwrap())
-                .unwrap();
-                let got = d.copy().unwrap();
-                mean_square(&got, &s, 0.9).unwrap();
-                assert_eq!(values(&got), values(&want), "mean square {dtype:?} {n}");
-
-                let denom = t.affine(1.0, 1.0).unwrap().sqrt().unwrap();
-                let want = (d.affine(0.9, 0.0).unwrap()
-                    + (&s / denom).unwrap().affine(0.045, 0.0).unwrap())
-                .unwrap();
-                let got = d.copy().unwrap();
-                rms_momentum(&got, &s, &t, 0.9, 0.045, 1.0).unwrap();
-                assert_eq!(values(&got), values(&want), "momentum {dtype:?} {n}");
+                // RMSProp on (w = d, g = s, ms = t, mom = d + 0.25), with and without decay,
+                // against the same formulas in candle's ops.
+                for decay in [None, Some(4e-5)] {
+                    let (w, ms, mom) = (d.copy().unwrap(), t.copy().unwrap(), (&d + 0.25).unwrap());
+                    let g = match decay {
+                        Some(rate) => (&s + d.affine(rate, 0.0).unwrap()).unwrap(),
+                        None => s.clone(),
+                    };
+                    let want_ms = (ms.affine(0.9, 0.0).unwrap()
+                        + g.sqr().unwrap().affine(1.0 - 0.9, 0.0).unwrap())
+                    .unwrap();
+                    let denom = want_ms.affine(1.0, 1.0).unwrap().sqrt().unwrap();
+                    let want_mom = (mom.affine(0.9, 0.0).unwrap()
+                        + (&g / denom).unwrap().affine(0.045, 0.0).unwrap())
+                    .unwrap();
+                    let want_w = (&w - &want_mom).unwrap();
+                    rmsprop_step(&w, &s, &ms, &mom, decay, (0.9, 0.9, 1.0), 0.045).unwrap();
+                    let what = format!("rmsprop {dtype:?} {n} decay {decay:?}");
+                    assert_eq!(values(&ms), values(&want_ms), "ms, {what}");
+                    assert_eq!(values(&mom), values(&want_mom), "mom, {what}");
+                    assert_eq!(values(&w), values(&want_w), "w, {what}");
+                }
 
                 let want: f64 = values(&s).iter().map(|v| v * v).sum();
                 let got = sum_of_squares(&s).unwrap();

@@ -282,7 +282,8 @@ impl RmsProp {
     }
 }
 
-/// One RMSProp update of `var` and its slots.
+/// One RMSProp update of `var` and its slots in candle's ops (on CUDA, and with the fast ops
+/// off; [`inplace::rmsprop_step`] on the CPU).
 fn rmsprop_update(
     c: &RmsPropConfig,
     var: &Var,
@@ -291,12 +292,6 @@ fn rmsprop_update(
     g: &Tensor,
     lr: f64,
 ) -> candle_core::Result<()> {
-    let w = var.as_tensor();
-    if inplace::usable(w, &[g, ms, mom]) {
-        inplace::mean_square(ms, g, c.decay)?;
-        inplace::rms_momentum(mom, g, ms, c.momentum, lr, c.epsilon)?;
-        return inplace::axpby(w, 1.0, -1.0, mom);
-    }
     let new_ms = (ms.affine(c.decay, 0.0)? + g.sqr()?.affine(1.0 - c.decay, 0.0)?)?;
     let denom = new_ms.affine(1.0, c.epsilon)?.sqrt()?;
     let new_mom = (mom.affine(c.momentum, 0.0)? + (g / denom)?.affine(lr, 0.0)?)?;
@@ -308,13 +303,25 @@ fn rmsprop_update(
 
 impl Optimizer for RmsProp {
     fn step(&mut self, grads: &GradStore, lr: f64) -> Result<(), OptimError> {
-        let (c, ms, mom) = (&self.config, &mut self.ms, &mut self.mom);
-        for_each_gradient(
-            &self.params,
-            grads,
-            self.weight_decay.rate(),
-            |i, var, g| rmsprop_update(c, var, &mut ms[i], &mut mom[i], g, lr),
-        )
+        let (c, rate) = (&self.config, self.weight_decay.rate());
+        for (i, p) in self.params.iter().enumerate() {
+            let Some(g) = grads.get(p.var.as_tensor()) else {
+                continue;
+            };
+            let (w, ms, mom) = (p.var.as_tensor(), &mut self.ms[i], &mut self.mom[i]);
+            if inplace::usable(w, &[g, ms, mom]) {
+                let hyper = (c.decay, c.momentum, c.epsilon);
+                let decay = p.decays.then_some(rate);
+                inplace::rmsprop_step(w, g, ms, mom, decay, hyper, lr)
+                    .map_err(update_err(&p.name))?;
+                continue;
+            }
+            let g = decayed_grad(p, grads, rate).map_err(update_err(&p.name))?;
+            if let Some(g) = g {
+                rmsprop_update(c, &p.var, ms, mom, &g, lr).map_err(update_err(&p.name))?;
+            }
+        }
+        Ok(())
     }
 
     fn state(&self) -> HashMap<String, Tensor> {

@@ -37,7 +37,7 @@ mod parallel;
 mod pool;
 pub mod profile;
 mod residual;
-mod simd;
+pub(crate) mod simd;
 mod storage;
 mod switch;
 #[cfg(test)]
@@ -49,7 +49,9 @@ pub use parallel::on_worker;
 pub(crate) use parallel::{par_chunks, par_items, par_map, threads, SyncPtr};
 pub use pool::{avg_pool_same, max_pool};
 pub use residual::scaled_residual;
-pub(crate) use storage::{blocked, image_blocks, uninit, vec_slice, with_slice, zero, Elem};
+pub(crate) use storage::{
+    blocked, image_blocks, uninit, vec_slice, with_slice, with_storage, zero, Elem,
+};
 pub(crate) use switch::device_paths;
 pub use switch::{
     conv_compute_dtype, enabled, force_device_paths_on_cpu, set_conv_bf16, set_enabled, usable,

@@ -62,6 +62,18 @@ pub(crate) fn with_slice<T: Elem, R>(
     }
 }
 
+/// Runs `f` on the CPU storage of `t` (any dtype) and its layout.
+pub(crate) fn with_storage<R>(
+    t: &Tensor,
+    f: impl FnOnce(&candle_core::CpuStorage, &Layout) -> Result<R>,
+) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(cpu) => f(cpu, layout),
+        _ => bail!("fast ops run on the CPU only"),
+    }
+}
+
 /// A contiguous rank-1 view of a per-channel parameter.
 pub(crate) fn vec_slice<T: Elem>(s: &[T], l: &Layout) -> Result<Vec<T>> {
     match l.contiguous_offsets() {
