@@ -1,7 +1,7 @@
 //! BatchNorm followed by ReLU, fused, forward and backward, on N×C×H×W.
 
-use super::simd::{channel_lane_sum, wide_fn, LANES};
-use super::{blocked, image_blocks, par_chunks, par_map, vec_slice, with_slice, zero, Elem};
+use super::simd::{channel_lane_sum, masked_channel_sums, wide_fn};
+use super::{blocked, image_blocks, par_chunk_groups, par_map, vec_slice, with_slice, zero, Elem};
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, Var};
 use candle_nn::BatchNorm;
 
@@ -26,37 +26,8 @@ wide_fn! {
     }
 }
 
-/// `(Σ g, Σ g·(x − mean))` over one plane, `g` taken where the pre-activation `x·a + b` is ≥ 0
-/// (candle's ReLU passes the gradient at 0), in f64 over `LANES` accumulators.
-#[inline(always)]
-fn masked_grad_sums<T: Elem>(xp: &[T], gp: &[T], a: T, b: T, mean: f64) -> (f64, f64) {
-    if let Some(sums) = super::simd::masked_grad_sums_f32(xp, gp, a, b, mean) {
-        return sums;
-    }
-    let z = zero::<T>();
-    let (mut sg, mut sgx) = ([0f64; LANES], [0f64; LANES]);
-    let mut xs = xp.chunks_exact(LANES);
-    let mut gs = gp.chunks_exact(LANES);
-    for (xc, gc) in (&mut xs).zip(&mut gs) {
-        for l in 0..LANES {
-            let (v, g) = (xc[l], gc[l]);
-            let g = if v * a + b >= z { g.to_f64() } else { 0.0 };
-            sg[l] += g;
-            sgx[l] += g * (v.to_f64() - mean);
-        }
-    }
-    let (mut tg, mut tgx) = (sg.iter().sum::<f64>(), sgx.iter().sum::<f64>());
-    for (&v, &g) in xs.remainder().iter().zip(gs.remainder()) {
-        if v * a + b >= z {
-            tg += g.to_f64();
-            tgx += g.to_f64() * (v.to_f64() - mean);
-        }
-    }
-    (tg, tgx)
-}
-
 wide_fn! {
-    /// [`masked_grad_sums`] of channel `ch` summed over the images, in image order.
+    /// BatchNorm's backward sums of channel `ch` ([`masked_channel_sums`]).
     #[allow(clippy::too_many_arguments)]
     fn channel_grad_sums<T: Elem>(
         xs: &[T],
@@ -69,47 +40,67 @@ wide_fn! {
         ab: (T, T),
         mean: f64,
     ) -> (f64, f64) {
-        let (mut sg, mut sgx) = (0f64, 0f64);
-        for i in 0..n {
-            let xp = &xs[xb.0 + i * xb.1 + ch * hw..][..hw];
-            let gp = &gs[gb.0 + i * gb.1 + ch * hw..][..hw];
-            let (g, gx) = masked_grad_sums(xp, gp, ab.0, ab.1, mean);
-            sg += g;
-            sgx += gx;
-        }
-        (sg, sgx)
+        masked_channel_sums(xs, xb, gs, gb, n, (ch, hw), ab, mean)
     }
 }
 
-wide_fn! {
-    /// `y = max(0, x·a + b)` over one plane.
-    fn relu_affine_plane<T: Elem>(yp: &mut [T], xp: &[T], a: T, b: T) -> () {
-        let z = zero::<T>();
-        for (o, &v) in yp.iter_mut().zip(xp) {
-            let t = v * a + b;
-            *o = if t > z { t } else { z };
-        }
-    }
+/// Entries of the planes one parallel task of the element-wise passes takes at least: small
+/// planes (Inception-C's 1×1 maps at the CIFAR-10 scale) would otherwise cost a task and a call
+/// each.
+const GROUP: usize = 4096;
+
+/// Plane `p` (image `p / c`, channel `p % c`) of `x`, whose image `i` starts at `xb.0 + i·xb.1`.
+#[inline(always)]
+fn plane<T>(x: &[T], xb: (usize, usize), c: usize, hw: usize, p: usize) -> &[T] {
+    &x[xb.0 + (p / c) * xb.1 + (p % c) * hw..][..hw]
 }
 
 wide_fn! {
-    /// The input gradient over one plane in training, `g·sc + x·k_x + k_0` where the
-    /// pre-activation `x·a + b` is ≥ 0 (else `x·k_x + k_0`).
-    fn train_grad_plane<T: Elem>(dp: &mut [T], xp: &[T], gp: &[T], ab: (T, T), k: (T, T, T)) -> () {
-        let (z, (a, b), (sc, k_x, k_0)) = (zero::<T>(), ab, k);
-        for ((d, &v), &gv) in dp.iter_mut().zip(xp).zip(gp) {
-            let gv = if v * a + b >= z { gv } else { z };
-            *d = gv * sc + v * k_x + k_0;
+    /// `y = max(0, x·a + b)` over the planes `p0..` that `ys` holds, `(a, b)` of each channel.
+    fn relu_affine_planes<T: Elem>(ys: &mut [T], x: &[T], xb: (usize, usize), shape: (usize, usize), p0: usize, ab: &[(T, T)]) -> () {
+        let (z, (c, hw)) = (zero::<T>(), shape);
+        for (k, yp) in ys.chunks_exact_mut(hw).enumerate() {
+            let p = p0 + k;
+            let (a, b) = ab[p % c];
+            for (o, &v) in yp.iter_mut().zip(plane(x, xb, c, hw, p)) {
+                let t = v * a + b;
+                *o = if t > z { t } else { z };
+            }
         }
     }
 }
 
+/// Per channel, what the input gradient of one plane needs: the pre-activation's `(a, b)`, and
+/// `dx = g·sc + x·k_x + k_0` where `x·a + b` is ≥ 0, else `x·k_x + k_0` (`k_x = k_0 = 0` in
+/// evaluation).
+#[derive(Clone, Copy)]
+struct GradCoef<T> {
+    a: T,
+    b: T,
+    sc: T,
+    k_x: T,
+    k_0: T,
+}
+
 wide_fn! {
-    /// The input gradient over one plane in evaluation: `g·sc` where `x·a + b` is ≥ 0.
-    fn eval_grad_plane<T: Elem>(dp: &mut [T], xp: &[T], gp: &[T], ab: (T, T), sc: T) -> () {
-        let (z, (a, b)) = (zero::<T>(), ab);
-        for ((d, &v), &gv) in dp.iter_mut().zip(xp).zip(gp) {
-            *d = if v * a + b >= z { gv * sc } else { z };
+    /// The input gradient over the planes `p0..` that `ds` holds.
+    #[allow(clippy::too_many_arguments)]
+    fn grad_planes<T: Elem>(ds: &mut [T], x: &[T], xb: (usize, usize), g: &[T], gb: (usize, usize), shape: (usize, usize), p0: usize, coef: &[GradCoef<T>], train: bool) -> () {
+        let (z, (c, hw)) = (zero::<T>(), shape);
+        for (k, dp) in ds.chunks_exact_mut(hw).enumerate() {
+            let p = p0 + k;
+            let k = coef[p % c];
+            let (xp, gp) = (plane(x, xb, c, hw, p), plane(g, gb, c, hw, p));
+            if train {
+                for ((d, &v), &gv) in dp.iter_mut().zip(xp).zip(gp) {
+                    let gv = if v * k.a + k.b >= z { gv } else { z };
+                    *d = gv * k.sc + v * k.k_x + k.k_0;
+                }
+            } else {
+                for ((d, &v), &gv) in dp.iter_mut().zip(xp).zip(gp) {
+                    *d = if v * k.a + k.b >= z { gv * k.sc } else { z };
+                }
+            }
         }
     }
 }
@@ -153,11 +144,8 @@ impl BnReluOp {
             .map(|(a, b)| (T::from_f64(a), T::from_f64(b)))
             .collect();
         let mut y = super::uninit::<T>(n * c * hw);
-        par_chunks(&mut y, hw, |p, yp| {
-            let (i, ch) = (p / c, p % c);
-            let (a, b) = ab[ch];
-            let xp = &x[xb.0 + i * xb.1 + ch * hw..][..hw];
-            relu_affine_plane(yp, xp, a, b);
+        par_chunk_groups(&mut y, hw, GROUP, |p0, ys| {
+            relu_affine_planes(ys, x, xb, (c, hw), p0, &ab)
         });
         Ok((T::to_cpu_storage_owned(y), Shape::from((n, c, h, w))))
     }
@@ -191,24 +179,32 @@ impl BnReluOp {
                         channel_grad_sums(xs, xb, gs, gb, n, ch, hw, ab_t[ch], self.mean[ch]);
                     (sg, sgx * self.invstd[ch])
                 });
+                let coef: Vec<GradCoef<T>> = (0..c)
+                    .map(|ch| {
+                        let scale = gamma_v[ch] * self.invstd[ch];
+                        let (a, b) = ab_t[ch];
+                        let (k_x, k_0) = if self.train {
+                            // dx = γ·σ⁻¹·(g − Σg/M − x̂·Σg·x̂/M), with x̂ = (x − μ)·σ⁻¹
+                            let (sg, sgx) = sums[ch];
+                            (
+                                -scale * self.invstd[ch] * sgx / m,
+                                -scale * sg / m + scale * self.invstd[ch] * sgx / m * self.mean[ch],
+                            )
+                        } else {
+                            (0.0, 0.0)
+                        };
+                        GradCoef {
+                            a,
+                            b,
+                            sc: T::from_f64(scale),
+                            k_x: T::from_f64(k_x),
+                            k_0: T::from_f64(k_0),
+                        }
+                    })
+                    .collect();
                 let mut dx = super::uninit::<T>(n * c * hw);
-                par_chunks(&mut dx, hw, |p, dp| {
-                    let (i, ch) = (p / c, p % c);
-                    let xp = &xs[xb.0 + i * xb.1 + ch * hw..][..hw];
-                    let gp = &gs[gb.0 + i * gb.1 + ch * hw..][..hw];
-                    let scale = gamma_v[ch] * self.invstd[ch];
-                    let sc = T::from_f64(scale);
-                    if self.train {
-                        // dx = γ·σ⁻¹·(g − Σg/M − x̂·Σg·x̂/M), with x̂ = (x − μ)·σ⁻¹
-                        let (sg, sgx) = sums[ch];
-                        let k_x = T::from_f64(-scale * self.invstd[ch] * sgx / m);
-                        let k_0 = T::from_f64(
-                            -scale * sg / m + scale * self.invstd[ch] * sgx / m * self.mean[ch],
-                        );
-                        train_grad_plane(dp, xp, gp, ab_t[ch], (sc, k_x, k_0));
-                    } else {
-                        eval_grad_plane(dp, xp, gp, ab_t[ch], sc);
-                    }
+                par_chunk_groups(&mut dx, hw, GROUP, |p0, ds| {
+                    grad_planes(ds, xs, xb, gs, gb, (c, hw), p0, &coef, self.train)
                 });
                 Ok((dx, sums))
             })
@@ -306,18 +302,24 @@ pub fn bn_relu(x: &Tensor, bn: &BatchNorm, train: bool) -> Result<Tensor> {
         // The running update, written as candle's BatchNorm::forward_train writes it.
         let momentum = bn.momentum();
         let batch = (n * h * w) as f64;
-        let dev = x.device();
-        let mean = Tensor::from_vec(stats.iter().map(|s| s.0).collect::<Vec<_>>(), c, dev)?
-            .to_dtype(x.dtype())?;
-        let var = Tensor::from_vec(stats.iter().map(|s| s.1).collect::<Vec<_>>(), c, dev)?
-            .to_dtype(x.dtype())?;
-        let rm = bn.running_mean();
-        let rv = bn.running_var();
-        let new_mean = ((rm.detach() * (1.0 - momentum))? + (mean * momentum)?)?;
-        let new_var =
-            ((rv.detach() * (1.0 - momentum))? + (var * (momentum * batch / (batch - 1.0)))?)?;
-        Var::from_tensor(rm)?.set(&new_mean)?;
-        Var::from_tensor(rv)?.set(&new_var)?;
+        let (rm, rv) = (bn.running_mean(), bn.running_var());
+        if [rm, rv]
+            .iter()
+            .all(|r| super::usable(r) && r.is_contiguous())
+        {
+            rm.inplace_op1(&RunningUpdate {
+                values: stats.iter().map(|s| s.0).collect(),
+                keep: 1.0 - momentum,
+                take: momentum,
+            })?;
+            rv.inplace_op1(&RunningUpdate {
+                values: stats.iter().map(|s| s.1).collect(),
+                keep: 1.0 - momentum,
+                take: momentum * batch / (batch - 1.0),
+            })?;
+        } else {
+            running_update(bn, &stats, x.dtype(), momentum * batch / (batch - 1.0))?;
+        }
         BnReluOp {
             mean: stats.iter().map(|s| s.0).collect(),
             invstd: stats.iter().map(|s| 1.0 / (s.1 + eps).sqrt()).collect(),
@@ -333,6 +335,67 @@ pub fn bn_relu(x: &Tensor, bn: &BatchNorm, train: bool) -> Result<Tensor> {
         }
     };
     x.apply_op3(gamma, beta, op)
+}
+
+/// The running statistics' update in candle's element-wise ops (running statistics that are
+/// not contiguous CPU tensors).
+fn running_update(bn: &BatchNorm, stats: &[(f64, f64)], dtype: DType, var_take: f64) -> Result<()> {
+    let momentum = bn.momentum();
+    let c = stats.len();
+    let (rm, rv) = (bn.running_mean(), bn.running_var());
+    let dev = rm.device();
+    let mean =
+        Tensor::from_vec(stats.iter().map(|s| s.0).collect::<Vec<_>>(), c, dev)?.to_dtype(dtype)?;
+    let var =
+        Tensor::from_vec(stats.iter().map(|s| s.1).collect::<Vec<_>>(), c, dev)?.to_dtype(dtype)?;
+    let new_mean = ((rm.detach() * (1.0 - momentum))? + (mean * momentum)?)?;
+    let new_var = ((rv.detach() * (1.0 - momentum))? + (var * var_take)?)?;
+    Var::from_tensor(rm)?.set(&new_mean)?;
+    Var::from_tensor(rv)?.set(&new_var)
+}
+
+/// A running statistic's update in place: `r ← r·keep + v·take`, each product written as
+/// candle's `tensor * scalar` computes it (`x·k + 0` in the tensor's type) and the value `v`
+/// rounded to that type first, so the result is the element-wise ops' bit for bit, without
+/// their half-dozen tensors per BatchNorm and step.
+struct RunningUpdate {
+    values: Vec<f64>,
+    keep: f64,
+    take: f64,
+}
+
+impl RunningUpdate {
+    fn apply<T: Elem>(&self, r: &mut [T]) {
+        let (keep, take, z) = (T::from_f64(self.keep), T::from_f64(self.take), zero::<T>());
+        for (r, &v) in r.iter_mut().zip(&self.values) {
+            *r = (*r * keep + z) + (T::from_f64(v) * take + z);
+        }
+    }
+}
+
+impl candle_core::InplaceOp1 for RunningUpdate {
+    fn name(&self) -> &'static str {
+        "fast-bn-running-update"
+    }
+
+    fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout) -> Result<()> {
+        let Some((a, b)) = l.contiguous_offsets() else {
+            bail!("BatchNorm running statistic is not contiguous")
+        };
+        if b - a != self.values.len() {
+            bail!(
+                "BatchNorm running statistic has {} entries, the batch {} channels",
+                b - a,
+                self.values.len()
+            )
+        }
+        match s {
+            CpuStorage::F32(d) => self.apply(&mut d[a..b]),
+            CpuStorage::F64(d) => self.apply(&mut d[a..b]),
+            _ => bail!("BatchNorm running statistics: f32 or f64 only"),
+        }
+        Ok(())
+    }
 }
 
 /// Stock candle: `BatchNorm::forward_t` then ReLU.

@@ -88,6 +88,30 @@ pub(crate) fn par_chunks<T: Send>(
     });
 }
 
+/// [`par_chunks`] with the chunks taken in groups of at least `min_entries` entries (whole
+/// chunks): `f(first, group)`, `group` holding chunks `first, first + 1, ...`. For passes over
+/// many small chunks, where a task per chunk would cost more than the chunk's work.
+pub(crate) fn par_chunk_groups<T: Send>(
+    out: &mut [T],
+    len: usize,
+    min_entries: usize,
+    f: impl Fn(usize, &mut [T]) + Sync + Send,
+) {
+    if len == 0 {
+        return;
+    }
+    let per = min_entries.div_ceil(len).max(1);
+    let n = out.len() / len;
+    let base = SyncPtr(out.as_mut_ptr());
+    par_items(n.div_ceil(per), |gi| {
+        let b = &base;
+        let (first, count) = (gi * per, per.min(n - gi * per));
+        // Groups are disjoint and each is visited once.
+        let group = unsafe { std::slice::from_raw_parts_mut(b.0.add(first * len), count * len) };
+        f(first, group)
+    });
+}
+
 /// `f(i)` for every `i < n` in parallel, collected in index order.
 pub(crate) fn par_map<R: Send>(n: usize, f: impl Fn(usize) -> R + Sync + Send) -> Vec<R> {
     let mut out: Vec<Option<R>> = (0..n).map(|_| None).collect();
