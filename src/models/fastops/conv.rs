@@ -2,6 +2,7 @@
 //! its own backward pass.
 
 mod crop;
+mod gather;
 mod geom;
 mod matmul;
 mod points;
@@ -10,179 +11,112 @@ mod shift;
 use super::{blocked, image_blocks, par_chunks, par_map, threads, with_slice, zero, Elem};
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use crop::Crop;
+use gather::Gathered;
 pub(crate) use geom::Arith;
-use geom::{valid_range, Geom};
+use geom::Geom;
 use matmul::{inner_par, mm, mm_split};
 use shift::Shifted;
 
-/// im2col of output rows `oh0..oh0+rows` of one input channel plane `xc`: the `KH·KW` rows of
-/// that channel, row `i·KW+j` at `dst[(i·KW+j)·ld + off..][..rows·OW]`, zeros where the tap
-/// falls in the padding (no padded copy of the input).
-fn im2col_channel<T: Elem>(
-    xc: &[T],
-    g: &Geom,
-    oh0: usize,
-    rows: usize,
-    dst: &mut [T],
-    ld: usize,
-    off: usize,
-) {
-    let cols = rows * g.ow;
-    for ki in 0..g.kh {
-        for kj in 0..g.kw {
-            let r = ki * g.kw + kj;
-            let dst = &mut dst[r * ld + off..r * ld + off + cols];
-            let (lo, hi) = valid_range(g.ow, g.s, kj, g.pw, g.w);
-            for t in 0..rows {
-                let d = &mut dst[t * g.ow..(t + 1) * g.ow];
-                let ih = ((oh0 + t) * g.s + ki) as isize - g.ph as isize;
-                if ih < 0 || ih >= g.h as isize || lo == hi {
-                    d.fill(zero());
-                    continue;
-                }
-                let xrow = &xc[ih as usize * g.w..(ih as usize + 1) * g.w];
-                d[..lo].fill(zero());
-                d[hi..].fill(zero());
-                let start = lo * g.s + kj - g.pw;
-                if g.s == 1 {
-                    d[lo..hi].copy_from_slice(&xrow[start..start + hi - lo]);
-                } else {
-                    for (v, x) in d[lo..hi].iter_mut().zip(xrow[start..].iter().step_by(g.s)) {
-                        *v = *x;
-                    }
-                }
-            }
-        }
-    }
+/// How im2col and col2im find each tap's input entries: by a constant shift where the
+/// convolution allows ([`Shifted`]), else through a gather table ([`Gathered`]). Made once per
+/// convolution and pass.
+enum Taps {
+    Shifted(Shifted),
+    Gathered(Gathered),
 }
 
-/// im2col of output rows `oh0..oh0+rows` of one channel plane, by the shift table `sh` where
-/// the convolution has one ([`Shifted::of`]), else row by row.
-#[allow(clippy::too_many_arguments)]
-fn plane_im2col<T: Elem>(
-    sh: Option<&Shifted>,
-    xc: &[T],
-    g: &Geom,
-    oh0: usize,
-    rows: usize,
-    dst: &mut [T],
-    ld: usize,
-    off: usize,
-) {
-    match sh {
-        Some(sh) => sh.im2col(xc, (oh0 * g.ow, (oh0 + rows) * g.ow), dst, ld, off),
-        None => im2col_channel(xc, g, oh0, rows, dst, ld, off),
+impl Taps {
+    fn of(g: &Geom) -> Self {
+        match Shifted::of(g) {
+            Some(s) => Taps::Shifted(s),
+            None => Taps::Gathered(Gathered::of(g)),
+        }
+    }
+
+    /// im2col of output positions `f.0..f.1` of one input plane `xc`: tap `r`'s entries at
+    /// `dst[r·ld + off..]`.
+    fn im2col<T: Elem>(&self, xc: &[T], f: (usize, usize), dst: &mut [T], ld: usize, off: usize) {
+        match self {
+            Taps::Shifted(t) => t.im2col(xc, f, dst, ld, off),
+            Taps::Gathered(t) => t.im2col(xc, f, dst, ld, off),
+        }
+    }
+
+    /// im2col of one channel of `n` images (image `i`'s plane at `x[xb.0 + i·xb.1..]`, its `p`
+    /// positions at `i·p` in each tap's row `dst[r·ld..]`).
+    #[allow(clippy::too_many_arguments)]
+    fn im2col_images<T: Elem>(
+        &self,
+        x: &[T],
+        xb: (usize, usize),
+        n: usize,
+        p: usize,
+        dst: &mut [T],
+        ld: usize,
+    ) {
+        match self {
+            Taps::Shifted(t) => t.im2col_images(x, xb.0, xb.1, n, p, dst, ld),
+            Taps::Gathered(t) => t.im2col_images(x, xb, n, p, dst, ld),
+        }
+    }
+
+    /// Adds the column gradients of output positions `f.0..f.1` (tap `r`'s at
+    /// `src[r·ld + off..]`) onto one input-gradient plane (col2im).
+    fn col2im_add<T: Elem>(
+        &self,
+        src: &[T],
+        f: (usize, usize),
+        ld: usize,
+        off: usize,
+        dxc: &mut [T],
+    ) {
+        match self {
+            Taps::Shifted(t) => t.col2im_add(src, f, ld, off, dxc),
+            Taps::Gathered(t) => t.col2im_add(src, f, ld, off, dxc),
+        }
+    }
+
+    /// col2im of one image of the batch: its `channels` input-gradient planes of `plane`
+    /// entries in `dx`, the column gradients of channel `c`, tap `r` at
+    /// `src[(c·taps + r)·ld + off..][..p]`.
+    #[allow(clippy::too_many_arguments)]
+    fn col2im_channels<T: Elem>(
+        &self,
+        src: &[T],
+        ld: usize,
+        off: usize,
+        p: usize,
+        (channels, plane): (usize, usize),
+        dx: &mut [T],
+    ) {
+        match self {
+            Taps::Shifted(t) => t.col2im_channels(src, ld, off, p, channels, plane, dx),
+            Taps::Gathered(t) => t.col2im_channels(src, ld, off, p, channels, dx),
+        }
     }
 }
 
 /// im2col of output rows `oh0..oh0+rows` of one image: `col[(c·KH+i)·KW+j][t]`.
-fn im2col<T: Elem>(
-    x: &[T],
-    g: &Geom,
-    sh: Option<&Shifted>,
-    oh0: usize,
-    rows: usize,
-    col: &mut [T],
-) {
+fn im2col<T: Elem>(x: &[T], g: &Geom, taps: &Taps, oh0: usize, rows: usize, col: &mut [T]) {
     let cols = rows * g.ow;
     let plane = g.h * g.w;
-    let taps = g.kh * g.kw;
+    let k = g.kh * g.kw;
+    let f = (oh0 * g.ow, (oh0 + rows) * g.ow);
     for c in 0..g.c {
-        plane_im2col(
-            sh,
-            &x[c * plane..(c + 1) * plane],
-            g,
-            oh0,
-            rows,
-            &mut col[c * taps * cols..(c + 1) * taps * cols],
-            cols,
-            0,
-        );
-    }
-}
-
-/// Adds the column gradients of one channel (its `KH·KW` rows, laid out as in
-/// [`im2col_channel`]) back onto that channel's input-gradient plane (col2im).
-fn col2im_channel<T: Elem>(
-    src: &[T],
-    g: &Geom,
-    oh0: usize,
-    rows: usize,
-    ld: usize,
-    off: usize,
-    dxc: &mut [T],
-) {
-    for ki in 0..g.kh {
-        for kj in 0..g.kw {
-            let r = ki * g.kw + kj;
-            let src = &src[r * ld + off..];
-            let (lo, hi) = valid_range(g.ow, g.s, kj, g.pw, g.w);
-            if lo == hi {
-                continue;
-            }
-            let start = lo * g.s + kj - g.pw;
-            for t in 0..rows {
-                let ih = ((oh0 + t) * g.s + ki) as isize - g.ph as isize;
-                if ih < 0 || ih >= g.h as isize {
-                    continue;
-                }
-                let row = &mut dxc[ih as usize * g.w..(ih as usize + 1) * g.w];
-                let s = &src[t * g.ow + lo..t * g.ow + hi];
-                if g.s == 1 {
-                    for (d, &v) in row[start..start + hi - lo].iter_mut().zip(s) {
-                        *d += v;
-                    }
-                } else {
-                    for (o, &v) in s.iter().enumerate() {
-                        row[start + o * g.s] += v;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// [`col2im_channel`] by the shift table `sh` where the convolution has one.
-#[allow(clippy::too_many_arguments)]
-fn plane_col2im<T: Elem>(
-    sh: Option<&Shifted>,
-    src: &[T],
-    g: &Geom,
-    oh0: usize,
-    rows: usize,
-    ld: usize,
-    off: usize,
-    dxc: &mut [T],
-) {
-    match sh {
-        Some(sh) => sh.col2im_add(src, (oh0 * g.ow, (oh0 + rows) * g.ow), ld, off, dxc),
-        None => col2im_channel(src, g, oh0, rows, ld, off, dxc),
+        let dst = &mut col[c * k * cols..(c + 1) * k * cols];
+        taps.im2col(&x[c * plane..(c + 1) * plane], f, dst, cols, 0);
     }
 }
 
 /// Adds a band's column gradients back onto the input gradient of one image (col2im).
-fn col2im_add<T: Elem>(
-    col: &[T],
-    g: &Geom,
-    sh: Option<&Shifted>,
-    oh0: usize,
-    rows: usize,
-    dx: &mut [T],
-) {
+fn col2im_add<T: Elem>(col: &[T], g: &Geom, taps: &Taps, oh0: usize, rows: usize, dx: &mut [T]) {
     let cols = rows * g.ow;
     let plane = g.h * g.w;
-    let taps = g.kh * g.kw;
+    let k = g.kh * g.kw;
+    let f = (oh0 * g.ow, (oh0 + rows) * g.ow);
     for c in 0..g.c {
-        plane_col2im(
-            sh,
-            &col[c * taps * cols..],
-            g,
-            oh0,
-            rows,
-            cols,
-            0,
-            &mut dx[c * plane..(c + 1) * plane],
-        );
+        let dxc = &mut dx[c * plane..(c + 1) * plane];
+        taps.col2im_add(&col[c * k * cols..], f, cols, 0, dxc);
     }
 }
 
@@ -198,16 +132,10 @@ fn batched(g: &Geom) -> bool {
 /// im2col of the whole batch: `K × (N·P)`, column `n·P + t`; channel-parallel.
 fn im2col_batch<T: Elem>(x: &[T], xb: (usize, usize), g: &Geom) -> Vec<T> {
     let (np, taps, plane) = (g.n * g.p(), g.kh * g.kw, g.h * g.w);
-    let sh = Shifted::of(g);
+    let t = Taps::of(g);
     let mut col = super::uninit::<T>(g.k() * np);
-    par_chunks(&mut col, taps * np, |c, block| match &sh {
-        Some(sh) => sh.im2col_images(x, xb.0 + c * plane, xb.1, g.n, g.p(), block, np),
-        None => {
-            for i in 0..g.n {
-                let xc = &x[xb.0 + i * xb.1 + c * plane..][..plane];
-                im2col_channel(xc, g, 0, g.oh, block, np, i * g.p());
-            }
-        }
+    par_chunks(&mut col, taps * np, |c, block| {
+        t.im2col_images(x, (xb.0 + c * plane, xb.1), g.n, g.p(), block, np)
     });
     col
 }
@@ -279,23 +207,11 @@ fn grad_input_batched<T: Elem>(dyt: &[T], wt: &[T], g: &Geom) -> Vec<T> {
         // Each input entry has one column entry: a scatter, no col2im sum.
         return scatter_batch(&dcol, g.c, g);
     }
-    let (plane, taps, chw) = (g.h * g.w, g.kh * g.kw, g.image_in());
+    let (plane, chw) = (g.h * g.w, g.image_in());
+    let t = Taps::of(g);
     let mut dx = vec![zero::<T>(); g.n * chw];
-    if let Some(sh) = Shifted::of(g) {
-        par_chunks(&mut dx, chw, |i, dxi| {
-            sh.col2im_channels(&dcol, np, i * p, p, g.c, plane, dxi)
-        });
-        return dx;
-    }
-    let base = super::SyncPtr(dx.as_mut_ptr());
-    super::par_items(g.c, |c| {
-        let b = &base;
-        for i in 0..g.n {
-            // Channel c of image i: planes of different (c, i) never overlap.
-            let dxc =
-                unsafe { std::slice::from_raw_parts_mut(b.0.add(i * chw + c * plane), plane) };
-            col2im_channel(&dcol[c * taps * np..], g, 0, g.oh, np, i * p, dxc);
-        }
+    par_chunks(&mut dx, chw, |i, dxi| {
+        t.col2im_channels(&dcol, np, i * p, p, (g.c, plane), dxi)
     });
     dx
 }
@@ -335,7 +251,7 @@ fn forward<T: Elem>(x: &[T], xb: (usize, usize), wt: &[T], g: &Geom) -> Vec<T> {
     let (k, p, o) = (g.k(), g.p(), g.o);
     let mut y = super::uninit::<T>(g.n * o * p);
     let par = inner_par(g.n);
-    let sh = Shifted::of(g);
+    let taps = Taps::of(g);
     par_chunks(&mut y, o * p, |i, yn| {
         let xn = &x[xb.0 + i * xb.1..][..g.image_in()];
         unsafe {
@@ -363,7 +279,7 @@ fn forward<T: Elem>(x: &[T], xb: (usize, usize), wt: &[T], g: &Geom) -> Vec<T> {
             for oh0 in (0..g.oh).step_by(band) {
                 let rows = band.min(g.oh - oh0);
                 let cols = rows * g.ow;
-                im2col(xn, g, sh.as_ref(), oh0, rows, &mut col[..k * cols]);
+                im2col(xn, g, &taps, oh0, rows, &mut col[..k * cols]);
                 mm(
                     o,
                     cols,
@@ -398,7 +314,7 @@ fn grad_input<T: Elem>(dy: &[T], db: (usize, usize), wt: &[T], g: &Geom) -> Vec<
     let (k, p, o) = (g.k(), g.p(), g.o);
     let mut dx = vec![zero::<T>(); g.n * g.image_in()];
     let par = inner_par(g.n);
-    let sh = Shifted::of(g);
+    let taps = Taps::of(g);
     par_chunks(&mut dx, g.image_in(), |i, dxn| {
         let dyn_ = &dy[db.0 + i * db.1..][..o * p];
         unsafe {
@@ -443,7 +359,7 @@ fn grad_input<T: Elem>(dy: &[T], db: (usize, usize), wt: &[T], g: &Geom) -> Vec<
                     par,
                     g.arith,
                 );
-                col2im_add(&col[..k * cols], g, sh.as_ref(), oh0, rows, dxn);
+                col2im_add(&col[..k * cols], g, &taps, oh0, rows, dxn);
             }
         }
     });
@@ -501,7 +417,7 @@ fn grad_weight<T: Elem>(
     // the result depends on the thread count only.
     let groups = threads().min(g.n).max(1);
     let par = inner_par(groups);
-    let sh = Shifted::of(g);
+    let taps = Taps::of(g);
     let partials: Vec<Vec<T>> = par_map(groups, |gi| {
         let mut acc = vec![zero::<T>(); o * k];
         let mut first = true;
@@ -537,7 +453,7 @@ fn grad_weight<T: Elem>(
                     for oh0 in (0..g.oh).step_by(band) {
                         let rows = band.min(g.oh - oh0);
                         let cols = rows * g.ow;
-                        im2col(xn, g, sh.as_ref(), oh0, rows, &mut col[..k * cols]);
+                        im2col(xn, g, &taps, oh0, rows, &mut col[..k * cols]);
                         mm(
                             o,
                             k,
@@ -766,11 +682,13 @@ pub fn stock_conv2d(
 
 #[cfg(test)]
 mod unit {
+    use super::geom::valid_range;
     use super::*;
 
-    /// Both im2col paths (row by row, and by the shift table) against the definition, on bands
-    /// of rows placed at an offset inside a wider matrix; and both col2im paths as its exact
-    /// transpose: `⟨im2col(x), c⟩ = ⟨x, col2im(c)⟩` for every basis vector `x` of the plane.
+    /// Both tables (shifts where they apply, the gather table everywhere), in f64 and f32 (whose
+    /// gathers run on AVX2 where the CPU has it), against the definition of im2col, on bands of
+    /// rows placed at an offset inside a wider matrix; and col2im as its exact transpose:
+    /// `⟨im2col(x), c⟩ = ⟨x, col2im(c)⟩` for every basis vector `x` of the plane.
     #[test]
     fn im2col_matches_its_definition_and_col2im_its_transpose() {
         let mut seed = 11u64;
@@ -788,34 +706,39 @@ mod unit {
             } else {
                 (next(4), next(4))
             };
-            let (h, w) = (1 + next(9), 1 + next(9));
+            let (h, w) = (1 + next(9), 1 + next(19));
             let Ok(g) = Geom::new(&[1, 1, h, w], &[1, 1, kh, kw], (ph, pw), s) else {
                 continue;
             };
-            let x: Vec<f64> = (0..h * w).map(|i| i as f64 + 1.0).collect();
             let oh0 = next(g.oh);
             let rows = 1 + next(g.oh - oh0);
             let (cols, off) = (rows * g.ow, next(3));
             let ld = cols + off + next(3);
-            let sh = Shifted::of(&g);
-            assert_eq!(sh.is_some(), s == 1 && g.ow == w, "{g:?}");
-            for table in [sh.as_ref(), None] {
-                check_band(&g, table, &x, (oh0, rows), (ld, off));
+            let shifted = Shifted::of(&g);
+            assert_eq!(shifted.is_some(), s == 1 && g.ow == w, "{g:?}");
+            let mut tables = vec![("gather", Taps::Gathered(Gathered::of(&g)))];
+            if let Some(t) = shifted {
+                tables.push(("shift", Taps::Shifted(t)));
+            }
+            for (name, taps) in &tables {
+                check_band::<f64>(&g, (name, taps), (oh0, rows), (ld, off));
+                check_band::<f32>(&g, (name, taps), (oh0, rows), (ld, off));
             }
         }
     }
 
-    fn check_band(
+    fn check_band<T: Elem>(
         g: &Geom,
-        sh: Option<&Shifted>,
-        x: &[f64],
+        (name, taps): (&str, &Taps),
         (oh0, rows): (usize, usize),
         (ld, off): (usize, usize),
     ) {
         let (h, w, kh, kw, s, ph, pw) = (g.h, g.w, g.kh, g.kw, g.s, g.ph, g.pw);
+        let f = (oh0 * g.ow, (oh0 + rows) * g.ow);
+        let x: Vec<T> = (0..h * w).map(|i| T::from_f64(i as f64 + 1.0)).collect();
         {
-            let mut got = vec![f64::NAN; kh * kw * ld];
-            plane_im2col(sh, x, g, oh0, rows, &mut got, ld, off);
+            let mut got = vec![T::from_f64(f64::NAN); kh * kw * ld];
+            taps.im2col(&x, f, &mut got, ld, off);
             for i in 0..kh {
                 for j in 0..kw {
                     for t in 0..rows {
@@ -825,38 +748,39 @@ mod unit {
                             let inside =
                                 (0..h as isize).contains(&ih) && (0..w as isize).contains(&iw);
                             let want = if inside {
-                                x[ih as usize * w + iw as usize]
+                                (ih as usize * w + iw as usize) as f64 + 1.0
                             } else {
                                 0.0
                             };
                             let at = (i * kw + j) * ld + off + t * g.ow + u;
                             assert_eq!(
-                                got[at],
+                                got[at].to_f64(),
                                 want,
-                                "{g:?} table {} oh0 {oh0} rows {rows} tap ({i},{j}) at ({t},{u})",
-                                sh.is_some()
+                                "{g:?} {name} oh0 {oh0} rows {rows} tap ({i},{j}) at ({t},{u})"
                             );
                         }
                     }
                 }
             }
         }
-        // col2im: the column entries are distinct integers, so every sum is exact.
-        let c: Vec<f64> = (0..kh * kw * ld).map(|v| (v % 97) as f64 - 40.0).collect();
-        let mut back = vec![0.0; h * w];
-        plane_col2im(sh, &c, g, oh0, rows, ld, off, &mut back);
-        for (e, &got) in back.iter().enumerate() {
-            let mut basis = vec![0.0; h * w];
-            basis[e] = 1.0;
-            let mut col = vec![0.0; kh * kw * ld];
-            plane_im2col(sh, &basis, g, oh0, rows, &mut col, ld, off);
+        // col2im: the column entries are small integers, so every sum is exact.
+        let c: Vec<T> = (0..kh * kw * ld)
+            .map(|v| T::from_f64((v % 97) as f64 - 40.0))
+            .collect();
+        let mut back = vec![T::from_f64(0.0); h * w];
+        taps.col2im_add(&c, f, ld, off, &mut back);
+        for (e, got) in back.iter().enumerate() {
+            let mut basis = vec![T::from_f64(0.0); h * w];
+            basis[e] = T::from_f64(1.0);
+            let mut col = vec![T::from_f64(0.0); kh * kw * ld];
+            taps.im2col(&basis, f, &mut col, ld, off);
             let mut want = 0.0;
             for r in 0..kh * kw {
                 for q in 0..rows * g.ow {
-                    want += col[r * ld + off + q] * c[r * ld + off + q];
+                    want += col[r * ld + off + q].to_f64() * c[r * ld + off + q].to_f64();
                 }
             }
-            assert_eq!(got, want, "{g:?} table {} col2im at {e}", sh.is_some());
+            assert_eq!(got.to_f64(), want, "{g:?} {name} col2im at {e}");
         }
     }
 
