@@ -1,7 +1,10 @@
 //! BatchNorm followed by ReLU, fused, forward and backward, on N×C×H×W.
 
 use super::simd::{channel_lane_sum, masked_channel_sums, wide_fn};
-use super::{blocked, image_blocks, par_chunk_groups, par_map, vec_slice, with_slice, zero, Elem};
+use super::{
+    blocked, image_blocks, par_chunk_groups, par_map, vec_slice, with_slice, zero, Elem,
+    MIN_TASK_ENTRIES,
+};
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, Var};
 use candle_nn::BatchNorm;
 
@@ -43,11 +46,6 @@ wide_fn! {
         masked_channel_sums(xs, xb, gs, gb, n, (ch, hw), ab, mean)
     }
 }
-
-/// Entries of the planes one parallel task of the element-wise passes takes at least: small
-/// planes (Inception-C's 1×1 maps at the CIFAR-10 scale) would otherwise cost a task and a call
-/// each.
-const GROUP: usize = 4096;
 
 /// Plane `p` (image `p / c`, channel `p % c`) of `x`, whose image `i` starts at `xb.0 + i·xb.1`.
 #[inline(always)]
@@ -144,7 +142,7 @@ impl BnReluOp {
             .map(|(a, b)| (T::from_f64(a), T::from_f64(b)))
             .collect();
         let mut y = super::uninit::<T>(n * c * hw);
-        par_chunk_groups(&mut y, hw, GROUP, |p0, ys| {
+        par_chunk_groups(&mut y, hw, MIN_TASK_ENTRIES, |p0, ys| {
             relu_affine_planes(ys, x, xb, (c, hw), p0, &ab)
         });
         Ok((T::to_cpu_storage_owned(y), Shape::from((n, c, h, w))))
@@ -203,7 +201,7 @@ impl BnReluOp {
                     })
                     .collect();
                 let mut dx = super::uninit::<T>(n * c * hw);
-                par_chunk_groups(&mut dx, hw, GROUP, |p0, ds| {
+                par_chunk_groups(&mut dx, hw, MIN_TASK_ENTRIES, |p0, ds| {
                     grad_planes(ds, xs, xb, gs, gb, (c, hw), p0, &coef, self.train)
                 });
                 Ok((dx, sums))

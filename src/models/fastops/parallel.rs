@@ -88,6 +88,11 @@ pub(crate) fn par_chunks<T: Send>(
     });
 }
 
+/// Entries of the small chunks (planes) one parallel task of an element-wise pass takes at
+/// least: most planes at the CIFAR-10 scale have 1 to 49 entries, and a task (and any buffer it
+/// allocates) per plane would cost more than the plane's work.
+pub(crate) const MIN_TASK_ENTRIES: usize = 4096;
+
 /// [`par_chunks`] with the chunks taken in groups of at least `min_entries` entries (whole
 /// chunks): `f(first, group)`, `group` holding chunks `first, first + 1, ...`. For passes over
 /// many small chunks, where a task per chunk would cost more than the chunk's work.

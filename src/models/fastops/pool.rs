@@ -1,6 +1,6 @@
 //! Pooling by direct loops over each plane, with backward passes.
 
-use super::{par_chunks, with_slice, zero, Elem};
+use super::{par_chunk_groups, with_slice, zero, Elem, MIN_TASK_ENTRIES};
 use candle_core::{bail, CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 
 fn plane_slice<'a, T: Elem>(s: &'a [T], l: &Layout) -> Result<&'a [T]> {
@@ -51,20 +51,23 @@ impl MaxPoolOp {
         let x = plane_slice(x, l)?;
         let (oh, ow) = (self.out(h), self.out(w));
         let mut y = super::uninit::<T>(n * c * oh * ow);
-        par_chunks(&mut y, oh * ow, |p, yp| {
-            let xp = &x[p * h * w..(p + 1) * h * w];
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let (y0, x0) = (oy * self.s, ox * self.s);
-                    let mut bv = xp[y0 * w + x0];
-                    for dy in 0..self.k {
-                        for &v in &xp[(y0 + dy) * w + x0..(y0 + dy) * w + x0 + self.k] {
-                            if v > bv {
-                                bv = v;
+        par_chunk_groups(&mut y, oh * ow, MIN_TASK_ENTRIES, |p0, ys| {
+            for (k, yp) in ys.chunks_exact_mut(oh * ow).enumerate() {
+                let p = p0 + k;
+                let xp = &x[p * h * w..(p + 1) * h * w];
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let (y0, x0) = (oy * self.s, ox * self.s);
+                        let mut bv = xp[y0 * w + x0];
+                        for dy in 0..self.k {
+                            for &v in &xp[(y0 + dy) * w + x0..(y0 + dy) * w + x0 + self.k] {
+                                if v > bv {
+                                    bv = v;
+                                }
                             }
                         }
+                        yp[oy * ow + ox] = bv;
                     }
-                    yp[oy * ow + ox] = bv;
                 }
             }
         });
@@ -80,12 +83,15 @@ impl MaxPoolOp {
                 let xs = plane_slice(xs, lx)?;
                 let gs = plane_slice(gs, lg)?;
                 let mut dx = vec![zero::<T>(); n * c * h * w];
-                par_chunks(&mut dx, h * w, |p, dp| {
-                    let xp = &xs[p * h * w..(p + 1) * h * w];
-                    let gp = &gs[p * oh * ow..(p + 1) * oh * ow];
-                    for oy in 0..oh {
-                        for ox in 0..ow {
-                            dp[self.argmax(xp, w, oy, ox)] += gp[oy * ow + ox];
+                par_chunk_groups(&mut dx, h * w, MIN_TASK_ENTRIES, |p0, ds| {
+                    for (k, dp) in ds.chunks_exact_mut(h * w).enumerate() {
+                        let p = p0 + k;
+                        let xp = &xs[p * h * w..(p + 1) * h * w];
+                        let gp = &gs[p * oh * ow..(p + 1) * oh * ow];
+                        for oy in 0..oh {
+                            for ox in 0..ow {
+                                dp[self.argmax(xp, w, oy, ox)] += gp[oy * ow + ox];
+                            }
                         }
                     }
                 });
@@ -180,11 +186,14 @@ impl AvgPoolOp {
         let x = plane_slice(x, l)?;
         let mut y = super::uninit::<T>(n * c * h * w);
         let weights = self.weights::<T>(h, w);
-        par_chunks(&mut y, h * w, |pl, yp| {
+        par_chunk_groups(&mut y, h * w, MIN_TASK_ENTRIES, |pl0, ys| {
             let mut row = vec![zero::<T>(); w];
-            box_sum(&x[pl * h * w..(pl + 1) * h * w], h, w, self.p, &mut row, yp);
-            for (v, &f) in yp.iter_mut().zip(&weights) {
-                *v *= f;
+            for (k, yp) in ys.chunks_exact_mut(h * w).enumerate() {
+                let pl = pl0 + k;
+                box_sum(&x[pl * h * w..(pl + 1) * h * w], h, w, self.p, &mut row, yp);
+                for (v, &f) in yp.iter_mut().zip(&weights) {
+                    *v *= f;
+                }
             }
         });
         Ok((T::to_cpu_storage_owned(y), Shape::from((n, c, h, w))))
@@ -198,13 +207,16 @@ impl AvgPoolOp {
             let gs = plane_slice(gs, lg)?;
             let mut dx = super::uninit::<T>(n * c * h * w);
             // The window is symmetric: dx = box_sum(dy / count).
-            par_chunks(&mut dx, h * w, |pl, dp| {
+            par_chunk_groups(&mut dx, h * w, MIN_TASK_ENTRIES, |pl0, ds| {
                 let (mut row, mut scaled) = (vec![zero::<T>(); w], vec![zero::<T>(); h * w]);
-                let gp = &gs[pl * h * w..(pl + 1) * h * w];
-                for ((d, &g), &f) in scaled.iter_mut().zip(gp).zip(&weights) {
-                    *d = g * f;
+                for (k, dp) in ds.chunks_exact_mut(h * w).enumerate() {
+                    let pl = pl0 + k;
+                    let gp = &gs[pl * h * w..(pl + 1) * h * w];
+                    for ((d, &g), &f) in scaled.iter_mut().zip(gp).zip(&weights) {
+                        *d = g * f;
+                    }
+                    box_sum(&scaled, h, w, self.p, &mut row, dp);
                 }
-                box_sum(&scaled, h, w, self.p, &mut row, dp);
             });
             Ok(dx)
         })?;
