@@ -7,11 +7,13 @@
 //! - [`conv2d`]: 1×1 stride-1 convolutions are plain matrix products over each image (no im2col);
 //!   the others go through an im2col of a band of output rows (bounded so the band stays in
 //!   cache) and one GEMM per band, with the zero padding of each axis written by the im2col
-//!   itself (no padded copy of the input). The input gradient is `Wᵀ·dY` per band followed by
-//!   col2im; the weight gradient is `Σ dY·colᵀ`, accumulated per fixed group of images and summed
+//!   itself (no padded copy of the input): each tap's entries found through a table made once
+//!   per convolution, a constant shift of the plane where the stride is 1 and the output rows
+//!   as wide as the input's, else a gather table. The input gradient is `Wᵀ·dY` per band
+//!   followed by col2im; the weight gradient is `Σ dY·colᵀ`, accumulated per fixed group of images and summed
 //!   in a fixed order, so results are deterministic for a given number of threads.
 //! - [`bn_relu`]: batch statistics in one parallel pass per channel (f64 accumulation), the
-//!   running statistics updated exactly as candle's `BatchNorm` does, then
+//!   running statistics updated in place exactly as candle's `BatchNorm` computes them, then
 //!   `max(0, x·a + b)` in place of candle's transpose/contiguous/broadcast chain; the backward
 //!   recomputes `x̂` from the input instead of storing it.
 //! - [`max_pool`] and [`avg_pool_same`]: direct loops over each plane, backward by scatter
