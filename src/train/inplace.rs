@@ -178,34 +178,26 @@ pub fn rmsprop_step(
         with_mut(ms, |mss, msl| {
             with_mut(mom, |moms, moml| {
                 let n = wl.shape().elem_count();
-                fastops::with_storage(g, |gs, gl| match (&mut *ws, &mut *mss, &mut *moms, gs) {
-                    (
-                        CpuStorage::F32(w),
-                        CpuStorage::F32(ms),
-                        CpuStorage::F32(mom),
-                        CpuStorage::F32(g),
-                    ) => rmsprop_chunks(
-                        &k,
-                        dense_mut(w, wl)?,
-                        dense_mut(ms, msl)?,
-                        dense_mut(mom, moml)?,
-                        dense(g, gl)?,
-                        n,
-                    ),
-                    (
-                        CpuStorage::F64(w),
-                        CpuStorage::F64(ms),
-                        CpuStorage::F64(mom),
-                        CpuStorage::F64(g),
-                    ) => rmsprop_chunks(
-                        &k,
-                        dense_mut(w, wl)?,
-                        dense_mut(ms, msl)?,
-                        dense_mut(mom, moml)?,
-                        dense(g, gl)?,
-                        n,
-                    ),
-                    _ => bail!("rmsprop step: f32 or f64 tensors of one dtype only"),
+                fastops::with_storage(g, |gs, gl| {
+                    // The same call for each float type the tensors may hold.
+                    macro_rules! step_as {
+                        ($dtype:ident) => {
+                            if let (
+                                CpuStorage::$dtype(w),
+                                CpuStorage::$dtype(ms),
+                                CpuStorage::$dtype(mom),
+                                CpuStorage::$dtype(g),
+                            ) = (&mut *ws, &mut *mss, &mut *moms, gs)
+                            {
+                                let (w, ms) = (dense_mut(w, wl)?, dense_mut(ms, msl)?);
+                                let (mom, g) = (dense_mut(mom, moml)?, dense(g, gl)?);
+                                return rmsprop_chunks(&k, w, ms, mom, g, n);
+                            }
+                        };
+                    }
+                    step_as!(F32);
+                    step_as!(F64);
+                    bail!("rmsprop step: f32 or f64 tensors of one dtype only")
                 })
             })
         })
