@@ -401,3 +401,69 @@ pub fn stock_bn_relu(x: &Tensor, bn: &BatchNorm, train: bool) -> Result<Tensor> 
     use candle_nn::ModuleT;
     bn.forward_t(x, train)?.relu()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+    use candle_nn::{BatchNormConfig, VarBuilder, VarMap};
+
+    /// The in-place running update gives candle's element-wise ops' values bit for bit (both
+    /// statistics, f32 and f64, a few momenta and batch sizes).
+    #[test]
+    fn running_update_in_place_is_the_element_wise_ops_exactly() {
+        let dev = Device::Cpu;
+        for (dtype, momentum, batch) in [
+            (DType::F32, 0.1, 64.0),
+            (DType::F32, 0.003, 9.0),
+            (DType::F64, 0.1, 7.0),
+            (DType::F64, 0.5, 1568.0),
+        ] {
+            let c = 37;
+            let stats: Vec<(f64, f64)> = (0..c)
+                .map(|i| (0.37 * i as f64 - 3.1, 0.01 + 0.77 * i as f64))
+                .collect();
+            let start = Tensor::rand(0.5f32, 1.5, c, &dev).unwrap();
+            let cfg = BatchNormConfig {
+                momentum,
+                ..Default::default()
+            };
+            let map = VarMap::new();
+            let bn =
+                candle_nn::batch_norm(c, cfg, VarBuilder::from_varmap(&map, dtype, &dev)).unwrap();
+            let set = |t: &Tensor| {
+                let t = t.to_dtype(dtype).unwrap();
+                Var::from_tensor(bn.running_mean())
+                    .unwrap()
+                    .set(&t)
+                    .unwrap();
+                Var::from_tensor(bn.running_var()).unwrap().set(&t).unwrap();
+            };
+            let values = |t: &Tensor| -> Vec<u64> {
+                let v: Vec<f64> = t.to_dtype(DType::F64).unwrap().to_vec1().unwrap();
+                v.iter().map(|x| x.to_bits()).collect()
+            };
+            let var_take = momentum * batch / (batch - 1.0);
+            set(&start);
+            running_update(&bn, &stats, dtype, var_take).unwrap();
+            let want = (values(bn.running_mean()), values(bn.running_var()));
+            set(&start);
+            let update = |stat: usize, take: f64| RunningUpdate {
+                values: stats
+                    .iter()
+                    .map(|s| if stat == 0 { s.0 } else { s.1 })
+                    .collect(),
+                keep: 1.0 - momentum,
+                take,
+            };
+            bn.running_mean().inplace_op1(&update(0, momentum)).unwrap();
+            bn.running_var().inplace_op1(&update(1, var_take)).unwrap();
+            let got = (values(bn.running_mean()), values(bn.running_var()));
+            assert_eq!(got.0, want.0, "running mean, {dtype:?} momentum {momentum}");
+            assert_eq!(
+                got.1, want.1,
+                "running variance, {dtype:?} momentum {momentum}"
+            );
+        }
+    }
+}
