@@ -115,6 +115,8 @@ pub struct Side {
     pub step_ms: Vec<f64>,
     /// Images/s at the median step (NaN when it failed).
     pub median_per_s: f64,
+    /// Images/s at the median step of each round.
+    pub round_median_per_s: Vec<f64>,
     /// Training GFLOP/s at that rate.
     pub gflops: f64,
     /// Of the CPU's f32 peak (NaN when the peak is unknown).
@@ -209,13 +211,17 @@ pub fn validate(o: &CompareOptions) -> Result<(), String> {
     }
 }
 
-fn side(name: &'static str, precision: &str, step_ms: Vec<f64>, s: &Scale, flop: f64) -> Side {
-    let per_s = s.batch as f64 * 1e3 / median(&step_ms);
+fn side(name: &'static str, precision: &str, rounds: Vec<Vec<f64>>, s: &Scale, flop: f64) -> Side {
+    let per_s = |ms: &[f64]| s.batch as f64 * 1e3 / median(ms);
+    let round_median_per_s = rounds.iter().map(|r| per_s(r)).collect();
+    let step_ms: Vec<f64> = rounds.concat();
+    let per_s = per_s(&step_ms);
     Side {
         side: name,
         precision: precision.into(),
         step_ms,
         median_per_s: per_s,
+        round_median_per_s,
         gflops: per_s * flop,
         peak_share: f64::NAN,
         error: None,
@@ -228,6 +234,7 @@ fn failed(name: &'static str, precision: &str, error: String) -> Side {
         precision: precision.into(),
         step_ms: Vec::new(),
         median_per_s: f64::NAN,
+        round_median_per_s: Vec::new(),
         gflops: f64::NAN,
         peak_share: f64::NAN,
         error: Some(error),
@@ -291,6 +298,9 @@ pub fn run(o: &CompareOptions) -> Result<(), String> {
     }
 }
 
+/// One side's timed steps (milliseconds), round by round, or why it failed.
+type Rounds = Result<Vec<Vec<f64>>, String>;
+
 fn compare_one(
     arch: Arch,
     scale: &Scale,
@@ -314,8 +324,9 @@ fn compare_one(
     let flop = summarize(&model_config(arch, &bench), scale.size)
         .map(|s| 6.0 * s.macs as f64 / 1e9)
         .unwrap_or(f64::NAN);
-    let mut ours: Result<Vec<f64>, String> = Ok(Vec::new());
-    let mut theirs: Vec<(String, Result<Vec<f64>, String>)> = o
+    // Each side's timed steps, round by round.
+    let mut ours: Rounds = Ok(Vec::new());
+    let mut theirs: Vec<(String, Rounds)> = o
         .torch_precisions
         .iter()
         .map(|p| (p.clone(), Ok(Vec::new())))
@@ -338,7 +349,7 @@ fn compare_one(
                 .map(|t| t.step_ms);
             announce(round, "repro", &o.precision, &r);
             match r {
-                Ok(ms) => all.extend(ms),
+                Ok(ms) => all.push(ms),
                 Err(e) => ours = Err(e),
             }
         }
@@ -362,7 +373,7 @@ fn compare_one(
             };
             announce(round, "pytorch", precision, &r);
             match r {
-                Ok(ms) => all.extend(ms),
+                Ok(ms) => all.push(ms),
                 Err(e) => *result = Err(e),
             }
         }
@@ -485,7 +496,42 @@ pub fn table(
     s += &format!(
         "ratio: repro's images/s ÷ PyTorch's in that precision (repro trains in {ours})\n"
     );
+    for w in unsteady(rows) {
+        s += &format!("{w}\n");
+    }
     s
+}
+
+/// Rounds of one side further apart than this (fastest round's images/s ÷ slowest's) are
+/// reported: on a quiet machine they stay within about 1.2.
+const UNSTEADY: f64 = 1.4;
+
+/// A warning for every side whose rounds ran at rates more than [`UNSTEADY`] apart: something
+/// else took the machine during some of them, and the medians (and ratios) of that row are not
+/// to be trusted.
+fn unsteady(rows: &[Comparison]) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in rows {
+        for side in [&r.repro].into_iter().chain(&r.pytorch) {
+            let rates = &side.round_median_per_s;
+            let lo = rates.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = rates.iter().copied().fold(0.0, f64::max);
+            if rates.len() >= 2 && lo > 0.0 && hi / lo > UNSTEADY {
+                out.push(format!(
+                    "warning: {} at {}: {}'s {} rounds ran at {:.1}–{:.1} images/s ({:.1}x apart); \
+                     the machine was busy during some of them, so rerun this row on an idle one",
+                    r.model,
+                    r.scale.name,
+                    side.side,
+                    side.precision,
+                    lo,
+                    hi,
+                    hi / lo
+                ));
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -537,6 +583,46 @@ mod tests {
         let text = table(&[row], "Test CPU", 1, peak.as_ref(), None);
         assert!(text.contains("repro only (PyTorch not measured)"), "{text}");
         assert!(text.contains("inception_resnet_v2"), "{text}");
+    }
+
+    /// A side whose rounds ran at rates far apart gets a warning naming the row, the side and
+    /// the range; steady rounds, and a single round, get none.
+    #[test]
+    fn rounds_far_apart_are_reported() {
+        let scale = Scale::parse("mini").unwrap();
+        let row = |repro: Vec<Vec<f64>>, torch: Vec<Vec<f64>>| Comparison {
+            kind: "compare",
+            model: "inception_v4".into(),
+            scale: scale.clone(),
+            threads: 2,
+            train_gflop_per_image: 1.0,
+            repro: side("repro", "f32", repro, &scale, 1.0),
+            pytorch: vec![side("pytorch", "f32", torch, &scale, 1.0)],
+            ratios: Vec::new(),
+        };
+        // 32 images in 100 ms is 320 images/s; in 200 ms, 160.
+        let busy = row(
+            vec![vec![100.0, 101.0, 99.0], vec![200.0, 199.0, 201.0]],
+            vec![vec![160.0; 3]; 2],
+        );
+        assert_eq!(busy.repro.round_median_per_s, vec![320.0, 160.0]);
+        let warnings = unsteady(std::slice::from_ref(&busy));
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains(
+                "inception_v4 at mini: repro's f32 rounds ran at 160.0–320.0 images/s (2.0x apart)"
+            ),
+            "{}",
+            warnings[0]
+        );
+        assert!(table(&[busy], "Test CPU", 2, None, None).contains("warning: inception_v4"));
+        let steady = row(
+            vec![vec![100.0; 3], vec![110.0; 3]],
+            vec![vec![160.0; 3], vec![150.0; 3]],
+        );
+        assert!(unsteady(&[steady]).is_empty());
+        let one_round = row(vec![vec![100.0, 300.0, 100.0]], vec![vec![160.0; 3]]);
+        assert!(unsteady(&[one_round]).is_empty());
     }
 
     #[test]
