@@ -118,10 +118,7 @@ struct MeanSquare {
     decay: f64,
 }
 
-impl Kernel1 for MeanSquare {
-    fn name(&self) -> &'static str {
-        "inplace-mean-square"
-    }
+impl MeanSquare {
     #[inline]
     fn apply<T: Elem>(&self, ms: T, g: T) -> T {
         ms * T::from_f64(self.decay) + g * g * T::from_f64(1.0 - self.decay)

@@ -157,10 +157,17 @@ fn masked_channel_sums_generic<T: Elem>(
 }
 
 /// `xp` as f32 when `T` is f32.
-fn as_f32<T: Elem>(xp: &[T]) -> Option<&[f32]> {
+pub(crate) fn as_f32<T: Elem>(xp: &[T]) -> Option<&[f32]> {
     (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
         // SAFETY: T is f32.
         .then(|| unsafe { std::slice::from_raw_parts(xp.as_ptr().cast::<f32>(), xp.len()) })
+}
+
+/// `xp` as mutable f32 when `T` is f32.
+pub(crate) fn as_f32_mut<T: Elem>(xp: &mut [T]) -> Option<&mut [f32]> {
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
+        // SAFETY: T is f32.
+        .then(|| unsafe { std::slice::from_raw_parts_mut(xp.as_mut_ptr().cast::<f32>(), xp.len()) })
 }
 
 /// [`masked_channel_sums`] on AVX2: lanes 0–3 and 4–7 in two f64 registers per sum, each

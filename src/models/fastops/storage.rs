@@ -55,11 +55,7 @@ pub(crate) fn with_slice<T: Elem, R>(
     t: &Tensor,
     f: impl FnOnce(&[T], &Layout) -> Result<R>,
 ) -> Result<R> {
-    let (storage, layout) = t.storage_and_layout();
-    match &*storage {
-        Storage::Cpu(cpu) => f(cpu.as_slice::<T>()?, layout),
-        _ => bail!("fast ops run on the CPU only"),
-    }
+    with_storage(t, |cpu, layout| f(cpu.as_slice::<T>()?, layout))
 }
 
 /// Runs `f` on the CPU storage of `t` (any dtype) and its layout.

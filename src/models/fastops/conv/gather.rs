@@ -5,7 +5,7 @@
 //! image, tap) row is one gather over the plane (AVX2's masked gather for f32) instead of a copy
 //! per output row with zeros written around it, whose bookkeeping dominated on the small maps.
 
-use super::super::simd::wide_fn;
+use super::super::simd::{as_f32, as_f32_mut, wide_fn};
 use super::super::{zero, Elem};
 use super::geom::Geom;
 
@@ -185,16 +185,4 @@ unsafe fn gather_avx2(d: &mut [f32], s: &[f32], idx: &[i32]) {
         let k = idx[f];
         d[f] = if k >= 0 { s[k as usize] } else { 0.0 };
     }
-}
-
-fn as_f32<T: Elem>(s: &[T]) -> Option<&[f32]> {
-    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
-        // SAFETY: T is f32.
-        .then(|| unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len()) })
-}
-
-fn as_f32_mut<T: Elem>(s: &mut [T]) -> Option<&mut [f32]> {
-    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
-        // SAFETY: T is f32.
-        .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<f32>(), s.len()) })
 }
