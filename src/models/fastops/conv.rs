@@ -7,6 +7,10 @@ mod geom;
 mod matmul;
 mod points;
 mod shift;
+mod winograd;
+
+#[cfg(test)]
+pub(crate) use winograd::{calls as winograd_calls, enabled as winograd_enabled};
 
 use super::{blocked, image_blocks, par_chunks, par_map, threads, with_slice, zero, Elem};
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
@@ -242,6 +246,14 @@ fn grad_weight_batched<T: Elem>(x: &[T], xb: (usize, usize), dyt: &[T], g: &Geom
 }
 
 fn forward<T: Elem>(x: &[T], xb: (usize, usize), wt: &[T], g: &Geom) -> Vec<T> {
+    match winograd::Plan::of(g) {
+        Some(plan) => winograd::forward(x, xb, wt, g, &plan),
+        None => forward_direct(x, xb, wt, g),
+    }
+}
+
+/// The forward pass through im2col (or none) and GEMMs.
+fn forward_direct<T: Elem>(x: &[T], xb: (usize, usize), wt: &[T], g: &Geom) -> Vec<T> {
     if points::applies(g) {
         return points::forward(x, xb, wt, g);
     }
@@ -546,10 +558,11 @@ impl Conv2dOp {
                     let live = crop.as_ref().map_or(&g, |c| &c.live);
                     let cropped = crop.as_ref().map(|c| c.weight(ws));
                     let wl = cropped.as_deref().unwrap_or(ws);
+                    let wino = winograd::Plan::of(live);
                     // Small maps: the output gradient gathered once, for both gradients.
                     let (dyt, dx) = {
                         let _span = span(Kind::ConvInputGradient);
-                        let dyt = (batched(live) && !points::applies(live))
+                        let dyt = (batched(live) && !points::applies(live) && wino.is_none())
                             .then(|| gather_batch(gs, db, live.o, live));
                         let dx = match &dyt {
                             Some(dyt) => grad_input_batched(dyt, wl, live),
@@ -558,9 +571,10 @@ impl Conv2dOp {
                         (dyt, dx)
                     };
                     let _span = span(Kind::ConvWeightGradient);
-                    let dw = match &dyt {
-                        Some(dyt) => grad_weight_batched(xs, xb, dyt, live),
-                        None => grad_weight(xs, xb, gs, db, live),
+                    let dw = match (&dyt, &wino) {
+                        (Some(dyt), _) => grad_weight_batched(xs, xb, dyt, live),
+                        (None, Some(plan)) => winograd::grad_weight(xs, xb, gs, db, live, plan),
+                        (None, None) => grad_weight(xs, xb, gs, db, live),
                     };
                     let dw = match &crop {
                         Some(c) => c.weight_grad(&dw),

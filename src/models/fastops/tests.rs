@@ -176,6 +176,34 @@ fn conv_large_maps_match_stock() {
     }
 }
 
+/// Convolutions with enough tiles and channels go through Winograd (`conv/winograd.rs`):
+/// forward, the input gradient (a stride-1 convolution itself) and the weight gradient match
+/// stock candle's in f64 and f32. 3×3 SAME and VALID (F(4, 3) on both axes, partial tiles at the
+/// edges), 5×5 (F(2, 5)); the 1×n and n×1 kernels are checked against the definition in
+/// `winograd.rs`.
+#[test]
+fn winograd_convolutions_match_stock() {
+    let before = super::conv::winograd_calls();
+    let cases = [
+        (4, 32, 36, 36, 32, (3, 3), (1, 1)),
+        (5, 33, 31, 30, 32, (3, 3), (0, 0)),
+        (3, 32, 25, 25, 34, (5, 5), (2, 2)),
+    ];
+    for (n, c, h, w, o, k, pad) in cases {
+        for dtype in [DType::F64, DType::F32] {
+            let x = Var::from_tensor(&randn(&[n, c, h, w], dtype)).unwrap();
+            let wt = Var::from_tensor(&randn(&[o, c, k.0, k.1], dtype)).unwrap();
+            let what = format!("x {:?} w {:?} pad {pad:?} {dtype:?}", x.dims(), wt.dims());
+            conv_matches_stock(&what, &x, &wt, pad, 1, tol(dtype));
+        }
+    }
+    // Forward, input gradient and weight gradient of every case, in both types.
+    let took = super::conv::winograd_calls() - before;
+    if super::conv::winograd_enabled() {
+        assert!(took >= 3 * 2 * cases.len() as u64, "{took} Winograd passes");
+    }
+}
+
 /// Maps smaller than the kernel's reach (the CIFAR-10-scale networks' 3×3 and 1×1 grids): the
 /// taps that only read padding are cropped from the kernel, and their weight gradient is zero.
 #[test]

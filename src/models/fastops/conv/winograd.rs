@@ -1,0 +1,755 @@
+//! Stride-1 convolutions with kernels of up to 7 taps along each axis (3×3, 5×5, 1×n, n×1) by
+//! Winograd's minimal filtering (Lavin & Gray, "Fast Algorithms for Convolutional Neural
+//! Networks", 2016). Along an axis with `r` taps, F(m, r) gives `m` outputs of the correlation
+//! from `α = m + r − 1` inputs with `α` products instead of `m·r`: the inputs and the kernel are
+//! each taken to `α` points (`Bᵀ d`, `G g`), multiplied there, and the products taken back
+//! (`Aᵀ`). Over a tile of `m_h × m_w` outputs and `C` channels that is `α_h·α_w` matrix products
+//! of `O × C` (the kernel's points) by `C × tiles` (the inputs' points), 4× fewer multiply-adds
+//! than the direct convolution for F(4, 3) on both axes.
+//!
+//! The forward pass uses F(m, r); the input gradient of a stride-1 convolution is itself one
+//! (`grad_input_as_conv`), so it comes here through the forward pass; the weight gradient, a
+//! correlation of the input with the output gradient, is F(r, m) on the same tiles (the same
+//! `Bᵀ`; the output gradient's tile takes the place of the kernel), its products summed over the
+//! tiles in `O × C` matrices before going back to the `r_h × r_w` taps.
+//!
+//! The sums are the direct convolution's up to rounding: the points 0, ±1, ±2, ±1/2 (and ∞)
+//! keep the transforms' entries between 1/90 and 21. The f64 lockstep with PyTorch and the f32
+//! fixtures hold (tests below bound the error against the definition). `REPRO_WINOGRAD=0` turns
+//! it off (the im2col path then runs every convolution); bf16 products never come here.
+
+use gemm::Parallelism;
+
+use super::super::simd::wide_fn;
+use super::super::{par_items, par_map, threads, uninit, zero, Elem, SyncPtr};
+use super::geom::{Arith, Geom};
+use super::matmul::mm;
+
+/// Whether Winograd's convolutions are in use: `REPRO_WINOGRAD` unset or anything but `0`/`off`.
+pub(crate) fn enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("REPRO_WINOGRAD").map_or(true, |v| v != "0" && v != "off"))
+}
+
+static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many forward passes and weight gradients this process has run through Winograd (tests
+/// check which convolutions took it).
+#[cfg(test)]
+pub(crate) fn calls() -> u64 {
+    CALLS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The finite points the transforms evaluate at, in the order they are taken (∞ is always the
+/// last point): small integers and their halves keep the transforms' entries moderate.
+const POINTS: [f64; 7] = [0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5];
+
+/// Outputs per tile along an axis with `r` taps. F(4, 3) on a 3-tap axis (6 points); two
+/// outputs on longer ones, whose α would otherwise pass 8 points and lose accuracy.
+fn tile_outputs(r: usize) -> usize {
+    match r {
+        1 => 1,
+        2 | 3 => 4,
+        _ => 2,
+    }
+}
+
+/// One axis of the algorithm F(m, r) over `α = m + r − 1` points (an axis of one tap is the
+/// identity, `m = r = α = 1`).
+#[derive(Clone, Debug)]
+struct Axis {
+    m: usize,
+    r: usize,
+    /// `Aᵀ`, m × α: the products at the points back to the `m` outputs.
+    at: Vec<f64>,
+    /// `G`, α × r: the `r` taps to the points (Lagrange's denominators folded in).
+    g: Vec<f64>,
+    /// `Bᵀ`, α × α: the `α` inputs to the points. Depends on α only.
+    bt: Vec<f64>,
+}
+
+/// The coefficients (lowest power first) of `Π (x − q)` over `roots`.
+fn poly_from_roots(roots: impl Iterator<Item = f64>) -> Vec<f64> {
+    let mut c = vec![1.0];
+    for q in roots {
+        let mut next = vec![0.0; c.len() + 1];
+        for (i, &v) in c.iter().enumerate() {
+            next[i + 1] += v;
+            next[i] -= q * v;
+        }
+        c = next;
+    }
+    c
+}
+
+impl Axis {
+    /// F(m, r) as the transpose of the Toom-Cook linear convolution of an `m`-vector by an
+    /// `r`-vector: evaluation at the points (`A`, `G`), interpolation back (`Bᵀ`'s transpose), the
+    /// point at ∞ standing for the leading coefficients.
+    fn new(m: usize, r: usize) -> Self {
+        let a = m + r - 1;
+        let pts = &POINTS[..a - 1];
+        let (mut at, mut g, mut bt) = (vec![0.0; m * a], vec![0.0; a * r], vec![0.0; a * a]);
+        for (j, &p) in pts.iter().enumerate() {
+            let others = || pts.iter().enumerate().filter(move |&(l, _)| l != j);
+            let f: f64 = others().map(|(_, &q)| p - q).product();
+            for i in 0..m {
+                at[i * a + j] = p.powi(i as i32);
+            }
+            for k in 0..r {
+                g[j * r + k] = p.powi(k as i32) / f;
+            }
+            for (i, v) in poly_from_roots(others().map(|(_, &q)| q))
+                .into_iter()
+                .enumerate()
+            {
+                bt[j * a + i] = v;
+            }
+        }
+        at[(m - 1) * a + a - 1] = 1.0;
+        g[(a - 1) * r + r - 1] = 1.0;
+        for (i, v) in poly_from_roots(pts.iter().copied()).into_iter().enumerate() {
+            bt[(a - 1) * a + i] = v;
+        }
+        Self { m, r, at, g, bt }
+    }
+
+    fn alpha(&self) -> usize {
+        self.m + self.r - 1
+    }
+}
+
+/// Entries of a block's transformed operands (both of them, all points): about 2 MiB of f32.
+const BLOCK_ELEMS: usize = 1 << 19;
+
+/// Fewest tiles (over the batch) a convolution goes through Winograd with: the kernel's
+/// transform and the packing of its points cost as much per kernel entry as a few hundred tiles'
+/// products save (Inception-C's 8×8 maps at batch 8, 32 tiles of 4×4, ran 1.3× slower).
+const MIN_TILES: usize = 256;
+
+/// Fewest input or output channels: the transforms of the inputs and outputs cost per channel
+/// what the products cost per pair of channels (Inception-v3's 20→48 3×3 convolution at the
+/// CIFAR-10 scale made its step 4 % slower; the 32→32 and 32→64 ones of its stem at 299 px
+/// still gain 10–25 %).
+const MIN_CHANNELS: usize = 32;
+
+/// How one convolution runs through Winograd: each axis's F(m, r), and its tiles.
+pub(super) struct Plan {
+    h: Axis,
+    w: Axis,
+    /// Tiles per image along each axis.
+    th: usize,
+    tw: usize,
+}
+
+impl Plan {
+    /// The plan for `g`, if `g` is a stride-1 convolution with native products, a kernel of
+    /// 2 to 7 taps along at least one axis (at most 7 along both), outputs at least a tile
+    /// long along the transformed axes, and enough tiles and channels to pay for the
+    /// transforms; `None` also when `REPRO_WINOGRAD=0`.
+    pub(super) fn of(g: &Geom) -> Option<Self> {
+        let plan = Self::new(g)?;
+        (enabled() && plan.worth(g)).then_some(plan)
+    }
+
+    /// Whether the transforms pay for `g`: a kernel of several taps along both axes, enough
+    /// tiles and channels. 1×n and n×1 kernels (F(2, 7) saves 1.65× of the products) came out
+    /// even with im2col (Inception-B's 1×7 and 7×1 at 17×17, batch 8: forward 6.5 vs 7.7 ms,
+    /// weight gradient 7.1–7.6 vs 7.1–7.5 ms; 3×3 at 35×35: 4.5–6.4 vs 5.7–8.5 and 4.6–6.5 vs
+    /// 6.4–9.1 ms), so they stay on im2col.
+    fn worth(&self, g: &Geom) -> bool {
+        g.kh > 1 && g.kw > 1 && g.n * self.th * self.tw >= MIN_TILES && g.c.min(g.o) >= MIN_CHANNELS
+    }
+
+    /// The plan for `g` wherever the algorithm applies, worth it or not.
+    fn new(g: &Geom) -> Option<Self> {
+        let fits = |k: usize, out: usize| k <= 7 && (k == 1 || out >= tile_outputs(k));
+        if g.s != 1
+            || g.arith != Arith::Native
+            || (g.kh == 1 && g.kw == 1)
+            || !fits(g.kh, g.oh)
+            || !fits(g.kw, g.ow)
+        {
+            return None;
+        }
+        let (mh, mw) = (tile_outputs(g.kh), tile_outputs(g.kw));
+        Some(Self {
+            h: Axis::new(mh, g.kh),
+            w: Axis::new(mw, g.kw),
+            th: g.oh.div_ceil(mh),
+            tw: g.ow.div_ceil(mw),
+        })
+    }
+
+    fn points(&self) -> usize {
+        self.h.alpha() * self.w.alpha()
+    }
+
+    /// The tile rows (over all images: row `n·th + i` is image `n`'s `i`-th) split into blocks
+    /// whose transformed operands, `C` and `O` channels at every point, fit [`BLOCK_ELEMS`], and
+    /// into at least as many blocks as threads where there are enough rows.
+    fn blocks(&self, g: &Geom) -> Blocks {
+        let rows = g.n * self.th;
+        let per_row = self.points() * (g.c + g.o) * self.tw;
+        let per = (BLOCK_ELEMS / per_row.max(1))
+            .clamp(1, rows.div_ceil(threads()).max(1))
+            .min(rows);
+        Blocks { rows, per }
+    }
+
+    /// `U`: the kernel at every point, `u[(ξ·α_w + ν)·O·C + o·C + c]`: `G` along the rows, then
+    /// along the columns, each over all `O·C` kernels at once.
+    fn kernel_points<T: Elem>(&self, wt: &[T], g: &Geom) -> Vec<T> {
+        let (ah, aw, oc) = (self.h.alpha(), self.w.alpha(), g.o * g.c);
+        let (kh, kw) = (g.kh, g.kw);
+        // taps[(i·kw + j)·O·C + q]: tap (i, j) of every kernel q.
+        let mut taps = uninit::<T>(kh * kw * oc);
+        for (q, k) in wt.chunks_exact(kh * kw).enumerate() {
+            for (r, &v) in k.iter().enumerate() {
+                taps[r * oc + q] = v;
+            }
+        }
+        let mut half = uninit::<T>(ah * kw * oc);
+        for xi in 0..ah {
+            for j in 0..kw {
+                let dst = &mut half[(xi * kw + j) * oc..][..oc];
+                combine(dst, &taps[j * oc..], kw * oc, &self.h.g[xi * kh..][..kh]);
+            }
+        }
+        let mut u = uninit::<T>(self.points() * oc);
+        for xi in 0..ah {
+            for nu in 0..aw {
+                let dst = &mut u[(xi * aw + nu) * oc..][..oc];
+                combine(dst, &half[xi * kw * oc..], oc, &self.w.g[nu * kw..][..kw]);
+            }
+        }
+        u
+    }
+
+    /// `V`: the input tiles of block rows `rows` at every point, `v[(ξ·α_w + ν)·C·tb + c·tb + t]`
+    /// with `t = (row − rows.start)·tw + tile column`.
+    fn input_points<T: Elem>(
+        &self,
+        x: &[T],
+        xb: (usize, usize),
+        g: &Geom,
+        rows: std::ops::Range<usize>,
+        v: &mut [T],
+    ) {
+        let (ah, aw) = (self.h.alpha(), self.w.alpha());
+        let tb = rows.len() * self.tw;
+        let mut patch = uninit::<T>(ah * aw * tb);
+        let mut half = uninit::<T>(ah * aw * tb);
+        let mut pad = Vec::new();
+        let plane = g.h * g.w;
+        for c in 0..g.c {
+            // patch[a][b][t]: input entry (a, b) of tile t, zero outside the image.
+            for (k, row) in rows.clone().enumerate() {
+                let (n, ty) = (row / self.th, row % self.th);
+                let xc = &x[xb.0 + n * xb.1 + c * plane..][..plane];
+                for a in 0..ah {
+                    let iy = (ty * self.h.m + a) as isize - g.ph as isize;
+                    let src = (0..g.h as isize)
+                        .contains(&iy)
+                        .then(|| &xc[iy as usize * g.w..][..g.w]);
+                    let dst = &mut patch[a * aw * tb + k * self.tw..];
+                    strided_rows(
+                        dst,
+                        tb,
+                        src,
+                        -(g.pw as isize),
+                        (self.w.m, aw, self.tw),
+                        &mut pad,
+                    );
+                }
+            }
+            // Bᵀ along the rows, then along the columns.
+            for xi in 0..ah {
+                for b in 0..aw {
+                    let dst = &mut half[(xi * aw + b) * tb..][..tb];
+                    combine(dst, &patch[b * tb..], aw * tb, &self.h.bt[xi * ah..][..ah]);
+                }
+            }
+            for xi in 0..ah {
+                for nu in 0..aw {
+                    let dst = &mut v[((xi * aw + nu) * g.c + c) * tb..][..tb];
+                    combine(dst, &half[xi * aw * tb..], tb, &self.w.bt[nu * aw..][..aw]);
+                }
+            }
+        }
+    }
+
+    /// Takes the products `mp[(ξ·α_w + ν)·O·tb + o·tb + t]` of block rows `rows` back to outputs
+    /// (`Aᵀ` along the columns, then the rows) and writes them into `y` (N×O×OH×OW).
+    fn write_outputs<T: Elem>(
+        &self,
+        mp: &[T],
+        g: &Geom,
+        rows: std::ops::Range<usize>,
+        y: &SyncPtr<T>,
+    ) {
+        let (ah, aw, mh, mw) = (self.h.alpha(), self.w.alpha(), self.h.m, self.w.m);
+        let tb = rows.len() * self.tw;
+        let mut half = uninit::<T>(ah * mw * tb);
+        let mut out = uninit::<T>(mh * mw * tb);
+        for o in 0..g.o {
+            for xi in 0..ah {
+                for j in 0..mw {
+                    let dst = &mut half[(xi * mw + j) * tb..][..tb];
+                    let src = &mp[(xi * aw * g.o + o) * tb..];
+                    combine(dst, src, g.o * tb, &self.w.at[j * aw..][..aw]);
+                }
+            }
+            for i in 0..mh {
+                for j in 0..mw {
+                    let dst = &mut out[(i * mw + j) * tb..][..tb];
+                    combine(dst, &half[j * tb..], mw * tb, &self.h.at[i * ah..][..ah]);
+                }
+            }
+            for (k, row) in rows.clone().enumerate() {
+                let (n, ty) = (row / self.th, row % self.th);
+                for i in 0..mh.min(g.oh - ty * mh) {
+                    let oy = ty * mh + i;
+                    // SAFETY: this output row belongs to this block's tile row alone.
+                    let yrow = unsafe {
+                        std::slice::from_raw_parts_mut(
+                            y.0.add(((n * g.o + o) * g.oh + oy) * g.ow),
+                            g.ow,
+                        )
+                    };
+                    for j in 0..mw.min(g.ow) {
+                        let src = &out[(i * mw + j) * tb + k * self.tw..][..self.tw];
+                        for (d, &val) in yrow[j..].iter_mut().step_by(mw).zip(src) {
+                            *d = val;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `Vdy`: the output gradient's tiles of block rows `rows` at every point of the weight
+    /// gradient's F(r, m) (`gh`, `gw` its `G`), `(ξ·α_w + ν)·O·tb + o·tb + t`.
+    #[allow(clippy::too_many_arguments)]
+    fn grad_points<T: Elem>(
+        &self,
+        dy: &[T],
+        db: (usize, usize),
+        g: &Geom,
+        (gh, gw): (&Axis, &Axis),
+        rows: std::ops::Range<usize>,
+        vd: &mut [T],
+    ) {
+        let (ah, aw, mh, mw) = (self.h.alpha(), self.w.alpha(), self.h.m, self.w.m);
+        let tb = rows.len() * self.tw;
+        let mut tile = uninit::<T>(mh * mw * tb);
+        let mut half = uninit::<T>(ah * mw * tb);
+        let mut pad = Vec::new();
+        let plane = g.oh * g.ow;
+        for o in 0..g.o {
+            for (k, row) in rows.clone().enumerate() {
+                let (n, ty) = (row / self.th, row % self.th);
+                let dyo = &dy[db.0 + n * db.1 + o * plane..][..plane];
+                for i in 0..mh {
+                    let oy = ty * mh + i;
+                    let src = (oy < g.oh).then(|| &dyo[oy * g.ow..][..g.ow]);
+                    let dst = &mut tile[i * mw * tb + k * self.tw..];
+                    strided_rows(dst, tb, src, 0, (mw, mw, self.tw), &mut pad);
+                }
+            }
+            for xi in 0..ah {
+                for j in 0..mw {
+                    let dst = &mut half[(xi * mw + j) * tb..][..tb];
+                    combine(dst, &tile[j * tb..], mw * tb, &gh.g[xi * mh..][..mh]);
+                }
+            }
+            for xi in 0..ah {
+                for nu in 0..aw {
+                    let dst = &mut vd[((xi * aw + nu) * g.o + o) * tb..][..tb];
+                    combine(dst, &half[xi * mw * tb..], tb, &gw.g[nu * mw..][..mw]);
+                }
+            }
+        }
+    }
+}
+
+/// Consecutive tile rows taken `per` at a time.
+struct Blocks {
+    rows: usize,
+    per: usize,
+}
+
+impl Blocks {
+    fn count(&self) -> usize {
+        self.rows.div_ceil(self.per)
+    }
+    fn rows(&self, b: usize) -> std::ops::Range<usize> {
+        b * self.per..((b + 1) * self.per).min(self.rows)
+    }
+}
+
+/// `dst[b·ld + t] = src[t·step + b + first]` for `b < taps`, `t < len`: zero where that index
+/// lies outside `src` (a row of the image), and everywhere without a row. `pad` is scratch.
+fn strided_rows<T: Elem>(
+    dst: &mut [T],
+    ld: usize,
+    src: Option<&[T]>,
+    first: isize,
+    (step, taps, len): (usize, usize, usize),
+    pad: &mut Vec<T>,
+) {
+    // The span the taps read, `first..first + span`, copied with its zeros into `pad`.
+    let span = (len - 1) * step + taps;
+    pad.clear();
+    pad.resize(span, zero());
+    if let Some(src) = src {
+        let lo = (-first).clamp(0, span as isize) as usize;
+        let hi = (src.len() as isize - first).clamp(lo as isize, span as isize) as usize;
+        let at = (lo as isize + first) as usize;
+        pad[lo..hi].copy_from_slice(&src[at..at + hi - lo]);
+    }
+    for b in 0..taps {
+        let row = &mut dst[b * ld..][..len];
+        for (d, &v) in row.iter_mut().zip(pad[b..].iter().step_by(step)) {
+            *d = v;
+        }
+    }
+}
+
+wide_fn! {
+    /// `dst[t] = Σ_k coefs[k]·src[k·stride + t]`, zero coefficients skipped.
+    fn combine<T: Elem>(dst: &mut [T], src: &[T], stride: usize, coefs: &[f64]) -> () {
+        let mut first = true;
+        for (k, &c) in coefs.iter().enumerate() {
+            if c == 0.0 {
+                continue;
+            }
+            let (c, s) = (T::from_f64(c), &src[k * stride..][..dst.len()]);
+            if first {
+                for (d, &v) in dst.iter_mut().zip(s) {
+                    *d = c * v;
+                }
+                first = false;
+            } else {
+                for (d, &v) in dst.iter_mut().zip(s) {
+                    *d += c * v;
+                }
+            }
+        }
+        if first {
+            dst.fill(zero());
+        }
+    }
+}
+
+/// The forward pass of the convolution `g` (planned as `plan`): blocks of tile rows in parallel,
+/// each through its input points, one GEMM per point and back to its outputs.
+pub(super) fn forward<T: Elem>(
+    x: &[T],
+    xb: (usize, usize),
+    wt: &[T],
+    g: &Geom,
+    plan: &Plan,
+) -> Vec<T> {
+    CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let u = plan.kernel_points(wt, g);
+    let mut y = uninit::<T>(g.n * g.o * g.p());
+    let yp = SyncPtr(y.as_mut_ptr());
+    let blocks = plan.blocks(g);
+    let par = gemm_par(blocks.count());
+    let (pts, c, o) = (plan.points(), g.c, g.o);
+    par_items(blocks.count(), |b| {
+        let rows = blocks.rows(b);
+        let tb = rows.len() * plan.tw;
+        let mut v = uninit::<T>(pts * c * tb);
+        plan.input_points(x, xb, g, rows.clone(), &mut v);
+        let mut mp = uninit::<T>(pts * o * tb);
+        for p in 0..pts {
+            // SAFETY: point p's matrices lie inside u, v and mp.
+            unsafe {
+                mm(
+                    o,
+                    tb,
+                    c,
+                    mp[p * o * tb..].as_mut_ptr(),
+                    tb,
+                    false,
+                    u[p * o * c..].as_ptr(),
+                    c,
+                    1,
+                    v[p * c * tb..].as_ptr(),
+                    tb,
+                    1,
+                    par,
+                    Arith::Native,
+                )
+            };
+        }
+        plan.write_outputs(&mp, g, rows, &yp);
+    });
+    y
+}
+
+/// The weight gradient of `g` (planned as `plan`): for every point, `Σ_tiles Vdy · Vᵀ` (O × C)
+/// over fixed groups of blocks (one per thread), the groups' sums added in order, then `Aᵀ` of
+/// F(r, m) back to the taps.
+pub(super) fn grad_weight<T: Elem>(
+    x: &[T],
+    xb: (usize, usize),
+    dy: &[T],
+    db: (usize, usize),
+    g: &Geom,
+    plan: &Plan,
+) -> Vec<T> {
+    CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // The weight gradient's algorithm: F(r, m) on each axis (same points, same Bᵀ).
+    let (gh, gw) = (Axis::new(g.kh, plan.h.m), Axis::new(g.kw, plan.w.m));
+    let blocks = plan.blocks(g);
+    let groups = threads().min(blocks.count()).max(1);
+    let par = gemm_par(groups);
+    let (pts, c, o) = (plan.points(), g.c, g.o);
+    let partials: Vec<Vec<T>> = par_map(groups, |gi| {
+        let mut acc = vec![zero::<T>(); pts * o * c];
+        let count = blocks.count();
+        for b in gi * count / groups..(gi + 1) * count / groups {
+            let rows = blocks.rows(b);
+            let tb = rows.len() * plan.tw;
+            let mut v = uninit::<T>(pts * c * tb);
+            plan.input_points(x, xb, g, rows.clone(), &mut v);
+            let mut vd = uninit::<T>(pts * o * tb);
+            plan.grad_points(dy, db, g, (&gh, &gw), rows, &mut vd);
+            for p in 0..pts {
+                // SAFETY: point p's matrices lie inside acc, vd and v (Vᵀ read by strides).
+                unsafe {
+                    mm(
+                        o,
+                        c,
+                        tb,
+                        acc[p * o * c..].as_mut_ptr(),
+                        c,
+                        true,
+                        vd[p * o * tb..].as_ptr(),
+                        tb,
+                        1,
+                        v[p * c * tb..].as_ptr(),
+                        1,
+                        tb,
+                        par,
+                        Arith::Native,
+                    )
+                };
+            }
+        }
+        acc
+    });
+    let mut it = partials.into_iter();
+    let mut total = it.next().expect("at least one group");
+    for part in it {
+        for (t, v) in total.iter_mut().zip(part) {
+            *t += v;
+        }
+    }
+    taps_from_points(&total, g, (&gh, &gw))
+}
+
+/// `dW[o][c][i][j] = Σ_ξ Σ_ν Aᵀ_h[i][ξ]·Aᵀ_w[j][ν]·acc[ξ·α_w + ν][o][c]` (F(r, m)'s `Aᵀ`),
+/// over all `O·C` kernels at once.
+fn taps_from_points<T: Elem>(acc: &[T], g: &Geom, (gh, gw): (&Axis, &Axis)) -> Vec<T> {
+    let (ah, aw, oc) = (gh.alpha(), gw.alpha(), g.o * g.c);
+    let (kh, kw) = (g.kh, g.kw);
+    let mut half = uninit::<T>(ah * kw * oc);
+    for xi in 0..ah {
+        for j in 0..kw {
+            let dst = &mut half[(xi * kw + j) * oc..][..oc];
+            combine(dst, &acc[xi * aw * oc..], oc, &gw.at[j * aw..][..aw]);
+        }
+    }
+    let mut taps = uninit::<T>(kh * kw * oc);
+    for i in 0..kh {
+        for j in 0..kw {
+            let dst = &mut taps[(i * kw + j) * oc..][..oc];
+            combine(dst, &half[j * oc..], kw * oc, &gh.at[i * ah..][..ah]);
+        }
+    }
+    let mut dw = uninit::<T>(oc * kh * kw);
+    for (q, k) in dw.chunks_exact_mut(kh * kw).enumerate() {
+        for (r, d) in k.iter_mut().enumerate() {
+            *d = taps[r * oc + q];
+        }
+    }
+    dw
+}
+
+/// The GEMMs run on one thread when the blocks (or groups) keep every thread busy, else on all.
+fn gemm_par(tasks: usize) -> Parallelism {
+    let t = threads();
+    if tasks >= t {
+        Parallelism::None
+    } else {
+        Parallelism::Rayon(t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lcg(seed: &mut u64) -> f64 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((*seed >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+    }
+
+    /// Each axis's F(m, r) computes the correlation `y_i = Σ_k g_k d_{i+k}` exactly on small
+    /// integers (the transforms' entries are dyadic or have small denominators).
+    #[test]
+    fn one_axis_is_the_correlation() {
+        for r in 1..=7 {
+            for m in [1, 2, 4] {
+                if m + r - 1 > 8 || (r == 1 && m > 1) {
+                    continue;
+                }
+                let ax = Axis::new(m, r);
+                let a = ax.alpha();
+                let d: Vec<f64> = (0..a).map(|i| (i as f64 * 3.0 + 1.0) % 7.0 - 3.0).collect();
+                let k: Vec<f64> = (0..r).map(|i| (i as f64 * 5.0 + 2.0) % 9.0 - 4.0).collect();
+                let bd: Vec<f64> = (0..a)
+                    .map(|j| (0..a).map(|t| ax.bt[j * a + t] * d[t]).sum())
+                    .collect();
+                let gk: Vec<f64> = (0..a)
+                    .map(|j| (0..r).map(|t| ax.g[j * r + t] * k[t]).sum())
+                    .collect();
+                for i in 0..m {
+                    let got: f64 = (0..a).map(|j| ax.at[i * a + j] * gk[j] * bd[j]).sum();
+                    let want: f64 = (0..r).map(|t| k[t] * d[i + t]).sum();
+                    assert!(
+                        (got - want).abs() < 1e-9,
+                        "F({m},{r}) output {i}: {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The definition: forward pass and weight gradient in f64 by their sums.
+    fn reference(x: &[f64], wt: &[f64], dy: &[f64], g: &Geom) -> (Vec<f64>, Vec<f64>) {
+        let mut y = vec![0.0; g.n * g.o * g.p()];
+        let mut dw = vec![0.0; wt.len()];
+        for n in 0..g.n {
+            for o in 0..g.o {
+                for oy in 0..g.oh {
+                    for ox in 0..g.ow {
+                        let at = ((n * g.o + o) * g.oh + oy) * g.ow + ox;
+                        for c in 0..g.c {
+                            for i in 0..g.kh {
+                                for j in 0..g.kw {
+                                    let iy = (oy + i) as isize - g.ph as isize;
+                                    let ix = (ox + j) as isize - g.pw as isize;
+                                    if !(0..g.h as isize).contains(&iy)
+                                        || !(0..g.w as isize).contains(&ix)
+                                    {
+                                        continue;
+                                    }
+                                    let xv =
+                                        x[((n * g.c + c) * g.h + iy as usize) * g.w + ix as usize];
+                                    let wi = ((o * g.c + c) * g.kh + i) * g.kw + j;
+                                    y[at] += wt[wi] * xv;
+                                    dw[wi] += dy[at] * xv;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        (y, dw)
+    }
+
+    fn check<T: Elem>(g: &Geom, tol: f64, seed: &mut u64) {
+        let plan = Plan::new(g).expect("planned");
+        let x: Vec<f64> = (0..g.n * g.image_in()).map(|_| lcg(seed)).collect();
+        let wt: Vec<f64> = (0..g.o * g.k()).map(|_| lcg(seed)).collect();
+        let dy: Vec<f64> = (0..g.n * g.o * g.p()).map(|_| lcg(seed)).collect();
+        let (y_ref, dw_ref) = reference(&x, &wt, &dy, g);
+        let cast = |v: &[f64]| v.iter().map(|&e| T::from_f64(e)).collect::<Vec<T>>();
+        let (xt, wtt, dyt) = (cast(&x), cast(&wt), cast(&dy));
+        let y = forward(&xt, (0, g.image_in()), &wtt, g, &plan);
+        let dw = grad_weight(&xt, (0, g.image_in()), &dyt, (0, g.o * g.p()), g, &plan);
+        // Errors relative to the scale of a sum's terms: √(taps summed) (entries are in ±1).
+        let worst = |got: &[T], want: &[f64], terms: usize| {
+            got.iter()
+                .zip(want)
+                .map(|(a, b)| (a.to_f64() - b).abs() / (terms as f64).sqrt())
+                .fold(0.0, f64::max)
+        };
+        let ey = worst(&y, &y_ref, g.k());
+        let ew = worst(&dw, &dw_ref, g.n * g.p());
+        assert!(ey < tol, "{g:?}: forward error {ey:e}");
+        assert!(ew < tol, "{g:?}: weight gradient error {ew:e}");
+    }
+
+    /// Which convolutions of the networks at 299 px (batch 8) take Winograd: 3×3 and 5×5 on
+    /// large maps do; Inception-B's 1×7, Inception-C's 8×8 maps (32 tiles) and the CIFAR-10
+    /// scale's narrow stem do not.
+    #[test]
+    fn worth_it_on_large_maps_only() {
+        let worth = |x: [usize; 4], k: (usize, usize, usize), pad: (usize, usize)| {
+            let g = Geom::new(&x, &[k.0, x[1], k.1, k.2], pad, 1).unwrap();
+            Plan::new(&g).is_some_and(|p| p.worth(&g))
+        };
+        assert!(worth([8, 64, 35, 35], (96, 3, 3), (1, 1)));
+        assert!(worth([8, 32, 149, 149], (32, 3, 3), (0, 0)));
+        assert!(!worth([8, 192, 17, 17], (224, 1, 7), (0, 3)));
+        assert!(worth([8, 48, 35, 35], (64, 5, 5), (2, 2)));
+        assert!(!worth([8, 448, 8, 8], (384, 3, 3), (1, 1)));
+        assert!(!worth([8, 384, 8, 8], (256, 1, 3), (0, 1)));
+        assert!(!worth([32, 8, 73, 73], (8, 3, 3), (1, 1)));
+        assert!(!worth([32, 20, 18, 18], (48, 3, 3), (0, 0)));
+    }
+
+    /// Forward pass and weight gradient against the definition, over random shapes: kernels
+    /// 3×3, 5×5, 1×n and n×1, SAME and VALID and in-between paddings, maps that leave partial
+    /// tiles, several images and channels; f64 to 1e-13 and f32 to 1e-5 of the terms' scale.
+    #[test]
+    fn matches_the_definition() {
+        let mut seed = 5u64;
+        let pick = |n: usize, s: &mut u64| ((lcg(s) + 1.0) * 0.5 * n as f64) as usize % n;
+        let kernels = [
+            (3, 3),
+            (5, 5),
+            (1, 7),
+            (7, 1),
+            (1, 3),
+            (3, 1),
+            (2, 2),
+            (1, 5),
+            (6, 1),
+        ];
+        let mut planned = 0;
+        for case in 0..120 {
+            let (kh, kw) = kernels[case % kernels.len()];
+            let (ph, pw) = match case % 3 {
+                0 => (kh / 2, kw / 2),
+                1 => (0, 0),
+                _ => (pick(kh, &mut seed), pick(kw, &mut seed)),
+            };
+            let (h, w) = (1 + pick(13, &mut seed), 1 + pick(13, &mut seed));
+            let (n, c, o) = (
+                1 + pick(3, &mut seed),
+                1 + pick(6, &mut seed),
+                1 + pick(6, &mut seed),
+            );
+            let Ok(g) = Geom::new(&[n, c, h, w], &[o, c, kh, kw], (ph, pw), 1) else {
+                continue;
+            };
+            if Plan::new(&g).is_none() {
+                continue;
+            }
+            planned += 1;
+            check::<f64>(&g, 1e-13, &mut seed);
+            check::<f32>(&g, 1e-5, &mut seed);
+        }
+        assert!(planned > 60, "only {planned} shapes planned");
+    }
+}
