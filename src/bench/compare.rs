@@ -247,7 +247,10 @@ pub fn run(o: &CompareOptions) -> Result<(), String> {
     validate(o)?;
     let threads = rayon::current_num_threads();
     let cpu = CpuInfo::read();
-    let peak = cpu.as_ref().ok().map(|c| c.peak(threads));
+    let peak = cpu
+        .as_ref()
+        .ok()
+        .map(|c| c.peak_measured(threads, super::peak::measure_fma_peak(threads, 0.3)));
     let python = o
         .python
         .clone()

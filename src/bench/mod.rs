@@ -39,7 +39,7 @@ pub(crate) use options::tiny;
 pub use options::BenchOptions;
 pub(crate) use options::{archs, err, median, model_config, setup};
 pub use parity::{parity, Parity, TensorDifference};
-pub use peak::{CpuInfo, Peak};
+pub use peak::{measure_fma_peak, CpuInfo, Peak};
 pub use stream::{stream_check, StreamCheck};
 pub use timing::{
     eval_crops_per_s, eval_timing, train_images_per_s, train_timing, Iteration, PhaseTime,

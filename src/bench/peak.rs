@@ -11,6 +11,12 @@
 //! one AVX-512 unit: then the share shown is half the true one). The clock is the nominal
 //! one: cpufreq's maximum where the kernel exposes it, else `cpu MHz` of /proc/cpuinfo (under
 //! a hypervisor, the host's nominal clock).
+//!
+//! The nominal clock is not the one the cores run at: under boost they run faster (the 2-core
+//! AMD EPYC this was written on says 2.60 GHz and runs its FMAs at 3.66 GHz), so the peak
+//! `repro bench compare` divides by is measured where it can be: [`measure_fma_peak`] runs
+//! independent FMAs of the widest vectors the CPU has on every thread at once for a fraction
+//! of a second. The formula stays beside it in the report.
 
 use serde::Serialize;
 
@@ -30,7 +36,12 @@ pub struct CpuInfo {
 /// The f32 peak of `threads` cores and how it was computed.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Peak {
+    /// The yardstick: the measured peak where there is one, else the formula's.
     pub gflops: f64,
+    /// What the formula gives (nominal clock).
+    pub nominal_gflops: f64,
+    /// What an FMA loop on `threads` threads reached, if measured.
+    pub measured_gflops: Option<f64>,
     pub threads: usize,
     pub ghz: f64,
     pub lanes: usize,
@@ -111,6 +122,8 @@ impl CpuInfo {
         let gflops = threads as f64 * ghz * (lanes * 2 * fma) as f64;
         Peak {
             gflops,
+            nominal_gflops: gflops,
+            measured_gflops: None,
             threads,
             ghz,
             lanes,
@@ -124,6 +137,33 @@ impl CpuInfo {
         }
     }
 
+    /// [`Self::peak`] with the measured one as the yardstick where there is one (`measured`,
+    /// from [`measure_fma_peak`]), the formula's kept beside it.
+    pub fn peak_measured(&self, threads: usize, measured: Option<f64>) -> Peak {
+        let nominal = self.peak(threads);
+        let Some(m) = measured else {
+            return nominal;
+        };
+        let per_cycle = (nominal.lanes * 2 * nominal.fma_per_cycle * threads) as f64;
+        Peak {
+            gflops: m,
+            measured_gflops: Some(m),
+            how: format!(
+                "f32 peak {m:.0} GFLOP/s measured (independent {} FMAs on {threads} threads at \
+                 once: the cores at {:.2} GHz); the nominal formula gives {:.0} = {threads} \
+                 threads × {:.2} GHz ({}) × {} lanes × 2 (FMA) × {} FMA per cycle",
+                self.vector_name(),
+                m / per_cycle,
+                nominal.nominal_gflops,
+                nominal.ghz,
+                self.clock_source,
+                nominal.lanes,
+                nominal.fma_per_cycle,
+            ),
+            ..nominal
+        }
+    }
+
     fn vector_name(&self) -> &'static str {
         if self.has("avx512f") {
             "AVX-512"
@@ -133,6 +173,121 @@ impl CpuInfo {
             "SSE"
         }
     }
+}
+
+/// GFLOP/s of f32 FMAs on `threads` threads at once (AVX-512 or AVX2 + FMA, 12 independent
+/// accumulators each so that the FMAs' latency is hidden), each thread running about
+/// `seconds`; `None` on a CPU without either.
+pub fn measure_fma_peak(threads: usize, seconds: f64) -> Option<f64> {
+    let kernel = fma_kernel()?;
+    // Iterations for `seconds`, from a short calibration run on this thread.
+    let probe = 200_000;
+    let t = std::time::Instant::now();
+    std::hint::black_box(kernel.run(probe));
+    let per_iter = t.elapsed().as_secs_f64() / probe as f64;
+    let iters = ((seconds / per_iter.max(1e-12)) as u64).max(probe);
+    let barrier = std::sync::Barrier::new(threads.max(1));
+    let secs: Vec<f64> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads.max(1))
+            .map(|_| {
+                s.spawn(|| {
+                    barrier.wait();
+                    let t = std::time::Instant::now();
+                    std::hint::black_box(kernel.run(iters));
+                    t.elapsed().as_secs_f64()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("FMA loop"))
+            .collect()
+    });
+    let flops = iters as f64 * (FMA_CHAINS * kernel.lanes() * 2) as f64;
+    Some(secs.iter().map(|s| flops / s / 1e9).sum())
+}
+
+/// Independent accumulators of the FMA loop.
+const FMA_CHAINS: usize = 12;
+
+#[derive(Clone, Copy)]
+enum FmaKernel {
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+}
+
+fn fma_kernel() -> Option<FmaKernel> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return Some(FmaKernel::Avx512);
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return Some(FmaKernel::Avx2);
+        }
+    }
+    None
+}
+
+impl FmaKernel {
+    fn lanes(self) -> usize {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            FmaKernel::Avx512 => 16,
+            #[cfg(target_arch = "x86_64")]
+            FmaKernel::Avx2 => 8,
+        }
+    }
+
+    /// `iters` rounds of one FMA on each accumulator; returns their sum (kept alive).
+    fn run(self, iters: u64) -> f32 {
+        match self {
+            // SAFETY: chosen only where the CPU has the features.
+            #[cfg(target_arch = "x86_64")]
+            FmaKernel::Avx512 => unsafe { fma_loop_avx512(iters) },
+            #[cfg(target_arch = "x86_64")]
+            FmaKernel::Avx2 => unsafe { fma_loop_avx2(iters) },
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn fma_loop_avx512(iters: u64) -> f32 {
+    use std::arch::x86_64::*;
+    let (b, c) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
+    let mut acc = [_mm512_set1_ps(1.0); FMA_CHAINS];
+    for _ in 0..iters {
+        for a in acc.iter_mut() {
+            *a = _mm512_fmadd_ps(*a, b, c);
+        }
+    }
+    let sum = acc
+        .iter()
+        .fold(_mm512_setzero_ps(), |s, &a| _mm512_add_ps(s, a));
+    _mm512_reduce_add_ps(sum)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fma_loop_avx2(iters: u64) -> f32 {
+    use std::arch::x86_64::*;
+    let (b, c) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
+    let mut acc = [_mm256_set1_ps(1.0); FMA_CHAINS];
+    for _ in 0..iters {
+        for a in acc.iter_mut() {
+            *a = _mm256_fmadd_ps(*a, b, c);
+        }
+    }
+    let mut lanes = [0f32; 8];
+    let sum = acc
+        .iter()
+        .fold(_mm256_setzero_ps(), |s, &a| _mm256_add_ps(s, a));
+    _mm256_storeu_ps(lanes.as_mut_ptr(), sum);
+    lanes.iter().sum()
 }
 
 #[cfg(test)]
@@ -177,5 +332,29 @@ mod tests {
         assert!((zen3.peak(1).gflops - 96.0).abs() < 1e-9);
         let old = cpu("GenuineIntel", 6, 15, "sse2", 2000.0);
         assert!((old.peak(1).gflops - 16.0).abs() < 1e-9);
+    }
+
+    /// The measured peak is the yardstick, the formula's beside it, the clock it implies said.
+    #[test]
+    fn measured_peak_is_the_yardstick() {
+        let zen4 = cpu("AuthenticAMD", 25, 17, "avx2 fma avx512f", 2600.0);
+        let p = zen4.peak_measured(2, Some(234.0));
+        assert_eq!((p.gflops, p.nominal_gflops), (234.0, 166.4));
+        assert!(p.how.contains("f32 peak 234 GFLOP/s measured"), "{}", p.how);
+        assert!(p.how.contains("cores at 3.66 GHz"), "{}", p.how);
+        assert!(p.how.contains("nominal formula gives 166"), "{}", p.how);
+        assert_eq!(zen4.peak_measured(2, None), zen4.peak(2));
+    }
+
+    /// On a CPU with AVX2 or AVX-512 the FMA loop runs and reaches a plausible rate: at least a
+    /// tenth of the formula's peak of one core (the machine may be busy), at most 4× it.
+    #[test]
+    fn fma_loop_measures_this_cpu() {
+        let Some(m) = measure_fma_peak(1, 0.02) else {
+            eprintln!("no AVX2/AVX-512 here: the peak stays the formula's");
+            return;
+        };
+        let nominal = CpuInfo::read().map(|c| c.peak(1).gflops).unwrap_or(m);
+        assert!(m > nominal / 10.0 && m < nominal * 4.0, "{m} vs {nominal}");
     }
 }

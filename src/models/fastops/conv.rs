@@ -1,5 +1,5 @@
-//! Convolution through per-band im2col + GEMM (1×1 convolutions as plain matrix products), with
-//! its own backward pass.
+//! Convolution through per-band im2col + GEMM (1×1 convolutions as plain matrix products, stride-1
+//! 3×3 and 5×5 ones on large maps by Winograd's algorithm), with its own backward pass.
 
 mod crop;
 mod gather;

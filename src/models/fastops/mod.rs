@@ -11,7 +11,9 @@
 //!   per convolution, a constant shift of the plane where the stride is 1 and the output rows
 //!   as wide as the input's, else a gather table. The input gradient is `Wᵀ·dY` per band
 //!   followed by col2im; the weight gradient is `Σ dY·colᵀ`, accumulated per fixed group of images and summed
-//!   in a fixed order, so results are deterministic for a given number of threads.
+//!   in a fixed order, so results are deterministic for a given number of threads. Stride-1
+//!   3×3 and 5×5 convolutions on large maps run by Winograd's minimal filtering instead
+//!   (`conv/winograd.rs`).
 //! - [`bn_relu`]: batch statistics in one parallel pass per channel (f64 accumulation), the
 //!   running statistics updated in place exactly as candle's `BatchNorm` computes them, then
 //!   `max(0, x·a + b)` in place of candle's transpose/contiguous/broadcast chain; the backward
