@@ -416,28 +416,67 @@ fn strided_rows<T: Elem>(
     }
 }
 
-wide_fn! {
-    /// `dst[t] = Σ_k coefs[k]·src[k·stride + t]`, zero coefficients skipped.
-    fn combine<T: Elem>(dst: &mut [T], src: &[T], stride: usize, coefs: &[f64]) -> () {
-        let mut first = true;
-        for (k, &c) in coefs.iter().enumerate() {
-            if c == 0.0 {
-                continue;
-            }
-            let (c, s) = (T::from_f64(c), &src[k * stride..][..dst.len()]);
-            if first {
-                for (d, &v) in dst.iter_mut().zip(s) {
-                    *d = c * v;
-                }
-                first = false;
-            } else {
-                for (d, &v) in dst.iter_mut().zip(s) {
-                    *d += c * v;
-                }
-            }
+/// `dst[t] = Σ_k coefs[k]·src[k·stride + t]`, zero coefficients skipped, the terms added in
+/// order of `k`, up to three of them in one pass over `dst`.
+fn combine<T: Elem>(dst: &mut [T], src: &[T], stride: usize, coefs: &[f64]) {
+    let mut pending: [(T, usize); 3] = [(zero(), 0); 3];
+    let mut n = 0;
+    let mut first = true;
+    for (k, &c) in coefs.iter().enumerate() {
+        if c == 0.0 {
+            continue;
         }
-        if first {
-            dst.fill(zero());
+        pending[n] = (T::from_f64(c), k * stride);
+        n += 1;
+        if n == 3 {
+            combine_pass(dst, src, pending, n, first);
+            (n, first) = (0, false);
+        }
+    }
+    if n > 0 || first {
+        combine_pass(dst, src, pending, n, first);
+    }
+}
+
+wide_fn! {
+    /// `dst[t] (= | +=) Σ c·src[off + t]` over the first `n` of `terms` (n ≤ 3), in order.
+    fn combine_pass<T: Elem>(dst: &mut [T], src: &[T], terms: [(T, usize); 3], n: usize, first: bool) -> () {
+        let len = dst.len();
+        let [(c0, o0), (c1, o1), (c2, o2)] = terms;
+        match (n, first) {
+            (0, _) => dst.fill(zero()),
+            (1, true) => {
+                for (d, &a) in dst.iter_mut().zip(&src[o0..][..len]) {
+                    *d = c0 * a;
+                }
+            }
+            (2, true) => {
+                for ((d, &a), &b) in dst.iter_mut().zip(&src[o0..][..len]).zip(&src[o1..][..len]) {
+                    *d = c0 * a + c1 * b;
+                }
+            }
+            (3, true) => {
+                let it = dst.iter_mut().zip(&src[o0..][..len]).zip(&src[o1..][..len]);
+                for (((d, &a), &b), &e) in it.zip(&src[o2..][..len]) {
+                    *d = c0 * a + c1 * b + c2 * e;
+                }
+            }
+            (1, false) => {
+                for (d, &a) in dst.iter_mut().zip(&src[o0..][..len]) {
+                    *d += c0 * a;
+                }
+            }
+            (2, false) => {
+                for ((d, &a), &b) in dst.iter_mut().zip(&src[o0..][..len]).zip(&src[o1..][..len]) {
+                    *d += c0 * a + c1 * b;
+                }
+            }
+            _ => {
+                let it = dst.iter_mut().zip(&src[o0..][..len]).zip(&src[o1..][..len]);
+                for (((d, &a), &b), &e) in it.zip(&src[o2..][..len]) {
+                    *d += c0 * a + c1 * b + c2 * e;
+                }
+            }
         }
     }
 }
