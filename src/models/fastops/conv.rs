@@ -490,6 +490,12 @@ fn grad_weight<T: Elem>(
         }
         acc
     });
+    sum_in_order(partials)
+}
+
+/// The element-wise sum of per-group partial results, added in the groups' order (so that a
+/// result depends on the number of groups only, not on which thread finished first).
+fn sum_in_order<T: Elem>(partials: Vec<Vec<T>>) -> Vec<T> {
     let mut it = partials.into_iter();
     let mut total = it.next().expect("at least one group");
     for part in it {

@@ -260,30 +260,34 @@ fn pointwise_on_1x1_maps_takes_channel_slices() {
 /// the gradient arriving may be one too.
 #[test]
 fn conv_takes_channel_slices() {
-    let dev = Device::Cpu;
-    let big = Var::from_tensor(&Tensor::randn(0f64, 1., (3, 7, 6, 5), &dev).unwrap()).unwrap();
-    let x = big.as_tensor().narrow(1, 2, 4).unwrap();
-    let wt = Tensor::randn(0f64, 1., (6, 4, 3, 3), &dev).unwrap();
-    let fast = conv2d(&x, &wt, (1, 1), 1).unwrap();
-    let stock = stock_conv2d(&x, &wt, (1, 1), 1).unwrap();
-    close("slice forward", &fast, &stock, 1e-12);
-    let other = Tensor::randn(0f64, 1., (3, 2, 6, 5), &dev).unwrap();
-    let loss = |y: &Tensor| {
-        Tensor::cat(&[y, &other], 1)
-            .unwrap()
-            .sqr()
-            .unwrap()
-            .sum_all()
-            .unwrap()
-    };
-    let gf = loss(&fast).backward().unwrap();
-    let gs = loss(&stock).backward().unwrap();
-    close(
-        "slice dx",
-        gf.get(big.as_tensor()).unwrap(),
-        gs.get(big.as_tensor()).unwrap(),
-        1e-12,
-    );
+    // Small maps (im2col), and maps large enough for Winograd (the output gradient a slice too).
+    for (n, c, hw, o) in [(3, 4, (6, 5), 6), (4, 32, (36, 34), 32)] {
+        let dev = Device::Cpu;
+        let shape = (n, c + 3, hw.0, hw.1);
+        let big = Var::from_tensor(&Tensor::randn(0f64, 1., shape, &dev).unwrap()).unwrap();
+        let x = big.as_tensor().narrow(1, 2, c).unwrap();
+        let wt = Tensor::randn(0f64, 1., (o, c, 3, 3), &dev).unwrap();
+        let fast = conv2d(&x, &wt, (1, 1), 1).unwrap();
+        let stock = stock_conv2d(&x, &wt, (1, 1), 1).unwrap();
+        close("slice forward", &fast, &stock, 1e-12);
+        let other = Tensor::randn(0f64, 1., (n, 2, hw.0, hw.1), &dev).unwrap();
+        let loss = |y: &Tensor| {
+            Tensor::cat(&[y, &other], 1)
+                .unwrap()
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+        };
+        let gf = loss(&fast).backward().unwrap();
+        let gs = loss(&stock).backward().unwrap();
+        close(
+            "slice dx",
+            gf.get(big.as_tensor()).unwrap(),
+            gs.get(big.as_tensor()).unwrap(),
+            1e-12,
+        );
+    }
 }
 
 #[test]

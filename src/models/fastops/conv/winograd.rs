@@ -13,10 +13,11 @@
 //! `Bᵀ`; the output gradient's tile takes the place of the kernel), its products summed over the
 //! tiles in `O × C` matrices before going back to the `r_h × r_w` taps.
 //!
-//! The sums are the direct convolution's up to rounding: the points 0, ±1, ±2, ±1/2 (and ∞)
-//! keep the transforms' entries between 1/90 and 21. The f64 lockstep with PyTorch and the f32
-//! fixtures hold (tests below bound the error against the definition). `REPRO_WINOGRAD=0` turns
-//! it off (the im2col path then runs every convolution); bf16 products never come here.
+//! The sums are the direct convolution's up to rounding: the points 0, ±1, ±2 (±1/2 beyond 6
+//! points) and ∞ keep the transforms' entries between 1/24 and 16 for the 3×3 and 5×5 kernels
+//! that come here (1/90 and 64 with 7 taps); the tests below bound the error against the
+//! definition, and timm's logits at 299 px, which go through it, still match. `REPRO_WINOGRAD=0`
+//! turns it off (the im2col path then runs every convolution); bf16 products never come here.
 
 use gemm::Parallelism;
 
@@ -144,9 +145,8 @@ pub(super) struct Plan {
 
 impl Plan {
     /// The plan for `g`, if `g` is a stride-1 convolution with native products, a kernel of
-    /// 2 to 7 taps along at least one axis (at most 7 along both), outputs at least a tile
-    /// long along the transformed axes, and enough tiles and channels to pay for the
-    /// transforms; `None` also when `REPRO_WINOGRAD=0`.
+    /// 2 to 7 taps along both axes, outputs at least a tile long, and enough tiles and channels
+    /// to pay for the transforms ([`Self::worth`]); `None` also when `REPRO_WINOGRAD=0`.
     pub(super) fn of(g: &Geom) -> Option<Self> {
         let plan = Self::new(g)?;
         (enabled() && plan.worth(g)).then_some(plan)
@@ -161,7 +161,8 @@ impl Plan {
         g.kh > 1 && g.kw > 1 && g.n * self.th * self.tw >= MIN_TILES && g.c.min(g.o) >= MIN_CHANNELS
     }
 
-    /// The plan for `g` wherever the algorithm applies, worth it or not.
+    /// The plan for `g` wherever the algorithm applies (1×n and n×1 kernels too), worth it or
+    /// not.
     fn new(g: &Geom) -> Option<Self> {
         let fits = |k: usize, out: usize| k <= 7 && (k == 1 || out >= tile_outputs(k));
         if g.s != 1
@@ -581,14 +582,7 @@ pub(super) fn grad_weight<T: Elem>(
         }
         acc
     });
-    let mut it = partials.into_iter();
-    let mut total = it.next().expect("at least one group");
-    for part in it {
-        for (t, v) in total.iter_mut().zip(part) {
-            *t += v;
-        }
-    }
-    taps_from_points(&total, g, (&gh, &gw))
+    taps_from_points(&super::sum_in_order(partials), g, (&gh, &gw))
 }
 
 /// `dW[o][c][i][j] = Σ_ξ Σ_ν Aᵀ_h[i][ξ]·Aᵀ_w[j][ν]·acc[ξ·α_w + ν][o][c]` (F(r, m)'s `Aᵀ`),
