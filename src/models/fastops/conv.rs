@@ -12,7 +12,9 @@ mod winograd;
 #[cfg(test)]
 pub(crate) use winograd::{calls as winograd_calls, enabled as winograd_enabled};
 
-use super::{blocked, image_blocks, par_chunks, par_map, threads, with_slice, zero, Elem};
+use super::{
+    blocked, image_blocks, par_chunks, par_map, sum_in_order, threads, with_slice, zero, Elem,
+};
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use crop::Crop;
 use gather::Gathered;
@@ -491,19 +493,6 @@ fn grad_weight<T: Elem>(
         acc
     });
     sum_in_order(partials)
-}
-
-/// The element-wise sum of per-group partial results, added in the groups' order (so that a
-/// result depends on the number of groups only, not on which thread finished first).
-fn sum_in_order<T: Elem>(partials: Vec<Vec<T>>) -> Vec<T> {
-    let mut it = partials.into_iter();
-    let mut total = it.next().expect("at least one group");
-    for part in it {
-        for (t, v) in total.iter_mut().zip(part) {
-            *t += v;
-        }
-    }
-    total
 }
 
 fn dims_of(l: &Layout) -> &[usize] {

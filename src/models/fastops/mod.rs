@@ -51,7 +51,8 @@ pub use bn::bn_relu;
 pub use conv::conv2d;
 pub use parallel::on_worker;
 pub(crate) use parallel::{
-    par_chunk_groups, par_chunks, par_items, par_map, threads, SyncPtr, MIN_TASK_ENTRIES,
+    par_chunk_groups, par_chunks, par_items, par_map, sum_in_order, threads, SyncPtr,
+    MIN_TASK_ENTRIES,
 };
 pub use pool::{avg_pool_same, max_pool};
 pub use residual::scaled_residual;

@@ -126,6 +126,20 @@ pub(crate) fn par_map<R: Send>(n: usize, f: impl Fn(usize) -> R + Sync + Send) -
         .collect()
 }
 
+/// The element-wise sum of per-group partial results (of [`par_map`]), added in the groups'
+/// order, so that a result depends on the number of groups only, not on which thread finished
+/// first.
+pub(crate) fn sum_in_order<T: std::ops::AddAssign>(partials: Vec<Vec<T>>) -> Vec<T> {
+    let mut it = partials.into_iter();
+    let mut total = it.next().expect("at least one group");
+    for part in it {
+        for (t, v) in total.iter_mut().zip(part) {
+            *t += v;
+        }
+    }
+    total
+}
+
 pub(crate) struct SyncPtr<T>(pub(crate) *mut T);
 unsafe impl<T: Send> Sync for SyncPtr<T> {}
 unsafe impl<T: Send> Send for SyncPtr<T> {}

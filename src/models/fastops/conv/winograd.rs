@@ -22,7 +22,7 @@
 use gemm::Parallelism;
 
 use super::super::simd::wide_fn;
-use super::super::{par_items, par_map, threads, uninit, zero, Elem, SyncPtr};
+use super::super::{par_items, par_map, sum_in_order, threads, uninit, zero, Elem, SyncPtr};
 use super::geom::{Arith, Geom};
 use super::matmul::mm;
 
@@ -265,17 +265,13 @@ impl Plan {
                 }
             }
             // Bᵀ along the rows, then along the columns.
-            for xi in 0..ah {
-                for b in 0..aw {
-                    let dst = &mut half[(xi * aw + b) * tb..][..tb];
-                    combine(dst, &patch[b * tb..], aw * tb, &self.h.bt[xi * ah..][..ah]);
-                }
+            for b in 0..aw {
+                let (d, s) = (&mut half[b * tb..], &patch[b * tb..]);
+                self.h.apply_bt(d, aw * tb, s, aw * tb, tb);
             }
             for xi in 0..ah {
-                for nu in 0..aw {
-                    let dst = &mut v[((xi * aw + nu) * g.c + c) * tb..][..tb];
-                    combine(dst, &half[xi * aw * tb..], tb, &self.w.bt[nu * aw..][..aw]);
-                }
+                let (d, s) = (&mut v[(xi * aw * g.c + c) * tb..], &half[xi * aw * tb..]);
+                self.w.apply_bt(d, g.c * tb, s, tb, tb);
             }
         }
     }
@@ -295,17 +291,12 @@ impl Plan {
         let mut out = uninit::<T>(mh * mw * tb);
         for o in 0..g.o {
             for xi in 0..ah {
-                for j in 0..mw {
-                    let dst = &mut half[(xi * mw + j) * tb..][..tb];
-                    let src = &mp[(xi * aw * g.o + o) * tb..];
-                    combine(dst, src, g.o * tb, &self.w.at[j * aw..][..aw]);
-                }
+                let (d, s) = (&mut half[xi * mw * tb..], &mp[(xi * aw * g.o + o) * tb..]);
+                self.w.apply_at(d, tb, s, g.o * tb, tb);
             }
-            for i in 0..mh {
-                for j in 0..mw {
-                    let dst = &mut out[(i * mw + j) * tb..][..tb];
-                    combine(dst, &half[j * tb..], mw * tb, &self.h.at[i * ah..][..ah]);
-                }
+            for j in 0..mw {
+                let (d, s) = (&mut out[j * tb..], &half[j * tb..]);
+                self.h.apply_at(d, mw * tb, s, mw * tb, tb);
             }
             for (k, row) in rows.clone().enumerate() {
                 let (n, ty) = (row / self.th, row % self.th);
@@ -358,18 +349,157 @@ impl Plan {
                     strided_rows(dst, tb, src, 0, (mw, mw, self.tw), &mut pad);
                 }
             }
-            for xi in 0..ah {
-                for j in 0..mw {
-                    let dst = &mut half[(xi * mw + j) * tb..][..tb];
-                    combine(dst, &tile[j * tb..], mw * tb, &gh.g[xi * mh..][..mh]);
-                }
+            for j in 0..mw {
+                let (d, s) = (&mut half[j * tb..], &tile[j * tb..]);
+                gh.apply_g(d, mw * tb, s, mw * tb, tb);
             }
             for xi in 0..ah {
-                for nu in 0..aw {
-                    let dst = &mut vd[((xi * aw + nu) * g.o + o) * tb..][..tb];
-                    combine(dst, &half[xi * mw * tb..], tb, &gw.g[nu * mw..][..mw]);
-                }
+                let (d, s) = (&mut vd[(xi * aw * g.o + o) * tb..], &half[xi * mw * tb..]);
+                gw.apply_g(d, g.o * tb, s, tb, tb);
             }
+        }
+    }
+}
+
+/// `rows` rows of `len` entries of `dst`, `stride` apart, as separate slices.
+fn rows_mut<T, const N: usize>(dst: &mut [T], stride: usize, len: usize) -> [&mut [T]; N] {
+    assert!(stride >= len && dst.len() >= (N - 1) * stride + len);
+    let mut rest = dst;
+    std::array::from_fn(|i| {
+        let taken = std::mem::take(&mut rest);
+        let (row, tail) = taken.split_at_mut(len);
+        if i + 1 < N {
+            rest = &mut tail[stride - len..];
+        }
+        row
+    })
+}
+
+/// `Bᵀ` of F(4, 3) (points 0, 1, −1, 2, −2, ∞) applied to six rows of `src` (`ss` apart), the
+/// six results into rows of `dst` (`ds` apart): the same matrix as [`Axis::bt`], with its
+/// common terms computed once (12 operations for 22 non-zero entries) in one pass.
+fn bt6<T: Elem>(dst: &mut [T], ds: usize, src: &[T], ss: usize, len: usize) {
+    let [o0, o1, o2, o3, o4, o5] = rows_mut::<T, 6>(dst, ds, len);
+    let d = |k: usize| &src[k * ss..][..len];
+    bt6_rows(
+        [o0, o1, o2, o3, o4, o5],
+        [d(0), d(1), d(2), d(3), d(4), d(5)],
+    );
+}
+
+wide_fn! {
+    fn bt6_rows<T: Elem>(o: [&mut [T]; 6], d: [&[T]; 6]) -> () {
+        let (four, five, two) = (T::from_f64(4.0), T::from_f64(5.0), T::from_f64(2.0));
+        let [o0, o1, o2, o3, o4, o5] = o;
+        let [d0, d1, d2, d3, d4, d5] = d;
+        for t in 0..o0.len() {
+            let (a0, a1, a2, a3, a4, a5) = (d0[t], d1[t], d2[t], d3[t], d4[t], d5[t]);
+            let (p, q) = (a4 - four * a2, a3 - four * a1);
+            let (r, u) = (a4 - a2, two * (a3 - a1));
+            o0[t] = four * a0 - five * a2 + a4;
+            o1[t] = p + q;
+            o2[t] = p - q;
+            o3[t] = r + u;
+            o4[t] = r - u;
+            o5[t] = four * a1 - five * a3 + a5;
+        }
+    }
+}
+
+/// `Aᵀ` of F(4, 3) applied to six rows of `src` (`ss` apart), the four outputs into rows of
+/// `dst` (`ds` apart), common terms once.
+fn at46<T: Elem>(dst: &mut [T], ds: usize, src: &[T], ss: usize, len: usize) {
+    let rows = rows_mut::<T, 4>(dst, ds, len);
+    let m = |k: usize| &src[k * ss..][..len];
+    at46_rows(rows, [m(0), m(1), m(2), m(3), m(4), m(5)]);
+}
+
+wide_fn! {
+    fn at46_rows<T: Elem>(y: [&mut [T]; 4], m: [&[T]; 6]) -> () {
+        let (two, four, eight) = (T::from_f64(2.0), T::from_f64(4.0), T::from_f64(8.0));
+        let [y0, y1, y2, y3] = y;
+        let [m0, m1, m2, m3, m4, m5] = m;
+        for t in 0..y0.len() {
+            let (s12, d12) = (m1[t] + m2[t], m1[t] - m2[t]);
+            let (s34, d34) = (m3[t] + m4[t], m3[t] - m4[t]);
+            y0[t] = m0[t] + s12 + s34;
+            y1[t] = d12 + two * d34;
+            y2[t] = s12 + four * s34;
+            y3[t] = d12 + eight * d34 + m5[t];
+        }
+    }
+}
+
+/// `G` of F(3, 4) (the weight gradient's for a 3-tap axis: the output gradient's 4 entries to
+/// the points 0, 1, −1, 2, −2, ∞) applied to four rows of `src` into six rows of `dst`, common
+/// terms once: `[¼d₀, −(e+o)/6, −(e−o)/6, (e′+o′)/24, (e′−o′)/24, d₃]` with `e = d₀+d₂`,
+/// `o = d₁+d₃`, `e′ = d₀+4d₂`, `o′ = 2d₁+8d₃`.
+fn g64<T: Elem>(dst: &mut [T], ds: usize, src: &[T], ss: usize, len: usize) {
+    let rows = rows_mut::<T, 6>(dst, ds, len);
+    let d = |k: usize| &src[k * ss..][..len];
+    g64_rows(rows, [d(0), d(1), d(2), d(3)]);
+}
+
+wide_fn! {
+    fn g64_rows<T: Elem>(o: [&mut [T]; 6], d: [&[T]; 4]) -> () {
+        let c = |v: f64| T::from_f64(v);
+        let (quarter, sixth, twentyfourth) = (c(0.25), c(-1.0 / 6.0), c(1.0 / 24.0));
+        let (two, four, eight) = (c(2.0), c(4.0), c(8.0));
+        let [o0, o1, o2, o3, o4, o5] = o;
+        let [d0, d1, d2, d3] = d;
+        for t in 0..o0.len() {
+            let (e, od) = (d0[t] + d2[t], d1[t] + d3[t]);
+            let (e2, od2) = (d0[t] + four * d2[t], two * d1[t] + eight * d3[t]);
+            o0[t] = quarter * d0[t];
+            o1[t] = sixth * (e + od);
+            o2[t] = sixth * (e - od);
+            o3[t] = twentyfourth * (e2 + od2);
+            o4[t] = twentyfourth * (e2 - od2);
+            o5[t] = d3[t];
+        }
+    }
+}
+
+impl Axis {
+    /// Whether this is F(4, 3), whose transforms have the dedicated passes [`bt6`] and [`at46`].
+    fn is_f43(&self) -> bool {
+        self.m == 4 && self.r == 3
+    }
+
+    /// `Bᵀ` applied to `α` rows of `src` (`ss` apart) into `α` rows of `dst` (`ds` apart).
+    fn apply_bt<T: Elem>(&self, dst: &mut [T], ds: usize, src: &[T], ss: usize, len: usize) {
+        let a = self.alpha();
+        if a == 6 {
+            return bt6(dst, ds, src, ss, len);
+        }
+        for i in 0..a {
+            combine(&mut dst[i * ds..][..len], src, ss, &self.bt[i * a..][..a]);
+        }
+    }
+
+    /// `G` applied to `r` rows of `src` (`ss` apart) into `α` rows of `dst` (`ds` apart).
+    fn apply_g<T: Elem>(&self, dst: &mut [T], ds: usize, src: &[T], ss: usize, len: usize) {
+        if self.m == 3 && self.r == 4 {
+            return g64(dst, ds, src, ss, len);
+        }
+        for i in 0..self.alpha() {
+            combine(
+                &mut dst[i * ds..][..len],
+                src,
+                ss,
+                &self.g[i * self.r..][..self.r],
+            );
+        }
+    }
+
+    /// `Aᵀ` applied to `α` rows of `src` into `m` rows of `dst`.
+    fn apply_at<T: Elem>(&self, dst: &mut [T], ds: usize, src: &[T], ss: usize, len: usize) {
+        if self.is_f43() {
+            return at46(dst, ds, src, ss, len);
+        }
+        let a = self.alpha();
+        for i in 0..self.m {
+            combine(&mut dst[i * ds..][..len], src, ss, &self.at[i * a..][..a]);
         }
     }
 }
@@ -582,7 +712,7 @@ pub(super) fn grad_weight<T: Elem>(
         }
         acc
     });
-    taps_from_points(&super::sum_in_order(partials), g, (&gh, &gw))
+    taps_from_points(&sum_in_order(partials), g, (&gh, &gw))
 }
 
 /// `dW[o][c][i][j] = Σ_ξ Σ_ν Aᵀ_h[i][ξ]·Aᵀ_w[j][ν]·acc[ξ·α_w + ν][o][c]` (F(r, m)'s `Aᵀ`),
@@ -659,6 +789,51 @@ mod tests {
                     assert!(
                         (got - want).abs() < 1e-9,
                         "F({m},{r}) output {i}: {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The dedicated passes of F(4, 3) and F(3, 4) compute the derived matrices: `bt6`, `at46`
+    /// and `g64` against the generic row-by-row product on random rows (f64).
+    #[test]
+    fn dedicated_passes_are_the_derived_matrices() {
+        let mut seed = 3u64;
+        let (len, stride) = (37, 41);
+        let src: Vec<f64> = (0..6 * stride).map(|_| lcg(&mut seed)).collect();
+        let generic = |mat: &[f64], outs: usize, ins: usize| -> Vec<f64> {
+            let mut d = vec![0.0; outs * stride];
+            for i in 0..outs {
+                combine(
+                    &mut d[i * stride..][..len],
+                    &src,
+                    stride,
+                    &mat[i * ins..][..ins],
+                );
+            }
+            d
+        };
+        let (f43, f34) = (Axis::new(4, 3), Axis::new(3, 4));
+        let cases: [(&str, &Axis, Vec<f64>, usize, usize); 3] = [
+            ("bt", &f43, f43.bt.clone(), 6, 6),
+            ("at", &f43, f43.at.clone(), 4, 6),
+            ("g", &f34, f34.g.clone(), 6, 4),
+        ];
+        for (name, axis, mat, outs, ins) in cases {
+            let want = generic(&mat, outs, ins);
+            let mut got = vec![0.0; outs * stride];
+            match name {
+                "bt" => axis.apply_bt(&mut got, stride, &src, stride, len),
+                "at" => axis.apply_at(&mut got, stride, &src, stride, len),
+                _ => axis.apply_g(&mut got, stride, &src, stride, len),
+            }
+            for i in 0..outs {
+                for t in 0..len {
+                    let (a, b) = (got[i * stride + t], want[i * stride + t]);
+                    assert!(
+                        (a - b).abs() < 1e-14,
+                        "{name} row {i} entry {t}: {a} vs {b}"
                     );
                 }
             }
