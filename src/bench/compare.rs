@@ -250,7 +250,7 @@ pub fn run(o: &CompareOptions) -> Result<(), String> {
     let peak = cpu
         .as_ref()
         .ok()
-        .map(|c| c.peak_measured(threads, super::peak::measure_fma_peak(threads, 0.3)));
+        .map(|c| c.peak_measured(threads, super::peak::measure_fma_peak(threads, 0.6)));
     let python = o
         .python
         .clone()
