@@ -245,25 +245,13 @@ impl Plan {
         let plane = g.h * g.w;
         for c in 0..g.c {
             // patch[a][b][t]: input entry (a, b) of tile t, zero outside the image.
-            for (k, row) in rows.clone().enumerate() {
-                let (n, ty) = (row / self.th, row % self.th);
-                let xc = &x[xb.0 + n * xb.1 + c * plane..][..plane];
-                for a in 0..ah {
-                    let iy = (ty * self.h.m + a) as isize - g.ph as isize;
-                    let src = (0..g.h as isize)
-                        .contains(&iy)
-                        .then(|| &xc[iy as usize * g.w..][..g.w]);
-                    let dst = &mut patch[a * aw * tb + k * self.tw..];
-                    strided_rows(
-                        dst,
-                        tb,
-                        src,
-                        -(g.pw as isize),
-                        (self.w.m, aw, self.tw),
-                        &mut pad,
-                    );
-                }
-            }
+            self.gather_windows(
+                |n| &x[xb.0 + n * xb.1 + c * plane..][..plane],
+                ((g.h, g.w), (-(g.ph as isize), -(g.pw as isize))),
+                (ah, aw),
+                rows.clone(),
+                (&mut patch, &mut pad),
+            );
             // Bᵀ along the rows, then along the columns.
             for b in 0..aw {
                 let (d, s) = (&mut half[b * tb..], &patch[b * tb..]);
@@ -272,6 +260,32 @@ impl Plan {
             for xi in 0..ah {
                 let (d, s) = (&mut v[(xi * aw * g.c + c) * tb..], &half[xi * aw * tb..]);
                 self.w.apply_bt(d, g.c * tb, s, tb, tb);
+            }
+        }
+    }
+
+    /// `dst[(a·nb + b)·tb + t]` for `a < na`, `b < nb`: entry (a, b) of the window of tile `t` of
+    /// block rows `rows`, i.e. row `ty·m_h + a + first.0` and column `tx·m_w + b + first.1` of
+    /// image `n`'s plane `plane(n)` (`h × w`), zero outside it. `pad` is scratch.
+    fn gather_windows<'a, T: Elem>(
+        &self,
+        plane: impl Fn(usize) -> &'a [T],
+        ((h, w), first): ((usize, usize), (isize, isize)),
+        (na, nb): (usize, usize),
+        rows: std::ops::Range<usize>,
+        (dst, pad): (&mut [T], &mut Vec<T>),
+    ) {
+        let tb = rows.len() * self.tw;
+        for (k, row) in rows.enumerate() {
+            let (n, ty) = (row / self.th, row % self.th);
+            let p = plane(n);
+            for a in 0..na {
+                let iy = (ty * self.h.m + a) as isize + first.0;
+                let src = (0..h as isize)
+                    .contains(&iy)
+                    .then(|| &p[iy as usize * w..][..w]);
+                let d = &mut dst[a * nb * tb + k * self.tw..];
+                strided_rows(d, tb, src, first.1, (self.w.m, nb, self.tw), pad);
             }
         }
     }
@@ -339,16 +353,14 @@ impl Plan {
         let mut pad = Vec::new();
         let plane = g.oh * g.ow;
         for o in 0..g.o {
-            for (k, row) in rows.clone().enumerate() {
-                let (n, ty) = (row / self.th, row % self.th);
-                let dyo = &dy[db.0 + n * db.1 + o * plane..][..plane];
-                for i in 0..mh {
-                    let oy = ty * mh + i;
-                    let src = (oy < g.oh).then(|| &dyo[oy * g.ow..][..g.ow]);
-                    let dst = &mut tile[i * mw * tb + k * self.tw..];
-                    strided_rows(dst, tb, src, 0, (mw, mw, self.tw), &mut pad);
-                }
-            }
+            // tile[i][j][t]: output gradient entry (i, j) of tile t, zero past the map's edge.
+            self.gather_windows(
+                |n| &dy[db.0 + n * db.1 + o * plane..][..plane],
+                ((g.oh, g.ow), (0, 0)),
+                (mh, mw),
+                rows.clone(),
+                (&mut tile, &mut pad),
+            );
             for j in 0..mw {
                 let (d, s) = (&mut half[j * tb..], &tile[j * tb..]);
                 gh.apply_g(d, mw * tb, s, mw * tb, tb);
