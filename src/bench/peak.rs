@@ -182,19 +182,19 @@ impl CpuInfo {
 /// either.
 pub fn measure_fma_peak(threads: usize, seconds: f64) -> Option<f64> {
     let kernel = fma_kernel()?;
-    (0..3)
-        .map(|_| fma_run(kernel, threads, seconds / 3.0))
-        .reduce(f64::max)
-}
-
-/// One run of [`measure_fma_peak`].
-fn fma_run(kernel: FmaKernel, threads: usize, seconds: f64) -> f64 {
-    // Iterations for `seconds`, from a short calibration run on this thread.
+    // Iterations for a third of `seconds`, from a short calibration run on this thread.
     let probe = 200_000;
     let t = std::time::Instant::now();
     std::hint::black_box(kernel.run(probe));
     let per_iter = t.elapsed().as_secs_f64() / probe as f64;
-    let iters = ((seconds / per_iter.max(1e-12)) as u64).max(probe);
+    let iters = ((seconds / 3.0 / per_iter.max(1e-12)) as u64).max(probe);
+    (0..3)
+        .map(|_| fma_run(kernel, threads, iters))
+        .reduce(f64::max)
+}
+
+/// One run of [`measure_fma_peak`]: `iters` rounds of the loop on each of `threads` threads.
+fn fma_run(kernel: FmaKernel, threads: usize, iters: u64) -> f64 {
     let barrier = std::sync::Barrier::new(threads.max(1));
     let secs: Vec<f64> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads.max(1))

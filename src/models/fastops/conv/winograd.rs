@@ -211,18 +211,14 @@ impl Plan {
             }
         }
         let mut half = uninit::<T>(ah * kw * oc);
-        for xi in 0..ah {
-            for j in 0..kw {
-                let dst = &mut half[(xi * kw + j) * oc..][..oc];
-                combine(dst, &taps[j * oc..], kw * oc, &self.h.g[xi * kh..][..kh]);
-            }
+        for j in 0..kw {
+            let (d, s) = (&mut half[j * oc..], &taps[j * oc..]);
+            self.h.apply_g(d, kw * oc, s, kw * oc, oc);
         }
         let mut u = uninit::<T>(self.points() * oc);
         for xi in 0..ah {
-            for nu in 0..aw {
-                let dst = &mut u[(xi * aw + nu) * oc..][..oc];
-                combine(dst, &half[xi * kw * oc..], oc, &self.w.g[nu * kw..][..kw]);
-            }
+            let (d, s) = (&mut u[xi * aw * oc..], &half[xi * kw * oc..]);
+            self.w.apply_g(d, oc, s, oc, oc);
         }
         u
     }
@@ -734,17 +730,13 @@ fn taps_from_points<T: Elem>(acc: &[T], g: &Geom, (gh, gw): (&Axis, &Axis)) -> V
     let (kh, kw) = (g.kh, g.kw);
     let mut half = uninit::<T>(ah * kw * oc);
     for xi in 0..ah {
-        for j in 0..kw {
-            let dst = &mut half[(xi * kw + j) * oc..][..oc];
-            combine(dst, &acc[xi * aw * oc..], oc, &gw.at[j * aw..][..aw]);
-        }
+        let (d, s) = (&mut half[xi * kw * oc..], &acc[xi * aw * oc..]);
+        gw.apply_at(d, oc, s, oc, oc);
     }
     let mut taps = uninit::<T>(kh * kw * oc);
-    for i in 0..kh {
-        for j in 0..kw {
-            let dst = &mut taps[(i * kw + j) * oc..][..oc];
-            combine(dst, &half[j * oc..], kw * oc, &gh.at[i * ah..][..ah]);
-        }
+    for j in 0..kw {
+        let (d, s) = (&mut taps[j * oc..], &half[j * oc..]);
+        gh.apply_at(d, kw * oc, s, kw * oc, oc);
     }
     let mut dw = uninit::<T>(oc * kh * kw);
     for (q, k) in dw.chunks_exact_mut(kh * kw).enumerate() {
