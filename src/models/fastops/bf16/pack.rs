@@ -55,8 +55,12 @@ pub(super) unsafe fn pack(
         if src.outer_stride == 1 {
             return by_k_pairs(src, outer, kc, layout, out, line, x86::interleave_pairs);
         }
+        if src.k_stride == 1 && layout.width == 1 {
+            return one_line_strips(src, outer, kc, layout, out, x86::pairs_along_line);
+        }
         if src.k_stride == 1 {
-            return by_lines(src, outer, kc, layout, out, line, x86::pairs_along_line);
+            let lines = (src.ptr, src.outer_stride);
+            return x86::strips_from_lines(lines, (outer, kc), (layout.width, layout.kp), out);
         }
     }
     let _ = (simd, line);
@@ -93,36 +97,23 @@ unsafe fn by_k_pairs(
     }
 }
 
-/// For k contiguous in memory (k stride 1): `convert(line, kc, dst)` writes the pairs of one
-/// line into `dst` (zeros past `kc`), which are then spread over its strip.
+/// Strips one line wide with k contiguous in memory (k stride 1): each line's pairs are its
+/// strip, converted in place by `convert(line, kc, dst)` (zeros past `kc`).
 #[cfg(target_arch = "x86_64")]
-unsafe fn by_lines(
+unsafe fn one_line_strips(
     src: &Lines,
     outer: usize,
     kc: usize,
     layout: &Layout,
     out: &mut [u32],
-    line: &mut [u32],
     convert: unsafe fn(*const f32, usize, &mut [u32]),
 ) {
-    let line = &mut line[..layout.kp];
-    for o in 0..layout.outer {
-        // Strips one line wide are the lines themselves: convert in place.
-        let pairs = if layout.width == 1 {
-            &mut out[o * layout.kp..][..layout.kp]
-        } else {
-            &mut *line
-        };
+    debug_assert_eq!(layout.width, 1);
+    for (o, pairs) in out.chunks_exact_mut(layout.kp).enumerate() {
         if o < outer {
             convert(src.ptr.add(o * src.outer_stride), kc, pairs);
         } else {
             pairs.fill(0);
-        }
-        if layout.width > 1 {
-            let strip = out[layout.index(o, 0)..].iter_mut().step_by(layout.width);
-            for (d, &pair) in strip.zip(line.iter()) {
-                *d = pair;
-            }
         }
     }
 }

@@ -259,7 +259,7 @@ fn small_and_odd_shapes() {
 }
 
 /// Shapes that cross the block sizes of every scheme (k blocks, row blocks, column blocks) and
-/// take the AVX-512 dot kernel (weight gradient, k ≥ 128).
+/// take the AVX-512 dot kernel (weight gradient, k ≥ 512, rows far from a multiple of 12).
 #[test]
 fn shapes_across_blocks() {
     let shapes = [

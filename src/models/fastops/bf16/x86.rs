@@ -135,6 +135,89 @@ pub(super) unsafe fn pairs_along_line(line: *const f32, len: usize, dst: &mut [u
     }
 }
 
+/// Packs lines contiguous along k into strips of `width` lines (the [`super::pack::Layout`]
+/// with `kp` pairs per line): 16 pairs of up to 16 lines at a time are converted and
+/// transposed in registers, so each k-pair's lines are stored side by side with one store.
+///
+/// # Safety
+/// Line `o < outer` is valid for reads of `kc` floats at `src + o·outer_stride`; `out` holds
+/// `outer.next_multiple_of(width) · kp` words with `kc ≤ 2·kp`; the CPU has the features.
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+pub(super) unsafe fn strips_from_lines(
+    (src, outer_stride): (*const f32, usize),
+    (outer, kc): (usize, usize),
+    (width, kp): (usize, usize),
+    out: &mut [u32],
+) {
+    assert!(out.len() >= outer.next_multiple_of(width) * kp && kc <= 2 * kp);
+    let out = out.as_mut_ptr();
+    for o0 in (0..outer.next_multiple_of(width)).step_by(width) {
+        let strip = out.add(o0 * kp);
+        for sub in (0..width).step_by(LANES) {
+            let lines = LANES.min(width - sub);
+            let lanes = first_lanes(lines);
+            for p0 in (0..kp).step_by(LANES) {
+                let mut rows = [_mm512_setzero_si512(); LANES];
+                let left = kc.saturating_sub(2 * p0);
+                for (l, row) in rows.iter_mut().enumerate().take(lines) {
+                    let o = o0 + sub + l;
+                    if o >= outer || left == 0 {
+                        break;
+                    }
+                    // Masked-off lanes are not read, so the addresses may lie past the line.
+                    let line = src.add(o * outer_stride).wrapping_add(2 * p0);
+                    let lo = _mm512_maskz_loadu_ps(first_lanes(left), line);
+                    let hi = _mm512_maskz_loadu_ps(
+                        first_lanes(left.saturating_sub(LANES)),
+                        line.wrapping_add(LANES),
+                    );
+                    *row = as_words(_mm512_cvtne2ps_pbh(hi, lo));
+                }
+                let pairs = transpose16(&rows);
+                for (j, pair) in pairs.iter().enumerate().take(kp - p0) {
+                    let d = strip.add((p0 + j) * width + sub);
+                    _mm512_mask_storeu_epi32(d.cast(), lanes, *pair);
+                }
+            }
+        }
+    }
+}
+
+/// The 16 × 16 transpose of 32-bit words: lane j of row i becomes lane i of row j.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn transpose16(r: &[__m512i; 16]) -> [__m512i; 16] {
+    // Within 128-bit lanes: pairs of rows interleaved by words, then by word pairs, which
+    // leaves in u[4m + c], 128-bit lane l, the column 4l + c of rows 4m .. 4m + 4.
+    let mut t = [_mm512_setzero_si512(); 16];
+    for i in 0..8 {
+        t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    let mut u = [_mm512_setzero_si512(); 16];
+    for m in 0..4 {
+        let b = 4 * m;
+        u[b] = _mm512_unpacklo_epi64(t[b], t[b + 2]);
+        u[b + 1] = _mm512_unpackhi_epi64(t[b], t[b + 2]);
+        u[b + 2] = _mm512_unpacklo_epi64(t[b + 1], t[b + 3]);
+        u[b + 3] = _mm512_unpackhi_epi64(t[b + 1], t[b + 3]);
+    }
+    // Across 128-bit lanes: row 4l + c takes lane l of u[c], u[4 + c], u[8 + c], u[12 + c].
+    let mut out = [_mm512_setzero_si512(); 16];
+    for c in 0..4 {
+        let a = [u[c], u[4 + c], u[8 + c], u[12 + c]];
+        let x0 = _mm512_shuffle_i32x4::<0b10_00_10_00>(a[0], a[1]);
+        let x1 = _mm512_shuffle_i32x4::<0b11_01_11_01>(a[0], a[1]);
+        let x2 = _mm512_shuffle_i32x4::<0b10_00_10_00>(a[2], a[3]);
+        let x3 = _mm512_shuffle_i32x4::<0b11_01_11_01>(a[2], a[3]);
+        out[c] = _mm512_shuffle_i32x4::<0b10_00_10_00>(x0, x2);
+        out[4 + c] = _mm512_shuffle_i32x4::<0b10_00_10_00>(x1, x3);
+        out[8 + c] = _mm512_shuffle_i32x4::<0b11_01_11_01>(x0, x2);
+        out[12 + c] = _mm512_shuffle_i32x4::<0b11_01_11_01>(x1, x3);
+    }
+    out
+}
+
 /// The broadcast micro-kernel: per k-pair, two zmm of rhs pairs (32 columns) and each lhs
 /// row's pair broadcast, 24 `vdpbf16ps`.
 ///
