@@ -197,6 +197,10 @@ impl Block for ConvBnAct {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         if fastops::usable(x) {
             // Fused fast path (CPU): the conv pads each axis itself and needs no cropping.
+            if self.fast_bn {
+                let geometry = (self.pad, self.stride);
+                return fastops::conv_bn_relu(x, &self.weight, geometry, &self.bn, train);
+            }
             let y = fastops::conv2d(x, &self.weight, self.pad, self.stride)?;
             return self.normalize(&y, train);
         }

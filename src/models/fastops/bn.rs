@@ -105,7 +105,7 @@ wide_fn! {
 
 /// The fused op on (x, gamma, beta); `mean` and `invstd` are the statistics it normalises with
 /// (the batch's in training, the running ones in evaluation).
-struct BnReluOp {
+pub(super) struct BnReluOp {
     mean: Vec<f64>,
     invstd: Vec<f64>,
     train: bool,
@@ -122,7 +122,7 @@ impl BnReluOp {
             .collect()
     }
 
-    fn run<T: Elem>(
+    pub(super) fn run<T: Elem>(
         &self,
         x: &[T],
         lx: &Layout,
@@ -148,7 +148,7 @@ impl BnReluOp {
         Ok((T::to_cpu_storage_owned(y), Shape::from((n, c, h, w))))
     }
 
-    fn backward<T: Elem>(
+    pub(super) fn backward<T: Elem>(
         &self,
         x: &Tensor,
         gamma: &Tensor,
@@ -267,12 +267,32 @@ impl CustomOp3 for BnReluOp {
 /// (PyTorch momentum, unbiased variance in the running update, biased in the normalisation),
 /// in the same variables. Elsewhere stock candle.
 pub fn bn_relu(x: &Tensor, bn: &BatchNorm, train: bool) -> Result<Tensor> {
-    let Some((gamma, beta)) = bn.weight_and_bias() else {
-        return stock_bn_relu(x, bn, train);
-    };
-    if !super::usable(x) || x.rank() != 4 || gamma.dtype() != x.dtype() {
+    if !applies(x, bn) {
         return stock_bn_relu(x, bn, train);
     }
+    let p = prepare(x, bn, train)?;
+    p.x.apply_op3(&p.gamma, &p.beta, p.op)
+}
+
+/// Whether [`bn_relu`] runs the fused op on `x`.
+pub(super) fn applies(x: &Tensor, bn: &BatchNorm) -> bool {
+    match bn.weight_and_bias() {
+        Some((gamma, _)) => super::usable(x) && x.rank() == 4 && gamma.dtype() == x.dtype(),
+        None => false,
+    }
+}
+
+/// The fused op's input (`x` with contiguous images), parameters and op, the running
+/// statistics updated when training. Only where [`applies`].
+pub(super) struct Prepared {
+    pub x: Tensor,
+    pub gamma: Tensor,
+    pub beta: Tensor,
+    pub op: BnReluOp,
+}
+
+pub(super) fn prepare(x: &Tensor, bn: &BatchNorm, train: bool) -> Result<Prepared> {
+    let (gamma, beta) = bn.weight_and_bias().expect("checked by applies");
     let x = blocked(x)?;
     let (n, c, h, w) = x.dims4()?;
     let eps = bn.eps();
@@ -332,7 +352,12 @@ pub fn bn_relu(x: &Tensor, bn: &BatchNorm, train: bool) -> Result<Tensor> {
             train: false,
         }
     };
-    x.apply_op3(gamma, beta, op)
+    Ok(Prepared {
+        x,
+        gamma: gamma.clone(),
+        beta: beta.clone(),
+        op,
+    })
 }
 
 /// The running statistics' update in candle's element-wise ops (running statistics that are

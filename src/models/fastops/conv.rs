@@ -507,7 +507,8 @@ fn weight_slice<'a, T: Elem>(s: &'a [T], l: &Layout) -> Result<&'a [T]> {
 }
 
 /// The convolution as a custom op on (input, weight).
-struct Conv2dOp {
+#[derive(Clone, Copy)]
+pub(super) struct Conv2dOp {
     pad: (usize, usize),
     stride: usize,
     arith: Arith,
@@ -536,7 +537,14 @@ impl Conv2dOp {
         Ok((T::to_cpu_storage_owned(y), Shape::from(g.out_dims())))
     }
 
-    fn backward<T: Elem>(&self, x: &Tensor, w: &Tensor, grad: &Tensor) -> Result<(Tensor, Tensor)> {
+    /// The input and weight gradients for the output gradient `grad`; `x` has contiguous
+    /// images and `w` is contiguous (as [`conv2d_in`] passes them).
+    pub(super) fn backward<T: Elem>(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
         let g = Geom {
             arith: self.arith,
             ..Geom::new(x.dims(), w.dims(), self.pad, self.stride)?
@@ -628,14 +636,8 @@ impl CustomOp2 for Conv2dOp {
 /// on CUDA the custom-gradient convolution whose backward runs on cuBLAS (in the precision
 /// `--precision` set); with the fast ops off, or elsewhere, stock candle.
 pub fn conv2d(x: &Tensor, weight: &Tensor, pad: (usize, usize), stride: usize) -> Result<Tensor> {
-    if super::usable(x) && x.dtype() == weight.dtype() {
-        let bf16 = x.dtype() == candle_core::DType::F32
-            && super::conv_compute_dtype() == Some(candle_core::DType::BF16);
-        let arith = match bf16 {
-            true => Arith::Bf16,
-            false => Arith::Native,
-        };
-        return conv2d_in(x, weight, pad, stride, arith);
+    if let Some(op) = fast_op(x, weight, pad, stride) {
+        return conv2d_in(x, weight, pad, stride, op.arith);
     }
     if super::device_paths(x) {
         return crate::models::cuda_conv::conv2d(
@@ -647,6 +649,26 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, pad: (usize, usize), stride: usize) -
         );
     }
     stock_conv2d(x, weight, pad, stride)
+}
+
+/// The fast op [`conv2d`] runs for these operands, if it runs one (the CPU, f32/f64 of one
+/// dtype), in the precision `--precision` set.
+pub(super) fn fast_op(
+    x: &Tensor,
+    weight: &Tensor,
+    pad: (usize, usize),
+    stride: usize,
+) -> Option<Conv2dOp> {
+    if !super::usable(x) || x.dtype() != weight.dtype() {
+        return None;
+    }
+    let bf16 = x.dtype() == candle_core::DType::F32
+        && super::conv_compute_dtype() == Some(candle_core::DType::BF16);
+    let arith = match bf16 {
+        true => Arith::Bf16,
+        false => Arith::Native,
+    };
+    Some(Conv2dOp { pad, stride, arith })
 }
 
 /// [`conv2d`] on the CPU with the products' arithmetic given (the tests run both without

@@ -14,6 +14,8 @@
 //!   in a fixed order, so results are deterministic for a given number of threads. Stride-1
 //!   3×3 and 5×5 convolutions on large maps run by Winograd's minimal filtering instead
 //!   (`conv/winograd.rs`).
+//! - [`conv_bn_relu`]: in training, a convolution and its BatchNorm + ReLU as one graph node,
+//!   so candle's backward pass keeps no gradient entry for the convolution's output.
 //! - [`bn_relu`]: batch statistics in one parallel pass per channel (f64 accumulation), the
 //!   running statistics updated in place exactly as candle's `BatchNorm` computes them, then
 //!   `max(0, x·a + b)` in place of candle's transpose/contiguous/broadcast chain; the backward
@@ -36,6 +38,7 @@
 pub mod bf16;
 mod bn;
 pub mod conv;
+mod conv_bn;
 mod heap;
 mod parallel;
 mod pool;
@@ -49,6 +52,7 @@ mod tests;
 
 pub use bn::bn_relu;
 pub use conv::conv2d;
+pub use conv_bn::conv_bn_relu;
 pub use parallel::on_worker;
 pub(crate) use parallel::{
     par_chunk_groups, par_chunks, par_items, par_map, sum_in_order, threads, SyncPtr,

@@ -385,6 +385,92 @@ fn bn_relu_matches_stock_in_training_and_evaluation() {
     }
 }
 
+/// The fused node (training) is the convolution followed by the BatchNorm + ReLU op bit for bit:
+/// output, running statistics, and the gradients of the input, the kernel, γ and β.
+#[test]
+fn conv_bn_relu_is_the_two_ops_bit_for_bit() {
+    let dev = Device::Cpu;
+    let mut rng = Lcg(23);
+    for case in 0..12 {
+        let dtype = [DType::F64, DType::F32][case % 2];
+        let (n, c, o) = (1 + rng.below(3), 1 + rng.below(6), 1 + rng.below(7));
+        let (kh, kw) = rng.pick(&[(1, 1), (3, 3), (1, 7), (7, 1), (3, 1)]);
+        let stride = 1 + rng.below(2);
+        let pad = if stride == 1 {
+            (kh / 2, kw / 2)
+        } else {
+            (0, 0)
+        };
+        let (h, w) = (kh + rng.below(9), kw + rng.below(9));
+        let cfg = BatchNormConfig {
+            eps: 1e-3,
+            momentum: 0.1 + 0.1 * rng.below(5) as f64,
+            ..Default::default()
+        };
+        let maps = [VarMap::new(), VarMap::new()];
+        let bns: Vec<_> = maps
+            .iter()
+            .map(|m| {
+                candle_nn::batch_norm(o, cfg, VarBuilder::from_varmap(m, dtype, &dev).pp("bn"))
+                    .unwrap()
+            })
+            .collect();
+        for name in ["weight", "bias", "running_mean", "running_var"] {
+            let v = Tensor::rand(0.5f32, 1.5, o, &dev)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            for m in &maps {
+                m.data().lock().unwrap()[&format!("bn.{name}")]
+                    .set(&v)
+                    .unwrap();
+            }
+        }
+        let x = Var::from_tensor(&randn(&[n, c, h, w], dtype)).unwrap();
+        let wt = Var::from_tensor(&(randn(&[o, c, kh, kw], dtype) * 0.3).unwrap()).unwrap();
+        let what = format!(
+            "case {case} {dtype:?} x {:?} w {:?} stride {stride}",
+            x.dims(),
+            wt.dims()
+        );
+        let fused =
+            super::conv_bn_relu(x.as_tensor(), wt.as_tensor(), (pad, stride), &bns[0], true)
+                .unwrap();
+        let y = conv2d(x.as_tensor(), wt.as_tensor(), pad, stride).unwrap();
+        let two = bn_relu(&y, &bns[1], true).unwrap();
+        let same = |what: &str, a: &Tensor, b: &Tensor| {
+            assert_eq!(max_abs_diff(a, b), 0.0, "{what}");
+        };
+        same(&format!("{what} forward"), &fused, &two);
+        let var = |m: &VarMap, name: &str| {
+            m.data().lock().unwrap()[&format!("bn.{name}")]
+                .as_tensor()
+                .clone()
+        };
+        for name in ["running_mean", "running_var"] {
+            let (a, b) = (var(&maps[0], name), var(&maps[1], name));
+            same(&format!("{what} {name}"), &a, &b);
+        }
+        let r = randn(two.dims(), dtype);
+        let (gf, gt) = (grads_of(&fused, &r), grads_of(&two, &r));
+        for (name, t) in [("dx", x.as_tensor()), ("dw", wt.as_tensor())] {
+            same(
+                &format!("{what} {name}"),
+                gf.get(t).unwrap(),
+                gt.get(t).unwrap(),
+            );
+        }
+        for name in ["weight", "bias"] {
+            let (a, b) = (var(&maps[0], name), var(&maps[1], name));
+            same(
+                &format!("{what} d{name}"),
+                gf.get(&a).unwrap(),
+                gt.get(&b).unwrap(),
+            );
+        }
+    }
+}
+
 #[test]
 fn pools_match_stock_forward_and_gradients() {
     let dev = Device::Cpu;
