@@ -2,7 +2,7 @@
 //! sizes, stride 2, batch 1, asymmetric kernels), f32 and f64.
 
 use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{BatchNormConfig, VarBuilder, VarMap};
+use candle_nn::{BatchNorm, BatchNormConfig, VarBuilder, VarMap};
 
 use super::bn::{bn_relu, stock_bn_relu};
 use super::conv::conv2d;
@@ -290,6 +290,39 @@ fn conv_takes_channel_slices() {
     }
 }
 
+/// Two BatchNorms of `c` channels, each in its own VarMap (under `bn.`), with the same
+/// non-trivial parameters and running statistics (γ, σ² and μ in [0.5, 1.5), β in [-0.5, 0.5))
+/// and a momentum of 0.1–0.5.
+fn twin_batch_norms(c: usize, dtype: DType, rng: &mut Lcg) -> ([VarMap; 2], Vec<BatchNorm>) {
+    let dev = Device::Cpu;
+    let cfg = BatchNormConfig {
+        eps: 1e-3,
+        momentum: 0.1 + 0.1 * rng.below(5) as f64,
+        ..Default::default()
+    };
+    let maps = [VarMap::new(), VarMap::new()];
+    let bns: Vec<_> = maps
+        .iter()
+        .map(|m| {
+            candle_nn::batch_norm(c, cfg, VarBuilder::from_varmap(m, dtype, &dev).pp("bn")).unwrap()
+        })
+        .collect();
+    for name in ["weight", "bias", "running_mean", "running_var"] {
+        let v = (Tensor::rand(0.5f32, 1.5, c, &dev)
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap()
+            - if name == "bias" { 1.0 } else { 0.0 })
+        .unwrap();
+        for m in &maps {
+            m.data().lock().unwrap()[&format!("bn.{name}")]
+                .set(&v)
+                .unwrap();
+        }
+    }
+    (maps, bns)
+}
+
 #[test]
 fn bn_relu_matches_stock_in_training_and_evaluation() {
     let dev = Device::Cpu;
@@ -306,33 +339,7 @@ fn bn_relu_matches_stock_in_training_and_evaluation() {
             1 + rng.below(6),
             2 + rng.below(6),
         );
-        let cfg = BatchNormConfig {
-            eps: 1e-3,
-            momentum: 0.1 + 0.1 * rng.below(5) as f64,
-            ..Default::default()
-        };
-        let maps = [VarMap::new(), VarMap::new()];
-        let bns: Vec<_> = maps
-            .iter()
-            .map(|m| {
-                candle_nn::batch_norm(c, cfg, VarBuilder::from_varmap(m, dtype, &dev).pp("bn"))
-                    .unwrap()
-            })
-            .collect();
-        // Same non-trivial parameters and running statistics in both.
-        for name in ["weight", "bias", "running_mean", "running_var"] {
-            let v = (Tensor::rand(0.5f32, 1.5, c, &dev)
-                .unwrap()
-                .to_dtype(dtype)
-                .unwrap()
-                - if name == "bias" { 1.0 } else { 0.0 })
-            .unwrap();
-            for m in &maps {
-                m.data().lock().unwrap()[&format!("bn.{name}")]
-                    .set(&v)
-                    .unwrap();
-            }
-        }
+        let (maps, bns) = twin_batch_norms(c, dtype, &mut rng);
         for train in [true, false] {
             let x = Var::from_tensor(
                 &(Tensor::randn(0.3f32, 2., (n, c, h, w), &dev)
@@ -389,7 +396,6 @@ fn bn_relu_matches_stock_in_training_and_evaluation() {
 /// output, running statistics, and the gradients of the input, the kernel, γ and β.
 #[test]
 fn conv_bn_relu_is_the_two_ops_bit_for_bit() {
-    let dev = Device::Cpu;
     let mut rng = Lcg(23);
     for case in 0..12 {
         let dtype = [DType::F64, DType::F32][case % 2];
@@ -402,30 +408,7 @@ fn conv_bn_relu_is_the_two_ops_bit_for_bit() {
             (0, 0)
         };
         let (h, w) = (kh + rng.below(9), kw + rng.below(9));
-        let cfg = BatchNormConfig {
-            eps: 1e-3,
-            momentum: 0.1 + 0.1 * rng.below(5) as f64,
-            ..Default::default()
-        };
-        let maps = [VarMap::new(), VarMap::new()];
-        let bns: Vec<_> = maps
-            .iter()
-            .map(|m| {
-                candle_nn::batch_norm(o, cfg, VarBuilder::from_varmap(m, dtype, &dev).pp("bn"))
-                    .unwrap()
-            })
-            .collect();
-        for name in ["weight", "bias", "running_mean", "running_var"] {
-            let v = Tensor::rand(0.5f32, 1.5, o, &dev)
-                .unwrap()
-                .to_dtype(dtype)
-                .unwrap();
-            for m in &maps {
-                m.data().lock().unwrap()[&format!("bn.{name}")]
-                    .set(&v)
-                    .unwrap();
-            }
-        }
+        let (maps, bns) = twin_batch_norms(o, dtype, &mut rng);
         let x = Var::from_tensor(&randn(&[n, c, h, w], dtype)).unwrap();
         let wt = Var::from_tensor(&(randn(&[o, c, kh, kw], dtype) * 0.3).unwrap()).unwrap();
         let what = format!(
