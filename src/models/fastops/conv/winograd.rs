@@ -233,29 +233,53 @@ impl Plan {
         rows: std::ops::Range<usize>,
         v: &mut [T],
     ) {
+        let plane = g.h * g.w;
+        self.window_points(
+            (g.c, |c, n| &x[xb.0 + n * xb.1 + c * plane..][..plane]),
+            ((g.h, g.w), (-(g.ph as isize), -(g.pw as isize))),
+            (self.h.alpha(), self.w.alpha()),
+            rows,
+            (
+                |d, ds, s, ss, len| self.h.apply_bt(d, ds, s, ss, len),
+                |d, ds, s, ss, len| self.w.apply_bt(d, ds, s, ss, len),
+            ),
+            v,
+        )
+    }
+
+    /// The points of the windows of every plane in block rows `rows`: the `p × q` windows of
+    /// plane `ch < planes` (`plane(ch, n)` of image `n`; `map` its size and the first window's
+    /// corner, as [`Self::gather_windows`] takes them) taken by `along_h` down the rows
+    /// (p → α_h) and by `along_w` across the columns (q → α_w), point (ξ, ν) of tile `t` at
+    /// `out[(ξ·α_w + ν)·planes·tb + ch·tb + t]`. The transforms have `Axis::apply_bt`'s
+    /// arguments.
+    fn window_points<'a, T: Elem>(
+        &self,
+        (planes, plane): (usize, impl Fn(usize, usize) -> &'a [T]),
+        map: ((usize, usize), (isize, isize)),
+        (p, q): (usize, usize),
+        rows: std::ops::Range<usize>,
+        (along_h, along_w): (
+            impl Fn(&mut [T], usize, &[T], usize, usize),
+            impl Fn(&mut [T], usize, &[T], usize, usize),
+        ),
+        out: &mut [T],
+    ) {
         let (ah, aw) = (self.h.alpha(), self.w.alpha());
         let tb = rows.len() * self.tw;
-        let mut patch = uninit::<T>(ah * aw * tb);
-        let mut half = uninit::<T>(ah * aw * tb);
+        let mut window = uninit::<T>(p * q * tb);
+        let mut half = uninit::<T>(ah * q * tb);
         let mut pad = Vec::new();
-        let plane = g.h * g.w;
-        for c in 0..g.c {
-            // patch[a][b][t]: input entry (a, b) of tile t, zero outside the image.
-            self.gather_windows(
-                |n| &x[xb.0 + n * xb.1 + c * plane..][..plane],
-                ((g.h, g.w), (-(g.ph as isize), -(g.pw as isize))),
-                (ah, aw),
-                rows.clone(),
-                (&mut patch, &mut pad),
-            );
-            // Bᵀ along the rows, then along the columns.
-            for b in 0..aw {
-                let (d, s) = (&mut half[b * tb..], &patch[b * tb..]);
-                self.h.apply_bt(d, aw * tb, s, aw * tb, tb);
+        for ch in 0..planes {
+            // window[a][b][t]: entry (a, b) of tile t's window, zero outside the plane.
+            let windows = (&mut window[..], &mut pad);
+            self.gather_windows(|n| plane(ch, n), map, (p, q), rows.clone(), windows);
+            for b in 0..q {
+                along_h(&mut half[b * tb..], q * tb, &window[b * tb..], q * tb, tb);
             }
             for xi in 0..ah {
-                let (d, s) = (&mut v[(xi * aw * g.c + c) * tb..], &half[xi * aw * tb..]);
-                self.w.apply_bt(d, g.c * tb, s, tb, tb);
+                let d = &mut out[(xi * aw * planes + ch) * tb..];
+                along_w(d, planes * tb, &half[xi * q * tb..], tb, tb);
             }
         }
     }
@@ -342,30 +366,18 @@ impl Plan {
         rows: std::ops::Range<usize>,
         vd: &mut [T],
     ) {
-        let (ah, aw, mh, mw) = (self.h.alpha(), self.w.alpha(), self.h.m, self.w.m);
-        let tb = rows.len() * self.tw;
-        let mut tile = uninit::<T>(mh * mw * tb);
-        let mut half = uninit::<T>(ah * mw * tb);
-        let mut pad = Vec::new();
         let plane = g.oh * g.ow;
-        for o in 0..g.o {
-            // tile[i][j][t]: output gradient entry (i, j) of tile t, zero past the map's edge.
-            self.gather_windows(
-                |n| &dy[db.0 + n * db.1 + o * plane..][..plane],
-                ((g.oh, g.ow), (0, 0)),
-                (mh, mw),
-                rows.clone(),
-                (&mut tile, &mut pad),
-            );
-            for j in 0..mw {
-                let (d, s) = (&mut half[j * tb..], &tile[j * tb..]);
-                gh.apply_g(d, mw * tb, s, mw * tb, tb);
-            }
-            for xi in 0..ah {
-                let (d, s) = (&mut vd[(xi * aw * g.o + o) * tb..], &half[xi * mw * tb..]);
-                gw.apply_g(d, g.o * tb, s, tb, tb);
-            }
-        }
+        self.window_points(
+            (g.o, |o, n| &dy[db.0 + n * db.1 + o * plane..][..plane]),
+            ((g.oh, g.ow), (0, 0)),
+            (self.h.m, self.w.m),
+            rows,
+            (
+                |d, ds, s, ss, len| gh.apply_g(d, ds, s, ss, len),
+                |d, ds, s, ss, len| gw.apply_g(d, ds, s, ss, len),
+            ),
+            vd,
+        )
     }
 }
 
