@@ -1,10 +1,11 @@
 //! Convolution through per-band im2col + GEMM (1×1 convolutions as plain matrix products, stride-1
-//! 3×3 and 5×5 ones on large maps by Winograd's algorithm), with its own backward pass.
+//! 3×3, 5×5, 1×7 and 7×1 ones on large maps by Winograd's algorithm), with its own backward pass.
 
 mod crop;
 mod gather;
 mod geom;
 mod matmul;
+mod phases;
 mod points;
 mod shift;
 mod winograd;

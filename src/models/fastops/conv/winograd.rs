@@ -25,6 +25,7 @@ use super::super::simd::wide_fn;
 use super::super::{par_items, par_map, sum_in_order, threads, uninit, zero, Elem, SyncPtr};
 use super::geom::{Arith, Geom};
 use super::matmul::mm;
+use super::phases;
 
 /// Whether Winograd's convolutions are in use: `REPRO_WINOGRAD` unset or anything but `0`/`off`.
 pub(crate) fn enabled() -> bool {
@@ -152,13 +153,13 @@ impl Plan {
         (enabled() && plan.worth(g)).then_some(plan)
     }
 
-    /// Whether the transforms pay for `g`: a kernel of several taps along both axes, enough
-    /// tiles and channels. 1×n and n×1 kernels (F(2, 7) saves 1.65× of the products) came out
-    /// even with im2col (Inception-B's 1×7 and 7×1 at 17×17, batch 8: forward 6.5 vs 7.7 ms,
-    /// weight gradient 7.1–7.6 vs 7.1–7.5 ms; 3×3 at 35×35: 4.5–6.4 vs 5.7–8.5 and 4.6–6.5 vs
-    /// 6.4–9.1 ms), so they stay on im2col.
+    /// Whether the transforms pay for `g`: enough tiles and channels. 1×n and n×1 kernels pay
+    /// since their transforms became dedicated passes over whole rows (F(2, 7): 8 products for
+    /// 14; Inception-v4 at 299 px, batch 8, f32: fastest step 3,454 → 3,220 ms; each pass of its
+    /// 1×7 and 7×1 convolutions 10–18 % faster); before, the generic row-by-row transforms and a
+    /// scalar gather ate the saving.
     fn worth(&self, g: &Geom) -> bool {
-        g.kh > 1 && g.kw > 1 && g.n * self.th * self.tw >= MIN_TILES && g.c.min(g.o) >= MIN_CHANNELS
+        g.n * self.th * self.tw >= MIN_TILES && g.c.min(g.o) >= MIN_CHANNELS
     }
 
     /// The plan for `g` wherever the algorithm applies (1×n and n×1 kernels too), worth it or
@@ -269,10 +270,10 @@ impl Plan {
         let tb = rows.len() * self.tw;
         let mut window = uninit::<T>(p * q * tb);
         let mut half = uninit::<T>(ah * q * tb);
-        let mut pad = Vec::new();
+        let mut scratch = Vec::new();
         for ch in 0..planes {
             // window[a][b][t]: entry (a, b) of tile t's window, zero outside the plane.
-            let windows = (&mut window[..], &mut pad);
+            let windows = (&mut window[..], &mut scratch);
             self.gather_windows(|n| plane(ch, n), map, (p, q), rows.clone(), windows);
             for b in 0..q {
                 along_h(&mut half[b * tb..], q * tb, &window[b * tb..], q * tb, tb);
@@ -286,14 +287,14 @@ impl Plan {
 
     /// `dst[(a·nb + b)·tb + t]` for `a < na`, `b < nb`: entry (a, b) of the window of tile `t` of
     /// block rows `rows`, i.e. row `ty·m_h + a + first.0` and column `tx·m_w + b + first.1` of
-    /// image `n`'s plane `plane(n)` (`h × w`), zero outside it. `pad` is scratch.
+    /// image `n`'s plane `plane(n)` (`h × w`), zero outside it. `scratch` is scratch.
     fn gather_windows<'a, T: Elem>(
         &self,
         plane: impl Fn(usize) -> &'a [T],
         ((h, w), first): ((usize, usize), (isize, isize)),
         (na, nb): (usize, usize),
         rows: std::ops::Range<usize>,
-        (dst, pad): (&mut [T], &mut Vec<T>),
+        (dst, scratch): (&mut [T], &mut Vec<T>),
     ) {
         let tb = rows.len() * self.tw;
         for (k, row) in rows.enumerate() {
@@ -305,7 +306,7 @@ impl Plan {
                     .contains(&iy)
                     .then(|| &p[iy as usize * w..][..w]);
                 let d = &mut dst[a * nb * tb + k * self.tw..];
-                strided_rows(d, tb, src, first.1, (self.w.m, nb, self.tw), pad);
+                strided_rows(d, tb, src, first.1, (self.w.m, nb, self.tw), scratch);
             }
         }
     }
@@ -343,12 +344,7 @@ impl Plan {
                             g.ow,
                         )
                     };
-                    for j in 0..mw.min(g.ow) {
-                        let src = &out[(i * mw + j) * tb + k * self.tw..][..self.tw];
-                        for (d, &val) in yrow[j..].iter_mut().step_by(mw).zip(src) {
-                            *d = val;
-                        }
-                    }
+                    phases::join(&out[i * mw * tb + k * self.tw..], tb, mw, yrow);
                 }
             }
         }
@@ -480,6 +476,82 @@ wide_fn! {
     }
 }
 
+/// `Bᵀ` of eight points (0, ±1, ±2, ±½, ∞: the seven-tap axes' F(2, 7)) applied to eight rows
+/// of `src` into eight rows of `dst`, its coefficients `bt` (8 × 8) as [`Axis::new`] made them.
+/// The row of −p is the row of p with the odd powers' signs flipped (the finite points are
+/// symmetric about 0), so each pair is an even part plus and minus an odd part; the rows of 0
+/// and ∞ are even and odd: 35 multiply-adds for the eight outputs where [`combine`] took 50.
+fn bt8<T: Elem>(bt: &[f64], dst: &mut [T], ds: usize, src: &[T], ss: usize, len: usize) {
+    let c = |j: usize, i: usize| T::from_f64(bt[j * 8 + i]);
+    debug_assert!((0..8).all(|i| {
+        let pairs = [1, 3, 5].iter().all(|&j| {
+            let sign = if i % 2 == 0 { 1.0 } else { -1.0 };
+            bt[(j + 1) * 8 + i] == sign * bt[j * 8 + i]
+        });
+        pairs && (i % 2 == 0 || bt[i] == 0.0) && (i % 2 == 1 || bt[56 + i] == 0.0)
+    }));
+    let zero_row = [c(0, 0), c(0, 2), c(0, 4), c(0, 6)];
+    let pairs = [1, 3, 5].map(|j| std::array::from_fn(|i| c(j, i)));
+    let inf_row = [c(7, 1), c(7, 3), c(7, 5), c(7, 7)];
+    let d = |k: usize| &src[k * ss..][..len];
+    bt8_rows(
+        rows_mut::<T, 8>(dst, ds, len),
+        std::array::from_fn(d),
+        (zero_row, pairs, inf_row),
+    );
+}
+
+wide_fn! {
+    fn bt8_rows<T: Elem>(o: [&mut [T]; 8], d: [&[T]; 8], c: ([T; 4], [[T; 7]; 3], [T; 4])) -> () {
+        let (z, p, q) = c;
+        let n = o[0].len();
+        let [o0, o1, o2, o3, o4, o5, o6, o7] = o.map(|r| &mut r[..n]);
+        let [d0, d1, d2, d3, d4, d5, d6, d7] = d.map(|r| &r[..n]);
+        for t in 0..n {
+            let x = [d0[t], d1[t], d2[t], d3[t], d4[t], d5[t], d6[t], d7[t]];
+            let split = |c: &[T; 7]| {
+                let even = c[0] * x[0] + c[2] * x[2] + c[4] * x[4] + c[6] * x[6];
+                (even, c[1] * x[1] + c[3] * x[3] + c[5] * x[5])
+            };
+            o0[t] = z[0] * x[0] + z[1] * x[2] + z[2] * x[4] + z[3] * x[6];
+            let (e, od) = split(&p[0]);
+            (o1[t], o2[t]) = (e + od, e - od);
+            let (e, od) = split(&p[1]);
+            (o3[t], o4[t]) = (e + od, e - od);
+            let (e, od) = split(&p[2]);
+            (o5[t], o6[t]) = (e + od, e - od);
+            o7[t] = q[0] * x[1] + q[1] * x[3] + q[2] * x[5] + q[3] * x[7];
+        }
+    }
+}
+
+/// `Aᵀ` of F(2, 7) (points 0, ±1, ±2, ±½, ∞; `at` its 2 × 8 matrix) applied to eight rows of
+/// `src` into two rows of `dst`: the sum of the finite points' products, and their odd part
+/// (each pair's difference times its point) plus the product at ∞.
+fn at28<T: Elem>(at: &[f64], dst: &mut [T], ds: usize, src: &[T], ss: usize, len: usize) {
+    debug_assert!((0..7).all(|j| at[j] == 1.0) && at[7] == 0.0 && at[15] == 1.0);
+    debug_assert!([1, 3, 5].iter().all(|&j| at[8 + j + 1] == -at[8 + j]));
+    let points = [1, 3, 5].map(|j| T::from_f64(at[8 + j]));
+    let m = |k: usize| &src[k * ss..][..len];
+    at28_rows(
+        rows_mut::<T, 2>(dst, ds, len),
+        std::array::from_fn(m),
+        points,
+    );
+}
+
+wide_fn! {
+    fn at28_rows<T: Elem>(y: [&mut [T]; 2], m: [&[T]; 8], p: [T; 3]) -> () {
+        let n = y[0].len();
+        let [y0, y1] = y.map(|r| &mut r[..n]);
+        let [m0, m1, m2, m3, m4, m5, m6, m7] = m.map(|r| &r[..n]);
+        for t in 0..n {
+            y0[t] = m0[t] + (m1[t] + m2[t]) + (m3[t] + m4[t]) + (m5[t] + m6[t]);
+            y1[t] = p[0] * (m1[t] - m2[t]) + p[1] * (m3[t] - m4[t]) + p[2] * (m5[t] - m6[t]) + m7[t];
+        }
+    }
+}
+
 impl Axis {
     /// Whether this is F(4, 3), whose transforms have the dedicated passes [`bt6`] and [`at46`].
     fn is_f43(&self) -> bool {
@@ -489,8 +561,10 @@ impl Axis {
     /// `Bᵀ` applied to `α` rows of `src` (`ss` apart) into `α` rows of `dst` (`ds` apart).
     fn apply_bt<T: Elem>(&self, dst: &mut [T], ds: usize, src: &[T], ss: usize, len: usize) {
         let a = self.alpha();
-        if a == 6 {
-            return bt6(dst, ds, src, ss, len);
+        match a {
+            6 => return bt6(dst, ds, src, ss, len),
+            8 => return bt8(&self.bt, dst, ds, src, ss, len),
+            _ => {}
         }
         for i in 0..a {
             combine(&mut dst[i * ds..][..len], src, ss, &self.bt[i * a..][..a]);
@@ -517,6 +591,9 @@ impl Axis {
         if self.is_f43() {
             return at46(dst, ds, src, ss, len);
         }
+        if self.m == 2 && self.r == 7 {
+            return at28(&self.at, dst, ds, src, ss, len);
+        }
         let a = self.alpha();
         for i in 0..self.m {
             combine(&mut dst[i * ds..][..len], src, ss, &self.at[i * a..][..a]);
@@ -540,31 +617,52 @@ impl Blocks {
 }
 
 /// `dst[b·ld + t] = src[t·step + b + first]` for `b < taps`, `t < len`: zero where that index
-/// lies outside `src` (a row of the image), and everywhere without a row. `pad` is scratch.
+/// lies outside `src` (a row of the image), and everywhere without a row. `scratch` is scratch.
 fn strided_rows<T: Elem>(
     dst: &mut [T],
     ld: usize,
     src: Option<&[T]>,
     first: isize,
     (step, taps, len): (usize, usize, usize),
-    pad: &mut Vec<T>,
+    scratch: &mut Vec<T>,
 ) {
-    // The span the taps read, `first..first + span`, copied with its zeros into `pad`.
-    let span = (len - 1) * step + taps;
-    pad.clear();
-    pad.resize(span, zero());
-    if let Some(src) = src {
-        let lo = (-first).clamp(0, span as isize) as usize;
-        let hi = (src.len() as isize - first).clamp(lo as isize, span as isize) as usize;
-        let at = (lo as isize + first) as usize;
-        pad[lo..hi].copy_from_slice(&src[at..at + hi - lo]);
-    }
-    for b in 0..taps {
-        let row = &mut dst[b * ld..][..len];
-        for (d, &v) in row.iter_mut().zip(pad[b..].iter().step_by(step)) {
-            *d = v;
+    let Some(src) = src else {
+        for b in 0..taps {
+            dst[b * ld..][..len].fill(zero());
         }
+        return;
+    };
+    if step == 1 {
+        // Windows one apart: tap b is the row itself from `first + b`.
+        for b in 0..taps {
+            copy_clipped(&mut dst[b * ld..][..len], src, first + b as isize);
+        }
+        return;
     }
+    // Tap b of window t is entry b mod step of group t + b / step of the row from `first`: the
+    // row's `count` groups (its span, zeros outside `src`, in `pad`) split into their phases.
+    let count = len + (taps - 1) / step;
+    let span = count * step;
+    scratch.resize(span + span, zero());
+    let (pad, phases) = scratch.split_at_mut(span);
+    copy_clipped(pad, src, first);
+    phases::split(pad, step, count, phases, count);
+    for b in 0..taps {
+        let from = &phases[(b % step) * count + b / step..][..len];
+        dst[b * ld..][..len].copy_from_slice(from);
+    }
+}
+
+/// `dst[i] = src[from + i]`, zero where that lies outside `src`.
+fn copy_clipped<T: Elem>(dst: &mut [T], src: &[T], from: isize) {
+    let len = dst.len() as isize;
+    let lo = (-from).clamp(0, len);
+    let hi = (src.len() as isize - from).clamp(lo, len);
+    let (lo, hi) = (lo as usize, hi as usize);
+    dst[..lo].fill(zero());
+    let at = (lo as isize + from) as usize;
+    dst[lo..hi].copy_from_slice(&src[at..at + hi - lo]);
+    dst[hi..].fill(zero());
 }
 
 /// `dst[t] = Σ_k coefs[k]·src[k·stride + t]`, zero coefficients skipped, the terms added in
@@ -811,13 +909,14 @@ mod tests {
         }
     }
 
-    /// The dedicated passes of F(4, 3) and F(3, 4) compute the derived matrices: `bt6`, `at46`
-    /// and `g64` against the generic row-by-row product on random rows (f64).
+    /// The dedicated passes of F(4, 3), F(3, 4) and F(2, 7) compute the derived matrices: `bt6`,
+    /// `at46`, `g64`, `bt8` and `at28` against the generic row-by-row product on random rows
+    /// (f64).
     #[test]
     fn dedicated_passes_are_the_derived_matrices() {
         let mut seed = 3u64;
         let (len, stride) = (37, 41);
-        let src: Vec<f64> = (0..6 * stride).map(|_| lcg(&mut seed)).collect();
+        let src: Vec<f64> = (0..8 * stride).map(|_| lcg(&mut seed)).collect();
         let generic = |mat: &[f64], outs: usize, ins: usize| -> Vec<f64> {
             let mut d = vec![0.0; outs * stride];
             for i in 0..outs {
@@ -830,11 +929,13 @@ mod tests {
             }
             d
         };
-        let (f43, f34) = (Axis::new(4, 3), Axis::new(3, 4));
-        let cases: [(&str, &Axis, Vec<f64>, usize, usize); 3] = [
+        let (f43, f34, f27) = (Axis::new(4, 3), Axis::new(3, 4), Axis::new(2, 7));
+        let cases: [(&str, &Axis, Vec<f64>, usize, usize); 5] = [
             ("bt", &f43, f43.bt.clone(), 6, 6),
             ("at", &f43, f43.at.clone(), 4, 6),
             ("g", &f34, f34.g.clone(), 6, 4),
+            ("bt", &f27, f27.bt.clone(), 8, 8),
+            ("at", &f27, f27.at.clone(), 2, 8),
         ];
         for (name, axis, mat, outs, ins) in cases {
             let want = generic(&mat, outs, ins);
@@ -848,8 +949,8 @@ mod tests {
                 for t in 0..len {
                     let (a, b) = (got[i * stride + t], want[i * stride + t]);
                     assert!(
-                        (a - b).abs() < 1e-14,
-                        "{name} row {i} entry {t}: {a} vs {b}"
+                        (a - b).abs() < 1e-13,
+                        "{name} row {i} entry {t} (α = {ins}): {a} vs {b}"
                     );
                 }
             }
@@ -913,9 +1014,9 @@ mod tests {
         assert!(ew < tol, "{g:?}: weight gradient error {ew:e}");
     }
 
-    /// Which convolutions of the networks at 299 px (batch 8) take Winograd: 3×3 and 5×5 on
-    /// large maps do; Inception-B's 1×7, Inception-C's 8×8 maps (32 tiles) and the CIFAR-10
-    /// scale's narrow stem do not.
+    /// Which convolutions of the networks at 299 px (batch 8) take Winograd: 3×3, 5×5 and
+    /// Inception-B's 1×7 and 7×1 on large maps do; Inception-C's 8×8 maps (32 tiles of the 3×3,
+    /// 128 of the 1×3) and the CIFAR-10 scale's narrow stem do not.
     #[test]
     fn worth_it_on_large_maps_only() {
         let worth = |x: [usize; 4], k: (usize, usize, usize), pad: (usize, usize)| {
@@ -924,7 +1025,8 @@ mod tests {
         };
         assert!(worth([8, 64, 35, 35], (96, 3, 3), (1, 1)));
         assert!(worth([8, 32, 149, 149], (32, 3, 3), (0, 0)));
-        assert!(!worth([8, 192, 17, 17], (224, 1, 7), (0, 3)));
+        assert!(worth([8, 192, 17, 17], (224, 1, 7), (0, 3)));
+        assert!(worth([8, 224, 17, 17], (256, 7, 1), (3, 0)));
         assert!(worth([8, 48, 35, 35], (64, 5, 5), (2, 2)));
         assert!(!worth([8, 448, 8, 8], (384, 3, 3), (1, 1)));
         assert!(!worth([8, 384, 8, 8], (256, 1, 3), (0, 1)));
