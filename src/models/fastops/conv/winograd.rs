@@ -124,6 +124,14 @@ impl Axis {
 /// Entries of a block's transformed operands (both of them, all points): about 2 MiB of f32.
 const BLOCK_ELEMS: usize = 1 << 19;
 
+/// Fewest tiles in a block, above [`BLOCK_ELEMS`] where the channels are many: each of a
+/// block's products packs the kernel's points (`O × C`) for the block's tiles alone, and with a
+/// few dozen tiles that packing weighs as much as the products (Inception-ResNet-v2's 256→256
+/// 3×3 at 35×35, batch 8, had blocks of 18 tiles: forward 55 → 44 ms and weight gradient 65 →
+/// 40 ms with 64; its 192→80 input gradient at 71×71 54 → 38 and 67 → 50 ms; the convolutions
+/// whose blocks already held 64 tiles unchanged).
+const MIN_BLOCK_TILES: usize = 64;
+
 /// Fewest tiles (over the batch) a convolution goes through Winograd with: the kernel's
 /// transform and the packing of its points cost as much per kernel entry as a few hundred tiles'
 /// products save (Inception-C's 8×8 maps at batch 8, 32 tiles of 4×4, ran 1.3× slower).
@@ -188,12 +196,14 @@ impl Plan {
     }
 
     /// The tile rows (over all images: row `n·th + i` is image `n`'s `i`-th) split into blocks
-    /// whose transformed operands, `C` and `O` channels at every point, fit [`BLOCK_ELEMS`], and
-    /// into at least as many blocks as threads where there are enough rows.
+    /// whose transformed operands, `C` and `O` channels at every point, fit [`BLOCK_ELEMS`] unless
+    /// that leaves fewer than [`MIN_BLOCK_TILES`] tiles, and into at least as many blocks as
+    /// threads where there are enough rows.
     fn blocks(&self, g: &Geom) -> Blocks {
         let rows = g.n * self.th;
         let per_row = self.points() * (g.c + g.o) * self.tw;
         let per = (BLOCK_ELEMS / per_row.max(1))
+            .max(MIN_BLOCK_TILES.div_ceil(self.tw))
             .clamp(1, rows.div_ceil(threads()).max(1))
             .min(rows);
         Blocks { rows, per }
