@@ -11,6 +11,9 @@ use super::super::Elem;
 /// `dst[j·ld + t] = src[t·step + j]` for `j < step`, `t < count`.
 pub(super) fn split<T: Elem>(src: &[T], step: usize, count: usize, dst: &mut [T], ld: usize) {
     assert!(src.len() >= step * count && (step == 0 || dst.len() >= (step - 1) * ld + count));
+    if step == 1 {
+        return dst[..count].copy_from_slice(&src[..count]);
+    }
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
     if let (Some(s), Some(d), true) = (as_f32(src), as_f32_mut(dst), super::super::simd::avx2()) {
@@ -28,6 +31,9 @@ pub(super) fn split<T: Elem>(src: &[T], step: usize, count: usize, dst: &mut [T]
 /// `dst[t·step + j] = src[j·ls + t]` for `j < step` and every `t·step + j` inside `dst` (its
 /// last group may be partial).
 pub(super) fn join<T: Elem>(src: &[T], ls: usize, step: usize, dst: &mut [T]) {
+    if step == 1 {
+        return dst.copy_from_slice(&src[..dst.len()]);
+    }
     let count = dst.len().div_ceil(step);
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]

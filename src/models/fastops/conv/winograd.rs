@@ -563,15 +563,11 @@ wide_fn! {
 }
 
 impl Axis {
-    /// Whether this is F(4, 3), whose transforms have the dedicated passes [`bt6`] and [`at46`].
-    fn is_f43(&self) -> bool {
-        self.m == 4 && self.r == 3
-    }
-
     /// `Bᵀ` applied to `α` rows of `src` (`ss` apart) into `α` rows of `dst` (`ds` apart).
     fn apply_bt<T: Elem>(&self, dst: &mut [T], ds: usize, src: &[T], ss: usize, len: usize) {
         let a = self.alpha();
         match a {
+            1 => return dst[..len].copy_from_slice(&src[..len]),
             6 => return bt6(dst, ds, src, ss, len),
             8 => return bt8(&self.bt, dst, ds, src, ss, len),
             _ => {}
@@ -583,8 +579,10 @@ impl Axis {
 
     /// `G` applied to `r` rows of `src` (`ss` apart) into `α` rows of `dst` (`ds` apart).
     fn apply_g<T: Elem>(&self, dst: &mut [T], ds: usize, src: &[T], ss: usize, len: usize) {
-        if self.m == 3 && self.r == 4 {
-            return g64(dst, ds, src, ss, len);
+        match (self.m, self.r) {
+            (1, 1) => return dst[..len].copy_from_slice(&src[..len]),
+            (3, 4) => return g64(dst, ds, src, ss, len),
+            _ => {}
         }
         for i in 0..self.alpha() {
             combine(
@@ -598,11 +596,11 @@ impl Axis {
 
     /// `Aᵀ` applied to `α` rows of `src` into `m` rows of `dst`.
     fn apply_at<T: Elem>(&self, dst: &mut [T], ds: usize, src: &[T], ss: usize, len: usize) {
-        if self.is_f43() {
-            return at46(dst, ds, src, ss, len);
-        }
-        if self.m == 2 && self.r == 7 {
-            return at28(&self.at, dst, ds, src, ss, len);
+        match (self.m, self.r) {
+            (1, 1) => return dst[..len].copy_from_slice(&src[..len]),
+            (4, 3) => return at46(dst, ds, src, ss, len),
+            (2, 7) => return at28(&self.at, dst, ds, src, ss, len),
+            _ => {}
         }
         let a = self.alpha();
         for i in 0..self.m {
