@@ -137,6 +137,13 @@ const MIN_BLOCK_TILES: usize = 64;
 /// products save (Inception-C's 8×8 maps at batch 8, 32 tiles of 4×4, ran 1.3× slower).
 const MIN_TILES: usize = 256;
 
+/// Fewest outputs along each side of the map: on smaller maps a tile row holds a few tiles, the
+/// transforms run on rows too short to pay, and the whole-batch im2col GEMM is at its best
+/// (Inception-v3's 5×5 at 11×11, 107 px, batch 16, 576 tiles: forward 2.2 vs 2.0 ms, weight
+/// gradient 2.3 vs 1.9 ms through Winograd and im2col; a 3×3 there, 1.6 vs 1.4 and 1.9 vs 1.4;
+/// the 3×3s at 23×23 and the 1×7s at 17×17 gain 15–40 %).
+const MIN_SIDE: usize = 16;
+
 /// Fewest input or output channels: the transforms of the inputs and outputs cost per channel
 /// what the products cost per pair of channels (Inception-v3's 20→48 3×3 convolution at the
 /// CIFAR-10 scale made its step 4 % slower; the 32→32 and 32→64 ones of its stem at 299 px
@@ -161,13 +168,15 @@ impl Plan {
         (enabled() && plan.worth(g)).then_some(plan)
     }
 
-    /// Whether the transforms pay for `g`: enough tiles and channels. 1×n and n×1 kernels pay
-    /// since their transforms became dedicated passes over whole rows (F(2, 7): 8 products for
-    /// 14; Inception-v4 at 299 px, batch 8, f32: fastest step 3,454 → 3,220 ms; each pass of its
-    /// 1×7 and 7×1 convolutions 10–18 % faster); before, the generic row-by-row transforms and a
-    /// scalar gather ate the saving.
+    /// Whether the transforms pay for `g`: enough tiles, channels and outputs a side. 1×n and
+    /// n×1 kernels pay since their transforms became dedicated passes over whole rows (F(2, 7): 8
+    /// products for 14; Inception-v4 at 299 px, batch 8, f32: fastest step 3,454 → 3,220 ms;
+    /// each pass of its 1×7 and 7×1 convolutions 10–18 % faster); before, the generic row-by-row
+    /// transforms and a scalar gather ate the saving.
     fn worth(&self, g: &Geom) -> bool {
-        g.n * self.th * self.tw >= MIN_TILES && g.c.min(g.o) >= MIN_CHANNELS
+        g.n * self.th * self.tw >= MIN_TILES
+            && g.c.min(g.o) >= MIN_CHANNELS
+            && g.oh.min(g.ow) >= MIN_SIDE
     }
 
     /// The plan for `g` wherever the algorithm applies (1×n and n×1 kernels too), worth it or
@@ -1022,9 +1031,10 @@ mod tests {
         assert!(ew < tol, "{g:?}: weight gradient error {ew:e}");
     }
 
-    /// Which convolutions of the networks at 299 px (batch 8) take Winograd: 3×3, 5×5 and
+    /// Which convolutions of the networks take Winograd: at 299 px (batch 8) 3×3, 5×5 and
     /// Inception-B's 1×7 and 7×1 on large maps do; Inception-C's 8×8 maps (32 tiles of the 3×3,
-    /// 128 of the 1×3) and the CIFAR-10 scale's narrow stem do not.
+    /// 128 of the 1×3) and the CIFAR-10 scale's narrow stem do not; at 107 px (batch 16) the stem
+    /// does, the 5×5 at 11×11 does not.
     #[test]
     fn worth_it_on_large_maps_only() {
         let worth = |x: [usize; 4], k: (usize, usize, usize), pad: (usize, usize)| {
@@ -1036,6 +1046,8 @@ mod tests {
         assert!(worth([8, 192, 17, 17], (224, 1, 7), (0, 3)));
         assert!(worth([8, 224, 17, 17], (256, 7, 1), (3, 0)));
         assert!(worth([8, 48, 35, 35], (64, 5, 5), (2, 2)));
+        assert!(!worth([16, 48, 11, 11], (64, 5, 5), (2, 2)));
+        assert!(worth([16, 80, 25, 25], (192, 3, 3), (0, 0)));
         assert!(!worth([8, 448, 8, 8], (384, 3, 3), (1, 1)));
         assert!(!worth([8, 384, 8, 8], (256, 1, 3), (0, 1)));
         assert!(!worth([32, 8, 73, 73], (8, 3, 3), (1, 1)));
