@@ -12,8 +12,8 @@
 //!   as wide as the input's, else a gather table. The input gradient is `Wᵀ·dY` per band
 //!   followed by col2im; the weight gradient is `Σ dY·colᵀ`, accumulated per fixed group of images and summed
 //!   in a fixed order, so results are deterministic for a given number of threads. Stride-1
-//!   3×3 and 5×5 convolutions on large maps run by Winograd's minimal filtering instead
-//!   (`conv/winograd.rs`).
+//!   3×3, 5×5, 1×7 and 7×1 convolutions on large maps run by Winograd's minimal filtering
+//!   instead (`conv/winograd.rs`).
 //! - [`conv_bn_relu`]: in training, a convolution and its BatchNorm + ReLU as one graph node,
 //!   so candle's backward pass keeps no gradient entry for the convolution's output.
 //! - [`bn_relu`]: batch statistics in one parallel pass per channel (f64 accumulation), the

@@ -5,6 +5,7 @@
 //! through transposes in registers, eight groups at a time; the scalar strided loops they
 //! replace were about 3 % of an Inception-ResNet-v2 training step at 299 px.
 
+#[cfg(target_arch = "x86_64")]
 use super::super::simd::{as_f32, as_f32_mut};
 use super::super::Elem;
 
@@ -14,13 +15,15 @@ pub(super) fn split<T: Elem>(src: &[T], step: usize, count: usize, dst: &mut [T]
     if step == 1 {
         return dst[..count].copy_from_slice(&src[..count]);
     }
-    let mut done = 0;
     #[cfg(target_arch = "x86_64")]
-    if let (Some(s), Some(d), true) = (as_f32(src), as_f32_mut(dst), super::super::simd::avx2()) {
+    let done = match (as_f32(src), as_f32_mut(dst), super::super::simd::avx2()) {
         // SAFETY: the CPU has AVX2; the bounds were checked above and `avx2::split` reads and
         // writes whole groups of eight below `count`.
-        done = unsafe { avx2::split(s, step, count, d, ld) };
-    }
+        (Some(s), Some(d), true) => unsafe { avx2::split(s, step, count, d, ld) },
+        _ => 0,
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
     for j in 0..step {
         for t in done..count {
             dst[j * ld + t] = src[t * step + j];
@@ -35,14 +38,18 @@ pub(super) fn join<T: Elem>(src: &[T], ls: usize, step: usize, dst: &mut [T]) {
         return dst.copy_from_slice(&src[..dst.len()]);
     }
     let count = dst.len().div_ceil(step);
-    let mut done = 0;
     #[cfg(target_arch = "x86_64")]
-    if let (Some(s), Some(d), true) = (as_f32(src), as_f32_mut(dst), super::super::simd::avx2()) {
-        assert!(s.len() >= (step - 1) * ls + d.len() / step);
-        // SAFETY: the CPU has AVX2; `avx2::join` writes whole groups inside `dst` only, and
-        // reads the same entries of `src` the loop below would.
-        done = unsafe { avx2::join(s, ls, step, d) };
-    }
+    let done = match (as_f32(src), as_f32_mut(dst), super::super::simd::avx2()) {
+        (Some(s), Some(d), true) => {
+            assert!(s.len() >= (step - 1) * ls + d.len() / step);
+            // SAFETY: the CPU has AVX2; `avx2::join` writes whole groups inside `dst` only, and
+            // reads the same entries of `src` the loop below would.
+            unsafe { avx2::join(s, ls, step, d) }
+        }
+        _ => 0,
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
     for t in done..count {
         for j in 0..step.min(dst.len() - t * step) {
             dst[t * step + j] = src[j * ls + t];
