@@ -21,6 +21,8 @@
 //! keeps them. Packing buffers live in a per-thread scratch vector that is kept between calls
 //! (at most a few MiB per thread).
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
 mod driver;
 mod pack;
 mod portable;
@@ -36,19 +38,34 @@ pub use round::round_to_bf16;
 /// Which implementation [`gemm_bf16_with`] runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernel {
+    /// AMX tiles (`tdpbf16ps`, `amx.rs`): only on CPUs with AMX-BF16 besides AVX512-BF16, and
+    /// where the OS grants the tiles.
+    Amx,
     /// AVX-512 (F, BW) and AVX512-BF16 (`vdpbf16ps`): only on CPUs that have them.
     Avx512Bf16,
     /// Plain Rust: f32 arithmetic on the bf16-rounded inputs.
     Portable,
 }
 
-/// The fastest kernel this CPU runs.
+/// The fastest kernel this CPU runs (`REPRO_AMX=0` leaves AMX out, for comparison).
 pub fn kernel() -> Kernel {
-    if avx512_bf16_available() {
-        Kernel::Avx512Bf16
-    } else {
+    static AMX_OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let amx_off = *AMX_OFF.get_or_init(|| std::env::var("REPRO_AMX").is_ok_and(|v| v == "0"));
+    if !avx512_bf16_available() {
         Kernel::Portable
+    } else if amx_available() && !amx_off {
+        Kernel::Amx
+    } else {
+        Kernel::Avx512Bf16
     }
+}
+
+/// Whether this CPU and OS run the AMX kernel (AVX512-BF16 is checked apart).
+fn amx_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return amx::available();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// The features the AVX512-BF16 kernel is compiled for: (detected, name, /proc/cpuinfo flag).
@@ -152,6 +169,12 @@ pub unsafe fn gemm_bf16_with(
             }
             avx512_scheme((m, k), lhs, rhs)
         }
+        Kernel::Amx => {
+            if !(avx512_bf16_available() && amx_available()) {
+                panic!("gemm_bf16_with(Kernel::Amx): this CPU or OS does not run AMX-BF16 tiles");
+            }
+            amx_scheme()
+        }
     };
     driver::run(scheme, (m, n, k), dst, accumulate, lhs, rhs)
 }
@@ -173,6 +196,16 @@ fn avx512_scheme(
     } else {
         &x86::BROADCAST
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn amx_scheme() -> &'static scheme::Scheme {
+    &amx::TILES
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn amx_scheme() -> &'static scheme::Scheme {
+    unreachable!("AMX is never available off x86-64")
 }
 
 #[cfg(not(target_arch = "x86_64"))]

@@ -3,7 +3,11 @@ use super::*;
 /// The kernels this CPU runs (the AVX-512 one skipped, with a message, where it cannot).
 fn kernels() -> Vec<Kernel> {
     match missing_cpu_features() {
-        None => vec![Kernel::Avx512Bf16, Kernel::Portable],
+        None if amx_available() => vec![Kernel::Amx, Kernel::Avx512Bf16, Kernel::Portable],
+        None => {
+            println!("skipping the AMX kernel: this CPU or OS has no AMX-BF16 tiles");
+            vec![Kernel::Avx512Bf16, Kernel::Portable]
+        }
         Some(why) => {
             println!("skipping the AVX512-BF16 kernel: {why}");
             vec![Kernel::Portable]
@@ -232,9 +236,12 @@ fn rounds_to_nearest_even() {
 #[test]
 fn kernel_matches_cpu_features() {
     assert_eq!(
-        kernel() == Kernel::Avx512Bf16,
+        kernel() != Kernel::Portable,
         missing_cpu_features().is_none()
     );
+    if std::env::var_os("REPRO_AMX").is_none() {
+        assert_eq!(kernel() == Kernel::Amx, amx_available());
+    }
 }
 
 #[test]
