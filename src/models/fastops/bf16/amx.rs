@@ -71,7 +71,7 @@ fn request_permission() -> bool {
 #[repr(C, align(64))]
 struct TileConfig([u8; 64]);
 
-const CONFIG: TileConfig = {
+static CONFIG: TileConfig = {
     let mut c = [0u8; 64];
     c[0] = 1;
     let mut t = 0;
@@ -107,17 +107,50 @@ unsafe fn configure() {
 unsafe fn tile(kp: usize, a: &[u32], b: &[u32], out: &DstTile) {
     assert!(kp > 0 && kp.is_multiple_of(PAIRS) && a.len() >= SIDE * kp && b.len() >= SIDE * kp);
     configure();
-    let mut c = [[0f32; SIDE]; SIDE];
+    // A whole tile of a dst with unit column stride is loaded and stored where it lies (rows
+    // `rs` apart). Through `c`, the vector loads that read the tile back wait for the tile
+    // stores to drain: 2–20 % slower products (single thread, 64 to 1152 rows).
+    let direct = out.cs == 1 && out.rows == SIDE && out.cols == SIDE;
+    let mut c = std::mem::MaybeUninit::<[[f32; SIDE]; SIDE]>::uninit();
+    let (c0, sc) = if direct {
+        (out.ptr, out.rs * 4)
+    } else {
+        (c.as_mut_ptr().cast::<f32>(), SIDE * 4)
+    };
+    let quarters = [
+        c0,
+        c0.add(16),
+        c0.add(16 * sc / 4),
+        c0.add(16 * sc / 4 + 16),
+    ];
+    if direct && out.accumulate {
+        // SAFETY: the four quarters of the tile's 32 rows (sc bytes apart) are in dst.
+        asm!(
+            "tileloadd tmm0, [{c00} + {sc}*1]",
+            "tileloadd tmm1, [{c01} + {sc}*1]",
+            "tileloadd tmm2, [{c10} + {sc}*1]",
+            "tileloadd tmm3, [{c11} + {sc}*1]",
+            c00 = in(reg) quarters[0],
+            c01 = in(reg) quarters[1],
+            c10 = in(reg) quarters[2],
+            c11 = in(reg) quarters[3],
+            sc = in(reg) sc,
+            options(nostack, readonly),
+        );
+    } else {
+        asm!(
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            options(nomem, nostack)
+        );
+    }
     let (a, b) = (a.as_ptr(), b.as_ptr());
-    let c0 = c.as_mut_ptr().cast::<f32>();
     // SAFETY: each step reads 16 rows of 64 bytes of each operand inside `a` and `b` (lines
-    // 0–15 and 16–31 of a, kp·4 bytes apart; 16 pair rows of b, 128 bytes apart) and the stores
-    // write the four 16 × 16 quarters of `c`.
+    // 0–15 and 16–31 of a, kp·4 bytes apart; 16 pair rows of b, 128 bytes apart); the stores
+    // write the four 16 × 16 quarters of the tile, in dst or in `c`.
     asm!(
-        "tilezero tmm0",
-        "tilezero tmm1",
-        "tilezero tmm2",
-        "tilezero tmm3",
         "2:",
         "tileloadd tmm4, [{a0} + {sa}*1]",
         "tileloadd tmm5, [{a1} + {sa}*1]",
@@ -145,17 +178,22 @@ unsafe fn tile(kp: usize, a: &[u32], b: &[u32], out: &DstTile) {
         sa = in(reg) kp * 4,
         sb = in(reg) SIDE * 4,
         bstep = in(reg) PAIRS * SIDE * 4,
-        c00 = in(reg) c0,
-        c01 = in(reg) c0.add(16),
-        c10 = in(reg) c0.add(16 * SIDE),
-        c11 = in(reg) c0.add(16 * SIDE + 16),
-        sc = in(reg) SIDE * 4,
+        c00 = in(reg) quarters[0],
+        c01 = in(reg) quarters[1],
+        c10 = in(reg) quarters[2],
+        c11 = in(reg) quarters[3],
+        sc = in(reg) sc,
         options(nostack),
     );
+    if direct {
+        return;
+    }
+    // SAFETY: the four tile stores wrote all of `c`.
+    let c = c.assume_init_ref();
     if out.cs == 1 {
-        store_rows(&c, out)
+        store_rows(c, out)
     } else {
-        out.store(&c)
+        out.store(c)
     }
 }
 

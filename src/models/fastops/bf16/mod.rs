@@ -5,7 +5,7 @@
 //! [`gemm_bf16`] is a Goto-style blocked product (`driver.rs`): a block of each operand is
 //! rounded to bf16 and packed (`pack.rs`) so that the micro-kernel reads it sequentially, with
 //! two consecutive k values side by side in one u32. That is the operand format of `vdpbf16ps`,
-//! which multiplies such pairs and adds both products to an f32 lane. Two schemes:
+//! which multiplies such pairs and adds both products to an f32 lane. Three schemes:
 //!
 //! - *broadcast*: a 12 × 32 tile of dst in 24 zmm accumulators; per k-pair, each of the 12 lhs
 //!   pairs is broadcast against the pairs of the 32 rhs columns. Operands contiguous along k
@@ -15,9 +15,13 @@
 //!   horizontally once per k block. Used where both operands are contiguous along a long k
 //!   (the weight gradient, `lhs · rhsᵀ`) and the rows are too few for the broadcast tile's
 //!   12 (64 rows, say): packing then needs no transpose and no padding rows.
+//! - *tiles* (`amx.rs`, CPUs with AMX-BF16): a 32 × 32 tile of dst in four AMX tile registers,
+//!   `tdpbf16ps` on 16 k-pairs of two lhs and two rhs tiles at a time; lhs packed one line per
+//!   strip (its pairs contiguous, as a tile row wants them), rhs in the broadcast scheme's strips.
+//!   Chosen over the other two wherever the CPU and the OS allow it.
 //!
-//! The AVX-512 kernels treat denormal inputs as zero and flush denormal results to zero (the
-//! `vcvtne2ps2bf16` and `vdpbf16ps` instructions do, whatever MXCSR says); the portable kernel
+//! The AVX-512 and AMX kernels treat denormal inputs as zero and flush denormal results to zero
+//! (`vcvtne2ps2bf16`, `vdpbf16ps` and `tdpbf16ps` do, whatever MXCSR says); the portable kernel
 //! keeps them. Packing buffers live in a per-thread scratch vector that is kept between calls
 //! (at most a few MiB per thread).
 
