@@ -493,11 +493,11 @@ impl Mixed {
             .map(|&i| self.branches[i].pointwise_head().expect("checked in new"))
             .collect();
         let weights: Vec<&Tensor> = heads.iter().map(|h| &h.conv.weight).collect();
-        let y = fastops::conv2d(x, &Tensor::cat(&weights, 0)?, (0, 0), 1)?;
+        let y = fastops::conv2d(x, &fastops::cat(&weights, 0)?, (0, 0), 1)?;
         let mut outs: Vec<Option<Tensor>> = vec![None; self.branches.len()];
         let mut start = 0;
         for (&i, head) in self.pointwise_heads.iter().zip(heads) {
-            let mut z = y.narrow(1, start, head.conv.cout)?;
+            let mut z = fastops::narrow(&y, 1, start, head.conv.cout)?;
             if let Some(pool) = head.pool {
                 z = pool.forward(&z)?;
             }
@@ -525,7 +525,8 @@ impl Block for Mixed {
                 None => b.forward_t(x, train),
             })
             .collect::<Result<Vec<_>>>()?;
-        Tensor::cat(&outs, 1)
+        let outs: Vec<&Tensor> = outs.iter().collect();
+        fastops::cat(&outs, 1)
     }
 
     fn trace(&self, s: FeatureShape, cost: &mut Cost) -> Result<FeatureShape> {

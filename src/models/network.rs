@@ -201,7 +201,7 @@ impl Network {
         let mut y = x.clone();
         let mut aux_logits = None;
         for (i, stage) in self.stages.iter().enumerate() {
-            y = stage.forward_t(&y, train)?;
+            y = fastops::fused(&y, train, |y| stage.forward_t(y, train))?;
             if let (true, Some(aux), AUX_STAGE) = (dropout, &self.aux, i) {
                 aux_logits = Some(aux.forward_t(&y, train)?);
             }

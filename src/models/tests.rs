@@ -238,3 +238,95 @@ fn images_smaller_than_75_px_are_refused_with_a_clear_error() {
     let err = net.forward_t(&x, false).err().unwrap().to_string();
     assert!(err.contains("H, W >= 75"), "{err}");
 }
+
+/// The loss of `net` on `x` and candle's gradients, with the stages fused into single nodes
+/// (their parameters' gradients merged from the collector) or not.
+fn loss_and_grads(
+    net: &Network,
+    x: &Tensor,
+    fuse: bool,
+) -> (f64, candle_core::backprop::GradStore) {
+    let stages = fastops::StageGrads::new();
+    let installed = fuse.then(|| stages.install());
+    let out = net.forward_t(x, true).unwrap();
+    let loss = (out.logits.sqr().unwrap().mean_all().unwrap()
+        + out.aux_logits.unwrap().sqr().unwrap().mean_all().unwrap())
+    .unwrap();
+    let mut grads = loss.backward().unwrap();
+    drop(installed);
+    assert_eq!(stages.is_empty(), !fuse, "fused stages sent gradients");
+    stages.merge_into(&mut grads).unwrap();
+    (loss.to_scalar::<f64>().unwrap(), grads)
+}
+
+/// Every network at width 0.125, 75 px, batch 2, f64: the stages fused into single nodes of the
+/// graph give the loss and every variable's gradient of the unfused graph (up to the order in
+/// which a tensor's gradients are summed), and the same running statistics.
+#[test]
+fn fused_stages_give_the_unfused_gradients() {
+    for arch in Arch::ALL {
+        let vm = VarMap::new();
+        let net = Network::new(
+            &tiny(arch),
+            VarBuilder::from_varmap(&vm, DType::F64, &Device::Cpu),
+        )
+        .unwrap();
+        let x = Tensor::randn(0f64, 1., (2, 3, 75, 75), &Device::Cpu).unwrap();
+        let vars: Vec<(String, Tensor)> = {
+            let data = vm.data().lock().unwrap();
+            let mut v: Vec<_> = data
+                .iter()
+                .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+                .collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
+        let running = |vars: &[(String, Tensor)]| -> Vec<Vec<f64>> {
+            vars.iter()
+                .filter(|(n, _)| n.ends_with("running_mean") || n.ends_with("running_var"))
+                .map(|(_, t)| t.flatten_all().unwrap().to_vec1::<f64>().unwrap())
+                .collect()
+        };
+        let before = running(&vars);
+        let (loss_plain, plain) = loss_and_grads(&net, &x, false);
+        let after_plain = running(&vars);
+        // The same running statistics to start from for the fused pass.
+        for ((n, t), b) in vars
+            .iter()
+            .filter(|(n, _)| n.ends_with("running_mean") || n.ends_with("running_var"))
+            .zip(&before)
+        {
+            let var = vm.data().lock().unwrap()[n].clone();
+            var.set(&Tensor::from_vec(b.clone(), t.shape(), &Device::Cpu).unwrap())
+                .unwrap();
+        }
+        let (loss_fused, fused) = loss_and_grads(&net, &x, true);
+        assert_eq!(running(&vars), after_plain, "{arch}: running statistics");
+        assert!(
+            (loss_plain - loss_fused).abs() <= 1e-12 * loss_plain.abs(),
+            "{arch}: loss {loss_plain} unfused, {loss_fused} fused"
+        );
+        let mut compared = 0;
+        for (name, var) in &vars {
+            let (Some(a), b) = (plain.get(var), fused.get(var)) else {
+                continue;
+            };
+            let b = b.unwrap_or_else(|| panic!("{arch}: no fused gradient for {name}"));
+            let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+            let scale = a
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap();
+            let diff = diff.to_scalar::<f64>().unwrap();
+            assert!(
+                diff <= 1e-9 * scale.max(1e-12),
+                "{arch}: gradient of {name} differs by {diff:e} (largest entry {scale:e})"
+            );
+            compared += 1;
+        }
+        assert!(compared > 50, "{arch}: only {compared} gradients compared");
+    }
+}

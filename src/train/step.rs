@@ -325,6 +325,10 @@ impl TrainStep {
             let index = i * self.replicas.world_size() + self.replicas.rank();
             self.net
                 .set_dropout_seed(micro_seed(self.seed, step, index as u64));
+            // The network's stages as single nodes of the graph (fastops' tape): their
+            // parameters' gradients come back through `stages`.
+            let stages = fastops::StageGrads::new();
+            let fused = stages.install();
             let (loss, logits) = self.loss(images, labels)?;
             self.mark("forward");
             let hits = top_k_hits(&logits, labels, 1)?
@@ -339,7 +343,11 @@ impl TrainStep {
                     .and_then(|l| add(loss_sum, l))
                     .map_err(tensor_err("summing the loss"))?,
             );
-            let grads = loss.backward().map_err(tensor_err("backward pass"))?;
+            let mut grads = loss.backward().map_err(tensor_err("backward pass"))?;
+            drop(fused);
+            stages
+                .merge_into(&mut grads)
+                .map_err(tensor_err("the fused stages' gradients"))?;
             self.mark("backward");
             total = Some(match total {
                 None => grads,

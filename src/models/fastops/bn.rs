@@ -271,7 +271,7 @@ pub fn bn_relu(x: &Tensor, bn: &BatchNorm, train: bool) -> Result<Tensor> {
         return stock_bn_relu(x, bn, train);
     }
     let p = prepare(x, bn, train)?;
-    p.x.apply_op3(&p.gamma, &p.beta, p.op)
+    super::tape::apply3(&p.x, &p.gamma, &p.beta, p.op)
 }
 
 /// Whether [`bn_relu`] runs the fused op on `x`.
@@ -293,7 +293,7 @@ pub(super) struct Prepared {
 
 pub(super) fn prepare(x: &Tensor, bn: &BatchNorm, train: bool) -> Result<Prepared> {
     let (gamma, beta) = bn.weight_and_bias().expect("checked by applies");
-    let x = blocked(x)?;
+    let x = super::tape::same(x, blocked(x)?)?;
     let (n, c, h, w) = x.dims4()?;
     let eps = bn.eps();
     let op = if train {

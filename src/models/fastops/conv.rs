@@ -681,9 +681,9 @@ pub(crate) fn conv2d_in(
     stride: usize,
     arith: Arith,
 ) -> Result<Tensor> {
-    let x = blocked(x)?;
-    let w = weight.contiguous()?;
-    x.apply_op2(&w, Conv2dOp { pad, stride, arith })
+    let x = super::tape::same(x, blocked(x)?)?;
+    let w = super::tape::same(weight, weight.contiguous()?)?;
+    super::tape::apply2(&x, &w, Conv2dOp { pad, stride, arith })
 }
 
 static STOCK_CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

@@ -13,6 +13,7 @@ use candle_nn::BatchNorm;
 use super::bn::{self, BnReluOp};
 use super::conv::{self, Conv2dOp};
 use super::profile::{span, Kind};
+use super::tape;
 use super::{vec_slice, with_storage, Elem};
 
 /// `relu(bn(conv2d(x, weight)))` with [`super::conv2d`]'s padding and stride, as one node
@@ -28,13 +29,14 @@ pub fn conv_bn_relu(
     let (Some(conv), true) = (conv, train) else {
         return bn::bn_relu(&super::conv2d(x, weight, pad, stride)?, bn, train);
     };
-    let x = super::blocked(x)?;
-    let w = weight.contiguous()?;
+    let x = tape::same(x, super::blocked(x)?)?;
+    let w = tape::same(weight, weight.contiguous()?)?;
     // The convolution outside the graph: the fused node stands for it.
     let y = x.detach().apply_op2(&w.detach(), conv)?;
     let p = bn::prepare(&y, bn, train)?;
-    let params = Tensor::cat(&[&p.gamma, &p.beta], 0)?;
-    x.apply_op3(
+    let params = tape::cat(&[&p.gamma, &p.beta], 0)?;
+    tape::apply3(
+        &x,
         &w,
         &params,
         ConvBnReluOp {

@@ -47,6 +47,7 @@ mod residual;
 pub(crate) mod simd;
 mod storage;
 mod switch;
+mod tape;
 #[cfg(test)]
 mod tests;
 
@@ -67,6 +68,7 @@ pub(crate) use switch::device_paths;
 pub use switch::{
     conv_compute_dtype, enabled, force_device_paths_on_cpu, set_conv_bf16, set_enabled, usable,
 };
+pub use tape::{cat, fused, narrow, StageGrads};
 
 /// Sets up the process for the fast ops: the thread pools and the C allocator. Call at the start
 /// of `main`, before any thread exists.

@@ -52,7 +52,9 @@ pub fn on_worker<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     if candle_pool() || rayon::current_thread_index().is_some() {
         f()
     } else {
-        rayon::scope(|_| f())
+        // The trainer's collector of fused stages' gradients goes with its forward pass.
+        let collector = super::tape::current();
+        rayon::scope(|_| super::tape::isolated(collector, f))
     }
 }
 

@@ -251,17 +251,25 @@ impl CustomOp1 for AvgPoolOp {
 /// k×k max pooling with stride `stride` and no padding, on a CPU f32/f64 N×C×H×W tensor.
 /// Callers check [`super::usable`] first.
 pub fn max_pool(x: &Tensor, kernel: usize, stride: usize) -> Result<Tensor> {
-    x.contiguous()?.apply_op1(MaxPoolOp {
-        k: kernel,
-        s: stride,
-    })
+    let xc = super::tape::same(x, x.contiguous()?)?;
+    super::tape::apply1(
+        &xc,
+        MaxPoolOp {
+            k: kernel,
+            s: stride,
+        },
+    )
 }
 
 /// Stride-1 (2·pad+1)² average pooling with `pad` zeros on each side (SAME size), dividing by the
 /// whole window (`include_pad`) or by its in-bounds cells, on a CPU f32/f64 N×C×H×W tensor.
 pub fn avg_pool_same(x: &Tensor, pad: usize, include_pad: bool) -> Result<Tensor> {
-    x.contiguous()?.apply_op1(AvgPoolOp {
-        p: pad,
-        include_pad,
-    })
+    let xc = super::tape::same(x, x.contiguous()?)?;
+    super::tape::apply1(
+        &xc,
+        AvgPoolOp {
+            p: pad,
+            include_pad,
+        },
+    )
 }

@@ -189,8 +189,9 @@ pub fn scaled_residual(
     if !super::usable(x) || x.rank() != 4 || u.dtype() != x.dtype() || bias.dtype() != x.dtype() {
         return stock_scaled_residual(x, u, bias, scale, relu);
     }
-    let (x, u) = (x.contiguous()?, u.contiguous()?);
-    x.apply_op3(&u, bias, ScaledResidualOp { scale, relu })
+    let (xc, uc) = (x.contiguous()?, u.contiguous()?);
+    let (x, u) = (super::tape::same(x, xc)?, super::tape::same(u, uc)?);
+    super::tape::apply3(&x, &u, bias, ScaledResidualOp { scale, relu })
 }
 
 /// Stock candle: the bias broadcast over the map, scaled, added to the trunk, then ReLU.
