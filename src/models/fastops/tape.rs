@@ -53,7 +53,10 @@ enum Step {
 
 struct Recorded {
     step: Step,
-    out: Tensor,
+    /// The output; `None` for the stage's own output once its node holds it (the node's
+    /// result stands for it in the backward pass, so the stage's output is not kept twice).
+    out: Option<Tensor>,
+    id: TensorId,
 }
 
 /// The tape of the stage being recorded on this thread.
@@ -112,7 +115,8 @@ fn push(step: Step, out: &Tensor) {
         tape.produced.insert(out.id());
         tape.steps.push(Recorded {
             step,
-            out: out.clone(),
+            out: Some(out.clone()),
+            id: out.id(),
         });
     })
 }
@@ -294,8 +298,12 @@ pub fn fused(x: &Tensor, train: bool, f: impl FnOnce(&Tensor) -> Result<Tensor>)
         bail!("internal error: a fused stage's output was not computed on its tape")
     }
     let anchor = tape.variables.first().cloned().unwrap_or_else(|| x.clone());
+    let mut steps = tape.steps;
+    if let Some(last) = steps.last_mut().filter(|r| r.id == out.id()) {
+        last.out = None;
+    }
     let node = StageOp {
-        steps: tape.steps,
+        steps,
         input: input.id(),
         out_id: out.id(),
         out: Mutex::new(Some(out)),
@@ -343,8 +351,13 @@ impl Grads {
 
     /// The whole gradient of `t`, its slices' gradients put together, if it received any.
     fn take(&mut self, t: &Tensor) -> Result<Option<Tensor>> {
-        let whole = self.whole.remove(&t.id());
-        let Some(mut slices) = self.slices.remove(&t.id()) else {
+        self.take_id(t.id(), t)
+    }
+
+    /// [`Self::take`] for the tensor `id`, whose shape `t` has.
+    fn take_id(&mut self, id: TensorId, t: &Tensor) -> Result<Option<Tensor>> {
+        let whole = self.whole.remove(&id);
+        let Some(mut slices) = self.slices.remove(&id) else {
             return Ok(whole);
         };
         slices.sort_by_key(|s| s.1);
@@ -378,23 +391,25 @@ impl Grads {
 }
 
 impl StageOp {
-    /// The input's gradient from the output's, the parameters' sent to the collector.
-    fn replay(&self, grad: &Tensor) -> Result<Option<Tensor>> {
+    /// The input's gradient from the output's (`res`, the node's result, standing for the
+    /// stage's output), the parameters' sent to the collector.
+    fn replay(&self, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         let mut grads = Grads::default();
         grads.whole.insert(self.out_id, grad.clone());
         for r in self.steps.iter().rev() {
-            let Some(g) = grads.take(&r.out)? else {
+            let out = r.out.as_ref().unwrap_or(res);
+            let Some(g) = grads.take_id(r.id, out)? else {
                 continue;
             };
             match &r.step {
-                Step::One(op, a) => grads.add(a, op.bwd(a, &r.out, &g)?)?,
+                Step::One(op, a) => grads.add(a, op.bwd(a, out, &g)?)?,
                 Step::Two(op, [a, b]) => {
-                    let (ga, gb) = op.bwd(a, b, &r.out, &g)?;
+                    let (ga, gb) = op.bwd(a, b, out, &g)?;
                     grads.add(a, ga)?;
                     grads.add(b, gb)?;
                 }
                 Step::Three(op, [a, b, c]) => {
-                    let (ga, gb, gc) = op.bwd(a, b, c, &r.out, &g)?;
+                    let (ga, gb, gc) = op.bwd(a, b, c, out, &g)?;
                     grads.add(a, ga)?;
                     grads.add(b, gb)?;
                     grads.add(c, gc)?;
@@ -465,9 +480,9 @@ impl CustomOp2 for StageOp {
         &self,
         _x: &Tensor,
         _anchor: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((self.replay(grad)?, None))
+        Ok((self.replay(res, grad)?, None))
     }
 }
