@@ -294,6 +294,9 @@ pub fn fused(x: &Tensor, train: bool, f: impl FnOnce(&Tensor) -> Result<Tensor>)
     let out = f(&input);
     let tape = TAPE.with(|t| t.borrow_mut().take()).expect("set above");
     let out = out?;
+    if out.id() == input.id() {
+        return Ok(x.clone());
+    }
     if !tape.produced.contains(&out.id()) {
         bail!("internal error: a fused stage's output was not computed on its tape")
     }
@@ -391,9 +394,9 @@ impl Grads {
 }
 
 impl StageOp {
-    /// The input's gradient from the output's (`res`, the node's result, standing for the
-    /// stage's output), the parameters' sent to the collector.
-    fn replay(&self, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+    /// The gradient of the input `x` from the output's (`res`, the node's result, standing for
+    /// the stage's output), the parameters' sent to the collector.
+    fn replay(&self, x: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         let mut grads = Grads::default();
         grads.whole.insert(self.out_id, grad.clone());
         for r in self.steps.iter().rev() {
@@ -437,12 +440,7 @@ impl StageOp {
             }
         }
         self.sink.0.lock().expect("not poisoned").extend(collected);
-        let input = grads.whole.remove(&self.input);
-        debug_assert!(
-            !grads.slices.contains_key(&self.input),
-            "the input is never sliced"
-        );
-        Ok(input)
+        grads.take_id(self.input, x)
     }
 }
 
@@ -478,11 +476,11 @@ impl CustomOp2 for StageOp {
 
     fn bwd(
         &self,
-        _x: &Tensor,
+        x: &Tensor,
         _anchor: &Tensor,
         res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((self.replay(res, grad)?, None))
+        Ok((self.replay(x, res, grad)?, None))
     }
 }
