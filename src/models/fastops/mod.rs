@@ -26,7 +26,10 @@
 //! - [`scaled_residual`]: the tail of an Inception-ResNet unit, `act(x + scale·(u + bias))`, in
 //!   one pass (four candle ops otherwise).
 //! - [`bf16`]: the convolutions' matrix products with bf16 operands and f32 sums
-//!   (`--precision bf16`, AVX512-BF16), chosen per convolution by its `Arith`.
+//!   (`--precision bf16`: AMX tiles or AVX512-BF16), chosen per convolution by its `Arith`.
+//! - [`fused`] (`tape.rs`): in training, each stage of the network as one node of candle's
+//!   graph; the ops above record themselves on a tape inside it, and its backward replays the
+//!   tape without candle's zeros-plus-addition per gradient.
 //!
 //! [`configure_cpu`] sets up the process for them: the thread pools, and the C allocator's
 //! thresholds so that freed buffers stay in the heap from one step to the next (`heap.rs`).
