@@ -31,12 +31,9 @@
 //! gradient arrives in the op's dtype), and the output is cast back, so BatchNorm, the loss and
 //! the optimizer stay in f32 (PyTorch autocast's policy for convolutions).
 
-use std::sync::Mutex;
+use candle_core::{bail, CpuStorage, CudaStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 
-use candle_core::backend::BackendStorage;
-use candle_core::{
-    bail, CpuStorage, CudaStorage, CustomOp2, DType, Layout, Result, Shape, Storage, Tensor,
-};
+use super::handover::HandedOver;
 
 static BACKWARD_CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
@@ -104,7 +101,7 @@ fn conv2d_square_pad(x: &Tensor, w: &Tensor, stride: usize, pad: usize) -> Resul
         FastConv2d {
             stride,
             pad,
-            value: Mutex::new(Some(value)),
+            value: HandedOver::new("fast-conv2d", value),
         },
     )
 }
@@ -129,27 +126,8 @@ fn forward_value(x: &Tensor, w: &Tensor, stride: usize, pad: usize, co: usize) -
 struct FastConv2d {
     stride: usize,
     pad: usize,
-    /// The forward value, computed before the op is applied; taken (and dropped) by the forward.
-    value: Mutex<Option<Tensor>>,
-}
-
-impl FastConv2d {
-    fn take_value(&self) -> Result<Tensor> {
-        let v = self
-            .value
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("fast-conv2d: poisoned lock".into()))?
-            .take();
-        let v =
-            v.ok_or_else(|| candle_core::Error::Msg("fast-conv2d: forward ran twice".into()))?;
-        // `try_clone` copies the whole buffer: make sure it is exactly the value.
-        let (_, l) = v.storage_and_layout();
-        if l.is_contiguous() && l.start_offset() == 0 {
-            Ok(v)
-        } else {
-            v.copy()
-        }
-    }
+    /// The forward value, computed before the op is applied.
+    value: HandedOver,
 }
 
 impl CustomOp2 for FastConv2d {
@@ -164,12 +142,7 @@ impl CustomOp2 for FastConv2d {
         _: &CpuStorage,
         _: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let v = self.take_value()?;
-        let (storage, layout) = v.storage_and_layout();
-        match &*storage {
-            Storage::Cpu(s) => Ok((s.try_clone(layout)?, v.shape().clone())),
-            _ => bail!("fast-conv2d: the forward value is not on the CPU"),
-        }
+        self.value.cpu()
     }
 
     fn cuda_fwd(
@@ -179,12 +152,7 @@ impl CustomOp2 for FastConv2d {
         _: &CudaStorage,
         _: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
-        let v = self.take_value()?;
-        let (storage, layout) = v.storage_and_layout();
-        match &*storage {
-            Storage::Cuda(s) => Ok((s.try_clone(layout)?, v.shape().clone())),
-            _ => bail!("fast-conv2d: the forward value is not on the GPU"),
-        }
+        self.value.cuda()
     }
 
     fn bwd(

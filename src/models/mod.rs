@@ -16,6 +16,7 @@ mod config;
 pub mod cuda_conv;
 mod dropout;
 pub mod fastops;
+mod handover;
 pub mod import;
 mod inception_resnet_v1;
 mod inception_resnet_v2;

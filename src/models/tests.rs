@@ -312,15 +312,8 @@ fn fused_stages_give_the_unfused_gradients() {
                 continue;
             };
             let b = b.unwrap_or_else(|| panic!("{arch}: no fused gradient for {name}"));
-            let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap();
-            let scale = a
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f64>()
-                .unwrap();
-            let diff = diff.to_scalar::<f64>().unwrap();
+            let diff = crate::numeric::max_abs_diff(a, b).unwrap();
+            let scale = crate::numeric::max_abs(a).unwrap();
             assert!(
                 diff <= 1e-9 * scale.max(1e-12),
                 "{arch}: gradient of {name} differs by {diff:e} (largest entry {scale:e})"

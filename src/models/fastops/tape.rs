@@ -29,6 +29,7 @@ use std::collections::hash_map::Entry as Slot;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
+use crate::models::handover::HandedOver;
 use candle_core::backprop::GradStore;
 use candle_core::{
     bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, TensorId,
@@ -309,7 +310,7 @@ pub fn fused(x: &Tensor, train: bool, f: impl FnOnce(&Tensor) -> Result<Tensor>)
         steps,
         input: input.id(),
         out_id: out.id(),
-        out: Mutex::new(Some(out)),
+        out: HandedOver::new("fast-stage", out),
         variables: tape.variables,
         sink,
     };
@@ -324,8 +325,8 @@ struct StageOp {
     steps: Vec<Recorded>,
     input: TensorId,
     out_id: TensorId,
-    /// Taken by the forward.
-    out: Mutex<Option<Tensor>>,
+    /// The stage's output, handed to the node's forward.
+    out: HandedOver,
     variables: Vec<Tensor>,
     sink: StageGrads,
 }
@@ -352,12 +353,8 @@ impl Grads {
         Ok(())
     }
 
-    /// The whole gradient of `t`, its slices' gradients put together, if it received any.
-    fn take(&mut self, t: &Tensor) -> Result<Option<Tensor>> {
-        self.take_id(t.id(), t)
-    }
-
-    /// [`Self::take`] for the tensor `id`, whose shape `t` has.
+    /// The whole gradient of the tensor `id` (whose shape `t` has), its slices' gradients put
+    /// together, if it received any.
     fn take_id(&mut self, id: TensorId, t: &Tensor) -> Result<Option<Tensor>> {
         let whole = self.whole.remove(&id);
         let Some(mut slices) = self.slices.remove(&id) else {
@@ -435,7 +432,7 @@ impl StageOp {
         }
         let mut collected = Vec::with_capacity(self.variables.len());
         for v in &self.variables {
-            if let Some(g) = grads.take(v)? {
+            if let Some(g) = grads.take_id(v.id(), v)? {
                 collected.push((v.clone(), g.contiguous()?));
             }
         }
@@ -456,22 +453,7 @@ impl CustomOp2 for StageOp {
         _: &CpuStorage,
         _: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let Some(out) = self.out.lock().expect("not poisoned").take() else {
-            bail!("internal error: a fused stage's node ran its forward twice")
-        };
-        let out = out.contiguous()?;
-        let shape = out.shape().clone();
-        super::with_storage(&out, |s, l| {
-            let (a, b) = l.contiguous_offsets().expect("made contiguous above");
-            Ok((
-                match s {
-                    CpuStorage::F32(v) => CpuStorage::F32(v[a..b].to_vec()),
-                    CpuStorage::F64(v) => CpuStorage::F64(v[a..b].to_vec()),
-                    _ => bail!("fused stages run on f32 or f64 tensors"),
-                },
-                shape,
-            ))
-        })
+        self.out.cpu()
     }
 
     fn bwd(

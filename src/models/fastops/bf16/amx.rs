@@ -188,36 +188,7 @@ unsafe fn tile(kp: usize, a: &[u32], b: &[u32], out: &DstTile) {
     if direct {
         return;
     }
-    // SAFETY: the four tile stores wrote all of `c`.
-    let c = c.assume_init_ref();
-    if out.cs == 1 {
-        store_rows(c, out)
-    } else {
-        out.store(c)
-    }
-}
-
-/// Writes (or adds) the tile's rows into a dst with unit column stride, masked at the edge.
-#[target_feature(enable = "avx512f")]
-unsafe fn store_rows(c: &[[f32; SIDE]; SIDE], out: &DstTile) {
-    let lanes = |n: usize| -> __mmask16 {
-        if n >= 16 {
-            !0
-        } else {
-            ((1u32 << n) - 1) as __mmask16
-        }
-    };
-    let masks = [lanes(out.cols), lanes(out.cols.saturating_sub(16))];
-    for (i, row) in c.iter().enumerate().take(out.rows) {
-        let d = out.ptr.add(i * out.rs);
-        for (h, &mask) in masks.iter().enumerate() {
-            // Past the last column the mask is empty and nothing is accessed.
-            let d = d.wrapping_add(16 * h);
-            let mut v = _mm512_loadu_ps(row.as_ptr().add(16 * h));
-            if out.accumulate {
-                v = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, d), v);
-            }
-            _mm512_mask_storeu_ps(d, mask, v);
-        }
-    }
+    // SAFETY: the four tile stores wrote all of `c`; a row of 32 floats is two zmm.
+    let rows = std::mem::transmute::<[[f32; SIDE]; SIDE], [[__m512; 2]; SIDE]>(c.assume_init());
+    super::x86::store_tile(&rows, out)
 }

@@ -237,18 +237,22 @@ unsafe fn broadcast_tile(kp: usize, a: &[u32], b: &[u32], out: &DstTile) {
             row[1] = _mm512_dpbf16_ps(row[1], b1, ai);
         }
     }
-    if out.cs == 1 {
-        store_rows(&acc, out)
-    } else {
-        // SAFETY: a zmm is 16 f32 lanes, so the accumulators are the tile's rows in order.
-        let rows = std::mem::transmute::<[[__m512; 2]; MR], [[f32; NR]; MR]>(acc);
-        out.store(&rows)
-    }
+    store_tile(&acc, out)
 }
 
-/// Stores tile rows of two zmm each into a dst with unit column stride (masked at the edge).
+/// Writes (or adds) a tile of rows of two zmm (32 columns) into dst: with AVX-512 stores,
+/// masked at the edge, where its columns are contiguous, else one element at a time.
+///
+/// # Safety
+/// As for [`DstTile::store`]; the CPU has the features.
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-unsafe fn store_rows(acc: &[[__m512; 2]; MR], out: &DstTile) {
+pub(super) unsafe fn store_tile<const R: usize>(acc: &[[__m512; 2]; R], out: &DstTile) {
+    if out.cs != 1 {
+        // SAFETY: a zmm is 16 f32 lanes, so the rows are 32 floats each, in order; f32 needs
+        // less alignment than __m512.
+        let rows = &*(acc as *const [[__m512; 2]; R]).cast::<[[f32; NR]; R]>();
+        return out.store(rows);
+    }
     let masks = [
         first_lanes(out.cols),
         first_lanes(out.cols.saturating_sub(16)),
