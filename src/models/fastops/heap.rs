@@ -1,48 +1,59 @@
 //! The C allocator's settings for the fast ops' buffers.
 //!
 //! Every convolution, BatchNorm and pooling pass allocates its outputs and scratch buffers
-//! afresh. With glibc's defaults a buffer above the (adaptive) mmap threshold is mapped and
-//! unmapped each time, and freed memory at the top of a heap is handed back to the kernel, so
-//! the next step faults every page in again and the kernel zeroes it. For Inception-v3 at the
-//! CIFAR-10 scale (75 px, width 0.25, batch 32) that was 3,700 page faults per training step;
-//! kept in the heap, the buffers are reused from one step to the next (about none per step, and
-//! 14 % more images/s on a 2-core AMD EPYC).
+//! afresh, a few to tens of MiB each at full width. Memory that glibc hands back to the kernel
+//! has to be faulted in (and zeroed by the kernel) when it is used again, and with glibc's
+//! defaults that happens all the time:
 //!
-//! The trim threshold alone is not enough: when memory is returned, glibc keeps only its top pad
-//! (128 KiB) at the end of a heap, and a per-thread arena's heap that empties is unmapped whole
-//! unless the pad would be left. At full width a step's buffers come and go in blocks far above
-//! 128 KiB, so Inception-v4 at 299 px (batch 8, bf16) still faulted in 91,000–160,000 pages a
-//! step (an eighth of its CPU time in the kernel), 13,000–40,000 with a 64 MiB pad; with the pad,
-//! 107 px trains 4–6 % faster and 299 px at batch 32 29 % faster, at the same peak resident set
-//! (within the ±2 % it moves from run to run).
+//! - a buffer above the (adaptive) mmap threshold is mapped and unmapped on every use; for
+//!   Inception-v3 at the CIFAR-10 scale (75 px, width 0.25, batch 32) that was 3,700 page faults
+//!   per training step, 14 % of its images/s on a 2-core AMD EPYC;
+//! - free memory at the top of a heap is returned once it exceeds the trim threshold, keeping
+//!   only a small pad, so a step that frees its activations faults them in again the next step
+//!   (Inception-v4 at 299 px, bf16: 91,000–160,000 page faults a step);
+//! - each thread that allocates gets its own arena, and an arena other than the main one is a
+//!   chain of heaps of at most 64 MiB. Buffers of tens of MiB fragment those heaps: on an Intel
+//!   Xeon (2 cores), evaluating Inception-ResNet-v2 at 299 px (batch 8) a rayon worker chained a
+//!   new heap every 0.15 s for whole forward passes, 1.9 GB of fresh pages, and such a pass took
+//!   4.0–4.5 s instead of 0.9 s; the process peaked at 4.5 GB instead of 2.7 GB.
+//!
+//! So every thread allocates from the main arena (one heap that grows contiguously), nothing is
+//! mapped on its own, and free memory stays in the heap. A training or evaluation loop
+//! allocates about the same buffers every step, so the heap settles at the peak of one step and
+//! then faults nothing. Measured on that Xeon, against glibc's defaults with the earlier
+//! thresholds: evaluation of Inception-ResNet-v2 at 299 px, mean of 8 passes 5.9–6.2 → 8.4–9.0
+//! crops/s, peak resident set 4.55 → 2.72 GB; Inception-v4 8.3–9.9 → 9.7–10.1 crops/s, 2.0–3.3
+//! → 2.0 GB; training at 299 px (batch 8) and at the CIFAR-10 scale at the same speed (within
+//! the ±3 % runs differ) and a 1–2 % lower peak. The cost is that memory freed after a large
+//! phase stays with the process until it exits.
 
-/// glibc's largest mmap threshold (32 MiB on 64-bit): smaller buffers come from the heap.
+/// All threads share the main arena (see the module's comment).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-const MMAP_THRESHOLD: libc::c_int = 32 << 20;
+const ARENA_MAX: libc::c_int = 1;
 
-/// Free memory at the top of a heap is returned to the kernel only above this (64 MiB): a
-/// training step frees and reallocates about the same buffers every step, so returning them
-/// only costs page faults. Higher values kept more memory at full width (Inception-v4, 107 px,
-/// batch 16: peak resident set 1,246 MB with 256 MiB, 1,220 MB with 64 MiB and with glibc's
-/// defaults).
+/// No buffer gets a mapping of its own, however large.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-const TRIM_THRESHOLD: libc::c_int = 64 << 20;
+const MMAP_MAX: libc::c_int = 0;
 
-/// Memory kept at the top of a heap when glibc trims or grows it (64 MiB; glibc's is 128 KiB).
+/// Free memory at the top of the heap is returned to the kernel only above 2 GiB (the largest
+/// value `mallopt` takes): in practice never during a run.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const TRIM_THRESHOLD: libc::c_int = libc::c_int::MAX;
+
+/// The heap grows by at least 64 MiB at a time (glibc's default is 128 KiB), so a step that
+/// needs a little more than the last does not grow it many times.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 const TOP_PAD: libc::c_int = 64 << 20;
 
-/// Keeps freed buffers in the process's heaps (see the module's comment), unless the user set
-/// glibc's own variables for them (`MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`,
-/// `MALLOC_TOP_PAD_`), which then win. Call at the start of `main`. Does nothing outside glibc.
+/// Keeps freed buffers in the process's heap (see the module's comment), unless the user set
+/// glibc's own variables for them (`MALLOC_ARENA_MAX`, `MALLOC_MMAP_MAX_`,
+/// `MALLOC_TRIM_THRESHOLD_`, `MALLOC_TOP_PAD_`), which then win. Call at the start of `main`,
+/// before any other thread exists. Does nothing outside glibc.
 pub fn configure_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     for (var, param, value) in [
-        (
-            "MALLOC_MMAP_THRESHOLD_",
-            libc::M_MMAP_THRESHOLD,
-            MMAP_THRESHOLD,
-        ),
+        ("MALLOC_ARENA_MAX", libc::M_ARENA_MAX, ARENA_MAX),
+        ("MALLOC_MMAP_MAX_", libc::M_MMAP_MAX, MMAP_MAX),
         (
             "MALLOC_TRIM_THRESHOLD_",
             libc::M_TRIM_THRESHOLD,
