@@ -1,17 +1,19 @@
 #!/usr/bin/env python3
 """The PyTorch + timm side of `cargo bench --bench train_step` and `repro bench compare`: the
 time of the same training step as repro's (RMSProp as TF with eps 1.0, momentum 0.9; label
-smoothing 0.1; clipping at 2.0; EMA 0.9999), at repro's width multiplier through
-tools/timm_scaled.py. Requirements: torch, timm.
+smoothing 0.1; clipping at 2.0; EMA 0.9999), or of a forward pass in inference mode, at repro's
+width multiplier through tools/timm_scaled.py. Requirements: torch, timm.
 
   bench_timm_train.py [--size 107 --batch 16 --steps 3 --models ...]
       prints `<model>\t<images per second at the median step>` per line;
   bench_timm_train.py --serve
       first prints one JSON line ({"ready": true, "torch": ..., "timm": ..., "threads": ...,
       "bf16": ...}), then answers each JSON request read from stdin,
-      {"model", "size", "batch", "width", "classes", "steps", "warmup", "precision"}, with one
-      JSON line {"step_ms": [...]} or {"error": "..."}. `precision` is "f32" or "bf16" (autocast
-      on the CPU: convolutions and matrix products in bf16, weights and optimizer in f32).
+      {"mode", "model", "size", "batch", "width", "classes", "steps", "warmup", "precision"},
+      with one JSON line {"step_ms": [...]} or {"error": "..."}. `mode` is "train" (a training
+      step; the default) or "eval" (a forward pass of the model in eval mode under
+      torch.inference_mode()); `precision` is "f32" or "bf16" (autocast on the CPU: convolutions
+      and matrix products in bf16, weights and optimizer in f32).
 """
 import argparse
 import json
@@ -53,6 +55,22 @@ def training_step(model_name, size, batch, width, classes, precision):
     return step
 
 
+def eval_step(model_name, size, batch, width, classes, precision):
+    """A closure running one forward pass of `model_name` in inference mode."""
+    model = timm_scaled.create(model_name, width, classes, bn_momentum=0.1).eval()
+    x = torch.randn(batch, 3, size, size)
+    if precision not in ("f32", "bf16"):
+        raise ValueError(f"precision {precision!r}: f32 or bf16")
+    autocast = precision == "bf16"
+
+    def step():
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16,
+                                                    enabled=autocast):
+            model(x)
+
+    return step
+
+
 def step_ms(step, warmup, steps):
     for _ in range(warmup):
         step()
@@ -79,8 +97,11 @@ def serve():
             continue
         try:
             r = json.loads(line)
-            step = training_step(r["model"], r["size"], r["batch"], r["width"], r["classes"],
-                                 r["precision"])
+            make = {"train": training_step, "eval": eval_step}.get(r.get("mode", "train"))
+            if make is None:
+                raise ValueError(f"mode {r['mode']!r}: train or eval")
+            step = make(r["model"], r["size"], r["batch"], r["width"], r["classes"],
+                        r["precision"])
             answer = {"step_ms": step_ms(step, r["warmup"], r["steps"])}
         except Exception as e:  # reported to the caller, which goes on with the next request
             answer = {"error": f"{type(e).__name__}: {e}"}

@@ -1,18 +1,71 @@
-//! `repro bench compare`: training images/s of repro and of PyTorch + timm (f32, and bf16
-//! autocast) on this machine in one command, the two sides alternating round by round, for each
-//! network at each scale; the medians, their ratios and each side's share of the CPU's f32
-//! peak ([`super::peak`]).
+//! `repro bench compare`: training images/s (or evaluation crops/s, `--mode eval`) of repro and
+//! of PyTorch + timm (f32, and bf16 autocast) on this machine in one command, the two sides
+//! alternating round by round, for each network at each scale; the medians, their ratios and
+//! each side's share of the CPU's f32 peak ([`super::peak`]).
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use serde::Serialize;
 
 use super::peak::{CpuInfo, Peak};
 use super::torch_side::{TorchRequest, TorchSide, TorchVersion};
-use super::{emit, median, model_config, train_timing, BenchOptions};
+use super::{emit, eval_timing, median, model_config, train_timing, BenchOptions};
 use crate::models::{summarize, Arch};
+
+/// What is timed: a training step, or a forward pass in inference mode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// A whole training step: forward, backward, clipping, RMSProp, moving average.
+    #[default]
+    Train,
+    /// A forward pass in inference mode (running BatchNorm statistics; PyTorch under
+    /// `torch.inference_mode()`).
+    Eval,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Train => "train",
+            Mode::Eval => "eval",
+        }
+    }
+
+    /// How the GFLOP per image are counted, for the header and the table.
+    fn flop_count(self) -> &'static str {
+        match self {
+            Mode::Train => {
+                "training FLOPs per image = 3 × 2 × the forward multiply-adds of repro's network \
+                 (forward, input gradient, weight gradient)"
+            }
+            Mode::Eval => {
+                "evaluation FLOPs per crop = 2 × the forward multiply-adds of repro's network"
+            }
+        }
+    }
+
+    /// What a rate counts.
+    fn unit(self) -> &'static str {
+        match self {
+            Mode::Train => "images/s",
+            Mode::Eval => "crops/s",
+        }
+    }
+
+    /// FLOPs per image as a multiple of the forward multiply-adds.
+    fn flop_per_mac(self) -> f64 {
+        match self {
+            Mode::Train => 6.0,
+            Mode::Eval => 2.0,
+        }
+    }
+}
 
 #[derive(Args, Debug, Clone)]
 pub struct CompareOptions {
+    /// What is timed: `train` (a training step) or `eval` (a forward pass in inference mode).
+    #[arg(long, value_enum, default_value_t = Mode::Train)]
+    pub mode: Mode,
     /// Comma-separated networks (default: the three timm builds).
     #[arg(long, value_delimiter = ',')]
     pub models: Option<Vec<String>>,
@@ -117,7 +170,7 @@ pub struct Side {
     pub median_per_s: f64,
     /// Images/s at the median step of each round.
     pub round_median_per_s: Vec<f64>,
-    /// Training GFLOP/s at that rate.
+    /// GFLOP/s at that rate (training or evaluation FLOPs, as the comparison's mode).
     pub gflops: f64,
     /// Of the CPU's f32 peak (NaN when the peak is unknown).
     pub peak_share: f64,
@@ -129,11 +182,13 @@ pub struct Side {
 #[derive(Clone, Debug, Serialize)]
 pub struct Comparison {
     pub kind: &'static str,
+    pub mode: Mode,
     pub model: String,
     pub scale: Scale,
     pub threads: usize,
-    /// 3 × 2 × the forward MACs of one image: forward, input gradient and weight gradient.
-    pub train_gflop_per_image: f64,
+    /// GFLOP per image: training, 3 × 2 × the forward MACs (forward, input gradient and weight
+    /// gradient); evaluation, 2 × the forward MACs.
+    pub gflop_per_image: f64,
     pub repro: Side,
     pub pytorch: Vec<Side>,
     /// repro's images/s ÷ PyTorch's, per PyTorch precision (NaN where a side failed).
@@ -144,6 +199,7 @@ pub struct Comparison {
 #[derive(Serialize)]
 struct Header<'a> {
     kind: &'static str,
+    mode: Mode,
     cpu: &'a str,
     threads: usize,
     peak: Option<&'a Peak>,
@@ -157,6 +213,7 @@ struct Header<'a> {
 #[derive(Serialize)]
 struct Round<'a> {
     kind: &'static str,
+    mode: Mode,
     model: &'a str,
     scale: &'a str,
     round: usize,
@@ -166,9 +223,6 @@ struct Round<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
 }
-
-const FLOP_COUNT: &str = "training FLOPs per image = 3 × 2 × the forward multiply-adds of \
-                          repro's network (forward, input gradient, weight gradient)";
 
 fn archs(o: &CompareOptions) -> Result<Vec<Arch>, String> {
     match &o.models {
@@ -263,10 +317,11 @@ pub fn run(o: &CompareOptions) -> Result<(), String> {
     };
     emit(&Header {
         kind: "compare_machine",
+        mode: o.mode,
         cpu: &cpu_name,
         threads,
         peak: peak.as_ref(),
-        flop_count: FLOP_COUNT,
+        flop_count: o.mode.flop_count(),
         pytorch: torch.as_ref().ok().map(|t| &t.version),
         pytorch_absent: torch.as_ref().err().map(|e| e.as_str()),
     });
@@ -325,7 +380,7 @@ fn compare_one(
         ..BenchOptions::default()
     };
     let flop = summarize(&model_config(arch, &bench), scale.size)
-        .map(|s| 6.0 * s.macs as f64 / 1e9)
+        .map(|s| o.mode.flop_per_mac() * s.macs as f64 / 1e9)
         .unwrap_or(f64::NAN);
     // Each side's timed steps, round by round.
     let mut ours: Rounds = Ok(Vec::new());
@@ -337,6 +392,7 @@ fn compare_one(
     let announce = |round, side, precision: &str, r: &Result<Vec<f64>, String>| {
         emit(&Round {
             kind: "compare_round",
+            mode: o.mode,
             model: arch.name(),
             scale: &scale.name,
             round,
@@ -348,8 +404,11 @@ fn compare_one(
     };
     for round in 0..o.rounds.max(1) {
         if let Ok(all) = &mut ours {
-            let r = train_timing(arch, &bench, &crate::replicas::single(), &mut |_| {})
-                .map(|t| t.step_ms);
+            let r = match o.mode {
+                Mode::Train => train_timing(arch, &bench, &crate::replicas::single(), &mut |_| {}),
+                Mode::Eval => eval_timing(arch, &bench, &mut |_| {}),
+            }
+            .map(|t| t.step_ms);
             announce(round, "repro", &o.precision, &r);
             match r {
                 Ok(ms) => all.push(ms),
@@ -363,6 +422,7 @@ fn compare_one(
             let Ok(all) = result else { continue };
             let r = match arch.has_timm_weights() {
                 true => t.measure(&TorchRequest {
+                    mode: o.mode.name(),
                     model: arch.name(),
                     size: scale.size,
                     batch: scale.batch,
@@ -409,10 +469,11 @@ fn compare_one(
         .collect();
     Comparison {
         kind: "compare",
+        mode: o.mode,
         model: arch.name().into(),
         scale: scale.clone(),
         threads: rayon::current_num_threads(),
-        train_gflop_per_image: flop,
+        gflop_per_image: flop,
         repro,
         pytorch,
         ratios,
@@ -441,7 +502,12 @@ pub fn table(
     peak: Option<&Peak>,
     torch: Option<&TorchSide>,
 ) -> String {
-    let mut s = format!("\nTraining images/s at the median step on {cpu}, {threads} threads");
+    let mode = rows.first().map_or(Mode::Train, |r| r.mode);
+    let what = match mode {
+        Mode::Train => "Training images/s at the median step",
+        Mode::Eval => "Evaluation crops/s (forward passes in inference mode) at the median pass",
+    };
+    let mut s = format!("\n{what} on {cpu}, {threads} threads");
     match torch {
         Some(t) => {
             s += &format!(
@@ -455,7 +521,7 @@ pub fn table(
         Some(p) => s += &format!("{}\n", p.how),
         None => s += "f32 peak unknown: /proc/cpuinfo unreadable\n",
     }
-    s += &format!("{FLOP_COUNT}\n");
+    s += &format!("{}\n", mode.flop_count());
     let precisions: Vec<String> = rows
         .first()
         .map(|r| r.pytorch.iter().map(|p| p.precision.clone()).collect())
@@ -496,9 +562,14 @@ pub fn table(
         }
     }
     let ours = rows.first().map_or("f32", |r| r.repro.precision.as_str());
-    s += &format!(
-        "ratio: repro's images/s ÷ PyTorch's in that precision (repro trains in {ours})\n"
-    );
+    s += &match mode {
+        Mode::Train => format!(
+            "ratio: repro's images/s ÷ PyTorch's in that precision (repro trains in {ours})\n"
+        ),
+        Mode::Eval => format!(
+            "ratio: repro's crops/s ÷ PyTorch's in that precision (repro evaluates in {ours})\n"
+        ),
+    };
     for w in unsteady(rows) {
         s += &format!("{w}\n");
     }
@@ -521,7 +592,7 @@ fn unsteady(rows: &[Comparison]) -> Vec<String> {
             let hi = rates.iter().copied().fold(0.0, f64::max);
             if rates.len() >= 2 && lo > 0.0 && hi / lo > UNSTEADY {
                 out.push(format!(
-                    "warning: {} at {}: {}'s {} rounds ran at {:.1}–{:.1} images/s ({:.1}x apart); \
+                    "warning: {} at {}: {}'s {} rounds ran at {:.1}–{:.1} {} ({:.1}x apart); \
                      the machine was busy during some of them, so rerun this row on an idle one",
                     r.model,
                     r.scale.name,
@@ -529,6 +600,7 @@ fn unsteady(rows: &[Comparison]) -> Vec<String> {
                     side.precision,
                     lo,
                     hi,
+                    r.mode.unit(),
                     hi / lo
                 ));
             }
@@ -562,7 +634,8 @@ mod tests {
 
     #[test]
     fn without_pytorch_repro_is_measured_alone() {
-        let o = CompareOptions {
+        let mut o = CompareOptions {
+            mode: Mode::Train,
             models: Some(vec!["inception_resnet_v2".into()]),
             scales: vec!["75:2:0.125:10".into()],
             steps: 1,
@@ -581,11 +654,27 @@ mod tests {
         assert!(row.repro.error.is_none(), "{:?}", row.repro.error);
         // One timed step per round, both rounds kept.
         assert_eq!(row.repro.step_ms.len(), 2);
-        assert!(row.repro.median_per_s > 0.0 && row.train_gflop_per_image > 0.0);
+        assert!(row.repro.median_per_s > 0.0 && row.gflop_per_image > 0.0);
         assert!(row.pytorch.is_empty() && row.ratios.is_empty());
-        let text = table(&[row], "Test CPU", 1, peak.as_ref(), None);
+        let text = table(
+            std::slice::from_ref(&row),
+            "Test CPU",
+            1,
+            peak.as_ref(),
+            None,
+        );
         assert!(text.contains("repro only (PyTorch not measured)"), "{text}");
         assert!(text.contains("inception_resnet_v2"), "{text}");
+        assert!(text.contains("Training images/s"), "{text}");
+        // Evaluation: forward passes only, a third of a training step's FLOPs per image.
+        o.mode = Mode::Eval;
+        let eval = compare_one(Arch::InceptionResnetV2, &scale, &o, None, peak.as_ref());
+        assert!(eval.repro.error.is_none(), "{:?}", eval.repro.error);
+        assert_eq!((eval.mode, eval.repro.step_ms.len()), (Mode::Eval, 2));
+        assert!((3.0 * eval.gflop_per_image - row.gflop_per_image).abs() < 1e-9);
+        let text = table(&[eval], "Test CPU", 1, peak.as_ref(), None);
+        assert!(text.contains("Evaluation crops/s"), "{text}");
+        assert!(text.contains("repro evaluates in f32"), "{text}");
     }
 
     /// A side whose rounds ran at rates far apart gets a warning naming the row, the side and
@@ -595,10 +684,11 @@ mod tests {
         let scale = Scale::parse("mini").unwrap();
         let row = |repro: Vec<Vec<f64>>, torch: Vec<Vec<f64>>| Comparison {
             kind: "compare",
+            mode: Mode::Train,
             model: "inception_v4".into(),
             scale: scale.clone(),
             threads: 2,
-            train_gflop_per_image: 1.0,
+            gflop_per_image: 1.0,
             repro: side("repro", "f32", repro, &scale, 1.0),
             pytorch: vec![side("pytorch", "f32", torch, &scale, 1.0)],
             ratios: Vec::new(),
@@ -631,6 +721,7 @@ mod tests {
     #[test]
     fn bad_options_are_refused_before_running() {
         let mut o = CompareOptions {
+            mode: Mode::Train,
             models: None,
             scales: vec!["mini".into()],
             steps: 1,

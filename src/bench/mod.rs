@@ -15,9 +15,9 @@
 //!   statistics) and every gradient, relative L2 differences per tensor;
 //! - `repro bench stream --device cuda:0`: that the process uses one device and one stream, and
 //!   that work queued on a worker thread is complete when the main thread reads it;
-//! - `repro bench compare`: training images/s of repro and of PyTorch + timm (f32 and bf16
-//!   autocast) alternately in one command, with the ratios and each side's share of the CPU's
-//!   f32 peak.
+//! - `repro bench compare`: training images/s (`--mode eval`: evaluation crops/s) of repro and
+//!   of PyTorch + timm (f32 and bf16 autocast) alternately in one command, with the ratios and
+//!   each side's share of the CPU's f32 peak.
 
 mod compare;
 mod json_lines;
@@ -63,9 +63,9 @@ pub enum BenchKind {
     Parity(BenchOptions),
     /// One device and one stream: work queued on a worker thread, read on the main thread.
     Stream(BenchOptions),
-    /// Training images/s of repro and PyTorch + timm (f32, bf16 autocast) alternately on this
-    /// CPU: the three networks at the mini scale, 107 px and 299 px, the ratios, and each
-    /// side's share of the CPU's f32 peak.
+    /// Training images/s (`--mode eval`: evaluation crops/s) of repro and PyTorch + timm (f32,
+    /// bf16 autocast) alternately on this CPU: the three networks at the mini scale, 107 px and
+    /// 299 px, the ratios, and each side's share of the CPU's f32 peak.
     Compare(CompareOptions),
 }
 

@@ -21,6 +21,8 @@ pub struct TorchVersion {
 /// One measurement asked of the Python side.
 #[derive(Clone, Debug, Serialize)]
 pub struct TorchRequest<'a> {
+    /// "train" (a training step) or "eval" (a forward pass under `torch.inference_mode()`).
+    pub mode: &'a str,
     pub model: &'a str,
     pub size: usize,
     pub batch: usize,
