@@ -113,7 +113,7 @@ pub(super) struct BnReluOp {
 
 impl BnReluOp {
     /// Per-channel scale and shift: y = max(0, x·a + b).
-    fn affine(&self, gamma: &[f64], beta: &[f64]) -> Vec<(f64, f64)> {
+    pub(super) fn affine(&self, gamma: &[f64], beta: &[f64]) -> Vec<(f64, f64)> {
         (0..gamma.len())
             .map(|c| {
                 let a = gamma[c] * self.invstd[c];
@@ -344,19 +344,24 @@ pub(super) fn prepare(x: &Tensor, bn: &BatchNorm, train: bool) -> Result<Prepare
             train: true,
         }
     } else {
-        let mean: Vec<f64> = bn.running_mean().to_dtype(DType::F64)?.to_vec1()?;
-        let var: Vec<f64> = bn.running_var().to_dtype(DType::F64)?.to_vec1()?;
-        BnReluOp {
-            mean,
-            invstd: var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect(),
-            train: false,
-        }
+        evaluation_op(bn)?
     };
     Ok(Prepared {
         x,
         gamma: gamma.clone(),
         beta: beta.clone(),
         op,
+    })
+}
+
+/// The fused op in evaluation: normalised with the running statistics. Only where [`applies`].
+pub(super) fn evaluation_op(bn: &BatchNorm) -> Result<BnReluOp> {
+    let mean: Vec<f64> = bn.running_mean().to_dtype(DType::F64)?.to_vec1()?;
+    let var: Vec<f64> = bn.running_var().to_dtype(DType::F64)?.to_vec1()?;
+    Ok(BnReluOp {
+        mean,
+        invstd: var.iter().map(|v| 1.0 / (v + bn.eps()).sqrt()).collect(),
+        train: false,
     })
 }
 

@@ -2,6 +2,7 @@
 //! 3×3, 5×5, 1×7 and 7×1 ones on large maps by Winograd's algorithm), with its own backward pass.
 
 mod crop;
+mod epilogue;
 mod gather;
 mod geom;
 mod matmul;
@@ -18,6 +19,7 @@ use super::{
 };
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use crop::Crop;
+pub(crate) use epilogue::Epilogue;
 use gather::Gathered;
 pub(crate) use geom::Arith;
 use geom::Geom;
@@ -159,7 +161,13 @@ fn gather_batch<T: Elem>(src: &[T], sb: (usize, usize), rows: usize, g: &Geom) -
     out
 }
 
-fn forward_batched<T: Elem>(x: &[T], xb: (usize, usize), wt: &[T], g: &Geom) -> Vec<T> {
+fn forward_batched<T: Elem>(
+    x: &[T],
+    xb: (usize, usize),
+    wt: &[T],
+    g: &Geom,
+    epi: Epilogue<T>,
+) -> Vec<T> {
     let (k, o, np) = (g.k(), g.o, g.n * g.p());
     let col = if g.pointwise() {
         gather_batch(x, xb, g.c, g)
@@ -178,17 +186,19 @@ fn forward_batched<T: Elem>(x: &[T], xb: (usize, usize), wt: &[T], g: &Geom) -> 
             g.arith,
         )
     };
-    scatter_batch(&yt, o, g)
+    scatter_batch(&yt, o, g, epi)
 }
 
 /// Per-image `rows × P` blocks, contiguous, from `rows × (N·P)` (the inverse of
-/// [`gather_batch`]).
-fn scatter_batch<T: Elem>(src: &[T], rows: usize, g: &Geom) -> Vec<T> {
+/// [`gather_batch`]), `epi` applied to each row (channel) as it is copied.
+fn scatter_batch<T: Elem>(src: &[T], rows: usize, g: &Geom, epi: Epilogue<T>) -> Vec<T> {
     let (p, np) = (g.p(), g.n * g.p());
     let mut out = super::uninit::<T>(g.n * rows * p);
     par_chunks(&mut out, rows * p, |i, block| {
         for r in 0..rows {
-            block[r * p..(r + 1) * p].copy_from_slice(&src[r * np + i * p..][..p]);
+            let row = &mut block[r * p..(r + 1) * p];
+            row.copy_from_slice(&src[r * np + i * p..][..p]);
+            epi.channel(r, row);
         }
     });
     out
@@ -212,7 +222,7 @@ fn grad_input_batched<T: Elem>(dyt: &[T], wt: &[T], g: &Geom) -> Vec<T> {
     };
     if g.pointwise() {
         // Each input entry has one column entry: a scatter, no col2im sum.
-        return scatter_batch(&dcol, g.c, g);
+        return scatter_batch(&dcol, g.c, g, Epilogue::NONE);
     }
     let (plane, chw) = (g.h * g.w, g.image_in());
     let t = Taps::of(g);
@@ -248,20 +258,29 @@ fn grad_weight_batched<T: Elem>(x: &[T], xb: (usize, usize), dyt: &[T], g: &Geom
     dw
 }
 
-fn forward<T: Elem>(x: &[T], xb: (usize, usize), wt: &[T], g: &Geom) -> Vec<T> {
+/// The forward pass, `epi` applied to the outputs as they are written.
+fn forward<T: Elem>(x: &[T], xb: (usize, usize), wt: &[T], g: &Geom, epi: Epilogue<T>) -> Vec<T> {
     match winograd::Plan::of(g) {
-        Some(plan) => winograd::forward(x, xb, wt, g, &plan),
-        None => forward_direct(x, xb, wt, g),
+        Some(plan) => winograd::forward(x, xb, wt, g, &plan, epi),
+        None => forward_direct(x, xb, wt, g, epi),
     }
 }
 
 /// The forward pass through im2col (or none) and GEMMs.
-fn forward_direct<T: Elem>(x: &[T], xb: (usize, usize), wt: &[T], g: &Geom) -> Vec<T> {
+fn forward_direct<T: Elem>(
+    x: &[T],
+    xb: (usize, usize),
+    wt: &[T],
+    g: &Geom,
+    epi: Epilogue<T>,
+) -> Vec<T> {
     if points::applies(g) {
-        return points::forward(x, xb, wt, g);
+        let mut y = points::forward(x, xb, wt, g);
+        epi.planes(&mut y, 1, 0);
+        return y;
     }
     if batched(g) {
-        return forward_batched(x, xb, wt, g);
+        return forward_batched(x, xb, wt, g, epi);
     }
     let (k, p, o) = (g.k(), g.p(), g.o);
     let mut y = super::uninit::<T>(g.n * o * p);
@@ -287,6 +306,7 @@ fn forward_direct<T: Elem>(x: &[T], xb: (usize, usize), wt: &[T], g: &Geom) -> V
                     par,
                     g.arith,
                 );
+                epi.planes(yn, p, i * o);
                 return;
             }
             let band = g.band_rows();
@@ -311,6 +331,9 @@ fn forward_direct<T: Elem>(x: &[T], xb: (usize, usize), wt: &[T], g: &Geom) -> V
                     par,
                     g.arith,
                 );
+                for (q, yq) in yn.chunks_exact_mut(p).enumerate() {
+                    epi.channel(q, &mut yq[oh0 * g.ow..][..cols]);
+                }
             }
         }
     });
@@ -412,7 +435,7 @@ fn grad_input_as_conv<T: Elem>(dy: &[T], db: (usize, usize), wt: &[T], g: &Geom)
         ow: g.w,
         arith: g.arith,
     };
-    forward(dy, db, &flipped, &t)
+    forward(dy, db, &flipped, &t, Epilogue::NONE)
 }
 
 /// The weight gradient image by image (maps too large for the whole-batch GEMM), or of a
@@ -516,12 +539,15 @@ pub(super) struct Conv2dOp {
 }
 
 impl Conv2dOp {
-    fn run<T: Elem>(
+    /// The forward pass; with `ab`, `max(0, y·a + b)` (`ab[o]` for output channel `o`) applied
+    /// to the outputs as they are written.
+    pub(super) fn run<T: Elem>(
         &self,
         x: &CpuStorage,
         lx: &Layout,
         w: &CpuStorage,
         lw: &Layout,
+        ab: Option<&[(f64, f64)]>,
     ) -> Result<(CpuStorage, Shape)> {
         let g = Geom {
             arith: self.arith,
@@ -531,9 +557,15 @@ impl Conv2dOp {
             bail!("conv2d: input images are not contiguous")
         };
         let (x, wt) = (x.as_slice::<T>()?, weight_slice(w.as_slice::<T>()?, lw)?);
+        let ab: Option<Vec<(T, T)>> = ab.map(|ab| {
+            ab.iter()
+                .map(|&(a, b)| (T::from_f64(a), T::from_f64(b)))
+                .collect()
+        });
+        let epi = Epilogue(ab.as_deref());
         let y = match Crop::of(&g) {
-            Some(crop) => forward::<T>(x, xb, &crop.weight(wt), &crop.live),
-            None => forward::<T>(x, xb, wt, &g),
+            Some(crop) => forward::<T>(x, xb, &crop.weight(wt), &crop.live, epi),
+            None => forward::<T>(x, xb, wt, &g, epi),
         };
         Ok((T::to_cpu_storage_owned(y), Shape::from(g.out_dims())))
     }
@@ -610,8 +642,8 @@ impl CustomOp2 for Conv2dOp {
     ) -> Result<(CpuStorage, Shape)> {
         let _span = super::profile::span(super::profile::Kind::ConvForward);
         match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => self.run::<f32>(s1, l1, s2, l2),
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => self.run::<f64>(s1, l1, s2, l2),
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => self.run::<f32>(s1, l1, s2, l2, None),
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => self.run::<f64>(s1, l1, s2, l2, None),
             _ => bail!("fast conv2d: f32 or f64 input and weight of one dtype only"),
         }
     }

@@ -1,11 +1,13 @@
-//! Convolution, BatchNorm and ReLU as one node of candle's graph in training.
+//! Convolution, BatchNorm and ReLU as one node of candle's graph.
 //!
-//! As two nodes, candle's backward pass gives the convolution's output its own gradient
-//! entry: a tensor of zeros the size of the output, the BatchNorm's input gradient added to it
-//! into a third buffer, then the convolution's backward. As one node, the BatchNorm's input
-//! gradient goes straight into the convolution's backward. The arithmetic is the two ops'
-//! (the same functions on the same values), so results are bit for bit those of
-//! [`super::conv2d`] followed by [`super::bn_relu`].
+//! In training, as two nodes, candle's backward pass gives the convolution's output its own
+//! gradient entry: a tensor of zeros the size of the output, the BatchNorm's input gradient
+//! added to it into a third buffer, then the convolution's backward. As one node, the
+//! BatchNorm's input gradient goes straight into the convolution's backward. In evaluation the
+//! node's forward pass is the convolution with the BatchNorm (running statistics) and ReLU
+//! applied to its outputs as they are written (no pass of their own over the output, no second
+//! buffer). The arithmetic is the two ops' (the same functions on the same values), so results
+//! are bit for bit those of [`super::conv2d`] followed by [`super::bn_relu`].
 
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use candle_nn::BatchNorm;
@@ -16,8 +18,8 @@ use super::profile::{span, Kind};
 use super::tape;
 use super::{vec_slice, with_storage, Elem};
 
-/// `relu(bn(conv2d(x, weight)))` with [`super::conv2d`]'s padding and stride, as one node
-/// when training on the fast path; elsewhere the two ops.
+/// `relu(bn(conv2d(x, weight)))` with [`super::conv2d`]'s padding and stride, as one node on
+/// the fast path; elsewhere the two ops.
 pub fn conv_bn_relu(
     x: &Tensor,
     weight: &Tensor,
@@ -25,43 +27,70 @@ pub fn conv_bn_relu(
     bn: &BatchNorm,
     train: bool,
 ) -> Result<Tensor> {
-    let conv = conv::fast_op(x, weight, pad, stride).filter(|_| bn::applies(x, bn));
-    let (Some(conv), true) = (conv, train) else {
+    let Some(conv) = conv::fast_op(x, weight, pad, stride).filter(|_| bn::applies(x, bn)) else {
         return bn::bn_relu(&super::conv2d(x, weight, pad, stride)?, bn, train);
     };
     let x = tape::same(x, super::blocked(x)?)?;
     let w = tape::same(weight, weight.contiguous()?)?;
-    // The convolution outside the graph: the fused node stands for it.
-    let y = x.detach().apply_op2(&w.detach(), conv)?;
-    let p = bn::prepare(&y, bn, train)?;
-    let params = tape::cat(&[&p.gamma, &p.beta], 0)?;
-    tape::apply3(
-        &x,
-        &w,
-        &params,
-        ConvBnReluOp {
-            conv,
-            bn: p.op,
-            y: p.x,
-        },
-    )
+    let (op, gamma, beta) = match train {
+        true => {
+            // The convolution outside the graph (its output gives the batch statistics): the
+            // fused node stands for it.
+            let y = x.detach().apply_op2(&w.detach(), conv)?;
+            let p = bn::prepare(&y, bn, train)?;
+            let op = ConvBnReluOp {
+                conv,
+                bn: p.op,
+                y: Some(p.x),
+            };
+            (op, p.gamma, p.beta)
+        }
+        false => {
+            let (gamma, beta) = bn.weight_and_bias().expect("checked by applies");
+            let op = ConvBnReluOp {
+                conv,
+                bn: bn::evaluation_op(bn)?,
+                y: None,
+            };
+            (op, gamma.clone(), beta.clone())
+        }
+    };
+    let params = tape::cat(&[&gamma, &beta], 0)?;
+    tape::apply3(&x, &w, &params, op)
 }
 
-/// The fused node on (input, weight, [γ; β]); `y` is the convolution's output, computed
-/// before the node was made.
+/// The fused node on (input, weight, [γ; β]); `y` is the convolution's output where it was
+/// computed before the node was made (training), else the node computes it (evaluation).
 struct ConvBnReluOp {
     conv: Conv2dOp,
     bn: BnReluOp,
-    y: Tensor,
+    y: Option<Tensor>,
 }
 
 impl ConvBnReluOp {
-    fn forward<T: Elem>(&self, params: &[T], lp: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn forward<T: Elem>(
+        &self,
+        (x, lx): (&CpuStorage, &Layout),
+        (w, lw): (&CpuStorage, &Layout),
+        params: &[T],
+        lp: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let params = vec_slice(params, lp)?;
         let (gamma, beta) = params.split_at(params.len() / 2);
-        with_storage(&self.y, |ys, ly| {
-            self.bn.run(ys.as_slice::<T>()?, ly, gamma, beta)
-        })
+        match &self.y {
+            Some(y) => {
+                let _span = span(Kind::BnReluForward);
+                with_storage(y, |ys, ly| {
+                    self.bn.run(ys.as_slice::<T>()?, ly, gamma, beta)
+                })
+            }
+            None => {
+                let _span = span(Kind::ConvForward);
+                let f64s = |v: &[T]| v.iter().map(|v| v.to_f64()).collect::<Vec<f64>>();
+                let ab = self.bn.affine(&f64s(gamma), &f64s(beta));
+                self.conv.run::<T>(x, lx, w, lw, Some(&ab))
+            }
+        }
     }
 
     fn backward<T: Elem>(
@@ -71,12 +100,18 @@ impl ConvBnReluOp {
         params: &Tensor,
         grad: &Tensor,
     ) -> Result<(Tensor, Tensor, Tensor)> {
+        // In evaluation the convolution's output was not kept: the backward pass (rare there)
+        // computes it again.
+        let y = match &self.y {
+            Some(y) => y.clone(),
+            None => x.detach().apply_op2(&w.detach(), self.conv)?,
+        };
         let c = params.dim(0)? / 2;
         let params = params.detach();
         let (gamma, beta) = (params.narrow(0, 0, c)?, params.narrow(0, c, c)?);
         let (dy, dgamma, dbeta) = {
             let _span = span(Kind::BnReluBackward);
-            self.bn.backward::<T>(&self.y, &gamma, &beta, grad)?
+            self.bn.backward::<T>(&y, &gamma, &beta, grad)?
         };
         let (dx, dw) = self.conv.backward::<T>(x, w, &dy)?;
         Ok((dx, dw, Tensor::cat(&[&dgamma, &dbeta], 0)?))
@@ -90,17 +125,16 @@ impl CustomOp3 for ConvBnReluOp {
 
     fn cpu_fwd(
         &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
+        x: &CpuStorage,
+        lx: &Layout,
+        w: &CpuStorage,
+        lw: &Layout,
         params: &CpuStorage,
         lp: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let _span = span(Kind::BnReluForward);
         match params {
-            CpuStorage::F32(p) => self.forward(p, lp),
-            CpuStorage::F64(p) => self.forward(p, lp),
+            CpuStorage::F32(p) => self.forward((x, lx), (w, lw), p, lp),
+            CpuStorage::F64(p) => self.forward((x, lx), (w, lw), p, lp),
             _ => bail!("fast conv-bn-relu: f32 or f64 tensors only"),
         }
     }

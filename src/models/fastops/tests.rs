@@ -454,6 +454,55 @@ fn conv_bn_relu_is_the_two_ops_bit_for_bit() {
     }
 }
 
+/// In evaluation the fused node writes BatchNorm+ReLU into the convolution's outputs as they
+/// are produced, on every path of the forward pass: 1×1 maps, the whole-batch GEMM (pointwise
+/// and im2col), image by image (pointwise and in bands of rows, stride 2), Winograd (3×3, 1×7)
+/// and a kernel cropped to a 1×1 map. Values and gradients equal the two ops', bit for bit.
+#[test]
+fn conv_bn_relu_in_evaluation_is_the_two_ops_bit_for_bit() {
+    let mut rng = Lcg(41);
+    // (n, c, o, h×w, kernel, stride, padding)
+    let cases = [
+        (3, 5, 6, (1, 1), (1, 1), 1, (0, 0)),
+        (2, 6, 5, (9, 9), (1, 1), 1, (0, 0)),
+        (2, 6, 5, (9, 9), (3, 3), 1, (1, 1)),
+        (2, 4, 7, (21, 21), (1, 1), 1, (0, 0)),
+        (2, 3, 5, (45, 45), (3, 3), 2, (0, 0)),
+        (2, 5, 4, (21, 22), (1, 7), 1, (0, 3)),
+        (4, 32, 32, (35, 35), (3, 3), 1, (1, 1)),
+        (2, 32, 33, (17, 19), (1, 7), 1, (0, 3)),
+        (2, 32, 32, (17, 17), (7, 1), 1, (3, 0)),
+        (2, 4, 6, (1, 1), (3, 3), 1, (1, 1)),
+    ];
+    for dtype in [DType::F64, DType::F32] {
+        for (n, c, o, (h, w), (kh, kw), stride, pad) in cases {
+            let what = format!("{dtype:?} {n}×{c}×{h}×{w}, {o}×{kh}×{kw} stride {stride}");
+            let (maps, bns) = twin_batch_norms(o, dtype, &mut rng);
+            let x = Var::from_tensor(&randn(&[n, c, h, w], dtype)).unwrap();
+            let wt = Var::from_tensor(&randn(&[o, c, kh, kw], dtype)).unwrap();
+            let (x, wt) = (x.as_tensor(), wt.as_tensor());
+            let fused = super::conv_bn_relu(x, wt, (pad, stride), &bns[0], false).unwrap();
+            let two = bn_relu(&conv2d(x, wt, pad, stride).unwrap(), &bns[1], false).unwrap();
+            assert_eq!(max_abs_diff(&fused, &two), 0.0, "{what}: forward");
+            let relu_zeros = two.eq(0.0).unwrap().to_dtype(DType::F64).unwrap();
+            let zeros = relu_zeros.mean_all().unwrap().to_scalar::<f64>().unwrap();
+            assert!(zeros > 0.0 && zeros < 1.0, "{what}: ReLU cuts {zeros}");
+            let r = randn(two.dims(), dtype);
+            let (gf, gt) = (grads_of(&fused, &r), grads_of(&two, &r));
+            for (name, t) in [("dx", x), ("dw", wt)] {
+                let (a, b) = (gf.get(t).unwrap(), gt.get(t).unwrap());
+                assert_eq!(max_abs_diff(a, b), 0.0, "{what}: {name}");
+            }
+            for name in ["weight", "bias"] {
+                let var = |m: &VarMap| m.data().lock().unwrap()[&format!("bn.{name}")].clone();
+                let (a, b) = (var(&maps[0]), var(&maps[1]));
+                let (ga, gb) = (gf.get(&a).unwrap(), gt.get(&b).unwrap());
+                assert_eq!(max_abs_diff(ga, gb), 0.0, "{what}: d{name}");
+            }
+        }
+    }
+}
+
 #[test]
 fn pools_match_stock_forward_and_gradients() {
     let dev = Device::Cpu;

@@ -23,6 +23,7 @@ use gemm::Parallelism;
 
 use super::super::simd::wide_fn;
 use super::super::{par_items, par_map, sum_in_order, threads, uninit, zero, Elem, SyncPtr};
+use super::epilogue::Epilogue;
 use super::geom::{Arith, Geom};
 use super::matmul::mm;
 use super::phases;
@@ -331,13 +332,14 @@ impl Plan {
     }
 
     /// Takes the products `mp[(ξ·α_w + ν)·O·tb + o·tb + t]` of block rows `rows` back to outputs
-    /// (`Aᵀ` along the columns, then the rows) and writes them into `y` (N×O×OH×OW).
+    /// (`Aᵀ` along the columns, then the rows) and writes them into `y` (N×O×OH×OW), `epi`
+    /// applied to each output row as it is written.
     fn write_outputs<T: Elem>(
         &self,
         mp: &[T],
         g: &Geom,
         rows: std::ops::Range<usize>,
-        y: &SyncPtr<T>,
+        (y, epi): (&SyncPtr<T>, Epilogue<T>),
     ) {
         let (ah, aw, mh, mw) = (self.h.alpha(), self.w.alpha(), self.h.m, self.w.m);
         let tb = rows.len() * self.tw;
@@ -364,6 +366,7 @@ impl Plan {
                         )
                     };
                     phases::join(&out[i * mw * tb + k * self.tw..], tb, mw, yrow);
+                    epi.channel(o, yrow);
                 }
             }
         }
@@ -755,6 +758,7 @@ pub(super) fn forward<T: Elem>(
     wt: &[T],
     g: &Geom,
     plan: &Plan,
+    epi: Epilogue<T>,
 ) -> Vec<T> {
     CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let u = plan.kernel_points(wt, g);
@@ -790,7 +794,7 @@ pub(super) fn forward<T: Elem>(
                 )
             };
         }
-        plan.write_outputs(&mp, g, rows, &yp);
+        plan.write_outputs(&mp, g, rows, (&yp, epi));
     });
     y
 }
@@ -1016,7 +1020,7 @@ mod tests {
         let (y_ref, dw_ref) = reference(&x, &wt, &dy, g);
         let cast = |v: &[f64]| v.iter().map(|&e| T::from_f64(e)).collect::<Vec<T>>();
         let (xt, wtt, dyt) = (cast(&x), cast(&wt), cast(&dy));
-        let y = forward(&xt, (0, g.image_in()), &wtt, g, &plan);
+        let y = forward(&xt, (0, g.image_in()), &wtt, g, &plan, Epilogue::NONE);
         let dw = grad_weight(&xt, (0, g.image_in()), &dyt, (0, g.o * g.p()), g, &plan);
         // Errors relative to the scale of a sum's terms: √(taps summed) (entries are in ±1).
         let worst = |got: &[T], want: &[f64], terms: usize| {
