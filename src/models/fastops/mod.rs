@@ -14,8 +14,10 @@
 //!   in a fixed order, so results are deterministic for a given number of threads. Stride-1
 //!   3×3, 5×5, 1×7 and 7×1 convolutions on large maps run by Winograd's minimal filtering
 //!   instead (`conv/winograd.rs`).
-//! - [`conv_bn_relu`]: in training, a convolution and its BatchNorm + ReLU as one graph node,
-//!   so candle's backward pass keeps no gradient entry for the convolution's output.
+//! - [`conv_bn_relu`]: a convolution and its BatchNorm + ReLU as one graph node: in training
+//!   candle's backward pass then keeps no gradient entry for the convolution's output; in
+//!   evaluation the BatchNorm and ReLU are applied to the convolution's outputs as they are
+//!   written (`conv/epilogue.rs`).
 //! - [`bn_relu`]: batch statistics in one parallel pass per channel (f64 accumulation), the
 //!   running statistics updated in place exactly as candle's `BatchNorm` computes them, then
 //!   `max(0, x·a + b)` in place of candle's transpose/contiguous/broadcast chain; the backward
