@@ -299,7 +299,7 @@ fn failed(name: &'static str, precision: &str, error: String) -> Side {
 /// stderr. Fails when a repro measurement failed; PyTorch absent is not a failure.
 pub fn run(o: &CompareOptions) -> Result<(), String> {
     validate(o)?;
-    let threads = rayon::current_num_threads();
+    let threads = crate::models::fastops::threads();
     let cpu = CpuInfo::read();
     let peak = cpu
         .as_ref()
@@ -472,7 +472,7 @@ fn compare_one(
         mode: o.mode,
         model: arch.name().into(),
         scale: scale.clone(),
-        threads: rayon::current_num_threads(),
+        threads: crate::models::fastops::threads(),
         gflop_per_image: flop,
         repro,
         pytorch,

@@ -1,34 +1,38 @@
 //! The thread pools the fast ops run on and their parallel loops.
 
 /// Whether the fast ops split their work over candle's own CPU worker pool (the one that runs
-/// candle's element-wise ops, `CANDLE_NUM_THREADS` threads) instead of rayon's global pool
-/// (`RAYON_NUM_THREADS`): `REPRO_FASTOPS_POOL=candle`. Sharing candle's pool keeps a third
-/// spinning thread off a 2-core machine; rayon's pool (the default) sleeps when idle and copes
-/// better when other processes take cores.
-fn candle_pool() -> bool {
+/// candle's element-wise ops, `CANDLE_NUM_THREADS` threads; the default) rather than rayon's
+/// global pool (`REPRO_FASTOPS_POOL=rayon`, `RAYON_NUM_THREADS` threads). candle's workers spin
+/// for a while after each parallel loop before they park, so the next loop starts on threads
+/// that are awake; rayon's workers go to sleep and every loop wakes them through the kernel (at
+/// the CIFAR-10 scale a training step runs about a thousand loops, and a tenth of its time was
+/// the kernel's scheduling). Measured on a 2-core Intel Xeon, both settings alternated twice:
+/// training images/s at the CIFAR-10 scale (75 px, width 0.25, batch 32) Inception-v4 303–311 →
+/// 329–333, Inception-v3 533–535 → 590–602; at 107 px (batch 16) Inception-v4 19.9–20.4 →
+/// 22.0–22.6, Inception-ResNet-v2 18.6–18.8 → 20.0–20.4; at 299 px and in evaluation even;
+/// a 2-epoch CIFAR-10 run of Inception-v3 with its data loader 84 → 78 s, the same error.
+pub(super) fn candle_pool() -> bool {
     static POOL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *POOL.get_or_init(|| {
-        std::env::var("REPRO_FASTOPS_POOL")
-            .map(|v| v == "candle")
-            .unwrap_or(false)
-    })
+    *POOL.get_or_init(|| std::env::var("REPRO_FASTOPS_POOL").map_or(true, |v| v != "rayon"))
 }
 
-/// How many times an idle worker of candle's element-wise pool spins before it parks, unless
+/// How many times an idle worker of candle's element-wise pool spins before it parks when the
+/// fast ops run on rayon's pool (`REPRO_FASTOPS_POOL=rayon`), unless
 /// `CANDLE_BARRIER_POOL_SPIN_LIMIT` says otherwise. Candle's default (25,000) keeps a worker
 /// spinning for about a millisecond after every element-wise op; on a machine with as many
-/// cores as threads that spin takes a core from the rayon workers running the next
+/// cores as threads that spin then takes a core from the rayon workers running the next
 /// convolution (measured: Inception-ResNet-v2 inference at 107 px, batch 16, on 2 cores, 84 ->
-/// 100 images/s with 500).
+/// 100 images/s with 500). With the fast ops on candle's pool (the default) the spinning workers
+/// are the ones that run the next op, and candle's default stays.
 const CANDLE_SPIN_LIMIT: &str = "500";
 
-/// Sets up the CPU thread pools for the fast ops: shortens the idle spin of candle's
-/// element-wise pool (see [`CANDLE_SPIN_LIMIT`]) unless the user set it. Call at the start of
-/// `main`, before any thread exists (it sets an environment variable, which candle reads when its
-/// pool starts).
+/// Sets up the CPU thread pools for the fast ops: with the fast ops on rayon's pool, shortens the
+/// idle spin of candle's element-wise pool (see [`CANDLE_SPIN_LIMIT`]) unless the user set it.
+/// Call at the start of `main`, before any thread exists (it sets an environment variable, which
+/// candle reads when its pool starts).
 pub(super) fn configure_thread_pools() {
     const VAR: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
-    if std::env::var_os(VAR).is_none() {
+    if !candle_pool() && std::env::var_os(VAR).is_none() {
         std::env::set_var(VAR, CANDLE_SPIN_LIMIT);
     }
 }
@@ -42,9 +46,10 @@ pub(crate) fn threads() -> usize {
     }
 }
 
-/// Runs `f` on a worker thread of rayon's global pool, the fast ops' pool, unless the caller
-/// already runs on a rayon worker (whose pool the ops then use, as their parallel loops always
-/// do) or the fast ops share candle's pool. A whole forward or training step then forks each op's parallel loop
+/// Runs `f` on a worker thread of rayon's global pool when that is the fast ops' pool, unless the
+/// caller already runs on a rayon worker (whose pool the ops then use, as their parallel loops
+/// always do); on candle's pool (the default), where the caller takes its share of each loop,
+/// `f` runs on the caller. A whole forward or training step then forks each op's parallel loop
 /// from inside the pool: the calling worker takes a share of the work and the other picks its
 /// share from the local queue, instead of the caller sleeping on a latch while a worker is woken
 /// for every op (measured: Inception-ResNet-v2 inference at 107 px, batch 16, 2 cores, +12 %).

@@ -620,14 +620,22 @@ fn scaled_residual_matches_stock_forward_and_gradients() {
     }
 }
 
+/// On rayon's pool a whole pass runs on one of its workers; on candle's (the default) on the
+/// caller, which takes its share of every loop. Nested calls run inline either way.
 #[test]
-fn on_worker_runs_on_a_pool_thread_and_nests_inline() {
+fn on_worker_runs_on_the_fast_ops_pool_and_nests_inline() {
+    let caller = std::thread::current().id();
     let outer = super::on_worker(|| {
         let me = std::thread::current().id();
         let inner = super::on_worker(|| std::thread::current().id());
-        (rayon::current_thread_index().is_some(), me == inner)
+        (
+            rayon::current_thread_index().is_some(),
+            me == caller,
+            me == inner,
+        )
     });
-    assert_eq!(outer, (true, true));
+    let rayon = !super::parallel::candle_pool();
+    assert_eq!(outer, (rayon, !rayon, true));
 }
 
 /// `t` rounded to bf16 (candle's conversion: to nearest, ties to even) and back to f32.
