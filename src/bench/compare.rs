@@ -3,63 +3,13 @@
 //! alternating round by round, for each network at each scale; the medians, their ratios and
 //! each side's share of the CPU's f32 peak ([`super::peak`]).
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 use serde::Serialize;
 
 use super::peak::{CpuInfo, Peak};
 use super::torch_side::{TorchRequest, TorchSide, TorchVersion};
-use super::{emit, eval_timing, median, model_config, train_timing, BenchOptions};
+use super::{emit, eval_timing, median, model_config, train_timing, BenchOptions, Mode};
 use crate::models::{summarize, Arch};
-
-/// What is timed: a training step, or a forward pass in inference mode.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// A whole training step: forward, backward, clipping, RMSProp, moving average.
-    #[default]
-    Train,
-    /// A forward pass in inference mode (running BatchNorm statistics; PyTorch under
-    /// `torch.inference_mode()`).
-    Eval,
-}
-
-impl Mode {
-    fn name(self) -> &'static str {
-        match self {
-            Mode::Train => "train",
-            Mode::Eval => "eval",
-        }
-    }
-
-    /// How the GFLOP per image are counted, for the header and the table.
-    fn flop_count(self) -> &'static str {
-        match self {
-            Mode::Train => {
-                "training FLOPs per image = 3 × 2 × the forward multiply-adds of repro's network \
-                 (forward, input gradient, weight gradient)"
-            }
-            Mode::Eval => {
-                "evaluation FLOPs per crop = 2 × the forward multiply-adds of repro's network"
-            }
-        }
-    }
-
-    /// What a rate counts.
-    fn unit(self) -> &'static str {
-        match self {
-            Mode::Train => "images/s",
-            Mode::Eval => "crops/s",
-        }
-    }
-
-    /// FLOPs per image as a multiple of the forward multiply-adds.
-    fn flop_per_mac(self) -> f64 {
-        match self {
-            Mode::Train => 6.0,
-            Mode::Eval => 2.0,
-        }
-    }
-}
 
 #[derive(Args, Debug, Clone)]
 pub struct CompareOptions {
@@ -422,7 +372,7 @@ fn compare_one(
             let Ok(all) = result else { continue };
             let r = match arch.has_timm_weights() {
                 true => t.measure(&TorchRequest {
-                    mode: o.mode.name(),
+                    mode: o.mode,
                     model: arch.name(),
                     size: scale.size,
                     batch: scale.batch,

@@ -36,8 +36,8 @@ pub use compare::{CompareOptions, Comparison, Scale};
 pub(crate) use json_lines::emit;
 #[cfg(test)]
 pub(crate) use options::tiny;
-pub use options::BenchOptions;
 pub(crate) use options::{archs, err, median, model_config, setup};
+pub use options::{BenchOptions, Mode};
 pub use parity::{parity, Parity, TensorDifference};
 pub use peak::{measure_fma_peak, CpuInfo, Peak};
 pub use stream::{stream_check, StreamCheck};

@@ -1,7 +1,8 @@
 //! What every measurement is told: networks, sizes, device, steps; and what they share to
 //! set themselves up.
 
-use clap::Args;
+use clap::{Args, ValueEnum};
+use serde::Serialize;
 
 use crate::device::{apply_precision, parse_device, Precision, PrecisionScope};
 use crate::models::{Arch, ModelConfig};
@@ -105,6 +106,49 @@ pub(crate) fn median(v: &[f64]) -> f64 {
         0 => f64::NAN,
         n if n % 2 == 1 => s[n / 2],
         n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    }
+}
+
+/// What is timed: a training step, or a forward pass in inference mode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// A whole training step: forward, backward, clipping, RMSProp, moving average.
+    #[default]
+    Train,
+    /// A forward pass in inference mode (running BatchNorm statistics; PyTorch under
+    /// `torch.inference_mode()`).
+    Eval,
+}
+
+impl Mode {
+    /// How the GFLOP per image are counted, for the header and the table.
+    pub(crate) fn flop_count(self) -> &'static str {
+        match self {
+            Mode::Train => {
+                "training FLOPs per image = 3 × 2 × the forward multiply-adds of repro's network \
+                 (forward, input gradient, weight gradient)"
+            }
+            Mode::Eval => {
+                "evaluation FLOPs per crop = 2 × the forward multiply-adds of repro's network"
+            }
+        }
+    }
+
+    /// What a rate counts.
+    pub(crate) fn unit(self) -> &'static str {
+        match self {
+            Mode::Train => "images/s",
+            Mode::Eval => "crops/s",
+        }
+    }
+
+    /// FLOPs per image as a multiple of the forward multiply-adds.
+    pub(crate) fn flop_per_mac(self) -> f64 {
+        match self {
+            Mode::Train => 6.0,
+            Mode::Eval => 2.0,
+        }
     }
 }
 

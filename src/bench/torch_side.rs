@@ -8,6 +8,8 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 use serde::{Deserialize, Serialize};
 
+use super::Mode;
+
 /// What the Python side said of itself when it started.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 pub struct TorchVersion {
@@ -21,8 +23,8 @@ pub struct TorchVersion {
 /// One measurement asked of the Python side.
 #[derive(Clone, Debug, Serialize)]
 pub struct TorchRequest<'a> {
-    /// "train" (a training step) or "eval" (a forward pass under `torch.inference_mode()`).
-    pub mode: &'a str,
+    /// A training step, or a forward pass under `torch.inference_mode()` ("train", "eval").
+    pub mode: Mode,
     pub model: &'a str,
     pub size: usize,
     pub batch: usize,

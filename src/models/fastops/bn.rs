@@ -53,17 +53,36 @@ fn plane<T>(x: &[T], xb: (usize, usize), c: usize, hw: usize, p: usize) -> &[T] 
     &x[xb.0 + (p / c) * xb.1 + (p % c) * hw..][..hw]
 }
 
+/// `max(0, v·a + b)`, the product rounded before the sum: the one formula of the forward pass,
+/// which the convolution's epilogue in evaluation shares to give this op's values bit for bit.
+#[inline(always)]
+fn relu_affine<T: Elem>(v: T, (a, b): (T, T)) -> T {
+    let (t, z) = (v * a + b, zero::<T>());
+    if t > z {
+        t
+    } else {
+        z
+    }
+}
+
 wide_fn! {
     /// `y = max(0, x·a + b)` over the planes `p0..` that `ys` holds, `(a, b)` of each channel.
     fn relu_affine_planes<T: Elem>(ys: &mut [T], x: &[T], xb: (usize, usize), shape: (usize, usize), p0: usize, ab: &[(T, T)]) -> () {
-        let (z, (c, hw)) = (zero::<T>(), shape);
+        let (c, hw) = shape;
         for (k, yp) in ys.chunks_exact_mut(hw).enumerate() {
             let p = p0 + k;
-            let (a, b) = ab[p % c];
             for (o, &v) in yp.iter_mut().zip(plane(x, xb, c, hw, p)) {
-                let t = v * a + b;
-                *o = if t > z { t } else { z };
+                *o = relu_affine(v, ab[p % c]);
             }
+        }
+    }
+}
+
+wide_fn! {
+    /// `y = max(0, y·a + b)` in place, over outputs of one channel.
+    pub(super) fn relu_affine_in_place<T: Elem>(ys: &mut [T], ab: (T, T)) -> () {
+        for y in ys.iter_mut() {
+            *y = relu_affine(*y, ab);
         }
     }
 }
@@ -113,12 +132,21 @@ pub(super) struct BnReluOp {
 
 impl BnReluOp {
     /// Per-channel scale and shift: y = max(0, x·a + b).
-    pub(super) fn affine(&self, gamma: &[f64], beta: &[f64]) -> Vec<(f64, f64)> {
+    fn affine(&self, gamma: &[f64], beta: &[f64]) -> Vec<(f64, f64)> {
         (0..gamma.len())
             .map(|c| {
                 let a = gamma[c] * self.invstd[c];
                 (a, beta[c] - self.mean[c] * a)
             })
+            .collect()
+    }
+
+    /// [`Self::affine`] of γ and β in the tensors' type, computed in f64 and rounded once.
+    pub(super) fn affine_of<T: Elem>(&self, gamma: &[T], beta: &[T]) -> Vec<(T, T)> {
+        let f64s = |v: &[T]| v.iter().map(|v| v.to_f64()).collect::<Vec<f64>>();
+        self.affine(&f64s(gamma), &f64s(beta))
+            .into_iter()
+            .map(|(a, b)| (T::from_f64(a), T::from_f64(b)))
             .collect()
     }
 
@@ -134,13 +162,7 @@ impl BnReluOp {
             bail!("bn_relu: input images are not contiguous")
         };
         let hw = h * w;
-        let g: Vec<f64> = gamma.iter().map(|v| v.to_f64()).collect();
-        let b: Vec<f64> = beta.iter().map(|v| v.to_f64()).collect();
-        let ab: Vec<(T, T)> = self
-            .affine(&g, &b)
-            .into_iter()
-            .map(|(a, b)| (T::from_f64(a), T::from_f64(b)))
-            .collect();
+        let ab = self.affine_of(gamma, beta);
         let mut y = super::uninit::<T>(n * c * hw);
         par_chunk_groups(&mut y, hw, MIN_TASK_ENTRIES, |p0, ys| {
             relu_affine_planes(ys, x, xb, (c, hw), p0, &ab)

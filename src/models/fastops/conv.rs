@@ -547,7 +547,7 @@ impl Conv2dOp {
         lx: &Layout,
         w: &CpuStorage,
         lw: &Layout,
-        ab: Option<&[(f64, f64)]>,
+        ab: Option<&[(T, T)]>,
     ) -> Result<(CpuStorage, Shape)> {
         let g = Geom {
             arith: self.arith,
@@ -557,12 +557,7 @@ impl Conv2dOp {
             bail!("conv2d: input images are not contiguous")
         };
         let (x, wt) = (x.as_slice::<T>()?, weight_slice(w.as_slice::<T>()?, lw)?);
-        let ab: Option<Vec<(T, T)>> = ab.map(|ab| {
-            ab.iter()
-                .map(|&(a, b)| (T::from_f64(a), T::from_f64(b)))
-                .collect()
-        });
-        let epi = Epilogue(ab.as_deref());
+        let epi = Epilogue(ab);
         let y = match Crop::of(&g) {
             Some(crop) => forward::<T>(x, xb, &crop.weight(wt), &crop.live, epi),
             None => forward::<T>(x, xb, wt, &g, epi),

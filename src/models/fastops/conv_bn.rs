@@ -86,8 +86,7 @@ impl ConvBnReluOp {
             }
             None => {
                 let _span = span(Kind::ConvForward);
-                let f64s = |v: &[T]| v.iter().map(|v| v.to_f64()).collect::<Vec<f64>>();
-                let ab = self.bn.affine(&f64s(gamma), &f64s(beta));
+                let ab = self.bn.affine_of(gamma, beta);
                 self.conv.run::<T>(x, lx, w, lw, Some(&ab))
             }
         }

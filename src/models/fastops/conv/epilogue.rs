@@ -1,10 +1,10 @@
 //! What a convolution's forward pass does to its outputs as it writes them: nothing, or, in
 //! evaluation, the BatchNorm (running statistics) and ReLU that follow it, `max(0, y·a + b)`
 //! with `(a, b)` of the output's channel, while the outputs are still in cache. The arithmetic is
-//! [`super::super::bn_relu`]'s, so the results are the two ops' bit for bit.
+//! [`super::super::bn_relu`]'s own function, so the results are the two ops' bit for bit.
 
-use super::super::simd::wide_fn;
-use super::super::{zero, Elem};
+use super::super::bn::relu_affine_in_place;
+use super::super::Elem;
 
 /// `None`: outputs as computed; `Some(ab)`: `max(0, y·a + b)`, `ab[o]` for output channel `o`.
 #[derive(Clone, Copy)]
@@ -28,18 +28,6 @@ impl<T: Elem> Epilogue<'_, T> {
             for (k, yp) in ys.chunks_exact_mut(plane).enumerate() {
                 relu_affine_in_place(yp, ab[(first + k) % ab.len()]);
             }
-        }
-    }
-}
-
-wide_fn! {
-    /// `y = max(0, y·a + b)` in place (the product rounded before the sum, as BatchNorm+ReLU's
-    /// pass computes it).
-    fn relu_affine_in_place<T: Elem>(ys: &mut [T], ab: (T, T)) -> () {
-        let (z, (a, b)) = (zero::<T>(), ab);
-        for y in ys.iter_mut() {
-            let t = *y * a + b;
-            *y = if t > z { t } else { z };
         }
     }
 }
