@@ -16,7 +16,9 @@
 //! The sums are the direct convolution's up to rounding: the points 0, ±1, ±2 (±1/2 beyond 6
 //! points) and ∞ keep the transforms' entries between 1/24 and 16 for the 3×3 and 5×5 kernels
 //! that come here (1/90 and 64 with 7 taps); the tests below bound the error against the
-//! definition, and timm's logits at 299 px, which go through it, still match. `REPRO_WINOGRAD=0`
+//! definition, and timm's logits at 299 px, which go through it, still match. Only convolutions
+//! that gain take it ([`Plan::worth`]): large maps, enough channels, at most six points an axis
+//! (the networks' 1×7 and 7×1 run faster through im2col). `REPRO_WINOGRAD=0`
 //! turns it off (the im2col path then runs every convolution); bf16 products never come here.
 
 use gemm::Parallelism;
@@ -151,6 +153,13 @@ const MIN_SIDE: usize = 16;
 /// still gain 10–25 %).
 const MIN_CHANNELS: usize = 32;
 
+/// Most points along one axis of a convolution that goes through Winograd: F(4, 3) and F(2, 5)
+/// have 6; the seven-tap axes' F(2, 7) (8 products for 14) lost to the whole-batch im2col GEMM
+/// on the 17×17 maps where the networks have them (Inception-v4 at 299 px, batch 8, f32: each
+/// pass of its 224→256 1×7 and 7×1 convolutions 56–63 ms through Winograd, 49–53 ms through
+/// im2col; training steps of all three networks 3–5 % faster without it, evaluation even).
+const MAX_AXIS_POINTS: usize = 6;
+
 /// How one convolution runs through Winograd: each axis's F(m, r), and its tiles.
 pub(super) struct Plan {
     h: Axis,
@@ -169,15 +178,13 @@ impl Plan {
         (enabled() && plan.worth(g)).then_some(plan)
     }
 
-    /// Whether the transforms pay for `g`: enough tiles, channels and outputs a side. 1×n and
-    /// n×1 kernels pay since their transforms became dedicated passes over whole rows (F(2, 7): 8
-    /// products for 14; Inception-v4 at 299 px, batch 8, f32: fastest step 3,454 → 3,220 ms;
-    /// each pass of its 1×7 and 7×1 convolutions 10–18 % faster); before, the generic row-by-row
-    /// transforms and a scalar gather ate the saving.
+    /// Whether the transforms pay for `g`: enough tiles, channels and outputs a side, and at most
+    /// [`MAX_AXIS_POINTS`] points along each axis.
     fn worth(&self, g: &Geom) -> bool {
         g.n * self.th * self.tw >= MIN_TILES
             && g.c.min(g.o) >= MIN_CHANNELS
             && g.oh.min(g.ow) >= MIN_SIDE
+            && self.h.alpha().max(self.w.alpha()) <= MAX_AXIS_POINTS
     }
 
     /// The plan for `g` wherever the algorithm applies (1×n and n×1 kernels too), worth it or
@@ -498,82 +505,6 @@ wide_fn! {
     }
 }
 
-/// `Bᵀ` of eight points (0, ±1, ±2, ±½, ∞: the seven-tap axes' F(2, 7)) applied to eight rows
-/// of `src` into eight rows of `dst`, its coefficients `bt` (8 × 8) as [`Axis::new`] made them.
-/// The row of −p is the row of p with the odd powers' signs flipped (the finite points are
-/// symmetric about 0), so each pair is an even part plus and minus an odd part; the rows of 0
-/// and ∞ are even and odd: 35 multiply-adds for the eight outputs where [`combine`] took 50.
-fn bt8<T: Elem>(bt: &[f64], dst: &mut [T], ds: usize, src: &[T], ss: usize, len: usize) {
-    let c = |j: usize, i: usize| T::from_f64(bt[j * 8 + i]);
-    debug_assert!((0..8).all(|i| {
-        let pairs = [1, 3, 5].iter().all(|&j| {
-            let sign = if i % 2 == 0 { 1.0 } else { -1.0 };
-            bt[(j + 1) * 8 + i] == sign * bt[j * 8 + i]
-        });
-        pairs && (i % 2 == 0 || bt[i] == 0.0) && (i % 2 == 1 || bt[56 + i] == 0.0)
-    }));
-    let zero_row = [c(0, 0), c(0, 2), c(0, 4), c(0, 6)];
-    let pairs = [1, 3, 5].map(|j| std::array::from_fn(|i| c(j, i)));
-    let inf_row = [c(7, 1), c(7, 3), c(7, 5), c(7, 7)];
-    let d = |k: usize| &src[k * ss..][..len];
-    bt8_rows(
-        rows_mut::<T, 8>(dst, ds, len),
-        std::array::from_fn(d),
-        (zero_row, pairs, inf_row),
-    );
-}
-
-wide_fn! {
-    fn bt8_rows<T: Elem>(o: [&mut [T]; 8], d: [&[T]; 8], c: ([T; 4], [[T; 7]; 3], [T; 4])) -> () {
-        let (z, p, q) = c;
-        let n = o[0].len();
-        let [o0, o1, o2, o3, o4, o5, o6, o7] = o.map(|r| &mut r[..n]);
-        let [d0, d1, d2, d3, d4, d5, d6, d7] = d.map(|r| &r[..n]);
-        for t in 0..n {
-            let x = [d0[t], d1[t], d2[t], d3[t], d4[t], d5[t], d6[t], d7[t]];
-            let split = |c: &[T; 7]| {
-                let even = c[0] * x[0] + c[2] * x[2] + c[4] * x[4] + c[6] * x[6];
-                (even, c[1] * x[1] + c[3] * x[3] + c[5] * x[5])
-            };
-            o0[t] = z[0] * x[0] + z[1] * x[2] + z[2] * x[4] + z[3] * x[6];
-            let (e, od) = split(&p[0]);
-            (o1[t], o2[t]) = (e + od, e - od);
-            let (e, od) = split(&p[1]);
-            (o3[t], o4[t]) = (e + od, e - od);
-            let (e, od) = split(&p[2]);
-            (o5[t], o6[t]) = (e + od, e - od);
-            o7[t] = q[0] * x[1] + q[1] * x[3] + q[2] * x[5] + q[3] * x[7];
-        }
-    }
-}
-
-/// `Aᵀ` of F(2, 7) (points 0, ±1, ±2, ±½, ∞; `at` its 2 × 8 matrix) applied to eight rows of
-/// `src` into two rows of `dst`: the sum of the finite points' products, and their odd part
-/// (each pair's difference times its point) plus the product at ∞.
-fn at28<T: Elem>(at: &[f64], dst: &mut [T], ds: usize, src: &[T], ss: usize, len: usize) {
-    debug_assert!((0..7).all(|j| at[j] == 1.0) && at[7] == 0.0 && at[15] == 1.0);
-    debug_assert!([1, 3, 5].iter().all(|&j| at[8 + j + 1] == -at[8 + j]));
-    let points = [1, 3, 5].map(|j| T::from_f64(at[8 + j]));
-    let m = |k: usize| &src[k * ss..][..len];
-    at28_rows(
-        rows_mut::<T, 2>(dst, ds, len),
-        std::array::from_fn(m),
-        points,
-    );
-}
-
-wide_fn! {
-    fn at28_rows<T: Elem>(y: [&mut [T]; 2], m: [&[T]; 8], p: [T; 3]) -> () {
-        let n = y[0].len();
-        let [y0, y1] = y.map(|r| &mut r[..n]);
-        let [m0, m1, m2, m3, m4, m5, m6, m7] = m.map(|r| &r[..n]);
-        for t in 0..n {
-            y0[t] = m0[t] + (m1[t] + m2[t]) + (m3[t] + m4[t]) + (m5[t] + m6[t]);
-            y1[t] = p[0] * (m1[t] - m2[t]) + p[1] * (m3[t] - m4[t]) + p[2] * (m5[t] - m6[t]) + m7[t];
-        }
-    }
-}
-
 impl Axis {
     /// `Bᵀ` applied to `α` rows of `src` (`ss` apart) into `α` rows of `dst` (`ds` apart).
     fn apply_bt<T: Elem>(&self, dst: &mut [T], ds: usize, src: &[T], ss: usize, len: usize) {
@@ -581,7 +512,6 @@ impl Axis {
         match a {
             1 => return dst[..len].copy_from_slice(&src[..len]),
             6 => return bt6(dst, ds, src, ss, len),
-            8 => return bt8(&self.bt, dst, ds, src, ss, len),
             _ => {}
         }
         for i in 0..a {
@@ -611,7 +541,6 @@ impl Axis {
         match (self.m, self.r) {
             (1, 1) => return dst[..len].copy_from_slice(&src[..len]),
             (4, 3) => return at46(dst, ds, src, ss, len),
-            (2, 7) => return at28(&self.at, dst, ds, src, ss, len),
             _ => {}
         }
         let a = self.alpha();
@@ -930,9 +859,8 @@ mod tests {
         }
     }
 
-    /// The dedicated passes of F(4, 3), F(3, 4) and F(2, 7) compute the derived matrices: `bt6`,
-    /// `at46`, `g64`, `bt8` and `at28` against the generic row-by-row product on random rows
-    /// (f64).
+    /// The dedicated passes of F(4, 3) and F(3, 4) compute the derived matrices: `bt6`, `at46`
+    /// and `g64` against the generic row-by-row product on random rows (f64).
     #[test]
     fn dedicated_passes_are_the_derived_matrices() {
         let mut seed = 3u64;
@@ -950,13 +878,11 @@ mod tests {
             }
             d
         };
-        let (f43, f34, f27) = (Axis::new(4, 3), Axis::new(3, 4), Axis::new(2, 7));
-        let cases: [(&str, &Axis, Vec<f64>, usize, usize); 5] = [
+        let (f43, f34) = (Axis::new(4, 3), Axis::new(3, 4));
+        let cases: [(&str, &Axis, Vec<f64>, usize, usize); 3] = [
             ("bt", &f43, f43.bt.clone(), 6, 6),
             ("at", &f43, f43.at.clone(), 4, 6),
             ("g", &f34, f34.g.clone(), 6, 4),
-            ("bt", &f27, f27.bt.clone(), 8, 8),
-            ("at", &f27, f27.at.clone(), 2, 8),
         ];
         for (name, axis, mat, outs, ins) in cases {
             let want = generic(&mat, outs, ins);
@@ -1035,8 +961,8 @@ mod tests {
         assert!(ew < tol, "{g:?}: weight gradient error {ew:e}");
     }
 
-    /// Which convolutions of the networks take Winograd: at 299 px (batch 8) 3×3, 5×5 and
-    /// Inception-B's 1×7 and 7×1 on large maps do; Inception-C's 8×8 maps (32 tiles of the 3×3,
+    /// Which convolutions of the networks take Winograd: at 299 px (batch 8) 3×3 and 5×5 on
+    /// large maps do; Inception-B's 1×7 and 7×1 (F(2, 7)'s 8 points) and Inception-C's 8×8 maps (32 tiles of the 3×3,
     /// 128 of the 1×3) and the CIFAR-10 scale's narrow stem do not; at 107 px (batch 16) the stem
     /// does, the 5×5 at 11×11 does not.
     #[test]
@@ -1047,8 +973,8 @@ mod tests {
         };
         assert!(worth([8, 64, 35, 35], (96, 3, 3), (1, 1)));
         assert!(worth([8, 32, 149, 149], (32, 3, 3), (0, 0)));
-        assert!(worth([8, 192, 17, 17], (224, 1, 7), (0, 3)));
-        assert!(worth([8, 224, 17, 17], (256, 7, 1), (3, 0)));
+        assert!(!worth([8, 192, 17, 17], (224, 1, 7), (0, 3)));
+        assert!(!worth([8, 224, 17, 17], (256, 7, 1), (3, 0)));
         assert!(worth([8, 48, 35, 35], (64, 5, 5), (2, 2)));
         assert!(!worth([16, 48, 11, 11], (64, 5, 5), (2, 2)));
         assert!(worth([16, 80, 25, 25], (192, 3, 3), (0, 0)));
