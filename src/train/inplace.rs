@@ -299,7 +299,7 @@ pub fn sum_of_squares(t: &Tensor) -> Result<f64> {
     match t.dtype() {
         DType::F32 => fastops::with_slice::<f32, _>(t, |s, l| Ok(sum(dense(s, l)?))),
         DType::F64 => fastops::with_slice::<f64, _>(t, |s, l| Ok(sum(dense(s, l)?))),
-        d => bail!("sum_of_squares: unsupported dtype {d:?}"),
+        d => bail!("sum_of_squares: unsupported dtype {}", d.as_str()),
     }
 }
 

@@ -278,7 +278,7 @@ impl CustomOp3 for BnReluOp {
         let (dx, dg, db) = match x.dtype() {
             DType::F32 => self.backward::<f32>(x, gamma, beta, grad)?,
             DType::F64 => self.backward::<f64>(x, gamma, beta, grad)?,
-            d => bail!("fast bn_relu backward: unsupported dtype {d:?}"),
+            d => bail!("fast bn_relu backward: unsupported dtype {}", d.as_str()),
         };
         Ok((Some(dx), Some(dg), Some(db)))
     }

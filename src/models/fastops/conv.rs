@@ -653,7 +653,7 @@ impl CustomOp2 for Conv2dOp {
         let (dx, dw) = match x.dtype() {
             candle_core::DType::F32 => self.backward::<f32>(x, w, grad)?,
             candle_core::DType::F64 => self.backward::<f64>(x, w, grad)?,
-            d => bail!("fast conv2d backward: unsupported dtype {d:?}"),
+            d => bail!("fast conv2d backward: unsupported dtype {}", d.as_str()),
         };
         Ok((Some(dx), Some(dw)))
     }

@@ -121,7 +121,7 @@ impl CustomOp1 for MaxPoolOp {
         Ok(Some(match x.dtype() {
             DType::F32 => self.backward::<f32>(x, grad)?,
             DType::F64 => self.backward::<f64>(x, grad)?,
-            d => bail!("fast max pool backward: unsupported dtype {d:?}"),
+            d => bail!("fast max pool backward: unsupported dtype {}", d.as_str()),
         }))
     }
 }
@@ -243,7 +243,7 @@ impl CustomOp1 for AvgPoolOp {
         Ok(Some(match x.dtype() {
             DType::F32 => self.backward::<f32>(x, grad)?,
             DType::F64 => self.backward::<f64>(x, grad)?,
-            d => bail!("fast avg pool backward: unsupported dtype {d:?}"),
+            d => bail!("fast avg pool backward: unsupported dtype {}", d.as_str()),
         }))
     }
 }
