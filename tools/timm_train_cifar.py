@@ -14,6 +14,10 @@ Usage (the full 1,875-step run of experiments/mini/runs.yaml, seed 1; --epochs 2
     /work/V/bin/python tools/timm_train_cifar.py --model inception_v4 --seed 1 \
         --out /tmp/timm_runs/inception_v4_seed1 --threads 1
 
+--precision bf16 trains and evaluates under PyTorch's CPU autocast (bf16 convolutions and
+matrix products, the rest f32), the reference for experiments/mini/bf16.yaml's question: does
+bf16 train like f32 here too?
+
 Run one training at a time on the 2-core machine; with other work on the machine use
 --threads 1 (two threads then lose to contention). OMP_WAIT_POLICY defaults to PASSIVE here.
 
@@ -576,9 +580,10 @@ def bn_modules(model):
 
 
 @torch.no_grad()
-def evaluate(model, images, labels, batch_size, batch_stats=False):
+def evaluate(model, images, labels, batch_size, batch_stats=False, bf16=False):
     """(top-1 error, top-5 error). batch_stats: BatchNorm normalises with each batch's own
-    statistics; its running statistics are saved and restored; dropout stays off."""
+    statistics; its running statistics are saved and restored; dropout stays off. bf16: under
+    the CPU's bf16 autocast (as the run trains with --precision bf16)."""
     was_training = model.training
     model.eval()
     saved = None
@@ -594,7 +599,8 @@ def evaluate(model, images, labels, batch_size, batch_stats=False):
         images, labels = images[perm], labels[perm]
     hits1 = hits5 = 0
     for i in range(0, images.shape[0], batch_size):
-        logits = model(images[i:i + batch_size])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(images[i:i + batch_size]).float()
         y = labels[i:i + batch_size]
         hits1 += top_k_hits(logits, y, 1)
         hits5 += top_k_hits(logits, y, 5)
@@ -685,6 +691,10 @@ def parse_args(argv=None):
     ap.add_argument("--weight-decay", type=float, default=4e-5)
     ap.add_argument("--clip-norm", type=float, default=2.0, help="0 disables clipping")
     ap.add_argument("--label-smoothing", type=float, default=0.1)
+    ap.add_argument("--precision", choices=["f32", "bf16"], default="f32",
+                    help="bf16: PyTorch's CPU autocast in training and evaluation (convolutions "
+                         "and matrix products in bf16; weights, BatchNorm, loss, optimizer and "
+                         "moving average in f32), as repro's train.precision: bf16")
     ap.add_argument("--ema-decay", type=float, default=0.9999)
     ap.add_argument("--no-ema-warmup", action="store_true")
     ap.add_argument("--train-crop-area", type=float, nargs=2, default=[0.25, 1.0])
@@ -717,7 +727,7 @@ def recipe_of(args, n_train, n_val, classes, steps_per_epoch, total_steps, eval_
         "lr": {"base_lr": args.lr, "decay_factor": args.lr_decay_factor,
                "decay_epochs": args.lr_decay_epochs, "staircase": not args.no_staircase},
         "weight_decay": args.weight_decay, "clip_norm": args.clip_norm,
-        "label_smoothing": args.label_smoothing,
+        "label_smoothing": args.label_smoothing, "precision": args.precision,
         "ema": {"decay": args.ema_decay, "warmup": not args.no_ema_warmup},
         "train_images_per_class": args.train_per_class or None,
         "subset_seed": args.subset_seed, "train_crop_area": list(args.train_crop_area),
@@ -846,6 +856,7 @@ def main(argv=None) -> int:
     if args.max_steps is not None and st["step"] >= args.max_steps:
         print(f"step {st['step']} >= --max-steps {args.max_steps}; nothing to do", flush=True)
         return 0
+    bf16 = args.precision == "bf16"
     session_start = time.perf_counter()
     wall_before = st["wall_s"]
     interval_start, interval_images = time.perf_counter(), 0
@@ -862,7 +873,8 @@ def main(argv=None) -> int:
             torch.manual_seed(step_seed(args.seed, st["step"]))  # the dropout mask
             for p in params:
                 p.grad = None
-            logits = model(x)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logits = model(x).float()
             loss = smoothed_cross_entropy(logits, y, args.label_smoothing)
             loss_value = loss.item()
             norm = float("nan")  # NaN when clipping is off, as repro's diagnostics
@@ -899,15 +911,16 @@ def main(argv=None) -> int:
             if step % eval_every == 0 or step == total_steps:
                 train_seconds = time.perf_counter() - interval_start
                 ema_top1, ema_top5 = evaluate(ema.model, val_images, val_labels,
-                                              args.eval_batch_size)
+                                              args.eval_batch_size, bf16=bf16)
                 # As repro: wall_s after the EMA evaluation, before the diagnostics.
                 st["wall_s"] = wall_before + time.perf_counter() - session_start
                 if args.skip_raw_eval:
                     raw_top1 = raw_bs_top1 = float("nan")
                 else:
-                    raw_top1, _ = evaluate(model, val_images, val_labels, args.eval_batch_size)
+                    raw_top1, _ = evaluate(model, val_images, val_labels, args.eval_batch_size,
+                                           bf16=bf16)
                     raw_bs_top1, _ = evaluate(model, val_images, val_labels,
-                                              args.eval_batch_size, batch_stats=True)
+                                              args.eval_batch_size, batch_stats=True, bf16=bf16)
                 epoch_f = step / steps_per_epoch
                 row = {"epoch": epoch_f, "step": step, "images_seen": st["images_seen"],
                        "lr": lr, "train_loss": st["loss_sum"] / max(st["loss_count"], 1),
