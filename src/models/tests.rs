@@ -261,7 +261,8 @@ fn loss_and_grads(
 
 /// Every network at width 0.125, 75 px, batch 2, f64: the stages fused into single nodes of the
 /// graph give the loss and every variable's gradient of the unfused graph (up to the order in
-/// which a tensor's gradients are summed), and the same running statistics.
+/// which a tensor's gradients are summed: 1e-9 of the largest gradient entry of the variable's
+/// unit), and the same running statistics.
 #[test]
 fn fused_stages_give_the_unfused_gradients() {
     for arch in Arch::ALL {
@@ -306,6 +307,18 @@ fn fused_stages_give_the_unfused_gradients() {
             (loss_plain - loss_fused).abs() <= 1e-12 * loss_plain.abs(),
             "{arch}: loss {loss_plain} unfused, {loss_fused} fused"
         );
+        // Each gradient is compared at the scale of its unit's (a convolution, its BatchNorm):
+        // one that cancels to about zero, as a BatchNorm's bias can when the layers after it
+        // normalise again, differs between the summation orders by the rounding of its terms,
+        // which are of the unit's size, not of its own.
+        let unit = |name: &str| name.rsplitn(3, '.').last().unwrap_or(name).to_string();
+        let mut unit_scale = std::collections::HashMap::<String, f64>::new();
+        for (name, var) in &vars {
+            if let Some(g) = plain.get(var) {
+                let s = unit_scale.entry(unit(name)).or_insert(0.0);
+                *s = s.max(crate::numeric::max_abs(g).unwrap());
+            }
+        }
         let mut compared = 0;
         for (name, var) in &vars {
             let (Some(a), b) = (plain.get(var), fused.get(var)) else {
@@ -313,10 +326,10 @@ fn fused_stages_give_the_unfused_gradients() {
             };
             let b = b.unwrap_or_else(|| panic!("{arch}: no fused gradient for {name}"));
             let diff = crate::numeric::max_abs_diff(a, b).unwrap();
-            let scale = crate::numeric::max_abs(a).unwrap();
+            let scale = unit_scale[&unit(name)];
             assert!(
                 diff <= 1e-9 * scale.max(1e-12),
-                "{arch}: gradient of {name} differs by {diff:e} (largest entry {scale:e})"
+                "{arch}: gradient of {name} differs by {diff:e} (largest entry of its unit {scale:e})"
             );
             compared += 1;
         }
