@@ -171,7 +171,10 @@ impl CustomOp3 for ScaledResidualOp {
         let (dx, du, db) = match x.dtype() {
             DType::F32 => self.backward::<f32>(x, u, bias, grad)?,
             DType::F64 => self.backward::<f64>(x, u, bias, grad)?,
-            d => bail!("fast scaled_residual backward: unsupported dtype {}", d.as_str()),
+            d => bail!(
+                "fast scaled_residual backward: unsupported dtype {}",
+                d.as_str()
+            ),
         };
         Ok((Some(dx), Some(du), Some(db)))
     }
