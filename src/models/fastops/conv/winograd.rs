@@ -962,9 +962,9 @@ mod tests {
     }
 
     /// Which convolutions of the networks take Winograd: at 299 px (batch 8) 3×3 and 5×5 on
-    /// large maps do; Inception-B's 1×7 and 7×1 (F(2, 7)'s 8 points) and Inception-C's 8×8 maps (32 tiles of the 3×3,
-    /// 128 of the 1×3) and the CIFAR-10 scale's narrow stem do not; at 107 px (batch 16) the stem
-    /// does, the 5×5 at 11×11 does not.
+    /// large maps do; Inception-B's 1×7 and 7×1 (F(2, 7)'s 8 points), Inception-C's 8×8 maps
+    /// (32 tiles of the 3×3, 128 of the 1×3) and the CIFAR-10 scale's narrow stem do not; at
+    /// 107 px (batch 16) the stem does, the 5×5 at 11×11 does not.
     #[test]
     fn worth_it_on_large_maps_only() {
         let worth = |x: [usize; 4], k: (usize, usize, usize), pad: (usize, usize)| {
