@@ -579,6 +579,13 @@ def bn_modules(model):
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
+def logits_of(model, x, bf16):
+    """The model's f32 logits for x; bf16: the forward pass under PyTorch's CPU bf16 autocast
+    (--precision bf16), in training and evaluation alike."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        return model(x).float()
+
+
 @torch.no_grad()
 def evaluate(model, images, labels, batch_size, batch_stats=False, bf16=False):
     """(top-1 error, top-5 error). batch_stats: BatchNorm normalises with each batch's own
@@ -599,8 +606,7 @@ def evaluate(model, images, labels, batch_size, batch_stats=False, bf16=False):
         images, labels = images[perm], labels[perm]
     hits1 = hits5 = 0
     for i in range(0, images.shape[0], batch_size):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = model(images[i:i + batch_size]).float()
+        logits = logits_of(model, images[i:i + batch_size], bf16)
         y = labels[i:i + batch_size]
         hits1 += top_k_hits(logits, y, 1)
         hits5 += top_k_hits(logits, y, 5)
@@ -873,8 +879,7 @@ def main(argv=None) -> int:
             torch.manual_seed(step_seed(args.seed, st["step"]))  # the dropout mask
             for p in params:
                 p.grad = None
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                logits = model(x).float()
+            logits = logits_of(model, x, bf16)
             loss = smoothed_cross_entropy(logits, y, args.label_smoothing)
             loss_value = loss.item()
             norm = float("nan")  # NaN when clipping is off, as repro's diagnostics
