@@ -493,6 +493,39 @@ fn released_weights_fill_a_table_without_training() {
 }
 
 #[test]
+fn a_smoke_run_leaves_a_report_of_real_runs_alone() {
+    let tmp = TempDir::new("real-report");
+    let file = repo("experiments/mini/fig21.yaml");
+    let file = file.to_str().unwrap();
+    // The committed report of the CIFAR-10 runs, where the smoke profile would render its own.
+    let folder = tmp.0.join("reports/mini/fig21");
+    std::fs::create_dir_all(&folder).unwrap();
+    let committed = std::fs::read_to_string(repo("reports/mini/fig21/entry.json")).unwrap();
+    assert!(committed.contains("\"smoke_data\": false"), "{committed}");
+    std::fs::write(folder.join("entry.json"), &committed).unwrap();
+    std::fs::write(folder.join("index.html"), "the real report").unwrap();
+
+    for command in ["run", "report"] {
+        let out = run(&tmp.0, &[command, file, "--smoke"]);
+        let text = output_text(&out);
+        assert_eq!(out.status.code(), Some(2), "{command}: {text}");
+        assert!(
+            text.contains(&folder.display().to_string()) && text.contains("--reports"),
+            "{command}: {text}"
+        );
+    }
+    assert!(!tmp.0.join("results/runs").exists(), "nothing is trained");
+    assert_eq!(
+        std::fs::read_to_string(folder.join("entry.json")).unwrap(),
+        committed
+    );
+    assert_eq!(
+        std::fs::read_to_string(folder.join("index.html")).unwrap(),
+        "the real report"
+    );
+}
+
+#[test]
 fn the_cifar10_reproduction_runs_end_to_end_on_smoke_data_with_every_claim_checked() {
     let tmp = TempDir::new("mini");
     let mut files: Vec<PathBuf> = std::fs::read_dir(repo("experiments/mini"))
@@ -554,6 +587,10 @@ fn the_cifar10_reproduction_runs_end_to_end_on_smoke_data_with_every_claim_check
         }
     }
     assert_eq!(kinds_checked, 8);
+    // Each report says it was rendered from smoke data (so that a real run may replace it and
+    // it never replaces a real one).
+    let entry = std::fs::read_to_string(tmp.0.join("reports/mini/fig21/entry.json")).unwrap();
+    assert!(entry.contains("\"smoke_data\": true"), "{entry}");
     // The dynamics runs write diagnostics at every evaluation: four top-1 errors in [0, 1] and
     // the gradient norm (clipping on or off).
     let dynamics: Vec<PathBuf> = std::fs::read_dir(tmp.0.join("results/runs"))

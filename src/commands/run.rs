@@ -9,8 +9,8 @@ use crate::executor::{build, JobCommand};
 use crate::experiment::selection::select_runs;
 use crate::experiment::{ExecutorSpec, Experiment};
 use crate::runner::{
-    evaluate_tables, plan, preflight, restart_runs, run_line, smoke_notice, RunFailure, RunOptions,
-    RunResult,
+    check_report_folder, evaluate_tables, plan, preflight, restart_runs, run_line, smoke_notice,
+    RunFailure, RunOptions, RunResult,
 };
 
 /// Everything `repro run` was asked to do.
@@ -103,6 +103,9 @@ pub fn run_experiments(
     for e in request.experiments {
         preflight(e, &options.results, options.force, &options.device)
             .map_err(CommandError::bad_input)?;
+        if writer && !request.no_report && !e.defines_runs_only() {
+            check_report_folder(e, &request.reports).map_err(CommandError::bad_input)?;
+        }
     }
     let executors = request
         .experiments

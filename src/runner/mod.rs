@@ -23,7 +23,7 @@ pub use outcome::{RunFailure, RunResult};
 pub use plan::{plan, progress_of, run_dir, training_macs, PlannedRun, RunProgress};
 pub use preflight::preflight;
 pub use repair::restart_runs;
-pub use report::write_report;
+pub use report::{check_report_folder, write_report};
 pub use run_state::RunState;
 pub use status::{experiment_status, ExperimentStatus};
 pub use summary::{run_line, smoke_notice};

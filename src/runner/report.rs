@@ -18,9 +18,44 @@ use crate::store::metrics::read_metrics;
 use crate::store::provenance::Provenance;
 use crate::store::RunDir;
 
+/// The folder that holds the reports of `experiment`'s group: `<reports>/[<group>/]`.
+fn group_dir(experiment: &Experiment, reports: &Path) -> PathBuf {
+    match &experiment.group {
+        Some(group) => reports.join(group),
+        None => reports.to_path_buf(),
+    }
+}
+
+/// Refuses to put a report of smoke data where a report of real data is: the smoke profile of
+/// an experiment renders to the same folder as its real runs, and that report (such as the
+/// committed `reports/mini/`) may stand for hours of training. Reports from before `entry.json`
+/// said which kind they are may be replaced.
+pub fn check_report_folder(experiment: &Experiment, reports: &Path) -> Result<(), String> {
+    if super::summary::smoke_notice(experiment).is_none() {
+        return Ok(());
+    }
+    let dir = group_dir(experiment, reports).join(&experiment.name);
+    let Ok(text) = std::fs::read_to_string(dir.join("entry.json")) else {
+        return Ok(());
+    };
+    match serde_json::from_str::<StoredEntry>(&text) {
+        Ok(StoredEntry {
+            smoke_data: Some(false),
+            ..
+        }) => Err(format!(
+            "{} holds the report of {}'s runs on real data, which a report of smoke data would \
+             replace; give the smoke run a reports folder of its own (--reports <folder>)",
+            dir.display(),
+            experiment.name
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Renders `reports/[<group>/]<experiment>/` and refreshes that folder's `index.html`.
 /// `table_results` gives, per table and row index, the evaluations that exist; each is read
-/// once and serves both the tables and the claims.
+/// once and serves both the tables and the claims. Refuses what [`check_report_folder`]
+/// refuses.
 pub fn write_report(
     experiment: &Experiment,
     results: &Path,
@@ -28,10 +63,8 @@ pub fn write_report(
     command: &str,
     table_results: &dyn Fn(&TableSpec, usize) -> RowResults,
 ) -> Result<PathBuf, String> {
-    let reports = match &experiment.group {
-        Some(group) => reports.join(group),
-        None => reports.to_path_buf(),
-    };
+    check_report_folder(experiment, reports)?;
+    let reports = group_dir(experiment, reports);
     let planned = plan(experiment, results);
     let now = std::time::SystemTime::now();
     let (runs, states): (Vec<RunInfo>, Vec<RunState>) =
@@ -175,6 +208,7 @@ pub fn write_report(
             .iter()
             .map(|c| StoredClaim(c.statement.clone(), c.verdict, c.evidence.clone()))
             .collect(),
+        smoke_data: Some(input.notice.is_some()),
     };
     crate::store::write_json(&out_dir.join("entry.json"), &entry).map_err(|e| e.to_string())?;
     refresh_index(&reports)?;
@@ -189,6 +223,10 @@ struct StoredEntry {
     description: String,
     generated_at: String,
     claims: Vec<StoredClaim>,
+    /// Whether the runs trained on generated smoke data (absent in reports rendered before
+    /// this was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    smoke_data: Option<bool>,
 }
 
 /// A claim as `entry.json` holds it: `[statement, verdict, evidence]`.
