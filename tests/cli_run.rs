@@ -523,6 +523,16 @@ fn a_smoke_run_leaves_a_report_of_real_runs_alone() {
         std::fs::read_to_string(folder.join("index.html")).unwrap(),
         "the real report"
     );
+
+    // A report of smoke data gives way to another, and to the real runs' report.
+    let smoke_entry = committed.replace("\"smoke_data\": false", "\"smoke_data\": true");
+    std::fs::write(folder.join("entry.json"), smoke_entry).unwrap();
+    let out = run(&tmp.0, &["report", file, "--smoke"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let out = run(&tmp.0, &["report", file]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let entry = std::fs::read_to_string(folder.join("entry.json")).unwrap();
+    assert!(entry.contains("\"smoke_data\": false"), "{entry}");
 }
 
 #[test]
