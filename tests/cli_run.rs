@@ -505,8 +505,15 @@ fn a_smoke_run_leaves_a_report_of_real_runs_alone() {
     std::fs::write(folder.join("entry.json"), &committed).unwrap();
     std::fs::write(folder.join("index.html"), "the real report").unwrap();
 
-    for command in ["run", "report"] {
-        let out = run(&tmp.0, &[command, file, "--smoke"]);
+    // `--no-report` alone still renders the report while the runs train.
+    let invocations: [&[&str]; 3] = [
+        &["run", file, "--smoke"],
+        &["run", file, "--smoke", "--no-report"],
+        &["report", file, "--smoke"],
+    ];
+    for args in invocations {
+        let command = args.join(" ");
+        let out = run(&tmp.0, args);
         let text = output_text(&out);
         assert_eq!(out.status.code(), Some(2), "{command}: {text}");
         assert!(

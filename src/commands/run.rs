@@ -100,10 +100,12 @@ pub fn run_experiments(
             }
         }
     }
+    // `--no-report` still renders the report while runs train, unless `--report-every off`.
+    let renders_report = !request.no_report || options.live_report.is_some();
     for e in request.experiments {
         preflight(e, &options.results, options.force, &options.device)
             .map_err(CommandError::bad_input)?;
-        if writer && !request.no_report && !e.defines_runs_only() {
+        if writer && renders_report && !e.defines_runs_only() {
             check_report_folder(e, &request.reports).map_err(CommandError::bad_input)?;
         }
     }
