@@ -1,12 +1,36 @@
 //! Pooling by direct loops over each plane, with backward passes.
 
-use super::{par_chunk_groups, with_slice, zero, Elem, MIN_TASK_ENTRIES};
+use super::{blocked, image_blocks, par_chunk_groups, with_slice, zero, Elem, MIN_TASK_ENTRIES};
 use candle_core::{bail, CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 
-fn plane_slice<'a, T: Elem>(s: &'a [T], l: &Layout) -> Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s[a..b]),
-        None => bail!("pooling input is not contiguous"),
+/// The planes of an N×C×H×W tensor whose images are contiguous blocks (a channel slice of a
+/// concatenation's gradient is: the pools read it where it lies instead of copying it).
+struct Planes<'a, T> {
+    s: &'a [T],
+    /// Offset of the first image and the stride between images.
+    at: (usize, usize),
+    c: usize,
+    hw: usize,
+}
+
+impl<'a, T> Planes<'a, T> {
+    fn of(s: &'a [T], l: &Layout) -> Result<Self> {
+        let (_, c, h, w) = l.shape().dims4()?;
+        match image_blocks(l) {
+            Some(at) => Ok(Self {
+                s,
+                at,
+                c,
+                hw: h * w,
+            }),
+            None => bail!("pooling: the images of an operand are not contiguous"),
+        }
+    }
+
+    /// Plane `p` (image `p / C`, channel `p % C`).
+    #[inline(always)]
+    fn get(&self, p: usize) -> &'a [T] {
+        &self.s[self.at.0 + (p / self.c) * self.at.1 + (p % self.c) * self.hw..][..self.hw]
     }
 }
 
@@ -48,13 +72,12 @@ impl MaxPoolOp {
                 self.k
             )
         }
-        let x = plane_slice(x, l)?;
+        let x = Planes::of(x, l)?;
         let (oh, ow) = (self.out(h), self.out(w));
         let mut y = super::uninit::<T>(n * c * oh * ow);
         par_chunk_groups(&mut y, oh * ow, MIN_TASK_ENTRIES, |p0, ys| {
             for (k, yp) in ys.chunks_exact_mut(oh * ow).enumerate() {
-                let p = p0 + k;
-                let xp = &x[p * h * w..(p + 1) * h * w];
+                let xp = x.get(p0 + k);
                 for oy in 0..oh {
                     for ox in 0..ow {
                         let (y0, x0) = (oy * self.s, ox * self.s);
@@ -77,17 +100,14 @@ impl MaxPoolOp {
     fn backward<T: Elem>(&self, x: &Tensor, grad: &Tensor) -> Result<Tensor> {
         let (n, c, h, w) = x.dims4()?;
         let (oh, ow) = (self.out(h), self.out(w));
-        let grad = grad.contiguous()?;
+        let grad = blocked(grad)?;
         let dx = with_slice::<T, _>(x, |xs, lx| {
             with_slice::<T, _>(&grad, |gs, lg| {
-                let xs = plane_slice(xs, lx)?;
-                let gs = plane_slice(gs, lg)?;
+                let (xs, gs) = (Planes::of(xs, lx)?, Planes::of(gs, lg)?);
                 let mut dx = vec![zero::<T>(); n * c * h * w];
                 par_chunk_groups(&mut dx, h * w, MIN_TASK_ENTRIES, |p0, ds| {
                     for (k, dp) in ds.chunks_exact_mut(h * w).enumerate() {
-                        let p = p0 + k;
-                        let xp = &xs[p * h * w..(p + 1) * h * w];
-                        let gp = &gs[p * oh * ow..(p + 1) * oh * ow];
+                        let (xp, gp) = (xs.get(p0 + k), gs.get(p0 + k));
                         for oy in 0..oh {
                             for ox in 0..ow {
                                 dp[self.argmax(xp, w, oy, ox)] += gp[oy * ow + ox];
@@ -183,42 +203,26 @@ impl AvgPoolOp {
 
     fn run<T: Elem>(&self, x: &[T], l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = l.shape().dims4()?;
-        let x = plane_slice(x, l)?;
-        let mut y = super::uninit::<T>(n * c * h * w);
+        let x = Planes::of(x, l)?;
         let weights = self.weights::<T>(h, w);
-        par_chunk_groups(&mut y, h * w, MIN_TASK_ENTRIES, |pl0, ys| {
-            let mut row = vec![zero::<T>(); w];
-            for (k, yp) in ys.chunks_exact_mut(h * w).enumerate() {
-                let pl = pl0 + k;
-                box_sum(&x[pl * h * w..(pl + 1) * h * w], h, w, self.p, &mut row, yp);
-                for (v, &f) in yp.iter_mut().zip(&weights) {
-                    *v *= f;
-                }
-            }
-        });
+        let y = scaled_box_sums(&x, n * c, (h, w), self.p, &weights, Scale::AfterSum);
         Ok((T::to_cpu_storage_owned(y), Shape::from((n, c, h, w))))
     }
 
     fn backward<T: Elem>(&self, x: &Tensor, grad: &Tensor) -> Result<Tensor> {
         let (n, c, h, w) = x.dims4()?;
-        let grad = grad.contiguous()?;
+        let grad = blocked(grad)?;
         let weights = self.weights::<T>(h, w);
         let dx = with_slice::<T, _>(&grad, |gs, lg| {
-            let gs = plane_slice(gs, lg)?;
-            let mut dx = super::uninit::<T>(n * c * h * w);
-            // The window is symmetric: dx = box_sum(dy / count).
-            par_chunk_groups(&mut dx, h * w, MIN_TASK_ENTRIES, |pl0, ds| {
-                let (mut row, mut scaled) = (vec![zero::<T>(); w], vec![zero::<T>(); h * w]);
-                for (k, dp) in ds.chunks_exact_mut(h * w).enumerate() {
-                    let pl = pl0 + k;
-                    let gp = &gs[pl * h * w..(pl + 1) * h * w];
-                    for ((d, &g), &f) in scaled.iter_mut().zip(gp).zip(&weights) {
-                        *d = g * f;
-                    }
-                    box_sum(&scaled, h, w, self.p, &mut row, dp);
-                }
-            });
-            Ok(dx)
+            let gs = Planes::of(gs, lg)?;
+            Ok(scaled_box_sums(
+                &gs,
+                n * c,
+                (h, w),
+                self.p,
+                &weights,
+                Scale::BeforeSum,
+            ))
         })?;
         Tensor::from_vec(dx, (n, c, h, w), x.device())
     }
@@ -248,10 +252,63 @@ impl CustomOp1 for AvgPoolOp {
     }
 }
 
+/// Where the avg pool's divisors go: after the box sum (forward), or before it (backward, whose
+/// window is the same: `dx = box_sum(dy / count)`).
+#[derive(Clone, Copy, PartialEq)]
+enum Scale {
+    AfterSum,
+    BeforeSum,
+}
+
+/// The box sums of the `planes` planes of `src` scaled by `weights` (one plane of factors), a
+/// plane each, in plane order.
+fn scaled_box_sums<T: Elem>(
+    src: &Planes<T>,
+    planes: usize,
+    (h, w): (usize, usize),
+    p: usize,
+    weights: &[T],
+    order: Scale,
+) -> Vec<T> {
+    let hw = h * w;
+    let mut out = super::uninit::<T>(planes * hw);
+    if hw == 1 {
+        // A 1×1 map (Inception-C at the CIFAR-10 scale): each window holds its one cell, and
+        // the box sum is the value itself in either order.
+        let f = weights[0];
+        par_chunk_groups(&mut out, 1, MIN_TASK_ENTRIES, |p0, os| {
+            for (k, o) in os.iter_mut().enumerate() {
+                *o = src.get(p0 + k)[0] * f;
+            }
+        });
+        return out;
+    }
+    par_chunk_groups(&mut out, hw, MIN_TASK_ENTRIES, |p0, os| {
+        let (mut row, mut scaled) = (vec![zero::<T>(); w], Vec::new());
+        for (k, o) in os.chunks_exact_mut(hw).enumerate() {
+            let plane = src.get(p0 + k);
+            match order {
+                Scale::AfterSum => {
+                    box_sum(plane, h, w, p, &mut row, o);
+                    for (v, &f) in o.iter_mut().zip(weights) {
+                        *v *= f;
+                    }
+                }
+                Scale::BeforeSum => {
+                    scaled.clear();
+                    scaled.extend(plane.iter().zip(weights).map(|(&g, &f)| g * f));
+                    box_sum(&scaled, h, w, p, &mut row, o);
+                }
+            }
+        }
+    });
+    out
+}
+
 /// k×k max pooling with stride `stride` and no padding, on a CPU f32/f64 N×C×H×W tensor.
 /// Callers check [`super::usable`] first.
 pub fn max_pool(x: &Tensor, kernel: usize, stride: usize) -> Result<Tensor> {
-    let xc = super::tape::same(x, x.contiguous()?)?;
+    let xc = super::tape::same(x, blocked(x)?)?;
     super::tape::apply1(
         &xc,
         MaxPoolOp {
@@ -264,7 +321,7 @@ pub fn max_pool(x: &Tensor, kernel: usize, stride: usize) -> Result<Tensor> {
 /// Stride-1 (2·pad+1)² average pooling with `pad` zeros on each side (SAME size), dividing by the
 /// whole window (`include_pad`) or by its in-bounds cells, on a CPU f32/f64 N×C×H×W tensor.
 pub fn avg_pool_same(x: &Tensor, pad: usize, include_pad: bool) -> Result<Tensor> {
-    let xc = super::tape::same(x, x.contiguous()?)?;
+    let xc = super::tape::same(x, blocked(x)?)?;
     super::tape::apply1(
         &xc,
         AvgPoolOp {

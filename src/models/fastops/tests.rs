@@ -290,6 +290,62 @@ fn conv_takes_channel_slices() {
     }
 }
 
+/// The pools too take a channel slice as input and a slice of a concatenation's gradient as
+/// their output's gradient, on the maps of the networks at the CIFAR-10 scale (1×1 included,
+/// where an average pool is the identity or a scaling).
+#[test]
+fn pools_take_channel_slices() {
+    let dev = Device::Cpu;
+    for (n, c, hw) in [
+        (3, 4, (1, 1)),
+        (2, 5, (3, 3)),
+        (3, 3, (7, 7)),
+        (2, 2, (9, 8)),
+    ] {
+        for (i, pool) in [
+            Pool2d::max_3x3_s2(),
+            Pool2d::avg_3x3_same(PoolKind::AvgExcludePad),
+            Pool2d::avg_3x3_same(PoolKind::AvgIncludePad),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if pool.kind == PoolKind::Max && hw.0 < 3 {
+                continue;
+            }
+            let shape = (n, c + 3, hw.0, hw.1);
+            let big = Var::from_tensor(&Tensor::randn(0f64, 1., shape, &dev).unwrap()).unwrap();
+            let x = big.as_tensor().narrow(1, 2, c).unwrap();
+            let fast = match pool.kind {
+                PoolKind::Max => max_pool(&x, pool.kernel, pool.stride).unwrap(),
+                k => avg_pool_same(&x, pool.padding, k == PoolKind::AvgIncludePad).unwrap(),
+            };
+            // (candle's own pooling takes contiguous inputs only)
+            let stock = pool.stock_forward(&x.contiguous().unwrap()).unwrap();
+            let what = format!("{pool:?} on {n}×{c}×{}×{}", hw.0, hw.1);
+            close(&format!("{what} forward"), &fast, &stock, 1e-12);
+            let (oh, ow) = (stock.dim(2).unwrap(), stock.dim(3).unwrap());
+            let other = Tensor::randn(0f64, 1., (n, 1 + i, oh, ow), &dev).unwrap();
+            let loss = |y: &Tensor| {
+                Tensor::cat(&[&other, y], 1)
+                    .unwrap()
+                    .sqr()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+            };
+            let gf = loss(&fast).backward().unwrap();
+            let gs = loss(&stock).backward().unwrap();
+            close(
+                &format!("{what} dx"),
+                gf.get(big.as_tensor()).unwrap(),
+                gs.get(big.as_tensor()).unwrap(),
+                1e-12,
+            );
+        }
+    }
+}
+
 /// Two BatchNorms of `c` channels, each in its own VarMap (under `bn.`), with the same
 /// non-trivial parameters and running statistics (γ, σ² and μ in [0.5, 1.5), β in [-0.5, 0.5))
 /// and a momentum of 0.1–0.5.

@@ -55,16 +55,26 @@ impl Crop {
     /// The live taps of an O×C×KH×KW weight, O×C×KH'×KW'.
     pub(super) fn weight<T: Elem>(&self, wt: &[T]) -> Vec<T> {
         let (f, l) = (&self.full, &self.live);
-        let mut out = Vec::with_capacity(f.o * f.c * l.kh * l.kw);
-        for oc in 0..f.o * f.c {
-            let first = (oc * f.kh + self.at.0) * f.kw;
-            if l.kw == f.kw {
-                // Whole kernel rows: one block per (output, input) channel pair.
-                out.extend_from_slice(&wt[first..first + l.kh * f.kw]);
-                continue;
+        let pairs = f.o * f.c;
+        if let Some((s, len)) = self.segment() {
+            let full = f.kh * f.kw;
+            let mut out = crate::models::fastops::uninit::<T>(pairs * len);
+            for oc in 0..pairs {
+                let (from, to) = (oc * full + s, oc * len);
+                if full <= WINDOW && from + WINDOW <= wt.len() && to + WINDOW <= out.len() {
+                    // Spills past the pair's taps into the next pair's place, which that pair
+                    // then overwrites.
+                    put_window(&mut out[to..], window(&wt[from..]));
+                } else {
+                    out[to..to + len].copy_from_slice(&wt[from..from + len]);
+                }
             }
+            return out;
+        }
+        let mut out = Vec::with_capacity(pairs * l.kh * l.kw);
+        for oc in 0..pairs {
             for i in 0..l.kh {
-                let row = first + i * f.kw + self.at.1;
+                let row = (oc * f.kh + self.at.0 + i) * f.kw + self.at.1;
                 out.extend_from_slice(&wt[row..row + l.kw]);
             }
         }
@@ -74,21 +84,75 @@ impl Crop {
     /// The full weight gradient from the live taps' (zero at the others).
     pub(super) fn weight_grad<T: Elem>(&self, dw: &[T]) -> Vec<T> {
         let (f, l) = (&self.full, &self.live);
-        let mut out = vec![crate::models::fastops::zero::<T>(); f.o * f.c * f.kh * f.kw];
-        for oc in 0..f.o * f.c {
-            let first = (oc * f.kh + self.at.0) * f.kw;
-            let live = &dw[oc * l.kh * l.kw..][..l.kh * l.kw];
-            if l.kw == f.kw {
-                out[first..first + l.kh * f.kw].copy_from_slice(live);
-                continue;
+        let pairs = f.o * f.c;
+        let full = f.kh * f.kw;
+        let zero = crate::models::fastops::zero::<T>();
+        if let Some((s, len)) = self.segment() {
+            let mut out = crate::models::fastops::uninit::<T>(pairs * full);
+            let keep: [bool; WINDOW] = std::array::from_fn(|t| (s..s + len).contains(&t));
+            for oc in 0..pairs {
+                let (from, to) = (oc * len, oc * full);
+                if full <= WINDOW
+                    && from >= s
+                    && from - s + WINDOW <= dw.len()
+                    && to + WINDOW <= out.len()
+                {
+                    // The pair's whole kernel in a window read `s` entries early, so that its
+                    // live taps land at `s..`, the other taps set to zero (the entries past the
+                    // kernel, zeros too, spill into the next pair's place, which that pair then
+                    // overwrites).
+                    let w = window(&dw[from - s..]);
+                    put_window(
+                        &mut out[to..],
+                        std::array::from_fn(|t| if keep[t] { w[t] } else { zero }),
+                    );
+                } else {
+                    let dst = &mut out[to..to + full];
+                    dst.fill(zero);
+                    dst[s..s + len].copy_from_slice(&dw[from..from + len]);
+                }
             }
+            return out;
+        }
+        let mut out = vec![zero; pairs * full];
+        for oc in 0..pairs {
+            let live = &dw[oc * l.kh * l.kw..][..l.kh * l.kw];
             for i in 0..l.kh {
-                let row = first + i * f.kw + self.at.1;
+                let row = (oc * f.kh + self.at.0 + i) * f.kw + self.at.1;
                 out[row..row + l.kw].copy_from_slice(&live[i * l.kw..][..l.kw]);
             }
         }
         out
     }
+
+    /// Where the live taps are one run of each (output, input) channel pair's flattened kernel
+    /// (whole kernel rows live, or a single row): its start and length.
+    fn segment(&self) -> Option<(usize, usize)> {
+        let (f, l) = (&self.full, &self.live);
+        (l.kw == f.kw || l.kh == 1).then_some(((self.at.0 * f.kw) + self.at.1, l.kh * l.kw))
+    }
+}
+
+/// The kernels the networks crop have at most this many taps (1×7, 7×1, 1×3, 3×1): each
+/// (output, input) channel pair's taps are copied as one fixed-size window rather than by a
+/// call to `memcpy` for a few entries (a cropped kernel has thousands of pairs).
+const WINDOW: usize = 8;
+
+/// The first [`WINDOW`] entries of `s`, read as one value: the compiler turns a slice copy
+/// into a call to `memcpy` even at this fixed size, which costs more than the copy.
+#[inline(always)]
+fn window<T: Copy>(s: &[T]) -> [T; WINDOW] {
+    assert!(s.len() >= WINDOW);
+    // SAFETY: `s` has at least WINDOW entries; the read needs no alignment.
+    unsafe { std::ptr::read_unaligned(s.as_ptr().cast::<[T; WINDOW]>()) }
+}
+
+/// Writes `w` over the first [`WINDOW`] entries of `d` (see [`window`]).
+#[inline(always)]
+fn put_window<T: Copy>(d: &mut [T], w: [T; WINDOW]) {
+    assert!(d.len() >= WINDOW);
+    // SAFETY: `d` has at least WINDOW entries; the write needs no alignment.
+    unsafe { std::ptr::write_unaligned(d.as_mut_ptr().cast::<[T; WINDOW]>(), w) }
 }
 
 #[cfg(test)]
@@ -136,5 +200,45 @@ mod tests {
         let b = Geom::new(&[2, 4, 3, 3], &[5, 4, 1, 7], (0, 3), 1).unwrap();
         let c = Crop::of(&b).unwrap();
         assert_eq!((c.live.kw, c.live.pw, c.at), (5, 2, (0, 1)));
+    }
+
+    /// The cropped weight holds exactly the live taps, in order, and the weight gradient puts
+    /// them back with zeros at the others: kernels whose live taps are one run per channel pair
+    /// (copied in windows, a short last pair included) and one with both axes cropped.
+    #[test]
+    fn cropped_weights_and_their_gradients_match_the_definition() {
+        // (input channels, map, outputs, kernel, padding)
+        let cases = [
+            (5, (3, 3), 7, (1, 7), (0, 3)),
+            (6, (3, 3), 4, (7, 1), (3, 0)),
+            (3, (1, 1), 5, (1, 3), (0, 1)),
+            (4, (1, 1), 3, (3, 1), (1, 0)),
+            (2, (1, 1), 3, (3, 3), (1, 1)),
+            (3, (2, 2), 2, (5, 5), (2, 2)),
+            (2, (2, 3), 3, (1, 9), (0, 4)),
+        ];
+        for (c, (h, w), o, (kh, kw), pad) in cases {
+            let g = Geom::new(&[2, c, h, w], &[o, c, kh, kw], pad, 1).unwrap();
+            let crop = Crop::of(&g).unwrap();
+            let (l, at) = (crop.live, crop.at);
+            let what = format!("{c}×{h}×{w}, {o}×{kh}×{kw}");
+            let wt: Vec<f32> = (0..o * c * kh * kw).map(|v| v as f32 + 1.0).collect();
+            let cropped = crop.weight(&wt);
+            let mut want = Vec::new();
+            for pair in 0..o * c {
+                for i in 0..l.kh {
+                    for j in 0..l.kw {
+                        want.push(wt[(pair * kh + at.0 + i) * kw + at.1 + j]);
+                    }
+                }
+            }
+            assert_eq!(cropped, want, "{what}: weight");
+            let back = crop.weight_grad(&cropped);
+            for (e, (&got, &v)) in back.iter().zip(&wt).enumerate() {
+                let (i, j) = (e / kw % kh, e % kw);
+                let live = (at.0..at.0 + l.kh).contains(&i) && (at.1..at.1 + l.kw).contains(&j);
+                assert_eq!(got, if live { v } else { 0.0 }, "{what}: gradient at {e}");
+            }
+        }
     }
 }
