@@ -2,8 +2,8 @@
 
 use super::simd::{channel_lane_sum, masked_channel_sums, wide_fn};
 use super::{
-    blocked, image_blocks, par_chunk_groups, par_map, vec_slice, with_slice, zero, Elem,
-    MIN_TASK_ENTRIES,
+    blocked, f64_entries, image_blocks, par_chunk_groups, par_map, vec_slice, with_slice, zero,
+    Elem, MIN_TASK_ENTRIES,
 };
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, Var};
 use candle_nn::BatchNorm;
@@ -181,8 +181,7 @@ impl BnReluOp {
         let hw = h * w;
         let m = (n * hw) as f64;
         let grad = blocked(grad)?;
-        let gamma_v: Vec<f64> = gamma.to_dtype(DType::F64)?.to_vec1()?;
-        let beta_v: Vec<f64> = beta.to_dtype(DType::F64)?.to_vec1()?;
+        let (gamma_v, beta_v) = (f64_entries(gamma)?, f64_entries(beta)?);
         let ab = self.affine(&gamma_v, &beta_v);
         let (dx, sums) = with_slice::<T, _>(x, |xs, lx| {
             with_slice::<T, _>(&grad, |gs, lg| {
@@ -378,8 +377,10 @@ pub(super) fn prepare(x: &Tensor, bn: &BatchNorm, train: bool) -> Result<Prepare
 
 /// The fused op in evaluation: normalised with the running statistics. Only where [`applies`].
 pub(super) fn evaluation_op(bn: &BatchNorm) -> Result<BnReluOp> {
-    let mean: Vec<f64> = bn.running_mean().to_dtype(DType::F64)?.to_vec1()?;
-    let var: Vec<f64> = bn.running_var().to_dtype(DType::F64)?.to_vec1()?;
+    let (mean, var) = (
+        f64_entries(bn.running_mean())?,
+        f64_entries(bn.running_var())?,
+    );
     Ok(BnReluOp {
         mean,
         invstd: var.iter().map(|v| 1.0 / (v + bn.eps()).sqrt()).collect(),

@@ -71,6 +71,17 @@ pub(crate) fn with_storage<R>(
 }
 
 /// A contiguous rank-1 view of a per-channel parameter.
+/// The entries of a contiguous f32/f64 CPU tensor as f64, read in place: a per-channel
+/// parameter of every BatchNorm, every step, where candle's `to_dtype` and `to_vec1` (two ops,
+/// each a parallel loop) took longer than the backward pass's arithmetic on small maps.
+pub(crate) fn f64_entries(t: &Tensor) -> Result<Vec<f64>> {
+    with_storage(t, |s, l| match s {
+        candle_core::CpuStorage::F32(v) => Ok(vec_slice(v, l)?.iter().map(|&x| x as f64).collect()),
+        candle_core::CpuStorage::F64(v) => vec_slice(v, l),
+        _ => bail!("per-channel parameter: f32 or f64 expected"),
+    })
+}
+
 pub(crate) fn vec_slice<T: Elem>(s: &[T], l: &Layout) -> Result<Vec<T>> {
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(s[a..b].to_vec()),
