@@ -6,7 +6,7 @@
 //! the others is exactly zero.
 
 use super::geom::Geom;
-use crate::models::fastops::Elem;
+use crate::models::fastops::{par_chunks, Elem};
 
 /// The taps `lo..hi` of a kernel of length `k` along one axis that read inside an input of
 /// length `len` for at least one of the `out` outputs of a stride-1 convolution (input index
@@ -59,16 +59,19 @@ impl Crop {
         if let Some((s, len)) = self.segment() {
             let full = f.kh * f.kw;
             let mut out = crate::models::fastops::uninit::<T>(pairs * len);
-            for oc in 0..pairs {
-                let (from, to) = (oc * full + s, oc * len);
-                if full <= WINDOW && from + WINDOW <= wt.len() && to + WINDOW <= out.len() {
-                    // Spills past the pair's taps into the next pair's place, which that pair
-                    // then overwrites.
-                    put_window(&mut out[to..], window(&wt[from..]));
-                } else {
-                    out[to..to + len].copy_from_slice(&wt[from..from + len]);
+            // By output channel over the threads (the weights come from memory, not cache).
+            par_chunks(&mut out, f.c * len, |o, dst| {
+                for c in 0..f.c {
+                    let (from, to) = ((o * f.c + c) * full + s, c * len);
+                    if full <= WINDOW && from + WINDOW <= wt.len() && to + WINDOW <= dst.len() {
+                        // Spills past the pair's taps into the next pair's place, which that
+                        // pair then overwrites.
+                        put_window(&mut dst[to..], window(&wt[from..]));
+                    } else {
+                        dst[to..to + len].copy_from_slice(&wt[from..from + len]);
+                    }
                 }
-            }
+            });
             return out;
         }
         let mut out = Vec::with_capacity(pairs * l.kh * l.kw);
@@ -90,28 +93,30 @@ impl Crop {
         if let Some((s, len)) = self.segment() {
             let mut out = crate::models::fastops::uninit::<T>(pairs * full);
             let keep: [bool; WINDOW] = std::array::from_fn(|t| (s..s + len).contains(&t));
-            for oc in 0..pairs {
-                let (from, to) = (oc * len, oc * full);
-                if full <= WINDOW
-                    && from >= s
-                    && from - s + WINDOW <= dw.len()
-                    && to + WINDOW <= out.len()
-                {
-                    // The pair's whole kernel in a window read `s` entries early, so that its
-                    // live taps land at `s..`, the other taps set to zero (the entries past the
-                    // kernel, zeros too, spill into the next pair's place, which that pair then
-                    // overwrites).
-                    let w = window(&dw[from - s..]);
-                    put_window(
-                        &mut out[to..],
-                        std::array::from_fn(|t| if keep[t] { w[t] } else { zero }),
-                    );
-                } else {
-                    let dst = &mut out[to..to + full];
-                    dst.fill(zero);
-                    dst[s..s + len].copy_from_slice(&dw[from..from + len]);
+            par_chunks(&mut out, f.c * full, |o, dst| {
+                for c in 0..f.c {
+                    let (from, to) = ((o * f.c + c) * len, c * full);
+                    if full <= WINDOW
+                        && from >= s
+                        && from - s + WINDOW <= dw.len()
+                        && to + WINDOW <= dst.len()
+                    {
+                        // The pair's whole kernel in a window read `s` entries early, so that
+                        // its live taps land at `s..`, the other taps set to zero (the entries
+                        // past the kernel, zeros too, spill into the next pair's place, which
+                        // that pair then overwrites).
+                        let w = window(&dw[from - s..]);
+                        put_window(
+                            &mut dst[to..],
+                            std::array::from_fn(|t| if keep[t] { w[t] } else { zero }),
+                        );
+                    } else {
+                        let d = &mut dst[to..to + full];
+                        d.fill(zero);
+                        d[s..s + len].copy_from_slice(&dw[from..from + len]);
+                    }
                 }
-            }
+            });
             return out;
         }
         let mut out = vec![zero; pairs * full];
