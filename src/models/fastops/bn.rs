@@ -1,22 +1,46 @@
-//! BatchNorm followed by ReLU, fused, forward and backward, on N×C×H×W.
+//! BatchNorm followed by ReLU, fused, forward and backward, on N×C×H×W (and in training on a
+//! convolution's output kept as channel rows, C×N×H×W: see [`Arrangement`]).
 
 use super::simd::{channel_lane_sum, masked_channel_sums, wide_fn};
 use super::{
-    blocked, f64_entries, image_blocks, par_chunk_groups, par_map, vec_slice, with_slice, zero,
-    Elem, MIN_TASK_ENTRIES,
+    blocked, f64_entries, image_blocks, par_chunk_groups, par_map, vec_slice, with_slice,
+    with_storage, zero, Elem, MIN_TASK_ENTRIES,
 };
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, Var};
 use candle_nn::BatchNorm;
 
-/// Per-channel mean and biased variance over (N, H, W), accumulated in f64, channel-parallel.
+/// How the BatchNorm's input lies: as N×C×H×W images (`Images`, the offset of the first and
+/// the stride between them), or as channel rows, C×N×H×W (`Rows`: a convolution's whole-batch
+/// product writes its output that way, and the fused node keeps it so in training).
+#[derive(Clone, Copy)]
+pub(super) enum Arrangement {
+    Images((usize, usize)),
+    Rows,
+}
+
+impl Arrangement {
+    /// For channel `ch`: the `(offset, image stride)` that puts its plane of image `i` at
+    /// `offset + i·stride + ch·hw`, where the kernels below look for it.
+    #[inline]
+    fn blocks(self, ch: usize, n: usize, hw: usize) -> (usize, usize) {
+        match self {
+            Arrangement::Images(xb) => xb,
+            // ch·N·hw + i·hw = (ch·(N − 1)·hw) + i·hw + ch·hw
+            Arrangement::Rows => (ch * n.saturating_sub(1) * hw, hw),
+        }
+    }
+}
+
+/// Per-channel mean and biased variance over (N, H, W), accumulated in f64, channel-parallel
+/// (the same sums in the same order for either layout).
 fn batch_stats<T: Elem>(
     x: &[T],
-    xb: (usize, usize),
+    at: Arrangement,
     n: usize,
     c: usize,
     hw: usize,
 ) -> Vec<(f64, f64)> {
-    par_map(c, |ch| channel_stats(x, xb, n, ch, hw))
+    par_map(c, |ch| channel_stats(x, at.blocks(ch, n, hw), n, ch, hw))
 }
 
 wide_fn! {
@@ -178,14 +202,48 @@ impl BnReluOp {
         grad: &Tensor,
     ) -> Result<(Tensor, Tensor, Tensor)> {
         let (n, c, h, w) = x.dims4()?;
+        let xb = with_slice::<T, _>(x, |_, lx| Ok(image_blocks(lx)))?;
+        let xb = xb.expect("checked in the forward pass");
+        let (dx, dgamma, dbeta) =
+            self.gradients::<T>(x, Arrangement::Images(xb), gamma, beta, grad)?;
+        Ok((
+            Tensor::from_vec(dx, (n, c, h, w), x.device())?,
+            dgamma,
+            dbeta,
+        ))
+    }
+
+    /// The gradients for the input kept as channel rows (C×N×H×W, see [`Arrangement`]), the input
+    /// gradient in that layout too (as the convolution's backward pass takes it), and the
+    /// output's gradient `grad` as N×C×H×W images.
+    pub(super) fn backward_rows<T: Elem>(
+        &self,
+        rows: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Vec<T>, Tensor, Tensor)> {
+        self.gradients::<T>(rows, Arrangement::Rows, gamma, beta, grad)
+    }
+
+    /// (input gradient in the input's layout, dγ, dβ); `x` has the dims N×C×H×W for images and
+    /// C×N×H×W for rows.
+    fn gradients<T: Elem>(
+        &self,
+        x: &Tensor,
+        at: Arrangement,
+        gamma: &Tensor,
+        beta: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Vec<T>, Tensor, Tensor)> {
+        let (n, c, h, w) = grad.dims4()?;
         let hw = h * w;
         let m = (n * hw) as f64;
         let grad = blocked(grad)?;
         let (gamma_v, beta_v) = (f64_entries(gamma)?, f64_entries(beta)?);
         let ab = self.affine(&gamma_v, &beta_v);
-        let (dx, sums) = with_slice::<T, _>(x, |xs, lx| {
+        let (dx, sums) = with_slice::<T, _>(x, |xs, _| {
             with_slice::<T, _>(&grad, |gs, lg| {
-                let xb = image_blocks(lx).expect("checked in the forward pass");
                 let gb = image_blocks(lg).expect("made blocked above");
                 let ab_t: Vec<(T, T)> = ab
                     .iter()
@@ -194,6 +252,7 @@ impl BnReluOp {
                 // Σ g and Σ g·x̂ per channel, g the gradient where the pre-activation is ≥ 0
                 // (candle's ReLU passes the gradient at 0).
                 let sums: Vec<(f64, f64)> = par_map(c, |ch| {
+                    let xb = at.blocks(ch, n, hw);
                     let (sg, sgx) =
                         channel_grad_sums(xs, xb, gs, gb, n, ch, hw, ab_t[ch], self.mean[ch]);
                     (sg, sgx * self.invstd[ch])
@@ -222,9 +281,25 @@ impl BnReluOp {
                     })
                     .collect();
                 let mut dx = super::uninit::<T>(n * c * hw);
-                par_chunk_groups(&mut dx, hw, MIN_TASK_ENTRIES, |p0, ds| {
-                    grad_planes(ds, xs, xb, gs, gb, (c, hw), p0, &coef, self.train)
-                });
+                match at {
+                    Arrangement::Images(xb) => {
+                        par_chunk_groups(&mut dx, hw, MIN_TASK_ENTRIES, |p0, ds| {
+                            grad_planes(ds, xs, xb, gs, gb, (c, hw), p0, &coef, self.train)
+                        })
+                    }
+                    // Channel by channel, each as a one-channel tensor of N planes: its row of
+                    // the input and of the gradient written, its planes of `grad`.
+                    Arrangement::Rows => {
+                        par_chunk_groups(&mut dx, n * hw, MIN_TASK_ENTRIES, |c0, ds| {
+                            for (k, row) in ds.chunks_exact_mut(n * hw).enumerate() {
+                                let ch = c0 + k;
+                                let (xr, gr) = ((ch * n * hw, hw), (gb.0 + ch * hw, gb.1));
+                                let one = &coef[ch..ch + 1];
+                                grad_planes(row, xs, xr, gs, gr, (1, hw), 0, one, self.train)
+                            }
+                        })
+                    }
+                }
                 Ok((dx, sums))
             })
         })?;
@@ -232,7 +307,7 @@ impl BnReluOp {
         let dgamma: Vec<T> = sums.iter().map(|s| T::from_f64(s.1)).collect();
         let dbeta: Vec<T> = sums.iter().map(|s| T::from_f64(s.0)).collect();
         Ok((
-            Tensor::from_vec(dx, (n, c, h, w), dev)?,
+            dx,
             Tensor::from_vec(dgamma, c, dev)?,
             Tensor::from_vec(dbeta, c, dev)?,
         ))
@@ -316,54 +391,9 @@ pub(super) fn prepare(x: &Tensor, bn: &BatchNorm, train: bool) -> Result<Prepare
     let (gamma, beta) = bn.weight_and_bias().expect("checked by applies");
     let x = super::tape::same(x, blocked(x)?)?;
     let (n, c, h, w) = x.dims4()?;
-    let eps = bn.eps();
     let op = if train {
-        let stats = match x.dtype() {
-            DType::F32 => with_slice::<f32, _>(&x, |s, l| {
-                Ok(batch_stats(
-                    s,
-                    image_blocks(l).expect("blocked"),
-                    n,
-                    c,
-                    h * w,
-                ))
-            })?,
-            _ => with_slice::<f64, _>(&x, |s, l| {
-                Ok(batch_stats(
-                    s,
-                    image_blocks(l).expect("blocked"),
-                    n,
-                    c,
-                    h * w,
-                ))
-            })?,
-        };
-        // The running update, written as candle's BatchNorm::forward_train writes it.
-        let momentum = bn.momentum();
-        let batch = (n * h * w) as f64;
-        let (rm, rv) = (bn.running_mean(), bn.running_var());
-        if [rm, rv]
-            .iter()
-            .all(|r| super::usable(r) && r.is_contiguous())
-        {
-            rm.inplace_op1(&RunningUpdate {
-                values: stats.iter().map(|s| s.0).collect(),
-                keep: 1.0 - momentum,
-                take: momentum,
-            })?;
-            rv.inplace_op1(&RunningUpdate {
-                values: stats.iter().map(|s| s.1).collect(),
-                keep: 1.0 - momentum,
-                take: momentum * batch / (batch - 1.0),
-            })?;
-        } else {
-            running_update(bn, &stats, x.dtype(), momentum * batch / (batch - 1.0))?;
-        }
-        BnReluOp {
-            mean: stats.iter().map(|s| s.0).collect(),
-            invstd: stats.iter().map(|s| 1.0 / (s.1 + eps).sqrt()).collect(),
-            train: true,
-        }
+        let xb = with_storage(&x, |_, l| Ok(image_blocks(l).expect("blocked")))?;
+        training_op(&x, Arrangement::Images(xb), (n, c, h * w), bn)?
     } else {
         evaluation_op(bn)?
     };
@@ -372,6 +402,58 @@ pub(super) fn prepare(x: &Tensor, bn: &BatchNorm, train: bool) -> Result<Prepare
         gamma: gamma.clone(),
         beta: beta.clone(),
         op,
+    })
+}
+
+/// The op in training for a convolution's output kept as channel rows (C×N×H×W, see
+/// [`Arrangement`]), the running statistics updated: the same statistics, bit for bit, as
+/// [`prepare`] finds in the same values as images.
+pub(super) fn prepare_rows(rows: &Tensor, bn: &BatchNorm) -> Result<BnReluOp> {
+    let (c, n, h, w) = rows.dims4()?;
+    if !rows.is_contiguous() {
+        bail!("bn_relu: channel rows must be contiguous")
+    }
+    training_op(rows, Arrangement::Rows, (n, c, h * w), bn)
+}
+
+/// The batch statistics of `x` (laid out as `at` says), the running statistics updated with
+/// them, and the op that normalises with them.
+fn training_op(
+    x: &Tensor,
+    at: Arrangement,
+    (n, c, hw): (usize, usize, usize),
+    bn: &BatchNorm,
+) -> Result<BnReluOp> {
+    let stats = match x.dtype() {
+        DType::F32 => with_slice::<f32, _>(x, |s, _| Ok(batch_stats(s, at, n, c, hw)))?,
+        _ => with_slice::<f64, _>(x, |s, _| Ok(batch_stats(s, at, n, c, hw)))?,
+    };
+    // The running update, written as candle's BatchNorm::forward_train writes it.
+    let momentum = bn.momentum();
+    let batch = (n * hw) as f64;
+    let (rm, rv) = (bn.running_mean(), bn.running_var());
+    if [rm, rv]
+        .iter()
+        .all(|r| super::usable(r) && r.is_contiguous())
+    {
+        rm.inplace_op1(&RunningUpdate {
+            values: stats.iter().map(|s| s.0).collect(),
+            keep: 1.0 - momentum,
+            take: momentum,
+        })?;
+        rv.inplace_op1(&RunningUpdate {
+            values: stats.iter().map(|s| s.1).collect(),
+            keep: 1.0 - momentum,
+            take: momentum * batch / (batch - 1.0),
+        })?;
+    } else {
+        running_update(bn, &stats, x.dtype(), momentum * batch / (batch - 1.0))?;
+    }
+    let eps = bn.eps();
+    Ok(BnReluOp {
+        mean: stats.iter().map(|s| s.0).collect(),
+        invstd: stats.iter().map(|s| 1.0 / (s.1 + eps).sqrt()).collect(),
+        train: true,
     })
 }
 

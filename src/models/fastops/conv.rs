@@ -168,6 +168,12 @@ fn forward_batched<T: Elem>(
     g: &Geom,
     epi: Epilogue<T>,
 ) -> Vec<T> {
+    let yt = batched_product(x, xb, wt, g);
+    scatter_batch(&yt, g.o, (g.n, g.p()), epi)
+}
+
+/// The whole-batch product: the output as channel rows, `O × (N·P)`.
+fn batched_product<T: Elem>(x: &[T], xb: (usize, usize), wt: &[T], g: &Geom) -> Vec<T> {
     let (k, o, np) = (g.k(), g.o, g.n * g.p());
     let col = if g.pointwise() {
         gather_batch(x, xb, g.c, g)
@@ -186,14 +192,19 @@ fn forward_batched<T: Elem>(
             g.arith,
         )
     };
-    scatter_batch(&yt, o, g, epi)
+    yt
 }
 
 /// Per-image `rows × P` blocks, contiguous, from `rows × (N·P)` (the inverse of
 /// [`gather_batch`]), `epi` applied to each row (channel) as it is copied.
-fn scatter_batch<T: Elem>(src: &[T], rows: usize, g: &Geom, epi: Epilogue<T>) -> Vec<T> {
-    let (p, np) = (g.p(), g.n * g.p());
-    let mut out = super::uninit::<T>(g.n * rows * p);
+fn scatter_batch<T: Elem>(
+    src: &[T],
+    rows: usize,
+    (n, p): (usize, usize),
+    epi: Epilogue<T>,
+) -> Vec<T> {
+    let np = n * p;
+    let mut out = super::uninit::<T>(n * rows * p);
     par_chunks(&mut out, rows * p, |i, block| {
         for r in 0..rows {
             let row = &mut block[r * p..(r + 1) * p];
@@ -222,7 +233,7 @@ fn grad_input_batched<T: Elem>(dyt: &[T], wt: &[T], g: &Geom) -> Vec<T> {
     };
     if g.pointwise() {
         // Each input entry has one column entry: a scatter, no col2im sum.
-        return scatter_batch(&dcol, g.c, g, Epilogue::NONE);
+        return scatter_batch(&dcol, g.c, (g.n, g.p()), Epilogue::NONE);
     }
     let (plane, chw) = (g.h * g.w, g.image_in());
     let t = Taps::of(g);
@@ -530,6 +541,28 @@ fn weight_slice<'a, T: Elem>(s: &'a [T], l: &Layout) -> Result<&'a [T]> {
     }
 }
 
+/// The output gradient the backward pass starts from.
+enum OutGrad<'a, T> {
+    /// N×O×OH×OW images: the slice and its (offset of the first, stride between them).
+    Images(&'a [T], (usize, usize)),
+    /// Channel rows, O × (N·OH·OW).
+    Rows(Vec<T>),
+}
+
+/// Whether the forward pass is one whole-batch product (gather or im2col, product, copy into
+/// images): small maps that neither Winograd nor the 1×1-map path take.
+fn rows_path(g: &Geom) -> bool {
+    batched(g) && !points::applies(g) && winograd::Plan::of(g).is_none()
+}
+
+/// The output as N×O×OH×OW images from channel rows, O×N×OH×OW (see
+/// [`Conv2dOp::forward_rows`]), `max(0, y·a + b)` applied with `ab` (the BatchNorm's scale and
+/// shift of each output channel).
+pub(super) fn rows_to_images<T: Elem>(rows: &[T], dims: &[usize], ab: &[(T, T)]) -> Vec<T> {
+    let (o, n, p) = (dims[0], dims[1], dims[2] * dims[3]);
+    scatter_batch(rows, o, (n, p), Epilogue(Some(ab)))
+}
+
 /// The convolution as a custom op on (input, weight).
 #[derive(Clone, Copy)]
 pub(super) struct Conv2dOp {
@@ -549,10 +582,7 @@ impl Conv2dOp {
         lw: &Layout,
         ab: Option<&[(T, T)]>,
     ) -> Result<(CpuStorage, Shape)> {
-        let g = Geom {
-            arith: self.arith,
-            ..Geom::new(dims_of(lx), dims_of(lw), self.pad, self.stride)?
-        };
+        let g = self.geom(dims_of(lx), dims_of(lw))?;
         let Some(xb) = image_blocks(lx) else {
             bail!("conv2d: input images are not contiguous")
         };
@@ -573,46 +603,117 @@ impl Conv2dOp {
         w: &Tensor,
         grad: &Tensor,
     ) -> Result<(Tensor, Tensor)> {
-        let g = Geom {
-            arith: self.arith,
-            ..Geom::new(x.dims(), w.dims(), self.pad, self.stride)?
-        };
         let grad = blocked(grad)?;
+        with_slice::<T, _>(&grad, |gs, lg| {
+            let db = image_blocks(lg).expect("made blocked above");
+            self.gradients(x, w, OutGrad::Images(gs, db))
+        })
+    }
+
+    /// In training with a BatchNorm after it: the output as channel rows, O×N×OH×OW (each
+    /// output channel's values for the whole batch in one run, the layout its whole-batch
+    /// product writes before the copy into images), where the forward pass takes that path
+    /// (small maps); else `None`. [`rows_to_images`] gives the output, and
+    /// [`Self::backward_rows`] the gradients from the output gradient in the same layout.
+    pub(super) fn forward_rows<T: Elem>(&self, x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
+        let g = self.geom(x.dims(), w.dims())?;
+        let crop = Crop::of(&g);
+        let live = crop.as_ref().map_or(&g, |c| &c.live);
+        if !rows_path(live) {
+            return Ok(None);
+        }
+        let _span = super::profile::span(super::profile::Kind::ConvForward);
+        let yt = with_slice::<T, _>(x, |xs, lx| {
+            with_slice::<T, _>(w, |ws, lw| {
+                let Some(xb) = image_blocks(lx) else {
+                    bail!("conv2d: input images are not contiguous")
+                };
+                let wt = weight_slice(ws, lw)?;
+                let cropped = crop.as_ref().map(|c| c.weight(wt));
+                Ok(batched_product(
+                    xs,
+                    xb,
+                    cropped.as_deref().unwrap_or(wt),
+                    live,
+                ))
+            })
+        })?;
+        Tensor::from_vec(yt, (g.o, g.n, g.oh, g.ow), x.device()).map(Some)
+    }
+
+    /// The input and weight gradients from the output gradient as channel rows (`dyt`, laid
+    /// out as [`Self::forward_rows`]'s output).
+    pub(super) fn backward_rows<T: Elem>(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        dyt: Vec<T>,
+    ) -> Result<(Tensor, Tensor)> {
+        self.gradients(x, w, OutGrad::Rows(dyt))
+    }
+
+    fn geom(&self, x: &[usize], w: &[usize]) -> Result<Geom> {
+        Ok(Geom {
+            arith: self.arith,
+            ..Geom::new(x, w, self.pad, self.stride)?
+        })
+    }
+
+    fn gradients<T: Elem>(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        out: OutGrad<T>,
+    ) -> Result<(Tensor, Tensor)> {
+        let g = self.geom(x.dims(), w.dims())?;
         let (dx, dw) = with_slice::<T, _>(x, |xs, lx| {
             with_slice::<T, _>(w, |ws, lw| {
-                with_slice::<T, _>(&grad, |gs, lg| {
-                    let xb = image_blocks(lx).expect("checked in the forward pass");
-                    let db = image_blocks(lg).expect("made blocked above");
-                    let ws = weight_slice(ws, lw)?;
-                    use super::profile::{span, Kind};
-                    let crop = Crop::of(&g);
-                    let live = crop.as_ref().map_or(&g, |c| &c.live);
-                    let cropped = crop.as_ref().map(|c| c.weight(ws));
-                    let wl = cropped.as_deref().unwrap_or(ws);
-                    let wino = winograd::Plan::of(live);
-                    // Small maps: the output gradient gathered once, for both gradients.
-                    let (dyt, dx) = {
-                        let _span = span(Kind::ConvInputGradient);
-                        let dyt = (batched(live) && !points::applies(live) && wino.is_none())
-                            .then(|| gather_batch(gs, db, live.o, live));
-                        let dx = match &dyt {
-                            Some(dyt) => grad_input_batched(dyt, wl, live),
-                            None => grad_input(gs, db, wl, live),
+                let xb = image_blocks(lx).expect("checked in the forward pass");
+                let ws = weight_slice(ws, lw)?;
+                use super::profile::{span, Kind};
+                let crop = Crop::of(&g);
+                let live = crop.as_ref().map_or(&g, |c| &c.live);
+                let cropped = crop.as_ref().map(|c| c.weight(ws));
+                let wl = cropped.as_deref().unwrap_or(ws);
+                let images = match &out {
+                    OutGrad::Images(gs, db) => Some((*gs, *db)),
+                    OutGrad::Rows(_) => None,
+                };
+                // Small maps: the output gradient as channel rows (gathered once, or given),
+                // for both gradients.
+                let input_span = span(Kind::ConvInputGradient);
+                let dyt = match out {
+                    OutGrad::Rows(dyt) if rows_path(live) => Some(dyt),
+                    OutGrad::Rows(_) => bail!("conv2d: an output gradient as rows off that path"),
+                    OutGrad::Images(gs, db) => {
+                        rows_path(live).then(|| gather_batch(gs, db, live.o, live))
+                    }
+                };
+                let dw = match (dyt, images) {
+                    (Some(dyt), _) => {
+                        let dx = grad_input_batched(&dyt, wl, live);
+                        drop(input_span);
+                        let _span = span(Kind::ConvWeightGradient);
+                        (dx, grad_weight_batched(xs, xb, &dyt, live))
+                    }
+                    (None, Some((gs, db))) => {
+                        let dx = grad_input(gs, db, wl, live);
+                        drop(input_span);
+                        let _span = span(Kind::ConvWeightGradient);
+                        let dw = match winograd::Plan::of(live) {
+                            Some(plan) => winograd::grad_weight(xs, xb, gs, db, live, &plan),
+                            None => grad_weight(xs, xb, gs, db, live),
                         };
-                        (dyt, dx)
-                    };
-                    let _span = span(Kind::ConvWeightGradient);
-                    let dw = match (&dyt, &wino) {
-                        (Some(dyt), _) => grad_weight_batched(xs, xb, dyt, live),
-                        (None, Some(plan)) => winograd::grad_weight(xs, xb, gs, db, live, plan),
-                        (None, None) => grad_weight(xs, xb, gs, db, live),
-                    };
-                    let dw = match &crop {
-                        Some(c) => c.weight_grad(&dw),
-                        None => dw,
-                    };
-                    Ok((dx, dw))
-                })
+                        (dx, dw)
+                    }
+                    (None, None) => unreachable!("rows take the whole-batch path"),
+                };
+                let (dx, dw) = dw;
+                let dw = match &crop {
+                    Some(c) => c.weight_grad(&dw),
+                    None => dw,
+                };
+                Ok((dx, dw))
             })
         })?;
         let dev = x.device();

@@ -3,7 +3,13 @@
 //! In training, as two nodes, candle's backward pass gives the convolution's output its own
 //! gradient entry: a tensor of zeros the size of the output, the BatchNorm's input gradient
 //! added to it into a third buffer, then the convolution's backward. As one node, the
-//! BatchNorm's input gradient goes straight into the convolution's backward. In evaluation the
+//! BatchNorm's input gradient goes straight into the convolution's backward. On small maps,
+//! where the convolution is one product over the whole batch, the node keeps the product's
+//! output as it comes, in channel rows (C×N×H×W): the statistics are read there, the output is
+//! written into images with BatchNorm and ReLU applied as it is copied out, and the backward
+//! pass writes the BatchNorm's input gradient in rows, which the convolution's backward takes
+//! as it is (before, a copy into images each way, and a pass of its own for BatchNorm + ReLU).
+//! In evaluation the
 //! node's forward pass is the convolution with the BatchNorm (running statistics) and ReLU
 //! applied to its outputs as they are written (no pass of their own over the output, no second
 //! buffer). The arithmetic is the two ops' (the same functions on the same values), so results
@@ -32,39 +38,61 @@ pub fn conv_bn_relu(
     };
     let x = tape::same(x, super::blocked(x)?)?;
     let w = tape::same(weight, weight.contiguous()?)?;
-    let (op, gamma, beta) = match train {
+    let (gamma, beta) = bn.weight_and_bias().expect("checked by applies");
+    let op = match train {
         true => {
             // The convolution outside the graph (its output gives the batch statistics): the
-            // fused node stands for it.
-            let y = x.detach().apply_op2(&w.detach(), conv)?;
-            let p = bn::prepare(&y, bn, train)?;
-            let op = ConvBnReluOp {
-                conv,
-                bn: p.op,
-                y: Some(p.x),
+            // fused node stands for it. Small maps keep it as the channel rows the whole-batch
+            // product writes (no copy into images, and the BatchNorm's input gradient goes
+            // back in that layout).
+            let (xd, wd) = (x.detach(), w.detach());
+            let rows = match x.dtype() {
+                DType::F32 => conv.forward_rows::<f32>(&xd, &wd)?,
+                _ => conv.forward_rows::<f64>(&xd, &wd)?,
             };
-            (op, p.gamma, p.beta)
+            match rows {
+                Some(rows) => ConvBnReluOp {
+                    conv,
+                    bn: bn::prepare_rows(&rows, bn)?,
+                    y: Kept::Rows(rows),
+                },
+                None => {
+                    let y = xd.apply_op2(&wd, conv)?;
+                    let p = bn::prepare(&y, bn, train)?;
+                    ConvBnReluOp {
+                        conv,
+                        bn: p.op,
+                        y: Kept::Images(p.x),
+                    }
+                }
+            }
         }
-        false => {
-            let (gamma, beta) = bn.weight_and_bias().expect("checked by applies");
-            let op = ConvBnReluOp {
-                conv,
-                bn: bn::evaluation_op(bn)?,
-                y: None,
-            };
-            (op, gamma.clone(), beta.clone())
-        }
+        false => ConvBnReluOp {
+            conv,
+            bn: bn::evaluation_op(bn)?,
+            y: Kept::Nothing,
+        },
     };
-    let params = tape::cat(&[&gamma, &beta], 0)?;
+    let params = tape::cat(&[gamma, beta], 0)?;
     tape::apply3(&x, &w, &params, op)
 }
 
-/// The fused node on (input, weight, [γ; β]); `y` is the convolution's output where it was
-/// computed before the node was made (training), else the node computes it (evaluation).
+/// The fused node on (input, weight, [γ; β]).
 struct ConvBnReluOp {
     conv: Conv2dOp,
     bn: BnReluOp,
-    y: Option<Tensor>,
+    y: Kept,
+}
+
+/// The convolution's output as the node keeps it.
+enum Kept {
+    /// Training: N×O×OH×OW images, computed before the node was made.
+    Images(Tensor),
+    /// Training on small maps: O×N×OH×OW channel rows ([`Conv2dOp::forward_rows`]).
+    Rows(Tensor),
+    /// Evaluation: the node computes the convolution itself, BatchNorm and ReLU applied to
+    /// its outputs as they are written, and keeps nothing.
+    Nothing,
 }
 
 impl ConvBnReluOp {
@@ -78,13 +106,22 @@ impl ConvBnReluOp {
         let params = vec_slice(params, lp)?;
         let (gamma, beta) = params.split_at(params.len() / 2);
         match &self.y {
-            Some(y) => {
+            Kept::Images(y) => {
                 let _span = span(Kind::BnReluForward);
                 with_storage(y, |ys, ly| {
                     self.bn.run(ys.as_slice::<T>()?, ly, gamma, beta)
                 })
             }
-            None => {
+            Kept::Rows(rows) => {
+                let _span = span(Kind::BnReluForward);
+                let ab = self.bn.affine_of(gamma, beta);
+                let (o, n, oh, ow) = rows.dims4()?;
+                with_storage(rows, |rs, _| {
+                    let y = conv::rows_to_images(rs.as_slice::<T>()?, rows.dims(), &ab);
+                    Ok((T::to_cpu_storage_owned(y), Shape::from((n, o, oh, ow))))
+                })
+            }
+            Kept::Nothing => {
                 let _span = span(Kind::ConvForward);
                 let ab = self.bn.affine_of(gamma, beta);
                 self.conv.run::<T>(x, lx, w, lw, Some(&ab))
@@ -99,20 +136,33 @@ impl ConvBnReluOp {
         params: &Tensor,
         grad: &Tensor,
     ) -> Result<(Tensor, Tensor, Tensor)> {
-        // In evaluation the convolution's output was not kept: the backward pass (rare there)
-        // computes it again.
-        let y = match &self.y {
-            Some(y) => y.clone(),
-            None => x.detach().apply_op2(&w.detach(), self.conv)?,
-        };
         let c = params.dim(0)? / 2;
         let params = params.detach();
         let (gamma, beta) = (params.narrow(0, 0, c)?, params.narrow(0, c, c)?);
-        let (dy, dgamma, dbeta) = {
-            let _span = span(Kind::BnReluBackward);
-            self.bn.backward::<T>(&y, &gamma, &beta, grad)?
+        let (dx, dw, dgamma, dbeta) = match &self.y {
+            Kept::Rows(rows) => {
+                let (dyt, dgamma, dbeta) = {
+                    let _span = span(Kind::BnReluBackward);
+                    self.bn.backward_rows::<T>(rows, &gamma, &beta, grad)?
+                };
+                let (dx, dw) = self.conv.backward_rows::<T>(x, w, dyt)?;
+                (dx, dw, dgamma, dbeta)
+            }
+            kept => {
+                // In evaluation the convolution's output was not kept: the backward pass (rare
+                // there) computes it again.
+                let y = match kept {
+                    Kept::Images(y) => y.clone(),
+                    _ => x.detach().apply_op2(&w.detach(), self.conv)?,
+                };
+                let (dy, dgamma, dbeta) = {
+                    let _span = span(Kind::BnReluBackward);
+                    self.bn.backward::<T>(&y, &gamma, &beta, grad)?
+                };
+                let (dx, dw) = self.conv.backward::<T>(x, w, &dy)?;
+                (dx, dw, dgamma, dbeta)
+            }
         };
-        let (dx, dw) = self.conv.backward::<T>(x, w, &dy)?;
         Ok((dx, dw, Tensor::cat(&[&dgamma, &dbeta], 0)?))
     }
 }
