@@ -103,6 +103,15 @@ wide_fn! {
 }
 
 wide_fn! {
+    /// `y = max(0, x·a + b)`, over outputs of one channel.
+    pub(super) fn relu_affine_copy<T: Elem>(ys: &mut [T], xs: &[T], ab: (T, T)) -> () {
+        for (y, &x) in ys.iter_mut().zip(xs) {
+            *y = relu_affine(x, ab);
+        }
+    }
+}
+
+wide_fn! {
     /// `y = max(0, y·a + b)` in place, over outputs of one channel.
     pub(super) fn relu_affine_in_place<T: Elem>(ys: &mut [T], ab: (T, T)) -> () {
         for y in ys.iter_mut() {

@@ -208,8 +208,7 @@ fn scatter_batch<T: Elem>(
     par_chunks(&mut out, rows * p, |i, block| {
         for r in 0..rows {
             let row = &mut block[r * p..(r + 1) * p];
-            row.copy_from_slice(&src[r * np + i * p..][..p]);
-            epi.channel(r, row);
+            epi.channel_from(r, row, &src[r * np + i * p..][..p]);
         }
     });
     out

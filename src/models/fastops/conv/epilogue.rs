@@ -3,7 +3,7 @@
 //! with `(a, b)` of the output's channel, while the outputs are still in cache. The arithmetic is
 //! [`super::super::bn_relu`]'s own function, so the results are the two ops' bit for bit.
 
-use super::super::bn::relu_affine_in_place;
+use super::super::bn::{relu_affine_copy, relu_affine_in_place};
 use super::super::Elem;
 
 /// `None`: outputs as computed; `Some(ab)`: `max(0, y·a + b)`, `ab[o]` for output channel `o`.
@@ -18,6 +18,15 @@ impl<T: Elem> Epilogue<'_, T> {
     pub(crate) fn channel(&self, o: usize, ys: &mut [T]) {
         if let Some(ab) = self.0 {
             relu_affine_in_place(ys, ab[o]);
+        }
+    }
+
+    /// Channel `o`'s outputs `src` written to `ys`.
+    #[inline]
+    pub(crate) fn channel_from(&self, o: usize, ys: &mut [T], src: &[T]) {
+        match self.0 {
+            Some(ab) => relu_affine_copy(ys, src, ab[o]),
+            None => ys.copy_from_slice(src),
         }
     }
 
