@@ -133,9 +133,22 @@ fn col2im_add<T: Elem>(col: &[T], g: &Geom, taps: &Taps, oh0: usize, rows: usize
 /// image, the GEMM would be too narrow to pay for packing the weights.
 const BATCHED_MAX_P: usize = 400;
 
+/// Pointwise convolutions of maps at least this large (OH·OW) run image by image even under
+/// [`BATCHED_MAX_P`]: each image's C×P block is already its GEMM operand and the output lands
+/// where it belongs, while the whole-batch GEMM first gathers the input into C × (N·P) and then
+/// copies its output back into images, and at full width (hundreds to thousands of channels)
+/// those copies cost more than the wider GEMM saves. Evaluation at 299 px, batch 8, per layer
+/// (forward, ms a pass over the blocks): Inception-ResNet-v2's 1088→320 at 17×17 114 → 98,
+/// 384→1088 122 → 110, 2080→384 at 8×8 27.5 → 21.8; Inception-v4's 1024→896 at 17×17 92 → 86,
+/// 1536→256 at 8×8 8.7 → 6.8; whole passes, three alternated runs: Inception-ResNet-v2
+/// 9.6 / 10.3 / 10.2 → 10.5 / 10.7 / 11.1 crops/s, Inception-v4 and Inception-v3 even; training
+/// at 75, 107 and 299 px even. At the CIFAR-10 scale (maps of 1, 9 and 49 outputs) nothing
+/// changes.
+const POINTWISE_IMAGE_MIN_P: usize = 64;
+
 /// Uses the whole-batch GEMM.
 fn batched(g: &Geom) -> bool {
-    g.p() <= BATCHED_MAX_P && g.n > 1
+    g.p() <= BATCHED_MAX_P && g.n > 1 && !(g.pointwise() && g.p() >= POINTWISE_IMAGE_MIN_P)
 }
 
 /// im2col of the whole batch: `K × (N·P)`, column `n·P + t`; channel-parallel.
