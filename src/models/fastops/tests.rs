@@ -256,36 +256,63 @@ fn pointwise_on_1x1_maps_takes_channel_slices() {
     }
 }
 
+/// `fast` against `reference` on a channel slice of a larger variable (as a branch of a
+/// concatenation takes its input), each output concatenated with `extra` other channels (before
+/// it with `extra_first`) ahead of the loss, so that the gradient arriving is a channel slice
+/// too: the outputs and the variable's gradients compared.
+fn check_on_channel_slices(
+    what: &str,
+    (n, c, hw): (usize, usize, (usize, usize)),
+    (extra, extra_first): (usize, bool),
+    fast: impl Fn(&Tensor) -> Tensor,
+    reference: impl Fn(&Tensor) -> Tensor,
+) {
+    let dev = Device::Cpu;
+    let shape = (n, c + 3, hw.0, hw.1);
+    let big = Var::from_tensor(&Tensor::randn(0f64, 1., shape, &dev).unwrap()).unwrap();
+    let x = big.as_tensor().narrow(1, 2, c).unwrap();
+    let (fast, stock) = (fast(&x), reference(&x));
+    close(&format!("{what} forward"), &fast, &stock, 1e-12);
+    let (oh, ow) = (stock.dim(2).unwrap(), stock.dim(3).unwrap());
+    let other = Tensor::randn(0f64, 1., (n, extra, oh, ow), &dev).unwrap();
+    let loss = |y: &Tensor| {
+        let parts = if extra_first {
+            [&other, y]
+        } else {
+            [y, &other]
+        };
+        Tensor::cat(&parts, 1)
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+    };
+    let (gf, gs) = (
+        loss(&fast).backward().unwrap(),
+        loss(&stock).backward().unwrap(),
+    );
+    close(
+        &format!("{what} dx"),
+        gf.get(big.as_tensor()).unwrap(),
+        gs.get(big.as_tensor()).unwrap(),
+        1e-12,
+    );
+}
+
 /// The input may be a channel slice of a larger tensor (as a branch of a concatenation is), and
 /// the gradient arriving may be one too.
 #[test]
 fn conv_takes_channel_slices() {
     // Small maps (im2col), and maps large enough for Winograd (the output gradient a slice too).
     for (n, c, hw, o) in [(3, 4, (6, 5), 6), (4, 32, (36, 34), 32)] {
-        let dev = Device::Cpu;
-        let shape = (n, c + 3, hw.0, hw.1);
-        let big = Var::from_tensor(&Tensor::randn(0f64, 1., shape, &dev).unwrap()).unwrap();
-        let x = big.as_tensor().narrow(1, 2, c).unwrap();
-        let wt = Tensor::randn(0f64, 1., (o, c, 3, 3), &dev).unwrap();
-        let fast = conv2d(&x, &wt, (1, 1), 1).unwrap();
-        let stock = stock_conv2d(&x, &wt, (1, 1), 1).unwrap();
-        close("slice forward", &fast, &stock, 1e-12);
-        let other = Tensor::randn(0f64, 1., (n, 2, hw.0, hw.1), &dev).unwrap();
-        let loss = |y: &Tensor| {
-            Tensor::cat(&[y, &other], 1)
-                .unwrap()
-                .sqr()
-                .unwrap()
-                .sum_all()
-                .unwrap()
-        };
-        let gf = loss(&fast).backward().unwrap();
-        let gs = loss(&stock).backward().unwrap();
-        close(
-            "slice dx",
-            gf.get(big.as_tensor()).unwrap(),
-            gs.get(big.as_tensor()).unwrap(),
-            1e-12,
+        let wt = Tensor::randn(0f64, 1., (o, c, 3, 3), &Device::Cpu).unwrap();
+        check_on_channel_slices(
+            &format!("conv on {n}×{c}×{}×{}", hw.0, hw.1),
+            (n, c, hw),
+            (2, false),
+            |x| conv2d(x, &wt, (1, 1), 1).unwrap(),
+            |x| stock_conv2d(x, &wt, (1, 1), 1).unwrap(),
         );
     }
 }
@@ -295,7 +322,6 @@ fn conv_takes_channel_slices() {
 /// where an average pool is the identity or a scaling).
 #[test]
 fn pools_take_channel_slices() {
-    let dev = Device::Cpu;
     for (n, c, hw) in [
         (3, 4, (1, 1)),
         (2, 5, (3, 3)),
@@ -313,34 +339,16 @@ fn pools_take_channel_slices() {
             if pool.kind == PoolKind::Max && hw.0 < 3 {
                 continue;
             }
-            let shape = (n, c + 3, hw.0, hw.1);
-            let big = Var::from_tensor(&Tensor::randn(0f64, 1., shape, &dev).unwrap()).unwrap();
-            let x = big.as_tensor().narrow(1, 2, c).unwrap();
-            let fast = match pool.kind {
-                PoolKind::Max => max_pool(&x, pool.kernel, pool.stride).unwrap(),
-                k => avg_pool_same(&x, pool.padding, k == PoolKind::AvgIncludePad).unwrap(),
-            };
-            // (candle's own pooling takes contiguous inputs only)
-            let stock = pool.stock_forward(&x.contiguous().unwrap()).unwrap();
-            let what = format!("{pool:?} on {n}×{c}×{}×{}", hw.0, hw.1);
-            close(&format!("{what} forward"), &fast, &stock, 1e-12);
-            let (oh, ow) = (stock.dim(2).unwrap(), stock.dim(3).unwrap());
-            let other = Tensor::randn(0f64, 1., (n, 1 + i, oh, ow), &dev).unwrap();
-            let loss = |y: &Tensor| {
-                Tensor::cat(&[&other, y], 1)
-                    .unwrap()
-                    .sqr()
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-            };
-            let gf = loss(&fast).backward().unwrap();
-            let gs = loss(&stock).backward().unwrap();
-            close(
-                &format!("{what} dx"),
-                gf.get(big.as_tensor()).unwrap(),
-                gs.get(big.as_tensor()).unwrap(),
-                1e-12,
+            check_on_channel_slices(
+                &format!("{pool:?} on {n}×{c}×{}×{}", hw.0, hw.1),
+                (n, c, hw),
+                (1 + i, true),
+                |x| match pool.kind {
+                    PoolKind::Max => max_pool(x, pool.kernel, pool.stride).unwrap(),
+                    k => avg_pool_same(x, pool.padding, k == PoolKind::AvgIncludePad).unwrap(),
+                },
+                // (candle's own pooling takes contiguous inputs only)
+                |x| pool.stock_forward(&x.contiguous().unwrap()).unwrap(),
             );
         }
     }
