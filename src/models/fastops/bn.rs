@@ -3,8 +3,8 @@
 
 use super::simd::{channel_lane_sum, masked_channel_sums, wide_fn};
 use super::{
-    blocked, f64_entries, image_blocks, par_chunk_groups, par_map, vec_slice, with_slice,
-    with_storage, zero, Elem, MIN_TASK_ENTRIES,
+    blocked, f64_entries, image_blocks, par_chunk_groups, par_map, vec_slice, with_slice, zero,
+    Elem, MIN_TASK_ENTRIES,
 };
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, Var};
 use candle_nn::BatchNorm;
@@ -211,8 +211,7 @@ impl BnReluOp {
         grad: &Tensor,
     ) -> Result<(Tensor, Tensor, Tensor)> {
         let (n, c, h, w) = x.dims4()?;
-        let xb = with_slice::<T, _>(x, |_, lx| Ok(image_blocks(lx)))?;
-        let xb = xb.expect("checked in the forward pass");
+        let xb = image_blocks(x.layout()).expect("checked in the forward pass");
         let (dx, dgamma, dbeta) =
             self.gradients::<T>(x, Arrangement::Images(xb), gamma, beta, grad)?;
         Ok((
@@ -401,7 +400,7 @@ pub(super) fn prepare(x: &Tensor, bn: &BatchNorm, train: bool) -> Result<Prepare
     let x = super::tape::same(x, blocked(x)?)?;
     let (n, c, h, w) = x.dims4()?;
     let op = if train {
-        let xb = with_storage(&x, |_, l| Ok(image_blocks(l).expect("blocked")))?;
+        let xb = image_blocks(x.layout()).expect("blocked above");
         training_op(&x, Arrangement::Images(xb), (n, c, h * w), bn)?
     } else {
         evaluation_op(bn)?
