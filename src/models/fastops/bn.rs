@@ -3,8 +3,8 @@
 
 use super::simd::{channel_lane_sum, masked_channel_sums, wide_fn};
 use super::{
-    blocked, f64_entries, image_blocks, par_chunk_groups, par_map, vec_slice, with_slice, zero,
-    Elem, MIN_TASK_ENTRIES,
+    blocked, f64_entries, image_blocks, par_chunk_groups, par_map, plane, vec_slice, with_slice,
+    zero, Elem, MIN_TASK_ENTRIES,
 };
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, Var};
 use candle_nn::BatchNorm;
@@ -69,12 +69,6 @@ wide_fn! {
     ) -> (f64, f64) {
         masked_channel_sums(xs, xb, gs, gb, n, (ch, hw), ab, mean)
     }
-}
-
-/// Plane `p` (image `p / c`, channel `p % c`) of `x`, whose image `i` starts at `xb.0 + i·xb.1`.
-#[inline(always)]
-fn plane<T>(x: &[T], xb: (usize, usize), c: usize, hw: usize, p: usize) -> &[T] {
-    &x[xb.0 + (p / c) * xb.1 + (p % c) * hw..][..hw]
 }
 
 /// `max(0, v·a + b)`, the product rounded before the sum: the one formula of the forward pass,

@@ -67,7 +67,8 @@ pub(crate) use parallel::{
 pub use pool::{avg_pool_same, max_pool};
 pub use residual::scaled_residual;
 pub(crate) use storage::{
-    blocked, f64_entries, image_blocks, uninit, vec_slice, with_slice, with_storage, zero, Elem,
+    blocked, f64_entries, image_blocks, plane, uninit, vec_slice, with_slice, with_storage, zero,
+    Elem,
 };
 pub(crate) use switch::device_paths;
 pub use switch::{

@@ -1,6 +1,8 @@
 //! Pooling by direct loops over each plane, with backward passes.
 
-use super::{blocked, image_blocks, par_chunk_groups, with_slice, zero, Elem, MIN_TASK_ENTRIES};
+use super::{
+    blocked, image_blocks, par_chunk_groups, plane, with_slice, zero, Elem, MIN_TASK_ENTRIES,
+};
 use candle_core::{bail, CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 
 /// The planes of an N×C×H×W tensor whose images are contiguous blocks (a channel slice of a
@@ -30,7 +32,7 @@ impl<'a, T> Planes<'a, T> {
     /// Plane `p` (image `p / C`, channel `p % C`).
     #[inline(always)]
     fn get(&self, p: usize) -> &'a [T] {
-        &self.s[self.at.0 + (p / self.c) * self.at.1 + (p % self.c) * self.hw..][..self.hw]
+        plane(self.s, self.at, self.c, self.hw, p)
     }
 }
 
@@ -254,7 +256,7 @@ impl CustomOp1 for AvgPoolOp {
 
 /// Where the avg pool's divisors go: after the box sum (forward), or before it (backward, whose
 /// window is the same: `dx = box_sum(dy / count)`).
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 enum Scale {
     AfterSum,
     BeforeSum,

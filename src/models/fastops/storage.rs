@@ -41,6 +41,13 @@ pub(crate) fn image_blocks(l: &Layout) -> Option<(usize, usize)> {
     Some((l.start_offset(), batch_stride))
 }
 
+/// Plane `p` (image `p / c`, channel `p % c`) of planes of `hw` entries whose image `i` starts
+/// at `xb.0 + i·xb.1` (as [`image_blocks`] gives them).
+#[inline(always)]
+pub(crate) fn plane<T>(x: &[T], xb: (usize, usize), c: usize, hw: usize, p: usize) -> &[T] {
+    &x[xb.0 + (p / c) * xb.1 + (p % c) * hw..][..hw]
+}
+
 /// `t` itself when its images are contiguous blocks, else a contiguous copy.
 pub(crate) fn blocked(t: &Tensor) -> Result<Tensor> {
     if image_blocks(t.layout()).is_some() {
@@ -70,7 +77,6 @@ pub(crate) fn with_storage<R>(
     }
 }
 
-/// A contiguous rank-1 view of a per-channel parameter.
 /// The entries of a contiguous f32/f64 CPU tensor as f64, read in place: a per-channel
 /// parameter of every BatchNorm, every step, where candle's `to_dtype` and `to_vec1` (two ops,
 /// each a parallel loop) took longer than the backward pass's arithmetic on small maps.
@@ -82,6 +88,7 @@ pub(crate) fn f64_entries(t: &Tensor) -> Result<Vec<f64>> {
     })
 }
 
+/// A contiguous rank-1 view of a per-channel parameter.
 pub(crate) fn vec_slice<T: Elem>(s: &[T], l: &Layout) -> Result<Vec<T>> {
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(s[a..b].to_vec()),
