@@ -58,15 +58,8 @@ fn dense_mut<'a, T>(s: &'a mut [T], l: &Layout) -> Result<&'a mut [T]> {
 
 /// `f(dst_chunk, offset)` over chunks of `dst`, in parallel (the last one may be shorter).
 fn chunked<T: Elem>(dst: &mut [T], f: impl Fn(&mut [T], usize) + Sync + Send) {
-    let n = dst.len();
-    let len = chunk_len(n);
-    let base = fastops::SyncPtr(dst.as_mut_ptr());
-    fastops::par_items(n.div_ceil(len), |i| {
-        let (off, b) = (i * len, &base);
-        // SAFETY: the chunks `off..off + len` (clipped to `n`) are disjoint and inside `dst`.
-        let chunk = unsafe { std::slice::from_raw_parts_mut(b.0.add(off), len.min(n - off)) };
-        f(chunk, off)
-    });
+    let len = chunk_len(dst.len());
+    fastops::par_chunks(dst, len, |i, chunk| f(chunk, i * len));
 }
 
 /// The chunk length [`chunked`] splits `n` elements into: one chunk per thread, between

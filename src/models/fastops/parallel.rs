@@ -76,7 +76,8 @@ pub(crate) fn par_items(n: usize, f: impl Fn(usize) + Sync + Send) {
     }
 }
 
-/// `f(i, chunk_i)` over consecutive chunks of `len` entries of `out`, in parallel.
+/// `f(i, chunk_i)` over consecutive chunks of `len` entries of `out`, in parallel (the last one
+/// shorter where `len` does not divide `out`).
 pub(crate) fn par_chunks<T: Send>(
     out: &mut [T],
     len: usize,
@@ -85,12 +86,14 @@ pub(crate) fn par_chunks<T: Send>(
     if len == 0 {
         return;
     }
-    let n = out.len() / len;
+    let total = out.len();
     let base = SyncPtr(out.as_mut_ptr());
-    par_items(n, |i| {
+    par_items(total.div_ceil(len), |i| {
         let b = &base;
-        // Chunks are disjoint and each index is visited once.
-        let chunk = unsafe { std::slice::from_raw_parts_mut(b.0.add(i * len), len) };
+        let start = i * len;
+        // Chunks are disjoint, inside `out`, and each index is visited once.
+        let chunk =
+            unsafe { std::slice::from_raw_parts_mut(b.0.add(start), len.min(total - start)) };
         f(i, chunk)
     });
 }
