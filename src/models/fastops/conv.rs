@@ -6,6 +6,7 @@ mod epilogue;
 mod gather;
 mod geom;
 mod matmul;
+mod packed;
 mod phases;
 mod points;
 mod shift;

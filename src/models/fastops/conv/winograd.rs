@@ -23,11 +23,12 @@
 
 use gemm::Parallelism;
 
-use super::super::simd::wide_fn;
+use super::super::simd::{as_f32, as_f32_mut, wide_fn};
 use super::super::{par_items, par_map, sum_in_order, threads, uninit, zero, Elem, SyncPtr};
 use super::epilogue::Epilogue;
 use super::geom::{Arith, Geom};
 use super::matmul::mm;
+use super::packed::{self, PackedLhs};
 use super::phases;
 
 /// Whether Winograd's convolutions are in use: `REPRO_WINOGRAD` unset or anything but `0`/`off`.
@@ -135,6 +136,12 @@ const BLOCK_ELEMS: usize = 1 << 19;
 /// whose blocks already held 64 tiles unchanged).
 const MIN_BLOCK_TILES: usize = 64;
 
+/// [`MIN_BLOCK_TILES`] where the kernel's points are packed once per pass
+/// ([`super::packed`]): a block needs only enough tiles to fill the micro-kernel's strips of 48
+/// columns (Inception-v4 at 299 px, batch 8, its Winograd convolutions a pass, three alternated
+/// runs: 105–111 ms with 48, 110–118 with 16, 109–114 with 96).
+const MIN_PACKED_BLOCK_TILES: usize = 48;
+
 /// Fewest tiles (over the batch) a convolution goes through Winograd with: the kernel's
 /// transform and the packing of its points cost as much per kernel entry as a few hundred tiles'
 /// products save (Inception-C's 8×8 maps at batch 8, 32 tiles of 4×4, ran 1.3× slower).
@@ -214,13 +221,19 @@ impl Plan {
 
     /// The tile rows (over all images: row `n·th + i` is image `n`'s `i`-th) split into blocks
     /// whose transformed operands, `C` and `O` channels at every point, fit [`BLOCK_ELEMS`] unless
-    /// that leaves fewer than [`MIN_BLOCK_TILES`] tiles, and into at least as many blocks as
-    /// threads where there are enough rows.
-    fn blocks(&self, g: &Geom) -> Blocks {
+    /// that leaves fewer than [`MIN_BLOCK_TILES`] tiles ([`MIN_PACKED_BLOCK_TILES`] where the
+    /// kernel's points are `packed`), and into at least as many blocks as threads where there
+    /// are enough rows.
+    fn blocks(&self, g: &Geom, packed: bool) -> Blocks {
         let rows = g.n * self.th;
         let per_row = self.points() * (g.c + g.o) * self.tw;
+        let min_tiles = if packed {
+            MIN_PACKED_BLOCK_TILES
+        } else {
+            MIN_BLOCK_TILES
+        };
         let per = (BLOCK_ELEMS / per_row.max(1))
-            .max(MIN_BLOCK_TILES.div_ceil(self.tw))
+            .max(min_tiles.div_ceil(self.tw))
             .clamp(1, rows.div_ceil(threads()).max(1))
             .min(rows);
         Blocks { rows, per }
@@ -693,9 +706,22 @@ pub(super) fn forward<T: Elem>(
     let u = plan.kernel_points(wt, g);
     let mut y = uninit::<T>(g.n * g.o * g.p());
     let yp = SyncPtr(y.as_mut_ptr());
-    let blocks = plan.blocks(g);
-    let par = gemm_par(blocks.count());
     let (pts, c, o) = (plan.points(), g.c, g.o);
+    // Where the packed product runs (f32, AVX-512F, a block per thread at least), the kernel's
+    // points are packed once for every block, and the blocks can be small.
+    let small = plan.blocks(g, true);
+    let packed: Option<Vec<PackedLhs>> = as_f32(&u)
+        .filter(|_| packed::available() && small.count() >= threads())
+        .map(|u| {
+            par_map(pts, |p| {
+                PackedLhs::pack(&u[p * o * c..][..o * c], (o, c), c)
+            })
+        });
+    let blocks = match packed {
+        Some(_) => small,
+        None => plan.blocks(g, false),
+    };
+    let par = gemm_par(blocks.count());
     par_items(blocks.count(), |b| {
         let rows = blocks.rows(b);
         let tb = rows.len() * plan.tw;
@@ -703,6 +729,20 @@ pub(super) fn forward<T: Elem>(
         plan.input_points(x, xb, g, rows.clone(), &mut v);
         let mut mp = uninit::<T>(pts * o * tb);
         for p in 0..pts {
+            if let (Some(packed), Some(v), Some(mp)) = (&packed, as_f32(&v), as_f32_mut(&mut mp)) {
+                // SAFETY: the CPU runs it (`packed` is made only then); point p's matrices lie
+                // inside v (C × tb) and mp (O × tb).
+                unsafe {
+                    packed::product(
+                        &packed[p],
+                        tb,
+                        (v[p * c * tb..].as_ptr(), tb),
+                        (mp[p * o * tb..].as_mut_ptr(), tb),
+                        false,
+                    )
+                };
+                continue;
+            }
             // SAFETY: point p's matrices lie inside u, v and mp.
             unsafe {
                 mm(
@@ -742,7 +782,7 @@ pub(super) fn grad_weight<T: Elem>(
     CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     // The weight gradient's algorithm: F(r, m) on each axis (same points, same Bᵀ).
     let (gh, gw) = (Axis::new(g.kh, plan.h.m), Axis::new(g.kw, plan.w.m));
-    let blocks = plan.blocks(g);
+    let blocks = plan.blocks(g, false);
     let groups = threads().min(blocks.count()).max(1);
     let par = gemm_par(groups);
     let (pts, c, o) = (plan.points(), g.c, g.o);
