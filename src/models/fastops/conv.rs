@@ -864,13 +864,8 @@ mod unit {
     /// `⟨im2col(x), c⟩ = ⟨x, col2im(c)⟩` for every basis vector `x` of the plane.
     #[test]
     fn im2col_matches_its_definition_and_col2im_its_transpose() {
-        let mut seed = 11u64;
-        let mut next = |n: usize| {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (seed >> 33) as usize % n
-        };
+        let mut rng = crate::models::fastops::testing::Lcg(11);
+        let mut next = |n: usize| rng.below(n);
         for case in 0..400 {
             let (kh, kw) = (1 + next(7), 1 + next(7));
             let s = 1 + next(2);

@@ -54,6 +54,8 @@ mod storage;
 mod switch;
 mod tape;
 #[cfg(test)]
+mod testing;
+#[cfg(test)]
 mod tests;
 
 pub use bn::bn_relu;

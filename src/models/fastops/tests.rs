@@ -8,22 +8,8 @@ use super::bn::{bn_relu, stock_bn_relu};
 use super::conv::conv2d;
 use super::pool::{avg_pool_same, max_pool};
 use super::residual::{scaled_residual, stock_scaled_residual};
+use super::testing::Lcg;
 use crate::models::pool::{Pool2d, PoolKind};
-
-/// A small deterministic generator for the shapes.
-struct Lcg(u64);
-impl Lcg {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 33) as usize) % n
-    }
-    fn pick<T: Copy>(&mut self, v: &[T]) -> T {
-        v[self.below(v.len())]
-    }
-}
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     crate::numeric::max_abs_diff(a, b).unwrap()

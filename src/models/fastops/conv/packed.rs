@@ -221,13 +221,8 @@ mod tests {
             eprintln!("skipped: this CPU has no AVX-512F");
             return;
         }
-        let mut seed = 7u64;
-        let mut next = || {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        };
+        let mut rng = crate::models::fastops::testing::Lcg(7);
+        let mut next = || rng.f32_within(1.0);
         for &(m, n, k) in &[
             (1, 1, 1),
             (8, 48, 192),

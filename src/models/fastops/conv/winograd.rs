@@ -861,12 +861,7 @@ fn gemm_par(tasks: usize) -> Parallelism {
 mod tests {
     use super::*;
 
-    fn lcg(seed: &mut u64) -> f64 {
-        *seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((*seed >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
-    }
+    use crate::models::fastops::testing::Lcg;
 
     /// Each axis's F(m, r) computes the correlation `y_i = Σ_k g_k d_{i+k}` exactly on small
     /// integers (the transforms' entries are dyadic or have small denominators).
@@ -903,9 +898,9 @@ mod tests {
     /// and `g64` against the generic row-by-row product on random rows (f64).
     #[test]
     fn dedicated_passes_are_the_derived_matrices() {
-        let mut seed = 3u64;
+        let mut rng = Lcg(3);
         let (len, stride) = (37, 41);
-        let src: Vec<f64> = (0..8 * stride).map(|_| lcg(&mut seed)).collect();
+        let src: Vec<f64> = (0..8 * stride).map(|_| rng.f64_unit()).collect();
         let generic = |mat: &[f64], outs: usize, ins: usize| -> Vec<f64> {
             let mut d = vec![0.0; outs * stride];
             for i in 0..outs {
@@ -978,11 +973,11 @@ mod tests {
         (y, dw)
     }
 
-    fn check<T: Elem>(g: &Geom, tol: f64, seed: &mut u64) {
+    fn check<T: Elem>(g: &Geom, tol: f64, rng: &mut Lcg) {
         let plan = Plan::new(g).expect("planned");
-        let x: Vec<f64> = (0..g.n * g.image_in()).map(|_| lcg(seed)).collect();
-        let wt: Vec<f64> = (0..g.o * g.k()).map(|_| lcg(seed)).collect();
-        let dy: Vec<f64> = (0..g.n * g.o * g.p()).map(|_| lcg(seed)).collect();
+        let x: Vec<f64> = (0..g.n * g.image_in()).map(|_| rng.f64_unit()).collect();
+        let wt: Vec<f64> = (0..g.o * g.k()).map(|_| rng.f64_unit()).collect();
+        let dy: Vec<f64> = (0..g.n * g.o * g.p()).map(|_| rng.f64_unit()).collect();
         let (y_ref, dw_ref) = reference(&x, &wt, &dy, g);
         let cast = |v: &[f64]| v.iter().map(|&e| T::from_f64(e)).collect::<Vec<T>>();
         let (xt, wtt, dyt) = (cast(&x), cast(&wt), cast(&dy));
@@ -1029,8 +1024,8 @@ mod tests {
     /// tiles, several images and channels; f64 to 1e-13 and f32 to 1e-5 of the terms' scale.
     #[test]
     fn matches_the_definition() {
-        let mut seed = 5u64;
-        let pick = |n: usize, s: &mut u64| ((lcg(s) + 1.0) * 0.5 * n as f64) as usize % n;
+        let mut rng = Lcg(5);
+        let pick = |n: usize, r: &mut Lcg| ((r.f64_unit() + 1.0) * 0.5 * n as f64) as usize % n;
         let kernels = [
             (3, 3),
             (5, 5),
@@ -1048,13 +1043,13 @@ mod tests {
             let (ph, pw) = match case % 3 {
                 0 => (kh / 2, kw / 2),
                 1 => (0, 0),
-                _ => (pick(kh, &mut seed), pick(kw, &mut seed)),
+                _ => (pick(kh, &mut rng), pick(kw, &mut rng)),
             };
-            let (h, w) = (1 + pick(13, &mut seed), 1 + pick(13, &mut seed));
+            let (h, w) = (1 + pick(13, &mut rng), 1 + pick(13, &mut rng));
             let (n, c, o) = (
-                1 + pick(3, &mut seed),
-                1 + pick(6, &mut seed),
-                1 + pick(6, &mut seed),
+                1 + pick(3, &mut rng),
+                1 + pick(6, &mut rng),
+                1 + pick(6, &mut rng),
             );
             let Ok(g) = Geom::new(&[n, c, h, w], &[o, c, kh, kw], (ph, pw), 1) else {
                 continue;
@@ -1063,8 +1058,8 @@ mod tests {
                 continue;
             }
             planned += 1;
-            check::<f64>(&g, 1e-13, &mut seed);
-            check::<f32>(&g, 1e-5, &mut seed);
+            check::<f64>(&g, 1e-13, &mut rng);
+            check::<f32>(&g, 1e-5, &mut rng);
         }
         assert!(planned > 60, "only {planned} shapes planned");
     }
