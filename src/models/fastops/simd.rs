@@ -10,6 +10,17 @@
 
 use super::Elem;
 
+/// Lanes `0..n` of a 16-lane AVX-512 mask (all for n ≥ 16).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(crate) fn first_lanes(n: usize) -> std::arch::x86_64::__mmask16 {
+    if n >= 16 {
+        !0
+    } else {
+        ((1u32 << n) - 1) as std::arch::x86_64::__mmask16
+    }
+}
+
 /// Whether this CPU runs AVX2 and FMA (the test is cached by the standard library).
 #[cfg(target_arch = "x86_64")]
 #[inline]

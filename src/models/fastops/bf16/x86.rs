@@ -4,6 +4,7 @@
 
 use std::arch::x86_64::*;
 
+use super::super::simd::first_lanes;
 use super::scheme::{DstTile, Scheme};
 
 /// Broadcast tile: MR rows × NR columns, 2·MR zmm accumulators.
@@ -40,15 +41,6 @@ pub(super) static DOT: Scheme = Scheme {
     simd_pack: true,
     tile: dot_tile,
 };
-
-/// Lanes `0..n` of a 16-lane mask (all for n ≥ 16).
-fn first_lanes(n: usize) -> __mmask16 {
-    if n >= 16 {
-        !0
-    } else {
-        ((1u32 << n) - 1) as __mmask16
-    }
-}
 
 #[inline]
 fn as_bf16(v: __m512i) -> __m512bh {

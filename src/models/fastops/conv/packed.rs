@@ -93,15 +93,7 @@ pub(super) unsafe fn product(
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::*;
-
-    /// Lanes `0..n` of a 16-lane mask (all for n ≥ 16).
-    fn first_lanes(n: usize) -> __mmask16 {
-        if n >= 16 {
-            !0
-        } else {
-            ((1u32 << n) - 1) as __mmask16
-        }
-    }
+    use crate::models::fastops::simd::first_lanes;
 
     /// [`super::product`], compiled for AVX-512F.
     #[target_feature(enable = "avx512f")]
