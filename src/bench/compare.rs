@@ -1,5 +1,6 @@
 //! `repro bench compare`: training images/s (or evaluation crops/s, `--mode eval`) of repro and
-//! of PyTorch + timm (f32, and bf16 autocast) on this machine in one command, the two sides
+//! of PyTorch + timm (f32, and bf16 autocast; timm's NCHW layout, and channels-last) on this
+//! machine in one command, the two sides
 //! alternating round by round, for each network at each scale; the medians, their ratios and
 //! each side's share of the CPU's f32 peak ([`super::peak`]).
 
@@ -7,7 +8,7 @@ use clap::Args;
 use serde::Serialize;
 
 use super::peak::{CpuInfo, Peak};
-use super::torch_side::{TorchRequest, TorchSide, TorchVersion};
+use super::torch_side::{Layout, TorchRequest, TorchSide, TorchVariant, TorchVersion};
 use super::{emit, eval_timing, median, model_config, train_timing, BenchOptions, Mode};
 use crate::models::{summarize, Arch};
 
@@ -30,7 +31,8 @@ pub struct CompareOptions {
     /// building a network are slower while its memory is first touched).
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,
-    /// Rounds: each times repro, then PyTorch in each precision; the medians are over all rounds.
+    /// Rounds: each times repro, then PyTorch in each precision and layout; the medians are over
+    /// all rounds.
     #[arg(long, default_value_t = 2)]
     pub rounds: usize,
     /// The Python with torch and timm (default: $REPRO_PYTHON, else python3).
@@ -39,6 +41,11 @@ pub struct CompareOptions {
     /// PyTorch's precisions: f32, bf16 (autocast: convolutions and matrix products in bf16).
     #[arg(long, value_delimiter = ',', default_value = "f32,bf16")]
     pub torch_precisions: Vec<String>,
+    /// PyTorch's memory layouts, each timed in each precision: nchw (timm's default, the
+    /// ratios' reference), channels-last (`torch.channels_last`, in which oneDNN's convolutions
+    /// need no conversion of their input and output).
+    #[arg(long, value_delimiter = ',', default_value = "nchw")]
+    pub torch_layouts: Vec<String>,
     /// repro's precision: f32, or bf16 (convolutions with bf16 operands and f32 sums; on the
     /// CPU it needs AVX512-BF16).
     #[arg(long, default_value = "f32")]
@@ -114,6 +121,9 @@ pub struct Side {
     /// "repro" or "pytorch".
     pub side: &'static str,
     pub precision: String,
+    /// PyTorch's layout (absent for repro's side).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layout: Option<Layout>,
     /// Every timed step of every round, milliseconds.
     pub step_ms: Vec<f64>,
     /// Images/s at the median step (NaN when it failed).
@@ -126,6 +136,20 @@ pub struct Side {
     pub peak_share: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+impl Side {
+    /// "repro", or PyTorch's configuration as [`TorchVariant::label`] has it.
+    fn label(&self) -> String {
+        match self.layout {
+            None => self.precision.clone(),
+            Some(layout) => TorchVariant {
+                precision: self.precision.clone(),
+                layout,
+            }
+            .label(),
+        }
+    }
 }
 
 /// The comparison of one network at one scale: the summary line of `repro bench compare`.
@@ -141,7 +165,8 @@ pub struct Comparison {
     pub gflop_per_image: f64,
     pub repro: Side,
     pub pytorch: Vec<Side>,
-    /// repro's images/s ÷ PyTorch's, per PyTorch precision (NaN where a side failed).
+    /// repro's images/s ÷ PyTorch's, per PyTorch precision and layout (the label of
+    /// [`TorchVariant::label`]; NaN where a side failed).
     pub ratios: Vec<(String, f64)>,
 }
 
@@ -169,6 +194,8 @@ struct Round<'a> {
     round: usize,
     side: &'static str,
     precision: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    layout: Option<Layout>,
     step_ms: &'a [f64],
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
@@ -191,15 +218,30 @@ fn scales(o: &CompareOptions) -> Result<Vec<Scale>, String> {
     o.scales.iter().map(|s| Scale::parse(s)).collect()
 }
 
-/// Checks the options before anything runs.
-pub fn validate(o: &CompareOptions) -> Result<(), String> {
-    archs(o)?;
-    scales(o)?;
+/// PyTorch's configurations: each precision in each layout, in the order given.
+fn variants(o: &CompareOptions) -> Result<Vec<TorchVariant>, String> {
+    let mut out = Vec::new();
     for p in &o.torch_precisions {
         if p != "f32" && p != "bf16" {
             return Err(format!("--torch-precisions: `{p}` is not f32 or bf16"));
         }
+        for l in &o.torch_layouts {
+            let layout = Layout::parse(l)
+                .ok_or_else(|| format!("--torch-layouts: `{l}` is not nchw or channels-last"))?;
+            out.push(TorchVariant {
+                precision: p.clone(),
+                layout,
+            });
+        }
     }
+    Ok(out)
+}
+
+/// Checks the options before anything runs.
+pub fn validate(o: &CompareOptions) -> Result<(), String> {
+    archs(o)?;
+    scales(o)?;
+    variants(o)?;
     match o.precision.as_str() {
         "f32" => {}
         "bf16" => crate::device::check_precision(
@@ -215,14 +257,40 @@ pub fn validate(o: &CompareOptions) -> Result<(), String> {
     }
 }
 
-fn side(name: &'static str, precision: &str, rounds: Vec<Vec<f64>>, s: &Scale, flop: f64) -> Side {
+/// Which configuration a side ran: repro's precision, or one of PyTorch's variants.
+struct Ran<'a> {
+    side: &'static str,
+    precision: &'a str,
+    layout: Option<Layout>,
+}
+
+impl<'a> Ran<'a> {
+    fn repro(precision: &'a str) -> Self {
+        Self {
+            side: "repro",
+            precision,
+            layout: None,
+        }
+    }
+
+    fn pytorch(v: &'a TorchVariant) -> Self {
+        Self {
+            side: "pytorch",
+            precision: &v.precision,
+            layout: Some(v.layout),
+        }
+    }
+}
+
+fn side(ran: Ran, rounds: Vec<Vec<f64>>, s: &Scale, flop: f64) -> Side {
     let per_s = |ms: &[f64]| s.batch as f64 * 1e3 / median(ms);
     let round_median_per_s = rounds.iter().map(|r| per_s(r)).collect();
     let step_ms: Vec<f64> = rounds.concat();
     let per_s = per_s(&step_ms);
     Side {
-        side: name,
-        precision: precision.into(),
+        side: ran.side,
+        precision: ran.precision.into(),
+        layout: ran.layout,
         step_ms,
         median_per_s: per_s,
         round_median_per_s,
@@ -232,10 +300,11 @@ fn side(name: &'static str, precision: &str, rounds: Vec<Vec<f64>>, s: &Scale, f
     }
 }
 
-fn failed(name: &'static str, precision: &str, error: String) -> Side {
+fn failed(ran: Ran, error: String) -> Side {
     Side {
-        side: name,
-        precision: precision.into(),
+        side: ran.side,
+        precision: ran.precision.into(),
+        layout: ran.layout,
         step_ms: Vec::new(),
         median_per_s: f64::NAN,
         round_median_per_s: Vec::new(),
@@ -334,20 +403,21 @@ fn compare_one(
         .unwrap_or(f64::NAN);
     // Each side's timed steps, round by round.
     let mut ours: Rounds = Ok(Vec::new());
-    let mut theirs: Vec<(String, Rounds)> = o
-        .torch_precisions
-        .iter()
-        .map(|p| (p.clone(), Ok(Vec::new())))
+    let mut theirs: Vec<(TorchVariant, Rounds)> = variants(o)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|v| (v, Ok(Vec::new())))
         .collect();
-    let announce = |round, side, precision: &str, r: &Result<Vec<f64>, String>| {
+    let announce = |round, ran: Ran, r: &Result<Vec<f64>, String>| {
         emit(&Round {
             kind: "compare_round",
             mode: o.mode,
             model: arch.name(),
             scale: &scale.name,
             round,
-            side,
-            precision,
+            side: ran.side,
+            precision: ran.precision,
+            layout: ran.layout,
             step_ms: r.as_deref().unwrap_or(&[]),
             error: r.as_ref().err().map(|e| e.as_str()),
         })
@@ -359,7 +429,7 @@ fn compare_one(
                 Mode::Eval => eval_timing(arch, &bench, &mut |_| {}),
             }
             .map(|t| t.step_ms);
-            announce(round, "repro", &o.precision, &r);
+            announce(round, Ran::repro(&o.precision), &r);
             match r {
                 Ok(ms) => all.push(ms),
                 Err(e) => ours = Err(e),
@@ -368,7 +438,7 @@ fn compare_one(
         let Some(t) = torch.as_deref_mut() else {
             continue;
         };
-        for (precision, result) in theirs.iter_mut() {
+        for (variant, result) in theirs.iter_mut() {
             let Ok(all) = result else { continue };
             let r = match arch.has_timm_weights() {
                 true => t.measure(&TorchRequest {
@@ -380,11 +450,12 @@ fn compare_one(
                     classes: scale.classes,
                     steps: o.steps,
                     warmup: o.warmup,
-                    precision,
+                    precision: &variant.precision,
+                    channels_last: variant.layout == Layout::ChannelsLast,
                 }),
                 false => Err("timm has no such network".into()),
             };
-            announce(round, "pytorch", precision, &r);
+            announce(round, Ran::pytorch(variant), &r);
             match r {
                 Ok(ms) => all.push(ms),
                 Err(e) => *result = Err(e),
@@ -398,24 +469,24 @@ fn compare_one(
         s
     };
     let repro = with_share(match ours {
-        Ok(ms) => side("repro", &o.precision, ms, scale, flop),
-        Err(e) => failed("repro", &o.precision, e),
+        Ok(ms) => side(Ran::repro(&o.precision), ms, scale, flop),
+        Err(e) => failed(Ran::repro(&o.precision), e),
     });
     let pytorch: Vec<Side> = match torch {
         None => Vec::new(),
         Some(_) => theirs
-            .into_iter()
-            .map(|(p, r)| {
+            .iter()
+            .map(|(v, r)| {
                 with_share(match r {
-                    Ok(ms) => side("pytorch", &p, ms, scale, flop),
-                    Err(e) => failed("pytorch", &p, e),
+                    Ok(ms) => side(Ran::pytorch(v), ms.clone(), scale, flop),
+                    Err(e) => failed(Ran::pytorch(v), e.clone()),
                 })
             })
             .collect(),
     };
     let ratios = pytorch
         .iter()
-        .map(|t| (t.precision.clone(), repro.median_per_s / t.median_per_s))
+        .map(|t| (t.label(), repro.median_per_s / t.median_per_s))
         .collect();
     Comparison {
         kind: "compare",
@@ -472,16 +543,21 @@ pub fn table(
         None => s += "f32 peak unknown: /proc/cpuinfo unreadable\n",
     }
     s += &format!("{}\n", mode.flop_count());
-    let precisions: Vec<String> = rows
+    let columns: Vec<String> = rows
         .first()
-        .map(|r| r.pytorch.iter().map(|p| p.precision.clone()).collect())
+        .map(|r| {
+            r.pytorch
+                .iter()
+                .map(|p| format!("torch {}", p.label()))
+                .collect()
+        })
         .unwrap_or_default();
     let mut head = format!(
         "{:<20} {:<40} {:>9} {:>7}",
         "network", "scale", "repro/s", "%peak"
     );
-    for p in &precisions {
-        head += &format!(" {:>9} {:>7} {:>7}", format!("torch {p}"), "%peak", "ratio");
+    for c in &columns {
+        head += &format!(" {c:>9} {:>7} {:>7}", "%peak", "ratio");
     }
     s += &head;
     s += "\n";
@@ -493,12 +569,13 @@ pub fn table(
             cell(r.repro.median_per_s, 1),
             percent(r.repro.peak_share)
         );
-        for (t, (_, ratio)) in r.pytorch.iter().zip(&r.ratios) {
+        for ((t, (_, ratio)), c) in r.pytorch.iter().zip(&r.ratios).zip(&columns) {
             line += &format!(
-                " {:>9} {:>7} {:>7}",
+                " {:>w$} {:>7} {:>7}",
                 cell(t.median_per_s, 1),
                 percent(t.peak_share),
-                cell(*ratio, 2)
+                cell(*ratio, 2),
+                w = c.chars().count().max(9)
             );
         }
         s += &line;
@@ -508,16 +585,16 @@ pub fn table(
             .chain(&r.pytorch)
             .filter_map(|x| x.error.as_ref().map(|e| (x, e)))
         {
-            s += &format!("  {} {} failed: {}\n", e.0.side, e.0.precision, e.1);
+            s += &format!("  {} {} failed: {}\n", e.0.side, e.0.label(), e.1);
         }
     }
     let ours = rows.first().map_or("f32", |r| r.repro.precision.as_str());
     s += &match mode {
         Mode::Train => format!(
-            "ratio: repro's images/s ÷ PyTorch's in that precision (repro trains in {ours})\n"
+            "ratio: repro's images/s ÷ PyTorch's in that precision and layout (repro trains in {ours})\n"
         ),
         Mode::Eval => format!(
-            "ratio: repro's crops/s ÷ PyTorch's in that precision (repro evaluates in {ours})\n"
+            "ratio: repro's crops/s ÷ PyTorch's in that precision and layout (repro evaluates in {ours})\n"
         ),
     };
     for w in unsteady(rows) {
@@ -547,7 +624,7 @@ fn unsteady(rows: &[Comparison]) -> Vec<String> {
                     r.model,
                     r.scale.name,
                     side.side,
-                    side.precision,
+                    side.label(),
                     lo,
                     hi,
                     r.mode.unit(),
@@ -593,6 +670,7 @@ mod tests {
             rounds: 2,
             python: Some("/nonexistent/python".into()),
             torch_precisions: vec!["f32".into(), "bf16".into()],
+            torch_layouts: vec!["nchw".into()],
             precision: "f32".into(),
             seed: 0,
         };
@@ -632,6 +710,10 @@ mod tests {
     #[test]
     fn rounds_far_apart_are_reported() {
         let scale = Scale::parse("mini").unwrap();
+        let f32 = TorchVariant {
+            precision: "f32".into(),
+            layout: Layout::Nchw,
+        };
         let row = |repro: Vec<Vec<f64>>, torch: Vec<Vec<f64>>| Comparison {
             kind: "compare",
             mode: Mode::Train,
@@ -639,8 +721,8 @@ mod tests {
             scale: scale.clone(),
             threads: 2,
             gflop_per_image: 1.0,
-            repro: side("repro", "f32", repro, &scale, 1.0),
-            pytorch: vec![side("pytorch", "f32", torch, &scale, 1.0)],
+            repro: side(Ran::repro("f32"), repro, &scale, 1.0),
+            pytorch: vec![side(Ran::pytorch(&f32), torch, &scale, 1.0)],
             ratios: Vec::new(),
         };
         // 32 images in 100 ms is 320 images/s; in 200 ms, 160.
@@ -668,6 +750,102 @@ mod tests {
         assert!(unsteady(&[one_round]).is_empty());
     }
 
+    /// Each PyTorch precision is timed in each layout, in the order given; the table has a
+    /// column and a ratio for each, and the JSON lines say the layout of PyTorch's sides only.
+    #[test]
+    fn pytorch_runs_each_precision_in_each_layout() {
+        let o = CompareOptions {
+            mode: Mode::Eval,
+            models: None,
+            scales: vec!["299".into()],
+            steps: 1,
+            warmup: 0,
+            rounds: 1,
+            python: None,
+            torch_precisions: vec!["f32".into(), "bf16".into()],
+            torch_layouts: vec!["nchw".into(), "channels-last".into()],
+            precision: "f32".into(),
+            seed: 0,
+        };
+        let labels: Vec<String> = variants(&o).unwrap().iter().map(|v| v.label()).collect();
+        assert_eq!(
+            labels,
+            ["f32", "f32 channels-last", "bf16", "bf16 channels-last"]
+        );
+        let scale = Scale::parse("299").unwrap();
+        let vs = variants(&o).unwrap();
+        // 8 crops in 1,000 ms and in 500 ms: 8 and 16 crops/s.
+        let pytorch = vec![
+            side(Ran::pytorch(&vs[0]), vec![vec![1000.0]], &scale, 1.0),
+            side(Ran::pytorch(&vs[1]), vec![vec![500.0]], &scale, 1.0),
+        ];
+        let repro = side(Ran::repro("f32"), vec![vec![800.0]], &scale, 1.0);
+        let row = Comparison {
+            kind: "compare",
+            mode: Mode::Eval,
+            model: "inception_v4".into(),
+            scale: scale.clone(),
+            threads: 2,
+            gflop_per_image: 1.0,
+            ratios: pytorch
+                .iter()
+                .map(|t| (t.label(), repro.median_per_s / t.median_per_s))
+                .collect(),
+            repro,
+            pytorch,
+        };
+        let json = serde_json::to_value(&row).unwrap();
+        assert_eq!(json["pytorch"][1]["layout"], "channels-last");
+        assert_eq!(json["pytorch"][0]["layout"], "nchw");
+        assert!(json["repro"].get("layout").is_none(), "{json}");
+        assert_eq!(json["ratios"][1][0], "f32 channels-last");
+        let text = table(std::slice::from_ref(&row), "Test CPU", 2, None, None);
+        let head = text.lines().find(|l| l.starts_with("network")).unwrap();
+        assert!(head.contains("torch f32 ") && head.contains("torch f32 channels-last"));
+        // 10 crops/s against 8 and 16: 1.25 and 0.62 (0.625 rounded to even), in that order.
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("inception_v4"))
+            .unwrap();
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(
+            &cells[cells.len() - 6..],
+            ["8.0", "-", "1.25", "16.0", "-", "0.62"]
+        );
+        assert!(text.contains("in that precision and layout"), "{text}");
+    }
+
+    /// With a Python that has torch and timm ($REPRO_PYTHON, else python3), the PyTorch side
+    /// runs a forward pass in each layout and says it ran in the one asked; without one the
+    /// test says so and passes.
+    #[test]
+    fn the_pytorch_side_runs_in_the_layout_asked() {
+        let python = std::env::var("REPRO_PYTHON").unwrap_or_else(|_| "python3".into());
+        let mut torch = match TorchSide::start(&python, 1) {
+            Ok(t) => t,
+            Err(why) => {
+                eprintln!("skipped: no PyTorch side ({why})");
+                return;
+            }
+        };
+        for channels_last in [false, true] {
+            let ms = torch.measure(&TorchRequest {
+                mode: Mode::Eval,
+                model: "inception_v3",
+                size: 75,
+                batch: 2,
+                width: 0.25,
+                classes: 10,
+                steps: 2,
+                warmup: 0,
+                precision: "f32",
+                channels_last,
+            });
+            let ms = ms.unwrap_or_else(|e| panic!("channels_last {channels_last}: {e}"));
+            assert!(ms.len() == 2 && ms.iter().all(|&t| t > 0.0), "{ms:?}");
+        }
+    }
+
     #[test]
     fn bad_options_are_refused_before_running() {
         let mut o = CompareOptions {
@@ -679,12 +857,19 @@ mod tests {
             rounds: 1,
             python: None,
             torch_precisions: vec!["f16".into()],
+            torch_layouts: vec!["nchw".into()],
             precision: "f32".into(),
             seed: 0,
         };
         assert!(validate(&o).unwrap_err().contains("f16"));
         o.torch_precisions = vec!["bf16".into()];
         assert!(validate(&o).is_ok());
+        o.torch_layouts = vec!["nchw".into(), "nhwc".into()];
+        assert_eq!(
+            validate(&o).unwrap_err(),
+            "--torch-layouts: `nhwc` is not nchw or channels-last"
+        );
+        o.torch_layouts = vec!["nchw".into()];
         o.precision = "tf32".into();
         assert_eq!(
             validate(&o).unwrap_err(),

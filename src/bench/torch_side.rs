@@ -34,11 +34,54 @@ pub struct TorchRequest<'a> {
     pub warmup: usize,
     /// "f32" or "bf16" (autocast).
     pub precision: &'a str,
+    /// The model and its input in `torch.channels_last` instead of timm's NCHW.
+    pub channels_last: bool,
+}
+
+/// One PyTorch configuration timed against repro: a precision in a memory layout.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TorchVariant {
+    /// "f32" or "bf16" (autocast).
+    pub precision: String,
+    pub layout: Layout,
+}
+
+/// PyTorch's memory layout of the model and its input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Layout {
+    /// timm's default: PyTorch converts each oneDNN convolution's input and output.
+    Nchw,
+    /// `torch.channels_last`: oneDNN's convolutions read and write the tensors as they lie.
+    ChannelsLast,
+}
+
+impl Layout {
+    /// `nchw` or `channels-last`, as `--torch-layouts` takes them.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "nchw" => Some(Self::Nchw),
+            "channels-last" => Some(Self::ChannelsLast),
+            _ => None,
+        }
+    }
+}
+
+impl TorchVariant {
+    /// For tables and JSON lines: "f32", "bf16", "f32 channels-last".
+    pub fn label(&self) -> String {
+        match self.layout {
+            Layout::Nchw => self.precision.clone(),
+            Layout::ChannelsLast => format!("{} channels-last", self.precision),
+        }
+    }
 }
 
 #[derive(Deserialize)]
 struct Answer {
     step_ms: Option<Vec<f64>>,
+    /// The layout of the input it ran on ("nchw", "channels-last"), from its strides.
+    layout: Option<String>,
     error: Option<String>,
 }
 
@@ -116,7 +159,16 @@ impl TorchSide {
         }
         let a: Answer = serde_json::from_str(&answer)
             .map_err(|e| format!("unreadable answer from the PyTorch side ({e}): {answer}"))?;
+        let asked = match request.channels_last {
+            true => "channels-last",
+            false => "nchw",
+        };
         match (a.step_ms, a.error) {
+            (Some(_), _) if a.layout.as_deref() != Some(asked) => Err(format!(
+                "the PyTorch side ran in layout {}, not {asked} as asked \
+                 (is tools/bench_timm_train.py older than this repro?)",
+                a.layout.as_deref().unwrap_or("unknown")
+            )),
             (Some(ms), _) if !ms.is_empty() => Ok(ms),
             (_, Some(e)) => Err(e),
             _ => Err("the PyTorch side timed no step".into()),
