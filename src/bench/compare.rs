@@ -41,8 +41,8 @@ pub struct CompareOptions {
     /// PyTorch's precisions: f32, bf16 (autocast: convolutions and matrix products in bf16).
     #[arg(long, value_delimiter = ',', default_value = "f32,bf16")]
     pub torch_precisions: Vec<String>,
-    /// PyTorch's memory layouts, each timed in each precision: nchw (timm's default, the
-    /// ratios' reference), channels-last (`torch.channels_last`, in which oneDNN's convolutions
+    /// PyTorch's memory layouts, each timed in each precision with a ratio of its own: nchw
+    /// (timm's default), channels-last (`torch.channels_last`, in which oneDNN's convolutions
     /// need no conversion of their input and output).
     #[arg(long, value_delimiter = ',', default_value = "nchw")]
     pub torch_layouts: Vec<String>,
