@@ -310,7 +310,7 @@ pub fn eval_timing(
         o,
         (&device, device_name, precision),
         |_, _| {
-            let out = step.net.forward_t(&images, false).map_err(err("forward"))?;
+            let out = step.net.infer(&images).map_err(err("forward"))?;
             // Reading one number back waits for the whole forward pass.
             out.logits
                 .sum_all()

@@ -331,8 +331,7 @@ fn score_chunk(
                 .step_by(req.batch_size)
                 .map(|start| {
                     let len = req.batch_size.min(images * crops - start);
-                    net.forward_t(&x.narrow(0, start, len)?, false)
-                        .map(|out| out.logits)
+                    net.infer(&x.narrow(0, start, len)?).map(|out| out.logits)
                 })
                 .collect::<candle_core::Result<Vec<_>>>()
                 .map_err(failed)?;

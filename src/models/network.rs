@@ -181,6 +181,13 @@ impl Network {
         fastops::on_worker(|| self.forward_on_worker(x, train, train))
     }
 
+    /// The eval-mode forward pass for inference: nothing in it is differentiated, so the ops
+    /// that can skip candle's autograd graph do ([`fastops::inference`]). The same outputs as
+    /// `forward_t(x, false)`.
+    pub fn infer(&self, x: &Tensor) -> Result<NetworkOutput> {
+        fastops::on_worker(|| fastops::inference(|| self.forward_on_worker(x, false, false)))
+    }
+
     /// The logits with BatchNorm normalising by the batch's own statistics, without dropout
     /// or the auxiliary head: a diagnostic that separates the weights from the running
     /// statistics. The running statistics are updated as in training; callers that want them

@@ -227,6 +227,28 @@ fn every_network_trains_forward_and_backward() {
     }
 }
 
+/// An inference pass gives exactly the eval-mode forward pass's logits (the blocks'
+/// concatenations copied outside candle's graph instead of through it), for every network.
+#[test]
+fn inference_passes_equal_eval_mode_passes() {
+    for arch in Arch::ALL {
+        let vm = VarMap::new();
+        let net = Network::new(
+            &tiny(arch),
+            VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu),
+        )
+        .unwrap();
+        let x = Tensor::randn(0f32, 1., (2, 3, 75, 75), &Device::Cpu).unwrap();
+        let eval = net.forward_t(&x, false).unwrap().logits;
+        let inferred = net.infer(&x).unwrap().logits;
+        assert_eq!(
+            eval.to_vec2::<f32>().unwrap(),
+            inferred.to_vec2::<f32>().unwrap(),
+            "{arch}"
+        );
+    }
+}
+
 #[test]
 fn images_smaller_than_75_px_are_refused_with_a_clear_error() {
     let net = Network::new(

@@ -33,7 +33,7 @@ pub struct PrePoolActivity {
 pub fn evaluate_single_crop(net: &Network, loader: &Loader) -> Result<EvalScore, TrainError> {
     let mut activity = ActivityTally::default();
     let mut score = evaluate_logits(loader, |x| {
-        let out = net.forward_t(x, false)?;
+        let out = net.infer(x)?;
         activity.add(&out.pre_pool)?;
         Ok(out.logits)
     })?;

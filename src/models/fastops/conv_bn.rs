@@ -73,7 +73,7 @@ pub fn conv_bn_relu(
             y: Kept::Nothing,
         },
     };
-    let params = tape::cat(&[gamma, beta], 0)?;
+    let params = super::concat::cat(&[gamma, beta], 0)?;
     tape::apply3(&x, &w, &params, op)
 }
 

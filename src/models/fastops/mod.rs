@@ -42,9 +42,11 @@
 
 pub mod bf16;
 mod bn;
+mod concat;
 pub mod conv;
 mod conv_bn;
 mod heap;
+mod inference;
 mod parallel;
 mod pool;
 pub mod profile;
@@ -59,8 +61,10 @@ mod testing;
 mod tests;
 
 pub use bn::bn_relu;
+pub use concat::cat;
 pub use conv::conv2d;
 pub use conv_bn::conv_bn_relu;
+pub use inference::inference;
 pub use parallel::on_worker;
 pub(crate) use parallel::{
     par_chunk_groups, par_chunks, par_items, par_map, sum_in_order, threads, SyncPtr,
@@ -76,7 +80,7 @@ pub(crate) use switch::device_paths;
 pub use switch::{
     conv_compute_dtype, enabled, force_device_paths_on_cpu, set_conv_bf16, set_enabled, usable,
 };
-pub use tape::{cat, fused, narrow, StageGrads};
+pub use tape::{fused, narrow, StageGrads};
 
 /// Sets up the process for the fast ops: the thread pools and the C allocator. Call at the start
 /// of `main`, before any thread exists.

@@ -41,7 +41,7 @@ type Op3 = Arc<Box<dyn CustomOp3 + Send + Sync>>;
 
 /// One recorded operation; its arguments are the tensors the caller passed (variables keep
 /// their identity), its output the tensor it produced.
-enum Step {
+pub(super) enum Step {
     One(Op1, Tensor),
     Two(Op2, [Tensor; 2]),
     Three(Op3, [Tensor; 3]),
@@ -74,7 +74,7 @@ thread_local! {
     static COLLECTOR: RefCell<Option<StageGrads>> = const { RefCell::new(None) };
 }
 
-fn recording() -> bool {
+pub(super) fn recording() -> bool {
     TAPE.with(|t| t.borrow().is_some())
 }
 
@@ -86,7 +86,7 @@ fn enabled() -> bool {
 
 /// Checks that every argument is the stage's input, recorded, or a variable (noting the new
 /// variables).
-fn check(args: &[&Tensor]) -> Result<()> {
+pub(super) fn check(args: &[&Tensor]) -> Result<()> {
     TAPE.with(|t| {
         let mut t = t.borrow_mut();
         let tape = t.as_mut().expect("recording");
@@ -109,7 +109,7 @@ fn check(args: &[&Tensor]) -> Result<()> {
     })
 }
 
-fn push(step: Step, out: &Tensor) {
+pub(super) fn push(step: Step, out: &Tensor) {
     TAPE.with(|t| {
         let mut t = t.borrow_mut();
         let tape = t.as_mut().expect("recording");
@@ -166,21 +166,6 @@ pub(crate) fn apply3(
         .detach()
         .apply_op3_arc(&b.detach(), &c.detach(), op.clone())?;
     push(Step::Three(op, [a.clone(), b.clone(), c.clone()]), &out);
-    Ok(out)
-}
-
-/// `Tensor::cat(ts, dim)`, recorded inside a fused stage.
-pub fn cat(ts: &[&Tensor], dim: usize) -> Result<Tensor> {
-    if !recording() || ts.len() < 2 {
-        return Tensor::cat(ts, dim);
-    }
-    check(ts)?;
-    let detached: Vec<Tensor> = ts.iter().map(|t| t.detach()).collect();
-    let out = Tensor::cat(&detached, dim)?;
-    push(
-        Step::Cat(ts.iter().map(|&t| t.clone()).collect(), dim),
-        &out,
-    );
     Ok(out)
 }
 
