@@ -122,11 +122,20 @@ pub(super) fn push(step: Step, out: &Tensor) {
     })
 }
 
+/// An op's output outside a fused stage: in an inference pass detached from candle's graph, so
+/// that it does not hold its inputs (the whole pass before it) alive until the pass ends.
+fn untracked_in_inference(out: Tensor) -> Tensor {
+    match super::inference::inferring() {
+        true => out.detach(),
+        false => out,
+    }
+}
+
 /// `x.apply_op1(op)`, recorded inside a fused stage.
 pub(crate) fn apply1(x: &Tensor, op: impl CustomOp1 + Send + Sync + 'static) -> Result<Tensor> {
     let op: Op1 = Arc::new(Box::new(op));
     if !recording() {
-        return x.apply_op1_arc(op);
+        return x.apply_op1_arc(op).map(untracked_in_inference);
     }
     check(&[x])?;
     let out = x.detach().apply_op1_arc(op.clone())?;
@@ -142,7 +151,7 @@ pub(crate) fn apply2(
 ) -> Result<Tensor> {
     let op: Op2 = Arc::new(Box::new(op));
     if !recording() {
-        return a.apply_op2_arc(b, op);
+        return a.apply_op2_arc(b, op).map(untracked_in_inference);
     }
     check(&[a, b])?;
     let out = a.detach().apply_op2_arc(&b.detach(), op.clone())?;
@@ -159,7 +168,7 @@ pub(crate) fn apply3(
 ) -> Result<Tensor> {
     let op: Op3 = Arc::new(Box::new(op));
     if !recording() {
-        return a.apply_op3_arc(b, c, op);
+        return a.apply_op3_arc(b, c, op).map(untracked_in_inference);
     }
     check(&[a, b, c])?;
     let out = a
