@@ -167,6 +167,18 @@ fn tiny(arch: Arch) -> ModelConfig {
     cfg
 }
 
+/// The [`tiny`] network in f32 with fresh variables, and a batch of two 75 px images for it.
+fn tiny_f32(arch: Arch) -> (VarMap, Network, Tensor) {
+    let vm = VarMap::new();
+    let net = Network::new(
+        &tiny(arch),
+        VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu),
+    )
+    .unwrap();
+    let x = Tensor::randn(0f32, 1., (2, 3, 75, 75), &Device::Cpu).unwrap();
+    (vm, net, x)
+}
+
 #[test]
 fn forward_shapes_at_75_107_and_299() {
     for arch in Arch::ALL {
@@ -190,13 +202,7 @@ fn forward_shapes_at_75_107_and_299() {
 #[test]
 fn every_network_trains_forward_and_backward() {
     for arch in Arch::ALL {
-        let vm = VarMap::new();
-        let net = Network::new(
-            &tiny(arch),
-            VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu),
-        )
-        .unwrap();
-        let x = Tensor::randn(0f32, 1., (2, 3, 75, 75), &Device::Cpu).unwrap();
+        let (vm, net, x) = tiny_f32(arch);
         let out = net.forward_t(&x, true).unwrap();
         let loss = (out.logits.sqr().unwrap().mean_all().unwrap()
             + out.aux_logits.unwrap().sqr().unwrap().mean_all().unwrap())
@@ -232,13 +238,7 @@ fn every_network_trains_forward_and_backward() {
 #[test]
 fn inference_passes_equal_eval_mode_passes() {
     for arch in Arch::ALL {
-        let vm = VarMap::new();
-        let net = Network::new(
-            &tiny(arch),
-            VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu),
-        )
-        .unwrap();
-        let x = Tensor::randn(0f32, 1., (2, 3, 75, 75), &Device::Cpu).unwrap();
+        let (_vm, net, x) = tiny_f32(arch);
         let eval = net.forward_t(&x, false).unwrap().logits;
         let inferred = net.infer(&x).unwrap().logits;
         assert_eq!(
