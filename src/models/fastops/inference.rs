@@ -3,9 +3,9 @@
 //! that each activation is freed once the ops that read it are done instead of at the end of
 //! the pass (the peak resident set of an evaluation at 299 px, batch 8: Inception-v4 890–899 →
 //! 853 MB, Inception-ResNet-v2 1,419–1,424 → 1,011–1,017 MB), and the blocks' concatenations
-//! copy in parallel ([`super::concat`]). Set by the caller around a whole pass on the thread that runs it
-//! ([`crate::models::Network::infer`]); an eval-mode pass that is differentiated (the
-//! finite-difference tests) runs without it.
+//! copy in parallel ([`super::concat`]). Set by the caller around a whole pass on the thread
+//! that runs it ([`crate::models::Network::infer`]); an eval-mode pass that is differentiated
+//! (the finite-difference tests) runs without it.
 
 use std::cell::Cell;
 
