@@ -23,8 +23,7 @@ pub fn cat(ts: &[&Tensor], dim: usize) -> Result<Tensor> {
     // candle's copy on one thread: the parallel one measured 2–4 % slower in training
     // (Inception-ResNet-v2 at 107 px, batch 16: 20.3 / 20.4 / 19.6 → 20.0 / 20.0 / 18.8
     // images/s, the same binary alternated), even at 75 and 299 px.
-    let detached: Vec<Tensor> = ts.iter().map(|t| t.detach()).collect();
-    let out = Tensor::cat(&detached, dim)?;
+    let out = candle_cat_detached(ts, dim)?;
     push(
         Step::Cat(ts.iter().map(|&t| t.clone()).collect(), dim),
         &out,
@@ -53,11 +52,14 @@ fn detached(ts: &[&Tensor], dim: usize) -> Result<Tensor> {
     match (parallel, ts.first().map(|t| t.dtype())) {
         (true, Some(DType::F32)) => copied::<f32>(ts, dim),
         (true, Some(DType::F64)) => copied::<f64>(ts, dim),
-        _ => {
-            let detached: Vec<Tensor> = ts.iter().map(|t| t.detach()).collect();
-            Tensor::cat(&detached, dim)
-        }
+        _ => candle_cat_detached(ts, dim),
     }
+}
+
+/// candle's concatenation (on the calling thread) of the inputs detached from its graph.
+fn candle_cat_detached(ts: &[&Tensor], dim: usize) -> Result<Tensor> {
+    let detached: Vec<Tensor> = ts.iter().map(|t| t.detach()).collect();
+    Tensor::cat(&detached, dim)
 }
 
 /// The concatenation of contiguous tensors of the same rank, dtype `T` and sizes but along
