@@ -20,6 +20,11 @@ use repro::experiment::{load_experiment, ExecutorSpec, Experiment, LoadOptions};
 use repro::interrupt::StopSignal;
 use repro::runner::{LiveReport, RunOptions};
 
+/// The C allocator, with its heap on transparent huge pages where the kernel gives them on
+/// request (set up with the rest of the CPU's configuration at the start of `main`).
+#[global_allocator]
+static HEAP: repro::models::fastops::HugePageHeap = repro::models::fastops::HugePageHeap;
+
 #[derive(Parser)]
 #[command(
     name = "repro",

@@ -64,6 +64,7 @@ pub use bn::bn_relu;
 pub use concat::cat;
 pub use conv::conv2d;
 pub use conv_bn::conv_bn_relu;
+pub use heap::HugePageHeap;
 pub use inference::inference;
 pub use parallel::on_worker;
 pub(crate) use parallel::{
