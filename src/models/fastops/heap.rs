@@ -33,12 +33,15 @@
 //! each stretch the heap grows by, as glibc's own `glibc.malloc.hugetlb=1` tunable would if it
 //! could be set from inside the process. The fast ops stream through buffers of megabytes, and
 //! with 4 KiB pages each of those pages is a TLB miss, a costly one in a VM (a two-level page
-//! walk). Measured on the 2-core Xeon (KVM), three alternated runs each, with and without:
-//! evaluation of Inception-v4 at 299 px, batch 8, 8.2–8.4 → 9.2 crops/s; training at 299 px,
-//! batch 8, Inception-v4 2.40 → 2.68 and Inception-ResNet-v2 2.23 → 2.38 images/s, the peak
-//! resident set within 1 % (2.39 → 2.41 and 3.14 → 3.13 GB). PyTorch gains nothing from them on
-//! the same machine (its Inception-v4 evaluation 5.9–6.4 crops/s without, 5.8–5.9 with glibc's
-//! tunable). `REPRO_HUGE_PAGES=0` turns the request off.
+//! walk). Measured on the 2-core Xeon (KVM), alternated runs, with and without glibc's tunable
+//! on the binary before this: evaluation of Inception-v4 at 299 px, batch 8, 8.2–8.4 → 9.2
+//! crops/s (three runs each; again later, 8.8–9.7 → 9.8–10.5); training at 299 px, batch 8,
+//! Inception-v4 2.40 → 2.68 and Inception-ResNet-v2 2.23 → 2.38 images/s, the peak resident set
+//! within 1 % (2.39 → 2.41 and 3.14 → 3.13 GB). With [`HugePageHeap`], `REPRO_HUGE_PAGES=0`
+//! against unset: 9.4–9.5 → 9.6–10.7 crops/s, and 834 of the 884 MB resident in huge pages
+//! (`AnonHugePages`). PyTorch gains nothing from them on the same machine (its Inception-v4
+//! evaluation 5.9–6.4 crops/s without, 5.8–5.9 with glibc's tunable). `REPRO_HUGE_PAGES=0` turns
+//! the request off.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
