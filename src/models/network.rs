@@ -2,6 +2,7 @@
 //! classifier, with a forward pass and a per-stage account of shapes, parameters and MACs.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use candle_core::{bail, DType, Result, Tensor};
 use candle_nn::{BatchNormConfig, Linear, Module, ModuleT, VarBuilder};
@@ -111,6 +112,9 @@ pub struct Network {
     stages: Vec<Chain>,
     aux: Option<AuxHead>,
     classifier: Linear,
+    /// What inference passes keep of their transforms of the weights; emptied by the other
+    /// passes, so that training never holds it.
+    kept: Arc<fastops::WeightCache>,
 }
 
 impl Network {
@@ -164,6 +168,7 @@ impl Network {
             stages: body.stages,
             aux,
             classifier,
+            kept: Arc::default(),
         })
     }
 
@@ -178,14 +183,24 @@ impl Network {
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<NetworkOutput> {
+        self.kept.clear();
         fastops::on_worker(|| self.forward_on_worker(x, train, train))
     }
 
     /// The eval-mode forward pass for inference: nothing in it is differentiated, so the ops
-    /// that can skip candle's autograd graph do ([`fastops::inference`]). The same outputs as
-    /// `forward_t(x, false)`.
+    /// that can skip candle's autograd graph do ([`fastops::inference_keeping`]), and the
+    /// transforms of the weights some convolutions run on are kept for the next such pass
+    /// (until a pass of another kind). The same outputs as `forward_t(x, false)`.
     pub fn infer(&self, x: &Tensor) -> Result<NetworkOutput> {
-        fastops::on_worker(|| fastops::inference(|| self.forward_on_worker(x, false, false)))
+        fastops::on_worker(|| {
+            fastops::inference_keeping(&self.kept, || self.forward_on_worker(x, false, false))
+        })
+    }
+
+    /// How many transforms of the weights [`Self::infer`] keeps now.
+    #[cfg(test)]
+    pub(crate) fn kept_transforms(&self) -> usize {
+        self.kept.len()
     }
 
     /// The logits with BatchNorm normalising by the batch's own statistics, without dropout
@@ -193,6 +208,7 @@ impl Network {
     /// statistics. The running statistics are updated as in training; callers that want them
     /// unchanged save and restore them.
     pub fn forward_batch_statistics(&self, x: &Tensor) -> Result<Tensor> {
+        self.kept.clear();
         fastops::on_worker(|| self.forward_on_worker(x, true, false)).map(|out| out.logits)
     }
 

@@ -249,6 +249,71 @@ fn inference_passes_equal_eval_mode_passes() {
     }
 }
 
+/// Inference passes keep the transforms of the weights their Winograd convolutions run on
+/// (Inception-v4 at 299 px, width 0.25, batch 2: 3×3s and, in inference, 1×7s), use them while
+/// the weights are the same, make them again when the weights change in place between two
+/// passes, and drop them at the next pass of another kind.
+#[test]
+fn inference_keeps_weight_transforms_only_while_the_weights_hold() {
+    let mut cfg = tiny(Arch::InceptionV4);
+    cfg.width = 0.25;
+    cfg.image_size = 299;
+    let vm = VarMap::new();
+    let net = Network::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+    let x = Tensor::randn(0f32, 1., (2, 3, 299, 299), &Device::Cpu).unwrap();
+    let logits = |t: Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let close = |a: &[f32], b: &[f32], what: &str| {
+        let range = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let diff = a.iter().zip(b).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+        assert!(range > 1e-2, "{what}: degenerate logits (up to {range})");
+        assert!(
+            diff <= 1e-4 * range,
+            "{what}: {diff} (logits up to {range})"
+        );
+    };
+    let first = logits(net.infer(&x).unwrap().logits);
+    let kept = net.kept_transforms();
+    if !fastops::conv::keeps_weight_transforms() {
+        eprintln!("skipped the kept transforms: this CPU runs Winograd without packed products");
+        return;
+    }
+    assert!(kept > 0, "nothing kept");
+    assert_eq!(
+        logits(net.infer(&x).unwrap().logits),
+        first,
+        "the kept transforms' pass"
+    );
+    assert_eq!(net.kept_transforms(), kept);
+    close(
+        &first,
+        &logits(net.forward_t(&x, false).unwrap().logits),
+        "eval mode",
+    );
+    assert_eq!(net.kept_transforms(), 0, "an eval-mode pass drops them");
+    net.infer(&x).unwrap();
+    // Every convolution's weights with random signs, in place (same storage, other values, the
+    // same scale): the next pass follows them.
+    for var in vm.all_vars() {
+        if var.rank() == 4 {
+            let noise = var.as_tensor().randn_like(0.0, 1.0).unwrap();
+            let signs = ((noise.ge(0.0).unwrap().to_dtype(DType::F32).unwrap() * 2.0).unwrap()
+                - 1.0)
+                .unwrap();
+            var.set(&(var.as_tensor() * signs).unwrap()).unwrap();
+        }
+    }
+    let changed = logits(net.infer(&x).unwrap().logits);
+    assert_ne!(changed, first);
+    close(
+        &changed,
+        &logits(net.forward_t(&x, false).unwrap().logits),
+        "changed weights",
+    );
+    net.infer(&x).unwrap();
+    net.forward_t(&x, true).unwrap();
+    assert_eq!(net.kept_transforms(), 0, "a training pass drops them");
+}
+
 #[test]
 fn images_smaller_than_75_px_are_refused_with_a_clear_error() {
     let net = Network::new(

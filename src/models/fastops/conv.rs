@@ -15,6 +15,15 @@ mod winograd;
 #[cfg(test)]
 pub(crate) use winograd::{calls as winograd_calls, enabled as winograd_enabled};
 
+/// Whether inference passes keep Winograd's kernel points: Winograd is on and its packed products
+/// run on this CPU.
+#[cfg(test)]
+pub(crate) fn keeps_weight_transforms() -> bool {
+    winograd::enabled() && packed::available()
+}
+
+use super::inference::kept_weights;
+use super::weight_cache::WeightCache;
 use super::{
     blocked, image_blocks, par_chunks, par_map, sum_in_order, threads, with_slice, zero, Elem,
 };
@@ -282,10 +291,18 @@ fn grad_weight_batched<T: Elem>(x: &[T], xb: (usize, usize), dyt: &[T], g: &Geom
     dw
 }
 
-/// The forward pass, `epi` applied to the outputs as they are written.
-fn forward<T: Elem>(x: &[T], xb: (usize, usize), wt: &[T], g: &Geom, epi: Epilogue<T>) -> Vec<T> {
+/// The forward pass, `epi` applied to the outputs as they are written; transforms of the
+/// weights kept in `kept`, where given, for the next pass.
+fn forward<T: Elem>(
+    x: &[T],
+    xb: (usize, usize),
+    wt: &[T],
+    g: &Geom,
+    epi: Epilogue<T>,
+    kept: Option<&WeightCache>,
+) -> Vec<T> {
     match winograd::Plan::of(g) {
-        Some(plan) => winograd::forward(x, xb, wt, g, &plan, epi),
+        Some(plan) => winograd::forward(x, xb, wt, g, &plan, epi, kept),
         None => forward_direct(x, xb, wt, g, epi),
     }
 }
@@ -459,7 +476,7 @@ fn grad_input_as_conv<T: Elem>(dy: &[T], db: (usize, usize), wt: &[T], g: &Geom)
         ow: g.w,
         arith: g.arith,
     };
-    forward(dy, db, &flipped, &t, Epilogue::NONE)
+    forward(dy, db, &flipped, &t, Epilogue::NONE, None)
 }
 
 /// The weight gradient image by image (maps too large for the whole-batch GEMM), or of a
@@ -601,9 +618,11 @@ impl Conv2dOp {
         };
         let (x, wt) = (x.as_slice::<T>()?, weight_slice(w.as_slice::<T>()?, lw)?);
         let epi = Epilogue(ab);
+        // Transforms of the weights are kept across inference passes where they are made from
+        // the weights' own storage (a cropped kernel is a new copy every pass).
         let y = match Crop::of(&g) {
-            Some(crop) => forward::<T>(x, xb, &crop.weight(wt), &crop.live, epi),
-            None => forward::<T>(x, xb, wt, &g, epi),
+            Some(crop) => forward::<T>(x, xb, &crop.weight(wt), &crop.live, epi, None),
+            None => forward::<T>(x, xb, wt, &g, epi, kept_weights().as_deref()),
         };
         Ok((T::to_cpu_storage_owned(y), Shape::from(g.out_dims())))
     }

@@ -59,13 +59,14 @@ mod tape;
 mod testing;
 #[cfg(test)]
 mod tests;
+mod weight_cache;
 
 pub use bn::bn_relu;
 pub use concat::cat;
 pub use conv::conv2d;
 pub use conv_bn::conv_bn_relu;
 pub use heap::HugePageHeap;
-pub use inference::inference;
+pub use inference::{inference, inference_keeping};
 pub use parallel::on_worker;
 pub(crate) use parallel::{
     par_chunk_groups, par_chunks, par_items, par_map, sum_in_order, threads, SyncPtr,
@@ -82,6 +83,7 @@ pub use switch::{
     conv_compute_dtype, enabled, force_device_paths_on_cpu, set_conv_bf16, set_enabled, usable,
 };
 pub use tape::{fused, narrow, StageGrads};
+pub use weight_cache::WeightCache;
 
 /// Sets up the process for the fast ops: the thread pools and the C allocator. Call at the start
 /// of `main`, before any thread exists.

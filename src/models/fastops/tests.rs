@@ -6,9 +6,11 @@ use candle_nn::{BatchNorm, BatchNormConfig, VarBuilder, VarMap};
 
 use super::bn::{bn_relu, stock_bn_relu};
 use super::conv::conv2d;
+use super::inference::inference_keeping;
 use super::pool::{avg_pool_same, max_pool};
 use super::residual::{scaled_residual, stock_scaled_residual};
 use super::testing::Lcg;
+use super::weight_cache::WeightCache;
 use crate::models::pool::{Pool2d, PoolKind};
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
@@ -187,6 +189,35 @@ fn winograd_convolutions_match_stock() {
     let took = super::conv::winograd_calls() - before;
     if super::conv::winograd_enabled() {
         assert!(took >= 3 * 2 * cases.len() as u64, "{took} Winograd passes");
+    }
+}
+
+/// Winograd's convolutions inside an inference pass that keeps its transforms of the weights
+/// (a 3×3 through F(4, 3), a 1×7 through F(2, 7), in inference only): equal to the reference on
+/// the first pass, on the next (from the kept kernel points), and after the weights changed in
+/// place between two passes.
+#[test]
+fn kept_weight_transforms_follow_their_weights() {
+    let cache = std::sync::Arc::new(WeightCache::default());
+    for (n, c, h, w, o, k, pad) in [
+        (4, 32, 36, 36, 32, (3, 3), (1, 1)),
+        (2, 32, 17, 17, 40, (1, 7), (0, 3)),
+    ] {
+        let x = randn(&[n, c, h, w], DType::F32);
+        let wt = Var::from_tensor(&randn(&[o, c, k.0, k.1], DType::F32)).unwrap();
+        let kept_before = cache.len();
+        for pass in 0..3 {
+            if pass == 2 {
+                wt.set(&randn(&[o, c, k.0, k.1], DType::F32)).unwrap();
+            }
+            let fast = inference_keeping(&cache, || conv2d(&x, wt.as_tensor(), pad, 1)).unwrap();
+            let stock = stock_conv2d(&x, wt.as_tensor(), pad, 1).unwrap();
+            let what = format!("{k:?} kernel, pass {pass}");
+            close(&what, &fast, &stock, tol(DType::F32));
+        }
+        if super::conv::keeps_weight_transforms() {
+            assert_eq!(cache.len(), kept_before + 1, "{k:?}: one transform kept");
+        }
     }
 }
 

@@ -18,12 +18,17 @@
 //! that come here (1/90 and 64 with 7 taps); the tests below bound the error against the
 //! definition, and timm's logits at 299 px, which go through it, still match. Only convolutions
 //! that gain take it ([`Plan::worth`]): large maps, enough channels, at most six points an axis
-//! (the networks' 1×7 and 7×1 run faster through im2col). `REPRO_WINOGRAD=0`
+//! (in training the networks' 1×7 and 7×1 run faster through im2col; in inference, where the
+//! kernel's points are kept from pass to pass, they take F(2, 7) too). `REPRO_WINOGRAD=0`
 //! turns it off (the im2col path then runs every convolution); bf16 products never come here.
+
+use std::sync::Arc;
 
 use gemm::Parallelism;
 
+use super::super::inference::inferring;
 use super::super::simd::{as_f32, as_f32_mut, wide_fn};
+use super::super::weight_cache::WeightCache;
 use super::super::{par_items, par_map, sum_in_order, threads, uninit, zero, Elem, SyncPtr};
 use super::epilogue::Epilogue;
 use super::geom::{Arith, Geom};
@@ -125,6 +130,10 @@ impl Axis {
     }
 }
 
+/// Kernels per chunk of [`Plan::kernel_points`]: its taps, halves and points (up to 64 entries
+/// a kernel) take at most 256 KiB of f32.
+const KERNEL_CHUNK: usize = 1024;
+
 /// Entries of a block's transformed operands (both of them, all points): about 2 MiB of f32.
 const BLOCK_ELEMS: usize = 1 << 19;
 
@@ -167,6 +176,21 @@ const MIN_CHANNELS: usize = 32;
 /// im2col; training steps of all three networks 3–5 % faster without it, evaluation even).
 const MAX_AXIS_POINTS: usize = 6;
 
+/// [`MAX_AXIS_POINTS`] in inference passes, where F(2, 7) runs too: there the kernel's points
+/// are kept from one pass to the next ([`super::super::WeightCache`]), and making them was much
+/// of what the seven-tap axes lost (Inception-v4 at 299 px, batch 8, `repro bench compare
+/// --mode eval` on the same binary: 1.44 → 1.51× PyTorch; Inception-ResNet-v2 even, 9.1–9.4 vs
+/// 9.2–9.6 crops/s alternated).
+const MAX_AXIS_POINTS_INFERRING: usize = 8;
+
+fn max_axis_points() -> usize {
+    if inferring() {
+        MAX_AXIS_POINTS_INFERRING
+    } else {
+        MAX_AXIS_POINTS
+    }
+}
+
 /// How one convolution runs through Winograd: each axis's F(m, r), and its tiles.
 pub(super) struct Plan {
     h: Axis,
@@ -186,12 +210,12 @@ impl Plan {
     }
 
     /// Whether the transforms pay for `g`: enough tiles, channels and outputs a side, and at most
-    /// [`MAX_AXIS_POINTS`] points along each axis.
+    /// [`MAX_AXIS_POINTS`] points along each axis ([`MAX_AXIS_POINTS_INFERRING`] in inference).
     fn worth(&self, g: &Geom) -> bool {
         g.n * self.th * self.tw >= MIN_TILES
             && g.c.min(g.o) >= MIN_CHANNELS
             && g.oh.min(g.ow) >= MIN_SIDE
-            && self.h.alpha().max(self.w.alpha()) <= MAX_AXIS_POINTS
+            && self.h.alpha().max(self.w.alpha()) <= max_axis_points()
     }
 
     /// The plan for `g` wherever the algorithm applies (1×n and n×1 kernels too), worth it or
@@ -240,28 +264,58 @@ impl Plan {
     }
 
     /// `U`: the kernel at every point, `u[(ξ·α_w + ν)·O·C + o·C + c]`: `G` along the rows, then
-    /// along the columns, each over all `O·C` kernels at once.
+    /// along the columns, a chunk of [`KERNEL_CHUNK`] kernels at a time on each thread (its taps,
+    /// halves and points stay in L1 and L2; over all `O·C` kernels at once, each of the
+    /// transforms' passes went through memory: 1.8–3.8 ms a call on one thread for Inception-v4's
+    /// 17×17 and 35×35 convolutions, most of what Winograd saved on some of them).
     fn kernel_points<T: Elem>(&self, wt: &[T], g: &Geom) -> Vec<T> {
         let (ah, aw, oc) = (self.h.alpha(), self.w.alpha(), g.o * g.c);
-        let (kh, kw) = (g.kh, g.kw);
-        // taps[(i·kw + j)·O·C + q]: tap (i, j) of every kernel q.
-        let mut taps = uninit::<T>(kh * kw * oc);
-        for (q, k) in wt.chunks_exact(kh * kw).enumerate() {
-            for (r, &v) in k.iter().enumerate() {
-                taps[r * oc + q] = v;
+        let (kh, kw, pts) = (g.kh, g.kw, self.points());
+        let mut u = uninit::<T>(pts * oc);
+        let up = SyncPtr(u.as_mut_ptr());
+        par_items(oc.div_ceil(KERNEL_CHUNK), |chunk| {
+            let up = &up;
+            let q0 = chunk * KERNEL_CHUNK;
+            let len = KERNEL_CHUNK.min(oc - q0);
+            // taps[(i·kw + j)·len + q]: tap (i, j) of kernel q0 + q.
+            let mut taps = uninit::<T>(kh * kw * len);
+            let kernels = wt[q0 * kh * kw..][..len * kh * kw].chunks_exact(kh * kw);
+            for (q, k) in kernels.enumerate() {
+                for (r, &v) in k.iter().enumerate() {
+                    taps[r * len + q] = v;
+                }
             }
-        }
-        let mut half = uninit::<T>(ah * kw * oc);
-        for j in 0..kw {
-            let (d, s) = (&mut half[j * oc..], &taps[j * oc..]);
-            self.h.apply_g(d, kw * oc, s, kw * oc, oc);
-        }
-        let mut u = uninit::<T>(self.points() * oc);
-        for xi in 0..ah {
-            let (d, s) = (&mut u[xi * aw * oc..], &half[xi * kw * oc..]);
-            self.w.apply_g(d, oc, s, oc, oc);
-        }
+            let mut half = uninit::<T>(ah * kw * len);
+            for j in 0..kw {
+                let (d, s) = (&mut half[j * len..], &taps[j * len..]);
+                self.h.apply_g(d, kw * len, s, kw * len, len);
+            }
+            let mut points = uninit::<T>(pts * len);
+            for xi in 0..ah {
+                let (d, s) = (&mut points[xi * aw * len..], &half[xi * kw * len..]);
+                self.w.apply_g(d, len, s, len, len);
+            }
+            for (p, row) in points.chunks_exact(len).enumerate() {
+                // SAFETY: kernels q0..q0 + len of point p, written by this chunk alone.
+                unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), up.0.add(p * oc + q0), len) };
+            }
+        });
         u
+    }
+
+    /// The kernel's points ([`Self::kernel_points`]) packed for the products, one matrix
+    /// (`O × C`) a point.
+    fn packed_kernel_points(&self, wt: &[f32], g: &Geom) -> Vec<PackedLhs> {
+        let (u, oc) = (self.kernel_points(wt, g), g.o * g.c);
+        par_map(self.points(), |p| {
+            PackedLhs::pack(&u[p * oc..][..oc], (g.o, g.c), g.c)
+        })
+    }
+
+    /// What the kernel's points depend on besides the weights: their dimensions and each
+    /// axis's F(m, r).
+    fn shape(&self, g: &Geom) -> [usize; 6] {
+        [g.o, g.c, g.kh, g.kw, self.h.m, self.w.m]
     }
 
     /// `V`: the input tiles of block rows `rows` at every point, `v[(ξ·α_w + ν)·C·tb + c·tb + t]`
@@ -701,22 +755,29 @@ pub(super) fn forward<T: Elem>(
     g: &Geom,
     plan: &Plan,
     epi: Epilogue<T>,
+    kept: Option<&WeightCache>,
 ) -> Vec<T> {
     CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let u = plan.kernel_points(wt, g);
     let mut y = uninit::<T>(g.n * g.o * g.p());
     let yp = SyncPtr(y.as_mut_ptr());
     let (pts, c, o) = (plan.points(), g.c, g.o);
     // Where the packed product runs (f32, AVX-512F, a block per thread at least), the kernel's
-    // points are packed once for every block, and the blocks can be small.
+    // points are packed once for every block (and kept for the next pass in `kept`), and the
+    // blocks can be small.
     let small = plan.blocks(g, true);
-    let packed: Option<Vec<PackedLhs>> = as_f32(&u)
+    let packed = as_f32(wt)
         .filter(|_| packed::available() && small.count() >= threads())
-        .map(|u| {
-            par_map(pts, |p| {
-                PackedLhs::pack(&u[p * o * c..][..o * c], (o, c), c)
-            })
+        .map(|wt| {
+            let make = || plan.packed_kernel_points(wt, g);
+            match kept {
+                Some(cache) => cache.get_or_make(wt, &plan.shape(g), make),
+                None => Arc::new(make()),
+            }
         });
+    let u = match packed {
+        Some(_) => Vec::new(),
+        None => plan.kernel_points(wt, g),
+    };
     let blocks = match packed {
         Some(_) => small,
         None => plan.blocks(g, false),
@@ -981,7 +1042,7 @@ mod tests {
         let (y_ref, dw_ref) = reference(&x, &wt, &dy, g);
         let cast = |v: &[f64]| v.iter().map(|&e| T::from_f64(e)).collect::<Vec<T>>();
         let (xt, wtt, dyt) = (cast(&x), cast(&wt), cast(&dy));
-        let y = forward(&xt, (0, g.image_in()), &wtt, g, &plan, Epilogue::NONE);
+        let y = forward(&xt, (0, g.image_in()), &wtt, g, &plan, Epilogue::NONE, None);
         let dw = grad_weight(&xt, (0, g.image_in()), &dyt, (0, g.o * g.p()), g, &plan);
         // Errors relative to the scale of a sum's terms: √(taps summed) (entries are in ±1).
         let worst = |got: &[T], want: &[f64], terms: usize| {
