@@ -140,17 +140,21 @@ impl HugePageHeap {
             {
                 return;
             }
-            let start = from & !(PAGE - 1);
-            // SAFETY: the range lies in the heap, mapped from its start to `end`; the advice
-            // changes how its pages are backed, not what they hold. A failure leaves them as
-            // they were.
-            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
+            // The first whole page of the growth (the heap's first end can be inside a page of
+            // the program's data).
+            // SAFETY: sysconf only reads a system setting.
+            let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as usize;
+            let start = from.next_multiple_of(page);
+            if start < end {
+                // SAFETY: the range lies in the heap, mapped up to `end`; the advice changes how
+                // its pages are backed, not what they hold. A failure leaves them as they were.
+                unsafe {
+                    libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE)
+                };
+            }
         }
     }
 }
-
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const PAGE: usize = 4096;
 
 // SAFETY: every call goes to the system allocator unchanged; the advice does not touch memory.
 unsafe impl GlobalAlloc for HugePageHeap {

@@ -17,6 +17,11 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+/// Most transforms kept: several times as many as a network has convolutions (a few hundred).
+/// Weights at a new address every pass (a copy made per pass) would add an entry each time; past
+/// this the cache starts over rather than grow without end.
+const MAX_ENTRIES: usize = 1024;
+
 /// Transforms of weights, each with the weights it was made from.
 #[derive(Default)]
 pub struct WeightCache {
@@ -67,7 +72,11 @@ impl WeightCache {
             weights: bits(weights).to_vec(),
             value: value.clone(),
         };
-        self.lock().insert(key, entry);
+        let mut entries = self.lock();
+        if entries.len() >= MAX_ENTRIES && !entries.contains_key(&key) {
+            *entries = HashMap::new();
+        }
+        entries.insert(key, entry);
         value
     }
 
@@ -133,5 +142,12 @@ mod tests {
         assert!(cache.is_empty());
         cache.get_or_make(&w, &[3], || sum(&w));
         assert_eq!(made.load(Ordering::Relaxed), 6);
+        // Weights at ever new addresses: the cache starts over instead of growing.
+        let copies: Vec<Vec<f32>> = (0..MAX_ENTRIES + 10).map(|_| w.clone()).collect();
+        for copy in &copies {
+            cache.get_or_make(copy, &[3], || sum(copy));
+            assert!(cache.len() <= MAX_ENTRIES);
+        }
+        assert!(cache.len() < MAX_ENTRIES);
     }
 }
