@@ -1,5 +1,6 @@
 //! Pooling by direct loops over each plane, with backward passes.
 
+use super::simd::wide_fn;
 use super::{
     blocked, image_blocks, par_chunk_groups, plane, with_slice, zero, Elem, MIN_TASK_ENTRIES,
 };
@@ -77,21 +78,19 @@ impl MaxPoolOp {
         let x = Planes::of(x, l)?;
         let (oh, ow) = (self.out(h), self.out(w));
         let mut y = super::uninit::<T>(n * c * oh * ow);
+        // Down the window's rows first, for a whole row of columns at a time (vectorised), then
+        // across the columns of each window: 2 of the 3×3 window's 8 comparisons per output
+        // are left to scalar code (one pass of 9 scalar ones made Inception-ResNet-v2's five
+        // pools 24–26 ms of an evaluation pass at 299 px, batch 8).
         par_chunk_groups(&mut y, oh * ow, MIN_TASK_ENTRIES, |p0, ys| {
+            let mut column = vec![zero::<T>(); w];
             for (k, yp) in ys.chunks_exact_mut(oh * ow).enumerate() {
                 let xp = x.get(p0 + k);
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        let (y0, x0) = (oy * self.s, ox * self.s);
-                        let mut bv = xp[y0 * w + x0];
-                        for dy in 0..self.k {
-                            for &v in &xp[(y0 + dy) * w + x0..(y0 + dy) * w + x0 + self.k] {
-                                if v > bv {
-                                    bv = v;
-                                }
-                            }
-                        }
-                        yp[oy * ow + ox] = bv;
+                for (oy, out) in yp.chunks_exact_mut(ow).enumerate() {
+                    column_max(&mut column, &xp[oy * self.s * w..], w, self.k);
+                    for (ox, o) in out.iter_mut().enumerate() {
+                        let window = &column[ox * self.s..][..self.k];
+                        *o = window[1..].iter().fold(window[0], |b, &v| greater(v, b));
                     }
                 }
             }
@@ -152,6 +151,30 @@ impl CustomOp1 for MaxPoolOp {
 struct AvgPoolOp {
     p: usize,
     include_pad: bool,
+}
+
+/// `v` where it is greater than `b`, else `b`: a window's maximum taken in order keeps its first
+/// entry when that is NaN and skips later NaNs.
+#[inline(always)]
+fn greater<T: Elem>(v: T, b: T) -> T {
+    if v > b {
+        v
+    } else {
+        b
+    }
+}
+
+wide_fn! {
+    /// `column[j]`: the maximum ([`greater`], rows in order) of entry `j` of the `rows` rows of
+    /// `w` entries from the start of `x`.
+    fn column_max<T: Elem>(column: &mut [T], x: &[T], w: usize, rows: usize) -> () {
+        column.copy_from_slice(&x[..w]);
+        for dy in 1..rows {
+            for (c, &v) in column.iter_mut().zip(&x[dy * w..][..w]) {
+                *c = greater(v, *c);
+            }
+        }
+    }
 }
 
 /// Number of in-bounds cells of a window centred at `i` (±p) along an axis of length `len`.
