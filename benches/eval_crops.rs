@@ -22,6 +22,10 @@ use repro::eval::{evaluate, protocol_for, EvalRequest, ModelWeights};
 use repro::models::import::save_timm_weights;
 use repro::models::{Arch, ModelConfig, Network};
 
+/// The `repro` binary's allocator, so that these timings are the binary's (huge pages).
+#[global_allocator]
+static HEAP: repro::models::fastops::HugePageHeap = repro::models::fastops::HugePageHeap;
+
 const INPUT: u32 = 299;
 /// Images of the ILSVRC-2012 validation set.
 const VAL_IMAGES: f64 = 50_000.0;

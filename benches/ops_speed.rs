@@ -21,6 +21,10 @@ use repro::models::fastops;
 use repro::models::pool::{Pool2d, PoolKind};
 use repro::models::Arch;
 
+/// The `repro` binary's allocator, so that these timings are the binary's (huge pages).
+#[global_allocator]
+static HEAP: repro::models::fastops::HugePageHeap = repro::models::fastops::HugePageHeap;
+
 struct Options {
     ops: bool,
     nets: bool,

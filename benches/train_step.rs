@@ -12,6 +12,10 @@ use std::process::Command;
 use repro::bench::{train_images_per_s, BenchOptions};
 use repro::models::Arch;
 
+/// The `repro` binary's allocator, so that these timings are the binary's (huge pages).
+#[global_allocator]
+static HEAP: repro::models::fastops::HugePageHeap = repro::models::fastops::HugePageHeap;
+
 struct Options {
     size: usize,
     batch: usize,
