@@ -122,11 +122,14 @@ impl HugePageHeap {
         ADVISED_END.load(Ordering::Relaxed) != 0
     }
 
-    /// Asks for huge pages on the heap's growth since the last call (from where
-    /// [`configure_heap`] found its end).
-    fn advise_growth() {
+    /// After an allocation of `size` bytes: asks for huge pages on the heap's growth since the
+    /// last time (from where [`configure_heap`] found its end), if the allocation was large
+    /// enough to have grown it.
+    fn advise_growth(size: usize) {
+        #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+        let _ = size;
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        {
+        if size >= LOOK_FROM {
             let from = ADVISED_END.load(Ordering::Relaxed);
             if from == 0 {
                 return;
@@ -160,17 +163,13 @@ impl HugePageHeap {
 unsafe impl GlobalAlloc for HugePageHeap {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let p = System.alloc(layout);
-        if layout.size() >= LOOK_FROM {
-            Self::advise_growth();
-        }
+        Self::advise_growth(layout.size());
         p
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         let p = System.alloc_zeroed(layout);
-        if layout.size() >= LOOK_FROM {
-            Self::advise_growth();
-        }
+        Self::advise_growth(layout.size());
         p
     }
 
@@ -180,9 +179,7 @@ unsafe impl GlobalAlloc for HugePageHeap {
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let p = System.realloc(ptr, layout, new_size);
-        if new_size >= LOOK_FROM {
-            Self::advise_growth();
-        }
+        Self::advise_growth(new_size);
         p
     }
 }

@@ -775,13 +775,9 @@ pub(super) fn forward<T: Elem>(
                 None => Arc::new(make()),
             }
         });
-    let u = match packed {
-        Some(_) => Vec::new(),
-        None => plan.kernel_points(wt, g),
-    };
-    let blocks = match packed {
-        Some(_) => small,
-        None => plan.blocks(g, false),
+    let (u, blocks) = match packed {
+        Some(_) => (Vec::new(), small),
+        None => (plan.kernel_points(wt, g), plan.blocks(g, false)),
     };
     let par = gemm_par(blocks.count());
     par_items(blocks.count(), |b| {
