@@ -5,6 +5,7 @@ mod crop;
 mod epilogue;
 mod gather;
 mod geom;
+mod implicit;
 mod matmul;
 mod packed;
 mod phases;
@@ -13,7 +14,15 @@ mod shift;
 mod winograd;
 
 #[cfg(test)]
+pub(crate) use implicit::calls as implicit_calls;
+#[cfg(test)]
 pub(crate) use winograd::{calls as winograd_calls, enabled as winograd_enabled};
+
+/// Whether the implicit-GEMM path can run on this CPU (the packed product's AVX-512F).
+#[cfg(test)]
+pub(crate) fn implicit_available() -> bool {
+    packed::available()
+}
 
 /// Whether inference passes keep Winograd's kernel points: Winograd is on and its packed products
 /// run on this CPU.
@@ -301,6 +310,11 @@ fn forward<T: Elem>(
     epi: Epilogue<T>,
     kept: Option<&WeightCache>,
 ) -> Vec<T> {
+    if implicit::applies(g) {
+        if let Some(y) = implicit::forward(x, xb, wt, g, epi, kept) {
+            return y;
+        }
+    }
     match winograd::Plan::of(g) {
         Some(plan) => winograd::forward(x, xb, wt, g, &plan, epi, kept),
         None => forward_direct(x, xb, wt, g, epi),
@@ -582,7 +596,7 @@ enum OutGrad<'a, T> {
 /// Whether the forward pass is one whole-batch product (gather or im2col, product, copy into
 /// images): small maps that neither Winograd nor the 1×1-map path take.
 fn rows_path(g: &Geom) -> bool {
-    batched(g) && !points::applies(g) && winograd::Plan::of(g).is_none()
+    batched(g) && !points::applies(g) && winograd::Plan::of(g).is_none() && !implicit::applies(g)
 }
 
 /// The output as N×O×OH×OW images from channel rows, O×N×OH×OW (see

@@ -192,16 +192,56 @@ fn winograd_convolutions_match_stock() {
     }
 }
 
-/// Winograd's convolutions inside an inference pass that keeps its transforms of the weights
-/// (a 3×3 through F(4, 3), a 1×7 through F(2, 7), in inference only): equal to the reference on
-/// the first pass, on the next (from the kept kernel points), and after the weights changed in
-/// place between two passes.
+/// Stride-1 convolutions through the implicit GEMM (inference only): SAME 3×3, 1×7, 7×1 and
+/// 5×5 kernels, a VALID 3×3 (output rows narrower than the input's), non-square maps, a batch
+/// that does not share out evenly over the threads and a batch of one (images split by
+/// columns). Equal to stock candle, and the fused BatchNorm+ReLU equal to the two ops bit for
+/// bit.
+#[test]
+fn implicit_convolutions_match_stock() {
+    let mut rng = Lcg(53);
+    let before = super::conv::implicit_calls();
+    // (n, c, h, w, o, kernel, padding)
+    let cases = [
+        (3, 32, 35, 35, 32, (3, 3), (1, 1)),
+        (2, 64, 17, 19, 96, (1, 7), (0, 3)),
+        (4, 48, 17, 17, 40, (7, 1), (3, 0)),
+        (2, 16, 21, 23, 24, (3, 3), (0, 0)),
+        (2, 24, 20, 18, 32, (5, 5), (2, 2)),
+        (1, 8, 16, 40, 8, (3, 3), (1, 1)),
+    ];
+    for (n, c, h, w, o, k, pad) in cases {
+        let what = format!("{n}×{c}×{h}×{w}, {o}×{}×{} pad {pad:?}", k.0, k.1);
+        let x = randn(&[n, c, h, w], DType::F32);
+        let wt = randn(&[o, c, k.0, k.1], DType::F32);
+        let fast = super::inference(|| conv2d(&x, &wt, pad, 1)).unwrap();
+        let stock = stock_conv2d(&x, &wt, pad, 1).unwrap();
+        close(&what, &fast, &stock, tol(DType::F32));
+        let (_, bns) = twin_batch_norms(o, DType::F32, &mut rng);
+        let fused = super::inference(|| super::conv_bn_relu(&x, &wt, (pad, 1), &bns[0], false));
+        let two = bn_relu(&fast, &bns[1], false).unwrap();
+        assert_eq!(max_abs_diff(&fused.unwrap(), &two), 0.0, "{what}: fused");
+    }
+    // Each case twice (the convolution alone, then with its BatchNorm and ReLU).
+    let took = super::conv::implicit_calls() - before;
+    if super::conv::implicit_available() {
+        assert!(took >= 2 * cases.len() as u64, "{took} implicit passes");
+    }
+}
+
+/// Convolutions on transforms of their weights inside an inference pass that keeps them (a 3×3
+/// through Winograd's F(4, 3), a 1×7 through F(2, 7), in inference only; a 3×3 on few channels
+/// and a 7×1 through the implicit GEMM's packed weights): equal to the reference on the first
+/// pass, on the next (from the kept transform), and after the weights changed in place between
+/// two passes.
 #[test]
 fn kept_weight_transforms_follow_their_weights() {
     let cache = std::sync::Arc::new(WeightCache::default());
     for (n, c, h, w, o, k, pad) in [
-        (4, 32, 36, 36, 32, (3, 3), (1, 1)),
-        (2, 32, 17, 17, 40, (1, 7), (0, 3)),
+        (4, 32, 36, 36, 96, (3, 3), (1, 1)),
+        (2, 200, 17, 17, 200, (1, 7), (0, 3)),
+        (2, 32, 35, 35, 32, (3, 3), (1, 1)),
+        (2, 32, 17, 17, 40, (7, 1), (3, 0)),
     ] {
         let x = randn(&[n, c, h, w], DType::F32);
         let wt = Var::from_tensor(&randn(&[o, c, k.0, k.1], DType::F32)).unwrap();

@@ -19,15 +19,44 @@ use std::arch::x86_64::*;
 /// multiple of 8).
 const MR: usize = 8;
 /// 16-lane vectors of the result per row of a tile.
-const NV: usize = 3;
+pub(super) const NV: usize = 3;
 /// Columns of the result per micro-kernel call.
-const NR: usize = 16 * NV;
+pub(super) const NR: usize = 16 * NV;
 /// Steps along k per pass over the result: the right operand's strip (`KC × NR`, 36 KiB) stays
 /// in L1.
 const KC: usize = 192;
 /// How far ahead (floats of the packed left operand, eight steps) the micro-kernel asks for
 /// the left operand's next lines: its panels come from L2.
 const PREFETCH_AHEAD: usize = 64;
+
+/// Columns per product where a caller splits a long product into blocks: the block's results
+/// (`rows ×` this) stay in L2 while the product passes over them once per [`KC`] steps along k,
+/// and whatever the caller does to them next finds them there.
+pub(super) fn block_columns(rows: usize) -> usize {
+    const BLOCK_ELEMS: usize = 1 << 16;
+    (BLOCK_ELEMS / rows.max(1)).div_ceil(NR).max(1) * NR
+}
+
+/// Into how many column ranges to split each of `n` images' products of `cols` columns so that
+/// the tasks share out evenly over the threads: whole images where their number allows, else
+/// every image in as many ranges as there are threads.
+pub(super) fn image_parts(n: usize, cols: usize) -> usize {
+    let t = super::super::threads();
+    if n.is_multiple_of(t) {
+        1
+    } else {
+        t.min(cols.div_ceil(NR)).max(1)
+    }
+}
+
+/// Columns `c0..c1` of range `part` of `parts` ([`image_parts`]) of `cols`, in whole strips.
+pub(super) fn part_columns(cols: usize, part: usize, parts: usize) -> (usize, usize) {
+    let strips = cols.div_ceil(NR);
+    (
+        (strips * part / parts * NR).min(cols),
+        (strips * (part + 1) / parts * NR).min(cols),
+    )
+}
 
 /// Whether the packed product is in use: the CPU has AVX-512F and `REPRO_PACKED` is unset or
 /// anything but `0`/`off`.
@@ -69,6 +98,50 @@ impl PackedLhs {
     }
 }
 
+/// Where the product's right operand comes from: it is read a strip of [`NR`] columns and at
+/// most [`KC`] rows at a time, copied into a contiguous buffer. A matrix in memory
+/// ([`product`]), or one that exists only as a rule for finding its entries (a convolution's
+/// im2col matrix, read straight from the image: [`super::implicit`]).
+pub(super) trait Strips: Sync {
+    /// Writes rows `p0..p0 + rows` of columns `j0..j0 + cols` (at most [`NR`]) to `strip`, row
+    /// `p` at `strip[(p − p0)·NR..]`, with zeros in the lanes from `cols` to [`NR`].
+    ///
+    /// # Safety
+    /// AVX-512F is available; `strip` is valid for writes of `rows · NR` floats.
+    unsafe fn fill(&self, p0: usize, rows: usize, j0: usize, cols: usize, strip: *mut f32);
+}
+
+/// A right operand in memory: `k × n`, rows `ldb` apart.
+struct Rows {
+    b: *const f32,
+    ldb: usize,
+}
+
+// The caller of `product` keeps the matrix alive and unwritten while the product reads it.
+unsafe impl Sync for Rows {}
+
+impl Strips for Rows {
+    #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
+    #[inline]
+    unsafe fn fill(&self, p0: usize, rows: usize, j0: usize, cols: usize, strip: *mut f32) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use crate::models::fastops::simd::first_lanes;
+            let masks: [__mmask16; NV] =
+                std::array::from_fn(|v| first_lanes(cols.saturating_sub(16 * v)));
+            for p in 0..rows {
+                let src = self.b.add((p0 + p) * self.ldb + j0);
+                for (v, &mask) in masks.iter().enumerate() {
+                    let x = _mm512_maskz_loadu_ps(mask, src.add(16 * v));
+                    _mm512_storeu_ps(strip.add(p * NR + 16 * v), x);
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (p0, rows, j0, cols, strip);
+    }
+}
+
 /// `dst (m × n, rows ldc apart) [+]= lhs (m × k) · rhs (k × n, rows ldb apart)` on this thread.
 ///
 /// # Safety
@@ -77,7 +150,22 @@ impl PackedLhs {
 pub(super) unsafe fn product(
     lhs: &PackedLhs,
     n: usize,
-    rhs: (*const f32, usize),
+    (b, ldb): (*const f32, usize),
+    dst: (*mut f32, usize),
+    accumulate: bool,
+) {
+    product_of(lhs, n, &Rows { b, ldb }, dst, accumulate)
+}
+
+/// [`product`] with the right operand (`k × n`) read through `rhs`.
+///
+/// # Safety
+/// [`available`] is true; `rhs` fills strips of `k` rows and `n` columns, and `dst` is valid
+/// for reads and writes of `m` rows of `n` floats `ldc` apart.
+pub(super) unsafe fn product_of<S: Strips>(
+    lhs: &PackedLhs,
+    n: usize,
+    rhs: &S,
     dst: (*mut f32, usize),
     accumulate: bool,
 ) {
@@ -97,10 +185,10 @@ mod x86 {
 
     /// [`super::product`], compiled for AVX-512F.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn product(
+    pub(super) unsafe fn product<S: Strips>(
         lhs: &PackedLhs,
         n: usize,
-        (b, ldb): (*const f32, usize),
+        rhs: &S,
         (c, ldc): (*mut f32, usize),
         accumulate: bool,
     ) {
@@ -126,13 +214,7 @@ mod x86 {
                 let w = NR.min(n - j0);
                 let masks: [__mmask16; NV] =
                     std::array::from_fn(|v| first_lanes(w.saturating_sub(16 * v)));
-                for p in 0..kc {
-                    let src = b.add((pc + p) * ldb + j0);
-                    for (v, &mask) in masks.iter().enumerate() {
-                        let x = _mm512_maskz_loadu_ps(mask, src.add(16 * v));
-                        _mm512_storeu_ps(strip.add(p * NR + 16 * v), x);
-                    }
-                }
+                rhs.fill(pc, kc, j0, w, strip);
                 for (s, i0) in (0..m).step_by(MR).enumerate() {
                     let a = lhs.data.as_ptr().add(s * MR * k + pc * MR);
                     let tile = Tile {
