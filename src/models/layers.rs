@@ -577,8 +577,13 @@ impl Residual {
 
 impl Block for Residual {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let u = self.up.unbiased(&self.branches.forward_t(x, train)?)?;
-        fastops::scaled_residual(x, &u, &self.up.bias, self.scale, self.relu)
+        let y = self.branches.forward_t(x, train)?;
+        let (up, scale, relu) = (&self.up, self.scale, self.relu);
+        // In an inference pass, the sum on each image's projection as it is made.
+        if let Some(out) = fastops::project_onto_trunk(x, &y, &up.weight, &up.bias, scale, relu)? {
+            return Ok(out);
+        }
+        fastops::scaled_residual(x, &up.unbiased(&y)?, &up.bias, scale, relu)
     }
 
     fn trace(&self, s: FeatureShape, cost: &mut Cost) -> Result<FeatureShape> {

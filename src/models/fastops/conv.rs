@@ -10,6 +10,7 @@ mod matmul;
 mod packed;
 mod phases;
 mod points;
+pub(super) mod projection;
 mod shift;
 mod winograd;
 
@@ -163,7 +164,7 @@ const BATCHED_MAX_P: usize = 400;
 /// 9.6 / 10.3 / 10.2 → 10.5 / 10.7 / 11.1 crops/s, Inception-v4 and Inception-v3 even; training
 /// at 75, 107 and 299 px even. At the CIFAR-10 scale (maps of 1, 9 and 49 outputs) nothing
 /// changes.
-const POINTWISE_IMAGE_MIN_P: usize = 64;
+pub(super) const POINTWISE_IMAGE_MIN_P: usize = 64;
 
 /// Uses the whole-batch GEMM.
 fn batched(g: &Geom) -> bool {
@@ -604,7 +605,7 @@ fn rows_path(g: &Geom) -> bool {
 /// shift of each output channel).
 pub(super) fn rows_to_images<T: Elem>(rows: &[T], dims: &[usize], ab: &[(T, T)]) -> Vec<T> {
     let (o, n, p) = (dims[0], dims[1], dims[2] * dims[3]);
-    scatter_batch(rows, o, (n, p), Epilogue(Some(ab)))
+    scatter_batch(rows, o, (n, p), Epilogue::BnRelu(ab))
 }
 
 /// The convolution as a custom op on (input, weight).
@@ -631,7 +632,7 @@ impl Conv2dOp {
             bail!("conv2d: input images are not contiguous")
         };
         let (x, wt) = (x.as_slice::<T>()?, weight_slice(w.as_slice::<T>()?, lw)?);
-        let epi = Epilogue(ab);
+        let epi = Epilogue::bn_relu(ab);
         // Transforms of the weights are kept across inference passes where they are made from
         // the weights' own storage (a cropped kernel is a new copy every pass).
         let y = match Crop::of(&g) {

@@ -64,6 +64,7 @@ mod weight_cache;
 pub use bn::bn_relu;
 pub use concat::cat;
 pub use conv::conv2d;
+pub use conv::projection::project_onto_trunk;
 pub use conv_bn::conv_bn_relu;
 pub use heap::HugePageHeap;
 pub use inference::{inference, inference_keeping};

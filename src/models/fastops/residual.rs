@@ -26,6 +26,23 @@ wide_fn! {
 }
 
 wide_fn! {
+    /// [`residual_planes`] with `ys` holding `u` on entry (the projection's output, overwritten
+    /// with the unit's).
+    pub(crate) fn residual_planes_in_place<T: Elem>(ys: &mut [T], x: &[T], bias: &[T], shape: (usize, usize, usize), s: T, relu: bool) -> () {
+        let (c, hw, p0) = shape;
+        let z = zero::<T>();
+        for (k, yp) in ys.chunks_exact_mut(hw).enumerate() {
+            let p = p0 + k;
+            let (xp, b) = (&x[p * hw..][..hw], bias[p % c]);
+            for (o, &xv) in yp.iter_mut().zip(xp) {
+                let t = xv + (*o + b) * s;
+                *o = if relu && t < z { z } else { t };
+            }
+        }
+    }
+}
+
+wide_fn! {
     /// Over the planes `p0..` that `gm` holds (`shape` as [`residual_planes`]): `g` where the
     /// pre-activation `x + s·(u + b)` is ≥ 0, else 0, into `gm`, and `s` times that into `du`.
     #[allow(clippy::too_many_arguments)]

@@ -229,6 +229,48 @@ fn implicit_convolutions_match_stock() {
     }
 }
 
+/// The end of an Inception-ResNet unit with the sum done on each image's projection
+/// (inference): bit for bit the convolution followed by `scaled_residual`, with and without the
+/// ReLU, in both types, for a batch of one and one that does not share out evenly; not taken
+/// outside an inference pass, nor where the projection is one product over the whole batch
+/// (small maps).
+#[test]
+fn projection_onto_trunk_is_the_two_ops_bit_for_bit() {
+    use super::project_onto_trunk;
+    // (n, branch channels, h, w, trunk channels)
+    let cases = [(3, 24, 9, 9, 16), (2, 40, 17, 17, 32), (1, 16, 8, 8, 24)];
+    for dtype in [DType::F64, DType::F32] {
+        for (n, k, h, w, o) in cases {
+            let (x, y) = (randn(&[n, o, h, w], dtype), randn(&[n, k, h, w], dtype));
+            let (wt, bias) = (randn(&[o, k, 1, 1], dtype), randn(&[o], dtype));
+            for relu in [true, false] {
+                let what = format!("{dtype:?} {n}×{k}×{h}×{w} → {o}, relu {relu}");
+                let fused = super::inference(|| project_onto_trunk(&x, &y, &wt, &bias, 0.17, relu))
+                    .unwrap()
+                    .unwrap_or_else(|| panic!("{what}: not taken"));
+                let two = super::inference(|| {
+                    let u = conv2d(&y, &wt, (0, 0), 1)?;
+                    scaled_residual(&x, &u, &bias, 0.17, relu)
+                })
+                .unwrap();
+                assert_eq!(max_abs_diff(&fused, &two), 0.0, "{what}");
+                let negative = two.lt(0.0).unwrap().to_dtype(DType::F64).unwrap();
+                let negative = negative.mean_all().unwrap().to_scalar::<f64>().unwrap();
+                assert_eq!(negative > 0.0, !relu, "{what}: negatives {negative}");
+            }
+            let outside = project_onto_trunk(&x, &y, &wt, &bias, 0.17, true).unwrap();
+            assert!(outside.is_none(), "taken outside an inference pass");
+        }
+    }
+    let (x, y) = (
+        randn(&[2, 8, 5, 5], DType::F32),
+        randn(&[2, 12, 5, 5], DType::F32),
+    );
+    let (wt, bias) = (randn(&[8, 12, 1, 1], DType::F32), randn(&[8], DType::F32));
+    let small = super::inference(|| project_onto_trunk(&x, &y, &wt, &bias, 0.17, true)).unwrap();
+    assert!(small.is_none(), "taken on 5×5 maps");
+}
+
 /// Convolutions on transforms of their weights inside an inference pass that keeps them (a 3×3
 /// through Winograd's F(4, 3), a 1×7 through F(2, 7), in inference only; a 3×3 on few channels
 /// and a 7×1 through the implicit GEMM's packed weights): equal to the reference on the first

@@ -13,8 +13,6 @@
 //! transforms cost more than the multiplications they save. Against im2col, nothing is written to
 //! memory but the output.
 
-use std::sync::Arc;
-
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
@@ -24,16 +22,12 @@ use super::super::weight_cache::WeightCache;
 use super::super::{par_items, uninit, Elem, SyncPtr};
 use super::epilogue::Epilogue;
 use super::geom::{Arith, Geom};
-use super::packed::{self, block_columns, image_parts, part_columns, PackedLhs, Strips, NR, NV};
+use super::packed::{self, block_columns, image_parts, part_columns, Strips, NR, NV};
 use super::winograd;
 
 /// Most taps (KH·KW) of a kernel this path takes: the masks of a strip's taps are made on the
 /// stack.
 const MAX_TAPS: usize = 49;
-
-/// What the kept packed weights are made for, first in their shape key (other transforms' keys
-/// start with the output channel count, which is never 0).
-const SHAPE_TAG: usize = 0;
 
 /// Whether `g` runs here: f32 in inference, stride 1, the output no wider than the input, a
 /// kernel other than 1×1, on a CPU with the packed product, and the rule of [`worth`] (or
@@ -116,12 +110,7 @@ pub(super) fn forward<T: Elem>(
 ) -> Option<Vec<T>> {
     let (x, wt) = (as_f32(x)?, as_f32(wt)?);
     CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let k = g.k();
-    let make = || PackedLhs::pack(wt, (g.o, k), k);
-    let lhs = match kept {
-        Some(cache) => cache.get_or_make(wt, &[SHAPE_TAG, g.o, g.c, g.kh, g.kw], make),
-        None => Arc::new(make()),
-    };
+    let lhs = packed::packed_weights(wt, (g.o, g.k()), kept);
     let (p, grid) = (g.p(), g.oh * g.w);
     let mut y = uninit::<T>(g.n * g.o * p);
     let yp = SyncPtr(y.as_mut_ptr());

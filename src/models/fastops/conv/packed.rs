@@ -14,6 +14,9 @@
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
+use std::sync::Arc;
+
+use super::super::weight_cache::WeightCache;
 
 /// Rows of the result per micro-kernel call (every channel count of the networks is a
 /// multiple of 8).
@@ -139,6 +142,22 @@ impl Strips for Rows {
         }
         #[cfg(not(target_arch = "x86_64"))]
         let _ = (p0, rows, j0, cols, strip);
+    }
+}
+
+/// The weights `wt`, an `m × k` matrix with rows `k` apart, packed; kept in `kept` where given
+/// (an inference pass), so that the next pass finds them packed.
+pub(super) fn packed_weights(
+    wt: &[f32],
+    (m, k): (usize, usize),
+    kept: Option<&WeightCache>,
+) -> Arc<PackedLhs> {
+    let make = || PackedLhs::pack(wt, (m, k), k);
+    match kept {
+        // The shape key starts with 0 to tell these apart from Winograd's kernel points, whose
+        // key starts with the output channel count.
+        Some(cache) => cache.get_or_make(wt, &[0, m, k], make),
+        None => Arc::new(make()),
     }
 }
 
