@@ -493,15 +493,31 @@ impl Mixed {
             .map(|&i| self.branches[i].pointwise_head().expect("checked in new"))
             .collect();
         let weights: Vec<&Tensor> = heads.iter().map(|h| &h.conv.weight).collect();
-        let y = fastops::conv2d(x, &fastops::cat(&weights, 0)?, (0, 0), 1)?;
+        let w = fastops::cat(&weights, 0)?;
+        // In an inference pass without pooled heads, each head's BatchNorm and ReLU on its
+        // channels as the product writes them.
+        let normalized = match heads.iter().all(|h| h.pool.is_none() && h.conv.fast_bn) {
+            true => {
+                let bns: Vec<&BatchNorm> = heads.iter().map(|h| &h.conv.bn).collect();
+                fastops::conv_bn_relu_heads(x, &w, ((0, 0), 1), &bns)?
+            }
+            false => None,
+        };
+        let done = normalized.is_some();
+        let y = match normalized {
+            Some(y) => y,
+            None => fastops::conv2d(x, &w, (0, 0), 1)?,
+        };
         let mut outs: Vec<Option<Tensor>> = vec![None; self.branches.len()];
         let mut start = 0;
         for (&i, head) in self.pointwise_heads.iter().zip(heads) {
             let mut z = fastops::narrow(&y, 1, start, head.conv.cout)?;
-            if let Some(pool) = head.pool {
-                z = pool.forward(&z)?;
+            if !done {
+                if let Some(pool) = head.pool {
+                    z = pool.forward(&z)?;
+                }
+                z = head.conv.normalize(&z, train)?;
             }
-            let z = head.conv.normalize(&z, train)?;
             outs[i] = Some(self.branches[i].forward_from(head.rest, &z, train)?);
             start += head.conv.cout;
         }
@@ -778,6 +794,60 @@ mod tests {
                 assert!(diff(a, b) < 1e-12, "train {train}: {ka} after the step");
             }
         }
+    }
+
+    /// In an inference pass, merged heads without a pooled one get each head's BatchNorm and
+    /// ReLU as the merged product writes its outputs (`fastops::conv_bn_relu_heads`): the same
+    /// outputs as the branches run one by one, with BatchNorms far from the identity.
+    #[test]
+    fn merged_heads_in_inference_match_separate_branches() {
+        let vm = VarMap::new();
+        let c = ctx(&vm);
+        let branches = || {
+            vec![
+                Chain::from(5).conv(&c, "b0", 3, K1).unwrap(),
+                Chain::from(5)
+                    .conv(&c, "b1a", 4, K1)
+                    .unwrap()
+                    .conv(&c, "b1b", 2, K3)
+                    .unwrap(),
+                Chain::from(5).conv(&c, "b3", 6, K1).unwrap(),
+            ]
+        };
+        let (merged, separate) = (Mixed::new(branches()), Mixed::unmerged(branches()));
+        for (name, var) in vm.data().lock().unwrap().iter() {
+            let (lo, hi) = match name.rsplit('.').next() {
+                Some("running_var") | Some("weight") if name.contains(".bn.") => (0.5, 2.0),
+                Some("running_mean") | Some("bias") if name.contains(".bn.") => (-1.0, 1.0),
+                _ => continue,
+            };
+            let t = Tensor::rand(lo, hi, var.shape(), &Device::Cpu).unwrap();
+            var.set(&t.to_dtype(var.dtype()).unwrap()).unwrap();
+        }
+        let x = Tensor::randn(0f64, 1., (3, 5, 6, 7), &Device::Cpu).unwrap();
+        let (a, b) = fastops::inference(|| {
+            (
+                merged.forward_t(&x, false).unwrap(),
+                separate.forward_t(&x, false).unwrap(),
+            )
+        });
+        let diff = crate::numeric::max_abs_diff(&a, &b).unwrap();
+        assert!(diff < 1e-12, "outputs differ by {diff}");
+        let zeros = b.eq(0.0).unwrap().to_dtype(DType::F64).unwrap();
+        let zeros = zeros.mean_all().unwrap().to_scalar::<f64>().unwrap();
+        assert!(zeros > 0.05 && zeros < 0.95, "ReLU cuts {zeros}");
+        let heads: Vec<&ConvBnAct> = [0, 1, 2]
+            .iter()
+            .map(|&i| merged.branches[i].pointwise_head().unwrap().conv)
+            .collect();
+        let w = Tensor::cat(&heads.iter().map(|h| &h.weight).collect::<Vec<_>>(), 0).unwrap();
+        let bns: Vec<&BatchNorm> = heads.iter().map(|h| &h.bn).collect();
+        let fused = |x| fastops::conv_bn_relu_heads(x, &w, ((0, 0), 1), &bns).unwrap();
+        assert!(
+            fastops::inference(|| fused(&x)).is_some(),
+            "fused in inference"
+        );
+        assert!(fused(&x).is_none(), "not fused outside inference");
     }
 
     /// Finite-difference check of a padded asymmetric conv unit (BN in eval mode so the

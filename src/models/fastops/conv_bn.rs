@@ -207,3 +207,56 @@ impl CustomOp3 for ConvBnReluOp {
         Ok((Some(dx), Some(dw), Some(dp)))
     }
 }
+
+/// In an inference pass, the merged 1×1 heads of an Inception block ([`super::conv2d`] of the
+/// heads' stacked weights) with each head's BatchNorm (running statistics) and ReLU applied to
+/// its channels as the convolution writes them, `bns` in the order of the weights' rows; `None`
+/// where this does not run (outside an inference pass, off the fast path), and the caller runs
+/// the convolution and each head's [`super::bn_relu`]. Bit for bit those ops.
+pub fn conv_bn_relu_heads(
+    x: &Tensor,
+    weight: &Tensor,
+    (pad, stride): ((usize, usize), usize),
+    bns: &[&BatchNorm],
+) -> Result<Option<Tensor>> {
+    let fused = super::inference::inferring() && bns.iter().all(|bn| bn::applies(x, bn));
+    let Some(conv) = conv::fast_op(x, weight, pad, stride).filter(|_| fused) else {
+        return Ok(None);
+    };
+    let channels: usize = bns.iter().map(|bn| bn.running_mean().elem_count()).sum();
+    if channels != weight.dim(0)? {
+        bail!(
+            "merged heads: {channels} BatchNorm channels for {} filters",
+            weight.dim(0)?
+        )
+    }
+    let x = super::blocked(x)?;
+    let w = weight.contiguous()?;
+    let (y, shape) = with_storage(&x, |xs, lx| {
+        with_storage(&w, |ws, lw| match x.dtype() {
+            DType::F32 => conv.run::<f32>(xs, lx, ws, lw, Some(&stacked_affine::<f32>(bns)?)),
+            _ => conv.run::<f64>(xs, lx, ws, lw, Some(&stacked_affine::<f64>(bns)?)),
+        })
+    })?;
+    let y = match y {
+        CpuStorage::F32(v) => Tensor::from_vec(v, shape, x.device())?,
+        CpuStorage::F64(v) => Tensor::from_vec(v, shape, x.device())?,
+        _ => bail!("merged heads: the convolution gave neither f32 nor f64"),
+    };
+    Ok(Some(y))
+}
+
+/// Each BatchNorm's evaluation `(a, b)` per channel, one after the other.
+fn stacked_affine<T: Elem>(bns: &[&BatchNorm]) -> Result<Vec<(T, T)>> {
+    let mut ab = Vec::new();
+    for bn in bns {
+        let (gamma, beta) = bn.weight_and_bias().expect("checked by applies");
+        let op = bn::evaluation_op(bn)?;
+        let (g, b) = (
+            super::with_slice::<T, _>(gamma, |s, l| vec_slice(s, l))?,
+            super::with_slice::<T, _>(beta, |s, l| vec_slice(s, l))?,
+        );
+        ab.extend(op.affine_of(&g, &b));
+    }
+    Ok(ab)
+}

@@ -13,7 +13,9 @@
 //!   followed by col2im; the weight gradient is `Σ dY·colᵀ`, accumulated per fixed group of images and summed
 //!   in a fixed order, so results are deterministic for a given number of threads. Stride-1
 //!   3×3, 5×5, 1×7 and 7×1 convolutions on large maps run by Winograd's minimal filtering
-//!   instead (`conv/winograd.rs`).
+//!   instead (`conv/winograd.rs`); in inference passes, those on few channels and the 1×7 / 7×1
+//!   ones run as a packed product per image whose im2col matrix is read from the image as the
+//!   product goes (`conv/implicit.rs`).
 //! - [`conv_bn_relu`]: a convolution and its BatchNorm + ReLU as one graph node: in training
 //!   candle's backward pass then keeps no gradient entry for the convolution's output; in
 //!   evaluation the BatchNorm and ReLU are applied to the convolution's outputs as they are
@@ -26,7 +28,9 @@
 //!   (max, first maximum of the window wins, as in PyTorch) or by a box sum of `dY / count`
 //!   (average).
 //! - [`scaled_residual`]: the tail of an Inception-ResNet unit, `act(x + scale·(u + bias))`, in
-//!   one pass (four candle ops otherwise).
+//!   one pass (four candle ops otherwise); in inference passes [`project_onto_trunk`] does it on
+//!   each image's projection as it is made (`conv/projection.rs`), and
+//!   [`conv_bn_relu_heads`] gives merged 1×1 heads their BatchNorms as the product writes.
 //! - [`bf16`]: the convolutions' matrix products with bf16 operands and f32 sums
 //!   (`--precision bf16`: AMX tiles or AVX512-BF16), chosen per convolution by its `Arith`.
 //! - [`fused`] (`tape.rs`): in training, each stage of the network as one node of candle's
@@ -65,7 +69,7 @@ pub use bn::bn_relu;
 pub use concat::cat;
 pub use conv::conv2d;
 pub use conv::projection::project_onto_trunk;
-pub use conv_bn::conv_bn_relu;
+pub use conv_bn::{conv_bn_relu, conv_bn_relu_heads};
 pub use heap::HugePageHeap;
 pub use inference::{inference, inference_keeping};
 pub use parallel::on_worker;
