@@ -35,13 +35,15 @@ pub fn cat(ts: &[&Tensor], dim: usize) -> Result<Tensor> {
 const PIECE: usize = 1 << 16;
 
 /// `Tensor::cat(ts, dim)` as a new tensor outside candle's autograd graph (nothing is recorded
-/// for a backward pass): the copies in parallel where every input is a contiguous f32 or f64
-/// CPU tensor, else candle's own concatenation of the inputs detached.
+/// for a backward pass): the copies in parallel where every input is an f32 or f64 CPU tensor
+/// whose rows are contiguous and evenly spaced ([`row_stride`]: a contiguous tensor or a
+/// merged head's slice of channels), else candle's own concatenation (on the calling thread)
+/// of the inputs detached.
 fn detached(ts: &[&Tensor], dim: usize) -> Result<Tensor> {
     let parallel = ts.len() >= 2
         && ts.iter().all(|t| {
             matches!(t.device(), Device::Cpu)
-                && t.is_contiguous()
+                && row_stride(t, dim).is_some()
                 && t.dtype() == ts[0].dtype()
                 && t.rank() == ts[0].rank()
         })
@@ -56,15 +58,44 @@ fn detached(ts: &[&Tensor], dim: usize) -> Result<Tensor> {
     }
 }
 
+/// How far apart `t`'s rows (its entries for each index of the dims before `dim`) lie, where
+/// each row is contiguous and the rows are evenly spaced: a contiguous tensor, or a slice of one
+/// along `dim` (a merged head's channels). `None` otherwise.
+fn row_stride(t: &Tensor, dim: usize) -> Option<usize> {
+    let (dims, strides) = (t.dims(), t.stride());
+    let mut expected = 1;
+    for d in (dim..dims.len()).rev() {
+        if dims[d] != 1 && strides[d] != expected {
+            return None;
+        }
+        expected *= dims[d];
+    }
+    let row = expected;
+    // The dims before `dim` collapse into one evenly spaced index.
+    let mut stride = None;
+    for d in (0..dim).rev() {
+        if dims[d] == 1 {
+            continue;
+        }
+        match stride {
+            None => stride = Some((strides[d], strides[d] * dims[d])),
+            Some((first, next)) if strides[d] == next => stride = Some((first, next * dims[d])),
+            Some(_) => return None,
+        }
+    }
+    let step = stride.map_or(row, |(first, _)| first);
+    (step >= row).then_some(step)
+}
+
 /// candle's concatenation (on the calling thread) of the inputs detached from its graph.
 fn candle_cat_detached(ts: &[&Tensor], dim: usize) -> Result<Tensor> {
     let detached: Vec<Tensor> = ts.iter().map(|t| t.detach()).collect();
     Tensor::cat(&detached, dim)
 }
 
-/// The concatenation of contiguous tensors of the same rank, dtype `T` and sizes but along
-/// `dim`: each output row (the entries before `dim` fixed) is the inputs' rows one after the
-/// other.
+/// The concatenation of tensors of the same rank, dtype `T` and sizes but along `dim`, each
+/// with evenly spaced contiguous rows ([`row_stride`]): each output row (the entries before
+/// `dim` fixed) is the inputs' rows one after the other.
 fn copied<T: Elem>(ts: &[&Tensor], dim: usize) -> Result<Tensor> {
     let dims = ts[0].dims();
     let outer: usize = dims[..dim].iter().product();
@@ -73,6 +104,10 @@ fn copied<T: Elem>(ts: &[&Tensor], dim: usize) -> Result<Tensor> {
     let row: usize = rows.iter().sum();
     let mut shape = dims.to_vec();
     shape[dim] = ts.iter().map(|t| t.dims()[dim]).sum();
+    let steps: Vec<usize> = ts
+        .iter()
+        .map(|t| row_stride(t, dim).expect("checked by the caller"))
+        .collect();
     // Where each input's entries start, read under its storage's lock, held to the end.
     let storages: Vec<_> = ts.iter().map(|t| t.storage_and_layout()).collect();
     let starts = storages
@@ -107,11 +142,11 @@ fn copied<T: Elem>(ts: &[&Tensor], dim: usize) -> Result<Tensor> {
     let copy = |k: usize| {
         let (i, o, at, len) = pieces[k];
         let (src, dst) = (&starts[i], &dst);
-        // SAFETY: input `i` holds outer × rows[i] entries from its start; the pieces cover
-        // disjoint ranges of `out`, each once.
+        // SAFETY: input `i` holds `outer` rows of rows[i] entries, steps[i] apart, from its
+        // start; the pieces cover disjoint ranges of `out`, each once.
         unsafe {
             std::ptr::copy_nonoverlapping(
-                src.0.add(o * rows[i] + at),
+                src.0.add(o * steps[i] + at),
                 dst.0.add(o * row + prefix[i] + at),
                 len,
             )
@@ -181,6 +216,37 @@ mod tests {
         let got = detached(&[&a, &b], 1)?;
         let want = Tensor::cat(&[&a, &b], 1)?;
         assert_eq!(got.to_vec3::<f32>()?, want.to_vec3::<f32>()?);
+        assert_eq!(
+            row_stride(&b, 1),
+            None,
+            "a transposed input takes candle's path"
+        );
+        Ok(())
+    }
+
+    /// Slices of a wider tensor along the concatenated dim (a merged head's channels) and after
+    /// an outer dim: copied in parallel from where their rows lie, equal to candle's.
+    #[test]
+    fn slices_along_the_dim_are_copied_where_they_lie() -> Result<()> {
+        let dev = Device::Cpu;
+        let wide = Tensor::arange(0f32, 4.0 * 9.0 * 300.0, &dev)?.reshape((4, 9, 300))?;
+        let heads = [
+            wide.narrow(1, 0, 2)?,
+            wide.narrow(1, 2, 3)?,
+            wide.narrow(1, 5, 4)?,
+        ];
+        let late = wide.narrow(0, 1, 3)?.narrow(1, 4, 5)?;
+        assert_eq!(row_stride(&heads[1], 1), Some(9 * 300));
+        assert_eq!(row_stride(&late, 1), Some(9 * 300));
+        let other = Tensor::arange(0f32, 4.0 * 6.0 * 300.0, &dev)?.reshape((4, 6, 300))?;
+        for parts in [
+            vec![&heads[2], &heads[0], &other, &heads[1]],
+            vec![&late, &other.narrow(0, 0, 3)?],
+        ] {
+            let want = Tensor::cat(&parts, 1)?;
+            let got = super::super::inference(|| cat(&parts, 1))?;
+            assert_eq!(got.to_vec3::<f32>()?, want.to_vec3::<f32>()?);
+        }
         Ok(())
     }
 }
