@@ -19,10 +19,10 @@ use std::arch::x86_64::*;
 use super::super::inference::inferring;
 use super::super::simd::{as_f32, first_lanes};
 use super::super::weight_cache::WeightCache;
-use super::super::{par_items, uninit, Elem, SyncPtr};
+use super::super::{par_items, threads, uninit, Elem, SyncPtr};
 use super::epilogue::Epilogue;
 use super::geom::{Arith, Geom};
-use super::packed::{self, block_columns, image_parts, part_columns, Strips, NR, NV};
+use super::packed::{self, Strips, NR, NV};
 use super::winograd;
 
 /// Most taps (KH·KW) of a kernel this path takes: the masks of a strip's taps are made on the
@@ -89,6 +89,35 @@ const MIN_SIDE: usize = 16;
 const MAX_FACTORISED_WEIGHTS: usize = 192 * 192;
 const MAX_SMALL_WEIGHTS: usize = 32 * 64;
 const MAX_SMALL_PLANE: usize = 48 * 48;
+
+/// Columns per product where an image's product is split into blocks: the block's results
+/// (`rows ×` this) stay in L2 while the product passes over them once per step of 192 along k
+/// (the packed product's `KC`), and the epilogue finds them there.
+fn block_columns(rows: usize) -> usize {
+    const BLOCK_ELEMS: usize = 1 << 16;
+    (BLOCK_ELEMS / rows.max(1)).div_ceil(NR).max(1) * NR
+}
+
+/// Into how many column ranges to split each of `n` images' products of `cols` columns so that
+/// the tasks share out evenly over the threads: whole images where their number allows, else
+/// every image in as many ranges as there are threads.
+fn image_parts(n: usize, cols: usize) -> usize {
+    let t = threads();
+    if n.is_multiple_of(t) {
+        1
+    } else {
+        t.min(cols.div_ceil(NR)).max(1)
+    }
+}
+
+/// Columns `c0..c1` of range `part` of `parts` ([`image_parts`]) of `cols`, in whole strips.
+fn part_columns(cols: usize, part: usize, parts: usize) -> (usize, usize) {
+    let strips = cols.div_ceil(NR);
+    (
+        (strips * part / parts * NR).min(cols),
+        (strips * (part + 1) / parts * NR).min(cols),
+    )
+}
 
 static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 

@@ -32,35 +32,6 @@ const KC: usize = 192;
 /// the left operand's next lines: its panels come from L2.
 const PREFETCH_AHEAD: usize = 64;
 
-/// Columns per product where a caller splits a long product into blocks: the block's results
-/// (`rows ×` this) stay in L2 while the product passes over them once per [`KC`] steps along k,
-/// and whatever the caller does to them next finds them there.
-pub(super) fn block_columns(rows: usize) -> usize {
-    const BLOCK_ELEMS: usize = 1 << 16;
-    (BLOCK_ELEMS / rows.max(1)).div_ceil(NR).max(1) * NR
-}
-
-/// Into how many column ranges to split each of `n` images' products of `cols` columns so that
-/// the tasks share out evenly over the threads: whole images where their number allows, else
-/// every image in as many ranges as there are threads.
-pub(super) fn image_parts(n: usize, cols: usize) -> usize {
-    let t = super::super::threads();
-    if n.is_multiple_of(t) {
-        1
-    } else {
-        t.min(cols.div_ceil(NR)).max(1)
-    }
-}
-
-/// Columns `c0..c1` of range `part` of `parts` ([`image_parts`]) of `cols`, in whole strips.
-pub(super) fn part_columns(cols: usize, part: usize, parts: usize) -> (usize, usize) {
-    let strips = cols.div_ceil(NR);
-    (
-        (strips * part / parts * NR).min(cols),
-        (strips * (part + 1) / parts * NR).min(cols),
-    )
-}
-
 /// Whether the packed product is in use: the CPU has AVX-512F and `REPRO_PACKED` is unset or
 /// anything but `0`/`off`.
 pub(super) fn available() -> bool {
