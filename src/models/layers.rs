@@ -728,18 +728,7 @@ mod tests {
     fn merged_pointwise_heads_match_separate_branches() {
         let vm = VarMap::new();
         let c = ctx(&vm);
-        let branches = || {
-            vec![
-                Chain::from(5).conv(&c, "b0", 3, K1).unwrap(),
-                Chain::from(5)
-                    .conv(&c, "b1a", 4, K1)
-                    .unwrap()
-                    .conv(&c, "b1b", 2, K3)
-                    .unwrap(),
-                Chain::from(5).avg_pool(&c).conv(&c, "b2", 2, K1).unwrap(),
-                Chain::from(5).conv(&c, "b3", 6, K1).unwrap(),
-            ]
-        };
+        let branches = || mergeable_branches(&c, true);
         let merged = Mixed::new(branches());
         assert_eq!(merged.pointwise_heads, [0, 1, 2, 3]);
         // 15 filters in the heads: merged for 3·6·7 positions, not for 2·2·3.
@@ -796,6 +785,24 @@ mod tests {
         }
     }
 
+    /// Branches on a 5-channel input whose heads merge: a 1x1, a 1x1 then a 3x3, where
+    /// `pooled` an average pool then a 1x1, and a 1x1.
+    fn mergeable_branches(c: &Ctx, pooled: bool) -> Vec<Chain> {
+        let mut branches = vec![
+            Chain::from(5).conv(c, "b0", 3, K1).unwrap(),
+            Chain::from(5)
+                .conv(c, "b1a", 4, K1)
+                .unwrap()
+                .conv(c, "b1b", 2, K3)
+                .unwrap(),
+        ];
+        if pooled {
+            branches.push(Chain::from(5).avg_pool(c).conv(c, "b2", 2, K1).unwrap());
+        }
+        branches.push(Chain::from(5).conv(c, "b3", 6, K1).unwrap());
+        branches
+    }
+
     /// In an inference pass, merged heads without a pooled one get each head's BatchNorm and
     /// ReLU as the merged product writes its outputs (`fastops::conv_bn_relu_heads`): the same
     /// outputs as the branches run one by one, with BatchNorms far from the identity.
@@ -803,17 +810,7 @@ mod tests {
     fn merged_heads_in_inference_match_separate_branches() {
         let vm = VarMap::new();
         let c = ctx(&vm);
-        let branches = || {
-            vec![
-                Chain::from(5).conv(&c, "b0", 3, K1).unwrap(),
-                Chain::from(5)
-                    .conv(&c, "b1a", 4, K1)
-                    .unwrap()
-                    .conv(&c, "b1b", 2, K3)
-                    .unwrap(),
-                Chain::from(5).conv(&c, "b3", 6, K1).unwrap(),
-            ]
-        };
+        let branches = || mergeable_branches(&c, false);
         let (merged, separate) = (Mixed::new(branches()), Mixed::unmerged(branches()));
         for (name, var) in vm.data().lock().unwrap().iter() {
             let (lo, hi) = match name.rsplit('.').next() {
