@@ -103,6 +103,20 @@ impl WeightCache {
     }
 }
 
+/// The transform of `weights` for `shape`: from `cache` where the pass keeps its transforms
+/// ([`WeightCache::get_or_make`]), else made for this pass alone.
+pub(crate) fn kept_or_made<V: Any + Send + Sync>(
+    cache: Option<&WeightCache>,
+    weights: &[f32],
+    shape: &[usize],
+    make: impl FnOnce() -> V,
+) -> Arc<V> {
+    match cache {
+        Some(cache) => cache.get_or_make(weights, shape, make),
+        None => Arc::new(make()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,7 +16,7 @@
 use std::arch::x86_64::*;
 use std::sync::Arc;
 
-use super::super::weight_cache::WeightCache;
+use super::super::weight_cache::{kept_or_made, WeightCache};
 
 /// Rows of the result per micro-kernel call (every channel count of the networks is a
 /// multiple of 8).
@@ -123,13 +123,9 @@ pub(super) fn packed_weights(
     (m, k): (usize, usize),
     kept: Option<&WeightCache>,
 ) -> Arc<PackedLhs> {
-    let make = || PackedLhs::pack(wt, (m, k), k);
-    match kept {
-        // The shape key starts with 0 to tell these apart from Winograd's kernel points, whose
-        // key starts with the output channel count.
-        Some(cache) => cache.get_or_make(wt, &[0, m, k], make),
-        None => Arc::new(make()),
-    }
+    // The shape key starts with 0 to tell these apart from Winograd's kernel points, whose key
+    // starts with the output channel count.
+    kept_or_made(kept, wt, &[0, m, k], || PackedLhs::pack(wt, (m, k), k))
 }
 
 /// `dst (m × n, rows ldc apart) [+]= lhs (m × k) · rhs (k × n, rows ldb apart)` on this thread.

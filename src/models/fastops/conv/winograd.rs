@@ -22,13 +22,11 @@
 //! kernel's points are kept from pass to pass, they take F(2, 7) too). `REPRO_WINOGRAD=0`
 //! turns it off (the im2col path then runs every convolution); bf16 products never come here.
 
-use std::sync::Arc;
-
 use gemm::Parallelism;
 
 use super::super::inference::inferring;
 use super::super::simd::{as_f32, as_f32_mut, wide_fn};
-use super::super::weight_cache::WeightCache;
+use super::super::weight_cache::{kept_or_made, WeightCache};
 use super::super::{par_items, par_map, sum_in_order, threads, uninit, zero, Elem, SyncPtr};
 use super::epilogue::Epilogue;
 use super::geom::{Arith, Geom};
@@ -769,11 +767,9 @@ pub(super) fn forward<T: Elem>(
     let packed = as_f32(wt)
         .filter(|_| packed::available() && small.count() >= threads())
         .map(|wt| {
-            let make = || plan.packed_kernel_points(wt, g);
-            match kept {
-                Some(cache) => cache.get_or_make(wt, &plan.shape(g), make),
-                None => Arc::new(make()),
-            }
+            kept_or_made(kept, wt, &plan.shape(g), || {
+                plan.packed_kernel_points(wt, g)
+            })
         });
     let (u, blocks) = match packed {
         Some(_) => (Vec::new(), small),
