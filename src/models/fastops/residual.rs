@@ -8,6 +8,13 @@ use super::{
 };
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
+/// The unit's pre-activation `x + s·(u + b)`: one expression for both forward passes and the
+/// backward's ReLU mask, so that the fused paths agree bit for bit.
+#[inline(always)]
+fn pre_activation<T: Elem>(x: T, u: T, b: T, s: T) -> T {
+    x + (u + b) * s
+}
+
 wide_fn! {
     /// `y = x + s·(u + b)`, then ReLU if `relu`, over the planes `p0..` that `ys` holds (`shape`
     /// = (C, H·W, p0); plane `p` takes channel `p mod C`'s bias).
@@ -18,7 +25,7 @@ wide_fn! {
             let p = p0 + k;
             let (xp, up, b) = (&x[p * hw..][..hw], &u[p * hw..][..hw], bias[p % c]);
             for ((o, &xv), &uv) in yp.iter_mut().zip(xp).zip(up) {
-                let t = xv + (uv + b) * s;
+                let t = pre_activation(xv, uv, b, s);
                 *o = if relu && t < z { z } else { t };
             }
         }
@@ -35,7 +42,7 @@ wide_fn! {
             let p = p0 + k;
             let (xp, b) = (&x[p * hw..][..hw], bias[p % c]);
             for (o, &xv) in yp.iter_mut().zip(xp) {
-                let t = xv + (*o + b) * s;
+                let t = pre_activation(xv, *o, b, s);
                 *o = if relu && t < z { z } else { t };
             }
         }
@@ -54,7 +61,7 @@ wide_fn! {
             let at = p * hw..(p + 1) * hw;
             let (xp, up, gp, b) = (&x[at.clone()], &u[at.clone()], &g[at], bias[p % c]);
             for ((((m, d), &xv), &uv), &gv) in mp.iter_mut().zip(dp.iter_mut()).zip(xp).zip(up).zip(gp) {
-                *m = if xv + (uv + b) * s >= z { gv } else { z };
+                *m = if pre_activation(xv, uv, b, s) >= z { gv } else { z };
                 *d = *m * s;
             }
         }
