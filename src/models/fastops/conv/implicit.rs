@@ -9,9 +9,9 @@
 //! padding) the columns past `OW` of each row are computed and dropped.
 //!
 //! Against Winograd this does all the multiplications, but without transforms: on maps with few
-//! channels, and for the 1×7 / 7×1 convolutions (F(2, 7) saves less than a half), the
-//! transforms cost more than the multiplications they save. Against im2col, nothing is written to
-//! memory but the output.
+//! channels the transforms cost more than the multiplications they save (the 1×7 and 7×1
+//! convolutions ran here too until Winograd's one-axis transforms were made cheaper; they now
+//! go through F(2, 7)). Against im2col, nothing is written to memory but the output.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -67,8 +67,6 @@ fn setting() -> Setting {
 /// three networks timed both ways in evaluation at 299 px, batch 8 (see the README):
 /// - maps of at least [`MIN_SIDE`] a side: on smaller ones most of each image's last strip is
 ///   padding, and im2col's one product over the whole batch wins;
-/// - 1×n and n×1 kernels with at most [`MAX_FACTORISED_WEIGHTS`] channel pairs (F(2, 7) saves
-///   little and its transforms cost more than that on these);
 /// - other kernels on few channel pairs (at most [`MAX_SMALL_WEIGHTS`]) and maps of at most
 ///   [`MAX_SMALL_PLANE`] outputs, where Winograd's transforms outweigh its savings;
 /// - any of them where Winograd does not run.
@@ -76,17 +74,12 @@ fn worth(g: &Geom) -> bool {
     if g.oh.min(g.ow) < MIN_SIDE {
         return false;
     }
-    let pairs = g.c * g.o;
-    let factorised = g.kh == 1 || g.kw == 1;
-    (factorised && pairs <= MAX_FACTORISED_WEIGHTS)
-        || (pairs <= MAX_SMALL_WEIGHTS && g.p() <= MAX_SMALL_PLANE)
-        || winograd::Plan::of(g).is_none()
+    (g.c * g.o <= MAX_SMALL_WEIGHTS && g.p() <= MAX_SMALL_PLANE) || winograd::Plan::of(g).is_none()
 }
 
-/// See [`worth`]: the smallest maps, and the largest (input × output) channel counts of the
-/// factorised and of the other kernels, where this path runs before Winograd.
+/// See [`worth`]: the smallest maps, and the largest (input × output) channel count and map
+/// where this path runs before Winograd.
 const MIN_SIDE: usize = 16;
-const MAX_FACTORISED_WEIGHTS: usize = 192 * 192;
 const MAX_SMALL_WEIGHTS: usize = 32 * 64;
 const MAX_SMALL_PLANE: usize = 48 * 48;
 
@@ -119,12 +112,15 @@ fn part_columns(cols: usize, part: usize, parts: usize) -> (usize, usize) {
     )
 }
 
-static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+thread_local! {
+    static CALLS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
 
-/// Forward passes run here so far (tests check that the path they mean to cover ran).
+/// Forward passes this thread has run here so far (tests check that the path they mean to cover
+/// ran; counted per thread, so that tests running at the same time do not add to each other's).
 #[cfg(test)]
 pub(crate) fn calls() -> u64 {
-    CALLS.load(std::sync::atomic::Ordering::Relaxed)
+    CALLS.with(std::cell::Cell::get)
 }
 
 /// The forward pass of `g` (input images at `xb` = (offset, image stride) in `x`, weights `wt`),
@@ -138,7 +134,7 @@ pub(super) fn forward<T: Elem>(
     kept: Option<&WeightCache>,
 ) -> Option<Vec<T>> {
     let (x, wt) = (as_f32(x)?, as_f32(wt)?);
-    CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    CALLS.with(|c| c.set(c.get() + 1));
     let lhs = packed::packed_weights(wt, (g.o, g.k()), kept);
     let (p, grid) = (g.p(), g.oh * g.w);
     let mut y = uninit::<T>(g.n * g.o * p);

@@ -57,6 +57,71 @@ pub(super) fn join<T: Elem>(src: &[T], ls: usize, step: usize, dst: &mut [T]) {
     }
 }
 
+/// `dst[b·ld + t] = row[t·step + b + first]` for `b < taps`, `t < len`, zero where that index
+/// lies outside `row`: the windows of a row's tiles, tap by tap, where the row is short (the
+/// stretch the windows cover within 32 entries, at most 16 tiles: the 1×7 kernels' 17-wide
+/// maps) and the CPU has AVX-512F. The stretch is loaded once into two registers and each tap's
+/// entries picked out of them by one permutation; the generic moves took a copy per tap, each
+/// a call for nine entries. Returns whether it did the moves (f32 and such rows only).
+pub(super) fn short_row_windows<T: Elem>(
+    dst: &mut [T],
+    ld: usize,
+    row: &[T],
+    first: isize,
+    (step, taps, len): (usize, usize, usize),
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(d), Some(r)) = (as_f32_mut(dst), as_f32(row)) {
+        let fits = len > 0 && len <= 16 && taps > 0 && (len - 1) * step + taps <= 32;
+        if fits && std::arch::is_x86_feature_detected!("avx512f") {
+            assert!(d.len() >= (taps - 1) * ld + len);
+            // SAFETY: the CPU has AVX-512F; the stores stay inside `d` (checked above) and the
+            // loads read entries of `r` only.
+            unsafe { avx512::short_row_windows(d, ld, r, first, (step, taps, len)) };
+            return true;
+        }
+    }
+    let _ = (dst, ld, row, first, step, taps, len);
+    false
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::super::super::simd::first_lanes;
+
+    /// [`super::short_row_windows`] on the CPU that has AVX-512F, for stretches of at most 32
+    /// entries and at most 16 tiles.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn short_row_windows(
+        d: &mut [f32],
+        ld: usize,
+        r: &[f32],
+        first: isize,
+        (step, taps, len): (usize, usize, usize),
+    ) {
+        // Lanes u of the stretch with `first + u` inside the row.
+        let lo = (-first).clamp(0, 32) as u32;
+        let hi = (r.len() as isize - first).clamp(lo as isize, 32) as u32;
+        let inside = ((1u64 << hi) - 1) & !((1u64 << lo) - 1);
+        let base = r.as_ptr().wrapping_offset(first);
+        // Masked-off lanes are not read: the loads touch entries of `r` only.
+        let below = _mm512_maskz_loadu_ps(inside as __mmask16, base);
+        let above = _mm512_maskz_loadu_ps((inside >> 16) as __mmask16, base.wrapping_add(16));
+        let keep = first_lanes(len);
+        let mut at = _mm512_mullo_epi32(
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+            _mm512_set1_epi32(step as i32),
+        );
+        for b in 0..taps {
+            let tap = _mm512_permutex2var_ps(below, at, above);
+            _mm512_mask_storeu_ps(d.as_mut_ptr().add(b * ld), keep, tap);
+            at = _mm512_add_epi32(at, _mm512_set1_epi32(1));
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
@@ -207,6 +272,51 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The windows of short rows against their definition: rows shorter and longer than the
+    /// stretch, stretches starting before the row and running past it, every step up to 4, the
+    /// rows of `dst` further apart than the tiles and the lanes between them untouched. f32 (the
+    /// permutations where the CPU has AVX-512F) and f64 (never taken) alike.
+    fn check_windows<T: Elem>() {
+        for step in 1..=4 {
+            for (taps, len) in [(1, 1), (8, 9), (6, 4), (3, 16), (8, 12)] {
+                if (len - 1) * step + taps > 32 {
+                    continue;
+                }
+                for row_len in [0, 1, 5, 17, 40] {
+                    for first in [-4isize, -3, 0, 2] {
+                        let src = row::<T>(row_len);
+                        let ld = len + 3;
+                        let mut got = vec![T::from_f64(99.0); taps * ld];
+                        let did = short_row_windows(&mut got, ld, &src, first, (step, taps, len));
+                        if !did {
+                            continue;
+                        }
+                        for b in 0..taps {
+                            for t in 0..ld {
+                                let u = (t * step + b) as isize + first;
+                                let want = match (t < len, usize::try_from(u)) {
+                                    (false, _) => T::from_f64(99.0),
+                                    (true, Ok(u)) if u < row_len => src[u],
+                                    _ => T::from_f64(0.0),
+                                };
+                                assert!(
+                                    got[b * ld + t] == want,
+                                    "step {step} taps {taps} len {len} row {row_len} first {first}: ({b}, {t})"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn short_row_windows_match_their_definition() {
+        check_windows::<f32>();
+        check_windows::<f64>();
     }
 
     #[test]

@@ -40,13 +40,16 @@ pub(crate) fn enabled() -> bool {
     *ON.get_or_init(|| std::env::var("REPRO_WINOGRAD").map_or(true, |v| v != "0" && v != "off"))
 }
 
-static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+thread_local! {
+    static CALLS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
 
-/// How many forward passes and weight gradients this process has run through Winograd (tests
-/// check which convolutions took it).
+/// How many forward passes and weight gradients this thread has run through Winograd (tests
+/// check which convolutions took it; counted per thread, so that tests running at the same time
+/// do not add to each other's).
 #[cfg(test)]
 pub(crate) fn calls() -> u64 {
-    CALLS.load(std::sync::atomic::Ordering::Relaxed)
+    CALLS.with(std::cell::Cell::get)
 }
 
 /// The finite points the transforms evaluate at, in the order they are taken (∞ is always the
@@ -245,8 +248,8 @@ impl Plan {
     /// The tile rows (over all images: row `n·th + i` is image `n`'s `i`-th) split into blocks
     /// whose transformed operands, `C` and `O` channels at every point, fit [`BLOCK_ELEMS`] unless
     /// that leaves fewer than [`MIN_BLOCK_TILES`] tiles ([`MIN_PACKED_BLOCK_TILES`] where the
-    /// kernel's points are `packed`), and into at least as many blocks as threads where there
-    /// are enough rows.
+    /// kernel's points are `packed`), into a multiple of the threads where there are enough
+    /// rows, all of them within a row of the same size.
     fn blocks(&self, g: &Geom, packed: bool) -> Blocks {
         let rows = g.n * self.th;
         let per_row = self.points() * (g.c + g.o) * self.tw;
@@ -255,11 +258,22 @@ impl Plan {
         } else {
             MIN_BLOCK_TILES
         };
-        let per = (BLOCK_ELEMS / per_row.max(1))
+        let most = (BLOCK_ELEMS / per_row.max(1))
             .max(min_tiles.div_ceil(self.tw))
             .clamp(1, rows.div_ceil(threads()).max(1))
             .min(rows);
-        Blocks { rows, per }
+        // As many blocks as that takes, rounded up to a multiple of the threads, of even size:
+        // blocks of `most` rows and a short last one left threads idle at the end (Inception-
+        // ResNet-v2's 7×1 at 17×17, 72 tile rows in blocks of 10: 40 rows on one thread, 32 on
+        // the other).
+        let count = rows
+            .div_ceil(most.max(1))
+            .next_multiple_of(threads())
+            .min(rows);
+        Blocks {
+            rows,
+            per: rows.div_ceil(count.max(1)).max(1),
+        }
     }
 
     /// `U`: the kernel at every point, `u[(ξ·α_w + ν)·O·C + o·C + c]`: `G` along the rows, then
@@ -327,6 +341,9 @@ impl Plan {
         rows: std::ops::Range<usize>,
         v: &mut [T],
     ) {
+        if self.down_the_rows(g) {
+            return self.column_input_points(x, xb, g, rows, v);
+        }
         let plane = g.h * g.w;
         self.window_points(
             (g.c, |c, n| &x[xb.0 + n * xb.1 + c * plane..][..plane]),
@@ -339,6 +356,57 @@ impl Plan {
             ),
             v,
         )
+    }
+
+    /// Whether the kernel is one column (n×1) without padding across, on six or eight points:
+    /// each tile's window is then `α_h` stretches of whole image rows
+    /// ([`Self::column_input_points`]).
+    fn down_the_rows(&self, g: &Geom) -> bool {
+        self.w.alpha() == 1 && g.pw == 0 && self.tw == g.w && matches!(self.h.alpha(), 6 | 8)
+    }
+
+    /// [`Self::input_points`] for an n×1 kernel ([`Self::down_the_rows`]) with a dedicated pass
+    /// of `Bᵀ` (six or eight points). Tile row `ty`'s window is image rows `m·ty − ph + j`
+    /// (`j < α`): with the image's rows (zero above and below it) split into their `m` phases,
+    /// tap `j` of every window of an image's tile rows is one stretch of phase `j mod m`, so
+    /// each image and channel takes one pass of `Bᵀ` over all its tile rows in the block.
+    fn column_input_points<T: Elem>(
+        &self,
+        x: &[T],
+        xb: (usize, usize),
+        g: &Geom,
+        rows: std::ops::Range<usize>,
+        v: &mut [T],
+    ) {
+        let (a, m, w, tb) = (self.h.alpha(), self.h.m, g.w, rows.len() * self.tw);
+        let plane = g.h * w;
+        // Rows of each phase a stretch of `count` tile rows reads.
+        let span = |count: usize| count + (a - 1) / m;
+        let mut phases = uninit::<T>(m * span(self.th) * w);
+        for n in rows.start / self.th..rows.end.div_ceil(self.th) {
+            let first = rows.start.max(n * self.th) - n * self.th;
+            let count = rows.end.min((n + 1) * self.th) - n * self.th - first;
+            let at = (n * self.th + first - rows.start) * w;
+            let len = count * w;
+            let pitch = span(count) * w;
+            for ch in 0..g.c {
+                let p = &x[xb.0 + n * xb.1 + ch * plane..][..plane];
+                for (i, d) in phases[..m * pitch].chunks_exact_mut(w).enumerate() {
+                    let (q, r) = (i / span(count), i % span(count));
+                    let iy = ((first + r) * m + q) as isize - g.ph as isize;
+                    match (0..g.h as isize).contains(&iy) {
+                        true => d.copy_from_slice(&p[iy as usize * w..][..w]),
+                        false => d.fill(zero()),
+                    }
+                }
+                let tap = |j: usize| &phases[(j % m) * pitch + (j / m) * w..][..len];
+                let dst = &mut v[ch * tb + at..];
+                match a {
+                    6 => bt6_rows(rows_mut(dst, g.c * tb, len), std::array::from_fn(tap)),
+                    _ => bt8_rows(rows_mut(dst, g.c * tb, len), std::array::from_fn(tap)),
+                }
+            }
+        }
     }
 
     /// The points of the windows of every plane in block rows `rows`: the `p × q` windows of
@@ -361,16 +429,33 @@ impl Plan {
     ) {
         let (ah, aw) = (self.h.alpha(), self.w.alpha());
         let tb = rows.len() * self.tw;
+        // An axis of one tap (1×n and n×1 kernels) is the identity: its pass is skipped, the
+        // window standing for the half-way points (1×n) or the pass down the rows writing the
+        // points (n×1).
+        let (h_identity, w_identity) = (ah == 1 && p == 1, aw == 1 && q == 1);
         let mut window = uninit::<T>(p * q * tb);
-        let mut half = uninit::<T>(ah * q * tb);
+        let mut half = uninit::<T>(if h_identity || w_identity {
+            0
+        } else {
+            ah * q * tb
+        });
         let mut scratch = Vec::new();
         for ch in 0..planes {
             // window[a][b][t]: entry (a, b) of tile t's window, zero outside the plane.
             let windows = (&mut window[..], &mut scratch);
             self.gather_windows(|n| plane(ch, n), map, (p, q), rows.clone(), windows);
-            for b in 0..q {
-                along_h(&mut half[b * tb..], q * tb, &window[b * tb..], q * tb, tb);
+            if w_identity {
+                along_h(&mut out[ch * tb..], planes * tb, &window, tb, tb);
+                continue;
             }
+            let half: &[T] = if h_identity {
+                &window
+            } else {
+                for b in 0..q {
+                    along_h(&mut half[b * tb..], q * tb, &window[b * tb..], q * tb, tb);
+                }
+                &half
+            };
             for xi in 0..ah {
                 let d = &mut out[(xi * aw * planes + ch) * tb..];
                 along_w(d, planes * tb, &half[xi * q * tb..], tb, tb);
@@ -406,7 +491,7 @@ impl Plan {
 
     /// Takes the products `mp[(ξ·α_w + ν)·O·tb + o·tb + t]` of block rows `rows` back to outputs
     /// (`Aᵀ` along the columns, then the rows) and writes them into `y` (N×O×OH×OW), `epi`
-    /// applied to each output row as it is written.
+    /// applied to each channel's outputs once the block has written them.
     fn write_outputs<T: Elem>(
         &self,
         mp: &[T],
@@ -416,16 +501,28 @@ impl Plan {
     ) {
         let (ah, aw, mh, mw) = (self.h.alpha(), self.w.alpha(), self.h.m, self.w.m);
         let tb = rows.len() * self.tw;
-        let mut half = uninit::<T>(ah * mw * tb);
+        // As in `window_points`, an axis of one tap is skipped.
+        let (h_identity, w_identity) = (ah == 1, aw == 1);
+        let mut half = uninit::<T>(if h_identity || w_identity {
+            0
+        } else {
+            ah * mw * tb
+        });
         let mut out = uninit::<T>(mh * mw * tb);
         for o in 0..g.o {
-            for xi in 0..ah {
-                let (d, s) = (&mut half[xi * mw * tb..], &mp[(xi * aw * g.o + o) * tb..]);
-                self.w.apply_at(d, tb, s, g.o * tb, tb);
-            }
-            for j in 0..mw {
-                let (d, s) = (&mut out[j * tb..], &half[j * tb..]);
-                self.h.apply_at(d, mw * tb, s, mw * tb, tb);
+            if w_identity {
+                self.h.apply_at(&mut out, tb, &mp[o * tb..], g.o * tb, tb);
+            } else if h_identity {
+                self.w.apply_at(&mut out, tb, &mp[o * tb..], g.o * tb, tb);
+            } else {
+                for xi in 0..ah {
+                    let (d, s) = (&mut half[xi * mw * tb..], &mp[(xi * aw * g.o + o) * tb..]);
+                    self.w.apply_at(d, tb, s, g.o * tb, tb);
+                }
+                for j in 0..mw {
+                    let (d, s) = (&mut out[j * tb..], &half[j * tb..]);
+                    self.h.apply_at(d, mw * tb, s, mw * tb, tb);
+                }
             }
             for (k, row) in rows.clone().enumerate() {
                 let (n, ty) = (row / self.th, row % self.th);
@@ -439,9 +536,37 @@ impl Plan {
                         )
                     };
                     phases::join(&out[i * mw * tb + k * self.tw..], tb, mw, yrow);
-                    epi.channel(o, yrow);
                 }
             }
+            self.epilogue(o, g, rows.clone(), (y, epi));
+        }
+    }
+
+    /// `epi` on channel `o`'s outputs of block rows `rows`, once for each image's stretch of
+    /// them (consecutive output rows), after the block has written them.
+    fn epilogue<T: Elem>(
+        &self,
+        o: usize,
+        g: &Geom,
+        rows: std::ops::Range<usize>,
+        (y, epi): (&SyncPtr<T>, Epilogue<T>),
+    ) {
+        if matches!(epi, Epilogue::None) {
+            return;
+        }
+        for n in rows.start / self.th..rows.end.div_ceil(self.th) {
+            let first = rows.start.max(n * self.th) - n * self.th;
+            let end = rows.end.min((n + 1) * self.th) - n * self.th;
+            let (oy, end) = (first * self.h.m, (end * self.h.m).min(g.oh));
+            // SAFETY: these output rows belong to this block's tile rows alone, and no other
+            // reference to them is alive.
+            let ys = unsafe {
+                std::slice::from_raw_parts_mut(
+                    y.0.add(((n * g.o + o) * g.oh + oy) * g.ow),
+                    (end - oy) * g.ow,
+                )
+            };
+            epi.channel(o, ys);
         }
     }
 
@@ -541,6 +666,67 @@ wide_fn! {
     }
 }
 
+/// `Bᵀ` over eight points (0, 1, −1, 2, −2, ½, −½, ∞: F(2, 7), the 1×7 and 7×1 kernels)
+/// applied to eight rows of `src` (`ss` apart), the eight results into rows of `dst` (`ds`
+/// apart), in one pass: the same matrix as [`Axis::bt`], from its structure. With
+/// `P(x) = x·Q(x) = Π (x − p)` over the finite points, `Q(x) = x⁶ − 21/4·x⁴ + 21/4·x² − 1`, the
+/// row of a finite point `p` holds the coefficients of `P(x) / (x − p)`: `Q` for 0, and
+/// `(x² + p·x)·R(x²)` for ±p, with `R` the quotient of `Q` by `x² − p²`; ∞'s row is `P`.
+/// So the rows of `p` and `−p` share their even and odd halves.
+fn bt8<T: Elem>(dst: &mut [T], ds: usize, src: &[T], ss: usize, len: usize) {
+    let o = rows_mut::<T, 8>(dst, ds, len);
+    let d = |k: usize| &src[k * ss..][..len];
+    bt8_rows(o, [d(0), d(1), d(2), d(3), d(4), d(5), d(6), d(7)]);
+}
+
+wide_fn! {
+    fn bt8_rows<T: Elem>(o: [&mut [T]; 8], d: [&[T]; 8]) -> () {
+        let c = |v: f64| T::from_f64(v);
+        let q = c(21.0 / 4.0);
+        // R(x²) = x⁴ + r₂·x² + r₀ for the pairs ±1, ±2, ±½.
+        let (r2_1, r2_2, r0_2, r2_h, r0_h) = (c(-17.0 / 4.0), c(-5.0 / 4.0), c(0.25), c(-5.0), c(4.0));
+        let (two, half) = (c(2.0), c(0.5));
+        let [o0, o1, o2, o3, o4, o5, o6, o7] = o;
+        let [d0, d1, d2, d3, d4, d5, d6, d7] = d;
+        for t in 0..o0.len() {
+            let (a0, a1, a2, a3, a4, a5, a6, a7) =
+                (d0[t], d1[t], d2[t], d3[t], d4[t], d5[t], d6[t], d7[t]);
+            o0[t] = (a6 - a0) + q * (a2 - a4);
+            o7[t] = (a7 - a1) + q * (a3 - a5);
+            let (e, od) = (a6 + r2_1 * a4 + a2, a5 + r2_1 * a3 + a1);
+            o1[t] = e + od;
+            o2[t] = e - od;
+            let (e, od) = (a6 + r2_2 * a4 + r0_2 * a2, a5 + r2_2 * a3 + r0_2 * a1);
+            o3[t] = e + two * od;
+            o4[t] = e - two * od;
+            let (e, od) = (a6 + r2_h * a4 + r0_h * a2, a5 + r2_h * a3 + r0_h * a1);
+            o5[t] = e + half * od;
+            o6[t] = e - half * od;
+        }
+    }
+}
+
+/// `Aᵀ` of F(2, 7) applied to eight rows of `src` (`ss` apart), the two outputs into rows of
+/// `dst` (`ds` apart): the products' sum, and their sum weighted by the points (∞'s product
+/// counted once).
+fn at28<T: Elem>(dst: &mut [T], ds: usize, src: &[T], ss: usize, len: usize) {
+    let y = rows_mut::<T, 2>(dst, ds, len);
+    let m = |k: usize| &src[k * ss..][..len];
+    at28_rows(y, [m(0), m(1), m(2), m(3), m(4), m(5), m(6), m(7)]);
+}
+
+wide_fn! {
+    fn at28_rows<T: Elem>(y: [&mut [T]; 2], m: [&[T]; 8]) -> () {
+        let (two, half) = (T::from_f64(2.0), T::from_f64(0.5));
+        let [y0, y1] = y;
+        let [m0, m1, m2, m3, m4, m5, m6, m7] = m;
+        for t in 0..y0.len() {
+            y0[t] = m0[t] + (m1[t] + m2[t]) + (m3[t] + m4[t]) + (m5[t] + m6[t]);
+            y1[t] = (m1[t] - m2[t]) + two * (m3[t] - m4[t]) + half * (m5[t] - m6[t]) + m7[t];
+        }
+    }
+}
+
 /// `G` of F(3, 4) (the weight gradient's for a 3-tap axis: the output gradient's 4 entries to
 /// the points 0, 1, −1, 2, −2, ∞) applied to four rows of `src` into six rows of `dst`, common
 /// terms once: `[¼d₀, −(e+o)/6, −(e−o)/6, (e′+o′)/24, (e′−o′)/24, d₃]` with `e = d₀+d₂`,
@@ -578,6 +764,7 @@ impl Axis {
         match a {
             1 => return dst[..len].copy_from_slice(&src[..len]),
             6 => return bt6(dst, ds, src, ss, len),
+            8 => return bt8(dst, ds, src, ss, len),
             _ => {}
         }
         for i in 0..a {
@@ -607,6 +794,7 @@ impl Axis {
         match (self.m, self.r) {
             (1, 1) => return dst[..len].copy_from_slice(&src[..len]),
             (4, 3) => return at46(dst, ds, src, ss, len),
+            (2, 7) => return at28(dst, ds, src, ss, len),
             _ => {}
         }
         let a = self.alpha();
@@ -647,6 +835,9 @@ fn strided_rows<T: Elem>(
         }
         return;
     };
+    if phases::short_row_windows(dst, ld, src, first, (step, taps, len)) {
+        return;
+    }
     if step == 1 {
         // Windows one apart: tap b is the row itself from `first + b`.
         for b in 0..taps {
@@ -756,7 +947,7 @@ pub(super) fn forward<T: Elem>(
     epi: Epilogue<T>,
     kept: Option<&WeightCache>,
 ) -> Vec<T> {
-    CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    CALLS.with(|c| c.set(c.get() + 1));
     let mut y = uninit::<T>(g.n * g.o * g.p());
     let yp = SyncPtr(y.as_mut_ptr());
     let (pts, c, o) = (plan.points(), g.c, g.o);
@@ -833,7 +1024,7 @@ pub(super) fn grad_weight<T: Elem>(
     g: &Geom,
     plan: &Plan,
 ) -> Vec<T> {
-    CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    CALLS.with(|c| c.set(c.get() + 1));
     // The weight gradient's algorithm: F(r, m) on each axis (same points, same Bᵀ).
     let (gh, gw) = (Axis::new(g.kh, plan.h.m), Axis::new(g.kw, plan.w.m));
     let blocks = plan.blocks(g, false);
@@ -948,8 +1139,9 @@ mod tests {
         }
     }
 
-    /// The dedicated passes of F(4, 3) and F(3, 4) compute the derived matrices: `bt6`, `at46`
-    /// and `g64` against the generic row-by-row product on random rows (f64).
+    /// The dedicated passes of F(4, 3), F(3, 4) and F(2, 7) compute the derived matrices: `bt6`,
+    /// `at46`, `g64`, `bt8` and `at28` against the generic row-by-row product on random rows
+    /// (f64).
     #[test]
     fn dedicated_passes_are_the_derived_matrices() {
         let mut rng = Lcg(3);
@@ -967,11 +1159,13 @@ mod tests {
             }
             d
         };
-        let (f43, f34) = (Axis::new(4, 3), Axis::new(3, 4));
-        let cases: [(&str, &Axis, Vec<f64>, usize, usize); 3] = [
+        let (f43, f34, f27) = (Axis::new(4, 3), Axis::new(3, 4), Axis::new(2, 7));
+        let cases: [(&str, &Axis, Vec<f64>, usize, usize); 5] = [
             ("bt", &f43, f43.bt.clone(), 6, 6),
             ("at", &f43, f43.at.clone(), 4, 6),
             ("g", &f34, f34.g.clone(), 6, 4),
+            ("bt", &f27, f27.bt.clone(), 8, 8),
+            ("at", &f27, f27.at.clone(), 2, 8),
         ];
         for (name, axis, mat, outs, ins) in cases {
             let want = generic(&mat, outs, ins);
