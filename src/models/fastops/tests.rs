@@ -167,8 +167,8 @@ fn conv_large_maps_match_stock() {
 /// Convolutions with enough tiles and channels go through Winograd (`conv/winograd.rs`):
 /// forward, the input gradient (a stride-1 convolution itself) and the weight gradient match
 /// stock candle's in f64 and f32. 3×3 SAME and VALID (F(4, 3) on both axes, partial tiles at the
-/// edges), 5×5 (F(2, 5)); the 1×n and n×1 kernels are checked against the definition in
-/// `winograd.rs`.
+/// edges), 5×5 (F(2, 5)), 1×7 and 7×1 (F(2, 7) along one axis, on 17×17 maps as in the
+/// networks); `winograd.rs` checks every kernel against the definition.
 #[test]
 fn winograd_convolutions_match_stock() {
     let before = super::conv::winograd_calls();
@@ -176,6 +176,8 @@ fn winograd_convolutions_match_stock() {
         (4, 32, 36, 36, 32, (3, 3), (1, 1)),
         (5, 33, 31, 30, 32, (3, 3), (0, 0)),
         (3, 32, 25, 25, 34, (5, 5), (2, 2)),
+        (2, 32, 17, 17, 40, (1, 7), (0, 3)),
+        (2, 40, 17, 17, 32, (7, 1), (3, 0)),
     ];
     for (n, c, h, w, o, k, pad) in cases {
         for dtype in [DType::F64, DType::F32] {

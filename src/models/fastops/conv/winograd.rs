@@ -17,14 +17,14 @@
 //! points) and ∞ keep the transforms' entries between 1/24 and 16 for the 3×3 and 5×5 kernels
 //! that come here (1/90 and 64 with 7 taps); the tests below bound the error against the
 //! definition, and timm's logits at 299 px, which go through it, still match. Only convolutions
-//! that gain take it ([`Plan::worth`]): large maps, enough channels, at most six points an axis
-//! (in training the networks' 1×7 and 7×1 run faster through im2col; in inference, where the
-//! kernel's points are kept from pass to pass, they take F(2, 7) too). `REPRO_WINOGRAD=0`
-//! turns it off (the im2col path then runs every convolution); bf16 products never come here.
+//! that gain take it ([`Plan::worth`]): large maps, enough channels, at most eight points an axis.
+//! Kernels of one row or column (1×7, 7×1) skip the one-tap axis, and take their windows where
+//! they lie in the image (see [`Plan::column_input_points`] and `phases::short_row_windows`).
+//! `REPRO_WINOGRAD=0` turns it off (the im2col path then runs every convolution); bf16 products
+//! never come here.
 
 use gemm::Parallelism;
 
-use super::super::inference::inferring;
 use super::super::simd::{as_f32, as_f32_mut, wide_fn};
 use super::super::weight_cache::{kept_or_made, WeightCache};
 use super::super::{par_items, par_map, sum_in_order, threads, uninit, zero, Elem, SyncPtr};
@@ -171,28 +171,6 @@ const MIN_SIDE: usize = 16;
 /// still gain 10–25 %).
 const MIN_CHANNELS: usize = 32;
 
-/// Most points along one axis of a convolution that goes through Winograd: F(4, 3) and F(2, 5)
-/// have 6; the seven-tap axes' F(2, 7) (8 products for 14) lost to the whole-batch im2col GEMM
-/// on the 17×17 maps where the networks have them (Inception-v4 at 299 px, batch 8, f32: each
-/// pass of its 224→256 1×7 and 7×1 convolutions 56–63 ms through Winograd, 49–53 ms through
-/// im2col; training steps of all three networks 3–5 % faster without it, evaluation even).
-const MAX_AXIS_POINTS: usize = 6;
-
-/// [`MAX_AXIS_POINTS`] in inference passes, where F(2, 7) runs too: there the kernel's points
-/// are kept from one pass to the next ([`super::super::WeightCache`]), and making them was much
-/// of what the seven-tap axes lost (Inception-v4 at 299 px, batch 8, `repro bench compare
-/// --mode eval` on the same binary: 1.44 → 1.51× PyTorch; Inception-ResNet-v2 even, 9.1–9.4 vs
-/// 9.2–9.6 crops/s alternated).
-const MAX_AXIS_POINTS_INFERRING: usize = 8;
-
-fn max_axis_points() -> usize {
-    if inferring() {
-        MAX_AXIS_POINTS_INFERRING
-    } else {
-        MAX_AXIS_POINTS
-    }
-}
-
 /// How one convolution runs through Winograd: each axis's F(m, r), and its tiles.
 pub(super) struct Plan {
     h: Axis,
@@ -211,13 +189,18 @@ impl Plan {
         (enabled() && plan.worth(g)).then_some(plan)
     }
 
-    /// Whether the transforms pay for `g`: enough tiles, channels and outputs a side, and at most
-    /// [`MAX_AXIS_POINTS`] points along each axis ([`MAX_AXIS_POINTS_INFERRING`] in inference).
+    /// Whether the transforms pay for `g`: enough tiles, channels and outputs a side. Any kernel
+    /// of up to 7 taps a side pays on such maps: the 1×7 and 7×1 ones (F(2, 7), 8 products for
+    /// 14) had lost to the whole-batch im2col GEMM on the networks' 17×17 maps (Inception-v4's
+    /// 224→256 1×7 and 7×1 at 299 px, batch 8: 56–63 ms a pass against 49–53) until their
+    /// transforms were made cheap (the one-tap axis skipped, `Bᵀ` and `Aᵀ` in one pass each, the
+    /// windows read where they lie); since then they gain in training too (steps at 299 px,
+    /// batch 8, alternated on the same binary: Inception-v4 2.59–2.63 s against 2.73–2.85,
+    /// Inception-v3 1.31–1.32 against 1.32–1.34) and more in evaluation.
     fn worth(&self, g: &Geom) -> bool {
         g.n * self.th * self.tw >= MIN_TILES
             && g.c.min(g.o) >= MIN_CHANNELS
             && g.oh.min(g.ow) >= MIN_SIDE
-            && self.h.alpha().max(self.w.alpha()) <= max_axis_points()
     }
 
     /// The plan for `g` wherever the algorithm applies (1×n and n×1 kernels too), worth it or
@@ -1245,9 +1228,9 @@ mod tests {
     }
 
     /// Which convolutions of the networks take Winograd: at 299 px (batch 8) 3×3 and 5×5 on
-    /// large maps do; Inception-B's 1×7 and 7×1 (F(2, 7)'s 8 points), Inception-C's 8×8 maps
+    /// large maps do, and Inception-B's 1×7 and 7×1 at 17×17 (F(2, 7)); Inception-C's 8×8 maps
     /// (32 tiles of the 3×3, 128 of the 1×3) and the CIFAR-10 scale's narrow stem do not; at
-    /// 107 px (batch 16) the stem does, the 5×5 at 11×11 does not.
+    /// 107 px (batch 16) the stem does, the 5×5 at 11×11 and the 1×7 at 5×5 do not.
     #[test]
     fn worth_it_on_large_maps_only() {
         let worth = |x: [usize; 4], k: (usize, usize, usize), pad: (usize, usize)| {
@@ -1256,8 +1239,9 @@ mod tests {
         };
         assert!(worth([8, 64, 35, 35], (96, 3, 3), (1, 1)));
         assert!(worth([8, 32, 149, 149], (32, 3, 3), (0, 0)));
-        assert!(!worth([8, 192, 17, 17], (224, 1, 7), (0, 3)));
-        assert!(!worth([8, 224, 17, 17], (256, 7, 1), (3, 0)));
+        assert!(worth([8, 192, 17, 17], (224, 1, 7), (0, 3)));
+        assert!(worth([8, 224, 17, 17], (256, 7, 1), (3, 0)));
+        assert!(!worth([16, 192, 5, 5], (224, 1, 7), (0, 3)));
         assert!(worth([8, 48, 35, 35], (64, 5, 5), (2, 2)));
         assert!(!worth([16, 48, 11, 11], (64, 5, 5), (2, 2)));
         assert!(worth([16, 80, 25, 25], (192, 3, 3), (0, 0)));
