@@ -59,10 +59,11 @@ pub(super) fn join<T: Elem>(src: &[T], ls: usize, step: usize, dst: &mut [T]) {
 
 /// `dst[b·ld + t] = row[t·step + b + first]` for `b < taps`, `t < len`, zero where that index
 /// lies outside `row`: the windows of a row's tiles, tap by tap, where the row is short (the
-/// stretch the windows cover within 32 entries, at most 16 tiles: the 1×7 kernels' 17-wide
-/// maps) and the CPU has AVX-512F. The stretch is loaded once into two registers and each tap's
-/// entries picked out of them by one permutation; the generic moves took a copy per tap, each
-/// a call for nine entries. Returns whether it did the moves (f32 and such rows only).
+/// stretch the windows cover within 48 entries, at most 16 tiles: the 1×7 kernels' 17-wide maps,
+/// the 3×3s' 35-wide ones) and the CPU has AVX-512F. The stretch is loaded once into three
+/// registers and each tap's entries picked out of them by permutations; the generic moves took
+/// a copy per tap, each a call for nine entries. Returns whether it did the moves (f32 and such
+/// rows only).
 pub(super) fn short_row_windows<T: Elem>(
     dst: &mut [T],
     ld: usize,
@@ -72,7 +73,7 @@ pub(super) fn short_row_windows<T: Elem>(
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
     if let (Some(d), Some(r)) = (as_f32_mut(dst), as_f32(row)) {
-        let fits = len > 0 && len <= 16 && taps > 0 && (len - 1) * step + taps <= 32;
+        let fits = len > 0 && len <= 16 && taps > 0 && (len - 1) * step + taps <= 48;
         if fits && std::arch::is_x86_feature_detected!("avx512f") {
             assert!(d.len() >= (taps - 1) * ld + len);
             // SAFETY: the CPU has AVX-512F; the stores stay inside `d` (checked above) and the
@@ -91,7 +92,7 @@ mod avx512 {
 
     use super::super::super::simd::first_lanes;
 
-    /// [`super::short_row_windows`] on the CPU that has AVX-512F, for stretches of at most 32
+    /// [`super::short_row_windows`] on the CPU that has AVX-512F, for stretches of at most 48
     /// entries and at most 16 tiles.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn short_row_windows(
@@ -102,20 +103,27 @@ mod avx512 {
         (step, taps, len): (usize, usize, usize),
     ) {
         // Lanes u of the stretch with `first + u` inside the row.
-        let lo = (-first).clamp(0, 32) as u32;
-        let hi = (r.len() as isize - first).clamp(lo as isize, 32) as u32;
+        let lo = (-first).clamp(0, 48) as u32;
+        let hi = (r.len() as isize - first).clamp(lo as isize, 48) as u32;
         let inside = ((1u64 << hi) - 1) & !((1u64 << lo) - 1);
         let base = r.as_ptr().wrapping_offset(first);
         // Masked-off lanes are not read: the loads touch entries of `r` only.
-        let below = _mm512_maskz_loadu_ps(inside as __mmask16, base);
-        let above = _mm512_maskz_loadu_ps((inside >> 16) as __mmask16, base.wrapping_add(16));
+        let part = |k: usize| {
+            _mm512_maskz_loadu_ps((inside >> (16 * k)) as __mmask16, base.wrapping_add(16 * k))
+        };
+        let (first16, second16, third16) = (part(0), part(1), part(2));
         let keep = first_lanes(len);
         let mut at = _mm512_mullo_epi32(
             _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
             _mm512_set1_epi32(step as i32),
         );
+        let beyond = _mm512_set1_epi32(31);
         for b in 0..taps {
-            let tap = _mm512_permutex2var_ps(below, at, above);
+            // Entries 0..32 from the first two registers, then those past 31 from the third
+            // (its permutation reads the index mod 16).
+            let tap = _mm512_permutex2var_ps(first16, at, second16);
+            let late = _mm512_cmpgt_epi32_mask(at, beyond);
+            let tap = _mm512_mask_permutexvar_ps(tap, late, at, third16);
             _mm512_mask_storeu_ps(d.as_mut_ptr().add(b * ld), keep, tap);
             at = _mm512_add_epi32(at, _mm512_set1_epi32(1));
         }
@@ -280,12 +288,12 @@ mod tests {
     /// permutations where the CPU has AVX-512F) and f64 (never taken) alike.
     fn check_windows<T: Elem>() {
         for step in 1..=4 {
-            for (taps, len) in [(1, 1), (8, 9), (6, 4), (3, 16), (8, 12)] {
-                if (len - 1) * step + taps > 32 {
+            for (taps, len) in [(1, 1), (8, 9), (6, 4), (3, 16), (8, 12), (6, 9), (6, 11)] {
+                if (len - 1) * step + taps > 48 {
                     continue;
                 }
-                for row_len in [0, 1, 5, 17, 40] {
-                    for first in [-4isize, -3, 0, 2] {
+                for row_len in [0, 1, 5, 17, 35, 40, 60] {
+                    for first in [-4isize, -3, -1, 0, 2] {
                         let src = row::<T>(row_len);
                         let ld = len + 3;
                         let mut got = vec![T::from_f64(99.0); taps * ld];
