@@ -269,8 +269,11 @@ fn grad_input_batched<T: Elem>(dyt: &[T], wt: &[T], g: &Geom) -> Vec<T> {
     }
     let (plane, chw) = (g.h * g.w, g.image_in());
     let t = Taps::of(g);
-    let mut dx = vec![zero::<T>(); g.n * chw];
+    // Zeroed image by image on the threads that sum into them (a zeroed allocation is a serial
+    // pass over the whole batch on the calling thread).
+    let mut dx = super::uninit::<T>(g.n * chw);
     par_chunks(&mut dx, chw, |i, dxi| {
+        dxi.fill(zero());
         t.col2im_channels(&dcol, np, i * p, p, (g.c, plane), dxi)
     });
     dx
@@ -406,11 +409,16 @@ fn grad_input<T: Elem>(dy: &[T], db: (usize, usize), wt: &[T], g: &Geom) -> Vec<
         return grad_input_as_conv(dy, db, wt, g);
     }
     let (k, p, o) = (g.k(), g.p(), g.o);
-    let mut dx = vec![zero::<T>(); g.n * g.image_in()];
+    // Every entry is written below: by the product (pointwise) or by col2im's sums into the
+    // image, zeroed on its thread first.
+    let mut dx = super::uninit::<T>(g.n * g.image_in());
     let par = inner_par(g.n);
     let taps = Taps::of(g);
     par_chunks(&mut dx, g.image_in(), |i, dxn| {
         let dyn_ = &dy[db.0 + i * db.1..][..o * p];
+        if !g.pointwise() {
+            dxn.fill(zero());
+        }
         unsafe {
             // Wᵀ: (k × o) with element (r, q) at wt[q·k + r].
             if g.pointwise() {

@@ -105,8 +105,10 @@ impl MaxPoolOp {
         let dx = with_slice::<T, _>(x, |xs, lx| {
             with_slice::<T, _>(&grad, |gs, lg| {
                 let (xs, gs) = (Planes::of(xs, lx)?, Planes::of(gs, lg)?);
-                let mut dx = vec![zero::<T>(); n * c * h * w];
+                // Zeroed by the tasks that sum into it.
+                let mut dx = super::uninit::<T>(n * c * h * w);
                 par_chunk_groups(&mut dx, h * w, MIN_TASK_ENTRIES, |p0, ds| {
+                    ds.fill(zero());
                     for (k, dp) in ds.chunks_exact_mut(h * w).enumerate() {
                         let (xp, gp) = (xs.get(p0 + k), gs.get(p0 + k));
                         for oy in 0..oh {
