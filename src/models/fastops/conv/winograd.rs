@@ -1056,22 +1056,31 @@ pub(super) fn grad_weight<T: Elem>(
 fn taps_from_points<T: Elem>(acc: &[T], g: &Geom, (gh, gw): (&Axis, &Axis)) -> Vec<T> {
     let (ah, aw, oc) = (gh.alpha(), gw.alpha(), g.o * g.c);
     let (kh, kw) = (g.kh, g.kw);
-    let mut half = uninit::<T>(ah * kw * oc);
-    for xi in 0..ah {
-        let (d, s) = (&mut half[xi * kw * oc..], &acc[xi * aw * oc..]);
-        gw.apply_at(d, oc, s, oc, oc);
-    }
-    let mut taps = uninit::<T>(kh * kw * oc);
-    for j in 0..kw {
-        let (d, s) = (&mut taps[j * oc..], &half[j * oc..]);
-        gh.apply_at(d, kw * oc, s, kw * oc, oc);
-    }
     let mut dw = uninit::<T>(oc * kh * kw);
-    for (q, k) in dw.chunks_exact_mut(kh * kw).enumerate() {
-        for (r, d) in k.iter_mut().enumerate() {
-            *d = taps[r * oc + q];
+    let dp = SyncPtr(dw.as_mut_ptr());
+    // A chunk of kernels at a time on each thread, as `kernel_points` makes them (on the calling
+    // thread alone this was 0.3 ms a call for Inception-ResNet-v2's 1×7 and 7×1 in training).
+    par_items(oc.div_ceil(KERNEL_CHUNK), |chunk| {
+        let dp = &dp;
+        let q0 = chunk * KERNEL_CHUNK;
+        let len = KERNEL_CHUNK.min(oc - q0);
+        let mut half = uninit::<T>(ah * kw * len);
+        for xi in 0..ah {
+            let (d, s) = (&mut half[xi * kw * len..], &acc[xi * aw * oc + q0..]);
+            gw.apply_at(d, len, s, oc, len);
         }
-    }
+        let mut taps = uninit::<T>(kh * kw * len);
+        for j in 0..kw {
+            let (d, s) = (&mut taps[j * len..], &half[j * len..]);
+            gh.apply_at(d, kw * len, s, kw * len, len);
+        }
+        for q in 0..len {
+            for r in 0..kh * kw {
+                // SAFETY: kernel q0 + q's taps, written by this chunk alone.
+                unsafe { *dp.0.add((q0 + q) * kh * kw + r) = taps[r * len + q] };
+            }
+        }
+    });
     dw
 }
 
