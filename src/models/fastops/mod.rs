@@ -13,9 +13,10 @@
 //!   followed by col2im; the weight gradient is `Σ dY·colᵀ`, accumulated per fixed group of images and summed
 //!   in a fixed order, so results are deterministic for a given number of threads. Stride-1
 //!   3×3, 5×5, 1×7 and 7×1 convolutions on large maps run by Winograd's minimal filtering
-//!   instead (`conv/winograd.rs`); in inference passes, those on few channels and the 1×7 / 7×1
-//!   ones run as a packed product per image whose im2col matrix is read from the image as the
-//!   product goes (`conv/implicit.rs`).
+//!   instead (`conv/winograd.rs`; the one-tap axis of a 1×7 or 7×1 skipped, their windows read
+//!   where they lie in the image); in inference passes, those on few channels, and the stride-1
+//!   ones Winograd does not take, run as a packed product per image whose im2col matrix is read
+//!   from the image as the product goes (`conv/implicit.rs`).
 //! - [`conv_bn_relu`]: a convolution and its BatchNorm + ReLU as one graph node: in training
 //!   candle's backward pass then keeps no gradient entry for the convolution's output; in
 //!   evaluation the BatchNorm and ReLU are applied to the convolution's outputs as they are

@@ -17,9 +17,9 @@
 //! points) and ∞ keep the transforms' entries between 1/24 and 16 for the 3×3 and 5×5 kernels
 //! that come here (1/90 and 64 with 7 taps); the tests below bound the error against the
 //! definition, and timm's logits at 299 px, which go through it, still match. Only convolutions
-//! that gain take it ([`Plan::worth`]): large maps, enough channels, at most eight points an axis.
-//! Kernels of one row or column (1×7, 7×1) skip the one-tap axis, and take their windows where
-//! they lie in the image (see [`Plan::column_input_points`] and `phases::short_row_windows`).
+//! that gain take it ([`Plan::worth`]): large maps and enough channels. Kernels of one row or
+//! column (1×7, 7×1) skip the one-tap axis, and take their windows where they lie in the image
+//! (see [`Plan::column_input_points`] and `phases::short_row_windows`).
 //! `REPRO_WINOGRAD=0` turns it off (the im2col path then runs every convolution); bf16 products
 //! never come here.
 
@@ -189,9 +189,8 @@ impl Plan {
         (enabled() && plan.worth(g)).then_some(plan)
     }
 
-    /// Whether the transforms pay for `g`: enough tiles, channels and outputs a side. Any kernel
-    /// of up to 7 taps a side pays on such maps: the 1×7 and 7×1 ones (F(2, 7), 8 products for
-    /// 14) had lost to the whole-batch im2col GEMM on the networks' 17×17 maps (Inception-v4's
+    /// Whether the transforms pay for `g`: enough tiles, channels and outputs a side, whatever
+    /// the kernel. The 1×7 and 7×1 ones (F(2, 7), 8 products for 14) had lost to the whole-batch im2col GEMM on the networks' 17×17 maps (Inception-v4's
     /// 224→256 1×7 and 7×1 at 299 px, batch 8: 56–63 ms a pass against 49–53) until their
     /// transforms were made cheap (the one-tap axis skipped, `Bᵀ` and `Aᵀ` in one pass each, the
     /// windows read where they lie); since then they gain in training too (steps at 299 px,
