@@ -194,6 +194,34 @@ fn winograd_convolutions_match_stock() {
     }
 }
 
+/// A convolution case: `(n, c, h, w, o, kernel, padding)`.
+type ConvCase = (
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    (usize, usize),
+    (usize, usize),
+);
+
+/// Each case convolved in an inference pass (f32): equal to stock candle, and with a BatchNorm
+/// (far from the identity) and ReLU fused into it, equal to the two ops bit for bit.
+fn inference_convolutions_match_stock(cases: &[ConvCase], rng: &mut Lcg) {
+    for &(n, c, h, w, o, k, pad) in cases {
+        let what = format!("{n}×{c}×{h}×{w}, {o}×{}×{} pad {pad:?}", k.0, k.1);
+        let x = randn(&[n, c, h, w], DType::F32);
+        let wt = randn(&[o, c, k.0, k.1], DType::F32);
+        let fast = super::inference(|| conv2d(&x, &wt, pad, 1)).unwrap();
+        let stock = stock_conv2d(&x, &wt, pad, 1).unwrap();
+        close(&what, &fast, &stock, tol(DType::F32));
+        let (_, bns) = twin_batch_norms(o, DType::F32, rng);
+        let fused = super::inference(|| super::conv_bn_relu(&x, &wt, (pad, 1), &bns[0], false));
+        let two = bn_relu(&fast, &bns[1], false).unwrap();
+        assert_eq!(max_abs_diff(&fused.unwrap(), &two), 0.0, "{what}: fused");
+    }
+}
+
 /// The 1×7 and 7×1 convolutions of inference passes on enough channels go through Winograd's
 /// F(2, 7) along one axis (its transforms straight from the image rows, or from each short row's
 /// windows): equal to stock candle on maps of 17 (the networks'), of 16 and of 23 (the rows'
@@ -203,25 +231,13 @@ fn winograd_convolutions_match_stock() {
 fn one_axis_winograd_in_inference_matches_stock() {
     let mut rng = Lcg(59);
     let before = (super::conv::winograd_calls(), super::conv::implicit_calls());
-    // (n, c, h, w, o, kernel, padding)
-    let cases = [
+    let cases: [ConvCase; 4] = [
         (3, 64, 17, 17, 96, (1, 7), (0, 3)),
         (3, 96, 17, 17, 64, (7, 1), (3, 0)),
         (2, 48, 16, 23, 64, (1, 7), (0, 3)),
         (2, 64, 23, 16, 48, (7, 1), (3, 0)),
     ];
-    for (n, c, h, w, o, k, pad) in cases {
-        let what = format!("{n}×{c}×{h}×{w}, {o}×{}×{} pad {pad:?}", k.0, k.1);
-        let x = randn(&[n, c, h, w], DType::F32);
-        let wt = randn(&[o, c, k.0, k.1], DType::F32);
-        let fast = super::inference(|| conv2d(&x, &wt, pad, 1)).unwrap();
-        let stock = stock_conv2d(&x, &wt, pad, 1).unwrap();
-        close(&what, &fast, &stock, tol(DType::F32));
-        let (_, bns) = twin_batch_norms(o, DType::F32, &mut rng);
-        let fused = super::inference(|| super::conv_bn_relu(&x, &wt, (pad, 1), &bns[0], false));
-        let two = bn_relu(&fast, &bns[1], false).unwrap();
-        assert_eq!(max_abs_diff(&fused.unwrap(), &two), 0.0, "{what}: fused");
-    }
+    inference_convolutions_match_stock(&cases, &mut rng);
     if super::conv::winograd_enabled() {
         let took = super::conv::winograd_calls() - before.0;
         assert_eq!(took, 2 * cases.len() as u64, "Winograd passes");
@@ -242,8 +258,7 @@ fn one_axis_winograd_in_inference_matches_stock() {
 fn implicit_convolutions_match_stock() {
     let mut rng = Lcg(53);
     let before = super::conv::implicit_calls();
-    // (n, c, h, w, o, kernel, padding)
-    let cases = [
+    let cases: [ConvCase; 6] = [
         (3, 32, 35, 35, 32, (3, 3), (1, 1)),
         (2, 32, 17, 19, 48, (1, 7), (0, 3)),
         (4, 48, 17, 17, 40, (7, 1), (3, 0)),
@@ -251,18 +266,7 @@ fn implicit_convolutions_match_stock() {
         (2, 24, 20, 18, 32, (5, 5), (2, 2)),
         (1, 8, 16, 40, 8, (3, 3), (1, 1)),
     ];
-    for (n, c, h, w, o, k, pad) in cases {
-        let what = format!("{n}×{c}×{h}×{w}, {o}×{}×{} pad {pad:?}", k.0, k.1);
-        let x = randn(&[n, c, h, w], DType::F32);
-        let wt = randn(&[o, c, k.0, k.1], DType::F32);
-        let fast = super::inference(|| conv2d(&x, &wt, pad, 1)).unwrap();
-        let stock = stock_conv2d(&x, &wt, pad, 1).unwrap();
-        close(&what, &fast, &stock, tol(DType::F32));
-        let (_, bns) = twin_batch_norms(o, DType::F32, &mut rng);
-        let fused = super::inference(|| super::conv_bn_relu(&x, &wt, (pad, 1), &bns[0], false));
-        let two = bn_relu(&fast, &bns[1], false).unwrap();
-        assert_eq!(max_abs_diff(&fused.unwrap(), &two), 0.0, "{what}: fused");
-    }
+    inference_convolutions_match_stock(&cases, &mut rng);
     // Each case twice (the convolution alone, then with its BatchNorm and ReLU).
     let took = super::conv::implicit_calls() - before;
     if super::conv::implicit_available() {

@@ -593,16 +593,16 @@ fn rows_mut<T, const N: usize>(dst: &mut [T], stride: usize, len: usize) -> [&mu
     })
 }
 
+/// `N` rows of `len` entries of `src`, `stride` apart.
+fn rows_of<T, const N: usize>(src: &[T], stride: usize, len: usize) -> [&[T]; N] {
+    std::array::from_fn(|k| &src[k * stride..][..len])
+}
+
 /// `Bᵀ` of F(4, 3) (points 0, 1, −1, 2, −2, ∞) applied to six rows of `src` (`ss` apart), the
 /// six results into rows of `dst` (`ds` apart): the same matrix as [`Axis::bt`], with its
 /// common terms computed once (12 operations for 22 non-zero entries) in one pass.
 fn bt6<T: Elem>(dst: &mut [T], ds: usize, src: &[T], ss: usize, len: usize) {
-    let [o0, o1, o2, o3, o4, o5] = rows_mut::<T, 6>(dst, ds, len);
-    let d = |k: usize| &src[k * ss..][..len];
-    bt6_rows(
-        [o0, o1, o2, o3, o4, o5],
-        [d(0), d(1), d(2), d(3), d(4), d(5)],
-    );
+    bt6_rows(rows_mut(dst, ds, len), rows_of(src, ss, len));
 }
 
 wide_fn! {
@@ -627,9 +627,7 @@ wide_fn! {
 /// `Aᵀ` of F(4, 3) applied to six rows of `src` (`ss` apart), the four outputs into rows of
 /// `dst` (`ds` apart), common terms once.
 fn at46<T: Elem>(dst: &mut [T], ds: usize, src: &[T], ss: usize, len: usize) {
-    let rows = rows_mut::<T, 4>(dst, ds, len);
-    let m = |k: usize| &src[k * ss..][..len];
-    at46_rows(rows, [m(0), m(1), m(2), m(3), m(4), m(5)]);
+    at46_rows(rows_mut(dst, ds, len), rows_of(src, ss, len));
 }
 
 wide_fn! {
@@ -656,9 +654,7 @@ wide_fn! {
 /// `(x² + p·x)·R(x²)` for ±p, with `R` the quotient of `Q` by `x² − p²`; ∞'s row is `P`.
 /// So the rows of `p` and `−p` share their even and odd halves.
 fn bt8<T: Elem>(dst: &mut [T], ds: usize, src: &[T], ss: usize, len: usize) {
-    let o = rows_mut::<T, 8>(dst, ds, len);
-    let d = |k: usize| &src[k * ss..][..len];
-    bt8_rows(o, [d(0), d(1), d(2), d(3), d(4), d(5), d(6), d(7)]);
+    bt8_rows(rows_mut(dst, ds, len), rows_of(src, ss, len));
 }
 
 wide_fn! {
@@ -692,9 +688,7 @@ wide_fn! {
 /// `dst` (`ds` apart): the products' sum, and their sum weighted by the points (∞'s product
 /// counted once).
 fn at28<T: Elem>(dst: &mut [T], ds: usize, src: &[T], ss: usize, len: usize) {
-    let y = rows_mut::<T, 2>(dst, ds, len);
-    let m = |k: usize| &src[k * ss..][..len];
-    at28_rows(y, [m(0), m(1), m(2), m(3), m(4), m(5), m(6), m(7)]);
+    at28_rows(rows_mut(dst, ds, len), rows_of(src, ss, len));
 }
 
 wide_fn! {
@@ -714,9 +708,7 @@ wide_fn! {
 /// terms once: `[¼d₀, −(e+o)/6, −(e−o)/6, (e′+o′)/24, (e′−o′)/24, d₃]` with `e = d₀+d₂`,
 /// `o = d₁+d₃`, `e′ = d₀+4d₂`, `o′ = 2d₁+8d₃`.
 fn g64<T: Elem>(dst: &mut [T], ds: usize, src: &[T], ss: usize, len: usize) {
-    let rows = rows_mut::<T, 6>(dst, ds, len);
-    let d = |k: usize| &src[k * ss..][..len];
-    g64_rows(rows, [d(0), d(1), d(2), d(3)]);
+    g64_rows(rows_mut(dst, ds, len), rows_of(src, ss, len));
 }
 
 wide_fn! {
