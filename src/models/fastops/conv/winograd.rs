@@ -136,6 +136,15 @@ impl Axis {
 /// f32).
 const KERNEL_CHUNK: usize = 1024;
 
+/// `f(first kernel, kernels)` for each chunk of [`KERNEL_CHUNK`] of `oc` kernels, the chunks in
+/// parallel.
+fn kernel_chunks(oc: usize, f: impl Fn(usize, usize) + Sync + Send) {
+    par_items(oc.div_ceil(KERNEL_CHUNK), |chunk| {
+        let q0 = chunk * KERNEL_CHUNK;
+        f(q0, KERNEL_CHUNK.min(oc - q0))
+    });
+}
+
 /// Entries of a block's transformed operands (both of them, all points): about 2 MiB of f32.
 const BLOCK_ELEMS: usize = 1 << 19;
 
@@ -268,10 +277,8 @@ impl Plan {
         let (kh, kw, pts) = (g.kh, g.kw, self.points());
         let mut u = uninit::<T>(pts * oc);
         let up = SyncPtr(u.as_mut_ptr());
-        par_items(oc.div_ceil(KERNEL_CHUNK), |chunk| {
+        kernel_chunks(oc, |q0, len| {
             let up = &up;
-            let q0 = chunk * KERNEL_CHUNK;
-            let len = KERNEL_CHUNK.min(oc - q0);
             // taps[(i·kw + j)·len + q]: tap (i, j) of kernel q0 + q.
             let mut taps = uninit::<T>(kh * kw * len);
             let kernels = wt[q0 * kh * kw..][..len * kh * kw].chunks_exact(kh * kw);
@@ -1051,10 +1058,8 @@ fn taps_from_points<T: Elem>(acc: &[T], g: &Geom, (gh, gw): (&Axis, &Axis)) -> V
     let dp = SyncPtr(dw.as_mut_ptr());
     // A chunk of kernels at a time on each thread, as `kernel_points` makes them (on the calling
     // thread alone this was 0.3 ms a call for Inception-ResNet-v2's 1×7 and 7×1 in training).
-    par_items(oc.div_ceil(KERNEL_CHUNK), |chunk| {
+    kernel_chunks(oc, |q0, len| {
         let dp = &dp;
-        let q0 = chunk * KERNEL_CHUNK;
-        let len = KERNEL_CHUNK.min(oc - q0);
         let mut half = uninit::<T>(ah * kw * len);
         for xi in 0..ah {
             let (d, s) = (&mut half[xi * kw * len..], &acc[xi * aw * oc + q0..]);
