@@ -192,28 +192,31 @@ pub(super) struct Plan {
 impl Plan {
     /// The plan for `g`, if `g` is a stride-1 convolution with native products, a kernel of
     /// 2 to 7 taps along both axes, outputs at least a tile long, and enough tiles and channels
-    /// to pay for the transforms ([`Self::worth`]); `None` also when `REPRO_WINOGRAD=0`.
+    /// to pay for the transforms ([`Self::worth`]); `None` also when `REPRO_WINOGRAD=0`. Every
+    /// convolution asks, so the axes' matrices are made only for those that take it.
     pub(super) fn of(g: &Geom) -> Option<Self> {
-        let plan = Self::new(g)?;
-        (enabled() && plan.worth(g)).then_some(plan)
+        let (th, tw) = Self::tiles(g)?;
+        if !enabled() || !Self::worth(g, th * tw) {
+            return None;
+        }
+        Self::new(g)
     }
 
-    /// Whether the transforms pay for `g`: enough tiles, channels and outputs a side, whatever
-    /// the kernel. The 1×7 and 7×1 ones (F(2, 7), 8 products for 14) had lost to the whole-batch im2col GEMM on the networks' 17×17 maps (Inception-v4's
+    /// Whether the transforms pay for `g`, with `tiles` tiles an image: enough tiles, channels
+    /// and outputs a side, whatever the kernel. The 1×7 and 7×1 ones (F(2, 7), 8 products for
+    /// 14) had lost to the whole-batch im2col GEMM on the networks' 17×17 maps (Inception-v4's
     /// 224→256 1×7 and 7×1 at 299 px, batch 8: 56–63 ms a pass against 49–53) until their
     /// transforms were made cheap (the one-tap axis skipped, `Bᵀ` and `Aᵀ` in one pass each, the
     /// windows read where they lie); since then they gain in training too (steps at 299 px,
     /// batch 8, alternated on the same binary: Inception-v4 2.59–2.63 s against 2.73–2.85,
     /// Inception-v3 1.31–1.32 against 1.32–1.34) and more in evaluation.
-    fn worth(&self, g: &Geom) -> bool {
-        g.n * self.th * self.tw >= MIN_TILES
-            && g.c.min(g.o) >= MIN_CHANNELS
-            && g.oh.min(g.ow) >= MIN_SIDE
+    fn worth(g: &Geom, tiles: usize) -> bool {
+        g.n * tiles >= MIN_TILES && g.c.min(g.o) >= MIN_CHANNELS && g.oh.min(g.ow) >= MIN_SIDE
     }
 
-    /// The plan for `g` wherever the algorithm applies (1×n and n×1 kernels too), worth it or
-    /// not.
-    fn new(g: &Geom) -> Option<Self> {
+    /// Tiles per image down and across, wherever the algorithm applies to `g` (1×n and n×1
+    /// kernels too), worth it or not.
+    fn tiles(g: &Geom) -> Option<(usize, usize)> {
         let fits = |k: usize, out: usize| k <= 7 && (k == 1 || out >= tile_outputs(k));
         if g.s != 1
             || g.arith != Arith::Native
@@ -224,11 +227,17 @@ impl Plan {
             return None;
         }
         let (mh, mw) = (tile_outputs(g.kh), tile_outputs(g.kw));
+        Some((g.oh.div_ceil(mh), g.ow.div_ceil(mw)))
+    }
+
+    /// The plan for `g` wherever the algorithm applies, worth it or not.
+    fn new(g: &Geom) -> Option<Self> {
+        let (th, tw) = Self::tiles(g)?;
         Some(Self {
-            h: Axis::new(mh, g.kh),
-            w: Axis::new(mw, g.kw),
-            th: g.oh.div_ceil(mh),
-            tw: g.ow.div_ceil(mw),
+            h: Axis::new(tile_outputs(g.kh), g.kh),
+            w: Axis::new(tile_outputs(g.kw), g.kw),
+            th,
+            tw,
         })
     }
 
@@ -1240,7 +1249,7 @@ mod tests {
     fn worth_it_on_large_maps_only() {
         let worth = |x: [usize; 4], k: (usize, usize, usize), pad: (usize, usize)| {
             let g = Geom::new(&x, &[k.0, x[1], k.1, k.2], pad, 1).unwrap();
-            Plan::new(&g).is_some_and(|p| p.worth(&g))
+            Plan::tiles(&g).is_some_and(|(th, tw)| Plan::worth(&g, th * tw))
         };
         assert!(worth([8, 64, 35, 35], (96, 3, 3), (1, 1)));
         assert!(worth([8, 32, 149, 149], (32, 3, 3), (0, 0)));
